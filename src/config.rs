@@ -1,0 +1,1486 @@
+//! Daemon configuration: the TOML file (default [`DEFAULT_CONFIG_PATH`]), its
+//! embedded defaults, and validation.
+//!
+//! Every key is optional; an empty file means [`Config::default`]. The
+//! commented example `systemd/iocfs.toml` holds every default and a test keeps
+//! it equal to [`Config::default`].
+//!
+//! The file is parsed into a [`toml::Table`] and walked by hand rather than
+//! through serde derive, so that every error names the full dotted key
+//! (`durability.mode`) and says what would have been accepted: admins read
+//! these messages, usually over `journalctl`, with no source code at hand.
+//!
+//! Value formats:
+//! - durations are strings with a unit, parsed by `humantime`: `"24h"`,
+//!   `"7d"`, `"90s"`, `"2ms"`, `"1h30m"`. A bare TOML integer is rejected
+//!   because its unit would be a guess.
+//! - sizes are strings like `"256MiB"` (see [`parse_size`]) or a bare TOML
+//!   integer counting bytes.
+//! - `mount.file_mode` is a string of octal digits (`"0644"`); a TOML integer
+//!   is rejected because `644` and `0o644` are indistinguishable once parsed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use std::{fmt, fs};
+
+use toml::{Table, Value};
+
+/// Where the daemon and `validate-config` look when no path is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/iocfs/iocfs.toml";
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+/// Smallest and largest tier block: below 4KiB the per-block index and
+/// checksum overhead dominates; above 16MiB one cache miss reads too much.
+pub const MIN_BLOCK_SIZE: u64 = 4 * KIB;
+pub const MAX_BLOCK_SIZE: u64 = 16 * MIB;
+/// The cache must hold at least this much (and at least one block).
+pub const MIN_CACHE_SIZE: u64 = MIB;
+/// Smaller WAL segments would rotate (create + fsync a file) constantly.
+pub const MIN_SEGMENT_SIZE: u64 = MIB;
+/// Writers wait up to `batch_window` for their fsync; longer than this is a stall.
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(1);
+pub const MAX_THREADS: usize = 256;
+pub const MAX_PREFIX_V4: u8 = 32;
+pub const MAX_PREFIX_V6: u8 = 128;
+pub const MAX_FILE_MODE: u32 = 0o7777;
+/// Accepted `log.level` values (the `log` crate's level filters).
+pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+const DURATION_EXPECTED: &str = r#"expected a duration like "24h", "7d" or "90s""#;
+const SIZE_EXPECTED: &str = r#"expected a size like "256MiB", "64KiB" or a number of bytes"#;
+const MODE_EXPECTED: &str = r#"expected octal permission bits like "0644""#;
+
+/// The whole configuration, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Root of the WAL, checkpoints and tier files; must be absolute.
+    pub data_dir: PathBuf,
+    pub retention: Retention,
+    pub durability: Durability,
+    pub aging: Aging,
+    pub cache: Cache,
+    pub tiers: Tiers,
+    pub ingest: Ingest,
+    pub mount: MountOptions,
+    pub log: LogConfig,
+}
+
+/// Ages since an indicator's last sighting at which it moves down a bucket;
+/// after `froid_retention` it is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub live_to_chaud: Duration,
+    pub chaud_to_tiede: Duration,
+    pub tiede_to_froid: Duration,
+    pub froid_retention: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    pub mode: DurabilityMode,
+    /// `batch` mode: longest wait to gather records into one fsync (0 = no wait).
+    pub batch_window: Duration,
+    /// `periodic` mode: fsync cadence, i.e. the window of writes a crash may lose.
+    pub sync_interval: Duration,
+    pub commit_interval: Duration,
+    pub checkpoint_interval: Duration,
+    /// WAL segment rotation size in bytes.
+    pub segment_size: u64,
+    /// A checkpoint is also taken after this many WAL records.
+    pub checkpoint_records: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurabilityMode {
+    /// A write is acknowledged only once its WAL record is fsync'd;
+    /// concurrent writers share one fsync (group commit).
+    Always,
+    /// As `Always`, but each fsync waits up to `batch_window` to gather more records.
+    Batch,
+    /// fsync on a timer; a crash may lose up to `sync_interval` of writes.
+    Periodic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aging {
+    /// How often the ager moves indicators between buckets.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// Block cache capacity in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tiers {
+    /// Tier file block size in bytes (the unit of compression and caching).
+    pub block_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingest {
+    pub on_invalid: OnInvalid,
+    /// Shortest accepted CIDR prefixes: broader networks are invalid indicators.
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// The write() holding an invalid line fails (EINVAL) and applies nothing.
+    Reject,
+    /// Drop the bad lines, keep the good ones.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    pub allow_other: bool,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits of indicator files (parsed from octal).
+    pub file_mode: u32,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One of [`LOG_LEVELS`], lower-case.
+    pub level: String,
+}
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+impl Default for Config {
+    /// The embedded defaults; `systemd/iocfs.toml` must spell out exactly these.
+    fn default() -> Self {
+        let (secs, millis) = (Duration::from_secs, Duration::from_millis);
+        Config {
+            data_dir: PathBuf::from("/var/lib/iocfs"),
+            retention: Retention {
+                live_to_chaud: secs(DAY),
+                chaud_to_tiede: secs(7 * DAY),
+                tiede_to_froid: secs(30 * DAY),
+                froid_retention: secs(365 * DAY),
+            },
+            durability: Durability {
+                mode: DurabilityMode::Always,
+                batch_window: millis(2),
+                sync_interval: millis(100),
+                commit_interval: secs(1),
+                checkpoint_interval: secs(300),
+                segment_size: 64 * MIB,
+                checkpoint_records: 1_000_000,
+            },
+            aging: Aging { interval: secs(60) },
+            cache: Cache { size: 256 * MIB },
+            tiers: Tiers {
+                block_size: 64 * KIB,
+            },
+            ingest: Ingest {
+                on_invalid: OnInvalid::Reject,
+                min_prefix_v4: 8,
+                min_prefix_v6: 16,
+            },
+            mount: MountOptions {
+                allow_other: false,
+                uid: 0,
+                gid: 0,
+                file_mode: 0o644,
+                threads: 16,
+            },
+            log: LogConfig {
+                level: "info".to_string(),
+            },
+        }
+    }
+}
+
+impl DurabilityMode {
+    pub const ALL: [DurabilityMode; 3] = [Self::Always, Self::Batch, Self::Periodic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Batch => "batch",
+            Self::Periodic => "periodic",
+        }
+    }
+}
+
+impl OnInvalid {
+    pub const ALL: [OnInvalid; 2] = [Self::Reject, Self::Skip];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for DurabilityMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for OnInvalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration problem, worded for the admin who has to fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// toml's message: `TOML parse error at line L, column C` plus the line.
+    #[error("{message}")]
+    Syntax { message: String },
+    #[error("unknown key {key:?}: expected one of {expected}{}",
+        suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
+    UnknownKey {
+        key: String,
+        /// The valid keys of the enclosing table, comma-separated.
+        expected: String,
+        suggestion: Option<String>,
+    },
+    /// `reason` is "expected …" or, for cross-field checks, names the other key.
+    #[error("{key} = {value}: {reason}")]
+    InvalidValue {
+        key: String,
+        /// The offending value as written in TOML (strings quoted).
+        value: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The full dotted key the error is about, if any (not for I/O or syntax errors).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::UnknownKey { key, .. } | Self::InvalidValue { key, .. } => Some(key),
+            Self::Io { .. } | Self::Syntax { .. } => None,
+        }
+    }
+
+    fn invalid(key: &str, value: String, reason: impl Into<String>) -> Self {
+        Self::InvalidValue {
+            key: key.to_string(),
+            value,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a config file's text; absent keys keep their defaults.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let root: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        let mut cfg = Config::default();
+        let mut top = Section::new("", &root);
+        top.set("data_dir", &mut cfg.data_dir, |v| {
+            as_str(v, "expected an absolute path string").map(PathBuf::from)
+        })?;
+        if let Some(mut s) = top.table("retention")? {
+            let r = &mut cfg.retention;
+            s.set("live_to_chaud", &mut r.live_to_chaud, duration)?;
+            s.set("chaud_to_tiede", &mut r.chaud_to_tiede, duration)?;
+            s.set("tiede_to_froid", &mut r.tiede_to_froid, duration)?;
+            s.set("froid_retention", &mut r.froid_retention, duration)?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("durability")? {
+            let d = &mut cfg.durability;
+            s.set("mode", &mut d.mode, |v| {
+                choice(v, &DurabilityMode::ALL, DurabilityMode::as_str)
+            })?;
+            s.set("batch_window", &mut d.batch_window, duration)?;
+            s.set("sync_interval", &mut d.sync_interval, duration)?;
+            s.set("commit_interval", &mut d.commit_interval, duration)?;
+            s.set("checkpoint_interval", &mut d.checkpoint_interval, duration)?;
+            s.set("segment_size", &mut d.segment_size, size)?;
+            s.set("checkpoint_records", &mut d.checkpoint_records, |v| {
+                integer(v, 1, None)
+            })?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("aging")? {
+            s.set("interval", &mut cfg.aging.interval, duration)?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("cache")? {
+            s.set("size", &mut cfg.cache.size, size)?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("tiers")? {
+            s.set("block_size", &mut cfg.tiers.block_size, size)?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("ingest")? {
+            let i = &mut cfg.ingest;
+            s.set("on_invalid", &mut i.on_invalid, |v| {
+                choice(v, &OnInvalid::ALL, OnInvalid::as_str)
+            })?;
+            s.set("min_prefix_v4", &mut i.min_prefix_v4, |v| {
+                integer(v, 0, Some(MAX_PREFIX_V4.into()))
+            })?;
+            s.set("min_prefix_v6", &mut i.min_prefix_v6, |v| {
+                integer(v, 0, Some(MAX_PREFIX_V6.into()))
+            })?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("mount")? {
+            let m = &mut cfg.mount;
+            s.set("allow_other", &mut m.allow_other, |v| match v {
+                Value::Boolean(b) => Ok(*b),
+                _ => Err("expected true or false".to_string()),
+            })?;
+            s.set("uid", &mut m.uid, |v| integer(v, 0, Some(u32::MAX.into())))?;
+            s.set("gid", &mut m.gid, |v| integer(v, 0, Some(u32::MAX.into())))?;
+            s.set("file_mode", &mut m.file_mode, |v| {
+                parse_mode(as_str(v, MODE_EXPECTED)?).map_err(|e| format!("{MODE_EXPECTED} ({e})"))
+            })?;
+            s.set("threads", &mut m.threads, |v| {
+                integer(v, 1, Some(MAX_THREADS as i64))
+            })?;
+            s.finish()?;
+        }
+        if let Some(mut s) = top.table("log")? {
+            s.set("level", &mut cfg.log.level, |v| {
+                let level = as_str(v, log_levels_expected())?.to_ascii_lowercase();
+                if LOG_LEVELS.contains(&level.as_str()) {
+                    Ok(level)
+                } else {
+                    Err(log_levels_expected())
+                }
+            })?;
+            s.finish()?;
+        }
+        top.finish()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses `path`; a file that cannot be read is an error naming it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// Range and cross-field checks. Called by [`Config::from_toml_str`]; call
+    /// it again on a `Config` built or modified in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: String| {
+            Err(ConfigError::invalid(key, value, reason))
+        };
+        if !self.data_dir.is_absolute() {
+            let shown = quote(&self.data_dir.display().to_string());
+            return bad("data_dir", shown, "expected an absolute path".into());
+        }
+
+        let (r, d) = (&self.retention, &self.durability);
+        let dur = |d: Duration| quote(&format_duration(d));
+        let stages = [
+            ("retention.live_to_chaud", r.live_to_chaud),
+            ("retention.chaud_to_tiede", r.chaud_to_tiede),
+            ("retention.tiede_to_froid", r.tiede_to_froid),
+            ("retention.froid_retention", r.froid_retention),
+        ];
+        for pair in stages.windows(2) {
+            if let [(prev_key, prev), (key, cur)] = pair {
+                if cur <= prev {
+                    let order = "buckets age in order live, chaud, tiede, froid";
+                    let reason =
+                        format!("must be longer than {prev_key} = {} ({order})", dur(*prev));
+                    return bad(key, dur(*cur), reason);
+                }
+            }
+        }
+        if d.batch_window > MAX_BATCH_WINDOW {
+            let max = format_duration(MAX_BATCH_WINDOW);
+            let reason = format!("expected a duration from 0 (no wait) to {max}");
+            return bad("durability.batch_window", dur(d.batch_window), reason);
+        }
+        for (key, value) in [
+            ("retention.live_to_chaud", r.live_to_chaud),
+            ("durability.sync_interval", d.sync_interval),
+            ("durability.commit_interval", d.commit_interval),
+            ("durability.checkpoint_interval", d.checkpoint_interval),
+            ("aging.interval", self.aging.interval),
+        ] {
+            if value.is_zero() {
+                return bad(key, dur(value), "expected a duration above zero".into());
+            }
+        }
+
+        // (key, bytes, inclusive bounds; None = unbounded)
+        let block = self.tiers.block_size;
+        for (key, value, min, max) in [
+            (
+                "durability.segment_size",
+                d.segment_size,
+                MIN_SEGMENT_SIZE,
+                None,
+            ),
+            (
+                "tiers.block_size",
+                block,
+                MIN_BLOCK_SIZE,
+                Some(MAX_BLOCK_SIZE),
+            ),
+            ("cache.size", self.cache.size, MIN_CACHE_SIZE, None),
+        ] {
+            if value < min || max.is_some_and(|max| value > max) {
+                let reason = range_reason("a size", format_size(min), max.map(format_size));
+                return bad(key, quote(&format_size(value)), reason);
+            }
+        }
+        if self.cache.size < block {
+            let reason = format!(
+                "must be at least tiers.block_size = {}",
+                quote(&format_size(block))
+            );
+            return bad("cache.size", quote(&format_size(self.cache.size)), reason);
+        }
+
+        // (key, value, inclusive bounds) for integers, mirroring the parse-time ranges.
+        let m = &self.mount;
+        for (key, value, min, max) in [
+            (
+                "durability.checkpoint_records",
+                d.checkpoint_records,
+                1,
+                None,
+            ),
+            (
+                "ingest.min_prefix_v4",
+                self.ingest.min_prefix_v4.into(),
+                0,
+                Some(MAX_PREFIX_V4.into()),
+            ),
+            (
+                "ingest.min_prefix_v6",
+                self.ingest.min_prefix_v6.into(),
+                0,
+                Some(MAX_PREFIX_V6.into()),
+            ),
+            (
+                "mount.threads",
+                m.threads as u64,
+                1,
+                Some(MAX_THREADS as u64),
+            ),
+        ] {
+            if value < min || max.is_some_and(|max| value > max) {
+                let reason = range_reason("an integer", min, max);
+                return bad(key, value.to_string(), reason);
+            }
+        }
+        if m.file_mode > MAX_FILE_MODE {
+            let shown = quote(&format!("{:04o}", m.file_mode));
+            return bad("mount.file_mode", shown, MODE_EXPECTED.into());
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            return bad("log.level", quote(&self.log.level), log_levels_expected());
+        }
+        Ok(())
+    }
+
+    /// Keys that differ between `self` (running) and `new` (re-read on SIGHUP)
+    /// but only take effect after a restart: the daemon keeps its running
+    /// values for these and should log them. Everything else is reloadable.
+    pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (self, new);
+        [
+            ("data_dir", a.data_dir != b.data_dir),
+            ("durability.mode", a.durability.mode != b.durability.mode),
+            (
+                "durability.segment_size",
+                a.durability.segment_size != b.durability.segment_size,
+            ),
+            ("tiers.block_size", a.tiers.block_size != b.tiers.block_size),
+            (
+                "mount.allow_other",
+                a.mount.allow_other != b.mount.allow_other,
+            ),
+            ("mount.uid", a.mount.uid != b.mount.uid),
+            ("mount.gid", a.mount.gid != b.mount.gid),
+            ("mount.file_mode", a.mount.file_mode != b.mount.file_mode),
+            ("mount.threads", a.mount.threads != b.mount.threads),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
+/// One TOML table being read. Each key read is recorded, so the list of
+/// valid keys printed for an unknown key can never drift from the parser.
+struct Section<'a> {
+    name: &'static str,
+    table: &'a Table,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    fn new(name: &'static str, table: &'a Table) -> Self {
+        Section {
+            name,
+            table,
+            known: Vec::new(),
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        if self.name.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.name)
+        }
+    }
+
+    fn take(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.known.push(key);
+        self.table.get(key)
+    }
+
+    /// Overwrites `out` if `key` is present; `conv` returns the "expected …" phrase on failure.
+    fn set<T>(
+        &mut self,
+        key: &'static str,
+        out: &mut T,
+        conv: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(value) = self.take(key) {
+            *out = conv(value)
+                .map_err(|reason| ConfigError::invalid(&self.path(key), render(value), reason))?;
+        }
+        Ok(())
+    }
+
+    fn table(&mut self, key: &'static str) -> Result<Option<Section<'a>>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Table(t)) => Ok(Some(Section::new(key, t))),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                render(v),
+                "expected a table",
+            )),
+        }
+    }
+
+    /// Fails on the first key (in sorted order) that no `set`/`table` call asked for.
+    fn finish(self) -> Result<(), ConfigError> {
+        match self
+            .table
+            .keys()
+            .find(|k| !self.known.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some(unknown) => Err(ConfigError::UnknownKey {
+                key: self.path(unknown),
+                expected: self.known.join(", "),
+                suggestion: suggest(unknown, &self.known).map(str::to_string),
+            }),
+        }
+    }
+}
+
+/// The closest valid key if it is within two edits (catches typos like `mod`).
+fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = Vec::with_capacity(prev.len());
+            cur.push(i + 1);
+            for ((cb, diag), up) in b.iter().zip(&prev).zip(prev.iter().skip(1)) {
+                let left = cur.last().copied().unwrap_or(usize::MAX - 1);
+                cur.push((up + 1).min(left + 1).min(diag + usize::from(ca != *cb)));
+            }
+            prev = cur;
+        }
+        prev.last().copied().unwrap_or(usize::MAX)
+    };
+    let lower = unknown.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (distance(&lower, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// A value as the admin wrote it; arrays and tables are abbreviated.
+fn render(v: &Value) -> String {
+    match v {
+        Value::String(s) => quote(s),
+        Value::Integer(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Datetime(d) => d.to_string(),
+        Value::Array(_) => "[...]".to_string(),
+        Value::Table(_) => "{...}".to_string(),
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn log_levels_expected() -> String {
+    format!("expected one of {}", LOG_LEVELS.join(", "))
+}
+
+fn as_str(v: &Value, expected: impl Into<String>) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| expected.into())
+}
+
+fn duration(v: &Value) -> Result<Duration, String> {
+    parse_duration(as_str(v, DURATION_EXPECTED)?).map_err(|e| format!("{DURATION_EXPECTED} ({e})"))
+}
+
+fn size(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Integer(n) => u64::try_from(*n).map_err(|_| SIZE_EXPECTED.to_string()),
+        Value::String(s) => parse_size(s).map_err(|e| format!("{SIZE_EXPECTED} ({e})")),
+        _ => Err(SIZE_EXPECTED.to_string()),
+    }
+}
+
+fn integer<T: TryFrom<i64>>(v: &Value, min: i64, max: Option<i64>) -> Result<T, String> {
+    let expected = || range_reason("an integer", min, max);
+    match v {
+        Value::Integer(n) if *n >= min && max.is_none_or(|max| *n <= max) => {
+            T::try_from(*n).map_err(|_| expected())
+        }
+        _ => Err(expected()),
+    }
+}
+
+/// "expected an integer from 0 to 32" / "expected a size of at least 1MiB".
+fn range_reason(what: &str, min: impl fmt::Display, max: Option<impl fmt::Display>) -> String {
+    match max {
+        Some(max) => format!("expected {what} from {min} to {max}"),
+        None => format!("expected {what} of at least {min}"),
+    }
+}
+
+fn choice<T: Copy>(v: &Value, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
+    let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
+    let expected = || format!("expected one of {}", names.join(", "));
+    let s = v.as_str().ok_or_else(expected)?;
+    all.iter()
+        .copied()
+        .find(|t| name(*t).eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(expected)
+}
+
+/// Parses a duration with `humantime` ("24h", "7d", "2ms", "1h30m", "0").
+/// Zero is accepted here; [`Config::validate`] decides per key whether it makes sense.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    use humantime::DurationError as E;
+    let s = s.trim();
+    humantime::parse_duration(s).map_err(|e| match e {
+        E::Empty => "the value is empty".to_string(),
+        E::NumberOverflow => format!("{s:?} is too large or finer than 1ns"),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => "a unit is needed".to_string(),
+        E::UnknownUnit { unit, .. } => {
+            format!("unknown unit {unit:?}; use ns, us, ms, s, m, h, d, w, M or y")
+        }
+        E::InvalidCharacter(at) | E::NumberExpected(at) => {
+            format!("cannot read {:?}", s.get(at..).unwrap_or(s))
+        }
+    })
+}
+
+/// Parses a byte size: an integer optionally followed by a unit, with optional
+/// spaces between. Units (case-insensitive): `B`; binary `KiB`/`MiB`/`GiB`/`TiB`
+/// and the shorthands `K`/`M`/`G`/`T` (powers of 1024); decimal `KB`/`MB`/`GB`/`TB`
+/// (powers of 1000). Fractions are rejected so sizes stay exact.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    if number.is_empty() {
+        return Err("a size starts with a whole number".to_string());
+    }
+    if unit.starts_with(['.', ',']) {
+        return Err("fractions are not accepted; use a smaller unit".to_string());
+    }
+    let too_large = || format!("{s:?} is too large");
+    let number: u64 = number.parse().map_err(|_| too_large())?;
+    let unit = unit.trim_start();
+    let multiplier = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => KIB,
+        "m" | "mib" => MIB,
+        "g" | "gib" => GIB,
+        "t" | "tib" => TIB,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?}; use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB"
+            ))
+        }
+    };
+    number.checked_mul(multiplier).ok_or_else(too_large)
+}
+
+/// Parses permission bits written in octal: "0644", "644", "0o644"; at most 0o7777.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err("only the digits 0-7 are allowed".to_string());
+    }
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= MAX_FILE_MODE => Ok(mode),
+        _ => Err("at most 7777".to_string()),
+    }
+}
+
+/// Compact, exact form of a duration ("1d", "1h30m", "2ms"); [`parse_duration`]
+/// reads it back to the same value.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_string();
+    }
+    let (secs, nanos) = (d.as_secs(), u64::from(d.subsec_nanos()));
+    let parts = [
+        (secs / DAY, "d"),
+        (secs % DAY / HOUR, "h"),
+        (secs % HOUR / 60, "m"),
+        (secs % 60, "s"),
+        (nanos / 1_000_000, "ms"),
+        (nanos / 1_000 % 1_000, "us"),
+        (nanos % 1_000, "ns"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
+/// Exact form of a byte count in the largest binary unit that divides it
+/// ("256MiB", "64KiB", "1000B"); [`parse_size`] reads it back to the same value.
+pub fn format_size(n: u64) -> String {
+    for (unit, len) in [("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
+        if n != 0 && n % len == 0 {
+            return format!("{}{unit}", n / len);
+        }
+    }
+    format!("{n}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        match Config::from_toml_str(text) {
+            Ok(cfg) => panic!("expected an error for {text:?}, got {cfg:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml_str("# only a comment\n\n").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn example_file_equals_the_embedded_defaults() {
+        let example = include_str!("../systemd/iocfs.toml");
+        assert_eq!(Config::from_toml_str(example).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_file_sets_every_key() {
+        // Guards the other direction: a key added to the parser must be documented.
+        let example: Table = include_str!("../systemd/iocfs.toml").parse().unwrap();
+        let sections = [
+            "retention",
+            "durability",
+            "aging",
+            "cache",
+            "tiers",
+            "ingest",
+            "mount",
+            "log",
+        ];
+        let mut count = usize::from(example.contains_key("data_dir"));
+        for name in sections {
+            count += example[name].as_table().unwrap().len();
+        }
+        assert_eq!(count, 1 + 4 + 7 + 1 + 1 + 1 + 3 + 5 + 1);
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::default();
+        assert_eq!(c.data_dir, Path::new("/var/lib/iocfs"));
+        assert_eq!(c.retention.live_to_chaud, Duration::from_secs(24 * 3600));
+        assert_eq!(c.retention.chaud_to_tiede, Duration::from_secs(7 * 86400));
+        assert_eq!(c.retention.tiede_to_froid, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            c.retention.froid_retention,
+            Duration::from_secs(365 * 86400)
+        );
+        assert_eq!(c.durability.mode, DurabilityMode::Always);
+        assert_eq!(c.durability.batch_window, Duration::from_millis(2));
+        assert_eq!(c.durability.sync_interval, Duration::from_millis(100));
+        assert_eq!(c.durability.commit_interval, Duration::from_secs(1));
+        assert_eq!(c.durability.checkpoint_interval, Duration::from_secs(300));
+        assert_eq!(c.durability.segment_size, 64 << 20);
+        assert_eq!(c.durability.checkpoint_records, 1_000_000);
+        assert_eq!(c.aging.interval, Duration::from_secs(60));
+        assert_eq!(c.cache.size, 256 << 20);
+        assert_eq!(c.tiers.block_size, 64 << 10);
+        assert_eq!(c.ingest.on_invalid, OnInvalid::Reject);
+        assert_eq!((c.ingest.min_prefix_v4, c.ingest.min_prefix_v6), (8, 16));
+        let m = &c.mount;
+        assert_eq!(
+            (m.allow_other, m.uid, m.gid, m.file_mode, m.threads),
+            (false, 0, 0, 0o644, 16)
+        );
+        assert_eq!(c.log.level, "info");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_overrides_only_what_it_sets() {
+        let text = r#"
+            data_dir = "/srv/iocfs"
+            [durability]
+            mode = "batch"
+            [cache]
+            size = 1073741824
+            [ingest]
+            on_invalid = "skip"
+            [mount]
+            file_mode = "640"
+            threads = 4
+            allow_other = true
+            uid = 998
+            [log]
+            level = "DEBUG"
+        "#;
+        let c = Config::from_toml_str(text).unwrap();
+        let mut want = Config {
+            data_dir: PathBuf::from("/srv/iocfs"),
+            ..Config::default()
+        };
+        want.durability.mode = DurabilityMode::Batch;
+        want.cache.size = 1 << 30;
+        want.ingest.on_invalid = OnInvalid::Skip;
+        want.mount.file_mode = 0o640;
+        want.mount.threads = 4;
+        want.mount.allow_other = true;
+        want.mount.uid = 998;
+        want.log.level = "debug".into();
+        assert_eq!(c, want);
+
+        let c = Config::from_toml_str("[retention]\nfroid_retention = \"2y\"\n").unwrap();
+        assert_eq!(
+            c.retention.froid_retention,
+            Duration::from_secs(2 * 31_557_600)
+        );
+        assert_eq!(
+            c.retention.live_to_chaud,
+            Config::default().retention.live_to_chaud
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key_and_what_is_expected() {
+        let cases: &[(&str, &str, &str)] = &[
+            // (toml, key, fragment of the message)
+            (
+                "data_dir = 5",
+                "data_dir",
+                "data_dir = 5: expected an absolute path",
+            ),
+            ("data_dir = \"\"", "data_dir", "expected an absolute path"),
+            (
+                "data_dir = \"var/lib\"",
+                "data_dir",
+                "expected an absolute path",
+            ),
+            (
+                "retention = 3",
+                "retention",
+                "retention = 3: expected a table",
+            ),
+            (
+                "[retention]\nlive_to_chaud = \"24 hours please\"",
+                "retention.live_to_chaud",
+                r#"retention.live_to_chaud = "24 hours please": expected a duration like "24h", "7d" or "90s""#,
+            ),
+            (
+                "[retention]\nlive_to_chaud = 24",
+                "retention.live_to_chaud",
+                "expected a duration",
+            ),
+            (
+                "[retention]\nlive_to_chaud = \"0s\"",
+                "retention.live_to_chaud",
+                "above zero",
+            ),
+            (
+                "[retention]\nchaud_to_tiede = \"-1d\"",
+                "retention.chaud_to_tiede",
+                "expected a duration",
+            ),
+            (
+                "[retention]\ntiede_to_froid = \"\"",
+                "retention.tiede_to_froid",
+                "expected a duration",
+            ),
+            (
+                "[retention]\nfroid_retention = \"1x\"",
+                "retention.froid_retention",
+                "unknown unit \"x\"",
+            ),
+            (
+                "[durability]\nmode = \"sometimes\"",
+                "durability.mode",
+                r#"durability.mode = "sometimes": expected one of always, batch, periodic"#,
+            ),
+            (
+                "[durability]\nmode = 1",
+                "durability.mode",
+                "expected one of always, batch, periodic",
+            ),
+            (
+                "[durability]\nbatch_window = \"2s\"",
+                "durability.batch_window",
+                "from 0 (no wait) to 1s",
+            ),
+            (
+                "[durability]\nbatch_window = \"x\"",
+                "durability.batch_window",
+                "expected a duration",
+            ),
+            (
+                "[durability]\nsync_interval = \"0ms\"",
+                "durability.sync_interval",
+                "above zero",
+            ),
+            (
+                "[durability]\ncommit_interval = \"0\"",
+                "durability.commit_interval",
+                "above zero",
+            ),
+            (
+                "[durability]\ncheckpoint_interval = \"0s\"",
+                "durability.checkpoint_interval",
+                "above zero",
+            ),
+            (
+                "[durability]\nsegment_size = \"512KiB\"",
+                "durability.segment_size",
+                "at least 1MiB",
+            ),
+            (
+                "[durability]\nsegment_size = -1",
+                "durability.segment_size",
+                "expected a size",
+            ),
+            (
+                "[durability]\ncheckpoint_records = 0",
+                "durability.checkpoint_records",
+                "at least 1",
+            ),
+            (
+                "[durability]\ncheckpoint_records = \"1000\"",
+                "durability.checkpoint_records",
+                "expected an integer",
+            ),
+            (
+                "[aging]\ninterval = \"0s\"",
+                "aging.interval",
+                "aging.interval = \"0s\": expected a duration above zero",
+            ),
+            (
+                "[aging]\ninterval = true",
+                "aging.interval",
+                "expected a duration",
+            ),
+            (
+                "[cache]\nsize = \"lots\"",
+                "cache.size",
+                r#"cache.size = "lots": expected a size like "256MiB""#,
+            ),
+            ("[cache]\nsize = 1.5", "cache.size", "expected a size"),
+            (
+                "[cache]\nsize = \"1.5GiB\"",
+                "cache.size",
+                "expected a size",
+            ),
+            ("[cache]\nsize = \"512KiB\"", "cache.size", "at least 1MiB"),
+            (
+                "[cache]\nsize = \"99999999999TiB\"",
+                "cache.size",
+                "too large",
+            ),
+            (
+                "[cache]\nsize = \"2MiB\"\n[tiers]\nblock_size = \"16MiB\"",
+                "cache.size",
+                "must be at least tiers.block_size = \"16MiB\"",
+            ),
+            (
+                "[tiers]\nblock_size = \"2KiB\"",
+                "tiers.block_size",
+                "expected a size from 4KiB to 16MiB",
+            ),
+            (
+                "[tiers]\nblock_size = \"32MiB\"",
+                "tiers.block_size",
+                "expected a size from 4KiB to 16MiB",
+            ),
+            (
+                "[ingest]\non_invalid = \"ignore\"",
+                "ingest.on_invalid",
+                "expected one of reject, skip",
+            ),
+            (
+                "[ingest]\nmin_prefix_v4 = \"8\"",
+                "ingest.min_prefix_v4",
+                "ingest.min_prefix_v4 = \"8\": expected an integer",
+            ),
+            (
+                "[ingest]\nmin_prefix_v4 = 33",
+                "ingest.min_prefix_v4",
+                "expected an integer from 0 to 32",
+            ),
+            (
+                "[ingest]\nmin_prefix_v4 = -1",
+                "ingest.min_prefix_v4",
+                "expected an integer from 0 to 32",
+            ),
+            (
+                "[ingest]\nmin_prefix_v6 = 129",
+                "ingest.min_prefix_v6",
+                "expected an integer from 0 to 128",
+            ),
+            (
+                "[ingest]\nmin_prefix_v6 = 1000",
+                "ingest.min_prefix_v6",
+                "from 0 to 128",
+            ),
+            (
+                "[mount]\nallow_other = \"yes\"",
+                "mount.allow_other",
+                "expected true or false",
+            ),
+            (
+                "[mount]\nuid = -1",
+                "mount.uid",
+                "expected an integer from 0 to 4294967295",
+            ),
+            (
+                "[mount]\ngid = 4294967296",
+                "mount.gid",
+                "expected an integer from 0 to 4294967295",
+            ),
+            (
+                "[mount]\ngid = \"root\"",
+                "mount.gid",
+                "expected an integer",
+            ),
+            (
+                "[mount]\nfile_mode = \"0999\"",
+                "mount.file_mode",
+                r#"mount.file_mode = "0999": expected octal permission bits like "0644""#,
+            ),
+            (
+                "[mount]\nfile_mode = 644",
+                "mount.file_mode",
+                "expected octal permission bits",
+            ),
+            (
+                "[mount]\nfile_mode = \"17777\"",
+                "mount.file_mode",
+                "at most 7777",
+            ),
+            (
+                "[mount]\nthreads = 0",
+                "mount.threads",
+                "expected an integer from 1 to 256",
+            ),
+            (
+                "[mount]\nthreads = 257",
+                "mount.threads",
+                "expected an integer from 1 to 256",
+            ),
+            (
+                "[log]\nlevel = \"verbose\"",
+                "log.level",
+                "expected one of error, warn, info, debug, trace, off",
+            ),
+            ("[log]\nlevel = 3", "log.level", "expected one of error"),
+            (
+                "[log]\nlevel = [\"info\"]",
+                "log.level",
+                "log.level = [...]: expected one of",
+            ),
+        ];
+        for (text, key, fragment) in cases {
+            let e = err(text);
+            assert_eq!(e.key(), Some(*key), "{text:?} gave {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(fragment),
+                "{text:?}: {msg:?} lacks {fragment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_the_dotted_key_and_the_valid_ones() {
+        let e = err("[durability]\nmod = \"always\"");
+        assert_eq!(e.key(), Some("durability.mod"));
+        assert_eq!(
+            e.to_string(),
+            "unknown key \"durability.mod\": expected one of mode, batch_window, sync_interval, \
+             commit_interval, checkpoint_interval, segment_size, checkpoint_records \
+             (did you mean \"mode\"?)"
+        );
+
+        let e = err("datadir = \"/x\"");
+        assert_eq!(e.key(), Some("datadir"));
+        let msg = e.to_string();
+        assert!(msg.contains("expected one of data_dir, retention, durability, aging, cache, tiers, ingest, mount, log"), "{msg}");
+        assert!(msg.contains("did you mean \"data_dir\""), "{msg}");
+
+        let e = err("[logging]\nlevel = \"info\"");
+        assert_eq!(e.key(), Some("logging"));
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+
+        let e = err("[mount]\nthreads = 4\nreadonly = true");
+        assert_eq!(e.key(), Some("mount.readonly"));
+        assert!(
+            e.to_string()
+                .contains("allow_other, uid, gid, file_mode, threads"),
+            "{e}"
+        );
+
+        let e = err("[durability.extra]\nx = 1");
+        assert_eq!(e.key(), Some("durability.extra"));
+
+        let e = err("[log]\nlevel = \"info\"\n[retention]\nfoo = \"1d\"");
+        assert_eq!(e.key(), Some("retention.foo"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line_and_column() {
+        let e = err("[cache]\nsize = \"256MiB\n");
+        assert_eq!(e.key(), None);
+        assert!(matches!(e, ConfigError::Syntax { .. }));
+        assert!(e.to_string().contains("line 2, column"), "{e}");
+
+        let e = err("[log]\nlevel = \"info\"\nlevel = \"debug\"\n");
+        assert!(e.to_string().contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn retention_must_increase_and_names_both_keys() {
+        let e = err("[retention]\nlive_to_chaud = \"10d\"");
+        assert_eq!(e.key(), Some("retention.chaud_to_tiede"));
+        assert_eq!(
+            e.to_string(),
+            "retention.chaud_to_tiede = \"7d\": must be longer than retention.live_to_chaud = \"10d\" \
+             (buckets age in order live, chaud, tiede, froid)"
+        );
+        let e = err("[retention]\ntiede_to_froid = \"7d\"");
+        assert_eq!(e.key(), Some("retention.tiede_to_froid"));
+        assert!(e.to_string().contains("retention.chaud_to_tiede"), "{e}");
+        let e = err("[retention]\nfroid_retention = \"30d\"");
+        assert_eq!(e.key(), Some("retention.froid_retention"));
+        assert!(
+            e.to_string().contains("retention.tiede_to_froid = \"30d\""),
+            "{e}"
+        );
+
+        let ok = "[retention]\nlive_to_chaud = \"1h\"\nchaud_to_tiede = \"2h\"\ntiede_to_froid = \"3h\"\nfroid_retention = \"4h\"";
+        assert_eq!(
+            Config::from_toml_str(ok).unwrap().retention.froid_retention,
+            Duration::from_secs(4 * 3600)
+        );
+    }
+
+    #[test]
+    fn batch_window_zero_means_no_wait() {
+        let c = Config::from_toml_str("[durability]\nbatch_window = \"0s\"").unwrap();
+        assert_eq!(c.durability.batch_window, Duration::ZERO);
+        let c = Config::from_toml_str("[durability]\nbatch_window = \"1s\"").unwrap();
+        assert_eq!(c.durability.batch_window, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn validate_checks_configs_built_in_code() {
+        let mut c = Config::default();
+        c.log.level = "loud".into();
+        assert_eq!(c.validate().unwrap_err().key(), Some("log.level"));
+        let mut c = Config::default();
+        c.ingest.min_prefix_v6 = 200;
+        assert_eq!(
+            c.validate().unwrap_err().key(),
+            Some("ingest.min_prefix_v6")
+        );
+        let mut c = Config::default();
+        c.mount.file_mode = 0o10000;
+        assert_eq!(c.validate().unwrap_err().key(), Some("mount.file_mode"));
+        let mut c = Config::default();
+        c.mount.threads = 0;
+        assert_eq!(c.validate().unwrap_err().key(), Some("mount.threads"));
+        let mut c = Config::default();
+        c.durability.checkpoint_records = 0;
+        assert_eq!(
+            c.validate().unwrap_err().key(),
+            Some("durability.checkpoint_records")
+        );
+        let c = Config {
+            data_dir: PathBuf::new(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.to_string(), "data_dir = \"\": expected an absolute path");
+    }
+
+    #[test]
+    fn duration_parser() {
+        let ok = [
+            ("24h", 86_400_000),
+            ("7d", 7 * 86_400_000),
+            ("2ms", 2),
+            ("5m", 300_000),
+            ("90s", 90_000),
+            ("1h30m", 5_400_000),
+            ("1h 30m", 5_400_000),
+            (" 60s ", 60_000),
+            ("0", 0),
+            ("0s", 0),
+            ("1w", 7 * 86_400_000),
+            ("365d", 365 * 86_400_000),
+        ];
+        for (text, millis) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "  ",
+            "-1s",
+            "24",
+            "24 hours please",
+            "1x",
+            "h",
+            "1.2.3s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn size_parser() {
+        let ok: [(&str, u64); 17] = [
+            ("256MiB", 256 << 20),
+            ("64KiB", 64 << 10),
+            ("1GiB", 1 << 30),
+            ("2TiB", 2 << 40),
+            ("512B", 512),
+            ("1048576", 1 << 20),
+            ("0", 0),
+            ("64K", 64 << 10),
+            ("16M", 16 << 20),
+            ("1G", 1 << 30),
+            ("64KB", 64_000),
+            ("1MB", 1_000_000),
+            ("1GB", 1_000_000_000),
+            ("1TB", 1_000_000_000_000),
+            ("256 MiB", 256 << 20),
+            ("256mib", 256 << 20),
+            ("18446744073709551615", u64::MAX),
+        ];
+        for (text, n) in ok {
+            assert_eq!(parse_size(text), Ok(n), "{text}");
+        }
+        let bad = [
+            "",
+            "MiB",
+            "lots",
+            "-1",
+            "1.5GiB",
+            "12 34",
+            "1PiB",
+            "1KiBs",
+            "18446744073709551616",
+            "16777216TiB",
+            "99999999999999999999999",
+        ];
+        for text in bad {
+            assert!(parse_size(text).is_err(), "{text:?} should be rejected");
+        }
+        assert!(parse_size("16777216TiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn mode_parser() {
+        for (text, mode) in [
+            ("0644", 0o644),
+            ("644", 0o644),
+            ("0o600", 0o600),
+            ("7777", 0o7777),
+            ("0", 0),
+            ("0000440", 0o440),
+        ] {
+            assert_eq!(parse_mode(text), Ok(mode), "{text}");
+        }
+        for bad in [
+            "",
+            "0999",
+            "rw-r--r--",
+            "10000",
+            "-644",
+            "0x1a4",
+            "64 4",
+            "0o",
+        ] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn formatters_round_trip() {
+        let d = Config::default();
+        let durations = [
+            (d.retention.live_to_chaud, "1d"),
+            (d.retention.chaud_to_tiede, "7d"),
+            (d.retention.tiede_to_froid, "30d"),
+            (d.retention.froid_retention, "365d"),
+            (d.durability.batch_window, "2ms"),
+            (d.durability.sync_interval, "100ms"),
+            (d.durability.commit_interval, "1s"),
+            (d.durability.checkpoint_interval, "5m"),
+            (d.aging.interval, "1m"),
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::new(90_061, 1_002_003), "1d1h1m1s1ms2us3ns"),
+        ];
+        for (value, text) in durations {
+            assert_eq!(format_duration(value), text);
+            assert_eq!(parse_duration(text), Ok(value), "{text}");
+        }
+        assert_eq!(
+            parse_duration(&format_duration(Duration::MAX)),
+            Ok(Duration::MAX)
+        );
+
+        let sizes = [
+            (d.cache.size, "256MiB"),
+            (d.tiers.block_size, "64KiB"),
+            (d.durability.segment_size, "64MiB"),
+            (0, "0B"),
+            (1000, "1000B"),
+            (1 << 30, "1GiB"),
+            (3 << 40, "3TiB"),
+            (3072, "3KiB"),
+            (1536, "1536B"),
+            (u64::MAX, "18446744073709551615B"),
+        ];
+        for (value, text) in sizes {
+            assert_eq!(format_size(value), text);
+            assert_eq!(parse_size(text), Ok(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn enums_display_their_config_names() {
+        let names: Vec<String> = DurabilityMode::ALL
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["always", "batch", "periodic"]);
+        assert_eq!(OnInvalid::Skip.to_string(), "skip");
+        let c = Config::from_toml_str("[durability]\nmode = \"Periodic\"").unwrap();
+        assert_eq!(c.durability.mode, DurabilityMode::Periodic);
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("iocfs.toml");
+        std::fs::write(&path, "[aging]\ninterval = \"30s\"\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().aging.interval,
+            Duration::from_secs(30)
+        );
+
+        let missing = dir.path().join("nope.toml");
+        let e = Config::load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Io { .. }));
+        assert_eq!(e.key(), None);
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn restart_required_lists_only_non_reloadable_changes() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.retention.live_to_chaud = Duration::from_secs(3600);
+        new.cache.size = 1 << 30;
+        new.log.level = "debug".into();
+        new.ingest.on_invalid = OnInvalid::Skip;
+        assert!(old.restart_required(&new).is_empty());
+        new.data_dir = PathBuf::from("/srv");
+        new.mount.threads = 2;
+        new.durability.mode = DurabilityMode::Periodic;
+        assert_eq!(
+            old.restart_required(&new),
+            ["data_dir", "durability.mode", "mount.threads"]
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Fault injection for tests, in the style of raft-engine's failpoints. Only builds with the
+//! `testing` feature can arm one (through `.iocfs/ctl`: `failpoint NAME ERRNO|off`); in release
+//! builds `check` compiles to nothing.
+//!
+//! Names in use: `wal::write`, `wal::sync`, `commit::write`.
+
+use std::io;
+
+#[cfg(feature = "testing")]
+mod armed {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    pub(super) fn table() -> &'static Mutex<HashMap<String, i32>> {
+        static TABLE: OnceLock<Mutex<HashMap<String, i32>>> = OnceLock::new();
+        TABLE.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+}
+
+/// Fail with the armed errno if `name` is armed.
+#[inline]
+pub fn check(name: &str) -> io::Result<()> {
+    #[cfg(feature = "testing")]
+    {
+        let table = armed::table().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&errno) = table.get(name) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
+    let _ = name;
+    Ok(())
+}
+
+/// Arm (`Some(errno)`) or disarm (`None`) a failpoint. Returns false in builds without `testing`.
+pub fn set(name: &str, errno: Option<i32>) -> bool {
+    #[cfg(feature = "testing")]
+    {
+        let mut table = armed::table().lock().unwrap_or_else(|p| p.into_inner());
+        match errno {
+            Some(e) => table.insert(name.to_string(), e),
+            None => table.remove(name),
+        };
+        true
+    }
+    #[cfg(not(feature = "testing"))]
+    {
+        let _ = (name, errno);
+        false
+    }
+}

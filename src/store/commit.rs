@@ -1,0 +1,369 @@
+//! Group commit of backing files (DESIGN §4, "Committing").
+//!
+//! 1. Under the read lock, take a consistent snapshot at sequence X of every partition whose
+//!    backing file lags, and stop holding the lock.
+//! 2. Write each new file as `.<name>.cX.tmp` in its directory and fsync it. Tier files copy
+//!    the compressed members of unchanged blocks verbatim and compress only changed blocks.
+//! 3. Journal a `Commit` record (the new manifest) in the WAL and wait for it to be durable:
+//!    this is the commit point. Recovery finishes the renames of the newest commit record.
+//! 4. Rename each temp over its backing file and fsync the directories.
+//! 5. Re-point the current tier versions at the new files (same bytes, same inode), so
+//!    changed blocks stop living in memory and the old files can close.
+//! 6. Retire the WAL segments the commit covers.
+//!
+//! A failure before 3 leaves the old files and removes the temps. A failure in 4 leaves a
+//! durable commit record with renames undone: the store stops taking writes and a restart
+//! finishes the job.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::atomic;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ioc::IocType;
+use crate::store::live::{LiveVersion, Times};
+use crate::store::livefile::{self, LiveMeta};
+use crate::store::model::Bucket;
+use crate::store::mutation::{Op, PartFile};
+use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
+use crate::store::{CommitInfo, Store};
+
+enum Snap {
+    Live {
+        ty: IocType,
+        version: Arc<LiveVersion>,
+        len: u64,
+        times: Vec<Times>,
+    },
+    Tier {
+        bucket: Bucket,
+        ty: IocType,
+        version: Arc<TierVersion>,
+    },
+}
+
+/// Where each block of a new tier file landed: member offset and length.
+type Placement = HashMap<BlockIdent, (u64, u32)>;
+
+/// A written, fsync'd temp file waiting for its rename.
+struct Written {
+    bucket: Bucket,
+    ty: IocType,
+    part: PartFile,
+    renames: Vec<(PathBuf, PathBuf)>,
+    bytes: u64,
+    /// For tier files: the new file and where each block landed in it.
+    tier: Option<(Arc<TierFile>, Placement)>,
+}
+
+pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
+    let started = Instant::now();
+    let (upto, mut manifest, snaps) = {
+        let st = store.state();
+        let dirty = st.dirty();
+        if dirty.is_empty() {
+            return Ok(None);
+        }
+        let snaps: Vec<Snap> = dirty
+            .into_iter()
+            .map(|(bucket, ty)| match bucket {
+                Bucket::Live => {
+                    let set = st.live(ty);
+                    Snap::Live {
+                        ty,
+                        version: set.version.clone(),
+                        len: set.version.len(),
+                        times: set.times_in_order(),
+                    }
+                }
+                _ => Snap::Tier {
+                    bucket,
+                    ty,
+                    version: st.tier(bucket, ty).clone(),
+                },
+            })
+            .collect();
+        (st.applied_seq, st.manifest.clone(), snaps)
+    };
+    let tag = format!("c{upto}");
+    let mut written = Vec::new();
+    for snap in snaps {
+        let result = match snap {
+            Snap::Live {
+                ty,
+                version,
+                len,
+                times,
+            } => write_live(store, &tag, upto, ty, &version, len, &times),
+            Snap::Tier {
+                bucket,
+                ty,
+                version,
+            } => write_tier(store, &tag, upto, bucket, ty, &version),
+        };
+        match result {
+            Ok(w) => written.push(w),
+            Err(e) => {
+                remove_temps(&written);
+                return Err(e);
+            }
+        }
+    }
+    manifest.upto = upto;
+    for w in &written {
+        manifest.set_part(w.bucket, w.ty, w.part);
+    }
+    if let Err(e) = store.submit(Op::Commit {
+        manifest: Box::new(manifest),
+    }) {
+        remove_temps(&written);
+        return Err(e);
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for w in &written {
+        for (from, to) in &w.renames {
+            if let Err(e) = atomic::rename(from, to) {
+                store.fail(&format!("commit {upto} could not finish ({e})"));
+                return Err(e);
+            }
+            if let Some(dir) = to.parent() {
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+    }
+    for dir in &dirs {
+        if let Err(e) = atomic::fsync_dir(dir) {
+            store.fail(&format!("commit {upto} could not finish ({e})"));
+            return Err(e);
+        }
+    }
+    rebase(store, &written);
+    store.retire_wal(upto)?;
+    let info = CommitInfo {
+        at: store.clock.now(),
+        upto,
+        files: written.iter().map(|w| w.renames.len()).sum(),
+        bytes: written.iter().map(|w| w.bytes).sum(),
+        millis: started.elapsed().as_millis() as u64,
+    };
+    log::debug!(
+        "commit {upto}: {} files, {} bytes in {} ms",
+        info.files,
+        info.bytes,
+        info.millis
+    );
+    Ok(Some(info))
+}
+
+fn remove_temps(written: &[Written]) {
+    for w in written {
+        for (from, _) in &w.renames {
+            let _ = std::fs::remove_file(from);
+        }
+    }
+}
+
+fn new_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish() | 1
+}
+
+fn write_live(
+    store: &Store,
+    tag: &str,
+    upto: u64,
+    ty: IocType,
+    version: &LiveVersion,
+    len: u64,
+    times: &[Times],
+) -> Result<Written> {
+    let dir = store.data_dir.join(Bucket::Live.name());
+    let name = Bucket::Live.backing_name(ty);
+    let text_tmp = atomic::temp_path(&dir, &name, tag);
+    let mut crc = 0u32;
+    atomic::write_synced(&text_tmp, |w| {
+        failpoint::check("commit::write")?;
+        let mut at = 0u64;
+        while at < len {
+            let chunk = version
+                .read_at(at, (len - at).min(1 << 20) as usize)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if chunk.is_empty() {
+                return Err(std::io::Error::other("live content shrank during commit"));
+            }
+            crc = crc32c::crc32c_append(crc, &chunk);
+            w.write_all(&chunk)?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    })?;
+    let part = PartFile {
+        applied_seq: upto,
+        generation: new_generation(),
+    };
+    let meta = LiveMeta {
+        applied_seq: upto,
+        generation: part.generation,
+        lines: times.len() as u64,
+        text_len: len,
+        text_crc: crc,
+    };
+    let meta_name = livefile::meta_name(&name);
+    let meta_tmp = atomic::temp_path(&dir, &meta_name, tag);
+    let encoded = livefile::encode(&meta, times);
+    if let Err(e) = atomic::write_synced(&meta_tmp, |w| w.write_all(&encoded)) {
+        let _ = std::fs::remove_file(&text_tmp);
+        return Err(e);
+    }
+    Ok(Written {
+        bucket: Bucket::Live,
+        ty,
+        part,
+        renames: vec![(text_tmp, dir.join(&name)), (meta_tmp, dir.join(meta_name))],
+        bytes: len + encoded.len() as u64,
+        tier: None,
+    })
+}
+
+fn write_tier(
+    store: &Store,
+    tag: &str,
+    upto: u64,
+    bucket: Bucket,
+    ty: IocType,
+    version: &TierVersion,
+) -> Result<Written> {
+    let dir = store.data_dir.join(bucket.name());
+    let name = bucket.backing_name(ty);
+    let tmp = atomic::temp_path(&dir, &name, tag);
+    let level = 6;
+    let generation = new_generation();
+    let mut placed = HashMap::with_capacity(version.blocks().len());
+    let mut total = 0u64;
+    let file = atomic::write_synced(&tmp, |w| {
+        failpoint::check("commit::write")?;
+        let mut compressor = libdeflater::Compressor::new(
+            libdeflater::CompressionLvl::new(level).unwrap_or_default(),
+        );
+        let mut buf = Vec::new();
+        let mut lines = 0u64;
+        let mut raw_bytes = 0u64;
+        for block in version.blocks() {
+            buf.clear();
+            member_bytes(block, &mut compressor, &mut buf)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            placed.insert(block.ident(), (total, buf.len() as u32));
+            w.write_all(&buf)?;
+            total += buf.len() as u64;
+            lines += u64::from(block.lines);
+            raw_bytes += u64::from(block.raw_len);
+        }
+        buf.clear();
+        format::encode_trailer(
+            &format::Trailer {
+                applied_seq: upto,
+                generation,
+                blocks: version.blocks().len() as u32,
+                lines,
+                raw_bytes,
+            },
+            &mut buf,
+        );
+        w.write_all(&buf)?;
+        total += buf.len() as u64;
+        Ok(())
+    })?;
+    let tier_file = Arc::new(TierFile {
+        id: store.state().new_id(),
+        path: dir.join(&name),
+        file,
+        applied_seq: upto,
+        generation,
+    });
+    Ok(Written {
+        bucket,
+        ty,
+        part: PartFile {
+            applied_seq: upto,
+            generation,
+        },
+        renames: vec![(tmp, dir.join(&name))],
+        bytes: total,
+        tier: Some((tier_file, placed)),
+    })
+}
+
+/// The gzip member of a block: copied as is when it is already stored, compressed otherwise.
+fn member_bytes(
+    block: &Block,
+    compressor: &mut libdeflater::Compressor,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match &block.data {
+        BlockData::Stored {
+            file,
+            offset,
+            member_len,
+        } => {
+            out.extend_from_slice(&file.read_member(*offset, *member_len)?);
+            Ok(())
+        }
+        BlockData::Mem { raw, times } => {
+            format::encode_block(compressor, block.id, raw, times, out)
+                .map_err(|e| Error::Invalid(format!("encode block {}: {e}", block.id)))
+        }
+    }
+}
+
+/// Point current tier versions at the files just committed: same content, same inode.
+fn rebase(store: &Store, written: &[Written]) {
+    let mut st = store.state_mut();
+    for w in written {
+        let Some((file, placed)) = &w.tier else {
+            continue;
+        };
+        let current = st.tier(w.bucket, w.ty).clone();
+        let mut moved = false;
+        let blocks: Vec<Block> = current
+            .blocks()
+            .iter()
+            .map(|b| match placed.get(&b.ident()) {
+                Some(&(offset, member_len)) => {
+                    moved = true;
+                    Block {
+                        data: BlockData::Stored {
+                            file: file.clone(),
+                            offset,
+                            member_len,
+                        },
+                        ..b.clone()
+                    }
+                }
+                None => b.clone(),
+            })
+            .collect();
+        if moved {
+            st.replace_tier_blocks(w.bucket, w.ty, current.id, blocks, current.mtime);
+        }
+    }
+}
+
+impl Store {
+    fn retire_wal(&self, upto: u64) -> Result<()> {
+        self.pipeline.retire_upto(upto).map(|_| ())
+    }
+
+    /// Stop acknowledging writes: the durable state is ahead of the files in a way only a
+    /// restart (recovery) can settle.
+    pub(crate) fn fail(&self, why: &str) {
+        log::error!("{why}; no further writes are acknowledged until restart");
+        self.pipeline.set_fatal(why);
+    }
+}

@@ -1,0 +1,304 @@
+//! Live sets: the raw, writable bucket.
+//!
+//! A [`LiveVersion`] is what a reader sees: the file's bytes, kept in a memfd so they can be
+//! read with pread (and later handed to the kernel for FUSE passthrough). Appends only extend
+//! a version, and become visible by publishing the new length *after* the bytes are written,
+//! so a reader never sees a partial line. Anything else (replace, removal, aging) builds a new
+//! version; handles opened on the old one keep reading it whole.
+//!
+//! A [`LiveSet`] is the engine's side: the current version plus the first/last-seen times of
+//! each line, held in a slot table whose ids stay stable while other lines come and go (the
+//! index points at slots, so removing lines never rewrites other keys' entries).
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{IoContext, Result};
+use crate::ioc::IocType;
+
+#[derive(Debug)]
+pub struct LiveVersion {
+    /// Unique among all versions of all files (an inode-like identity).
+    pub id: u64,
+    pub ty: IocType,
+    file: File,
+    len: AtomicU64,
+    lines: AtomicU64,
+    mtime: AtomicU64,
+}
+
+impl LiveVersion {
+    pub fn new(
+        id: u64,
+        ty: IocType,
+        content: &[u8],
+        lines: u64,
+        mtime: u64,
+    ) -> Result<Arc<LiveVersion>> {
+        let name = format!("iocfs-live-{}", ty.name());
+        let fd =
+            nix::sys::memfd::memfd_create(name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .ctx(|| format!("memfd_create for live/{}", ty.file_name()))?;
+        let file = File::from(fd);
+        file.write_all_at(content, 0)
+            .ctx(|| format!("fill memfd of live/{}", ty.file_name()))?;
+        Ok(Arc::new(LiveVersion {
+            id,
+            ty,
+            file,
+            len: AtomicU64::new(content.len() as u64),
+            lines: AtomicU64::new(lines),
+            mtime: AtomicU64::new(mtime),
+        }))
+    }
+
+    /// Bytes a reader may see: always whole lines.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Acquire)
+    }
+
+    pub fn mtime(&self) -> u64 {
+        self.mtime.load(Ordering::Acquire)
+    }
+
+    /// The memfd, for FUSE passthrough.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Read up to `size` bytes at `offset`, never past the published length.
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let end = self.len().min(offset.saturating_add(size as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .ctx(|| format!("read memfd of live/{} at {offset}", self.ty.file_name()))?;
+        Ok(buf)
+    }
+
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        self.read_at(0, self.len() as usize)
+    }
+
+    /// Extend the version with whole lines. Only the engine's apply path calls this, one
+    /// caller at a time (it holds the state lock), so the length can't move underneath it.
+    fn append(&self, bytes: &[u8], lines: u64, mtime: u64) -> Result<()> {
+        let at = self.len();
+        self.file
+            .write_all_at(bytes, at)
+            .ctx(|| format!("append to memfd of live/{} at {at}", self.ty.file_name()))?;
+        self.lines.fetch_add(lines, Ordering::AcqRel);
+        self.mtime.store(mtime, Ordering::Release);
+        self.len.store(at + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// First and last sighting, Unix seconds.
+pub type Times = (u32, u32);
+
+#[derive(Debug)]
+pub struct LiveSet {
+    pub version: Arc<LiveVersion>,
+    /// Times by slot id. Freed slots are reused.
+    slots: Vec<Times>,
+    free: Vec<u32>,
+    /// Slot of each line, in file order.
+    order: Vec<u32>,
+    /// A lower bound of last_seen over all lines: aging skips the set while it is recent.
+    min_last: u32,
+}
+
+/// A line taken out of a live set, with its times.
+pub struct Removed {
+    pub value: Vec<u8>,
+    pub times: Times,
+}
+
+impl LiveSet {
+    pub fn empty(version: Arc<LiveVersion>) -> LiveSet {
+        LiveSet {
+            version,
+            slots: Vec::new(),
+            free: Vec::new(),
+            order: Vec::new(),
+            min_last: u32::MAX,
+        }
+    }
+
+    pub fn lines(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn times(&self, slot: u32) -> Option<Times> {
+        self.slots.get(slot as usize).copied()
+    }
+
+    pub fn min_last(&self) -> u32 {
+        self.min_last
+    }
+
+    /// Record a new sighting of the line in `slot`.
+    pub fn touch(&mut self, slot: u32, now: u32) {
+        if let Some(t) = self.slots.get_mut(slot as usize) {
+            t.1 = t.1.max(now);
+        }
+    }
+
+    fn alloc(&mut self, times: Times) -> u32 {
+        self.min_last = self.min_last.min(times.1);
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = times;
+                slot
+            }
+            None => {
+                self.slots.push(times);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Append whole lines (`values` = "v\n" for each entry of `times`), returning their slots.
+    pub fn append(&mut self, values: &[u8], times: &[Times], mtime: u64) -> Result<Vec<u32>> {
+        let slots: Vec<u32> = times.iter().map(|&t| self.alloc(t)).collect();
+        self.order.extend_from_slice(&slots);
+        self.version.append(values, times.len() as u64, mtime)?;
+        Ok(slots)
+    }
+
+    /// Times of every line in file order (for commits).
+    pub fn times_in_order(&self) -> Vec<Times> {
+        self.order.iter().map(|&s| self.slots[s as usize]).collect()
+    }
+
+    /// Keep the lines for which `keep(value, times)` is true, in order, as a new version with
+    /// id `new_id`; return what was dropped. The slots of kept lines do not change.
+    pub fn retain(
+        &mut self,
+        new_id: u64,
+        mtime: u64,
+        mut keep: impl FnMut(&[u8], Times) -> bool,
+    ) -> Result<Vec<Removed>> {
+        let content = self.version.read_all()?;
+        let mut kept = Vec::with_capacity(content.len());
+        let mut order = Vec::with_capacity(self.order.len());
+        let mut removed = Vec::new();
+        let mut min_last = u32::MAX;
+        for (line, &slot) in content.split_inclusive(|&b| b == b'\n').zip(&self.order) {
+            let value = line.strip_suffix(b"\n").unwrap_or(line);
+            let times = self.slots[slot as usize];
+            if keep(value, times) {
+                kept.extend_from_slice(line);
+                order.push(slot);
+                min_last = min_last.min(times.1);
+            } else {
+                removed.push(Removed {
+                    value: value.to_vec(),
+                    times,
+                });
+                self.free.push(slot);
+            }
+        }
+        if removed.is_empty() {
+            self.min_last = min_last;
+            return Ok(removed);
+        }
+        self.version = LiveVersion::new(new_id, self.version.ty, &kept, order.len() as u64, mtime)?;
+        self.order = order;
+        self.min_last = min_last;
+        Ok(removed)
+    }
+
+    /// Replace everything with `values` (whole lines) and their times; returns the new slots
+    /// in line order. Old slot ids become invalid.
+    pub fn replace(
+        &mut self,
+        new_id: u64,
+        values: &[u8],
+        times: &[Times],
+        mtime: u64,
+    ) -> Result<Vec<u32>> {
+        let version = LiveVersion::new(new_id, self.version.ty, values, times.len() as u64, mtime)?;
+        *self = LiveSet::empty(version);
+        let slots: Vec<u32> = times.iter().map(|&t| self.alloc(t)).collect();
+        self.order = slots.clone();
+        Ok(slots)
+    }
+
+    /// Iterate (value, slot) over the current content; used at load and by checks.
+    pub fn for_each_line(&self, mut f: impl FnMut(&[u8], u32)) -> Result<()> {
+        let content = self.version.read_all()?;
+        for (line, &slot) in content.split_inclusive(|&b| b == b'\n').zip(&self.order) {
+            f(line.strip_suffix(b"\n").unwrap_or(line), slot);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(content: &[u8], times: &[Times]) -> LiveSet {
+        let mut s = LiveSet::empty(LiveVersion::new(1, IocType::Ipv4, b"", 0, 0).unwrap());
+        s.append(content, times, 5).unwrap();
+        s
+    }
+
+    #[test]
+    fn append_extends_the_same_version() {
+        let mut s = set(b"1.1.1.1\n", &[(1, 1)]);
+        let v = s.version.clone();
+        s.append(b"2.2.2.2\n", &[(2, 2)], 6).unwrap();
+        assert!(Arc::ptr_eq(&v, &s.version));
+        assert_eq!(v.read_all().unwrap(), b"1.1.1.1\n2.2.2.2\n");
+        assert_eq!(v.read_at(8, 100).unwrap(), b"2.2.2.2\n");
+        assert_eq!(v.read_at(100, 10).unwrap(), b"");
+        assert_eq!((v.lines(), v.mtime()), (2, 6));
+    }
+
+    #[test]
+    fn retain_makes_a_new_version_and_keeps_slots() {
+        let mut s = set(b"a\nb\nc\n", &[(1, 10), (2, 20), (3, 30)]);
+        let old = s.version.clone();
+        let removed = s.retain(2, 7, |v, _| v != b"b").unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].value, b"b");
+        assert_eq!(removed[0].times, (2, 20));
+        assert_eq!(s.version.read_all().unwrap(), b"a\nc\n");
+        assert_eq!(
+            old.read_all().unwrap(),
+            b"a\nb\nc\n",
+            "old version stays whole"
+        );
+        assert_eq!(s.times_in_order(), vec![(1, 10), (3, 30)]);
+        assert_eq!(s.min_last(), 10);
+        // The freed slot is reused.
+        let slots = s.append(b"d\n", &[(4, 40)], 8).unwrap();
+        assert_eq!(slots, vec![1]);
+        assert_eq!(s.times_in_order(), vec![(1, 10), (3, 30), (4, 40)]);
+    }
+
+    #[test]
+    fn touch_moves_last_seen_forward_only() {
+        let mut s = set(b"a\n", &[(5, 5)]);
+        s.touch(0, 9);
+        s.touch(0, 7);
+        assert_eq!(s.times(0), Some((5, 9)));
+    }
+}

@@ -1,0 +1,383 @@
+//! The storage engine. It knows nothing of FUSE: it takes mutations, makes them durable in
+//! the WAL (group commit), applies them to the in-memory state, commits backing files
+//! atomically, ages indicators and answers reads. `fs.rs` is a thin translation on top.
+//!
+//! Durable state = the backing files of the last group commit (listed by the newest commit
+//! record in the WAL) + the WAL records after it. See `docs/internals.md`.
+
+pub mod aging;
+pub mod apply;
+pub mod commit;
+pub mod live;
+pub mod livefile;
+pub mod model;
+pub mod mutation;
+pub mod pipeline;
+pub mod recovery;
+pub mod state;
+pub mod tier;
+pub mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use crate::cache::BlockCache;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::ioc::{IocType, Limits};
+use live::{LiveVersion, Times};
+use model::{Bucket, Policy};
+use mutation::{Mutation, Op};
+use pipeline::Pipeline;
+use state::{Applied, State};
+use tier::TierVersion;
+
+/// The data directory layout (DESIGN §6).
+pub const SUBDIRS: [&str; 6] = ["live", "chaud", "tiede", "froid", "wal", "checkpoint"];
+
+/// A partition got a new version: the FUSE layer invalidates the kernel's dentry for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub bucket: Bucket,
+    pub ty: IocType,
+}
+
+/// Counters that are not part of the durable state.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub rejected: [AtomicU64; 9],
+    pub commits: AtomicU64,
+    pub appended_lines: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CommitInfo {
+    pub at: u64,
+    pub upto: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub millis: u64,
+}
+
+pub struct Store {
+    pub data_dir: PathBuf,
+    config: RwLock<Arc<Config>>,
+    pub clock: Arc<dyn Clock>,
+    state: RwLock<State>,
+    pipeline: Pipeline,
+    pub cache: BlockCache,
+    pub counters: Counters,
+    listeners: Mutex<Vec<Sender<Change>>>,
+    commit_lock: Mutex<()>,
+    last_commit: Mutex<Option<CommitInfo>>,
+    problems: Mutex<Vec<String>>,
+    started: Instant,
+    pub recovery: recovery::Report,
+    /// Held (flock) for the life of the store.
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Store {
+    /// Lock the data directory, recover the state (last commit + WAL replay) and get ready
+    /// to take writes.
+    pub fn open(config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
+        let data_dir = config.data_dir.clone();
+        for sub in SUBDIRS {
+            let dir = data_dir.join(sub);
+            std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        }
+        let lock = lock_data_dir(&data_dir)?;
+        let cache = BlockCache::new(config.cache.size);
+        let recovered = recovery::recover(&data_dir, &config, &cache)?;
+        let pipeline = Pipeline::new(
+            recovered.wal,
+            config.durability.mode,
+            config.durability.batch_window,
+            clock.clone(),
+        );
+        let store = Arc::new(Store {
+            data_dir,
+            config: RwLock::new(config),
+            clock,
+            state: RwLock::new(recovered.state),
+            pipeline,
+            cache,
+            counters: Counters::default(),
+            listeners: Mutex::new(Vec::new()),
+            commit_lock: Mutex::new(()),
+            last_commit: Mutex::new(None),
+            problems: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            recovery: recovered.report,
+            _lock: lock,
+        });
+        store.adopt(recovered.foreign)?;
+        Ok(store)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Take a new config (SIGHUP). Settings that need a restart are left as they were by
+    /// the caller; this applies cache size and batch window, others are read when used.
+    pub fn set_config(&self, config: Arc<Config>) {
+        self.cache.set_capacity(config.cache.size);
+        self.pipeline
+            .set_batch_window(config.durability.batch_window);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    pub fn limits(&self) -> Limits {
+        let c = self.config();
+        Limits {
+            min_prefix_v4: c.ingest.min_prefix_v4,
+            min_prefix_v6: c.ingest.min_prefix_v6,
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        let r = &self.config().retention;
+        Policy {
+            live_to_chaud: r.live_to_chaud.as_secs(),
+            chaud_to_tiede: r.chaud_to_tiede.as_secs(),
+            tiede_to_froid: r.tiede_to_froid.as_secs(),
+            froid_retention: r.froid_retention.as_secs(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscribe(&self) -> Receiver<Change> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Sequence, make durable and apply one mutation.
+    pub fn submit(&self, op: Op) -> Result<u64> {
+        self.pipeline.submit(op, &|batch| self.apply_batch(batch))
+    }
+
+    fn apply_batch(&self, batch: &[(u64, Mutation)]) -> Result<()> {
+        let mut changes = Vec::new();
+        {
+            let mut st = self.state_mut();
+            for (seq, m) in batch {
+                let applied: Applied = st.apply(*seq, m, &self.cache)?;
+                self.counters
+                    .appended_lines
+                    .fetch_add(applied.added, Ordering::Relaxed);
+                changes.extend(applied.new_versions);
+            }
+        }
+        if !changes.is_empty() {
+            changes.sort_by_key(|c| (c.0, c.1));
+            changes.dedup();
+            let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            listeners.retain(|tx| {
+                changes
+                    .iter()
+                    .all(|&(bucket, ty)| tx.send(Change { bucket, ty }).is_ok())
+            });
+        }
+        Ok(())
+    }
+
+    /// Append normalized lines ("v\n"…) to a live file.
+    pub fn append(&self, ty: IocType, values: Vec<u8>) -> Result<u64> {
+        self.submit(Op::Append { ty, values })
+    }
+
+    /// Make normalized lines the whole live set of a type.
+    pub fn replace(&self, ty: IocType, values: Vec<u8>) -> Result<u64> {
+        self.submit(Op::Replace { ty, values })
+    }
+
+    /// Delete indicators from any bucket; returns how many were stored.
+    pub fn remove(&self, items: Vec<(IocType, Vec<u8>)>) -> Result<usize> {
+        let present = {
+            let st = self.state();
+            items
+                .iter()
+                .filter(|(ty, v)| st.find(*ty, v).is_some())
+                .count()
+        };
+        self.submit(Op::Remove { items })?;
+        Ok(present)
+    }
+
+    /// One aging step now.
+    pub fn age(&self) -> Result<u64> {
+        self.submit(Op::Age {
+            policy: self.policy(),
+        })
+    }
+
+    /// fsync the WAL now (batch and periodic modes; a no-op when nothing is pending).
+    pub fn sync(&self) -> Result<()> {
+        self.pipeline.sync()
+    }
+
+    pub fn live(&self, ty: IocType) -> Arc<LiveVersion> {
+        self.state().live(ty).version.clone()
+    }
+
+    pub fn tier(&self, bucket: Bucket, ty: IocType) -> Arc<TierVersion> {
+        self.state().tier(bucket, ty).clone()
+    }
+
+    /// Bucket and (first_seen, last_seen) of a stored indicator.
+    pub fn find(&self, ty: IocType, value: &[u8]) -> Option<(Bucket, Times)> {
+        self.state().find(ty, value)
+    }
+
+    pub fn count_rejected(&self, ty: IocType, n: u64) {
+        self.counters.rejected[usize::from(ty.code())].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Group-commit the backing files that lag the state (DESIGN §4).
+    pub fn commit(&self) -> Result<Option<CommitInfo>> {
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = commit::commit(self);
+        match &result {
+            Ok(Some(info)) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                *self.last_commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+                self.clear_problem("commit");
+            }
+            Ok(None) => {}
+            Err(e) => self.set_problem("commit", &format!("commit failed: {e}")),
+        }
+        result
+    }
+
+    pub fn last_commit(&self) -> Option<CommitInfo> {
+        self.last_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stop taking writes and commit everything (clean shutdown).
+    pub fn shutdown(&self) -> Result<()> {
+        self.pipeline.close();
+        self.commit().map(|_| ())
+    }
+
+    /// One line per problem; empty when healthy.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(why) = self.pipeline.fatal() {
+            out.push(format!("wal: {why}; restart iocfs to recover"));
+        }
+        out.extend(
+            self.problems
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        out
+    }
+
+    fn set_problem(&self, tag: &str, message: &str) {
+        let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        p.retain(|m| !m.starts_with(&format!("{tag}:")));
+        p.push(format!("{tag}: {message}"));
+    }
+
+    fn clear_problem(&self, tag: &str) {
+        let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        p.retain(|m| !m.starts_with(&format!("{tag}:")));
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn wal_size(&self) -> (u64, usize) {
+        self.pipeline.wal_size()
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.pipeline.next_seq()
+    }
+
+    /// Journal files found in the data dir that no commit wrote (plain gzip tier files, text
+    /// dropped into live/) as imports, so the next commit rewrites them in iocfs's format.
+    fn adopt(&self, foreign: Vec<recovery::Foreign>) -> Result<()> {
+        for f in foreign {
+            log::info!("adopting {} into {}/{}", f.path.display(), f.bucket, f.ty);
+            for chunk in f.chunks {
+                self.submit(Op::Import {
+                    bucket: f.bucket,
+                    ty: f.ty,
+                    values: chunk.values,
+                    times: chunk.times,
+                })?;
+            }
+            // Even if nothing was new, the file must be rewritten in iocfs's format.
+            let mut st = self.state_mut();
+            let seq = st.applied_seq;
+            st.mark(f.bucket, f.ty, seq);
+        }
+        Ok(())
+    }
+}
+
+/// Take `DATA/LOCK` with flock so a second daemon on the same data refuses to start.
+fn lock_data_dir(data_dir: &Path) -> Result<nix::fcntl::Flock<File>> {
+    use std::io::Write;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    let mut locked =
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::Locked(format!(
+                    "data directory {} is in use by another iocfs{}; stop it first",
+                    data_dir.display(),
+                    holder
+                        .trim()
+                        .parse::<u32>()
+                        .map(|p| format!(" (pid {p})"))
+                        .unwrap_or_default()
+                )));
+            }
+            Err((_, errno)) => {
+                return Err(Error::io(format!("flock {}", path.display()), errno.into()))
+            }
+        };
+    locked
+        .set_len(0)
+        .and_then(|()| writeln!(*locked, "{}", std::process::id()))
+        .ctx(|| format!("write {}", path.display()))?;
+    Ok(locked)
+}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! The small value types the engine is built from: buckets, index keys and their metadata.
+
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::ioc::IocType;
+
+/// Where an indicator lives. Ordered by priority: a younger bucket wins over an older one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bucket {
+    Live,
+    Chaud,
+    Tiede,
+    Froid,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 4] = [Bucket::Live, Bucket::Chaud, Bucket::Tiede, Bucket::Froid];
+    pub const TIERS: [Bucket; 3] = [Bucket::Chaud, Bucket::Tiede, Bucket::Froid];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bucket::Live => "live",
+            Bucket::Chaud => "chaud",
+            Bucket::Tiede => "tiede",
+            Bucket::Froid => "froid",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bucket> {
+        Bucket::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Bucket> {
+        Bucket::ALL.get(usize::from(code)).copied()
+    }
+
+    /// Index into per-tier arrays (chaud 0, tiede 1, froid 2); None for live.
+    pub fn tier_index(self) -> Option<usize> {
+        (self as usize).checked_sub(1)
+    }
+
+    /// Name of the backing file of `ty` in this bucket, relative to the data dir.
+    pub fn backing_name(self, ty: IocType) -> String {
+        match self {
+            Bucket::Live => ty.file_name().to_string(),
+            _ => format!("{}.gz", ty.file_name()),
+        }
+    }
+}
+
+impl std::fmt::Display for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Retention thresholds in seconds (DESIGN §2), carried in each aging record so replay
+/// reaches the same result even if the config changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub live_to_chaud: u64,
+    pub chaud_to_tiede: u64,
+    pub tiede_to_froid: u64,
+    pub froid_retention: u64,
+}
+
+impl Policy {
+    /// The bucket an indicator belongs in at `now`, or None once it is past retention.
+    pub fn bucket_for(&self, now: u64, last_seen: u32) -> Option<Bucket> {
+        let age = now.saturating_sub(u64::from(last_seen));
+        if age < self.live_to_chaud {
+            Some(Bucket::Live)
+        } else if age < self.chaud_to_tiede {
+            Some(Bucket::Chaud)
+        } else if age < self.tiede_to_froid {
+            Some(Bucket::Tiede)
+        } else if age < self.froid_retention {
+            Some(Bucket::Froid)
+        } else {
+            None
+        }
+    }
+
+    /// Where aging moves an indicator currently in `from`: aging only moves to older buckets.
+    pub fn aged_target(&self, now: u64, from: Bucket, last_seen: u32) -> Option<Bucket> {
+        self.bucket_for(now, last_seen).map(|b| b.max(from))
+    }
+}
+
+/// 96-bit digest of (type, normalized value). Values of tier indicators are not kept in
+/// memory, so the index is keyed by this digest. It is seeded per process (never stored),
+/// so crafted inputs can't aim at collisions; accidental ones among 10^8 keys have a
+/// probability around 10^-13.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key([u32; 3]);
+
+impl Key {
+    pub fn of(seed: u64, ty: IocType, value: &[u8]) -> Key {
+        let type_seed = seed ^ (u64::from(ty.code()) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = xxhash_rust::xxh3::xxh3_128_with_seed(value, type_seed);
+        Key([h as u32, (h >> 32) as u32, (h >> 64) as u32])
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.0[0]) | (u64::from(self.0[1]) << 32));
+    }
+}
+
+/// Keys are already uniform hashes: hashing them again would only cost time.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub type KeyMap<V> = std::collections::HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
+/// Where an indicator is: a live slot, or a tier block (whose bucket the block directory
+/// knows, so moving a whole block between tiers touches no key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loc {
+    Live { ty: IocType, slot: u32 },
+    Block { ty: IocType, block: u32 },
+}
+
+/// Largest slot or block id a `Loc` can hold.
+pub const MAX_LOC_ID: u32 = (1 << 27) - 1;
+
+impl Loc {
+    fn pack(self) -> u32 {
+        match self {
+            Loc::Live { ty, slot } => {
+                (1 << 31) | (u32::from(ty.code()) << 27) | (slot & MAX_LOC_ID)
+            }
+            Loc::Block { ty, block } => (u32::from(ty.code()) << 27) | (block & MAX_LOC_ID),
+        }
+    }
+
+    fn unpack(bits: u32) -> Loc {
+        let ty = IocType::from_code(((bits >> 27) & 0xF) as u8).unwrap_or(IocType::Ipv4);
+        let id = bits & MAX_LOC_ID;
+        if bits >> 31 == 1 {
+            Loc::Live { ty, slot: id }
+        } else {
+            Loc::Block { ty, block: id }
+        }
+    }
+
+    pub fn ty(self) -> IocType {
+        match self {
+            Loc::Live { ty, .. } | Loc::Block { ty, .. } => ty,
+        }
+    }
+}
+
+/// Per-indicator index entry: 12 bytes, so an index slot is 24 bytes with its key.
+/// For live indicators the times live in the live set's slot table and these are unused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub first_seen: u32,
+    pub last_seen: u32,
+    loc: u32,
+}
+
+impl Meta {
+    pub fn new(first_seen: u32, last_seen: u32, loc: Loc) -> Meta {
+        Meta {
+            first_seen,
+            last_seen,
+            loc: loc.pack(),
+        }
+    }
+
+    pub fn loc(&self) -> Loc {
+        Loc::unpack(self.loc)
+    }
+
+    pub fn set_loc(&mut self, loc: Loc) {
+        self.loc = loc.pack();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loc_round_trips() {
+        for ty in IocType::ALL {
+            for id in [0, 1, 12345, MAX_LOC_ID] {
+                for loc in [Loc::Live { ty, slot: id }, Loc::Block { ty, block: id }] {
+                    assert_eq!(Meta::new(1, 2, loc).loc(), loc);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_differ_by_type_and_value() {
+        let a = Key::of(7, IocType::Domain, b"evil.com");
+        assert_eq!(a, Key::of(7, IocType::Domain, b"evil.com"));
+        assert_ne!(a, Key::of(7, IocType::Url, b"evil.com"));
+        assert_ne!(a, Key::of(7, IocType::Domain, b"evil.org"));
+        assert_ne!(a, Key::of(8, IocType::Domain, b"evil.com"));
+    }
+
+    #[test]
+    fn policy_picks_buckets_by_age() {
+        let h = 3600;
+        let p = Policy {
+            live_to_chaud: 24 * h,
+            chaud_to_tiede: 7 * 24 * h,
+            tiede_to_froid: 30 * 24 * h,
+            froid_retention: 365 * 24 * h,
+        };
+        let t0 = 1_000_000_000u32;
+        let at = |secs: u64| p.bucket_for(u64::from(t0) + secs, t0);
+        assert_eq!(at(23 * h), Some(Bucket::Live));
+        assert_eq!(at(25 * h), Some(Bucket::Chaud));
+        assert_eq!(at(8 * 24 * h), Some(Bucket::Tiede));
+        assert_eq!(at(31 * 24 * h), Some(Bucket::Froid));
+        assert_eq!(at(366 * 24 * h), None);
+        // Aging never moves something back to a younger bucket.
+        assert_eq!(
+            p.aged_target(u64::from(t0), Bucket::Tiede, t0),
+            Some(Bucket::Tiede)
+        );
+    }
+
+    #[test]
+    fn index_entry_is_compact() {
+        assert_eq!(std::mem::size_of::<(Key, Meta)>(), 24);
+    }
+}

@@ -1,0 +1,327 @@
+//! Sequencing, group commit and apply.
+//!
+//! A writer encodes its mutation into the shared batch under a short lock, getting the next
+//! sequence number, then waits. Whoever finds no leader becomes it: it takes the whole batch,
+//! appends it to the WAL, fsyncs once for everyone (DESIGN §4: `always` mode), applies the
+//! batch to the state in order, and wakes the others. Writers that arrive during the fsync
+//! form the next batch, so concurrent writers share fsyncs. State changes become visible only
+//! after they are durable.
+//!
+//! Modes: `batch` has the leader wait up to `batch_window` before taking the batch;
+//! `periodic` returns without fsync (a background tick calls [`Pipeline::sync`]) — a crash
+//! can lose up to `sync_interval` of acknowledged writes.
+//!
+//! Failures: an append that fails with ENOSPC fails every queued writer and rewinds the
+//! sequence (nothing reached the log); any other WAL failure, or a failure to apply a durable
+//! record, is sticky: all later writes fail with EIO until a restart replays the log.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::DurabilityMode;
+use crate::error::{Error, Result};
+use crate::store::mutation::{Mutation, Op};
+use crate::store::wal::{record, SyncError, WalFiles};
+
+/// Applies a durable batch, in order.
+pub type ApplyFn<'a> = dyn Fn(&[(u64, Mutation)]) -> Result<()> + 'a;
+
+pub struct Pipeline {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    wal: Mutex<WalFiles>,
+    mode: Mutex<(DurabilityMode, Duration)>,
+    clock: std::sync::Arc<dyn Clock>,
+}
+
+struct Queue {
+    next_seq: u64,
+    next_ticket: u64,
+    last_ts: u64,
+    batch: Vec<u8>,
+    pending: Vec<(u64, Mutation)>,
+    leader: bool,
+    /// Every ticket up to this one is finished (successfully unless listed in `failures`).
+    completed: u64,
+    failures: VecDeque<(u64, u64, FailedBatch)>,
+    fatal: Option<String>,
+    closed: bool,
+}
+
+#[derive(Clone)]
+struct FailedBatch {
+    errno: i32,
+    message: String,
+}
+
+impl Pipeline {
+    pub fn new(
+        wal: WalFiles,
+        mode: DurabilityMode,
+        batch_window: Duration,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Pipeline {
+        let next_seq = wal.next_seq();
+        Pipeline {
+            queue: Mutex::new(Queue {
+                next_seq,
+                next_ticket: 1,
+                last_ts: 0,
+                batch: Vec::new(),
+                pending: Vec::new(),
+                leader: false,
+                completed: 0,
+                failures: VecDeque::new(),
+                fatal: None,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            wal: Mutex::new(wal),
+            mode: Mutex::new((mode, batch_window)),
+            clock,
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wal(&self) -> MutexGuard<'_, WalFiles> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Durability settings can change on reload, except the mode's loss guarantees are
+    /// only ever tightened by the caller.
+    pub fn set_batch_window(&self, window: Duration) {
+        self.mode.lock().unwrap_or_else(|p| p.into_inner()).1 = window;
+    }
+
+    /// Sequence `op`, wait until it is durable (per the mode) and applied; returns its
+    /// sequence number. `apply` is the same function for every caller (the store's).
+    pub fn submit(&self, op: Op, apply: &ApplyFn) -> Result<u64> {
+        let (ticket, seq) = {
+            let mut q = self.queue();
+            if let Some(why) = &q.fatal {
+                return Err(Error::Failed(why.clone()));
+            }
+            if q.closed {
+                return Err(Error::ShuttingDown);
+            }
+            let ts = self.clock.now().max(q.last_ts);
+            q.last_ts = ts;
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            let m = Mutation { ts, op };
+            let mut payload = Vec::new();
+            m.encode(&mut payload);
+            record::encode(seq, &payload, &mut q.batch);
+            q.pending.push((seq, m));
+            let ticket = q.next_ticket;
+            q.next_ticket += 1;
+            (ticket, seq)
+        };
+        self.wait_for(ticket, apply)?;
+        Ok(seq)
+    }
+
+    fn wait_for(&self, ticket: u64, apply: &ApplyFn) -> Result<()> {
+        let mut q = self.queue();
+        loop {
+            if q.completed >= ticket {
+                return match q
+                    .failures
+                    .iter()
+                    .find(|(lo, hi, _)| (*lo..=*hi).contains(&ticket))
+                {
+                    Some((_, _, f)) => Err(Error::io(
+                        f.message.clone(),
+                        std::io::Error::from_raw_os_error(f.errno),
+                    )),
+                    None => Ok(()),
+                };
+            }
+            if q.leader {
+                q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            q.leader = true;
+            let (mode, window) = *self.mode.lock().unwrap_or_else(|p| p.into_inner());
+            if mode == DurabilityMode::Batch && !window.is_zero() {
+                drop(q);
+                std::thread::sleep(window);
+                q = self.queue();
+            }
+            q = self.lead(q, mode, apply);
+            q.leader = false;
+            self.wake.notify_all();
+        }
+    }
+
+    /// Write, sync and apply the current batch. Called with the queue lock held and `leader`
+    /// set; releases the lock for the I/O.
+    fn lead<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue>,
+        mode: DurabilityMode,
+        apply: &ApplyFn,
+    ) -> MutexGuard<'a, Queue> {
+        let batch = std::mem::take(&mut q.batch);
+        let pending = std::mem::take(&mut q.pending);
+        let last_ticket = q.next_ticket - 1;
+        let first_ticket = q.completed + 1;
+        let (Some(first), Some(last)) = (pending.first().map(|p| p.0), pending.last().map(|p| p.0))
+        else {
+            q.completed = last_ticket;
+            return q;
+        };
+        drop(q);
+        let outcome = self.write_and_apply(&batch, &pending, first, last, mode, apply);
+        let mut q = self.queue();
+        match outcome {
+            Ok(()) => q.completed = last_ticket,
+            Err(Outcome::Retryable(e)) => {
+                // Nothing reached the log: fail this batch and everything queued behind it
+                // (their records carry sequence numbers that are now given back).
+                log::warn!("write refused: {e}");
+                let all = q.next_ticket - 1;
+                q.batch.clear();
+                q.pending.clear();
+                q.next_seq = first;
+                self.fail(&mut q, first_ticket, all, &e);
+                q.completed = all;
+            }
+            Err(Outcome::Fatal(e)) => {
+                log::error!("WAL failure, no further writes are acknowledged until restart: {e}");
+                q.fatal = Some(e.to_string());
+                let all = q.next_ticket - 1;
+                q.batch.clear();
+                q.pending.clear();
+                self.fail(&mut q, first_ticket, all, &e);
+                q.completed = all;
+            }
+        }
+        q
+    }
+
+    fn fail(&self, q: &mut Queue, lo: u64, hi: u64, e: &Error) {
+        if lo > hi {
+            return;
+        }
+        q.failures.push_back((
+            lo,
+            hi,
+            FailedBatch {
+                errno: e.errno(),
+                message: e.to_string(),
+            },
+        ));
+        while q.failures.len() > 64 {
+            q.failures.pop_front();
+        }
+    }
+
+    fn write_and_apply(
+        &self,
+        batch: &[u8],
+        pending: &[(u64, Mutation)],
+        first: u64,
+        last: u64,
+        mode: DurabilityMode,
+        apply: &ApplyFn,
+    ) -> Result<(), Outcome> {
+        {
+            let mut wal = self.wal();
+            wal.append(first, last, batch).map_err(|e| {
+                if e.is_retryable() {
+                    Outcome::Retryable(e)
+                } else {
+                    Outcome::Fatal(e)
+                }
+            })?;
+            if mode != DurabilityMode::Periodic {
+                match wal.sync() {
+                    Ok(()) => {}
+                    Err(SyncError::Retryable(e)) => {
+                        wal.rewind_to_synced(first - 1).map_err(Outcome::Fatal)?;
+                        return Err(Outcome::Retryable(e));
+                    }
+                    Err(SyncError::Fatal(e)) => return Err(Outcome::Fatal(e)),
+                }
+            }
+        }
+        apply(pending).map_err(Outcome::Fatal)
+    }
+
+    /// Make everything written durable now (fsync(2) on a handle, the periodic tick).
+    pub fn sync(&self) -> Result<()> {
+        let mut q = self.queue();
+        if let Some(why) = &q.fatal {
+            return Err(Error::Failed(why.clone()));
+        }
+        // Hold the leader role so no batch is half-written while we sync.
+        while q.leader {
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.leader = true;
+        drop(q);
+        let result = match self.wal().sync() {
+            Ok(()) => Ok(()),
+            // Records written without sync were already acknowledged (periodic mode):
+            // losing them silently is not an option, so any failure is fatal.
+            Err(SyncError::Retryable(e) | SyncError::Fatal(e)) => Err(e),
+        };
+        let mut q = self.queue();
+        if let Err(e) = &result {
+            log::error!("WAL fsync failed, no further writes are acknowledged until restart: {e}");
+            q.fatal = Some(e.to_string());
+        }
+        q.leader = false;
+        self.wake.notify_all();
+        result
+    }
+
+    /// Refuse new writes (shutdown); writes already queued still complete.
+    pub fn close(&self) {
+        self.queue().closed = true;
+    }
+
+    /// Refuse all further writes (the durable state needs a restart to settle).
+    pub fn set_fatal(&self, why: &str) {
+        let mut q = self.queue();
+        if q.fatal.is_none() {
+            q.fatal = Some(why.to_string());
+        }
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn fatal(&self) -> Option<String> {
+        self.queue().fatal.clone()
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.queue().next_seq
+    }
+
+    pub fn wal_size(&self) -> (u64, usize) {
+        self.wal().size()
+    }
+
+    pub fn retire_upto(&self, seq: u64) -> Result<usize> {
+        self.wal().retire_upto(seq)
+    }
+}
+
+enum Outcome {
+    Retryable(Error),
+    Fatal(Error),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Retryable(e) | Outcome::Fatal(e) => e.fmt(f),
+        }
+    }
+}

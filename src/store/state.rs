@@ -1,0 +1,289 @@
+//! The engine's in-memory state: the index, the live sets, the tier versions, and the block
+//! directory. Changed only by `apply` (one mutation at a time, in sequence order, under the
+//! store's write lock); everything else reads it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cache::BlockCache;
+use crate::error::{Error, Result};
+use crate::ioc::IocType;
+use crate::store::live::{LiveSet, LiveVersion, Times};
+use crate::store::model::{Bucket, Key, KeyMap, Loc, Meta};
+use crate::store::mutation::{Manifest, Mutation, Op};
+use crate::store::tier::{self, Block, TierVersion};
+use crate::store::{aging, apply};
+
+/// Slot id of a live line whose slot is being allocated within one apply.
+pub const PENDING_SLOT: u32 = crate::store::model::MAX_LOC_ID;
+
+/// What one applied mutation did, for counters and for the FUSE layer's cache invalidation.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    /// Partitions that got a new version (not a mere append).
+    pub new_versions: Vec<(Bucket, IocType)>,
+    pub added: u64,
+    pub sighted: u64,
+    pub promoted: u64,
+    pub removed: u64,
+    pub aging: Option<aging::AgingReport>,
+}
+
+pub struct State {
+    /// Seed of the index keys, random per process.
+    pub seed: u64,
+    pub index: KeyMap<Meta>,
+    /// By type code.
+    pub live: Vec<LiveSet>,
+    /// By tier index (chaud, tiede, froid), then type code.
+    pub tiers: Vec<Vec<Arc<TierVersion>>>,
+    /// Which tier partition holds each block.
+    pub dir: HashMap<u32, (Bucket, IocType)>,
+    pub next_block_id: u32,
+    pub applied_seq: u64,
+    /// What the backing files hold (the last commit).
+    pub manifest: Manifest,
+    /// Sequence of the last change of each partition, by bucket code then type code.
+    pub changed_at: [[u64; 9]; 4],
+    pub block_size: usize,
+    ids: Arc<AtomicU64>,
+    pub last_aging: Option<(u64, aging::AgingReport)>,
+}
+
+impl State {
+    pub fn new(seed: u64, ids: Arc<AtomicU64>, block_size: usize) -> Result<State> {
+        let mut live = Vec::new();
+        for ty in IocType::ALL {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            live.push(LiveSet::empty(LiveVersion::new(id, ty, b"", 0, 0)?));
+        }
+        let tiers = Bucket::TIERS
+            .iter()
+            .map(|&b| {
+                IocType::ALL
+                    .iter()
+                    .map(|&ty| TierVersion::empty(ids.fetch_add(1, Ordering::Relaxed), b, ty))
+                    .collect()
+            })
+            .collect();
+        Ok(State {
+            seed,
+            index: KeyMap::default(),
+            live,
+            tiers,
+            dir: HashMap::new(),
+            next_block_id: 1,
+            applied_seq: 0,
+            manifest: Manifest::default(),
+            changed_at: [[0; 9]; 4],
+            block_size,
+            ids,
+            last_aging: None,
+        })
+    }
+
+    pub fn new_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn key(&self, ty: IocType, value: &[u8]) -> Key {
+        Key::of(self.seed, ty, value)
+    }
+
+    pub fn live(&self, ty: IocType) -> &LiveSet {
+        &self.live[usize::from(ty.code())]
+    }
+
+    pub fn live_mut(&mut self, ty: IocType) -> &mut LiveSet {
+        &mut self.live[usize::from(ty.code())]
+    }
+
+    /// Current version of a tier partition. Panics never: `bucket` must be a tier, and live
+    /// is mapped to chaud only by programming error, which tests catch.
+    pub fn tier(&self, bucket: Bucket, ty: IocType) -> &Arc<TierVersion> {
+        let t = bucket.tier_index().unwrap_or(0);
+        &self.tiers[t][usize::from(ty.code())]
+    }
+
+    pub fn set_tier(&mut self, bucket: Bucket, ty: IocType, blocks: Vec<Block>, mtime: u64) {
+        let id = self.new_id();
+        if let Some(t) = bucket.tier_index() {
+            self.tiers[t][usize::from(ty.code())] = TierVersion::new(id, bucket, ty, blocks, mtime);
+        }
+    }
+
+    /// Swap the blocks of the current version for ones with the same content (a commit moved
+    /// them into the new file): the version keeps its id, so the kernel's cache stays valid.
+    pub fn replace_tier_blocks(
+        &mut self,
+        bucket: Bucket,
+        ty: IocType,
+        id: u64,
+        blocks: Vec<Block>,
+        mtime: u64,
+    ) {
+        if let Some(t) = bucket.tier_index() {
+            self.tiers[t][usize::from(ty.code())] = TierVersion::new(id, bucket, ty, blocks, mtime);
+        }
+    }
+
+    pub fn mark(&mut self, bucket: Bucket, ty: IocType, seq: u64) {
+        self.changed_at[usize::from(bucket.code())][usize::from(ty.code())] = seq;
+    }
+
+    /// Partitions whose backing file lags the state.
+    pub fn dirty(&self) -> Vec<(Bucket, IocType)> {
+        let mut out = Vec::new();
+        for b in Bucket::ALL {
+            for ty in IocType::ALL {
+                if self.changed_at[usize::from(b.code())][usize::from(ty.code())]
+                    > self.manifest.part(b, ty).applied_seq
+                {
+                    out.push((b, ty));
+                }
+            }
+        }
+        out
+    }
+
+    /// Bucket and times of a stored indicator.
+    pub fn find(&self, ty: IocType, value: &[u8]) -> Option<(Bucket, Times)> {
+        let meta = self.index.get(&self.key(ty, value))?;
+        match meta.loc() {
+            Loc::Live { slot, .. } => Some((Bucket::Live, self.live(ty).times(slot)?)),
+            Loc::Block { block, .. } => {
+                let (bucket, _) = self.dir.get(&block)?;
+                Some((*bucket, (meta.first_seen, meta.last_seen)))
+            }
+        }
+    }
+
+    /// Bucket holding a block (a tier).
+    pub fn block_bucket(&self, block: u32) -> Result<Bucket> {
+        self.dir
+            .get(&block)
+            .map(|(b, _)| *b)
+            .ok_or_else(|| Error::Invalid(format!("internal: block {block} is in no tier")))
+    }
+
+    /// Apply one mutation. An error here means the state no longer matches the log: the
+    /// caller must stop taking writes (a restart replays the log).
+    pub fn apply(&mut self, seq: u64, m: &Mutation, cache: &BlockCache) -> Result<Applied> {
+        let applied = match &m.op {
+            Op::Append { ty, values } => apply::append(self, seq, m.ts, *ty, values, cache)?,
+            Op::Replace { ty, values } => apply::replace(self, seq, m.ts, *ty, values, cache)?,
+            Op::Remove { items } => apply::remove(self, seq, m.ts, items, cache)?,
+            Op::Import {
+                bucket,
+                ty,
+                values,
+                times,
+            } => apply::import(self, seq, m.ts, *bucket, *ty, values, times, cache)?,
+            Op::Age { policy } => aging::age(self, seq, m.ts, policy, cache)?,
+            Op::Commit { manifest } => {
+                self.manifest = manifest.as_ref().clone();
+                Applied::default()
+            }
+        };
+        self.applied_seq = seq;
+        Ok(applied)
+    }
+
+    /// Remove `doomed` keys from the tier blocks that hold them (the caller has already dealt
+    /// with their index entries). Kept lines take their times from the index.
+    pub fn drop_from_tier(
+        &mut self,
+        seq: u64,
+        ts: u64,
+        bucket: Bucket,
+        ty: IocType,
+        doomed: &KeyMap<u32>,
+        cache: &BlockCache,
+    ) -> Result<()> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut touched: HashMap<u32, ()> = HashMap::new();
+        for &block in doomed.values() {
+            touched.insert(block, ());
+        }
+        let version = self.tier(bucket, ty).clone();
+        let mut blocks = Vec::with_capacity(version.blocks().len());
+        for block in version.blocks() {
+            if !touched.contains_key(&block.id) {
+                blocks.push(block.clone());
+                continue;
+            }
+            let raw = block.raw(cache)?;
+            let mut kept = Vec::with_capacity(raw.len());
+            let mut times = Vec::with_capacity(block.lines as usize);
+            for line in tier::lines(&raw) {
+                let key = self.key(ty, line);
+                if doomed.contains_key(&key) {
+                    continue;
+                }
+                let meta = self.index.get(&key).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "internal: {} line in block {} is not indexed",
+                        ty, block.id
+                    ))
+                })?;
+                kept.extend_from_slice(line);
+                kept.push(b'\n');
+                times.push((meta.first_seen, meta.last_seen));
+            }
+            if times.is_empty() {
+                self.dir.remove(&block.id);
+            } else {
+                blocks.push(Block::mem(block.id, kept, times));
+            }
+        }
+        self.set_tier(bucket, ty, blocks, ts);
+        self.mark(bucket, ty, seq);
+        Ok(())
+    }
+
+    /// Append lines to the end of a tier partition, indexing each.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_to_tier(
+        &mut self,
+        seq: u64,
+        ts: u64,
+        bucket: Bucket,
+        ty: IocType,
+        whole_blocks: Vec<Block>,
+        lines: Vec<(Vec<u8>, Times, Key)>,
+        cache: &BlockCache,
+    ) -> Result<()> {
+        if whole_blocks.is_empty() && lines.is_empty() {
+            return Ok(());
+        }
+        let mut blocks = self.tier(bucket, ty).blocks().to_vec();
+        for b in &whole_blocks {
+            self.dir.insert(b.id, (bucket, ty));
+        }
+        blocks.extend(whole_blocks);
+        let mut next_id = self.next_block_id;
+        {
+            let mut tail = tier::TailAppender::new(&mut blocks, self.block_size, cache)?;
+            for (value, times, key) in lines {
+                let id = tail.push(&value, times, &mut next_id);
+                self.dir.insert(id, (bucket, ty));
+                self.index.insert(
+                    key,
+                    Meta::new(times.0, times.1, Loc::Block { ty, block: id }),
+                );
+            }
+        }
+        if next_id > crate::store::model::MAX_LOC_ID {
+            return Err(Error::Invalid(
+                "block ids exhausted; run iocfs check --repair to renumber".into(),
+            ));
+        }
+        self.next_block_id = next_id;
+        self.set_tier(bucket, ty, blocks, ts);
+        self.mark(bucket, ty, seq);
+        Ok(())
+    }
+}

@@ -1,0 +1,417 @@
+//! The write-ahead log on disk: segment files, appends, fsync, rotation, retirement and the
+//! recovery scan. Group commit and ordering live in `store::pipeline`; this type is driven by
+//! one thread at a time (the pipeline's leader).
+//!
+//! Failure rules (DESIGN §8): a write that fails is cut back off the file, so nothing half
+//! written stays behind. A failed fsync is fatal — the page cache may have dropped the data —
+//! except ENOSPC/EDQUOT, where the unsynced tail is truncated away and fsync'd again: if that
+//! succeeds nothing unacknowledged remains on disk and writing may resume once space is freed.
+
+pub mod record;
+pub mod segment;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::atomic::fsync_dir;
+use crate::error::{Error, IoContext, Result};
+use crate::failpoint;
+
+/// A record read back at recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What recovery found, for the mount log line.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: usize,
+    /// Torn tail that was truncated: (file, offset, why).
+    pub truncated: Option<(PathBuf, u64, String)>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seq: u64,
+    /// Last sequence written to it (first_seq - 1 when empty).
+    last_seq: u64,
+    path: PathBuf,
+    len: u64,
+}
+
+#[derive(Debug)]
+pub struct WalFiles {
+    dir: PathBuf,
+    segment_size: u64,
+    closed: Vec<Segment>,
+    active: Segment,
+    file: File,
+    synced_len: u64,
+    /// fsyncs slower than this are logged.
+    slow_sync: Duration,
+}
+
+/// Outcome of a failed sync, telling the pipeline whether it may go on.
+#[derive(Debug)]
+pub enum SyncError {
+    /// Nothing unacknowledged is left on disk; later writes may succeed.
+    Retryable(Error),
+    /// The log's durable state is unknown: stop acknowledging writes.
+    Fatal(Error),
+}
+
+impl WalFiles {
+    /// Open the log in `dir`, scanning every segment. Returns the records after the torn-tail
+    /// repair, or a corruption error naming the file and offset.
+    pub fn open(dir: &Path, segment_size: u64) -> Result<(WalFiles, Vec<Record>, RecoveryReport)> {
+        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        let listed = segment::list(dir)?;
+        let mut report = RecoveryReport {
+            segments: listed.len(),
+            ..Default::default()
+        };
+        let mut records = Vec::new();
+        let mut segments = Vec::new();
+        let mut next_seq: Option<u64> = None;
+        for (i, (first_seq, path)) in listed.iter().enumerate() {
+            let is_last = i + 1 == listed.len();
+            let bytes = fs::read(path).ctx(|| format!("read {}", path.display()))?;
+            if let Some(expected) = next_seq {
+                if *first_seq != expected {
+                    return Err(Error::corruption(
+                        path,
+                        None,
+                        format!("segment starts at sequence {first_seq} but the previous one ended at {}", expected - 1),
+                    ));
+                }
+            }
+            let scan = segment::scan(&bytes, path, Some(next_seq.unwrap_or(*first_seq)), is_last)?;
+            let mut len = bytes.len() as u64;
+            if let Some(why) = scan.torn {
+                log::warn!(
+                    "WAL {}: torn tail ({why}); truncating {} bytes at offset {}",
+                    path.display(),
+                    bytes.len() - scan.valid_len,
+                    scan.valid_len
+                );
+                len = scan.valid_len as u64;
+                truncate_synced(path, len)?;
+                report.truncated = Some((path.clone(), len, why));
+            }
+            let last_seq = scan
+                .records
+                .last()
+                .map_or(first_seq.saturating_sub(1), |r| r.seq);
+            for found in scan.records {
+                records.push(Record {
+                    seq: found.seq,
+                    payload: bytes[found.payload].to_vec(),
+                });
+            }
+            next_seq = Some(last_seq + 1);
+            segments.push(Segment {
+                first_seq: *first_seq,
+                last_seq,
+                path: path.clone(),
+                len,
+            });
+        }
+        report.records = records.len();
+        let (active, file) = match segments.pop() {
+            Some(seg) if seg.len >= segment::HEADER_LEN as u64 => {
+                let file = open_append(&seg.path)?;
+                (seg, file)
+            }
+            Some(seg) => {
+                // A segment whose header was cut by a crash: start it again.
+                create_segment(dir, seg.first_seq)?
+            }
+            None => create_segment(dir, 1)?,
+        };
+        let synced_len = active.len;
+        Ok((
+            WalFiles {
+                dir: dir.to_path_buf(),
+                segment_size: segment_size.max(1 << 16),
+                closed: segments,
+                active,
+                file,
+                synced_len,
+                slow_sync: Duration::from_millis(100),
+            },
+            records,
+            report,
+        ))
+    }
+
+    /// The sequence number the next record must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.active.last_seq + 1
+    }
+
+    /// Append encoded records `first_seq..=last_seq`. On error the file is cut back to where it
+    /// was, so a later append starts on a clean boundary.
+    pub fn append(&mut self, first_seq: u64, last_seq: u64, bytes: &[u8]) -> Result<()> {
+        if self.active.len > segment::HEADER_LEN as u64
+            && self.active.len + bytes.len() as u64 > self.segment_size
+        {
+            self.rotate(first_seq)?;
+        }
+        let at = self.active.len;
+        let written =
+            failpoint::check("wal::write").and_then(|()| self.file.write_all_at(bytes, at));
+        if let Err(e) = written {
+            // Cut off whatever part did reach the file. If even that fails the file's tail is
+            // unknown and the caller must treat it as fatal.
+            self.file.set_len(at).ctx(|| {
+                format!(
+                    "truncate {} after a failed write",
+                    self.active.path.display()
+                )
+            })?;
+            return Err(Error::io(
+                format!("write WAL {} at offset {at}", self.active.path.display()),
+                e,
+            ));
+        }
+        self.active.len += bytes.len() as u64;
+        self.active.last_seq = last_seq;
+        Ok(())
+    }
+
+    /// Make everything appended so far durable.
+    pub fn sync(&mut self) -> Result<(), SyncError> {
+        if self.synced_len == self.active.len {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let synced = failpoint::check("wal::sync").and_then(|()| self.file.sync_data());
+        let took = started.elapsed();
+        if took > self.slow_sync {
+            log::warn!(
+                "slow WAL fsync: {} ms on {}",
+                took.as_millis(),
+                self.active.path.display()
+            );
+        }
+        match synced {
+            Ok(()) => {
+                self.synced_len = self.active.len;
+                Ok(())
+            }
+            Err(e) => {
+                let err = Error::io(format!("fsync WAL {}", self.active.path.display()), e);
+                if !err.is_retryable() {
+                    return Err(SyncError::Fatal(err));
+                }
+                // Out of space: drop the unsynced tail and make that durable.
+                let cut = self
+                    .file
+                    .set_len(self.synced_len)
+                    .and_then(|()| self.file.sync_all());
+                match cut {
+                    Ok(()) => {
+                        self.active.len = self.synced_len;
+                        Err(SyncError::Retryable(err))
+                    }
+                    Err(e2) => Err(SyncError::Fatal(Error::io(
+                        format!(
+                            "truncate {} after failed fsync ({err})",
+                            self.active.path.display()
+                        ),
+                        e2,
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Forget the records appended since the last sync (after a retryable failure): the
+    /// sequence numbers are reused by the next append.
+    pub fn rewind_to_synced(&mut self, last_synced_seq: u64) -> Result<()> {
+        self.file
+            .set_len(self.synced_len)
+            .ctx(|| format!("truncate {}", self.active.path.display()))?;
+        self.active.len = self.synced_len;
+        self.active.last_seq = last_synced_seq;
+        Ok(())
+    }
+
+    fn rotate(&mut self, first_seq: u64) -> Result<()> {
+        // The old segment must be durable before records land in the new one.
+        if let Err(SyncError::Fatal(e) | SyncError::Retryable(e)) = self.sync() {
+            return Err(e);
+        }
+        let (seg, file) = create_segment(&self.dir, first_seq)?;
+        let old = std::mem::replace(&mut self.active, seg);
+        self.closed.push(old);
+        self.file = file;
+        self.synced_len = self.active.len;
+        Ok(())
+    }
+
+    /// Delete closed segments whose records are all ≤ `seq` (covered by a commit).
+    pub fn retire_upto(&mut self, seq: u64) -> Result<usize> {
+        let keep_from = self
+            .closed
+            .iter()
+            .position(|s| s.last_seq > seq)
+            .unwrap_or(self.closed.len());
+        let retired: Vec<Segment> = self.closed.drain(..keep_from).collect();
+        for seg in &retired {
+            fs::remove_file(&seg.path).ctx(|| format!("remove {}", seg.path.display()))?;
+        }
+        if !retired.is_empty() {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(retired.len())
+    }
+
+    /// Total bytes and number of segment files.
+    pub fn size(&self) -> (u64, usize) {
+        let bytes = self.closed.iter().map(|s| s.len).sum::<u64>() + self.active.len;
+        (bytes, self.closed.len() + 1)
+    }
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .ctx(|| format!("open {}", path.display()))
+}
+
+fn create_segment(dir: &Path, first_seq: u64) -> Result<(Segment, File)> {
+    let path = dir.join(segment::file_name(first_seq));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .ctx(|| format!("create {}", path.display()))?;
+    file.write_all(&segment::header())
+        .and_then(|()| file.sync_all())
+        .ctx(|| format!("write {}", path.display()))?;
+    fsync_dir(dir)?;
+    Ok((
+        Segment {
+            first_seq,
+            last_seq: first_seq - 1,
+            path,
+            len: segment::HEADER_LEN as u64,
+        },
+        file,
+    ))
+}
+
+fn truncate_synced(path: &Path, len: u64) -> Result<()> {
+    let file = open_append(path)?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .ctx(|| format!("truncate {} to {len}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(wal: &mut WalFiles, payloads: &[&[u8]]) {
+        let first = wal.next_seq();
+        let mut buf = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            record::encode(first + i as u64, p, &mut buf);
+        }
+        wal.append(first, first + payloads.len() as u64 - 1, &buf)
+            .unwrap();
+        wal.sync().unwrap();
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, recs, _) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        assert!(recs.is_empty());
+        append(&mut wal, &[b"one", b"two"]);
+        append(&mut wal, &[b"three"]);
+        drop(wal);
+        let (wal, recs, report) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(recs[2].payload, b"three");
+        assert_eq!(wal.next_seq(), 4);
+        assert!(report.truncated.is_none());
+    }
+
+    #[test]
+    fn rotation_and_retirement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = WalFiles::open(dir.path(), 1 << 16).unwrap();
+        let big = vec![7u8; 40_000];
+        for _ in 0..6 {
+            append(&mut wal, &[&big]);
+        }
+        assert!(wal.size().1 >= 3, "{:?}", wal.size());
+        let retired = wal.retire_upto(4).unwrap();
+        assert!(retired >= 1);
+        drop(wal);
+        let (wal, recs, _) = WalFiles::open(dir.path(), 1 << 16).unwrap();
+        assert!(recs.first().unwrap().seq <= 5);
+        assert_eq!(recs.last().unwrap().seq, 6);
+        assert_eq!(wal.next_seq(), 7);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, &[b"keep me", b"cut me"]);
+        let path = wal.active.path.clone();
+        drop(wal);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 2)
+            .unwrap();
+        let (mut wal, recs, report) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert!(report.truncated.is_some());
+        // Appending after the repair continues the sequence cleanly.
+        append(&mut wal, &[b"after"]);
+        drop(wal);
+        let (_, recs, report) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(report.truncated.is_none());
+    }
+
+    #[test]
+    fn corruption_mid_log_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, &[b"first", b"second", b"third"]);
+        let path = wal.active.path.clone();
+        drop(wal);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[segment::HEADER_LEN + 18] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        let err = WalFiles::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("offset 16"),
+            "{err}"
+        );
+    }
+}
