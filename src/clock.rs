@@ -61,6 +61,21 @@ pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
+#[cfg(feature = "testing")]
+static MANUAL: std::sync::OnceLock<std::sync::Arc<ManualClock>> = std::sync::OnceLock::new();
+
+/// Test builds only: make `clock` available to the `clock` ctl command.
+#[cfg(feature = "testing")]
+pub fn install_manual(clock: std::sync::Arc<ManualClock>) {
+    let _ = MANUAL.set(clock);
+}
+
+/// The daemon's manual clock, if it runs on one (test builds only).
+#[cfg(feature = "testing")]
+pub fn manual() -> Option<std::sync::Arc<ManualClock>> {
+    MANUAL.get().cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

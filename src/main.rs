@@ -1,1 +1,188 @@
-fn main() {}
+//! `iocfs` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use iocfs::clock::{Clock, SystemClock};
+use iocfs::config::{Config, DEFAULT_CONFIG_PATH};
+use iocfs::daemon;
+
+#[derive(Parser)]
+#[command(
+    name = "iocfs",
+    version,
+    about = "FUSE filesystem serving threat-intel indicators as plain, aged, durable files",
+    after_help = "Example:\n  iocfs mount --data /var/lib/iocfs /srv/iocfs\n  echo 203.0.113.7 >> /srv/iocfs/live/ipv4.txt\n  iocfs stats /srv/iocfs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mount the filesystem in the foreground (for systemd or a terminal); SIGTERM unmounts.
+    #[command(after_help = "Example:\n  iocfs mount --data /tmp/iocfs-data /tmp/iocfs")]
+    Mount {
+        /// Config file (default: /etc/iocfs/iocfs.toml if it exists, else built-in defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data directory; overrides `data_dir` from the config.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Test builds only: run on a manual clock starting at this Unix time, moved with
+        /// `clock +25h` written to .iocfs/ctl.
+        #[cfg(feature = "testing")]
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        manual_clock: Option<u64>,
+        /// Where to mount.
+        mountpoint: PathBuf,
+    },
+    /// Check a config file; prints the first error (with its key) and exits non-zero.
+    #[command(
+        name = "validate-config",
+        after_help = "Example:\n  iocfs validate-config /etc/iocfs/iocfs.toml"
+    )]
+    ValidateConfig { file: PathBuf },
+    /// Print a mounted filesystem's statistics (`.iocfs/stats.json`) as a table.
+    #[command(
+        after_help = "Example:\n  iocfs stats /srv/iocfs\n  iocfs stats --json /srv/iocfs | jq .cache"
+    )]
+    Stats {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        mountpoint: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount {
+            config,
+            data,
+            #[cfg(feature = "testing")]
+            manual_clock,
+            mountpoint,
+        } => {
+            #[cfg(not(feature = "testing"))]
+            let manual_clock: Option<u64> = None;
+            mount(config, data, manual_clock, mountpoint)
+        }
+        Command::ValidateConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Stats { json, mountpoint } => stats(&mountpoint, json),
+    }
+}
+
+fn init_logging(level: &str) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level.parse().unwrap_or(log::LevelFilter::Info));
+    builder.filter_module("fuser", log::LevelFilter::Warn);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.init();
+}
+
+fn mount(
+    config_path: Option<PathBuf>,
+    data: Option<PathBuf>,
+    manual_clock: Option<u64>,
+    mountpoint: PathBuf,
+) -> ExitCode {
+    let config_path =
+        config_path.or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()));
+    let mut config = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("iocfs: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    init_logging(&config.log.level);
+    let data_override = match data.map(absolute) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("iocfs: --data: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
+    if let Some(d) = &data_override {
+        config.data_dir = d.clone();
+    }
+    let clock: Arc<dyn Clock> = match manual_clock {
+        #[cfg(feature = "testing")]
+        Some(start) => {
+            let c = Arc::new(iocfs::clock::ManualClock::new(start));
+            iocfs::clock::install_manual(c.clone());
+            log::warn!("running on a MANUAL clock starting at {start} (test build)");
+            c
+        }
+        _ => Arc::new(SystemClock),
+    };
+    let request = daemon::MountRequest {
+        config: Arc::new(config),
+        config_path,
+        data_override,
+        mountpoint,
+        clock,
+    };
+    match daemon::run(request) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("iocfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn absolute(p: PathBuf) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(&p)?;
+    p.canonicalize()
+}
+
+fn stats(mountpoint: &Path, json: bool) -> ExitCode {
+    let path = mountpoint.join(".iocfs/stats.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "iocfs: read {}: {e} (is iocfs mounted there?)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => {
+            print!("{}", iocfs::report::stats_table(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iocfs: {}: not valid JSON: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod mutation;
 pub mod pipeline;
 pub mod recovery;
 pub mod state;
+pub mod stats;
 pub mod tier;
 pub mod wal;
 
@@ -276,9 +277,19 @@ impl Store {
             .clone()
     }
 
-    /// Stop taking writes and commit everything (clean shutdown).
-    pub fn shutdown(&self) -> Result<()> {
+    /// Refuse user writes from now on (EROFS); commits still run.
+    pub fn close_writes(&self) {
         self.pipeline.close();
+    }
+
+    /// Stop taking writes and commit everything (clean shutdown). Subscribers' channels
+    /// close, so threads reading them end.
+    pub fn shutdown(&self) -> Result<()> {
+        self.close_writes();
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.commit().map(|_| ())
     }
 

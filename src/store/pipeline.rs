@@ -106,7 +106,8 @@ impl Pipeline {
             if let Some(why) = &q.fatal {
                 return Err(Error::Failed(why.clone()));
             }
-            if q.closed {
+            // A closing store still journals its final commit.
+            if q.closed && !matches!(op, Op::Commit { .. }) {
                 return Err(Error::ShuttingDown);
             }
             let ts = self.clock.now().max(q.last_ts);
@@ -282,7 +283,7 @@ impl Pipeline {
         result
     }
 
-    /// Refuse new writes (shutdown); writes already queued still complete.
+    /// Refuse new writes (shutdown); writes already queued and commit records still complete.
     pub fn close(&self) {
         self.queue().closed = true;
     }

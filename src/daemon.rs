@@ -1,0 +1,386 @@
+//! The mounted daemon: background threads, signals, systemd notification, clean shutdown.
+//!
+//! Threads: FUSE workers (fuser), the invalidation notifier, commit, aging, the periodic WAL
+//! sync (periodic mode), the health/watchdog loop, and the signal handler. Each background
+//! loop sleeps on a shared [`Stop`] so shutdown wakes it at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuser::{INodeNo, MountOption, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::clock::Clock;
+use crate::config::{Config, DurabilityMode};
+use crate::error::{IoContext, Result};
+use crate::fs::{inode, Inval, IocFs};
+use crate::store::model::Bucket;
+use crate::store::Store;
+
+/// What `iocfs mount` was asked to do.
+pub struct MountRequest {
+    pub config: Arc<Config>,
+    /// Where SIGHUP rereads the config from (None: embedded defaults, nothing to reload).
+    pub config_path: Option<PathBuf>,
+    /// `--data` given on the command line: it wins over the file on reload too.
+    pub data_override: Option<PathBuf>,
+    pub mountpoint: PathBuf,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A flag background loops sleep on.
+#[derive(Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Sleep up to `d`; true if stop was requested.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn run(req: MountRequest) -> Result<()> {
+    let config = req.config.clone();
+    clear_stale_mount(&req.mountpoint);
+    let store = Store::open(config.clone(), req.clock.clone())?;
+    log_recovery(&store);
+
+    let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
+    let fs = IocFs::new(store.clone(), inval_tx.clone());
+    let options = vec![
+        MountOption::FSName("iocfs".into()),
+        MountOption::Subtype("iocfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoAtime,
+    ];
+    let mut fuse_config = fuser::Config::default();
+    if config.mount.allow_other {
+        fuse_config.acl = SessionACL::All;
+    }
+    fuse_config.mount_options = options;
+    fuse_config.n_threads = Some(config.mount.threads);
+    fuse_config.clone_fd = true;
+    let mut session = fuser::Session::new(fs, &req.mountpoint, &fuse_config)
+        .ctx(|| format!("mount FUSE at {}", req.mountpoint.display()))?;
+    let notifier = session.notifier();
+    let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+
+    let stop = Arc::new(Stop::default());
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    // These two end when their channels close (at shutdown); nothing waits for them.
+    spawn("iocfs-inval", move || notify_loop(inval_rx, notifier))?;
+    let changes = store.subscribe();
+    spawn("iocfs-changes", move || forward_changes(changes, inval_tx))?;
+    {
+        let (store, stop) = (store.clone(), stop.clone());
+        threads.push(spawn("iocfs-commit", move || commit_loop(&store, &stop))?);
+    }
+    {
+        let (store, stop) = (store.clone(), stop.clone());
+        threads.push(spawn("iocfs-aging", move || aging_loop(&store, &stop))?);
+    }
+    if config.durability.mode == DurabilityMode::Periodic {
+        let (store, stop) = (store.clone(), stop.clone());
+        threads.push(spawn("iocfs-sync", move || sync_loop(&store, &stop))?);
+    }
+    {
+        let (store, stop) = (store.clone(), stop.clone());
+        threads.push(spawn("iocfs-health", move || health_loop(&store, &stop))?);
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .ctx(|| "install signal handlers")?;
+    let signal_handle = signals.handle();
+    {
+        let (store, stop, unmounter) = (store.clone(), stop.clone(), unmounter.clone());
+        let mountpoint = req.mountpoint.clone();
+        let (config_path, data_override) = (req.config_path.clone(), req.data_override.clone());
+        threads.push(spawn("iocfs-signals", move || {
+            for sig in signals.forever() {
+                match sig {
+                    SIGHUP => reload(&store, config_path.as_deref(), data_override.as_deref()),
+                    _ => {
+                        log::info!("signal {sig}: stopping");
+                        begin_shutdown(&store, &stop, &unmounter, &mountpoint);
+                        exit_if_still_serving(store.clone(), Duration::from_secs(3));
+                        break;
+                    }
+                }
+            }
+        })?);
+    }
+
+    let counts = indicator_summary(&store);
+    log::info!(
+        "mounted {} (data {}, {} mode): {counts}",
+        req.mountpoint.display(),
+        config.data_dir.display(),
+        config.durability.mode.as_str()
+    );
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&counts),
+    ]);
+
+    let served = session.run();
+    // The session ends when the filesystem is unmounted (by us on a signal, or by an admin).
+    stop.stop();
+    signal_handle.close();
+    store.close_writes();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let committed = store.shutdown();
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Err(e) = &served {
+        log::error!("FUSE session ended with an error: {e}");
+    }
+    committed?;
+    log::info!("stopped cleanly; everything is committed");
+    served.ctx(|| "serve FUSE requests")
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .ctx(|| format!("start thread {name}"))
+}
+
+/// Stop taking writes, commit, then unmount; the main thread's session loop then returns.
+fn begin_shutdown(
+    store: &Store,
+    stop: &Stop,
+    unmounter: &Mutex<fuser::SessionUnmounter>,
+    mountpoint: &Path,
+) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    store.close_writes();
+    stop.stop();
+    if let Err(e) = store.commit() {
+        log::error!("final commit failed: {e}");
+    }
+    let plain = unmounter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unmount();
+    if let Err(e) = plain {
+        // Busy (a reader holds a file open): detach now; the kernel ends the session when the
+        // last file is closed, and we cut it short after a grace period.
+        log::warn!("unmount {}: {e}; detaching", mountpoint.display());
+        detach(mountpoint);
+    }
+}
+
+fn detach(mountpoint: &Path) {
+    if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+        log::error!("lazy unmount of {} failed: {e}", mountpoint.display());
+    }
+}
+
+/// A detached mount lives on while a reader (say `tail -f`) holds a file open, and with it
+/// the session. Everything is committed by now, so after a grace period exit anyway: the
+/// kernel then fails the remaining open files with ENOTCONN.
+fn exit_if_still_serving(store: Arc<Store>, grace: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("iocfs-grace".into())
+        .spawn(move || {
+            std::thread::sleep(grace);
+            log::warn!(
+                "files were still open {} s after unmount; exiting anyway",
+                grace.as_secs()
+            );
+            match store.shutdown() {
+                Ok(()) => std::process::exit(0),
+                Err(e) => {
+                    log::error!("final commit failed: {e}");
+                    std::process::exit(1)
+                }
+            }
+        });
+}
+
+/// A mount left by a crashed daemon answers ENOTCONN; clear it so we can mount again.
+fn clear_stale_mount(mountpoint: &Path) {
+    if let Err(e) = std::fs::metadata(mountpoint) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            log::warn!(
+                "{}: stale mount from a previous run; detaching it",
+                mountpoint.display()
+            );
+            let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
+    for inval in rx {
+        if let Err(e) = notifier.inval_entry(INodeNo(inval.parent), &inval.name) {
+            log::debug!("invalidate {:?}: {e}", inval.name);
+        }
+    }
+}
+
+/// Tier files get a new inode per version: drop the kernel's name → old inode mapping.
+fn forward_changes(rx: mpsc::Receiver<crate::store::Change>, tx: mpsc::Sender<Inval>) {
+    for change in rx {
+        if change.bucket == Bucket::Live {
+            continue;
+        }
+        let inval = Inval {
+            parent: inode::bucket_dir(change.bucket),
+            name: change.ty.file_name().into(),
+        };
+        if tx.send(inval).is_err() {
+            return;
+        }
+    }
+}
+
+fn commit_loop(store: &Store, stop: &Stop) {
+    let mut wait = store.config().durability.commit_interval;
+    while !stop.sleep(wait) {
+        let interval = store.config().durability.commit_interval;
+        let started = Instant::now();
+        if let Err(e) = store.commit() {
+            log::error!("commit failed (will retry): {e}");
+        }
+        // Rewriting big files every interval would be all the disk does: keep commits to
+        // at most a tenth of the time.
+        wait = interval.max(started.elapsed() * 10);
+    }
+}
+
+fn aging_loop(store: &Store, stop: &Stop) {
+    while !stop.sleep(store.config().aging.interval) {
+        if let Err(e) = store.age() {
+            if !stop.is_stopped() {
+                log::error!("aging failed: {e}");
+            }
+        }
+    }
+}
+
+fn sync_loop(store: &Store, stop: &Stop) {
+    while !stop.sleep(store.config().durability.sync_interval) {
+        if let Err(e) = store.sync() {
+            log::error!("periodic WAL sync failed: {e}");
+        }
+    }
+}
+
+/// Tell systemd we are alive only while the WAL can take writes.
+fn health_loop(store: &Store, stop: &Stop) {
+    let period = sd_notify::watchdog_enabled().map_or(Duration::from_secs(10), |d| d / 2);
+    let mut last_status = String::new();
+    while !stop.sleep(period) {
+        let problems = store.problems();
+        if problems.iter().all(|p| !p.starts_with("wal:")) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        let status = if problems.is_empty() {
+            indicator_summary(store)
+        } else {
+            problems.join("; ")
+        };
+        if status != last_status {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            last_status = status;
+        }
+    }
+}
+
+fn reload(store: &Store, path: Option<&Path>, data_override: Option<&Path>) {
+    let Some(path) = path else {
+        log::info!("SIGHUP: running on embedded defaults; nothing to reload");
+        return;
+    };
+    match Config::load(path) {
+        Ok(mut new) => {
+            if let Some(d) = data_override {
+                new.data_dir = d.to_path_buf();
+            }
+            let old = store.config();
+            for key in old.restart_required(&new) {
+                log::warn!(
+                    "SIGHUP: {key} changed in {}; it takes effect at the next restart",
+                    path.display()
+                );
+            }
+            apply_log_level(&new.log.level);
+            log::info!("SIGHUP: reloaded {}", path.display());
+            store.set_config(Arc::new(keep_restart_only(&old, new)));
+        }
+        Err(e) => log::error!(
+            "SIGHUP: {} not reloaded, keeping the running config: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// The new config, except settings that can only change at a restart keep their old value.
+fn keep_restart_only(old: &Config, mut new: Config) -> Config {
+    new.data_dir = old.data_dir.clone();
+    new.mount = old.mount.clone();
+    new.durability.mode = old.durability.mode;
+    new.durability.segment_size = old.durability.segment_size;
+    new.tiers = old.tiers.clone();
+    new
+}
+
+pub fn apply_log_level(level: &str) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        if let Ok(l) = level.parse::<log::LevelFilter>() {
+            log::set_max_level(l);
+        }
+    }
+}
+
+fn indicator_summary(store: &Store) -> String {
+    let st = crate::store::stats::stats(store);
+    Bucket::ALL
+        .iter()
+        .map(|b| format!("{} {}", b.name(), st["buckets"][b.name()]["total"]["lines"]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn log_recovery(store: &Store) {
+    let r = &store.recovery;
+    log::info!(
+        "recovered in {} ms: committed state at sequence {}, {} WAL records replayed{}{}",
+        r.millis,
+        r.committed_upto,
+        r.replayed,
+        if r.removed_temps > 0 {
+            format!(", {} leftover temp files removed", r.removed_temps)
+        } else {
+            String::new()
+        },
+        r.truncated
+            .as_ref()
+            .map(|t| format!(", torn WAL tail truncated in {} at {}", t.0.display(), t.1))
+            .unwrap_or_default()
+    );
+}

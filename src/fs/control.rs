@@ -1,0 +1,207 @@
+//! The `.iocfs` control tree (DESIGN §1): stats.json, health, ctl and lookup/.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuser::{Errno, FileAttr, FileType, Request};
+use serde_json::json;
+
+use super::nodes::Node;
+use super::{errno, inode, IocFs, NO_TTL};
+use crate::clock::rfc3339;
+use crate::ioc;
+
+impl IocFs {
+    pub(super) fn stats_bytes(&self) -> Vec<u8> {
+        let mut out =
+            serde_json::to_vec_pretty(&crate::store::stats::stats(&self.store)).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    pub(super) fn health_bytes(&self) -> Vec<u8> {
+        let problems = self.store.problems();
+        if problems.is_empty() {
+            return b"ok\n".to_vec();
+        }
+        problems
+            .iter()
+            .flat_map(|p| format!("{p}\n").into_bytes())
+            .collect()
+    }
+
+    /// `.iocfs/lookup/VALUE`: exists iff VALUE is stored; `/` in values is written `%2F`.
+    pub(super) fn lookup_entry(&self, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
+        let raw = percent_decode(name.as_bytes()).ok_or(Errno::ENOENT)?;
+        let (ty, value) = ioc::classify(&raw, &self.store.limits()).ok_or(Errno::ENOENT)?;
+        let (bucket, (first, last)) = self.store.find(ty, value.as_bytes()).ok_or(Errno::ENOENT)?;
+        let body = json!({
+            "value": value,
+            "type": ty.name(),
+            "bucket": bucket.name(),
+            "first_seen": rfc3339(first.into()),
+            "last_seen": rfc3339(last.into()),
+        });
+        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+        bytes.push(b'\n');
+        let ino = self.nodes.allocate();
+        let attr = inode::attr(
+            ino,
+            FileType::RegularFile,
+            0o444,
+            bytes.len() as u64,
+            self.store.clock.now(),
+            &self.owner,
+        );
+        self.nodes.remember(ino, Node::Lookup(Arc::new(bytes)));
+        Ok((attr, NO_TTL))
+    }
+
+    /// Commands written to `.iocfs/ctl`, one per line: `age`, `commit`, `checkpoint`,
+    /// `remove VALUE…` (and, in test builds, `clock …` and `failpoint …`).
+    pub(super) fn write_ctl(
+        &self,
+        req: &Request,
+        buf: &Mutex<Vec<u8>>,
+        data: &[u8],
+    ) -> Result<(), Errno> {
+        if req.uid() != 0 {
+            return Err(Errno::EACCES);
+        }
+        let mut buf = buf.lock().map_err(|_| Errno::EIO)?;
+        buf.extend_from_slice(data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line).trim().to_string();
+            if !line.is_empty() {
+                self.run_command(&line)?;
+            }
+        }
+        // A command without a final newline (`printf age > ctl`) runs now too.
+        if !buf.is_empty() {
+            let line = String::from_utf8_lossy(&buf).trim().to_string();
+            buf.clear();
+            if !line.is_empty() {
+                self.run_command(&line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_command(&self, line: &str) -> Result<(), Errno> {
+        let mut words = line.split_whitespace();
+        let cmd = words.next().unwrap_or_default();
+        let args: Vec<&str> = words.collect();
+        log::info!("ctl: {line}");
+        let result = match (cmd, args.as_slice()) {
+            ("age", []) => self.store.age().map(|_| ()),
+            ("commit", []) | ("checkpoint", []) => self.store.commit().map(|_| ()),
+            ("remove", values) if !values.is_empty() => {
+                let limits = self.store.limits();
+                let mut items = Vec::new();
+                for v in values {
+                    match ioc::classify(v.as_bytes(), &limits) {
+                        Some((ty, norm)) => items.push((ty, norm.into_bytes())),
+                        None => {
+                            log::warn!("ctl remove: {v:?} is not a valid indicator");
+                            return Err(Errno::EINVAL);
+                        }
+                    }
+                }
+                self.store
+                    .remove(items)
+                    .map(|n| log::info!("ctl remove: {n} of {} found and removed", values.len()))
+            }
+            _ => match self.test_command(cmd, &args) {
+                Some(r) => r,
+                None => {
+                    log::warn!("ctl: unknown command {line:?} (expected age, commit, checkpoint, remove VALUE…)");
+                    return Err(Errno::EINVAL);
+                }
+            },
+        };
+        result.map_err(|e| {
+            log::warn!("ctl {cmd}: {e}");
+            errno(&e)
+        })
+    }
+
+    /// Hooks compiled only into test builds: move the manual clock, arm failpoints.
+    #[cfg(feature = "testing")]
+    fn test_command(&self, cmd: &str, args: &[&str]) -> Option<crate::error::Result<()>> {
+        let bad = || Some(Err(crate::error::Error::Invalid("bad test command".into())));
+        match (cmd, args) {
+            ("clock", [arg]) => {
+                let clock = crate::clock::manual()?;
+                if let Some(delta) = arg.strip_prefix('+') {
+                    match crate::config::parse_duration(delta) {
+                        Ok(d) => clock.advance(d.as_secs()),
+                        Err(_) => return bad(),
+                    };
+                } else {
+                    match arg.parse::<u64>() {
+                        Ok(t) => clock.set(t),
+                        Err(_) => return bad(),
+                    }
+                }
+                Some(Ok(()))
+            }
+            ("failpoint", [name, what]) => {
+                let errno = match *what {
+                    "off" => None,
+                    "eio" => Some(libc::EIO),
+                    "enospc" => Some(libc::ENOSPC),
+                    n => match n.parse() {
+                        Ok(n) => Some(n),
+                        Err(_) => return bad(),
+                    },
+                };
+                crate::failpoint::set(name, errno);
+                Some(Ok(()))
+            }
+            _ => None,
+        }
+    }
+
+    #[cfg(not(feature = "testing"))]
+    fn test_command(&self, _cmd: &str, _args: &[&str]) -> Option<crate::error::Result<()>> {
+        None
+    }
+}
+
+/// `%XX` → byte; anything else as is. None for a malformed escape.
+pub fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode(b"http:%2F%2Fx.com%2Fa").unwrap(),
+            b"http://x.com/a"
+        );
+        assert_eq!(percent_decode(b"10.0.0.0%2f8").unwrap(), b"10.0.0.0/8");
+        assert_eq!(percent_decode(b"%zz"), None);
+        assert_eq!(percent_decode(b"%2"), None);
+        assert_eq!(percent_decode(b"plain").unwrap(), b"plain");
+    }
+}

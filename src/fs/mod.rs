@@ -1,0 +1,768 @@
+//! The FUSE layer: a thin translation of kernel requests into store calls. It owns inode
+//! numbers, open handles and scratch files; the store owns the data. Domain errors become
+//! errnos here and nowhere else.
+//!
+//! Cache invalidation is never done from a request handler (that can deadlock the kernel):
+//! handlers queue [`Inval`]s and the daemon's notifier thread sends them.
+
+mod control;
+pub mod inode;
+mod namespace;
+pub mod nodes;
+mod write;
+
+use std::ffi::{OsStr, OsString};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
+};
+
+use crate::error::Error;
+use crate::ioc::IocType;
+use crate::store::model::Bucket;
+use crate::store::Store;
+use inode::{Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
+use nodes::{Handle, Handles, Node, Nodes};
+
+/// How long the kernel may trust names and attributes that never change.
+const STABLE_TTL: Duration = Duration::from_secs(60);
+/// Tier file names point at a new inode after a change; the notifier invalidates them, and
+/// this bounds the damage if an invalidation is lost.
+const TIER_ENTRY_TTL: Duration = Duration::from_secs(1);
+const NO_TTL: Duration = Duration::ZERO;
+/// Largest write the kernel sends in one request: one write() up to this size is applied
+/// all or nothing.
+pub const MAX_WRITE: u32 = 1 << 20;
+
+/// A dentry the kernel should drop, sent by the notifier thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inval {
+    pub parent: u64,
+    pub name: OsString,
+}
+
+pub struct IocFs {
+    store: Arc<Store>,
+    owner: Owner,
+    nodes: Nodes,
+    handles: Handles,
+    inval: Sender<Inval>,
+    mounted_at: u64,
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+impl IocFs {
+    pub fn new(store: Arc<Store>, inval: Sender<Inval>) -> IocFs {
+        let c = store.config();
+        let owner = Owner {
+            uid: c.mount.uid,
+            gid: c.mount.gid,
+            file_mode: (c.mount.file_mode & 0o7777) as u16,
+        };
+        let mounted_at = store.clock.now();
+        IocFs {
+            store,
+            owner,
+            nodes: Nodes::new(inode::FIRST_DYNAMIC),
+            handles: Handles::default(),
+            inval,
+            mounted_at,
+        }
+    }
+
+    fn dir_attr(&self, ino: u64) -> FileAttr {
+        inode::attr(
+            ino,
+            FileType::Directory,
+            inode::dir_perm(ino),
+            0,
+            self.mounted_at,
+            &self.owner,
+        )
+    }
+
+    fn live_attr(&self, ty: IocType, size: u64, mtime: u64) -> FileAttr {
+        let mtime = if mtime == 0 { self.mounted_at } else { mtime };
+        inode::attr(
+            inode::live_file(ty),
+            FileType::RegularFile,
+            self.owner.file_mode,
+            size,
+            mtime,
+            &self.owner,
+        )
+    }
+
+    fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
+        let mtime = if v.mtime == 0 {
+            self.mounted_at
+        } else {
+            v.mtime
+        };
+        // Tiers are read-only whatever the configured mode says.
+        inode::attr(
+            v.id,
+            FileType::RegularFile,
+            self.owner.file_mode & !0o222,
+            v.size(),
+            mtime,
+            &self.owner,
+        )
+    }
+
+    fn control_attr(&self, ino: u64) -> FileAttr {
+        let now = self.store.clock.now();
+        match ino {
+            CTL => inode::attr(
+                ino,
+                FileType::RegularFile,
+                0o200,
+                0,
+                now,
+                &Owner {
+                    uid: 0,
+                    gid: 0,
+                    ..self.owner
+                },
+            ),
+            STATS => inode::attr(
+                ino,
+                FileType::RegularFile,
+                0o444,
+                self.stats_bytes().len() as u64,
+                now,
+                &self.owner,
+            ),
+            HEALTH => inode::attr(
+                ino,
+                FileType::RegularFile,
+                0o444,
+                self.health_bytes().len() as u64,
+                now,
+                &self.owner,
+            ),
+            _ => self.dir_attr(ino),
+        }
+    }
+
+    /// Attributes of any inode, with the entry TTL the kernel may keep them for.
+    fn attr_of(&self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
+        if ino == ROOT
+            || inode::dir_bucket(ino).is_some()
+            || ino == CONTROL_DIR
+            || ino == LOOKUP_DIR
+        {
+            return Ok((self.dir_attr(ino), STABLE_TTL));
+        }
+        if matches!(ino, STATS | HEALTH | CTL) {
+            return Ok((self.control_attr(ino), NO_TTL));
+        }
+        if let Some(ty) = inode::live_file_type(ino) {
+            // fstat on a pinned read handle reports the version it reads.
+            if let Some(Handle::LiveRead(v)) = fh.and_then(|fh| self.handles.get(fh)) {
+                return Ok((self.live_attr(ty, v.len(), v.mtime()), NO_TTL));
+            }
+            let v = self.store.live(ty);
+            return Ok((self.live_attr(ty, v.len(), v.mtime()), NO_TTL));
+        }
+        match self.nodes.get(ino) {
+            Some(Node::Tier(v)) => Ok((self.tier_attr(&v), STABLE_TTL)),
+            Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
+            Some(Node::LiveAlias(ty)) => {
+                let v = self.store.live(ty);
+                let mut attr = self.live_attr(ty, v.len(), v.mtime());
+                attr.ino = INodeNo(ino);
+                Ok((attr, NO_TTL))
+            }
+            Some(Node::Lookup(bytes)) => Ok((
+                inode::attr(
+                    ino,
+                    FileType::RegularFile,
+                    0o444,
+                    bytes.len() as u64,
+                    self.store.clock.now(),
+                    &self.owner,
+                ),
+                NO_TTL,
+            )),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
+        let text = name.to_str();
+        match (parent, text) {
+            (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),
+            (ROOT, Some(n)) => {
+                return Bucket::from_name(n)
+                    .map(|b| (self.dir_attr(inode::bucket_dir(b)), STABLE_TTL))
+                    .ok_or(Errno::ENOENT)
+            }
+            (CONTROL_DIR, Some(n)) => {
+                return [STATS, HEALTH, CTL, LOOKUP_DIR]
+                    .into_iter()
+                    .find(|&i| inode::control_name(i) == Some(n))
+                    .map(|i| self.attr_of(i, None))
+                    .unwrap_or(Err(Errno::ENOENT));
+            }
+            (LOOKUP_DIR, _) => return self.lookup_entry(name),
+            _ => {}
+        }
+        let Some(bucket) = inode::dir_bucket(parent) else {
+            return Err(Errno::ENOENT);
+        };
+        if let Some(ty) = text.and_then(IocType::from_file_name) {
+            if bucket == Bucket::Live {
+                return self
+                    .attr_of(inode::live_file(ty), None)
+                    .map(|(a, _)| (a, TIER_ENTRY_TTL));
+            }
+            let v = self.store.tier(bucket, ty);
+            self.nodes.remember(v.id, Node::Tier(v.clone()));
+            return Ok((self.tier_attr(&v), TIER_ENTRY_TTL));
+        }
+        if bucket == Bucket::Live {
+            if let Some(s) = self.nodes.scratch(name) {
+                let attr = self.scratch_attr(&s);
+                self.nodes.remember(attr.ino.0, Node::Scratch(s));
+                return Ok((attr, NO_TTL));
+            }
+        }
+        Err(Errno::ENOENT)
+    }
+
+    fn read_handle(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let size = size as usize;
+        let slice = |b: &[u8]| -> Vec<u8> {
+            let start = (offset as usize).min(b.len());
+            b[start..(start + size).min(b.len())].to_vec()
+        };
+        match h {
+            Handle::LiveRead(v) => v.read_at(offset, size).map_err(|e| errno(&e)),
+            Handle::LiveWrite(w) => {
+                let ty = w.lock().map(|w| w.ty).unwrap_or(IocType::Ipv4);
+                self.store
+                    .live(ty)
+                    .read_at(offset, size)
+                    .map_err(|e| errno(&e))
+            }
+            Handle::Tier(v) => v.read(offset, size, &self.store.cache).map_err(|e| {
+                log::error!("read {}/{} at {offset}: {e}", v.bucket, v.ty.file_name());
+                errno(&e)
+            }),
+            Handle::Scratch(s) => Ok(slice(&s.lock().map_err(|_| Errno::EIO)?.data)),
+            Handle::Bytes(b) => Ok(slice(b)),
+            Handle::Ctl(_) => Err(Errno::EBADF),
+        }
+    }
+
+    fn open_inode(
+        &self,
+        req: &Request,
+        ino: u64,
+        flags: OpenFlags,
+    ) -> Result<(Handle, FopenFlags), Errno> {
+        let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let direct = FopenFlags::FOPEN_DIRECT_IO;
+        if let Some(ty) = inode::live_file_type(ino) {
+            return Ok((self.open_live(ty, flags)?, direct));
+        }
+        match ino {
+            CTL => {
+                if req.uid() != 0 {
+                    return Err(Errno::EACCES);
+                }
+                if flags.acc_mode() != OpenAccMode::O_WRONLY {
+                    return Err(Errno::EACCES);
+                }
+                return Ok((Handle::Ctl(Default::default()), direct));
+            }
+            STATS | HEALTH if writable => return Err(Errno::EACCES),
+            STATS => return Ok((Handle::Bytes(Arc::new(self.stats_bytes())), direct)),
+            HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), direct)),
+            _ => {}
+        }
+        match self.nodes.get(ino) {
+            Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
+            Some(Node::Tier(v)) => Ok((Handle::Tier(v), FopenFlags::FOPEN_KEEP_CACHE)),
+            Some(Node::Scratch(s)) => {
+                if flags.0 & libc::O_TRUNC != 0 {
+                    let mut guard = s.lock().map_err(|_| Errno::EIO)?;
+                    self.resize_scratch(&mut guard, 0)?;
+                }
+                Ok((Handle::Scratch(s), direct))
+            }
+            Some(Node::LiveAlias(ty)) => Ok((self.open_live(ty, flags)?, direct)),
+            Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
+            Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), direct)),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn root_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, OsString)>, Errno> {
+        let mut out = vec![
+            (ino, FileType::Directory, OsString::from(".")),
+            (ROOT, FileType::Directory, OsString::from("..")),
+        ];
+        if ino == ROOT {
+            for b in Bucket::ALL {
+                out.push((inode::bucket_dir(b), FileType::Directory, b.name().into()));
+            }
+            out.push((CONTROL_DIR, FileType::Directory, CONTROL_DIR_NAME.into()));
+        } else if ino == CONTROL_DIR {
+            for i in [STATS, HEALTH, CTL] {
+                out.push((
+                    i,
+                    FileType::RegularFile,
+                    inode::control_name(i).unwrap_or_default().into(),
+                ));
+            }
+            out.push((LOOKUP_DIR, FileType::Directory, "lookup".into()));
+        } else if ino == LOOKUP_DIR {
+            out[1].0 = CONTROL_DIR;
+        } else if let Some(bucket) = inode::dir_bucket(ino) {
+            for ty in IocType::ALL {
+                let file_ino = match bucket {
+                    Bucket::Live => inode::live_file(ty),
+                    _ => self.store.tier(bucket, ty).id,
+                };
+                out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
+            }
+            if bucket == Bucket::Live {
+                let mut scratch = self.nodes.scratch_list();
+                scratch.sort();
+                out.extend(
+                    scratch
+                        .into_iter()
+                        .map(|(n, i)| (i, FileType::RegularFile, n)),
+                );
+            }
+        } else {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(out)
+    }
+}
+
+impl Filesystem for IocFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC must reach open() (not a separate truncate) so a replace handle can keep
+        // readers on the old set until it is closed.
+        if config
+            .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
+            .is_err()
+        {
+            log::warn!("kernel lacks atomic O_TRUNC: `>` on a live file empties it before the new lines arrive");
+        }
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(MAX_WRITE) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.lookup_name(parent.0, name) {
+            Ok((attr, ttl)) => {
+                let attr_ttl = if ttl == STABLE_TTL
+                    || ttl == TIER_ENTRY_TTL && inode::live_file_type(attr.ino.0).is_none()
+                {
+                    STABLE_TTL
+                } else {
+                    NO_TTL
+                };
+                reply.entry_with_ttls(&attr_ttl, &ttl, &attr, Generation(0))
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.nodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_of(ino.0, fh.map(|f| f.0)) {
+            Ok((attr, ttl)) => reply.attr(
+                &if ttl == STABLE_TTL {
+                    STABLE_TTL
+                } else {
+                    NO_TTL
+                },
+                &attr,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let touched = atime.is_some() || mtime.is_some();
+        match self.set_attr(ino.0, mode, uid, gid, size, touched, fh.map(|f| f.0)) {
+            Ok(attr) => reply.attr(&NO_TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(self.refusal(parent.0));
+        }
+        match self.create_scratch(req, parent.0, name, mode & !umask) {
+            Ok(s) => {
+                let attr = self.scratch_attr(&s);
+                self.nodes.remember(attr.ino.0, Node::Scratch(s));
+                reply.entry(&NO_TTL, &attr, Generation(0));
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refusal(parent.0));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.remove_name(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.refusal(parent.0));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _link: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refusal(parent.0));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refusal(newparent.0));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.rename_entry(parent.0, name, newparent.0, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_inode(req, ino.0, flags) {
+            Ok((h, fopen)) => reply.opened(FileHandle(self.handles.insert(h)), fopen),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(h) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match self.read_handle(&h, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = match self.handles.get(fh.0) {
+            None => Err(Errno::EBADF),
+            Some(Handle::LiveWrite(w)) => self.write_live(&w, offset, data),
+            Some(Handle::Scratch(s)) => self.write_scratch(&s, offset, data),
+            Some(Handle::Ctl(buf)) => self.write_ctl(req, &buf, data),
+            Some(_) => Err(Errno::EBADF),
+        };
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.handles.get(fh.0) {
+            Some(Handle::LiveWrite(w)) => match self.flush_live(&w, false) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+            _ => reply.ok(),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(Handle::LiveWrite(w)) = self.handles.remove(fh.0) {
+            if let Err(e) = self.flush_live(&w, true) {
+                log::warn!("closing a live handle: {e:?}");
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.handles.get(fh.0) {
+            Some(Handle::LiveWrite(_)) => match self.store.sync() {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            },
+            _ => reply.ok(),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.root_entries(ino.0) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.root_entries(ino.0) {
+            Ok(entries) => {
+                for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize)
+                {
+                    if reply.add(INodeNo(ino), (i + 1) as u64, kind, &name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    // No extended attributes: tools that copy them (sed -i, cp -a) treat these as "none".
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Space is the data directory's: that is where writes land.
+        match nix::sys::statvfs::statvfs(&self.store.data_dir) {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(Errno::from_i32(e as i32)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        // A type file always exists; a create race on one is an open.
+        if inode::dir_bucket(parent.0) == Some(Bucket::Live) {
+            if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
+                let ino = inode::live_file(ty);
+                return match self.open_inode(req, ino, OpenFlags(flags)) {
+                    Ok((h, fopen)) => match self.attr_of(ino, None) {
+                        Ok((attr, _)) => reply.created(
+                            &NO_TTL,
+                            &attr,
+                            Generation(0),
+                            FileHandle(self.handles.insert(h)),
+                            fopen,
+                        ),
+                        Err(e) => reply.error(e),
+                    },
+                    Err(e) => reply.error(e),
+                };
+            }
+        }
+        match self.create_scratch(req, parent.0, name, mode & !umask) {
+            Ok(s) => {
+                let attr = self.scratch_attr(&s);
+                self.nodes.remember(attr.ino.0, Node::Scratch(s.clone()));
+                let fh = self.handles.insert(Handle::Scratch(s));
+                reply.created(
+                    &NO_TTL,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                );
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Names in the mount: scratch files in live/ (created, renamed, unlinked) and the errors
+//! for everything else (DESIGN §3: type files can't be removed or renamed away, tiers are
+//! read-only, no directories are made).
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+
+use fuser::{Errno, FileAttr, FileType, RenameFlags, Request};
+
+use super::nodes::{Node, Scratch, ScratchRef};
+use super::{errno, inode, Inval, IocFs};
+use crate::config::OnInvalid;
+use crate::ingest;
+use crate::ioc::IocType;
+use crate::store::model::Bucket;
+
+/// Scratch files live in memory; these bounds keep a runaway writer from eating it.
+const MAX_SCRATCH_BYTES: u64 = 1 << 30;
+const MAX_SCRATCH_FILES: usize = 4096;
+
+impl IocFs {
+    /// The errno for a namespace change that is not allowed under `parent`.
+    pub(super) fn refusal(&self, parent: u64) -> Errno {
+        match inode::dir_bucket(parent) {
+            Some(Bucket::Live) | None => Errno::EPERM,
+            Some(_) => Errno::EROFS,
+        }
+    }
+
+    pub(super) fn scratch_attr(&self, s: &ScratchRef) -> FileAttr {
+        match s.lock() {
+            Ok(s) => {
+                let owner = inode::Owner {
+                    uid: s.uid,
+                    gid: s.gid,
+                    file_mode: s.mode,
+                };
+                inode::attr(
+                    s.ino,
+                    FileType::RegularFile,
+                    s.mode,
+                    s.data.len() as u64,
+                    s.mtime,
+                    &owner,
+                )
+            }
+            Err(_) => inode::attr(0, FileType::RegularFile, 0, 0, 0, &self.owner),
+        }
+    }
+
+    /// Resize a scratch file's data, within the memory bound for all scratch files.
+    pub(super) fn resize_scratch(&self, s: &mut Scratch, len: usize) -> Result<(), Errno> {
+        let old = s.data.len();
+        if len > old
+            && !self
+                .nodes
+                .reserve_scratch((len - old) as u64, MAX_SCRATCH_BYTES)
+        {
+            log::warn!("scratch files in live/ would exceed {MAX_SCRATCH_BYTES} bytes; refused");
+            return Err(Errno::ENOSPC);
+        }
+        if len < old {
+            self.nodes.release_scratch((old - len) as u64);
+        }
+        s.data.resize(len, 0);
+        Ok(())
+    }
+
+    pub(super) fn create_scratch(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<ScratchRef, Errno> {
+        if inode::dir_bucket(parent) != Some(Bucket::Live) {
+            return Err(self.refusal(parent));
+        }
+        if self.nodes.scratch(name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if self.nodes.scratch_list().len() >= MAX_SCRATCH_FILES {
+            return Err(Errno::ENOSPC);
+        }
+        let scratch = Arc::new(Mutex::new(Scratch {
+            ino: self.nodes.allocate(),
+            data: Vec::new(),
+            mode: (mode & 0o7777) as u16,
+            uid: req.uid(),
+            gid: req.gid(),
+            mtime: self.store.clock.now(),
+        }));
+        self.nodes.add_scratch(name.to_os_string(), scratch.clone());
+        Ok(scratch)
+    }
+
+    pub(super) fn remove_name(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        match inode::dir_bucket(parent) {
+            Some(Bucket::Live) => {
+                if name.to_str().and_then(IocType::from_file_name).is_some() {
+                    return Err(Errno::EPERM);
+                }
+                self.nodes
+                    .take_scratch(name)
+                    .map(|_| ())
+                    .ok_or(Errno::ENOENT)
+            }
+            Some(_) => Err(Errno::EROFS),
+            None => Err(Errno::EPERM),
+        }
+    }
+
+    /// Renames inside live/: scratch → type file replaces that set (after validation),
+    /// scratch → scratch moves it. Type files never move.
+    pub(super) fn rename_entry(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<(), Errno> {
+        let live = Some(Bucket::Live);
+        if inode::dir_bucket(parent) != live || inode::dir_bucket(newparent) != live {
+            let tier = |p| inode::dir_bucket(p).is_some_and(|b| b != Bucket::Live);
+            return Err(if tier(parent) || tier(newparent) {
+                Errno::EROFS
+            } else {
+                Errno::EPERM
+            });
+        }
+        if name.to_str().and_then(IocType::from_file_name).is_some() {
+            return Err(Errno::EPERM);
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let Some(scratch) = self.nodes.scratch(name) else {
+            return Err(Errno::ENOENT);
+        };
+        if let Some(ty) = newname.to_str().and_then(IocType::from_file_name) {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            self.replace_from_scratch(ty, &scratch, name)?;
+            self.nodes.take_scratch(name);
+            let ino = scratch.lock().map(|s| s.ino).map_err(|_| Errno::EIO)?;
+            // The kernel now maps the type file's name to the scratch inode; make that inode
+            // stand for the live file and have the kernel look the name up again.
+            self.nodes.set(ino, Node::LiveAlias(ty));
+            let _ = self.inval.send(Inval {
+                parent,
+                name: newname.to_os_string(),
+            });
+            return Ok(());
+        }
+        if self.nodes.scratch(newname).is_some() && flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            return Err(Errno::EEXIST);
+        }
+        self.nodes.take_scratch(name);
+        self.nodes.take_scratch(newname);
+        self.nodes.add_scratch(newname.to_os_string(), scratch);
+        Ok(())
+    }
+
+    /// Validate a whole scratch file and make it the live set of `ty`.
+    fn replace_from_scratch(
+        &self,
+        ty: IocType,
+        scratch: &ScratchRef,
+        name: &OsStr,
+    ) -> Result<(), Errno> {
+        let data = scratch.lock().map_err(|_| Errno::EIO)?.data.clone();
+        let limits = self.store.limits();
+        let mut got = ingest::ingest(ty, &[], &data, 1, &limits);
+        let tail = ingest::finish(ty, &got.partial, got.lines + 1, &limits);
+        got.values.extend_from_slice(&tail.values);
+        got.rejected.extend(tail.rejected);
+        if !got.rejected.is_empty() {
+            let reject = self.store.config().ingest.on_invalid == OnInvalid::Reject;
+            let file = format!(
+                "live/{} (renamed onto live/{})",
+                name.to_string_lossy(),
+                ty.file_name()
+            );
+            let action = if reject {
+                "rejected rename of"
+            } else {
+                "skipped invalid line in"
+            };
+            for r in &got.rejected {
+                ingest::log_rejection(&file, r, action);
+            }
+            self.store.count_rejected(ty, got.rejected.len() as u64);
+            if reject {
+                return Err(Errno::EINVAL);
+            }
+        }
+        self.store
+            .replace(ty, got.values)
+            .map(|_| ())
+            .map_err(|e| errno(&e))
+    }
+}

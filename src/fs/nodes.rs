@@ -1,0 +1,222 @@
+//! Dynamic inodes (tier versions, scratch files, lookup entries) and open handles.
+//!
+//! The kernel refers to an inode until it sends `forget`, so each dynamic inode is kept with
+//! its lookup count; an open handle holds its own reference to what it reads (a version, a
+//! scratch file, a snapshot of bytes), so the file stays readable after the name moved on.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::ioc::IocType;
+use crate::store::live::LiveVersion;
+use crate::store::tier::TierVersion;
+
+/// A file created in live/ under any name but the nine: a daemon-held buffer, renamed onto
+/// a type file to replace that set (how `sed -i` and editors save). Lost at restart.
+#[derive(Debug)]
+pub struct Scratch {
+    pub ino: u64,
+    pub data: Vec<u8>,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+}
+
+pub type ScratchRef = Arc<Mutex<Scratch>>;
+
+#[derive(Clone, Debug)]
+pub enum Node {
+    Tier(Arc<TierVersion>),
+    Scratch(ScratchRef),
+    /// A scratch inode renamed onto a type file: the kernel's dentry points at it until the
+    /// invalidation lands, so it stands for the live file meanwhile.
+    LiveAlias(IocType),
+    /// `.iocfs/lookup/VALUE`: the JSON answer, fixed at lookup time.
+    Lookup(Arc<Vec<u8>>),
+}
+
+struct Entry {
+    node: Node,
+    lookups: u64,
+}
+
+#[derive(Default)]
+pub struct Nodes {
+    map: Mutex<HashMap<u64, Entry>>,
+    scratch_names: Mutex<HashMap<OsString, ScratchRef>>,
+    /// Bytes held by named scratch files (kept apart from their locks, which callers hold).
+    scratch_bytes: AtomicU64,
+    next: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Nodes {
+    pub fn new(first_dynamic: u64) -> Nodes {
+        Nodes {
+            next: AtomicU64::new(first_dynamic),
+            ..Default::default()
+        }
+    }
+
+    pub fn allocate(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Count one kernel lookup of `ino`.
+    pub fn remember(&self, ino: u64, node: Node) {
+        let mut map = lock(&self.map);
+        let entry = map.entry(ino).or_insert(Entry {
+            node: node.clone(),
+            lookups: 0,
+        });
+        entry.node = node;
+        entry.lookups += 1;
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut map = lock(&self.map);
+        if let Some(e) = map.get_mut(&ino) {
+            e.lookups = e.lookups.saturating_sub(n);
+            if e.lookups == 0 {
+                map.remove(&ino);
+            }
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Node> {
+        lock(&self.map).get(&ino).map(|e| e.node.clone())
+    }
+
+    pub fn set(&self, ino: u64, node: Node) {
+        if let Some(e) = lock(&self.map).get_mut(&ino) {
+            e.node = node;
+        }
+    }
+
+    pub fn scratch(&self, name: &OsStr) -> Option<ScratchRef> {
+        lock(&self.scratch_names).get(name).cloned()
+    }
+
+    pub fn scratch_list(&self) -> Vec<(OsString, u64)> {
+        lock(&self.scratch_names)
+            .iter()
+            .map(|(n, s)| (n.clone(), lock(s).ino))
+            .collect()
+    }
+
+    /// Reserve `more` bytes for scratch data unless that would pass `limit`.
+    pub fn reserve_scratch(&self, more: u64, limit: u64) -> bool {
+        let mut current = self.scratch_bytes.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = current.checked_add(more).filter(|&n| n <= limit) else {
+                return false;
+            };
+            match self.scratch_bytes.compare_exchange(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    pub fn release_scratch(&self, bytes: u64) {
+        let _ = self
+            .scratch_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(bytes))
+            });
+    }
+
+    pub fn add_scratch(&self, name: OsString, scratch: ScratchRef) {
+        lock(&self.scratch_names).insert(name, scratch);
+    }
+
+    pub fn take_scratch(&self, name: &OsStr) -> Option<ScratchRef> {
+        let taken = lock(&self.scratch_names).remove(name);
+        if let Some(s) = &taken {
+            let mut s = lock(s);
+            self.release_scratch(s.data.len() as u64);
+            // Nobody can reach it by name any more; open handles may still read it, but the
+            // bytes no longer count against the limit, so drop them if it was renamed.
+            s.data.shrink_to_fit();
+        }
+        taken
+    }
+}
+
+/// What an open file handle reads and writes.
+#[derive(Clone)]
+pub enum Handle {
+    /// A read-only open of a live file: pinned to the version it opened.
+    LiveRead(Arc<LiveVersion>),
+    LiveWrite(Arc<Mutex<LiveWriter>>),
+    Tier(Arc<TierVersion>),
+    Scratch(ScratchRef),
+    /// A snapshot taken at open (stats.json, health, lookup entries).
+    Bytes(Arc<Vec<u8>>),
+    /// `.iocfs/ctl`: bytes written so far that did not end a command yet.
+    Ctl(Arc<Mutex<Vec<u8>>>),
+}
+
+/// A writable handle on a live type file (DESIGN §3).
+#[derive(Debug)]
+pub struct LiveWriter {
+    pub ty: IocType,
+    pub mode: WriteMode,
+    /// Unterminated bytes carried to the next write or the close.
+    pub partial: Vec<u8>,
+    /// Lines seen so far, for rejection messages.
+    pub line_no: u64,
+    /// Where this handle's next sequential write lands (u64::MAX: nothing written yet).
+    pub next_offset: u64,
+    /// Opened with O_APPEND: offsets are the kernel's guess and carry no meaning.
+    pub o_append: bool,
+}
+
+#[derive(Debug)]
+pub enum WriteMode {
+    /// New lines are added at close of each write; known ones are sighted.
+    Append,
+    /// O_TRUNC, `>`, `cp`: the handle's lines become the whole set when it is closed.
+    Replace {
+        staged: Vec<u8>,
+        poisoned: bool,
+        written: bool,
+    },
+}
+
+#[derive(Default)]
+pub struct Handles {
+    map: Mutex<HashMap<u64, Handle>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.map).insert(fh, h);
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Handle> {
+        lock(&self.map).get(&fh).cloned()
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Handle> {
+        lock(&self.map).remove(&fh)
+    }
+
+    pub fn count(&self) -> usize {
+        lock(&self.map).len()
+    }
+}

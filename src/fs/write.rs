@@ -1,0 +1,260 @@
+//! Writes to live files (DESIGN §3): append and replace handles, truncation, and the
+//! validation errors users see.
+
+use std::sync::{Arc, Mutex};
+
+use fuser::{Errno, FileAttr, OpenAccMode, OpenFlags};
+
+use super::nodes::{Handle, LiveWriter, Node, ScratchRef, WriteMode};
+use super::{errno, inode, IocFs};
+use crate::config::OnInvalid;
+use crate::ingest::{self, Ingested};
+use crate::ioc::IocType;
+
+impl IocFs {
+    pub(super) fn open_live(&self, ty: IocType, flags: OpenFlags) -> Result<Handle, Errno> {
+        if flags.acc_mode() == OpenAccMode::O_RDONLY {
+            return Ok(Handle::LiveRead(self.store.live(ty)));
+        }
+        let replace = flags.0 & libc::O_TRUNC != 0;
+        let mode = if replace {
+            WriteMode::Replace {
+                staged: Vec::new(),
+                poisoned: false,
+                written: false,
+            }
+        } else {
+            WriteMode::Append
+        };
+        Ok(Handle::LiveWrite(Arc::new(Mutex::new(LiveWriter {
+            ty,
+            mode,
+            partial: Vec::new(),
+            line_no: 0,
+            // An append handle's first write must land at the end of the file.
+            next_offset: if replace { 0 } else { u64::MAX },
+            o_append: flags.0 & libc::O_APPEND != 0,
+        }))))
+    }
+
+    /// Validate `data` and apply it: appended at once, or staged in a replace handle.
+    pub(super) fn write_live(
+        &self,
+        w: &Mutex<LiveWriter>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Errno> {
+        let mut w = w.lock().map_err(|_| Errno::EIO)?;
+        let file = format!("live/{}", w.ty.file_name());
+        match &w.mode {
+            WriteMode::Replace { poisoned: true, .. } => return Err(Errno::EINVAL),
+            WriteMode::Replace { .. } if offset != w.next_offset => {
+                log::warn!(
+                    "{file}: write at offset {offset} in a replace handle that is at {}; rejected",
+                    w.next_offset
+                );
+                return Err(Errno::EINVAL);
+            }
+            WriteMode::Append if !w.o_append && offset != w.next_offset => {
+                let end = self.store.live(w.ty).len();
+                if offset != end {
+                    log::warn!("{file}: write at offset {offset} is neither the end of the file ({end}) nor a replace; rejected");
+                    return Err(Errno::EINVAL);
+                }
+            }
+            _ => {}
+        }
+        let got = ingest::ingest(w.ty, &w.partial, data, w.line_no + 1, &self.store.limits());
+        self.check_rejections(&mut w, &got, &file)?;
+        self.apply_lines(&mut w, got.values)?;
+        w.partial = got.partial;
+        w.line_no += got.lines;
+        w.next_offset = offset + data.len() as u64;
+        Ok(())
+    }
+
+    /// Log and count rejected lines; in `reject` mode fail the write (and poison a replace).
+    fn check_rejections(
+        &self,
+        w: &mut LiveWriter,
+        got: &Ingested,
+        file: &str,
+    ) -> Result<(), Errno> {
+        if got.rejected.is_empty() {
+            return Ok(());
+        }
+        let reject = self.store.config().ingest.on_invalid == OnInvalid::Reject;
+        let action = if reject {
+            "rejected write to"
+        } else {
+            "skipped invalid line in"
+        };
+        for r in &got.rejected {
+            ingest::log_rejection(file, r, action);
+        }
+        self.store.count_rejected(w.ty, got.rejected.len() as u64);
+        if !reject {
+            return Ok(());
+        }
+        if let WriteMode::Replace { poisoned, .. } = &mut w.mode {
+            *poisoned = true;
+        }
+        Err(Errno::EINVAL)
+    }
+
+    fn apply_lines(&self, w: &mut LiveWriter, values: Vec<u8>) -> Result<(), Errno> {
+        match &mut w.mode {
+            WriteMode::Append => {
+                if !values.is_empty() {
+                    self.store.append(w.ty, values).map_err(|e| errno(&e))?;
+                }
+            }
+            WriteMode::Replace {
+                staged, written, ..
+            } => {
+                staged.extend_from_slice(&values);
+                *written = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// close(): the trailing unterminated line counts; a replace handle applies its set.
+    /// `last` is the final release: a replace that saw no write at all (`: > file`) applies
+    /// then, not at the flush a shell does between opening and writing.
+    pub(super) fn flush_live(&self, w: &Mutex<LiveWriter>, last: bool) -> Result<(), Errno> {
+        let mut w = w.lock().map_err(|_| Errno::EIO)?;
+        let file = format!("live/{}", w.ty.file_name());
+        if !w.partial.is_empty() {
+            let got = ingest::finish(w.ty, &w.partial, w.line_no + 1, &self.store.limits());
+            w.partial.clear();
+            w.line_no += got.lines;
+            self.check_rejections(&mut w, &got, &file)?;
+            self.apply_lines(&mut w, got.values)?;
+        }
+        let ty = w.ty;
+        if let WriteMode::Replace {
+            staged,
+            poisoned,
+            written,
+        } = &mut w.mode
+        {
+            if *poisoned {
+                return Err(Errno::EINVAL);
+            }
+            if !*written && !last {
+                return Ok(());
+            }
+            self.store
+                .replace(ty, std::mem::take(staged))
+                .map_err(|e| errno(&e))?;
+            // Lines written after this close (through a dup'd descriptor) extend the new set.
+            w.mode = WriteMode::Append;
+            w.o_append = true;
+        }
+        Ok(())
+    }
+
+    /// truncate/ftruncate, chmod, chown, utimes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn set_attr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        touched: bool,
+        fh: Option<u64>,
+    ) -> Result<FileAttr, Errno> {
+        let _ = touched;
+        if let Some(ty) = inode::live_file_type(ino).or(match self.nodes.get(ino) {
+            Some(Node::LiveAlias(ty)) => Some(ty),
+            _ => None,
+        }) {
+            if mode.is_some() || uid.is_some() || gid.is_some() {
+                return Err(Errno::EPERM);
+            }
+            if let Some(size) = size {
+                self.truncate_live(ty, size, fh)?;
+            }
+            return self.attr_of(ino, fh).map(|(a, _)| a);
+        }
+        match self.nodes.get(ino) {
+            Some(Node::Scratch(s)) => {
+                let mut s = s.lock().map_err(|_| Errno::EIO)?;
+                if let Some(size) = size {
+                    self.resize_scratch(&mut s, size as usize)?;
+                }
+                if let Some(m) = mode {
+                    s.mode = (m & 0o7777) as u16;
+                }
+                s.uid = uid.unwrap_or(s.uid);
+                s.gid = gid.unwrap_or(s.gid);
+                s.mtime = self.store.clock.now();
+                drop(s);
+                self.attr_of(ino, None).map(|(a, _)| a)
+            }
+            Some(Node::Tier(_)) => Err(Errno::EROFS),
+            Some(Node::Lookup(_)) => Err(Errno::EACCES),
+            Some(Node::LiveAlias(_)) => Err(Errno::EPERM),
+            None if inode::dir_bucket(ino)
+                .is_some_and(|b| b != crate::store::model::Bucket::Live) =>
+            {
+                Err(Errno::EROFS)
+            }
+            None => Err(Errno::EPERM),
+        }
+    }
+
+    /// Only emptying is meaningful for a set of lines: through a handle it makes the handle
+    /// a replace (applied at close); by path it empties the set now. Truncating to the
+    /// current size is a no-op; anything else is EINVAL.
+    fn truncate_live(&self, ty: IocType, size: u64, fh: Option<u64>) -> Result<(), Errno> {
+        if let Some(Handle::LiveWrite(w)) = fh.and_then(|fh| self.handles.get(fh)) {
+            let mut w = w.lock().map_err(|_| Errno::EIO)?;
+            if size == 0 {
+                w.mode = WriteMode::Replace {
+                    staged: Vec::new(),
+                    poisoned: false,
+                    written: true,
+                };
+                w.partial.clear();
+                w.next_offset = 0;
+                return Ok(());
+            }
+        }
+        let len = self.store.live(ty).len();
+        if size == len {
+            return Ok(());
+        }
+        if size == 0 {
+            return self
+                .store
+                .replace(ty, Vec::new())
+                .map(|_| ())
+                .map_err(|e| errno(&e));
+        }
+        log::warn!(
+            "live/{}: truncate to {size} bytes refused (only 0 empties the set)",
+            ty.file_name()
+        );
+        Err(Errno::EINVAL)
+    }
+
+    pub(super) fn write_scratch(
+        &self,
+        s: &ScratchRef,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Errno> {
+        let mut s = s.lock().map_err(|_| Errno::EIO)?;
+        let end = offset as usize + data.len();
+        if end > s.data.len() {
+            self.resize_scratch(&mut s, end)?;
+        }
+        s.data[offset as usize..end].copy_from_slice(data);
+        s.mtime = self.store.clock.now();
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! `.iocfs/stats.json`: what an admin or a monitoring job wants to know, in one object.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Map, Value};
+
+use crate::clock::rfc3339;
+use crate::ioc::IocType;
+use crate::store::model::Bucket;
+use crate::store::tier::BlockData;
+use crate::store::Store;
+
+pub fn stats(store: &Store) -> Value {
+    let config = store.config();
+    let mut buckets = Map::new();
+    let mut total_indicators = 0u64;
+    let (aging, applied_seq, dirty) = {
+        let st = store.state();
+        for b in Bucket::ALL {
+            let mut per_type = Map::new();
+            let (mut lines_sum, mut bytes_sum, mut stored_sum) = (0u64, 0u64, 0u64);
+            for ty in IocType::ALL {
+                let (lines, bytes, stored) = match b {
+                    Bucket::Live => {
+                        let v = &st.live(ty).version;
+                        (v.lines(), v.len(), v.len())
+                    }
+                    _ => {
+                        let v = st.tier(b, ty);
+                        let stored: u64 = v
+                            .blocks()
+                            .iter()
+                            .map(|blk| match &blk.data {
+                                BlockData::Stored { member_len, .. } => u64::from(*member_len),
+                                BlockData::Mem { .. } => 0,
+                            })
+                            .sum();
+                        (v.lines(), v.size(), stored)
+                    }
+                };
+                lines_sum += lines;
+                bytes_sum += bytes;
+                stored_sum += stored;
+                per_type.insert(
+                    ty.name().into(),
+                    json!({"lines": lines, "bytes": bytes, "stored_bytes": stored}),
+                );
+            }
+            per_type.insert(
+                "total".into(),
+                json!({"lines": lines_sum, "bytes": bytes_sum, "stored_bytes": stored_sum}),
+            );
+            total_indicators += lines_sum;
+            buckets.insert(b.name().into(), Value::Object(per_type));
+        }
+        let aging = st.last_aging.as_ref().map(
+            |(at, r)| json!({"at": rfc3339(*at), "moved": r.moved, "whole_blocks": r.whole_blocks}),
+        );
+        (aging, st.applied_seq, st.dirty().len())
+    };
+    let cache = store.cache.stats();
+    let lookups = cache.hits + cache.misses;
+    let (wal_bytes, wal_segments) = store.wal_size();
+    let mut rejected = Map::new();
+    let mut rejected_total = 0;
+    for ty in IocType::ALL {
+        let n = store.counters.rejected[usize::from(ty.code())].load(Ordering::Relaxed);
+        rejected_total += n;
+        rejected.insert(ty.name().into(), n.into());
+    }
+    rejected.insert("total".into(), rejected_total.into());
+    let commit = store.last_commit().map(|c| {
+        json!({"at": rfc3339(c.at), "upto": c.upto, "files": c.files, "bytes": c.bytes, "millis": c.millis})
+    });
+    let r = &store.recovery;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "now": rfc3339(store.clock.now()),
+        "uptime_secs": store.uptime_secs(),
+        "indicators": total_indicators,
+        "buckets": buckets,
+        "cache": {
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "hit_rate": if lookups == 0 { 0.0 } else { cache.hits as f64 / lookups as f64 },
+            "bytes": cache.bytes,
+            "capacity": cache.capacity,
+            "entries": cache.entries,
+        },
+        "wal": {
+            "applied_seq": applied_seq,
+            "next_seq": store.next_seq(),
+            "bytes": wal_bytes,
+            "segments": wal_segments,
+            "mode": config.durability.mode.as_str(),
+        },
+        "commit": {
+            "last": commit,
+            "count": store.counters.commits.load(Ordering::Relaxed),
+            "lagging_files": dirty,
+        },
+        "aging": {"last": aging},
+        "rejected_lines": rejected,
+        "recovery": {
+            "committed_upto": r.committed_upto,
+            "replayed": r.replayed,
+            "millis": r.millis,
+            "truncated_tail": r.truncated.as_ref().map(|t| format!("{} at {}: {}", t.0.display(), t.1, t.2)),
+        },
+        "problems": store.problems(),
+    })
+}
