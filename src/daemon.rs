@@ -101,6 +101,12 @@ pub fn run(req: MountRequest) -> Result<()> {
         let (store, stop) = (store.clone(), stop.clone());
         threads.push(spawn("iocfs-aging", move || aging_loop(&store, &stop))?);
     }
+    {
+        let (store, stop) = (store.clone(), stop.clone());
+        threads.push(spawn("iocfs-checkpoint", move || {
+            checkpoint_loop(&store, &stop)
+        })?);
+    }
     if config.durability.mode == DurabilityMode::Periodic {
         let (store, stop) = (store.clone(), stop.clone());
         threads.push(spawn("iocfs-sync", move || sync_loop(&store, &stop))?);
@@ -149,7 +155,9 @@ pub fn run(req: MountRequest) -> Result<()> {
     signal_handle.close();
     store.close_writes();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let committed = store.shutdown();
+    let committed = store
+        .shutdown()
+        .and_then(|()| store.checkpoint().map(|_| ()));
     for t in threads {
         let _ = t.join();
     }
@@ -269,6 +277,27 @@ fn commit_loop(store: &Store, stop: &Stop) {
         // Rewriting big files every interval would be all the disk does: keep commits to
         // at most a tenth of the time.
         wait = interval.max(started.elapsed() * 10);
+    }
+}
+
+/// Every `checkpoint_interval`, or sooner once `checkpoint_records` records were written since
+/// the last one.
+fn checkpoint_loop(store: &Store, stop: &Stop) {
+    let mut last = Instant::now();
+    let mut last_seq = store.next_seq();
+    while !stop.sleep(Duration::from_secs(1)) {
+        let c = store.config();
+        let records = store.next_seq().saturating_sub(last_seq);
+        if last.elapsed() < c.durability.checkpoint_interval
+            && records < c.durability.checkpoint_records
+        {
+            continue;
+        }
+        if let Err(e) = store.checkpoint() {
+            log::error!("checkpoint failed (will retry): {e}");
+        }
+        last = Instant::now();
+        last_seq = store.next_seq();
     }
 }
 

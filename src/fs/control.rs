@@ -97,7 +97,8 @@ impl IocFs {
         log::info!("ctl: {line}");
         let result = match (cmd, args.as_slice()) {
             ("age", []) => self.store.age().map(|_| ()),
-            ("commit", []) | ("checkpoint", []) => self.store.commit().map(|_| ()),
+            ("commit", []) => self.store.commit().map(|_| ()),
+            ("checkpoint", []) => self.store.checkpoint().map(|_| ()),
             ("remove", values) if !values.is_empty() => {
                 let limits = self.store.limits();
                 let mut items = Vec::new();

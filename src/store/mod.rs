@@ -7,6 +7,7 @@
 
 pub mod aging;
 pub mod apply;
+pub mod checkpoint;
 pub mod commit;
 pub mod live;
 pub mod livefile;
@@ -57,6 +58,14 @@ pub struct Counters {
 }
 
 #[derive(Debug, Clone, Default)]
+pub struct CheckpointInfo {
+    pub at: u64,
+    pub upto: u64,
+    pub bytes: u64,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct CommitInfo {
     pub at: u64,
     pub upto: u64,
@@ -75,7 +84,9 @@ pub struct Store {
     pub counters: Counters,
     listeners: Mutex<Vec<Sender<Change>>>,
     commit_lock: Mutex<()>,
+    checkpoint_lock: Mutex<()>,
     last_commit: Mutex<Option<CommitInfo>>,
+    last_checkpoint: Mutex<Option<CheckpointInfo>>,
     problems: Mutex<Vec<String>>,
     started: Instant,
     pub recovery: recovery::Report,
@@ -111,7 +122,9 @@ impl Store {
             counters: Counters::default(),
             listeners: Mutex::new(Vec::new()),
             commit_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
             last_commit: Mutex::new(None),
+            last_checkpoint: Mutex::new(None),
             problems: Mutex::new(Vec::new()),
             started: Instant::now(),
             recovery: recovered.report,
@@ -268,6 +281,52 @@ impl Store {
             Err(e) => self.set_problem("commit", &format!("commit failed: {e}")),
         }
         result
+    }
+
+    /// Commit, then snapshot the index of every committed tier partition so the next start
+    /// can skip rescanning those files.
+    pub fn checkpoint(&self) -> Result<CheckpointInfo> {
+        let _one_at_a_time = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.commit()?;
+        let started = Instant::now();
+        let (upto, bytes) = checkpoint::encode(&self.state());
+        let result = checkpoint::write(&self.data_dir.join("checkpoint"), upto, &bytes);
+        match result {
+            Ok(path) => {
+                let info = CheckpointInfo {
+                    at: self.clock.now(),
+                    upto,
+                    bytes: bytes.len() as u64,
+                    millis: started.elapsed().as_millis() as u64,
+                };
+                log::info!(
+                    "checkpoint {}: {} bytes in {} ms",
+                    path.display(),
+                    info.bytes,
+                    info.millis
+                );
+                *self
+                    .last_checkpoint
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+                self.clear_problem("checkpoint");
+                Ok(info)
+            }
+            Err(e) => {
+                self.set_problem("checkpoint", &format!("checkpoint failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    pub fn last_checkpoint(&self) -> Option<CheckpointInfo> {
+        self.last_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn last_commit(&self) -> Option<CommitInfo> {

@@ -104,6 +104,15 @@ impl Key {
         let h = xxhash_rust::xxh3::xxh3_128_with_seed(value, type_seed);
         Key([h as u32, (h >> 32) as u32, (h >> 64) as u32])
     }
+
+    /// The digest's words, for index snapshots (stored with the seed they were made with).
+    pub fn words(&self) -> [u32; 3] {
+        self.0
+    }
+
+    pub fn from_words(words: [u32; 3]) -> Key {
+        Key(words)
+    }
 }
 
 impl std::hash::Hash for Key {
@@ -190,6 +199,18 @@ impl Meta {
 
     pub fn loc(&self) -> Loc {
         Loc::unpack(self.loc)
+    }
+
+    pub fn loc_bits(&self) -> u32 {
+        self.loc
+    }
+
+    pub fn from_bits(first_seen: u32, last_seen: u32, loc: u32) -> Meta {
+        Meta {
+            first_seen,
+            last_seen,
+            loc,
+        }
     }
 
     pub fn set_loc(&mut self, loc: Loc) {

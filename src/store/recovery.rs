@@ -19,12 +19,12 @@ use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::{self, IocType, Limits};
 use crate::store::live::Times;
-use crate::store::livefile;
 use crate::store::model::{Bucket, KeyMap, Loc, Meta};
 use crate::store::mutation::{Manifest, Mutation, Op, PartFile};
 use crate::store::state::State;
 use crate::store::tier::{format, Block, BlockData, TierFile, TierVersion};
 use crate::store::wal::WalFiles;
+use crate::store::{checkpoint, livefile};
 
 /// Inode-like ids of versions start here, above the FUSE layer's fixed inode numbers.
 pub const FIRST_VERSION_ID: u64 = 1 << 32;
@@ -37,6 +37,8 @@ pub struct Report {
     pub truncated: Option<(PathBuf, u64, String)>,
     pub removed_temps: usize,
     pub finished_renames: usize,
+    /// Tier partitions whose index came from a checkpoint instead of a file scan.
+    pub from_checkpoint: usize,
     pub millis: u64,
 }
 
@@ -99,8 +101,10 @@ pub fn recover(data_dir: &Path, config: &Config, cache: &BlockCache) -> Result<R
     }
     report.removed_temps += atomic::remove_leftover_temps(&data_dir.join("checkpoint"))?.len();
 
+    let snapshot = checkpoint::newest_valid(&data_dir.join("checkpoint"))?;
+    let seed = snapshot.as_ref().map_or_else(random_seed, |s| s.seed);
     let ids = Arc::new(AtomicU64::new(FIRST_VERSION_ID));
-    let mut state = State::new(random_seed(), ids, config.tiers.block_size as usize)?;
+    let mut state = State::new(seed, ids, config.tiers.block_size as usize)?;
     let limits = Limits {
         min_prefix_v4: config.ingest.min_prefix_v4,
         min_prefix_v6: config.ingest.min_prefix_v6,
@@ -112,6 +116,8 @@ pub fn recover(data_dir: &Path, config: &Config, cache: &BlockCache) -> Result<R
         limits,
         foreign: &mut foreign,
         duplicates: Vec::new(),
+        snapshot,
+        from_snapshot: 0,
     };
     for ty in IocType::ALL {
         loader.live(ty, manifest.part(Bucket::Live, ty))?;
@@ -121,6 +127,7 @@ pub fn recover(data_dir: &Path, config: &Config, cache: &BlockCache) -> Result<R
             loader.tier(bucket, ty, manifest.part(bucket, ty), cache)?;
         }
     }
+    report.from_checkpoint = loader.from_snapshot;
     let duplicates = std::mem::take(&mut loader.duplicates);
     state.manifest = manifest.clone();
     state.applied_seq = manifest.upto;
@@ -206,6 +213,8 @@ struct Loader<'a> {
     limits: Limits,
     foreign: &'a mut Vec<Foreign>,
     duplicates: Vec<(Bucket, IocType, KeyMap<u32>)>,
+    snapshot: Option<checkpoint::Snapshot>,
+    from_snapshot: usize,
 }
 
 impl Loader<'_> {
@@ -293,8 +302,28 @@ impl Loader<'_> {
             applied_seq: part.applied_seq,
             generation: part.generation,
         });
+        let snapshot = self
+            .snapshot
+            .as_mut()
+            .and_then(|s| s.parts.remove(&(bucket, ty)))
+            .filter(|p| p.generation == part.generation);
         let mut blocks = Vec::with_capacity(index.blocks.len());
         let mut doomed: KeyMap<u32> = KeyMap::default();
+        if let Some(snap) = &snapshot {
+            self.from_snapshot += 1;
+            for (key, meta) in &snap.entries {
+                match self.state.index.entry(*key) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        if let Loc::Block { block, .. } = meta.loc() {
+                            doomed.insert(*key, block);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(*meta);
+                    }
+                }
+            }
+        }
         for ib in index.blocks {
             let h = &ib.header;
             let block = Block {
@@ -309,7 +338,11 @@ impl Loader<'_> {
                     member_len: h.member_len,
                 },
             };
-            let raw = block.raw(cache)?;
+            // With a snapshot the keys are known: no need to inflate the block.
+            let raw = match snapshot {
+                Some(_) => Default::default(),
+                None => block.raw(cache)?,
+            };
             for (line, times) in crate::store::tier::lines(&raw).zip(&h.timestamps) {
                 let key = self.state.key(ty, line);
                 let meta = Meta::new(
@@ -385,12 +418,20 @@ fn read_foreign(
     mtime: u32,
     limits: &Limits,
 ) -> Result<Vec<ImportChunk>> {
-    let mut chunks = vec![ImportChunk {
-        values: Vec::new(),
-        times: Vec::new(),
-    }];
+    let mut chunks: Vec<ImportChunk> = Vec::new();
     let mut push = |raw: &[u8], times: Times, line_no: usize| {
-        let chunk = chunks.last_mut().expect("chunks is never empty");
+        if chunks
+            .last()
+            .is_none_or(|c| c.times.len() >= IMPORT_CHUNK_LINES)
+        {
+            chunks.push(ImportChunk {
+                values: Vec::new(),
+                times: Vec::new(),
+            });
+        }
+        let Some(chunk) = chunks.last_mut() else {
+            return;
+        };
         let before = chunk.values.len();
         match ioc::normalize_into(ty, raw, limits, &mut chunk.values) {
             Ok(ioc::Line::Value) => {
@@ -406,12 +447,6 @@ fn read_foreign(
                     ioc::escape_excerpt(raw, 80)
                 );
             }
-        }
-        if chunk.times.len() >= IMPORT_CHUNK_LINES {
-            chunks.push(ImportChunk {
-                values: Vec::new(),
-                times: Vec::new(),
-            });
         }
     };
     let file = File::open(path).ctx(|| format!("open {}", path.display()))?;

@@ -72,6 +72,9 @@ pub fn stats(store: &Store) -> Value {
     let commit = store.last_commit().map(|c| {
         json!({"at": rfc3339(c.at), "upto": c.upto, "files": c.files, "bytes": c.bytes, "millis": c.millis})
     });
+    let checkpoint = store.last_checkpoint().map(
+        |c| json!({"at": rfc3339(c.at), "upto": c.upto, "bytes": c.bytes, "millis": c.millis}),
+    );
     let r = &store.recovery;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -99,11 +102,13 @@ pub fn stats(store: &Store) -> Value {
             "count": store.counters.commits.load(Ordering::Relaxed),
             "lagging_files": dirty,
         },
+        "checkpoint": {"last": checkpoint},
         "aging": {"last": aging},
         "rejected_lines": rejected,
         "recovery": {
             "committed_upto": r.committed_upto,
             "replayed": r.replayed,
+            "partitions_from_checkpoint": r.from_checkpoint,
             "millis": r.millis,
             "truncated_tail": r.truncated.as_ref().map(|t| format!("{} at {}: {}", t.0.display(), t.1, t.2)),
         },
