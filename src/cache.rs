@@ -69,6 +69,11 @@ impl BlockCache {
         self.lock().lru.contains(&key)
     }
 
+    /// Get without counting a hit or miss (read-ahead uses this).
+    pub fn peek(&self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
+        self.lock().lru.get(&key).cloned()
+    }
+
     pub fn insert(&self, key: BlockKey, block: Arc<Vec<u8>>) {
         let mut inner = self.lock();
         let size = block.len() as u64;

@@ -85,7 +85,9 @@ pub fn attr(ino: u64, kind: FileType, perm: u16, size: u64, mtime: u64, owner: &
         uid: owner.uid,
         gid: owner.gid,
         rdev: 0,
-        blksize: 4096,
+        // Tools size their buffers by st_blksize (cat, cp): one kernel write request of
+        // max_write bytes means one WAL fsync per MiB of input instead of per 128 KiB.
+        blksize: super::MAX_WRITE,
         flags: 0,
     }
 }

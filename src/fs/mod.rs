@@ -12,6 +12,7 @@ pub mod nodes;
 mod write;
 
 use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use crate::ioc::IocType;
 use crate::store::model::Bucket;
 use crate::store::Store;
 use inode::{Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
-use nodes::{Handle, Handles, Node, Nodes};
+use nodes::{Handle, Handles, Node, Nodes, TierReader};
 
 /// How long the kernel may trust names and attributes that never change.
 const STABLE_TTL: Duration = Duration::from_secs(60);
@@ -255,10 +256,19 @@ impl IocFs {
                     .read_at(offset, size)
                     .map_err(|e| errno(&e))
             }
-            Handle::Tier(v) => v.read(offset, size, &self.store.cache).map_err(|e| {
-                log::error!("read {}/{} at {offset}: {e}", v.bucket, v.ty.file_name());
-                errno(&e)
-            }),
+            Handle::Tier(r) => {
+                let sequential = r.next.swap(offset + size as u64, Ordering::Relaxed) == offset;
+                self.store
+                    .read_tier(&r.version, offset, size, sequential)
+                    .map_err(|e| {
+                        log::error!(
+                            "read {}/{} at {offset}: {e}",
+                            r.version.bucket,
+                            r.version.ty.file_name()
+                        );
+                        errno(&e)
+                    })
+            }
             Handle::Scratch(s) => Ok(slice(&s.lock().map_err(|_| Errno::EIO)?.data)),
             Handle::Bytes(b) => Ok(slice(b)),
             Handle::Ctl(_) => Err(Errno::EBADF),
@@ -293,7 +303,13 @@ impl IocFs {
         }
         match self.nodes.get(ino) {
             Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
-            Some(Node::Tier(v)) => Ok((Handle::Tier(v), FopenFlags::FOPEN_KEEP_CACHE)),
+            Some(Node::Tier(version)) => Ok((
+                Handle::Tier(Arc::new(TierReader {
+                    version,
+                    next: AtomicU64::new(0),
+                })),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            )),
             Some(Node::Scratch(s)) => {
                 if flags.0 & libc::O_TRUNC != 0 {
                     let mut guard = s.lock().map_err(|_| Errno::EIO)?;

@@ -160,12 +160,19 @@ pub enum Handle {
     /// A read-only open of a live file: pinned to the version it opened.
     LiveRead(Arc<LiveVersion>),
     LiveWrite(Arc<Mutex<LiveWriter>>),
-    Tier(Arc<TierVersion>),
+    Tier(Arc<TierReader>),
     Scratch(ScratchRef),
     /// A snapshot taken at open (stats.json, health, lookup entries).
     Bytes(Arc<Vec<u8>>),
     /// `.iocfs/ctl`: bytes written so far that did not end a command yet.
     Ctl(Arc<Mutex<Vec<u8>>>),
+}
+
+/// An open tier file: the version it reads and where its last read ended, to spot
+/// sequential readers for read-ahead.
+pub struct TierReader {
+    pub version: Arc<TierVersion>,
+    pub next: AtomicU64,
 }
 
 /// A writable handle on a live type file (DESIGN §3).

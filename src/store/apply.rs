@@ -1,6 +1,7 @@
 //! Applying writes from users: appends, replacements, removals and imports.
 //! Each function is deterministic in (state, mutation), so replay rebuilds the same state.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use crate::cache::BlockCache;
@@ -50,58 +51,54 @@ pub fn append(
     let now = to_u32(ts);
     let mut applied = Applied::default();
     let mut add_bytes = Vec::with_capacity(values.len());
-    let mut add_times: Vec<Times> = Vec::new();
-    let mut add_keys: Vec<Key> = Vec::new();
+    let mut added_lines = 0u64;
     let mut leaving = Leaving::default();
-    let pending = Meta::new(
-        0,
-        0,
-        Loc::Live {
-            ty,
-            slot: PENDING_SLOT,
-        },
-    );
-    for value in tier::lines(values).filter(|v| !v.is_empty()) {
-        let key = state.key(ty, value);
-        let times = match state.index.get_mut(&key) {
-            Some(meta) => match meta.loc() {
-                Loc::Live { slot, .. } => {
-                    if slot != PENDING_SLOT {
-                        state.live[usize::from(ty.code())].touch(slot, now);
+    {
+        // One index probe per line: this loop is the bulk-ingest hot path.
+        let State {
+            seed,
+            index,
+            live,
+            dir,
+            ..
+        } = &mut *state;
+        let live = &mut live[usize::from(ty.code())];
+        for value in tier::lines(values).filter(|v| !v.is_empty()) {
+            let key = Key::of(*seed, ty, value);
+            match index.entry(key) {
+                Entry::Occupied(mut e) => {
+                    let meta = e.get_mut();
+                    match meta.loc() {
+                        Loc::Live { slot, .. } => {
+                            live.touch(slot, now);
+                            applied.sighted += 1;
+                            continue;
+                        }
+                        Loc::Block { block, .. } => {
+                            let bucket = dir.get(&block).map_or(Bucket::Chaud, |d| d.0);
+                            leaving.add(bucket, ty, key, block);
+                            let slot = live.push_line((meta.first_seen, now));
+                            *meta = Meta::new(0, 0, Loc::Live { ty, slot });
+                            applied.promoted += 1;
+                        }
                     }
-                    applied.sighted += 1;
-                    continue;
                 }
-                Loc::Block { block, .. } => {
-                    let bucket = state.dir.get(&block).map_or(Bucket::Chaud, |d| d.0);
-                    leaving.add(bucket, ty, key, block);
-                    let first = meta.first_seen;
-                    *meta = pending;
-                    applied.promoted += 1;
-                    (first, now)
+                Entry::Vacant(e) => {
+                    let slot = live.push_line((now, now));
+                    e.insert(Meta::new(0, 0, Loc::Live { ty, slot }));
+                    applied.added += 1;
                 }
-            },
-            None => {
-                state.index.insert(key, pending);
-                applied.added += 1;
-                (now, now)
             }
-        };
-        add_bytes.extend_from_slice(value);
-        add_bytes.push(b'\n');
-        add_times.push(times);
-        add_keys.push(key);
-    }
-    if !add_keys.is_empty() {
-        let slots = state.live_mut(ty).append(&add_bytes, &add_times, ts)?;
-        for (key, slot) in add_keys.iter().zip(slots) {
-            if let Some(meta) = state.index.get_mut(key) {
-                meta.set_loc(Loc::Live { ty, slot });
-            }
+            add_bytes.extend_from_slice(value);
+            add_bytes.push(b'\n');
+            added_lines += 1;
         }
-        state.mark(Bucket::Live, ty, seq);
-    } else if applied.sighted > 0 {
-        // Only times changed, but they are part of the committed live state.
+        if added_lines > 0 {
+            live.publish(&add_bytes, added_lines, ts)?;
+        }
+    }
+    if added_lines > 0 || applied.sighted > 0 {
+        // Sightings change only times, but those are part of the committed live state.
         state.mark(Bucket::Live, ty, seq);
     }
     leaving.apply(state, seq, ts, cache, &mut applied)?;

@@ -173,11 +173,23 @@ impl LiveSet {
         }
     }
 
+    /// Take the slot of a line about to be appended (lines are pushed in file order);
+    /// `publish` then writes the lines' bytes.
+    pub fn push_line(&mut self, times: Times) -> u32 {
+        let slot = self.alloc(times);
+        self.order.push(slot);
+        slot
+    }
+
+    /// Write the bytes of the `lines` pushed since the last publish; readers see them now.
+    pub fn publish(&mut self, values: &[u8], lines: u64, mtime: u64) -> Result<()> {
+        self.version.append(values, lines, mtime)
+    }
+
     /// Append whole lines (`values` = "v\n" for each entry of `times`), returning their slots.
     pub fn append(&mut self, values: &[u8], times: &[Times], mtime: u64) -> Result<Vec<u32>> {
-        let slots: Vec<u32> = times.iter().map(|&t| self.alloc(t)).collect();
-        self.order.extend_from_slice(&slots);
-        self.version.append(values, times.len() as u64, mtime)?;
+        let slots: Vec<u32> = times.iter().map(|&t| self.push_line(t)).collect();
+        self.publish(values, times.len() as u64, mtime)?;
         Ok(slots)
     }
 

@@ -80,7 +80,8 @@ pub struct Store {
     pub clock: Arc<dyn Clock>,
     state: RwLock<State>,
     pipeline: Pipeline,
-    pub cache: BlockCache,
+    pub cache: Arc<BlockCache>,
+    prefetcher: tier::prefetch::Prefetcher,
     pub counters: Counters,
     listeners: Mutex<Vec<Sender<Change>>>,
     commit_lock: Mutex<()>,
@@ -104,7 +105,7 @@ impl Store {
             std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
         }
         let lock = lock_data_dir(&data_dir)?;
-        let cache = BlockCache::new(config.cache.size);
+        let cache = Arc::new(BlockCache::new(config.cache.size));
         let recovered = recovery::recover(&data_dir, &config, &cache)?;
         let pipeline = Pipeline::new(
             recovered.wal,
@@ -112,6 +113,7 @@ impl Store {
             config.durability.batch_window,
             clock.clone(),
         );
+        let prefetcher = tier::prefetch::Prefetcher::start(2, cache.clone());
         let store = Arc::new(Store {
             data_dir,
             config: RwLock::new(config),
@@ -119,6 +121,7 @@ impl Store {
             state: RwLock::new(recovered.state),
             pipeline,
             cache,
+            prefetcher,
             counters: Counters::default(),
             listeners: Mutex::new(Vec::new()),
             commit_lock: Mutex::new(()),
@@ -256,6 +259,21 @@ impl Store {
 
     pub fn tier(&self, bucket: Bucket, ty: IocType) -> Arc<TierVersion> {
         self.state().tier(bucket, ty).clone()
+    }
+
+    /// Read from a tier version; `sequential` readers get the next blocks inflated ahead.
+    pub fn read_tier(
+        &self,
+        v: &Arc<TierVersion>,
+        offset: u64,
+        size: usize,
+        sequential: bool,
+    ) -> Result<Vec<u8>> {
+        let (bytes, last) = v.read_blocks(offset, size, &self.cache)?;
+        if sequential {
+            self.prefetcher.ahead(v, last, &self.cache);
+        }
+        Ok(bytes)
     }
 
     /// Bucket and (first_seen, last_seen) of a stored indicator.

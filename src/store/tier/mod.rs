@@ -9,6 +9,7 @@
 //! the engine state) says which tier holds it, so no index entry has to change.
 
 pub mod format;
+pub mod prefetch;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -92,8 +93,17 @@ impl Block {
         }
     }
 
-    /// The block's decompressed bytes.
+    /// The block's decompressed bytes (counted as a cache hit or miss).
     pub fn raw(&self, cache: &BlockCache) -> Result<Arc<Vec<u8>>> {
+        self.load(cache, true)
+    }
+
+    /// Same, for read-ahead: not counted in the hit rate users see.
+    pub fn raw_uncounted(&self, cache: &BlockCache) -> Result<Arc<Vec<u8>>> {
+        self.load(cache, false)
+    }
+
+    fn load(&self, cache: &BlockCache, counted: bool) -> Result<Arc<Vec<u8>>> {
         match &self.data {
             BlockData::Mem { raw, .. } => Ok(raw.clone()),
             BlockData::Stored {
@@ -101,11 +111,17 @@ impl Block {
                 offset,
                 member_len,
             } => {
-                if let Some(hit) = cache.get((file.id, *offset)) {
+                let key = (file.id, *offset);
+                let hit = if counted {
+                    cache.get(key)
+                } else {
+                    cache.peek(key)
+                };
+                if let Some(hit) = hit {
                     return Ok(hit);
                 }
                 let raw = Arc::new(decode_stored(file, *offset, *member_len, self.raw_len)?);
-                cache.insert((file.id, *offset), raw.clone());
+                cache.insert(key, raw.clone());
                 Ok(raw)
             }
         }
@@ -240,13 +256,26 @@ impl TierVersion {
 
     /// Copy up to `size` bytes at `offset`, decompressing only the blocks that overlap.
     pub fn read(&self, offset: u64, size: usize, cache: &BlockCache) -> Result<Vec<u8>> {
+        self.read_blocks(offset, size, cache)
+            .map(|(bytes, _)| bytes)
+    }
+
+    /// Like `read`, also returning the position of the last block touched (for read-ahead).
+    pub fn read_blocks(
+        &self,
+        offset: u64,
+        size: usize,
+        cache: &BlockCache,
+    ) -> Result<(Vec<u8>, usize)> {
         let end = self.size.min(offset.saturating_add(size as u64));
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let Some(mut pos) = self.block_at(offset) else {
-            return Ok(out);
+            return Ok((out, 0));
         };
         let mut at = offset;
+        let mut last = pos;
         while at < end {
+            last = pos;
             let Some(block) = self.blocks.get(pos) else {
                 break;
             };
@@ -258,7 +287,7 @@ impl TierVersion {
             at = start + raw.len() as u64;
             pos += 1;
         }
-        Ok(out)
+        Ok((out, last))
     }
 }
 
