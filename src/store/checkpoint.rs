@@ -45,10 +45,7 @@ pub fn encode(state: &State) -> (u64, Vec<u8>) {
     for b in Bucket::TIERS {
         for ty in IocType::ALL {
             let part = state.manifest.part(b, ty);
-            if part.generation != 0
-                && state.changed_at[usize::from(b.code())][usize::from(ty.code())]
-                    <= part.applied_seq
-            {
+            if part.generation != 0 && !state.is_dirty(b, ty) {
                 clean.insert((b, ty), Vec::new());
             }
         }

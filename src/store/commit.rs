@@ -33,12 +33,15 @@ use crate::store::{CommitInfo, Store};
 
 enum Snap {
     Live {
+        /// The partition's change count at the snapshot.
+        count: u64,
         ty: IocType,
         version: Arc<LiveVersion>,
         len: u64,
         times: Vec<Times>,
     },
     Tier {
+        count: u64,
         bucket: Bucket,
         ty: IocType,
         version: Arc<TierVersion>,
@@ -57,6 +60,8 @@ struct Written {
     bytes: u64,
     /// For tier files: the new file and where each block landed in it.
     tier: Option<(Arc<TierFile>, Placement)>,
+    /// The partition's change count the file reflects.
+    count: u64,
 }
 
 pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
@@ -73,6 +78,7 @@ pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
                 Bucket::Live => {
                     let set = st.live(ty);
                     Snap::Live {
+                        count: st.change_count(bucket, ty),
                         ty,
                         version: set.version.clone(),
                         len: set.version.len(),
@@ -80,6 +86,7 @@ pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
                     }
                 }
                 _ => Snap::Tier {
+                    count: st.change_count(bucket, ty),
                     bucket,
                     ty,
                     version: st.tier(bucket, ty).clone(),
@@ -93,19 +100,24 @@ pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
     for snap in snaps {
         let result = match snap {
             Snap::Live {
+                count,
                 ty,
                 version,
                 len,
                 times,
-            } => write_live(store, &tag, upto, ty, &version, len, &times),
+            } => write_live(store, &tag, upto, ty, &version, len, &times).map(|w| (w, count)),
             Snap::Tier {
+                count,
                 bucket,
                 ty,
                 version,
-            } => write_tier(store, &tag, upto, bucket, ty, &version),
+            } => write_tier(store, &tag, upto, bucket, ty, &version).map(|w| (w, count)),
         };
         match result {
-            Ok(w) => written.push(w),
+            Ok((mut w, count)) => {
+                w.count = count;
+                written.push(w)
+            }
             Err(e) => {
                 remove_temps(&written);
                 return Err(e);
@@ -229,6 +241,7 @@ fn write_live(
         renames: vec![(text_tmp, dir.join(&name)), (meta_tmp, dir.join(meta_name))],
         bytes: len + encoded.len() as u64,
         tier: None,
+        count: 0,
     })
 }
 
@@ -297,6 +310,7 @@ fn write_tier(
         renames: vec![(tmp, dir.join(&name))],
         bytes: total,
         tier: Some((tier_file, placed)),
+        count: 0,
     })
 }
 
@@ -326,6 +340,7 @@ fn member_bytes(
 fn rebase(store: &Store, written: &[Written]) {
     let mut st = store.state_mut();
     for w in written {
+        st.committed_to(w.bucket, w.ty, w.count);
         let Some((file, placed)) = &w.tier else {
             continue;
         };

@@ -44,8 +44,10 @@ pub struct State {
     pub applied_seq: u64,
     /// What the backing files hold (the last commit).
     pub manifest: Manifest,
-    /// Sequence of the last change of each partition, by bucket code then type code.
-    pub changed_at: [[u64; 9]; 4],
+    /// Count of changes of each partition (by bucket code, then type code), and the count
+    /// its backing file reflects: the file lags while they differ.
+    changes: [[u64; 9]; 4],
+    committed: [[u64; 9]; 4],
     pub block_size: usize,
     ids: Arc<AtomicU64>,
     pub last_aging: Option<(u64, aging::AgingReport)>,
@@ -76,7 +78,8 @@ impl State {
             next_block_id: 1,
             applied_seq: 0,
             manifest: Manifest::default(),
-            changed_at: [[0; 9]; 4],
+            changes: [[0; 9]; 4],
+            committed: [[0; 9]; 4],
             block_size,
             ids,
             last_aging: None,
@@ -128,23 +131,43 @@ impl State {
         }
     }
 
-    pub fn mark(&mut self, bucket: Bucket, ty: IocType, seq: u64) {
-        self.changed_at[usize::from(bucket.code())][usize::from(ty.code())] = seq;
+    /// Record a change of a partition: its backing file now lags. (`seq` is the change's
+    /// sequence number, kept for the call sites' readability.)
+    pub fn mark(&mut self, bucket: Bucket, ty: IocType, _seq: u64) {
+        self.changes[usize::from(bucket.code())][usize::from(ty.code())] += 1;
+    }
+
+    /// The change count of a partition, to hand back to `committed_to` after a commit.
+    pub fn change_count(&self, bucket: Bucket, ty: IocType) -> u64 {
+        self.changes[usize::from(bucket.code())][usize::from(ty.code())]
+    }
+
+    /// A commit wrote the partition as it was at change count `count`.
+    pub fn committed_to(&mut self, bucket: Bucket, ty: IocType, count: u64) {
+        self.committed[usize::from(bucket.code())][usize::from(ty.code())] = count;
+    }
+
+    pub fn is_dirty(&self, bucket: Bucket, ty: IocType) -> bool {
+        let (b, t) = (usize::from(bucket.code()), usize::from(ty.code()));
+        self.changes[b][t] != self.committed[b][t]
     }
 
     /// Partitions whose backing file lags the state.
     pub fn dirty(&self) -> Vec<(Bucket, IocType)> {
-        let mut out = Vec::new();
+        Bucket::ALL
+            .into_iter()
+            .flat_map(|b| IocType::ALL.into_iter().map(move |ty| (b, ty)))
+            .filter(|&(b, ty)| self.is_dirty(b, ty))
+            .collect()
+    }
+
+    /// Make every backing file lag, so the next commit rewrites them all (repair).
+    pub fn mark_all(&mut self) {
         for b in Bucket::ALL {
             for ty in IocType::ALL {
-                if self.changed_at[usize::from(b.code())][usize::from(ty.code())]
-                    > self.manifest.part(b, ty).applied_seq
-                {
-                    out.push((b, ty));
-                }
+                self.mark(b, ty, 0);
             }
         }
-        out
     }
 
     /// Bucket and times of a stored indicator.

@@ -36,13 +36,14 @@ pub struct RecoveryReport {
     pub truncated: Option<(PathBuf, u64, String)>,
 }
 
+/// One segment file as found by a scan.
 #[derive(Debug)]
-struct Segment {
-    first_seq: u64,
+pub struct Segment {
+    pub first_seq: u64,
     /// Last sequence written to it (first_seq - 1 when empty).
-    last_seq: u64,
-    path: PathBuf,
-    len: u64,
+    pub last_seq: u64,
+    pub path: PathBuf,
+    pub len: u64,
 }
 
 #[derive(Debug)]
@@ -66,63 +67,82 @@ pub enum SyncError {
     Fatal(Error),
 }
 
-impl WalFiles {
-    /// Open the log in `dir`, scanning every segment. Returns the records after the torn-tail
-    /// repair, or a corruption error naming the file and offset.
-    pub fn open(dir: &Path, segment_size: u64) -> Result<(WalFiles, Vec<Record>, RecoveryReport)> {
-        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-        let listed = segment::list(dir)?;
-        let mut report = RecoveryReport {
-            segments: listed.len(),
-            ..Default::default()
-        };
-        let mut records = Vec::new();
-        let mut segments = Vec::new();
-        let mut next_seq: Option<u64> = None;
-        for (i, (first_seq, path)) in listed.iter().enumerate() {
-            let is_last = i + 1 == listed.len();
-            let bytes = fs::read(path).ctx(|| format!("read {}", path.display()))?;
-            if let Some(expected) = next_seq {
-                if *first_seq != expected {
-                    return Err(Error::corruption(
-                        path,
-                        None,
-                        format!("segment starts at sequence {first_seq} but the previous one ended at {}", expected - 1),
-                    ));
-                }
+/// Every record of the log in `dir`, after dealing with a torn tail: truncated when
+/// `truncate_torn` (mounting), only reported otherwise (`iocfs check`).
+pub fn read_log(
+    dir: &Path,
+    truncate_torn: bool,
+) -> Result<(Vec<Record>, RecoveryReport, Vec<Segment>)> {
+    let listed = match segment::list(dir) {
+        Ok(l) => l,
+        Err(_) if !dir.exists() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut report = RecoveryReport {
+        segments: listed.len(),
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    let mut segments = Vec::new();
+    let mut next_seq: Option<u64> = None;
+    for (i, (first_seq, path)) in listed.iter().enumerate() {
+        let is_last = i + 1 == listed.len();
+        let bytes = fs::read(path).ctx(|| format!("read {}", path.display()))?;
+        if let Some(expected) = next_seq {
+            if *first_seq != expected {
+                return Err(Error::corruption(
+                    path,
+                    None,
+                    format!(
+                        "segment starts at sequence {first_seq} but the previous one ended at {}",
+                        expected - 1
+                    ),
+                ));
             }
-            let scan = segment::scan(&bytes, path, Some(next_seq.unwrap_or(*first_seq)), is_last)?;
-            let mut len = bytes.len() as u64;
-            if let Some(why) = scan.torn {
+        }
+        let scan = segment::scan(&bytes, path, Some(next_seq.unwrap_or(*first_seq)), is_last)?;
+        let mut len = bytes.len() as u64;
+        if let Some(why) = scan.torn {
+            len = scan.valid_len as u64;
+            if truncate_torn {
                 log::warn!(
                     "WAL {}: torn tail ({why}); truncating {} bytes at offset {}",
                     path.display(),
                     bytes.len() - scan.valid_len,
                     scan.valid_len
                 );
-                len = scan.valid_len as u64;
                 truncate_synced(path, len)?;
-                report.truncated = Some((path.clone(), len, why));
             }
-            let last_seq = scan
-                .records
-                .last()
-                .map_or(first_seq.saturating_sub(1), |r| r.seq);
-            for found in scan.records {
-                records.push(Record {
-                    seq: found.seq,
-                    payload: bytes[found.payload].to_vec(),
-                });
-            }
-            next_seq = Some(last_seq + 1);
-            segments.push(Segment {
-                first_seq: *first_seq,
-                last_seq,
-                path: path.clone(),
-                len,
+            report.truncated = Some((path.clone(), len, why));
+        }
+        let last_seq = scan
+            .records
+            .last()
+            .map_or(first_seq.saturating_sub(1), |r| r.seq);
+        for found in scan.records {
+            records.push(Record {
+                seq: found.seq,
+                payload: bytes[found.payload].to_vec(),
             });
         }
-        report.records = records.len();
+        next_seq = Some(last_seq + 1);
+        segments.push(Segment {
+            first_seq: *first_seq,
+            last_seq,
+            path: path.clone(),
+            len,
+        });
+    }
+    report.records = records.len();
+    Ok((records, report, segments))
+}
+
+impl WalFiles {
+    /// Open the log in `dir`, scanning every segment. Returns the records after the torn-tail
+    /// repair, or a corruption error naming the file and offset.
+    pub fn open(dir: &Path, segment_size: u64) -> Result<(WalFiles, Vec<Record>, RecoveryReport)> {
+        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        let (records, report, mut segments) = read_log(dir, true)?;
         let (active, file) = match segments.pop() {
             Some(seg) if seg.len >= segment::HEADER_LEN as u64 => {
                 let file = open_append(&seg.path)?;
