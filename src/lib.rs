@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
+pub mod import;
 pub mod ingest;
 pub mod ioc;
 pub mod report;

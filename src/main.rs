@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use iocfs::clock::{Clock, SystemClock};
 use iocfs::config::{Config, DEFAULT_CONFIG_PATH};
 use iocfs::daemon;
+use iocfs::report::progress;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,34 @@ enum Command {
         after_help = "Example:\n  iocfs validate-config /etc/iocfs/iocfs.toml"
     )]
     ValidateConfig { file: PathBuf },
+    /// Check a data directory offline (refuses while mounted); --repair fixes what it can,
+    /// keeping a copy of anything it removes in DATA/lost+found/. Exits non-zero on problems.
+    #[command(
+        after_help = "Example:\n  systemctl stop iocfs\n  iocfs check /var/lib/iocfs\n  iocfs check --repair /var/lib/iocfs"
+    )]
+    Check {
+        /// Fix: cut a damaged log, set damaged files aside, re-import what still reads,
+        /// rewrite every backing file.
+        #[arg(long)]
+        repair: bool,
+        /// Config file (its cache size and ingest limits are used).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The data directory.
+        data: PathBuf,
+    },
+    /// Adopt a TinyCTI-style bucket folder (SRC/{live,chaud,tiede,froid}/*.txt[.gz]) offline.
+    #[command(after_help = "Example:\n  iocfs import --data /var/lib/iocfs /opt/tinycti/output")]
+    Import {
+        /// Data directory to import into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Config file (ingest limits).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The folder holding live/, chaud/, tiede/, froid/.
+        src: PathBuf,
+    },
     /// Print a mounted filesystem's statistics (`.iocfs/stats.json`) as a table.
     #[command(
         after_help = "Example:\n  iocfs stats /srv/iocfs\n  iocfs stats --json /srv/iocfs | jq .cache"
@@ -84,6 +113,125 @@ fn main() -> ExitCode {
             }
         },
         Command::Stats { json, mountpoint } => stats(&mountpoint, json),
+        Command::Check {
+            repair,
+            config,
+            data,
+        } => offline(config, data, |c| check(c, repair)),
+        Command::Import { data, config, src } => offline(config, data, |c| import(c, &src)),
+    }
+}
+
+/// Config for an offline command: the file (explicit or the default one), with `data` as
+/// the data directory.
+fn offline(
+    config: Option<PathBuf>,
+    data: PathBuf,
+    run: impl FnOnce(&Config) -> ExitCode,
+) -> ExitCode {
+    let path = config.or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()));
+    let mut c = match path.as_ref().map(|p| (p, Config::load(p))) {
+        Some((_, Ok(c))) => c,
+        Some((p, Err(e))) => {
+            eprintln!("iocfs: {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+        None => Config::default(),
+    };
+    init_logging("warn");
+    match absolute(data) {
+        Ok(d) => c.data_dir = d,
+        Err(e) => {
+            eprintln!("iocfs: data directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    run(&c)
+}
+
+fn check(config: &Config, repair: bool) -> ExitCode {
+    let bar = progress::Spinner::new();
+    let result = iocfs::store::check::run(config, repair, &|phase| bar.phase(phase));
+    bar.finish();
+    match result {
+        Ok(report) => {
+            println!("iocfs check {}", config.data_dir.display());
+            for line in &report.summary {
+                println!("  {line}");
+            }
+            for line in &report.repaired {
+                println!("  repaired: {line}");
+            }
+            for line in &report.problems {
+                println!("  PROBLEM: {line}");
+            }
+            if report.is_clean() {
+                println!("clean");
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "{} problems{}",
+                    report.problems.len(),
+                    if repair {
+                        " remain"
+                    } else {
+                        "; run with --repair to fix them"
+                    }
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("iocfs check: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import(config: &Config, src: &Path) -> ExitCode {
+    let total = match iocfs::import::scan_source(src) {
+        Ok(source) => source.bytes,
+        Err(e) => {
+            eprintln!("iocfs import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bar = progress::Bar::new(total);
+    let result = iocfs::import::run(config, src, &|read| bar.set(read));
+    bar.finish();
+    match result {
+        Ok(report) => {
+            for f in &report.files {
+                println!(
+                    "{}: {} lines, {} imported into {}/{}, {} invalid",
+                    f.path.display(),
+                    f.lines,
+                    f.imported,
+                    f.bucket.map_or("?", |b| b.name()),
+                    f.ty.map_or("?", |t| t.name()),
+                    f.invalid
+                );
+            }
+            for r in &report.rejections {
+                println!("  invalid: {r}");
+            }
+            for u in &report.unknown {
+                println!(
+                    "skipped {}: the file name maps to no indicator type",
+                    u.display()
+                );
+            }
+            println!(
+                "{} indicators stored in {}",
+                report.indicators_after,
+                config.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iocfs import: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -73,3 +73,79 @@ pub fn stats_table(v: &Value) -> String {
     }
     out
 }
+
+/// Progress display for long offline commands: a bar with rate and ETA on a terminal,
+/// nothing on a pipe or under systemd (the commands print a summary at the end).
+pub mod progress {
+    use std::io::IsTerminal;
+    use std::time::Duration;
+
+    use indicatif::{ProgressBar, ProgressStyle};
+
+    fn visible() -> bool {
+        std::io::stderr().is_terminal()
+    }
+
+    pub struct Bar(Option<ProgressBar>);
+
+    impl Bar {
+        pub fn new(total_bytes: u64) -> Bar {
+            if !visible() {
+                return Bar(None);
+            }
+            let bar = ProgressBar::new(total_bytes);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            Bar(Some(bar))
+        }
+
+        pub fn set(&self, done: u64) {
+            if let Some(b) = &self.0 {
+                b.set_position(done);
+            }
+        }
+
+        pub fn finish(&self) {
+            if let Some(b) = &self.0 {
+                b.finish_and_clear();
+            }
+        }
+    }
+
+    pub struct Spinner(Option<ProgressBar>);
+
+    impl Spinner {
+        pub fn new() -> Spinner {
+            if !visible() {
+                return Spinner(None);
+            }
+            let s = ProgressBar::new_spinner();
+            s.enable_steady_tick(Duration::from_millis(120));
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {msg}") {
+                s.set_style(style);
+            }
+            Spinner(Some(s))
+        }
+
+        pub fn phase(&self, what: &str) {
+            if let Some(s) = &self.0 {
+                s.set_message(what.to_string());
+            }
+        }
+
+        pub fn finish(&self) {
+            if let Some(s) = &self.0 {
+                s.finish_and_clear();
+            }
+        }
+    }
+
+    impl Default for Spinner {
+        fn default() -> Self {
+            Spinner::new()
+        }
+    }
+}

@@ -122,7 +122,8 @@ fn age_tier(
     for block in version.blocks() {
         let youngest = policy.aged_target(ts, src, block.max_last);
         let oldest = policy.aged_target(ts, src, block.min_last);
-        if youngest == Some(src) && oldest == Some(src) {
+        // A damaged block stays put until `iocfs check --repair` deals with it.
+        if block.bad || (youngest == Some(src) && oldest == Some(src)) {
             kept.push(block.clone());
             continue;
         }

@@ -117,11 +117,19 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// The newest snapshot that reads back whole; damaged ones are reported and skipped.
-pub fn newest_valid(dir: &Path) -> Result<Option<Snapshot>> {
+/// The newest snapshot that reads back whole and is not ahead of the log (`max_upto`, the
+/// last commit); damaged ones are reported and skipped.
+pub fn newest_valid(dir: &Path, max_upto: u64) -> Result<Option<Snapshot>> {
     let mut all = list(dir)?;
     all.sort();
-    while let Some((_, path)) = all.pop() {
+    while let Some((upto, path)) = all.pop() {
+        if upto > max_upto {
+            log::warn!(
+                "ignoring checkpoint {}: it is ahead of the log (commit {max_upto})",
+                path.display()
+            );
+            continue;
+        }
         let bytes = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
         match decode(&bytes, &path) {
             Ok(s) => return Ok(Some(s)),

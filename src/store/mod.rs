@@ -7,6 +7,7 @@
 
 pub mod aging;
 pub mod apply;
+pub mod check;
 pub mod checkpoint;
 pub mod commit;
 pub mod live;
@@ -99,6 +100,15 @@ impl Store {
     /// Lock the data directory, recover the state (last commit + WAL replay) and get ready
     /// to take writes.
     pub fn open(config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
+        Store::open_with(config, clock, recovery::Mode::Mount)
+    }
+
+    /// Open in a given recovery mode (`Salvage` for `iocfs check --repair`).
+    pub fn open_with(
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        mode: recovery::Mode,
+    ) -> Result<Arc<Store>> {
         let data_dir = config.data_dir.clone();
         for sub in SUBDIRS {
             let dir = data_dir.join(sub);
@@ -106,9 +116,12 @@ impl Store {
         }
         let lock = lock_data_dir(&data_dir)?;
         let cache = Arc::new(BlockCache::new(config.cache.size));
-        let recovered = recovery::recover(&data_dir, &config, &cache)?;
+        let recovered = recovery::recover(&data_dir, &config, &cache, mode)?;
+        let wal = recovered
+            .wal
+            .ok_or_else(|| Error::Invalid("internal: recovery returned no WAL".into()))?;
         let pipeline = Pipeline::new(
-            recovered.wal,
+            wal,
             config.durability.mode,
             config.durability.batch_window,
             clock.clone(),
@@ -133,6 +146,15 @@ impl Store {
             recovery: recovered.report,
             _lock: lock,
         });
+        if mode == recovery::Mode::Mount && !store.recovery.findings.is_empty() {
+            store.set_problem(
+                "tier",
+                &format!(
+                    "{} damaged tier blocks (reads of them fail with EIO); run `iocfs check --repair`",
+                    store.recovery.findings.len()
+                ),
+            );
+        }
         store.adopt(recovered.foreign)?;
         Ok(store)
     }
@@ -352,6 +374,11 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Have the next commit rewrite every backing file (repair).
+    pub fn mark_all_dirty(&self) {
+        self.state_mut().mark_all();
     }
 
     /// Refuse user writes from now on (EROFS); commits still run.

@@ -310,3 +310,98 @@ impl State {
         Ok(())
     }
 }
+
+impl State {
+    /// Cross-check the index against the sets (for `iocfs check` and tests): every entry
+    /// points at a live slot or a tier block that exists, every stored line is indexed
+    /// exactly once, and per-partition line counts add up. Returns one line per problem.
+    pub fn verify(&self, cache: &BlockCache) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut per_partition: HashMap<(Bucket, IocType), u64> = HashMap::new();
+        for meta in self.index.values() {
+            match meta.loc() {
+                Loc::Live { ty, slot } => {
+                    if self.live(ty).times(slot).is_none() {
+                        problems.push(format!(
+                            "index points at a missing live/{} line (slot {slot})",
+                            ty.file_name()
+                        ));
+                    }
+                    *per_partition.entry((Bucket::Live, ty)).or_default() += 1;
+                }
+                Loc::Block { ty, block } => match self.dir.get(&block) {
+                    Some(&(bucket, dty))
+                        if dty == ty && self.tier(bucket, ty).block(block).is_some() =>
+                    {
+                        *per_partition.entry((bucket, ty)).or_default() += 1;
+                    }
+                    _ => problems.push(format!("index points at a missing {ty} block {block}")),
+                },
+            }
+        }
+        for ty in IocType::ALL {
+            let set = self.live(ty);
+            let indexed = per_partition.get(&(Bucket::Live, ty)).copied().unwrap_or(0);
+            if set.lines() as u64 != indexed || set.version.lines() != indexed {
+                problems.push(format!(
+                    "live/{}: {} lines, {} indexed",
+                    ty.file_name(),
+                    set.version.lines(),
+                    indexed
+                ));
+            }
+            let _ = set.for_each_line(|v, slot| {
+                let meta = self.index.get(&self.key(ty, v));
+                if meta.map(|m| m.loc()) != Some(Loc::Live { ty, slot }) {
+                    problems.push(format!(
+                        "live/{}: line not indexed at its slot",
+                        ty.file_name()
+                    ));
+                }
+            });
+            for bucket in Bucket::TIERS {
+                let v = self.tier(bucket, ty);
+                let good: u64 = v
+                    .blocks()
+                    .iter()
+                    .filter(|b| !b.bad)
+                    .map(|b| u64::from(b.lines))
+                    .sum();
+                let indexed = per_partition.get(&(bucket, ty)).copied().unwrap_or(0);
+                if good != indexed {
+                    problems.push(format!(
+                        "{bucket}/{}: {good} lines, {indexed} indexed",
+                        bucket.backing_name(ty)
+                    ));
+                }
+                for block in v.blocks().iter().filter(|b| !b.bad) {
+                    if self.dir.get(&block.id) != Some(&(bucket, ty)) {
+                        problems.push(format!(
+                            "{bucket}/{}: block {} is not in the directory",
+                            bucket.backing_name(ty),
+                            block.id
+                        ));
+                    }
+                    let Ok(raw) = block.raw(cache) else { continue };
+                    for line in tier::lines(&raw) {
+                        let found = self.index.get(&self.key(ty, line)).map(|m| m.loc());
+                        if found
+                            != Some(Loc::Block {
+                                ty,
+                                block: block.id,
+                            })
+                        {
+                            problems.push(format!(
+                                "{bucket}/{}: a line of block {} is indexed elsewhere (stored twice?)",
+                                bucket.backing_name(ty),
+                                block.id
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        problems
+    }
+}

@@ -59,6 +59,8 @@ fn served(store: &Store, bucket: Bucket, ty: IocType) -> String {
 
 /// Every (type, value) with the bucket it is served from; panics if one is served twice.
 fn everything(store: &Store) -> HashMap<(IocType, String), Bucket> {
+    let problems = store.state().verify(&store.cache);
+    assert!(problems.is_empty(), "{problems:#?}");
     let mut all = HashMap::new();
     for b in Bucket::ALL {
         for ty in IocType::ALL {

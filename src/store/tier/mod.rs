@@ -63,6 +63,8 @@ pub struct Block {
     pub raw_len: u32,
     pub min_last: u32,
     pub max_last: u32,
+    /// Failed to inflate at load: reads of it fail with EIO, aging leaves it where it is.
+    pub bad: bool,
     pub data: BlockData,
 }
 
@@ -78,6 +80,7 @@ impl Block {
             raw_len: raw.len() as u32,
             min_last,
             max_last,
+            bad: false,
             data: BlockData::Mem {
                 raw: Arc::new(raw),
                 times: Arc::new(times),
@@ -307,7 +310,7 @@ impl<'a> TailAppender<'a> {
         cache: &BlockCache,
     ) -> Result<TailAppender<'a>> {
         let mut cur = None;
-        if let Some(last) = blocks.last() {
+        if let Some(last) = blocks.last().filter(|b| !b.bad) {
             if (last.raw_len as usize) < block_size / 2
                 && (last.lines as usize) < format::MAX_BLOCK_LINES
             {

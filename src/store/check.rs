@@ -1,0 +1,311 @@
+//! `iocfs check [--repair] DATA` (DESIGN §4, §6): an offline consistency check of a data
+//! directory, and the repairs a human would otherwise do by hand.
+//!
+//! Check reads everything and changes nothing: the WAL (framing, CRC, sequence), the
+//! checkpoints, every backing file the last commit lists (structure, checksums, every tier
+//! block inflated, every line a normalized indicator of its file's type), then replays the
+//! log in memory and cross-checks the index against the sets (no indicator in two buckets).
+//!
+//! Repair keeps a copy of everything it removes under `DATA/lost+found/`: it cuts the WAL
+//! at its first damaged record (the records after it are reported and kept there), moves
+//! damaged checkpoints and files away, re-imports whatever still reads of them, rewrites
+//! every backing file from the recovered state, and checks again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cache::BlockCache;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::ioc::IocType;
+use crate::store::model::Bucket;
+use crate::store::recovery::{self, Mode};
+use crate::store::wal::segment;
+use crate::store::{checkpoint, Store};
+
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// What was looked at, one line each.
+    pub summary: Vec<String>,
+    /// What is wrong (empty: clean).
+    pub problems: Vec<String>,
+    /// What `--repair` did.
+    pub repaired: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Check `config.data_dir`; with `repair`, fix what can be fixed and check again.
+pub fn run(config: &Config, repair: bool, progress: &dyn Fn(&str)) -> Result<CheckReport> {
+    let data = &config.data_dir;
+    if !data.join("wal").is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is not an iocfs data directory (no wal/)",
+            data.display()
+        )));
+    }
+    ensure_not_mounted(data)?;
+    if !repair {
+        return check(config, progress);
+    }
+    let mut repaired = Vec::new();
+    progress("repairing the write-ahead log");
+    repaired.extend(repair_wal(data)?);
+    progress("setting checkpoints aside");
+    repaired.extend(repair_checkpoints(data)?);
+    progress("recovering and rewriting every backing file");
+    {
+        let store = Store::open_with(
+            Arc::new(config.clone()),
+            Arc::new(SystemClock),
+            Mode::Salvage,
+        )?;
+        repaired.extend(store.recovery.findings.iter().cloned());
+        store.mark_all_dirty();
+        store.shutdown()?;
+        store.checkpoint()?;
+        repaired.push(format!(
+            "rewrote every backing file at sequence {}",
+            store.last_commit().map_or(0, |c| c.upto)
+        ));
+    }
+    let mut report = check(config, progress)?;
+    report.repaired = repaired;
+    Ok(report)
+}
+
+fn ensure_not_mounted(data: &Path) -> Result<()> {
+    let path = data.join("LOCK");
+    let Ok(file) = fs::OpenOptions::new().read(true).write(true).open(&path) else {
+        return Ok(());
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_) => Ok(()),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked(format!(
+            "{} is in use by a running iocfs (pid {}); stop it before checking",
+            data.display(),
+            fs::read_to_string(&path).unwrap_or_default().trim()
+        ))),
+        Err((_, e)) => Err(Error::io(format!("flock {}", path.display()), e.into())),
+    }
+}
+
+fn check(config: &Config, progress: &dyn Fn(&str)) -> Result<CheckReport> {
+    let data = &config.data_dir;
+    let mut report = CheckReport::default();
+    progress("scanning the write-ahead log");
+    let wal_ok = check_wal(data, &mut report)?;
+    progress("reading checkpoints");
+    check_checkpoints(data, &mut report)?;
+    if !wal_ok {
+        report.problems.push(
+            "the committed files can't be checked against a damaged log: run with --repair".into(),
+        );
+        return Ok(report);
+    }
+    progress("loading every committed file and replaying the log");
+    let cache = BlockCache::new(config.cache.size);
+    let recovered = match recovery::recover(data, config, &cache, Mode::ReadOnly) {
+        Ok(r) => r,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return Ok(report);
+        }
+    };
+    let r = &recovered.report;
+    report.summary.push(format!(
+        "commit: state at sequence {} in the backing files, {} later records replay on top",
+        r.committed_upto, r.replayed
+    ));
+    report.problems.extend(r.findings.iter().cloned());
+    progress("cross-checking the index");
+    report.problems.extend(recovered.state.verify(&cache));
+    let st = &recovered.state;
+    let mut counts = Vec::new();
+    for b in Bucket::ALL {
+        let n: u64 = IocType::ALL
+            .iter()
+            .map(|&ty| match b {
+                Bucket::Live => st.live(ty).version.lines(),
+                _ => st.tier(b, ty).lines(),
+            })
+            .sum();
+        counts.push(format!("{} {n}", b.name()));
+    }
+    report
+        .summary
+        .push(format!("indicators: {}", counts.join(", ")));
+    Ok(report)
+}
+
+/// Frame-level check of every segment. False when the log is damaged before its tail.
+fn check_wal(data: &Path, report: &mut CheckReport) -> Result<bool> {
+    let dir = data.join("wal");
+    let segments = segment::list(&dir)?;
+    let mut next: Option<u64> = None;
+    let mut records = 0usize;
+    let mut bytes = 0u64;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let buf = fs::read(path).ctx(|| format!("read {}", path.display()))?;
+        bytes += buf.len() as u64;
+        if let Some(expected) = next.filter(|&n| n != *first) {
+            report.problems.push(format!(
+                "{}: starts at sequence {first}, expected {expected}: records are missing",
+                path.display()
+            ));
+            return Ok(false);
+        }
+        match segment::scan(
+            &buf,
+            path,
+            Some(next.unwrap_or(*first)),
+            i + 1 == segments.len(),
+        ) {
+            Ok(scan) => {
+                records += scan.records.len();
+                if let Some(why) = scan.torn {
+                    report.problems.push(format!(
+                        "{}: torn tail at offset {} ({why}); a mount or --repair truncates it",
+                        path.display(),
+                        scan.valid_len
+                    ));
+                }
+                next = Some(scan.records.last().map_or(*first, |r| r.seq + 1));
+            }
+            Err(e) => {
+                report.problems.push(e.to_string());
+                return Ok(false);
+            }
+        }
+    }
+    report.summary.push(format!(
+        "wal: {} segments, {records} records, {bytes} bytes",
+        segments.len()
+    ));
+    Ok(true)
+}
+
+fn check_checkpoints(data: &Path, report: &mut CheckReport) -> Result<()> {
+    let dir = data.join("checkpoint");
+    for path in checkpoint_files(&dir)? {
+        let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        match checkpoint::decode(&bytes, &path) {
+            Ok(s) => report.summary.push(format!(
+                "checkpoint {}: sequence {}, {} partitions",
+                path.display(),
+                s.upto,
+                s.parts.len()
+            )),
+            Err(e) => report
+                .problems
+                .push(format!("{e} (a mount ignores it; --repair sets it aside)")),
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".ckpt") {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Cut the log at its first damaged record; keep the cut bytes in lost+found.
+fn repair_wal(data: &Path) -> Result<Vec<String>> {
+    let dir = data.join("wal");
+    let segments = segment::list(&dir)?;
+    let mut done = Vec::new();
+    let mut next: Option<u64> = None;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let buf = fs::read(path).ctx(|| format!("read {}", path.display()))?;
+        let gap = next.is_some_and(|n| n != *first);
+        let scan = if gap {
+            None
+        } else {
+            // Scan as if last so a damaged record is reported with where it stops.
+            segment::scan(&buf, path, Some(next.unwrap_or(*first)), true).ok()
+        };
+        let clean = scan.as_ref().filter(|s| s.torn.is_none());
+        let Some(clean) = clean else {
+            let cut_at = match (&scan, gap) {
+                (Some(s), false) => s.valid_len,
+                _ => first_bad_offset(&buf, path, next.unwrap_or(*first)),
+            };
+            let kept = cut_segment(data, path, &buf, cut_at)?;
+            done.push(format!(
+                "{}: cut at offset {cut_at}; {} damaged or unreadable bytes kept in {}",
+                path.display(),
+                buf.len() - cut_at,
+                kept.display()
+            ));
+            for (_, later) in &segments[i + 1..] {
+                let moved = recovery::move_to_lost_found(data, later)?;
+                done.push(format!(
+                    "{}: after the damage, records in it are dropped; kept as {}",
+                    later.display(),
+                    moved.display()
+                ));
+            }
+            return Ok(done);
+        };
+        next = Some(clean.records.last().map_or(*first, |r| r.seq + 1));
+    }
+    Ok(done)
+}
+
+/// Offset of the first record that does not scan (used when a segment is out of sequence).
+fn first_bad_offset(buf: &[u8], path: &Path, first: u64) -> usize {
+    match segment::scan(buf, path, Some(first), true) {
+        Ok(s) => s.valid_len,
+        Err(Error::Corruption {
+            offset: Some(o), ..
+        }) => o as usize,
+        Err(_) => segment::HEADER_LEN.min(buf.len()),
+    }
+}
+
+fn cut_segment(data: &Path, path: &Path, buf: &[u8], at: usize) -> Result<PathBuf> {
+    let lf = recovery::lost_found(data)?;
+    let name = format!(
+        "{}.cut-at-{at}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    crate::atomic::replace_file(&lf, &name, |w| {
+        w.write_all(buf.get(at..).unwrap_or_default())
+    })?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .ctx(|| format!("open {}", path.display()))?;
+    file.set_len(at as u64)
+        .and_then(|()| file.sync_all())
+        .ctx(|| format!("truncate {}", path.display()))?;
+    Ok(lf.join(name))
+}
+
+/// Checkpoints are only an accelerator and the repair rewrites every file (new
+/// generations), so all of them are set aside; a fresh one is written at the end.
+fn repair_checkpoints(data: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for path in checkpoint_files(&data.join("checkpoint"))? {
+        let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        let moved = recovery::move_to_lost_found(data, &path)?;
+        if let Err(e) = checkpoint::decode(&bytes, &path) {
+            done.push(format!("{e}; moved to {}", moved.display()));
+        }
+    }
+    Ok(done)
+}

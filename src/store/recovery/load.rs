@@ -1,0 +1,424 @@
+//! Loading the committed backing files listed by the newest commit record into the state.
+
+use std::collections::hash_map::Entry;
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::foreign;
+use super::{commit_temp, move_to_lost_found, Foreign, Mode};
+use crate::cache::BlockCache;
+use crate::error::{Error, IoContext, Result};
+use crate::ioc::{self, IocType, Limits};
+use crate::store::checkpoint::Snapshot;
+use crate::store::livefile;
+use crate::store::model::{Bucket, KeyMap, Loc, Meta};
+use crate::store::mutation::{Manifest, PartFile};
+use crate::store::state::State;
+use crate::store::tier::{self, format, Block, BlockData, TierFile, TierVersion};
+
+pub struct Loaded {
+    pub foreign: Vec<Foreign>,
+    /// Copies of indicators already loaded from a younger bucket, to drop.
+    pub duplicates: Vec<(Bucket, IocType, KeyMap<u32>)>,
+    pub from_snapshot: usize,
+    pub findings: Vec<String>,
+}
+
+struct Loader<'a> {
+    state: &'a mut State,
+    data_dir: &'a Path,
+    manifest: &'a Manifest,
+    limits: Limits,
+    mode: Mode,
+    snapshot: Option<Snapshot>,
+    out: Loaded,
+}
+
+pub fn load_all(
+    state: &mut State,
+    data_dir: &Path,
+    manifest: &Manifest,
+    limits: Limits,
+    snapshot: Option<Snapshot>,
+    mode: Mode,
+    cache: &BlockCache,
+) -> Result<Loaded> {
+    let mut loader = Loader {
+        state,
+        data_dir,
+        manifest,
+        limits,
+        mode,
+        snapshot,
+        out: Loaded {
+            foreign: Vec::new(),
+            duplicates: Vec::new(),
+            from_snapshot: 0,
+            findings: Vec::new(),
+        },
+    };
+    // Younger buckets first: an indicator found again in an older one is a stale copy.
+    for bucket in Bucket::ALL {
+        for ty in IocType::ALL {
+            let part = manifest.part(bucket, ty);
+            let loaded = match bucket {
+                Bucket::Live => loader.live(ty, part),
+                _ => loader.tier(bucket, ty, part, cache),
+            };
+            if let Err(e) = loaded {
+                loader.damaged(bucket, ty, e)?;
+            }
+        }
+    }
+    Ok(loader.out)
+}
+
+impl Loader<'_> {
+    /// The file a partition's commit wrote. `iocfs check` reads the pending temp of an
+    /// unfinished commit where the mount would have renamed it.
+    fn path(&self, bucket: Bucket, name: &str) -> PathBuf {
+        let dir = self.data_dir.join(bucket.name());
+        if self.mode == Mode::ReadOnly {
+            let tmp = commit_temp(&dir, name, self.manifest.upto);
+            if tmp.exists() {
+                return tmp;
+            }
+        }
+        dir.join(name)
+    }
+
+    /// A committed file that won't load: refuse the mount, report it, or salvage it.
+    fn damaged(&mut self, bucket: Bucket, ty: IocType, e: Error) -> Result<()> {
+        match self.mode {
+            Mode::Mount => Err(Error::Invalid(format!(
+                "{e}\nthe data in {} needs attention: run `iocfs check --repair {}`",
+                self.data_dir.display(),
+                self.data_dir.display()
+            ))),
+            Mode::ReadOnly => {
+                self.out.findings.push(e.to_string());
+                Ok(())
+            }
+            Mode::Salvage => {
+                let mut moved = Vec::new();
+                for name in super::backing_names(bucket, ty) {
+                    let path = self.data_dir.join(bucket.name()).join(&name);
+                    if path.exists() {
+                        moved.push(move_to_lost_found(self.data_dir, &path)?);
+                    }
+                }
+                let text = moved
+                    .iter()
+                    .find(|p| !p.to_string_lossy().ends_with(".meta"));
+                let mut salvaged = 0;
+                if let Some(copy) = text {
+                    let mtime = fs::metadata(copy).map(|m| mtime_of(&m)).unwrap_or(0);
+                    let read = foreign::read(bucket, ty, copy, mtime, &self.limits)?;
+                    salvaged = read.chunks.iter().map(|c| c.times.len()).sum::<usize>();
+                    self.out.findings.extend(
+                        read.damage
+                            .iter()
+                            .map(|d| format!("{}: {d}", copy.display())),
+                    );
+                    self.out.foreign.push(Foreign {
+                        bucket,
+                        ty,
+                        path: copy.clone(),
+                        chunks: read.chunks,
+                    });
+                }
+                self.state.mark(bucket, ty, 0);
+                self.out.findings.push(format!(
+                    "{e}; moved to {} and re-imported the {salvaged} lines that still read",
+                    self.data_dir.join("lost+found").display()
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    fn live(&mut self, ty: IocType, part: PartFile) -> Result<()> {
+        let text_path = self.path(Bucket::Live, ty.file_name());
+        if part.generation == 0 {
+            return self.maybe_foreign(
+                Bucket::Live,
+                ty,
+                &self.data_dir.join("live").join(ty.file_name()),
+            );
+        }
+        let text = fs::read(&text_path)
+            .ctx(|| format!("read {} (listed in the last commit)", text_path.display()))?;
+        let meta_path = self.path(Bucket::Live, &livefile::meta_name(ty.file_name()));
+        let meta_bytes = fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
+        let (meta, times) = livefile::decode(&meta_bytes, &meta_path)?;
+        check_generation(&meta_path, (meta.generation, meta.applied_seq), part)?;
+        if text.len() as u64 != meta.text_len || crc32c::crc32c(&text) != meta.text_crc {
+            return Err(Error::corruption(
+                &text_path,
+                None,
+                "content does not match its checksum in the .meta sidecar",
+            ));
+        }
+        let id = self.state.new_id();
+        let slots = self.state.live_mut(ty).replace(id, &text, &times, 0)?;
+        for (line, slot) in tier::lines(&text).zip(slots) {
+            let key = self.state.key(ty, line);
+            if self
+                .state
+                .index
+                .insert(key, Meta::new(0, 0, Loc::Live { ty, slot }))
+                .is_some()
+            {
+                self.out.findings.push(format!(
+                    "live/{}: duplicate line \"{}\"",
+                    ty.file_name(),
+                    ioc::escape_excerpt(line, 80)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn tier(
+        &mut self,
+        bucket: Bucket,
+        ty: IocType,
+        part: PartFile,
+        cache: &BlockCache,
+    ) -> Result<()> {
+        let name = bucket.backing_name(ty);
+        if part.generation == 0 {
+            return self.maybe_foreign(bucket, ty, &self.data_dir.join(bucket.name()).join(&name));
+        }
+        let path = self.path(bucket, &name);
+        let file = File::open(&path)
+            .ctx(|| format!("open {} (listed in the last commit)", path.display()))?;
+        let index = format::read_index(&file)
+            .map_err(|e| Error::corruption(&path, e.offset(), e.to_string()))?;
+        check_generation(
+            &path,
+            (index.trailer.generation, index.trailer.applied_seq),
+            part,
+        )?;
+        let tier_file = Arc::new(TierFile {
+            id: self.state.new_id(),
+            path: self.data_dir.join(bucket.name()).join(&name),
+            file,
+            applied_seq: part.applied_seq,
+            generation: part.generation,
+        });
+        let snapshot = self
+            .snapshot
+            .as_mut()
+            .and_then(|s| s.parts.remove(&(bucket, ty)))
+            .filter(|p| p.generation == part.generation);
+        let mut doomed: KeyMap<u32> = KeyMap::default();
+        if let Some(snap) = &snapshot {
+            self.out.from_snapshot += 1;
+            for (key, meta) in &snap.entries {
+                match self.state.index.entry(*key) {
+                    Entry::Occupied(_) => {
+                        if let Loc::Block { block, .. } = meta.loc() {
+                            doomed.insert(*key, block);
+                        }
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(*meta);
+                    }
+                }
+            }
+        }
+        let mut blocks = Vec::with_capacity(index.blocks.len());
+        for ib in index.blocks {
+            let h = &ib.header;
+            let mut block = Block {
+                id: h.block_id,
+                lines: h.lines,
+                raw_len: h.raw_len,
+                min_last: h.timestamps.iter().map(|t| t.1).min().unwrap_or(u32::MAX),
+                max_last: h.timestamps.iter().map(|t| t.1).max().unwrap_or(0),
+                bad: false,
+                data: BlockData::Stored {
+                    file: tier_file.clone(),
+                    offset: ib.offset,
+                    member_len: h.member_len,
+                },
+            };
+            if self.state.dir.insert(h.block_id, (bucket, ty)).is_some() {
+                return Err(Error::corruption(
+                    &path,
+                    Some(ib.offset),
+                    format!("block id {} is used twice", h.block_id),
+                ));
+            }
+            self.state.next_block_id = self.state.next_block_id.max(h.block_id + 1);
+            // With a snapshot the keys are known: the block need not be inflated now (a
+            // damaged one then shows at its first read). `iocfs check` inflates everything.
+            if snapshot.is_some() && self.mode != Mode::ReadOnly {
+                blocks.push(block);
+                continue;
+            }
+            match block.raw(cache) {
+                Ok(raw) => {
+                    let lines = tier::lines(&raw).count();
+                    if lines != h.timestamps.len() {
+                        return Err(Error::corruption(
+                            &path,
+                            Some(ib.offset),
+                            "line count differs from the block header",
+                        ));
+                    }
+                    if snapshot.is_none() {
+                        for (line, times) in tier::lines(&raw).zip(&h.timestamps) {
+                            let key = self.state.key(ty, line);
+                            match self.state.index.entry(key) {
+                                Entry::Occupied(_) => {
+                                    doomed.insert(key, h.block_id);
+                                }
+                                Entry::Vacant(slot) => {
+                                    slot.insert(Meta::new(
+                                        times.0,
+                                        times.1,
+                                        Loc::Block {
+                                            ty,
+                                            block: h.block_id,
+                                        },
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    if self.mode == Mode::ReadOnly {
+                        self.check_lines(bucket, ty, &raw, ib.offset);
+                    }
+                }
+                Err(e) => self.bad_block(bucket, ty, &mut block, e)?,
+            }
+            if !(block.bad && self.mode == Mode::Salvage) {
+                blocks.push(block);
+            }
+        }
+        let id = self.state.new_id();
+        if let Some(t) = bucket.tier_index() {
+            self.state.tiers[t][usize::from(ty.code())] =
+                TierVersion::new(id, bucket, ty, blocks, 0);
+        }
+        if !doomed.is_empty() {
+            self.out.duplicates.push((bucket, ty, doomed));
+        }
+        Ok(())
+    }
+
+    /// A block that won't inflate: at mount it is quarantined (reads of it fail with EIO,
+    /// aging leaves it alone, health says so); `--repair` drops it, keeping its bytes.
+    fn bad_block(
+        &mut self,
+        bucket: Bucket,
+        ty: IocType,
+        block: &mut Block,
+        e: Error,
+    ) -> Result<()> {
+        block.bad = true;
+        let what = format!(
+            "{bucket}/{}: block {} ({} lines) is damaged: {e}",
+            bucket.backing_name(ty),
+            block.id,
+            block.lines
+        );
+        if self.mode == Mode::Salvage {
+            if let BlockData::Stored {
+                file,
+                offset,
+                member_len,
+            } = &block.data
+            {
+                let bytes = file.read_member(*offset, *member_len)?;
+                let lf = super::lost_found(self.data_dir)?;
+                let target = lf.join(format!(
+                    "{}_{}_block{}.gz",
+                    bucket.name(),
+                    ty.name(),
+                    block.id
+                ));
+                crate::atomic::replace_file(
+                    &lf,
+                    &target.file_name().unwrap_or_default().to_string_lossy(),
+                    |w| w.write_all(&bytes),
+                )?;
+            }
+            self.state.dir.remove(&block.id);
+            self.state.mark(bucket, ty, 0);
+            self.out
+                .findings
+                .push(format!("{what}; dropped (its bytes are in lost+found)"));
+        } else {
+            log::error!("{what}; reads of it fail with EIO until `iocfs check --repair`");
+            self.out.findings.push(what);
+        }
+        Ok(())
+    }
+
+    /// `iocfs check`: every line of a tier block is a normalized indicator of its type.
+    fn check_lines(&mut self, bucket: Bucket, ty: IocType, raw: &[u8], offset: u64) {
+        for line in tier::lines(raw) {
+            match ioc::normalize(ty, line, &self.limits) {
+                Ok(Some(v)) if v.as_bytes() == line => {}
+                _ => {
+                    self.out.findings.push(format!(
+                        "{bucket}/{}: block at offset {offset} holds a line that is not a normalized {ty}: \"{}\"",
+                        bucket.backing_name(ty),
+                        ioc::escape_excerpt(line, 80)
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A file where the last commit wrote none: read it for import.
+    fn maybe_foreign(&mut self, bucket: Bucket, ty: IocType, path: &Path) -> Result<()> {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+        };
+        if meta.len() == 0 {
+            return Ok(());
+        }
+        if self.mode == Mode::ReadOnly {
+            self.out.findings.push(format!(
+                "{}: not written by iocfs; the next mount imports it",
+                path.display()
+            ));
+            return Ok(());
+        }
+        let read = foreign::read(bucket, ty, path, mtime_of(&meta), &self.limits)?;
+        self.out.foreign.push(Foreign {
+            bucket,
+            ty,
+            path: path.to_path_buf(),
+            chunks: read.chunks,
+        });
+        Ok(())
+    }
+}
+
+fn mtime_of(meta: &fs::Metadata) -> u32 {
+    u32::try_from(meta.mtime().max(0)).unwrap_or(u32::MAX)
+}
+
+fn check_generation(path: &Path, found: (u64, u64), part: PartFile) -> Result<()> {
+    if found != (part.generation, part.applied_seq) {
+        return Err(Error::corruption(
+            path,
+            None,
+            format!(
+                "generation {} at sequence {} does not match the commit log ({} at {}); it was changed outside iocfs",
+                found.0, found.1, part.generation, part.applied_seq
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! Recovery at mount (DESIGN §4): read the WAL (truncating a torn tail, refusing on damage
+//! in the middle), find the newest commit record, finish its renames, remove leftover temp
+//! files, load the committed backing files it lists, and replay every later record.
+//!
+//! The same walk serves `iocfs check` (changing nothing on disk) and `iocfs check --repair`
+//! (salvaging damaged files instead of refusing), see [`Mode`].
+
+mod foreign;
+mod load;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use foreign::{ImportChunk, IMPORT_CHUNK_LINES};
+
+use crate::atomic;
+use crate::cache::BlockCache;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ioc::{IocType, Limits};
+use crate::store::model::Bucket;
+use crate::store::mutation::{Manifest, Mutation, Op};
+use crate::store::state::State;
+use crate::store::wal::{self, WalFiles};
+use crate::store::{checkpoint, livefile};
+
+/// Inode-like ids of versions start here, above the FUSE layer's fixed inode numbers.
+pub const FIRST_VERSION_ID: u64 = 1 << 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Normal start: truncate a torn WAL tail, finish the last commit, remove temp files;
+    /// damaged committed files refuse the mount.
+    Mount,
+    /// `iocfs check`: read everything, change nothing; damage is reported.
+    ReadOnly,
+    /// `iocfs check --repair`: like `Mount`, but a damaged file is moved to `lost+found/`
+    /// and whatever still reads of it is imported back.
+    Salvage,
+}
+
+/// What recovery did, for the mount log line and stats.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub committed_upto: u64,
+    pub replayed: usize,
+    pub truncated: Option<(PathBuf, u64, String)>,
+    pub removed_temps: usize,
+    pub finished_renames: usize,
+    /// Tier partitions whose index came from a checkpoint instead of a file scan.
+    pub from_checkpoint: usize,
+    /// Problems met (in `ReadOnly` and `Salvage` modes, and quarantined blocks at mount).
+    pub findings: Vec<String>,
+    pub millis: u64,
+}
+
+/// Lines of a file no commit wrote, to be imported.
+pub struct Foreign {
+    pub bucket: Bucket,
+    pub ty: IocType,
+    pub path: PathBuf,
+    pub chunks: Vec<ImportChunk>,
+}
+
+pub struct Recovered {
+    pub state: State,
+    /// The log, open for appending (None in `ReadOnly` mode).
+    pub wal: Option<WalFiles>,
+    pub report: Report,
+    pub foreign: Vec<Foreign>,
+}
+
+pub fn recover(
+    data_dir: &Path,
+    config: &Config,
+    cache: &BlockCache,
+    mode: Mode,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let wal_dir = data_dir.join("wal");
+    let (wal, records, wal_report) = match mode {
+        Mode::ReadOnly => {
+            let (records, report, _) = wal::read_log(&wal_dir, false)?;
+            (None, records, report)
+        }
+        _ => {
+            let (wal, records, report) = WalFiles::open(&wal_dir, config.durability.segment_size)?;
+            (Some(wal), records, report)
+        }
+    };
+    let mut mutations = Vec::with_capacity(records.len());
+    for r in records {
+        let m = Mutation::decode(&r.payload).ok_or_else(|| {
+            Error::corruption(
+                &wal_dir,
+                None,
+                format!(
+                    "record {} is not a valid iocfs mutation (written by a newer version?)",
+                    r.seq
+                ),
+            )
+        })?;
+        mutations.push((r.seq, m));
+    }
+    let manifest = last_manifest(&mutations);
+    let mut report = Report {
+        committed_upto: manifest.upto,
+        truncated: wal_report.truncated,
+        ..Default::default()
+    };
+    if mode == Mode::ReadOnly {
+        report_temps(data_dir, &manifest, &mut report)?;
+    } else {
+        report.finished_renames = finish_renames(data_dir, &manifest)?;
+        for dir in SUBDIRS_WITH_TEMPS {
+            let dir = data_dir.join(dir);
+            report.removed_temps += if mode == Mode::Salvage {
+                keep_temps_in_lost_found(data_dir, &dir)?.len()
+            } else {
+                atomic::remove_leftover_temps(&dir)?.len()
+            };
+        }
+    }
+
+    let snapshot = checkpoint::newest_valid(&data_dir.join("checkpoint"), manifest.upto)?;
+    let seed = snapshot.as_ref().map_or_else(random_seed, |s| s.seed);
+    let ids = Arc::new(AtomicU64::new(FIRST_VERSION_ID));
+    let mut state = State::new(seed, ids, config.tiers.block_size as usize)?;
+    let limits = Limits {
+        min_prefix_v4: config.ingest.min_prefix_v4,
+        min_prefix_v6: config.ingest.min_prefix_v6,
+    };
+    let loaded = load::load_all(
+        &mut state, data_dir, &manifest, limits, snapshot, mode, cache,
+    )?;
+    report.from_checkpoint = loaded.from_snapshot;
+    report.findings.extend(loaded.findings);
+    state.manifest = manifest.clone();
+    state.applied_seq = manifest.upto;
+    for (bucket, ty, doomed) in loaded.duplicates {
+        let what = format!(
+            "{bucket}/{ty}: {} indicators also stored in a younger bucket; dropping these copies",
+            doomed.len()
+        );
+        log::warn!("{what}");
+        report.findings.push(what);
+        state.drop_from_tier(manifest.upto, 0, bucket, ty, &doomed, cache)?;
+    }
+    for (seq, m) in &mutations {
+        if *seq <= manifest.upto || matches!(m.op, Op::Commit { .. }) {
+            continue;
+        }
+        state.apply(*seq, m, cache)?;
+        report.replayed += 1;
+    }
+    if let Some((seq, _)) = mutations.last() {
+        state.applied_seq = state.applied_seq.max(*seq);
+    }
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(Recovered {
+        state,
+        wal,
+        report,
+        foreign: loaded.foreign,
+    })
+}
+
+const SUBDIRS_WITH_TEMPS: [&str; 5] = ["live", "chaud", "tiede", "froid", "checkpoint"];
+
+/// The manifest of the newest commit record (empty before the first commit).
+fn last_manifest(mutations: &[(u64, Mutation)]) -> Manifest {
+    mutations
+        .iter()
+        .rev()
+        .find_map(|(_, m)| match &m.op {
+            Op::Commit { manifest } => Some(manifest.as_ref().clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x0069_6f63_6673);
+    h.finish()
+}
+
+/// Backing files a partition's commit wrote: live has the text and its sidecar.
+pub fn backing_names(bucket: Bucket, ty: IocType) -> Vec<String> {
+    let name = bucket.backing_name(ty);
+    match bucket {
+        Bucket::Live => vec![livefile::meta_name(&name), name],
+        _ => vec![name],
+    }
+}
+
+/// The temp file a commit up to `upto` wrote for `dir/name`.
+pub fn commit_temp(dir: &Path, name: &str, upto: u64) -> PathBuf {
+    atomic::temp_path(dir, name, &format!("c{upto}"))
+}
+
+/// The newest commit record is durable but a crash may have come before all its renames.
+fn finish_renames(data_dir: &Path, manifest: &Manifest) -> Result<usize> {
+    let mut done = 0;
+    for bucket in Bucket::ALL {
+        let dir = data_dir.join(bucket.name());
+        let mut renamed = false;
+        for ty in IocType::ALL {
+            let part = manifest.part(bucket, ty);
+            if part.generation == 0 || part.applied_seq != manifest.upto {
+                continue;
+            }
+            for name in backing_names(bucket, ty) {
+                let tmp = commit_temp(&dir, &name, manifest.upto);
+                if tmp.exists() {
+                    atomic::rename(&tmp, &dir.join(&name))?;
+                    renamed = true;
+                    done += 1;
+                }
+            }
+        }
+        if renamed {
+            atomic::fsync_dir(&dir)?;
+        }
+    }
+    if done > 0 {
+        log::warn!(
+            "recovery: finished {done} renames of commit {}",
+            manifest.upto
+        );
+    }
+    Ok(done)
+}
+
+/// `iocfs check`: say what a mount would finish or remove.
+fn report_temps(data_dir: &Path, manifest: &Manifest, report: &mut Report) -> Result<()> {
+    for dir in SUBDIRS_WITH_TEMPS {
+        let dir = data_dir.join(dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !atomic::is_temp_name(&name) {
+                continue;
+            }
+            let pending = name.ends_with(&format!(".c{}.tmp", manifest.upto));
+            report.findings.push(if pending {
+                format!(
+                    "{}: the last commit's rename is unfinished (a mount or --repair finishes it)",
+                    entry.path().display()
+                )
+            } else {
+                format!(
+                    "{}: leftover temp file (a mount removes it)",
+                    entry.path().display()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where `--repair` keeps a copy of everything it removes.
+pub fn lost_found(data_dir: &Path) -> Result<PathBuf> {
+    let dir = data_dir.join("lost+found");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+/// Move a file into `lost+found/`, under a name that says where it came from.
+pub fn move_to_lost_found(data_dir: &Path, path: &Path) -> Result<PathBuf> {
+    let lf = lost_found(data_dir)?;
+    let rel = path.strip_prefix(data_dir).unwrap_or(path);
+    let name = rel.to_string_lossy().replace('/', "_");
+    let mut target = lf.join(&name);
+    let mut n = 1;
+    while target.exists() {
+        target = lf.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    atomic::rename(path, &target)?;
+    if let Some(dir) = path.parent() {
+        atomic::fsync_dir(dir)?;
+    }
+    atomic::fsync_dir(&lf)?;
+    Ok(target)
+}
+
+fn keep_temps_in_lost_found(data_dir: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(moved);
+    };
+    for entry in entries.flatten() {
+        if atomic::is_temp_name(&entry.file_name().to_string_lossy()) {
+            moved.push(move_to_lost_found(data_dir, &entry.path())?);
+        }
+    }
+    Ok(moved)
+}
