@@ -233,6 +233,11 @@ impl LiveSet {
         self.version = LiveVersion::new(new_id, self.version.ty, &kept, order.len() as u64, mtime)?;
         self.order = order;
         self.min_last = min_last;
+        if self.order.is_empty() {
+            // Everything aged out: give the slot table's memory back.
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
         Ok(removed)
     }
 
