@@ -1,0 +1,104 @@
+//! Mounted tests: the `.iocfs` control tree (lookup/, ctl, health, stats.json).
+
+mod common;
+
+use common::{errno_of, Daemon};
+
+fn lookup_json(d: &Daemon, name: &str) -> serde_json::Value {
+    let text = d.read(&format!(".iocfs/lookup/{name}"));
+    assert!(text.ends_with('\n'), "lookup/{name}: {text:?}");
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "lookup/{name} is not one line: {text:?}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("lookup/{name}: {e}: {text:?}"))
+}
+
+#[test]
+fn lookup_entry_exists_iff_the_value_is_stored() {
+    let Some(d) = Daemon::start() else { return };
+    assert!(!d.path(".iocfs/lookup/1.2.3.4").exists());
+    assert_eq!(
+        errno_of(std::fs::read(d.path(".iocfs/lookup/1.2.3.4"))),
+        libc::ENOENT
+    );
+    d.append_lines("live/ipv4.txt", &["1.2.3.4"]);
+    d.append_lines("live/domain.txt", &["evil.example"]);
+    assert!(d.path(".iocfs/lookup/1.2.3.4").exists());
+    let v = lookup_json(&d, "1.2.3.4");
+    assert_eq!(v["value"], "1.2.3.4");
+    assert_eq!(v["type"], "ipv4");
+    assert_eq!(v["bucket"], "live");
+    for key in ["first_seen", "last_seen"] {
+        assert!(
+            v[key]
+                .as_str()
+                .is_some_and(|s| s.ends_with('Z') && s.len() == 20),
+            "{key}: {v}"
+        );
+    }
+    // Looked up by any spelling that normalizes to a stored value.
+    assert_eq!(lookup_json(&d, "Evil.Example.")["value"], "evil.example");
+    assert!(!d.path(".iocfs/lookup/5.6.7.8").exists());
+    assert!(!d.path(".iocfs/lookup/other.example").exists());
+    assert!(!d.path(".iocfs/lookup/garbage value").exists());
+}
+
+#[test]
+fn lookup_of_url_and_cidr_uses_percent_encoded_slashes() {
+    let Some(d) = Daemon::start() else { return };
+    d.sh_ok("echo http://evil.com/x >> live/url.txt");
+    d.sh_ok("echo 10.20.0.0/16 >> live/ipv4.txt");
+    let v = lookup_json(&d, "http:%2F%2Fevil.com%2Fx");
+    assert_eq!(v["value"], "http://evil.com/x");
+    assert_eq!(v["type"], "url");
+    assert_eq!(v["bucket"], "live");
+    assert_eq!(lookup_json(&d, "10.20.0.0%2F16")["type"], "ipv4");
+    assert!(!d.path(".iocfs/lookup/http:%2F%2Fevil.com%2Fy").exists());
+    assert!(!d.path(".iocfs/lookup/10.21.0.0%2F16").exists());
+}
+
+#[test]
+fn ctl_remove_deletes_the_value() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2", "3.3.3.3"]);
+    d.append_lines("live/url.txt", &["http://evil.com/x", "http://ok.com/"]);
+    d.ctl("remove 2.2.2.2 http://evil.com/x")
+        .expect("ctl remove");
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.1.1.1", "3.3.3.3"]);
+    assert_eq!(d.lines("live/url.txt"), ["http://ok.com/"]);
+    assert!(!d.path(".iocfs/lookup/2.2.2.2").exists());
+    assert!(!d.path(".iocfs/lookup/http:%2F%2Fevil.com%2Fx").exists());
+    assert!(d.path(".iocfs/lookup/1.1.1.1").exists());
+    // From the shell too, as an admin would.
+    d.sh_ok("echo 'remove 1.1.1.1' > .iocfs/ctl");
+    assert_eq!(d.lines("live/ipv4.txt"), ["3.3.3.3"]);
+    // A removed value can come back.
+    d.append_lines("live/ipv4.txt", &["2.2.2.2"]);
+    assert_eq!(d.lines("live/ipv4.txt"), ["3.3.3.3", "2.2.2.2"]);
+}
+
+#[test]
+fn ctl_is_write_only_and_rejects_unknown_commands() {
+    let Some(d) = Daemon::start() else { return };
+    assert_eq!(errno_of(std::fs::read(d.path(".iocfs/ctl"))), libc::EACCES);
+    assert_eq!(errno_of(d.ctl("frobnicate")), libc::EINVAL);
+    assert_eq!(errno_of(d.ctl("remove not..valid")), libc::EINVAL);
+    for cmd in ["commit", "checkpoint", "age"] {
+        d.ctl(cmd).unwrap_or_else(|e| panic!("ctl {cmd}: {e}"));
+    }
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
+}
+
+#[test]
+fn stats_json_counts_live_lines() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2"]);
+    let stats: serde_json::Value = serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap();
+    let text = stats.to_string();
+    assert_eq!(
+        stats["buckets"]["live"]["total"]["lines"], 2,
+        "stats.json: {text}"
+    );
+}
