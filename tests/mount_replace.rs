@@ -1,0 +1,240 @@
+//! Mounted tests: replacing a whole set (`cp`, `>`, O_TRUNC, `sed -i`) and what readers see.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+
+use common::{errno_of, open_ro, Daemon};
+
+fn ls_live(d: &Daemon) -> Vec<String> {
+    let out = d.sh_ok("ls -A live");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+const NINE: [&str; 9] = [
+    "domain.txt",
+    "email.txt",
+    "ipv4.txt",
+    "ipv6.txt",
+    "md5.txt",
+    "sha1.txt",
+    "sha256.txt",
+    "sha512.txt",
+    "url.txt",
+];
+
+#[test]
+fn cp_replaces_the_whole_set() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["old.example", "kept.example"]);
+    let list = d.root().join("list.txt");
+    std::fs::write(
+        &list,
+        "# my list\nkept.example\nNew.Example.\n\nthird.example\n",
+    )
+    .unwrap();
+    d.sh_ok(&format!("cp {} live/domain.txt", list.display()));
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["kept.example", "new.example", "third.example"]
+    );
+    assert!(!d.path(".iocfs/lookup/old.example").exists());
+    assert!(d.path(".iocfs/lookup/new.example").exists());
+    assert_eq!(ls_live(&d), NINE);
+}
+
+#[test]
+fn shell_redirect_replaces_the_set() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2"]);
+    d.sh_ok("printf '3.3.3.3\\n2.2.2.2\\n' > live/ipv4.txt");
+    assert_eq!(d.lines("live/ipv4.txt"), ["3.3.3.3", "2.2.2.2"]);
+}
+
+#[test]
+fn empty_redirect_empties_the_set_by_the_time_the_shell_returns() {
+    let Some(d) = Daemon::start() else { return };
+    // Once is a coin toss if the set is emptied late (at the kernel's asynchronous
+    // release); twenty times is not.
+    for round in 0..20 {
+        d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2"]);
+        d.sh_ok(": > live/ipv4.txt");
+        assert_eq!(
+            d.read("live/ipv4.txt"),
+            "",
+            "round {round}: `: > live/ipv4.txt` returned but the set is not empty yet"
+        );
+    }
+}
+
+#[test]
+fn sed_in_place_removes_a_line_and_leaves_no_scratch_file() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["alpha.org", "xray.org", "charlie.org"]);
+    d.sh_ok("sed -i '/x/d' live/domain.txt");
+    assert_eq!(d.lines("live/domain.txt"), ["alpha.org", "charlie.org"]);
+    assert_eq!(ls_live(&d), NINE);
+    // And once more, now that the name was renamed onto.
+    d.sh_ok("sed -i 's/^alpha/zulu/' live/domain.txt");
+    assert_eq!(d.lines("live/domain.txt"), ["zulu.org", "charlie.org"]);
+    assert_eq!(ls_live(&d), NINE);
+    d.sh_ok("echo delta.org >> live/domain.txt");
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["zulu.org", "charlie.org", "delta.org"]
+    );
+}
+
+#[test]
+fn scratch_file_renamed_onto_a_type_file_replaces_the_set() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.1.1.1"]);
+    std::fs::write(d.path("live/new.tmp"), "4.4.4.4\n5.5.5.5\n").unwrap();
+    assert_eq!(d.read("live/new.tmp"), "4.4.4.4\n5.5.5.5\n");
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.1.1.1"], "before the rename");
+    std::fs::rename(d.path("live/new.tmp"), d.path("live/ipv4.txt")).unwrap();
+    assert_eq!(d.lines("live/ipv4.txt"), ["4.4.4.4", "5.5.5.5"]);
+    assert_eq!(ls_live(&d), NINE);
+    // A scratch file with an invalid line is refused and the set stays.
+    std::fs::write(d.path("live/bad.tmp"), "6.6.6.6\nnope\n").unwrap();
+    let r = std::fs::rename(d.path("live/bad.tmp"), d.path("live/ipv4.txt"));
+    assert_eq!(errno_of(r), libc::EINVAL);
+    assert_eq!(d.lines("live/ipv4.txt"), ["4.4.4.4", "5.5.5.5"]);
+    std::fs::remove_file(d.path("live/bad.tmp")).unwrap();
+    assert_eq!(ls_live(&d), NINE);
+}
+
+#[test]
+fn cp_of_a_list_with_an_invalid_line_fails_and_keeps_the_old_set() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2"]);
+    let before = std::fs::read(d.path("live/ipv4.txt")).unwrap();
+    let list = d.root().join("bad.txt");
+    std::fs::write(&list, "3.3.3.3\nnot-an-address\n4.4.4.4\n").unwrap();
+    let out = d.sh(&format!("cp {} live/ipv4.txt", list.display()));
+    assert!(!out.status.success(), "cp of an invalid list succeeded");
+    assert_eq!(std::fs::read(d.path("live/ipv4.txt")).unwrap(), before);
+}
+
+#[test]
+fn replace_handle_applies_only_at_close() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2"]);
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(d.path("live/ipv4.txt"))
+        .unwrap();
+    assert_eq!(
+        d.read("live/ipv4.txt"),
+        "1.1.1.1\n2.2.2.2\n",
+        "O_TRUNC open emptied the set before close"
+    );
+    w.write_all(b"7.7.7.7\n").unwrap();
+    w.write_all(b"8.8.8.8\n").unwrap();
+    assert_eq!(
+        d.read("live/ipv4.txt"),
+        "1.1.1.1\n2.2.2.2\n",
+        "readers saw a replace before close"
+    );
+    drop(w);
+    assert_eq!(d.lines("live/ipv4.txt"), ["7.7.7.7", "8.8.8.8"]);
+}
+
+/// 50,000 lines: far more than one read() request, so a reader that switched versions
+/// midway would show a mix.
+fn big_list(n: u32, second_octet: u32) -> String {
+    (0..n)
+        .map(|i| format!("10.{second_octet}.{}.{}\n", i / 256, i % 256))
+        .collect()
+}
+
+#[test]
+fn reader_holding_a_descriptor_across_cp_reads_the_old_version_whole() {
+    let Some(d) = Daemon::start() else { return };
+    let old = big_list(50_000, 1);
+    let new = big_list(30_000, 2);
+    let old_file = d.root().join("old.txt");
+    let new_file = d.root().join("new.txt");
+    std::fs::write(&old_file, &old).unwrap();
+    std::fs::write(&new_file, &new).unwrap();
+    d.sh_ok(&format!("cp {} live/ipv4.txt", old_file.display()));
+    assert_eq!(d.read("live/ipv4.txt"), old);
+
+    let mut held = open_ro(&d.path("live/ipv4.txt"));
+    // Read a little first, as a slow consumer would have.
+    let mut head = vec![0u8; 4096];
+    held.read_exact(&mut head).unwrap();
+    let size_before = held.metadata().unwrap().len();
+
+    d.sh_ok(&format!("cp {} live/ipv4.txt", new_file.display()));
+
+    // A new open sees the new version...
+    assert_eq!(d.read("live/ipv4.txt"), new);
+    // ...while the held descriptor reads the old one, whole, to its end.
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    head.extend_from_slice(&rest);
+    assert_eq!(
+        head.len(),
+        old.len(),
+        "length read through the old descriptor"
+    );
+    assert!(
+        head == old.as_bytes(),
+        "the held descriptor did not read the old version whole"
+    );
+    assert_eq!(size_before, old.len() as u64);
+}
+
+#[test]
+fn fstat_on_a_descriptor_held_across_cp_gives_the_size_it_reads() {
+    let Some(d) = Daemon::start() else { return };
+    let old = big_list(50_000, 4);
+    let new = big_list(30_000, 5);
+    let old_file = d.root().join("old.txt");
+    let new_file = d.root().join("new.txt");
+    std::fs::write(&old_file, &old).unwrap();
+    std::fs::write(&new_file, &new).unwrap();
+    d.sh_ok(&format!("cp {} live/ipv4.txt", old_file.display()));
+    let mut held = open_ro(&d.path("live/ipv4.txt"));
+    assert_eq!(held.metadata().unwrap().len(), old.len() as u64);
+    d.sh_ok(&format!("cp {} live/ipv4.txt", new_file.display()));
+    // What an HTTP server does: fstat for Content-Length, then send the body.
+    let size = held.metadata().unwrap().len();
+    let mut body = Vec::new();
+    held.read_to_end(&mut body).unwrap();
+    assert_eq!(
+        body.len(),
+        old.len(),
+        "bytes read through the held descriptor"
+    );
+    assert_eq!(
+        size,
+        body.len() as u64,
+        "st_size from fstat on the held descriptor vs the bytes it reads"
+    );
+}
+
+#[test]
+fn reader_holding_a_descriptor_across_sed_in_place_reads_the_old_version_whole() {
+    let Some(d) = Daemon::start() else { return };
+    let old = big_list(50_000, 3);
+    let old_file = d.root().join("old.txt");
+    std::fs::write(&old_file, &old).unwrap();
+    d.sh_ok(&format!("cp {} live/ipv4.txt", old_file.display()));
+    let mut held = open_ro(&d.path("live/ipv4.txt"));
+    d.sh_ok("sed -i '/^10\\.3\\.1[0-9]*\\./d' live/ipv4.txt");
+    let new = d.read("live/ipv4.txt");
+    assert!(new.len() < old.len() && !new.contains("\n10.3.100."));
+    let mut got = String::new();
+    held.read_to_string(&mut got).unwrap();
+    assert!(
+        got == old,
+        "the held descriptor did not read the old version whole"
+    );
+}
