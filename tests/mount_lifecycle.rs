@@ -1,0 +1,126 @@
+//! Mounted tests: the process around the mount (lock, clean stop, restart).
+
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{is_mounted, wait_timeout, Daemon, MountGuard, READY_TIMEOUT};
+
+#[test]
+fn second_mount_on_the_same_data_dir_is_refused() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.2.3.4"]);
+    let mnt2 = d.root().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let _guard = MountGuard(mnt2.clone());
+    let err_path = d.root().join("second.log");
+    let mut second = d
+        .command(&mnt2)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn a second iocfs");
+    let status = wait_timeout(&mut second, READY_TIMEOUT);
+    if status.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    let status = status.unwrap_or_else(|| {
+        panic!("a second iocfs on the same data dir was still running after {READY_TIMEOUT:?}; its stderr:\n{stderr}")
+    });
+    assert!(!status.success(), "second mount exited {status}: {stderr}");
+    assert_eq!(status.code(), Some(1), "exit status; stderr: {stderr}");
+    assert!(
+        stderr.contains("in use by another iocfs"),
+        "stderr of the second mount: {stderr}"
+    );
+    assert!(!is_mounted(&mnt2), "the refused daemon left a mount");
+    // The first one is unaffected.
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
+    d.append_lines("live/ipv4.txt", &["5.6.7.8"]);
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.2.3.4", "5.6.7.8"]);
+}
+
+#[test]
+fn sigterm_exits_zero_unmounts_and_a_restart_sees_every_line() {
+    let Some(mut d) = Daemon::start() else { return };
+    assert!(is_mounted(&d.mnt()));
+    let lines: Vec<String> = (0..1000)
+        .map(|i| format!("172.16.{}.{}", i / 256, i % 256))
+        .collect();
+    d.append_lines("live/ipv4.txt", &lines);
+    d.append_lines("live/sha1.txt", &["a".repeat(40)]);
+    let status = d.stop();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    assert!(
+        !is_mounted(&d.mnt()),
+        "{} is still in /proc/mounts after a clean stop",
+        d.mnt().display()
+    );
+    assert!(d.log().contains("stopped cleanly"), "log:\n{}", d.log());
+    // Committed at shutdown: the backing file already holds everything.
+    let committed = std::fs::read_to_string(d.data().join("live/ipv4.txt")).unwrap();
+    assert_eq!(common::split_lines(&committed, "DATA/live/ipv4.txt"), lines);
+
+    d.restart();
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
+    assert_eq!(d.lines("live/ipv4.txt"), lines);
+    assert_eq!(d.lines("live/sha1.txt"), ["a".repeat(40)]);
+}
+
+#[test]
+fn sigterm_with_a_file_held_open_still_exits_zero_and_unmounts() {
+    let Some(mut d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.2.3.4"]);
+    let mut held = File::open(d.path("live/ipv4.txt")).unwrap();
+    let mut buf = String::new();
+    held.read_to_string(&mut buf).unwrap();
+    let started = Instant::now();
+    let status = d.stop();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?} to exit with a file open"
+    );
+    assert!(
+        !is_mounted(&d.mnt()),
+        "{} is still in /proc/mounts",
+        d.mnt().display()
+    );
+    drop(held);
+    d.restart();
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.2.3.4"]);
+}
+
+#[test]
+fn restart_after_sigkill_clears_the_dead_mount_by_itself() {
+    let Some(mut d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["1.2.3.4"]);
+    // Kill without the harness's lazy unmount, as a crash under systemd would: the next
+    // daemon finds a dead mount (ENOTCONN) at its mount point and must clear it.
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    let status = d.reap();
+    assert!(!status.success(), "a SIGKILLed daemon exited {status}");
+    let r = std::fs::read(d.path(".iocfs/health"));
+    assert_eq!(
+        common::errno_of(r),
+        libc::ENOTCONN,
+        "the mount after SIGKILL"
+    );
+    d.restart_on_a_dead_mount();
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.2.3.4"]);
+    assert_eq!(
+        common::mount_count(&d.mnt()),
+        1,
+        "mounts at {} after the restart (a dead one left underneath?):\n{}",
+        d.mnt().display(),
+        std::fs::read_to_string("/proc/mounts").unwrap()
+    );
+}
