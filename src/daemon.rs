@@ -230,9 +230,10 @@ fn exit_if_still_serving(store: Arc<Store>, grace: Duration) {
 }
 
 /// A mount left by a crashed daemon answers ENOTCONN; clear it so we can mount again.
+/// (statfs, because stat may be answered from the kernel's attribute cache.)
 fn clear_stale_mount(mountpoint: &Path) {
-    if let Err(e) = std::fs::metadata(mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
+    if let Err(e) = nix::sys::statfs::statfs(mountpoint) {
+        if e == nix::errno::Errno::ENOTCONN {
             log::warn!(
                 "{}: stale mount from a previous run; detaching it",
                 mountpoint.display()
@@ -250,12 +251,10 @@ fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
     }
 }
 
-/// Tier files get a new inode per version: drop the kernel's name → old inode mapping.
+/// Every version is a new inode: drop the kernel's name → old inode mapping. (Opens of a
+/// stale inode get ESTALE anyway; this keeps `stat` by name current too.)
 fn forward_changes(rx: mpsc::Receiver<crate::store::Change>, tx: mpsc::Sender<Inval>) {
     for change in rx {
-        if change.bucket == Bucket::Live {
-            continue;
-        }
         let inval = Inval {
             parent: inode::bucket_dir(change.bucket),
             name: change.ty.file_name().into(),

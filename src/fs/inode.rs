@@ -1,17 +1,15 @@
 //! Inode numbers and attributes of the mount.
 //!
-//! Fixed inodes: the directories, the nine live files (stable across versions: live files
-//! are opened with direct I/O, so no kernel page cache can mix two versions, and each handle
-//! pins the version it opened), and the `.iocfs` files. Tier files get the id of their
-//! current version as inode number: a new version is a new inode, so the kernel page cache
-//! (kept across opens) is never stale. Scratch files and lookup entries get ids from a
+//! Fixed inodes: the directories and the `.iocfs` files. Every version of a live or tier
+//! file is its own inode (the version's id), so a descriptor opened before a replacement
+//! keeps reading — and fstat'ing — the old version, and the kernel page cache (kept across
+//! opens of tier files) is never stale. Scratch files and lookup entries get ids from a
 //! counter between the two ranges.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::ioc::IocType;
 use crate::store::model::Bucket;
 
 pub const ROOT: u64 = 1;
@@ -20,7 +18,6 @@ pub const STATS: u64 = 7;
 pub const HEALTH: u64 = 8;
 pub const CTL: u64 = 9;
 pub const LOOKUP_DIR: u64 = 10;
-const LIVE_FILE_BASE: u64 = 100;
 /// Scratch files and lookup entries: from here up to the first version id.
 pub const FIRST_DYNAMIC: u64 = 1 << 20;
 
@@ -34,16 +31,6 @@ pub fn dir_bucket(ino: u64) -> Option<Bucket> {
     ino.checked_sub(2)
         .and_then(|c| u8::try_from(c).ok())
         .and_then(Bucket::from_code)
-}
-
-pub fn live_file(ty: IocType) -> u64 {
-    LIVE_FILE_BASE + u64::from(ty.code())
-}
-
-pub fn live_file_type(ino: u64) -> Option<IocType> {
-    ino.checked_sub(LIVE_FILE_BASE)
-        .and_then(|c| u8::try_from(c).ok())
-        .and_then(IocType::from_code)
 }
 
 /// What `.iocfs` file a fixed inode is.
@@ -109,7 +96,6 @@ mod tests {
     fn fixed_inodes_do_not_overlap() {
         let mut all = vec![ROOT, CONTROL_DIR, STATS, HEALTH, CTL, LOOKUP_DIR];
         all.extend(Bucket::ALL.map(bucket_dir));
-        all.extend(IocType::ALL.map(live_file));
         let mut sorted = all.clone();
         sorted.sort();
         sorted.dedup();
@@ -118,10 +104,6 @@ mod tests {
         for b in Bucket::ALL {
             assert_eq!(dir_bucket(bucket_dir(b)), Some(b));
         }
-        for ty in IocType::ALL {
-            assert_eq!(live_file_type(live_file(ty)), Some(ty));
-        }
         assert_eq!(dir_bucket(ROOT), None);
-        assert_eq!(live_file_type(CTL), None);
     }
 }

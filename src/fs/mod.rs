@@ -26,6 +26,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::ioc::IocType;
+use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
 use crate::store::Store;
 use inode::{Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
@@ -55,6 +56,7 @@ pub struct IocFs {
     handles: Handles,
     inval: Sender<Inval>,
     mounted_at: u64,
+    pending: write::Pending,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -77,6 +79,7 @@ impl IocFs {
             handles: Handles::default(),
             inval,
             mounted_at,
+            pending: write::Pending::default(),
         }
     }
 
@@ -91,13 +94,18 @@ impl IocFs {
         )
     }
 
-    fn live_attr(&self, ty: IocType, size: u64, mtime: u64) -> FileAttr {
-        let mtime = if mtime == 0 { self.mounted_at } else { mtime };
+    /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
+    fn live_attr(&self, ino: u64, v: &LiveVersion) -> FileAttr {
+        let mtime = if v.mtime() == 0 {
+            self.mounted_at
+        } else {
+            v.mtime()
+        };
         inode::attr(
-            inode::live_file(ty),
+            ino,
             FileType::RegularFile,
             self.owner.file_mode,
-            size,
+            v.len(),
             mtime,
             &self.owner,
         )
@@ -167,23 +175,14 @@ impl IocFs {
         if matches!(ino, STATS | HEALTH | CTL) {
             return Ok((self.control_attr(ino), NO_TTL));
         }
-        if let Some(ty) = inode::live_file_type(ino) {
-            // fstat on a pinned read handle reports the version it reads.
-            if let Some(Handle::LiveRead(v)) = fh.and_then(|fh| self.handles.get(fh)) {
-                return Ok((self.live_attr(ty, v.len(), v.mtime()), NO_TTL));
-            }
-            let v = self.store.live(ty);
-            return Ok((self.live_attr(ty, v.len(), v.mtime()), NO_TTL));
-        }
+        let _ = fh;
         match self.nodes.get(ino) {
+            // Each version is its own inode, so fstat on a descriptor held across a
+            // replacement reports the size that descriptor reads.
+            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), NO_TTL)),
             Some(Node::Tier(v)) => Ok((self.tier_attr(&v), STABLE_TTL)),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
-            Some(Node::LiveAlias(ty)) => {
-                let v = self.store.live(ty);
-                let mut attr = self.live_attr(ty, v.len(), v.mtime());
-                attr.ino = INodeNo(ino);
-                Ok((attr, NO_TTL))
-            }
+            Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
             Some(Node::Lookup(bytes)) => Ok((
                 inode::attr(
                     ino,
@@ -195,8 +194,25 @@ impl IocFs {
                 ),
                 NO_TTL,
             )),
-            None => Err(Errno::ENOENT),
+            None => self.current_version(ino).ok_or(Errno::ENOENT),
         }
+    }
+
+    /// Attributes of an inode the kernel knows from readdir only: a current version.
+    fn current_version(&self, ino: u64) -> Option<(FileAttr, Duration)> {
+        for ty in IocType::ALL {
+            let v = self.store.live(ty);
+            if v.id == ino {
+                return Some((self.live_attr(ino, &v), NO_TTL));
+            }
+            for b in Bucket::TIERS {
+                let t = self.store.tier(b, ty);
+                if t.id == ino {
+                    return Some((self.tier_attr(&t), STABLE_TTL));
+                }
+            }
+        }
+        None
     }
 
     fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
@@ -223,9 +239,9 @@ impl IocFs {
         };
         if let Some(ty) = text.and_then(IocType::from_file_name) {
             if bucket == Bucket::Live {
-                return self
-                    .attr_of(inode::live_file(ty), None)
-                    .map(|(a, _)| (a, TIER_ENTRY_TTL));
+                let v = self.store.live(ty);
+                self.nodes.remember(v.id, Node::Live(v.clone()));
+                return Ok((self.live_attr(v.id, &v), TIER_ENTRY_TTL));
             }
             let v = self.store.tier(bucket, ty);
             self.nodes.remember(v.id, Node::Tier(v.clone()));
@@ -283,9 +299,6 @@ impl IocFs {
     ) -> Result<(Handle, FopenFlags), Errno> {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let direct = FopenFlags::FOPEN_DIRECT_IO;
-        if let Some(ty) = inode::live_file_type(ino) {
-            return Ok((self.open_live(ty, flags)?, direct));
-        }
         match ino {
             CTL => {
                 if req.uid() != 0 {
@@ -302,7 +315,11 @@ impl IocFs {
             _ => {}
         }
         match self.nodes.get(ino) {
+            Some(Node::Live(v)) => Ok((self.open_live(&v, flags)?, direct)),
             Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
+            // An open through a name the kernel still maps to an older version: ESTALE makes
+            // it look the name up again, so every open after a change sees the change.
+            Some(Node::Tier(v)) if self.store.tier(v.bucket, v.ty).id != v.id => Err(Errno::ESTALE),
             Some(Node::Tier(version)) => Ok((
                 Handle::Tier(Arc::new(TierReader {
                     version,
@@ -317,7 +334,7 @@ impl IocFs {
                 }
                 Ok((Handle::Scratch(s), direct))
             }
-            Some(Node::LiveAlias(ty)) => Ok((self.open_live(ty, flags)?, direct)),
+            Some(Node::LiveAlias(ty)) => Ok((self.open_live(&self.store.live(ty), flags)?, direct)),
             Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
             Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), direct)),
             None => Err(Errno::ENOENT),
@@ -348,7 +365,7 @@ impl IocFs {
         } else if let Some(bucket) = inode::dir_bucket(ino) {
             for ty in IocType::ALL {
                 let file_ino = match bucket {
-                    Bucket::Live => inode::live_file(ty),
+                    Bucket::Live => self.store.live(ty).id,
                     _ => self.store.tier(bucket, ty).id,
                 };
                 out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
@@ -392,9 +409,9 @@ impl Filesystem for IocFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_name(parent.0, name) {
             Ok((attr, ttl)) => {
-                let attr_ttl = if ttl == STABLE_TTL
-                    || ttl == TIER_ENTRY_TTL && inode::live_file_type(attr.ino.0).is_none()
-                {
+                // Attributes of tier versions never change; a live version's size grows.
+                let immutable = matches!(self.nodes.get(attr.ino.0), Some(Node::Tier(_)));
+                let attr_ttl = if ttl == STABLE_TTL || immutable {
                     STABLE_TTL
                 } else {
                     NO_TTL
@@ -617,6 +634,9 @@ impl Filesystem for IocFs {
             if let Err(e) = self.flush_live(&w, true) {
                 log::warn!("closing a live handle: {e:?}");
             }
+            if let Ok(mut w) = w.lock() {
+                self.settle_pending(&mut w);
+            }
         }
         reply.ok();
     }
@@ -749,7 +769,9 @@ impl Filesystem for IocFs {
         // A type file always exists; a create race on one is an open.
         if inode::dir_bucket(parent.0) == Some(Bucket::Live) {
             if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
-                let ino = inode::live_file(ty);
+                let v = self.store.live(ty);
+                let ino = v.id;
+                self.nodes.remember(ino, Node::Live(v));
                 return match self.open_inode(req, ino, OpenFlags(flags)) {
                     Ok((h, fopen)) => match self.attr_of(ino, None) {
                         Ok((attr, _)) => reply.created(

@@ -29,6 +29,8 @@ pub type ScratchRef = Arc<Mutex<Scratch>>;
 
 #[derive(Clone, Debug)]
 pub enum Node {
+    /// One version of a live file: its id is the inode number.
+    Live(Arc<LiveVersion>),
     Tier(Arc<TierVersion>),
     Scratch(ScratchRef),
     /// A scratch inode renamed onto a type file: the kernel's dentry points at it until the
@@ -188,6 +190,8 @@ pub struct LiveWriter {
     pub next_offset: u64,
     /// Opened with O_APPEND: offsets are the kernel's guess and carry no meaning.
     pub o_append: bool,
+    /// Counted in `Pending` (an empty replace waiting for its release).
+    pub pending: bool,
 }
 
 #[derive(Debug)]

@@ -10,11 +10,25 @@ use super::{errno, inode, IocFs};
 use crate::config::OnInvalid;
 use crate::ingest::{self, Ingested};
 use crate::ioc::IocType;
+use crate::store::live::LiveVersion;
 
 impl IocFs {
-    pub(super) fn open_live(&self, ty: IocType, flags: OpenFlags) -> Result<Handle, Errno> {
+    /// Open a live version. Only the current version opens: a stale one answers ESTALE so
+    /// the kernel looks the name up again (an open after a change sees the change). An
+    /// empty replace still waiting for its release is waited for first (see `Pending`).
+    pub(super) fn open_live(
+        &self,
+        v: &Arc<LiveVersion>,
+        flags: OpenFlags,
+    ) -> Result<Handle, Errno> {
+        let ty = v.ty;
+        self.pending.wait(ty);
+        let current = self.store.live(ty);
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
-            return Ok(Handle::LiveRead(self.store.live(ty)));
+            if current.id != v.id {
+                return Err(Errno::ESTALE);
+            }
+            return Ok(Handle::LiveRead(current));
         }
         let replace = flags.0 & libc::O_TRUNC != 0;
         let mode = if replace {
@@ -34,6 +48,7 @@ impl IocFs {
             // An append handle's first write must land at the end of the file.
             next_offset: if replace { 0 } else { u64::MAX },
             o_append: flags.0 & libc::O_APPEND != 0,
+            pending: false,
         }))))
     }
 
@@ -140,19 +155,38 @@ impl IocFs {
         } = &mut w.mode
         {
             if *poisoned {
+                self.settle_pending(&mut w);
                 return Err(Errno::EINVAL);
             }
             if !*written && !last {
+                // A close before any write: a shell's dup2 dance (`echo x > f` closes one
+                // descriptor before echo writes) or `: > f`, which only its release can tell
+                // apart. Opens of this file wait for that release for a moment.
+                if !w.pending {
+                    self.pending.add(ty);
+                    w.pending = true;
+                }
                 return Ok(());
             }
-            self.store
+            let applied = self
+                .store
                 .replace(ty, std::mem::take(staged))
-                .map_err(|e| errno(&e))?;
+                .map_err(|e| errno(&e));
+            self.settle_pending(&mut w);
+            applied?;
             // Lines written after this close (through a dup'd descriptor) extend the new set.
             w.mode = WriteMode::Append;
             w.o_append = true;
         }
         Ok(())
+    }
+
+    /// This handle no longer keeps opens of its file waiting.
+    pub(super) fn settle_pending(&self, w: &mut LiveWriter) {
+        if w.pending {
+            self.pending.done(w.ty);
+            w.pending = false;
+        }
     }
 
     /// truncate/ftruncate, chmod, chown, utimes.
@@ -168,10 +202,12 @@ impl IocFs {
         fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
         let _ = touched;
-        if let Some(ty) = inode::live_file_type(ino).or(match self.nodes.get(ino) {
+        let live_type = match self.nodes.get(ino) {
+            Some(Node::Live(v)) => Some(v.ty),
             Some(Node::LiveAlias(ty)) => Some(ty),
             _ => None,
-        }) {
+        };
+        if let Some(ty) = live_type {
             if mode.is_some() || uid.is_some() || gid.is_some() {
                 return Err(Errno::EPERM);
             }
@@ -197,7 +233,7 @@ impl IocFs {
             }
             Some(Node::Tier(_)) => Err(Errno::EROFS),
             Some(Node::Lookup(_)) => Err(Errno::EACCES),
-            Some(Node::LiveAlias(_)) => Err(Errno::EPERM),
+            Some(Node::Live(_) | Node::LiveAlias(_)) => Err(Errno::EPERM),
             None if inode::dir_bucket(ino)
                 .is_some_and(|b| b != crate::store::model::Bucket::Live) =>
             {
@@ -256,5 +292,39 @@ impl IocFs {
         s.data[offset as usize..end].copy_from_slice(data);
         s.mtime = self.store.clock.now();
         Ok(())
+    }
+}
+
+/// Replace handles closed before writing anything, per type: their empty set applies at
+/// release, which the kernel sends after close() has returned. Opens of that file wait for
+/// it (briefly), so `: > f; cat f` prints nothing.
+#[derive(Default)]
+pub struct Pending {
+    counts: Mutex<[usize; 9]>,
+    settled: std::sync::Condvar,
+}
+
+/// How long an open waits for such a release; a handle that really stays open past it
+/// (a program keeping an O_TRUNC descriptor without writing) only delays opens this much.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Pending {
+    fn add(&self, ty: IocType) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c[usize::from(ty.code())] += 1;
+    }
+
+    fn done(&self, ty: IocType) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = &mut c[usize::from(ty.code())];
+        *n = n.saturating_sub(1);
+        self.settled.notify_all();
+    }
+
+    pub fn wait(&self, ty: IocType) {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .settled
+            .wait_timeout_while(c, PENDING_WAIT, |c| c[usize::from(ty.code())] > 0);
     }
 }
