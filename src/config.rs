@@ -148,6 +148,9 @@ pub struct MountOptions {
     pub file_mode: u32,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Serve read-only opens of live files through FUSE passthrough (page-cache speed; a
+    /// descriptor then reads the version it opened and does not see later appends).
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +199,7 @@ impl Default for Config {
                 gid: 0,
                 file_mode: 0o644,
                 threads: 16,
+                passthrough: false,
             },
             log: LogConfig {
                 level: "info".to_string(),
@@ -360,6 +364,10 @@ impl Config {
             })?;
             s.set("threads", &mut m.threads, |v| {
                 integer(v, 1, Some(MAX_THREADS as i64))
+            })?;
+            s.set("passthrough", &mut m.passthrough, |v| match v {
+                Value::Boolean(b) => Ok(*b),
+                _ => Err("expected true or false".to_string()),
             })?;
             s.finish()?;
         }
@@ -528,6 +536,10 @@ impl Config {
             ("mount.gid", a.mount.gid != b.mount.gid),
             ("mount.file_mode", a.mount.file_mode != b.mount.file_mode),
             ("mount.threads", a.mount.threads != b.mount.threads),
+            (
+                "mount.passthrough",
+                a.mount.passthrough != b.mount.passthrough,
+            ),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -843,7 +855,7 @@ mod tests {
         for name in sections {
             count += example[name].as_table().unwrap().len();
         }
-        assert_eq!(count, 1 + 4 + 7 + 1 + 1 + 1 + 3 + 5 + 1);
+        assert_eq!(count, 1 + 4 + 7 + 1 + 1 + 1 + 3 + 6 + 1);
     }
 
     #[test]
@@ -871,8 +883,15 @@ mod tests {
         assert_eq!((c.ingest.min_prefix_v4, c.ingest.min_prefix_v6), (8, 16));
         let m = &c.mount;
         assert_eq!(
-            (m.allow_other, m.uid, m.gid, m.file_mode, m.threads),
-            (false, 0, 0, 0o644, 16)
+            (
+                m.allow_other,
+                m.uid,
+                m.gid,
+                m.file_mode,
+                m.threads,
+                m.passthrough
+            ),
+            (false, 0, 0, 0o644, 16, false)
         );
         assert_eq!(c.log.level, "info");
         c.validate().unwrap();

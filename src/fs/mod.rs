@@ -57,6 +57,11 @@ pub struct IocFs {
     inval: Sender<Inval>,
     mounted_at: u64,
     pending: write::Pending,
+    /// Serve read-only live opens through FUSE passthrough (config, and kernel support).
+    passthrough: bool,
+    /// One backing id per version: the kernel wants every passthrough open of an inode to
+    /// use the same one.
+    backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -80,6 +85,8 @@ impl IocFs {
             inval,
             mounted_at,
             pending: write::Pending::default(),
+            passthrough: c.mount.passthrough,
+            backing: Default::default(),
         }
     }
 
@@ -257,6 +264,34 @@ impl IocFs {
         Err(Errno::ENOENT)
     }
 
+    /// Pin `v` for a passthrough reader and get its backing id (shared by every open of the
+    /// version). None: `v` stopped being current meanwhile.
+    fn passthrough_backing(
+        &self,
+        v: &Arc<LiveVersion>,
+        reply: &ReplyOpen,
+    ) -> std::io::Result<Option<Arc<fuser::BackingId>>> {
+        if !self.store.pin_for_passthrough(v) {
+            return Ok(None);
+        }
+        let mut cache = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
+            return Ok(Some(id));
+        }
+        match reply.open_backing(v.fd()) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                cache.retain(|_, w| w.strong_count() > 0);
+                cache.insert(v.id, Arc::downgrade(&id));
+                Ok(Some(id))
+            }
+            Err(e) => {
+                v.passthrough_closed();
+                Err(e)
+            }
+        }
+    }
+
     fn read_handle(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let size = size as usize;
         let slice = |b: &[u8]| -> Vec<u8> {
@@ -264,7 +299,9 @@ impl IocFs {
             b[start..(start + size).min(b.len())].to_vec()
         };
         match h {
-            Handle::LiveRead(v) => v.read_at(offset, size).map_err(|e| errno(&e)),
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => {
+                v.read_at(offset, size).map_err(|e| errno(&e))
+            }
             Handle::LiveWrite(w) => {
                 let ty = w.lock().map(|w| w.ty).unwrap_or(IocType::Ipv4);
                 self.store
@@ -402,6 +439,21 @@ impl Filesystem for IocFs {
         }
         if let Err(max) = config.set_max_readahead(MAX_WRITE) {
             let _ = config.set_max_readahead(max);
+        }
+        if self.passthrough {
+            let enabled = config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .map_err(|_| "the kernel has no FUSE passthrough (Linux >= 6.9)".to_string())
+                .and_then(|()| {
+                    config
+                        .set_max_stack_depth(1)
+                        .map(|_| ())
+                        .map_err(|d| format!("stack depth {d}"))
+                });
+            if let Err(why) = enabled {
+                log::warn!("passthrough is configured but unavailable: {why}; live files are served by the daemon");
+                self.passthrough = false;
+            }
         }
         Ok(())
     }
@@ -552,6 +604,24 @@ impl Filesystem for IocFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_inode(req, ino.0, flags) {
+            Ok((Handle::LiveRead(v), fopen)) if self.passthrough => {
+                match self.passthrough_backing(&v, &reply) {
+                    Ok(Some(backing)) => {
+                        let fh = self
+                            .handles
+                            .insert(Handle::LivePassthrough(v, backing.clone()));
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                    }
+                    Ok(None) => reply.error(Errno::ESTALE),
+                    Err(e) => {
+                        log::warn!(
+                            "passthrough open of live/{}: {e}; served by the daemon",
+                            v.ty.file_name()
+                        );
+                        reply.opened(FileHandle(self.handles.insert(Handle::LiveRead(v))), fopen)
+                    }
+                }
+            }
             Ok((h, fopen)) => reply.opened(FileHandle(self.handles.insert(h)), fopen),
             Err(e) => reply.error(e),
         }
@@ -630,13 +700,17 @@ impl Filesystem for IocFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(Handle::LiveWrite(w)) = self.handles.remove(fh.0) {
-            if let Err(e) = self.flush_live(&w, true) {
-                log::warn!("closing a live handle: {e:?}");
+        match self.handles.remove(fh.0) {
+            Some(Handle::LiveWrite(w)) => {
+                if let Err(e) = self.flush_live(&w, true) {
+                    log::warn!("closing a live handle: {e:?}");
+                }
+                if let Ok(mut w) = w.lock() {
+                    self.settle_pending(&mut w);
+                }
             }
-            if let Ok(mut w) = w.lock() {
-                self.settle_pending(&mut w);
-            }
+            Some(Handle::LivePassthrough(v, _backing)) => v.passthrough_closed(),
+            _ => {}
         }
         reply.ok();
     }

@@ -161,6 +161,8 @@ impl Nodes {
 pub enum Handle {
     /// A read-only open of a live file: pinned to the version it opened.
     LiveRead(Arc<LiveVersion>),
+    /// The same, read by the kernel itself (FUSE passthrough); holds the backing id alive.
+    LivePassthrough(Arc<LiveVersion>, Arc<fuser::BackingId>),
     LiveWrite(Arc<Mutex<LiveWriter>>),
     Tier(Arc<TierReader>),
     Scratch(ScratchRef),

@@ -30,6 +30,11 @@ impl IocFs {
             }
             return Ok(Handle::LiveRead(current));
         }
+        // The kernel fails (EIO) a plain open of an inode that passthrough readers hold: move
+        // the writer to a fresh version of the same bytes; ESTALE makes it look up again.
+        if self.passthrough && self.store.rotate_live_if_held(ty).map_err(|e| errno(&e))? {
+            return Err(Errno::ESTALE);
+        }
         let replace = flags.0 & libc::O_TRUNC != 0;
         let mode = if replace {
             WriteMode::Replace {

@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use crate::cache::BlockCache;
 use crate::clock::to_u32;
@@ -60,6 +61,7 @@ pub fn append(
             index,
             live,
             dir,
+            ids,
             ..
         } = &mut *state;
         let live = &mut live[usize::from(ty.code())];
@@ -93,8 +95,12 @@ pub fn append(
             add_bytes.push(b'\n');
             added_lines += 1;
         }
-        if added_lines > 0 {
-            live.publish(&add_bytes, added_lines, ts)?;
+        if added_lines > 0
+            && live.publish(&add_bytes, added_lines, ts, || {
+                ids.fetch_add(1, Ordering::Relaxed)
+            })?
+        {
+            applied.new_versions.push((Bucket::Live, ty));
         }
     }
     if added_lines > 0 || applied.sighted > 0 {
@@ -277,7 +283,12 @@ pub fn import(
     // Leave the old tiers first, so kept lines there still find their (unchanged) entries.
     leaving.apply(state, seq, ts, cache, &mut applied)?;
     if !live_keys.is_empty() {
-        let slots = state.live_mut(ty).append(&live_bytes, &live_times, ts)?;
+        let ids = state.ids.clone();
+        let slots = state
+            .live_mut(ty)
+            .append(&live_bytes, &live_times, ts, || {
+                ids.fetch_add(1, Ordering::Relaxed)
+            })?;
         for (key, slot) in live_keys.into_iter().zip(slots) {
             state
                 .index

@@ -13,11 +13,53 @@
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{IoContext, Result};
 use crate::ioc::IocType;
+
+/// Where the bytes of live versions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Anonymous memory (memfd): no disk I/O.
+    Memfd,
+    /// Unnamed files (O_TMPFILE) in this directory, on the data directory's filesystem:
+    /// FUSE passthrough reads them at that filesystem's page-cache speed, and the kernel
+    /// can write their pages out under memory pressure.
+    Tmpfile(PathBuf),
+}
+
+impl Storage {
+    fn create(&self, ty: IocType) -> Result<File> {
+        match self {
+            Storage::Memfd => {
+                let name = format!("iocfs-live-{}", ty.name());
+                let fd = nix::sys::memfd::memfd_create(
+                    name.as_str(),
+                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                )
+                .ctx(|| format!("memfd_create for live/{}", ty.file_name()))?;
+                Ok(File::from(fd))
+            }
+            Storage::Tmpfile(dir) => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+                .mode(0o600)
+                .open(dir)
+                .ctx(|| {
+                    format!(
+                        "create an unnamed file in {} for live/{}",
+                        dir.display(),
+                        ty.file_name()
+                    )
+                }),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct LiveVersion {
@@ -25,9 +67,14 @@ pub struct LiveVersion {
     pub id: u64,
     pub ty: IocType,
     file: File,
+    storage: Storage,
     len: AtomicU64,
     lines: AtomicU64,
     mtime: AtomicU64,
+    /// Descriptors reading this version through FUSE passthrough: the kernel reads the
+    /// file directly, up to its size, so while any are open the version must not grow
+    /// (an append in progress would show a partial line) — appends make a new version.
+    passthrough_readers: AtomicUsize,
 }
 
 impl LiveVersion {
@@ -37,21 +84,74 @@ impl LiveVersion {
         content: &[u8],
         lines: u64,
         mtime: u64,
+        storage: &Storage,
     ) -> Result<Arc<LiveVersion>> {
-        let name = format!("iocfs-live-{}", ty.name());
-        let fd =
-            nix::sys::memfd::memfd_create(name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .ctx(|| format!("memfd_create for live/{}", ty.file_name()))?;
-        let file = File::from(fd);
+        let file = storage.create(ty)?;
         file.write_all_at(content, 0)
-            .ctx(|| format!("fill memfd of live/{}", ty.file_name()))?;
+            .ctx(|| format!("fill the content of live/{}", ty.file_name()))?;
         Ok(Arc::new(LiveVersion {
             id,
             ty,
             file,
+            storage: storage.clone(),
             len: AtomicU64::new(content.len() as u64),
             lines: AtomicU64::new(lines),
             mtime: AtomicU64::new(mtime),
+            passthrough_readers: AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Count a passthrough reader in (call with the state lock held, so no append is
+    /// halfway) or out.
+    pub fn passthrough_opened(&self) {
+        self.passthrough_readers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn passthrough_closed(&self) {
+        let _ = self
+            .passthrough_readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    fn has_passthrough_readers(&self) -> bool {
+        self.passthrough_readers.load(Ordering::Acquire) > 0
+    }
+
+    /// A new version holding this one's bytes then `more` (used instead of growing a
+    /// version that passthrough readers hold).
+    fn extended(
+        &self,
+        new_id: u64,
+        more: &[u8],
+        lines: u64,
+        mtime: u64,
+    ) -> Result<Arc<LiveVersion>> {
+        let file = self.storage.create(self.ty)?;
+        let len = self.len();
+        let mut copied = 0u64;
+        while copied < len {
+            let chunk = self.read_at(copied, (len - copied).min(8 << 20) as usize)?;
+            file.write_all_at(&chunk, copied)
+                .ctx(|| format!("copy live/{} into a new version", self.ty.file_name()))?;
+            copied += chunk.len() as u64;
+        }
+        file.write_all_at(more, len)
+            .ctx(|| format!("append to a new version of live/{}", self.ty.file_name()))?;
+        Ok(Arc::new(LiveVersion {
+            id: new_id,
+            ty: self.ty,
+            file,
+            storage: self.storage.clone(),
+            len: AtomicU64::new(len + more.len() as u64),
+            lines: AtomicU64::new(self.lines() + lines),
+            mtime: AtomicU64::new(mtime),
+            passthrough_readers: AtomicUsize::new(0),
         }))
     }
 
@@ -72,7 +172,7 @@ impl LiveVersion {
         self.mtime.load(Ordering::Acquire)
     }
 
-    /// The memfd, for FUSE passthrough.
+    /// The file holding the bytes, for FUSE passthrough.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
@@ -182,15 +282,42 @@ impl LiveSet {
     }
 
     /// Write the bytes of the `lines` pushed since the last publish; readers see them now.
-    pub fn publish(&mut self, values: &[u8], lines: u64, mtime: u64) -> Result<()> {
-        self.version.append(values, lines, mtime)
+    /// Returns true when that took a new version (passthrough readers held the old one).
+    pub fn publish(
+        &mut self,
+        values: &[u8],
+        lines: u64,
+        mtime: u64,
+        new_id: impl FnOnce() -> u64,
+    ) -> Result<bool> {
+        if self.version.has_passthrough_readers() {
+            self.version = self.version.extended(new_id(), values, lines, mtime)?;
+            return Ok(true);
+        }
+        self.version.append(values, lines, mtime)?;
+        Ok(false)
     }
 
     /// Append whole lines (`values` = "v\n" for each entry of `times`), returning their slots.
-    pub fn append(&mut self, values: &[u8], times: &[Times], mtime: u64) -> Result<Vec<u32>> {
+    pub fn append(
+        &mut self,
+        values: &[u8],
+        times: &[Times],
+        mtime: u64,
+        new_id: impl FnOnce() -> u64,
+    ) -> Result<Vec<u32>> {
         let slots: Vec<u32> = times.iter().map(|&t| self.push_line(t)).collect();
-        self.publish(values, times.len() as u64, mtime)?;
+        self.publish(values, times.len() as u64, mtime, new_id)?;
         Ok(slots)
+    }
+
+    /// A new version with the same bytes, if passthrough readers hold the current one.
+    pub fn rotate_if_held(&mut self, new_id: u64, mtime: u64) -> Result<bool> {
+        if !self.version.has_passthrough_readers() {
+            return Ok(false);
+        }
+        self.version = self.version.extended(new_id, b"", 0, mtime)?;
+        Ok(true)
     }
 
     /// Times of every line in file order (for commits).
@@ -230,7 +357,14 @@ impl LiveSet {
             self.min_last = min_last;
             return Ok(removed);
         }
-        self.version = LiveVersion::new(new_id, self.version.ty, &kept, order.len() as u64, mtime)?;
+        self.version = LiveVersion::new(
+            new_id,
+            self.version.ty,
+            &kept,
+            order.len() as u64,
+            mtime,
+            self.version.storage(),
+        )?;
         self.order = order;
         self.min_last = min_last;
         if self.order.is_empty() {
@@ -250,7 +384,14 @@ impl LiveSet {
         times: &[Times],
         mtime: u64,
     ) -> Result<Vec<u32>> {
-        let version = LiveVersion::new(new_id, self.version.ty, values, times.len() as u64, mtime)?;
+        let version = LiveVersion::new(
+            new_id,
+            self.version.ty,
+            values,
+            times.len() as u64,
+            mtime,
+            self.version.storage(),
+        )?;
         *self = LiveSet::empty(version);
         let slots: Vec<u32> = times.iter().map(|&t| self.alloc(t)).collect();
         self.order = slots.clone();
@@ -271,9 +412,36 @@ impl LiveSet {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_append_under_a_passthrough_reader_makes_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        for storage in [Storage::Memfd, Storage::Tmpfile(dir.path().to_path_buf())] {
+            let mut s =
+                LiveSet::empty(LiveVersion::new(1, IocType::Ipv4, b"", 0, 0, &storage).unwrap());
+            s.append(b"1.1.1.1\n", &[(1, 1)], 5, || 99).unwrap();
+            let held = s.version.clone();
+            held.passthrough_opened();
+            assert!(s.publish(b"2.2.2.2\n", 1, 6, || 7).unwrap());
+            s.push_line((2, 2));
+            assert_eq!(
+                held.read_all().unwrap(),
+                b"1.1.1.1\n",
+                "the held version never grows"
+            );
+            assert_eq!(s.version.id, 7);
+            assert_eq!(s.version.read_all().unwrap(), b"1.1.1.1\n2.2.2.2\n");
+            assert_eq!(s.version.lines(), 2);
+            held.passthrough_closed();
+            // Nobody holds the new one: it grows in place.
+            assert!(!s.publish(b"3.3.3.3\n", 1, 7, || 8).unwrap());
+            assert_eq!(s.version.id, 7);
+        }
+    }
+
     fn set(content: &[u8], times: &[Times]) -> LiveSet {
-        let mut s = LiveSet::empty(LiveVersion::new(1, IocType::Ipv4, b"", 0, 0).unwrap());
-        s.append(content, times, 5).unwrap();
+        let mut s =
+            LiveSet::empty(LiveVersion::new(1, IocType::Ipv4, b"", 0, 0, &Storage::Memfd).unwrap());
+        s.append(content, times, 5, || 99).unwrap();
         s
     }
 
@@ -281,7 +449,7 @@ mod tests {
     fn append_extends_the_same_version() {
         let mut s = set(b"1.1.1.1\n", &[(1, 1)]);
         let v = s.version.clone();
-        s.append(b"2.2.2.2\n", &[(2, 2)], 6).unwrap();
+        s.append(b"2.2.2.2\n", &[(2, 2)], 6, || 99).unwrap();
         assert!(Arc::ptr_eq(&v, &s.version));
         assert_eq!(v.read_all().unwrap(), b"1.1.1.1\n2.2.2.2\n");
         assert_eq!(v.read_at(8, 100).unwrap(), b"2.2.2.2\n");
@@ -306,7 +474,7 @@ mod tests {
         assert_eq!(s.times_in_order(), vec![(1, 10), (3, 30)]);
         assert_eq!(s.min_last(), 10);
         // The freed slot is reused.
-        let slots = s.append(b"d\n", &[(4, 40)], 8).unwrap();
+        let slots = s.append(b"d\n", &[(4, 40)], 8, || 99).unwrap();
         assert_eq!(slots, vec![1]);
         assert_eq!(s.times_in_order(), vec![(1, 10), (3, 30), (4, 40)]);
     }

@@ -227,17 +227,23 @@ impl Store {
                 changes.extend(applied.new_versions);
             }
         }
-        if !changes.is_empty() {
-            changes.sort_by_key(|c| (c.0, c.1));
-            changes.dedup();
-            let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            listeners.retain(|tx| {
-                changes
-                    .iter()
-                    .all(|&(bucket, ty)| tx.send(Change { bucket, ty }).is_ok())
-            });
-        }
+        changes.sort_by_key(|c| (c.0, c.1));
+        changes.dedup();
+        self.notify(&changes);
         Ok(())
+    }
+
+    /// Tell subscribers (the FUSE layer's invalidation thread) which files have new versions.
+    fn notify(&self, changes: &[(Bucket, IocType)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.retain(|tx| {
+            changes
+                .iter()
+                .all(|&(bucket, ty)| tx.send(Change { bucket, ty }).is_ok())
+        });
     }
 
     /// Append normalized lines ("v\n"…) to a live file.
@@ -277,6 +283,33 @@ impl Store {
 
     pub fn live(&self, ty: IocType) -> Arc<LiveVersion> {
         self.state().live(ty).version.clone()
+    }
+
+    /// Give `ty` a new current version with the same bytes when passthrough readers hold
+    /// the current one: the kernel refuses any other kind of open of an inode that is open
+    /// for passthrough, so a writer must open a fresh one. True if it rotated.
+    pub fn rotate_live_if_held(&self, ty: IocType) -> Result<bool> {
+        let rotated = {
+            let mut st = self.state_mut();
+            let id = st.new_id();
+            st.live_mut(ty).rotate_if_held(id, self.clock.now())?
+        };
+        if rotated {
+            self.notify(&[(Bucket::Live, ty)]);
+        }
+        Ok(rotated)
+    }
+
+    /// Count a FUSE-passthrough reader on `v` if it is still the current version (under
+    /// the state lock, so no append is halfway through it). From then on appends go to a
+    /// new version until `passthrough_closed`.
+    pub fn pin_for_passthrough(&self, v: &LiveVersion) -> bool {
+        let st = self.state();
+        let current = st.live(v.ty).version.id == v.id;
+        if current {
+            v.passthrough_opened();
+        }
+        current
     }
 
     pub fn tier(&self, bucket: Bucket, ty: IocType) -> Arc<TierVersion> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::ioc::IocType;
-use crate::store::live::{LiveSet, LiveVersion, Times};
+use crate::store::live::{LiveSet, LiveVersion, Storage, Times};
 use crate::store::model::{Bucket, Key, KeyMap, Loc, Meta};
 use crate::store::mutation::{Manifest, Mutation, Op};
 use crate::store::tier::{self, Block, TierVersion};
@@ -49,16 +49,23 @@ pub struct State {
     changes: [[u64; 9]; 4],
     committed: [[u64; 9]; 4],
     pub block_size: usize,
-    ids: Arc<AtomicU64>,
+    pub(crate) ids: Arc<AtomicU64>,
     pub last_aging: Option<(u64, aging::AgingReport)>,
 }
 
 impl State {
-    pub fn new(seed: u64, ids: Arc<AtomicU64>, block_size: usize) -> Result<State> {
+    pub fn new(
+        seed: u64,
+        ids: Arc<AtomicU64>,
+        block_size: usize,
+        storage: &Storage,
+    ) -> Result<State> {
         let mut live = Vec::new();
         for ty in IocType::ALL {
             let id = ids.fetch_add(1, Ordering::Relaxed);
-            live.push(LiveSet::empty(LiveVersion::new(id, ty, b"", 0, 0)?));
+            live.push(LiveSet::empty(LiveVersion::new(
+                id, ty, b"", 0, 0, storage,
+            )?));
         }
         let tiers = Bucket::TIERS
             .iter()
@@ -84,6 +91,11 @@ impl State {
             ids,
             last_aging: None,
         })
+    }
+
+    /// Whether versions can be created in `storage` (O_TMPFILE needs filesystem support).
+    pub fn probe_storage(storage: &Storage) -> Result<()> {
+        LiveVersion::new(0, IocType::Ipv4, b"", 0, 0, storage).map(|_| ())
     }
 
     pub fn new_id(&self) -> u64 {

@@ -20,6 +20,7 @@ use crate::cache::BlockCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ioc::{IocType, Limits};
+use crate::store::live::Storage;
 use crate::store::model::Bucket;
 use crate::store::mutation::{Manifest, Mutation, Op};
 use crate::store::state::State;
@@ -127,7 +128,12 @@ pub fn recover(
     let snapshot = checkpoint::newest_valid(&data_dir.join("checkpoint"), manifest.upto)?;
     let seed = snapshot.as_ref().map_or_else(random_seed, |s| s.seed);
     let ids = Arc::new(AtomicU64::new(FIRST_VERSION_ID));
-    let mut state = State::new(seed, ids, config.tiers.block_size as usize)?;
+    let mut state = State::new(
+        seed,
+        ids,
+        config.tiers.block_size as usize,
+        &live_storage(data_dir, config),
+    )?;
     let limits = Limits {
         min_prefix_v4: config.ingest.min_prefix_v4,
         min_prefix_v6: config.ingest.min_prefix_v6,
@@ -165,6 +171,22 @@ pub fn recover(
         report,
         foreign: loaded.foreign,
     })
+}
+
+/// Live versions live in unnamed files on the data directory's filesystem when served by
+/// FUSE passthrough (as fast to read as any file there), in memory otherwise.
+fn live_storage(data_dir: &Path, config: &Config) -> Storage {
+    if !config.mount.passthrough {
+        return Storage::Memfd;
+    }
+    let tmp = Storage::Tmpfile(data_dir.join("live"));
+    match State::probe_storage(&tmp) {
+        Ok(()) => tmp,
+        Err(e) => {
+            log::warn!("passthrough: {e}; keeping live files in memory instead");
+            Storage::Memfd
+        }
+    }
 }
 
 const SUBDIRS_WITH_TEMPS: [&str; 5] = ["live", "chaud", "tiede", "froid", "checkpoint"];
