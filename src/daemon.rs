@@ -230,15 +230,27 @@ fn exit_if_still_serving(store: Arc<Store>, grace: Duration) {
 }
 
 /// A mount left by a crashed daemon answers ENOTCONN; clear it so we can mount again.
-/// (statfs, because stat may be answered from the kernel's attribute cache.)
+///
+/// Asks with statfs(2), which FUSE always forwards to the daemon. stat(2) is no good: the
+/// kernel answers it for the mount root from its attribute cache (60 s TTL) once an `ls -l`
+/// has run, so a restart right after a crash saw no stale mount and its own mount(2) then
+/// failed with ENOTCONN, again and again until systemd's start limit gave up.
 fn clear_stale_mount(mountpoint: &Path) {
-    if let Err(e) = nix::sys::statfs::statfs(mountpoint) {
-        if e == nix::errno::Errno::ENOTCONN {
-            log::warn!(
-                "{}: stale mount from a previous run; detaching it",
-                mountpoint.display()
-            );
-            let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    // Crashes before this fix could stack several dead mounts; detach them all.
+    for _ in 0..16 {
+        if !matches!(
+            nix::sys::statfs::statfs(mountpoint),
+            Err(nix::errno::Errno::ENOTCONN)
+        ) {
+            return;
+        }
+        log::warn!(
+            "{}: stale mount from a previous run; detaching it",
+            mountpoint.display()
+        );
+        if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+            log::error!("detach stale mount {}: {e}", mountpoint.display());
+            return;
         }
     }
 }
