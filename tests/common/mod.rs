@@ -228,6 +228,21 @@ impl Daemon {
         &self.root
     }
 
+    /// The config file passed with `--config` (rewrite it, then SIGHUP, to test reloads).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Replace the extra `iocfs mount` arguments for the next start (e.g. a new
+    /// `--manual-clock` value before [`Daemon::restart`]).
+    pub fn set_args<I, S>(&mut self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.builder.args = args.into_iter().map(Into::into).collect();
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.root.join("iocfs.log")
     }
