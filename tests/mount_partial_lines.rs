@@ -1,0 +1,52 @@
+//! Mounted tests: a line written in pieces by several write() calls of one open file is one
+//! line, even when a duplicate of the descriptor is closed in between (DESIGN §3: "partial
+//! lines are buffered per handle; the trailing unterminated line counts at close").
+//!
+//! Every close() of any descriptor sends the daemon a FLUSH for the handle, but only the
+//! last one ends the handle: a shell's `{ cmd1; cmd2; } >> file` (each child closes its
+//! copy when it exits), a child spawned by another thread (its copy is closed at exec, even
+//! with O_CLOEXEC), `dup` + `close`. The kernel also cuts a write() of more than max_write
+//! (1 MiB) into several FUSE requests, so a big write's lines straddle requests too.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use common::Daemon;
+
+#[test]
+fn a_line_split_across_writes_survives_closing_a_dup_of_the_descriptor() {
+    let Some(d) = Daemon::start() else { return };
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(d.path("live/domain.txt"))
+        .unwrap();
+    f.write_all(b"first.example\nevil.exa").unwrap();
+    // close() of a duplicate: the handle stays open, the line is not finished.
+    drop(f.try_clone().unwrap());
+    f.write_all(b"mple.com\nlast.example\n")
+        .expect("the rest of the line");
+    drop(f);
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["first.example", "evil.example.com", "last.example"],
+        "daemon log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_line_written_by_two_commands_of_one_redirection_is_one_line() {
+    let Some(d) = Daemon::start() else { return };
+    // External printf: each is a child holding a copy of the descriptor until it exits.
+    let out = d.sh("{ /usr/bin/printf '1.2.'; /usr/bin/printf '3.4\\n'; } >> live/ipv4.txt");
+    assert!(
+        out.status.success(),
+        "{}: {}\ndaemon log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.2.3.4"]);
+}
