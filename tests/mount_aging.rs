@@ -102,6 +102,7 @@ fn timeline(restarts: bool) {
             let status = d.stop();
             assert!(status.success(), "{ctx}: SIGTERM exit status {status}");
             restart_at(&mut d, now);
+            assert_eq!(stats(&d)["now"], rfc3339(now), "{ctx}: clock after restart");
             m.verify(&d, now, &format!("{ctx}, after a restart"));
             // Aging again at the same time moves nothing.
             ctl_ok(&d, "age");
