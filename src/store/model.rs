@@ -1,6 +1,6 @@
 //! The small value types the engine is built from: buckets, index keys and their metadata.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 use crate::ioc::IocType;
 
@@ -121,25 +121,55 @@ impl std::hash::Hash for Key {
     }
 }
 
-/// Keys are already uniform hashes: hashing them again would only cost time.
+/// Keys are already uniform hashes, so hashing one is a single multiply. The per-map random
+/// `salt` matters: inserting keys in another map's iteration order (as a checkpoint does)
+/// into a map with the same hash function makes them collide in long runs.
 #[derive(Default)]
-pub struct KeyHasher(u64);
+pub struct KeyHasher {
+    salt: u64,
+    hash: u64,
+}
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        (self.hash ^ self.salt).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            self.hash = self.hash.rotate_left(8) ^ u64::from(b);
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        self.hash = n;
     }
 }
 
-pub type KeyMap<V> = std::collections::HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+/// Builds [`KeyHasher`]s with a salt chosen when the map is made.
+#[derive(Clone)]
+pub struct KeyHashBuilder {
+    salt: u64,
+}
+
+impl Default for KeyHashBuilder {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        KeyHashBuilder {
+            salt: std::collections::hash_map::RandomState::new().hash_one(0x5a17u64),
+        }
+    }
+}
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            salt: self.salt,
+            hash: 0,
+        }
+    }
+}
+
+pub type KeyMap<V> = std::collections::HashMap<Key, V, KeyHashBuilder>;
 
 /// Where an indicator is: a live slot, or a tier block (whose bucket the block directory
 /// knows, so moving a whole block between tiers touches no key).

@@ -217,6 +217,7 @@ impl Loader<'_> {
         let mut doomed: KeyMap<u32> = KeyMap::default();
         if let Some(snap) = &snapshot {
             self.out.from_snapshot += 1;
+            self.state.index.reserve(snap.entries.len());
             for (key, meta) in &snap.entries {
                 match self.state.index.entry(*key) {
                     Entry::Occupied(_) => {
