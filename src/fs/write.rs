@@ -139,46 +139,57 @@ impl IocFs {
         Ok(())
     }
 
-    /// close(): the trailing unterminated line counts; a replace handle applies its set.
-    /// `last` is the final release: a replace that saw no write at all (`: > file`) applies
-    /// then, not at the flush a shell does between opening and writing.
+    /// close() of one descriptor (`last` = false: the kernel's FLUSH, sent for every copy
+    /// of the descriptor) or the final release (`last` = true).
+    ///
+    /// An unterminated last line is taken as a line only at the final release: a FLUSH
+    /// also comes when a dup of the descriptor closes (a child exits, `{ a; b; } >> f`),
+    /// and more of that line may still arrive. A replace handle applies its set at the
+    /// first close after its writes, unless a line is still open. Whatever waits for the
+    /// release (that line, or an empty replace: `: > f`, or a shell's close before `echo`
+    /// writes) makes opens of the file wait for it a moment, since the kernel sends the
+    /// release after close() has returned.
     pub(super) fn flush_live(&self, w: &Mutex<LiveWriter>, last: bool) -> Result<(), Errno> {
         let mut w = w.lock().map_err(|_| Errno::EIO)?;
         let file = format!("live/{}", w.ty.file_name());
+        let ty = w.ty;
+        let open_line = !w.partial.is_empty();
+        let waits_for_release = match &w.mode {
+            WriteMode::Replace { poisoned: true, .. } => false,
+            WriteMode::Replace { written, .. } => open_line || !*written,
+            WriteMode::Append => open_line,
+        };
+        if !last && waits_for_release {
+            if !w.pending {
+                self.pending.add(ty);
+                w.pending = true;
+            }
+            return Ok(());
+        }
+        let result = self.apply_at_close(&mut w, &file);
+        self.settle_pending(&mut w);
+        result
+    }
+
+    fn apply_at_close(&self, w: &mut LiveWriter, file: &str) -> Result<(), Errno> {
         if !w.partial.is_empty() {
             let got = ingest::finish(w.ty, &w.partial, w.line_no + 1, &self.store.limits());
             w.partial.clear();
             w.line_no += got.lines;
-            self.check_rejections(&mut w, &got, &file)?;
-            self.apply_lines(&mut w, got.values)?;
+            self.check_rejections(w, &got, file)?;
+            self.apply_lines(w, got.values)?;
         }
         let ty = w.ty;
         if let WriteMode::Replace {
-            staged,
-            poisoned,
-            written,
+            staged, poisoned, ..
         } = &mut w.mode
         {
             if *poisoned {
-                self.settle_pending(&mut w);
                 return Err(Errno::EINVAL);
             }
-            if !*written && !last {
-                // A close before any write: a shell's dup2 dance (`echo x > f` closes one
-                // descriptor before echo writes) or `: > f`, which only its release can tell
-                // apart. Opens of this file wait for that release for a moment.
-                if !w.pending {
-                    self.pending.add(ty);
-                    w.pending = true;
-                }
-                return Ok(());
-            }
-            let applied = self
-                .store
+            self.store
                 .replace(ty, std::mem::take(staged))
-                .map_err(|e| errno(&e));
-            self.settle_pending(&mut w);
-            applied?;
+                .map_err(|e| errno(&e))?;
             // Lines written after this close (through a dup'd descriptor) extend the new set.
             w.mode = WriteMode::Append;
             w.o_append = true;

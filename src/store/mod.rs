@@ -116,7 +116,18 @@ impl Store {
         }
         let lock = lock_data_dir(&data_dir)?;
         let cache = Arc::new(BlockCache::new(config.cache.size));
-        let recovered = recovery::recover(&data_dir, &config, &cache, mode)?;
+        let recovered = recovery::recover(&data_dir, &config, &cache, mode).map_err(|e| match e {
+            Error::Corruption { path, offset, what } => Error::Corruption {
+                path,
+                offset,
+                what: format!(
+                    "{what}\nthe data directory needs repair: stop here and run `iocfs check --repair {}` \
+                     (it keeps a copy of anything it removes in lost+found/)",
+                    data_dir.display()
+                ),
+            },
+            other => other,
+        })?;
         let wal = recovered
             .wal
             .ok_or_else(|| Error::Invalid("internal: recovery returned no WAL".into()))?;
