@@ -5,8 +5,9 @@
 //! version's bytes; entries of files that are gone simply age out. Readers clone the `Arc`
 //! and copy out of it without holding the cache lock.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use lru::LruCache;
 
@@ -15,6 +16,8 @@ pub type BlockKey = (u64, u64);
 #[derive(Debug)]
 pub struct BlockCache {
     inner: Mutex<Inner>,
+    /// Signalled when a block being loaded lands (or its load failed).
+    loaded: Condvar,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -24,6 +27,9 @@ struct Inner {
     lru: LruCache<BlockKey, Arc<Vec<u8>>>,
     bytes: u64,
     capacity: u64,
+    /// Blocks some thread is inflating right now: others wait for it instead of doing the
+    /// same work (a reader catching up with read-ahead).
+    loading: HashSet<BlockKey>,
 }
 
 /// A consistent reading of the counters for stats.json.
@@ -43,7 +49,9 @@ impl BlockCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 capacity,
+                loading: HashSet::new(),
             }),
+            loaded: Condvar::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -74,8 +82,51 @@ impl BlockCache {
         self.lock().lru.get(&key).cloned()
     }
 
-    pub fn insert(&self, key: BlockKey, block: Arc<Vec<u8>>) {
+    /// The cached block, or `load` it — once: a thread asking for a block another thread is
+    /// loading waits for that load. `counted`: whether this counts as a hit or miss.
+    pub fn get_or_load<E>(
+        &self,
+        key: BlockKey,
+        counted: bool,
+        load: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<Vec<u8>>, E> {
         let mut inner = self.lock();
+        loop {
+            if let Some(hit) = inner.lru.get(&key).cloned() {
+                if counted {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(hit);
+            }
+            if !inner.loading.contains(&key) {
+                break;
+            }
+            inner = self.loaded.wait(inner).unwrap_or_else(|p| p.into_inner());
+        }
+        inner.loading.insert(key);
+        drop(inner);
+        if counted {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let loaded = load().map(Arc::new);
+        let mut inner = self.lock();
+        inner.loading.remove(&key);
+        if let Ok(block) = &loaded {
+            inner.put(key, block.clone());
+        }
+        drop(inner);
+        self.loaded.notify_all();
+        loaded
+    }
+
+    pub fn insert(&self, key: BlockKey, block: Arc<Vec<u8>>) {
+        self.lock().put(key, block);
+    }
+}
+
+impl Inner {
+    fn put(&mut self, key: BlockKey, block: Arc<Vec<u8>>) {
+        let inner = self;
         let size = block.len() as u64;
         if size > inner.capacity {
             return;
@@ -86,7 +137,9 @@ impl BlockCache {
         inner.bytes += size;
         inner.evict();
     }
+}
 
+impl BlockCache {
     /// Change the bound (config reload); evicts down to it at once.
     pub fn set_capacity(&self, capacity: u64) {
         let mut inner = self.lock();

@@ -48,8 +48,8 @@ enum Snap {
     },
 }
 
-/// Where each block of a new tier file landed: member offset and length.
-type Placement = HashMap<BlockIdent, (u64, u32)>;
+/// Where each block of a new tier file landed: member offset, length, data offset.
+type Placement = HashMap<BlockIdent, (u64, u32, u32)>;
 
 /// A written, fsync'd temp file waiting for its rename.
 struct Written {
@@ -272,7 +272,8 @@ fn write_tier(
             buf.clear();
             member_bytes(block, &mut compressor, &mut buf)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            placed.insert(block.ident(), (total, buf.len() as u32));
+            let data_offset = format::data_offset_of(&buf).unwrap_or(0);
+            placed.insert(block.ident(), (total, buf.len() as u32, data_offset));
             w.write_all(&buf)?;
             total += buf.len() as u64;
             lines += u64::from(block.lines);
@@ -325,6 +326,7 @@ fn member_bytes(
             file,
             offset,
             member_len,
+            ..
         } => {
             out.extend_from_slice(&file.read_member(*offset, *member_len)?);
             Ok(())
@@ -350,13 +352,14 @@ fn rebase(store: &Store, written: &[Written]) {
             .blocks()
             .iter()
             .map(|b| match placed.get(&b.ident()) {
-                Some(&(offset, member_len)) => {
+                Some(&(offset, member_len, data_offset)) => {
                     moved = true;
                     Block {
                         data: BlockData::Stored {
                             file: file.clone(),
                             offset,
                             member_len,
+                            data_offset,
                         },
                         ..b.clone()
                     }

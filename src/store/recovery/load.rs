@@ -245,6 +245,7 @@ impl Loader<'_> {
                     file: tier_file.clone(),
                     offset: ib.offset,
                     member_len: h.member_len,
+                    data_offset: h.data_offset,
                 },
             };
             if self.state.dir.insert(h.block_id, (bucket, ty)).is_some() {
@@ -333,6 +334,7 @@ impl Loader<'_> {
                 file,
                 offset,
                 member_len,
+                ..
             } = &block.data
             {
                 let bytes = file.read_member(*offset, *member_len)?;

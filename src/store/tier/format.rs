@@ -505,6 +505,12 @@ fn parse_block(
 /// Inflate a whole block member (`member` = exactly member_len bytes) into `out` (cleared first,
 /// resized to raw_len), verifying gzip CRC32 and ISIZE against the header. On error `out` is
 /// left empty, so wrong bytes are never handed out.
+/// Where the DEFLATE data of a member starts (12 + XLEN), from its first 12 bytes.
+pub fn data_offset_of(member: &[u8]) -> Option<u32> {
+    let x = member.get(10..12)?;
+    Some(FIXED_HEADER_LEN as u32 + u32::from(u16::from_le_bytes([x[0], x[1]])))
+}
+
 pub fn decode_block(
     d: &mut Decompressor,
     member: &[u8],

@@ -9,7 +9,7 @@ use crate::cache::BlockCache;
 use crate::store::tier::{BlockData, TierVersion};
 
 /// Blocks to keep inflated ahead of a sequential reader.
-pub const WINDOW: usize = 8;
+pub const WINDOW: usize = 16;
 
 struct Job {
     version: Arc<TierVersion>,
