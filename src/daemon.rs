@@ -257,8 +257,12 @@ fn clear_stale_mount(mountpoint: &Path) {
 
 fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
     for inval in rx {
-        if let Err(e) = notifier.inval_entry(INodeNo(inval.parent), &inval.name) {
-            log::debug!("invalidate {:?}: {e}", inval.name);
+        let sent = match &inval {
+            Inval::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
+            Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
+        };
+        if let Err(e) = sent {
+            log::debug!("invalidate {inval:?}: {e}");
         }
     }
 }
@@ -267,7 +271,7 @@ fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
 /// stale inode get ESTALE anyway; this keeps `stat` by name current too.)
 fn forward_changes(rx: mpsc::Receiver<crate::store::Change>, tx: mpsc::Sender<Inval>) {
     for change in rx {
-        let inval = Inval {
+        let inval = Inval::Entry {
             parent: inode::bucket_dir(change.bucket),
             name: change.ty.file_name().into(),
         };

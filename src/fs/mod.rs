@@ -32,21 +32,24 @@ use crate::store::Store;
 use inode::{Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
 use nodes::{Handle, Handles, Node, Nodes, TierReader};
 
-/// How long the kernel may trust names and attributes that never change.
+/// How long the kernel may keep names and attributes. File names can keep theirs: a name
+/// that moves to a new version is invalidated by the notifier, and an open of a stale
+/// inode answers ESTALE anyway. A live version's size only grows through writes on the
+/// mount, which make the kernel drop the cached size itself (or the notifier does, when
+/// the write went through another inode).
 const STABLE_TTL: Duration = Duration::from_secs(60);
-/// Tier file names point at a new inode after a change; the notifier invalidates them, and
-/// this bounds the damage if an invalidation is lost.
-const TIER_ENTRY_TTL: Duration = Duration::from_secs(1);
 const NO_TTL: Duration = Duration::ZERO;
 /// Largest write the kernel sends in one request: one write() up to this size is applied
 /// all or nothing.
 pub const MAX_WRITE: u32 = 1 << 20;
 
-/// A dentry the kernel should drop, sent by the notifier thread.
+/// Kernel cache entries to drop, sent by the notifier thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inval {
-    pub parent: u64,
-    pub name: OsString,
+pub enum Inval {
+    /// A name now maps to another inode.
+    Entry { parent: u64, name: OsString },
+    /// An inode's attributes changed (a live version grew through another inode).
+    Inode(u64),
 }
 
 pub struct IocFs {
@@ -186,7 +189,7 @@ impl IocFs {
         match self.nodes.get(ino) {
             // Each version is its own inode, so fstat on a descriptor held across a
             // replacement reports the size that descriptor reads.
-            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), NO_TTL)),
+            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), STABLE_TTL)),
             Some(Node::Tier(v)) => Ok((self.tier_attr(&v), STABLE_TTL)),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
@@ -210,7 +213,7 @@ impl IocFs {
         for ty in IocType::ALL {
             let v = self.store.live(ty);
             if v.id == ino {
-                return Some((self.live_attr(ino, &v), NO_TTL));
+                return Some((self.live_attr(ino, &v), STABLE_TTL));
             }
             for b in Bucket::TIERS {
                 let t = self.store.tier(b, ty);
@@ -248,11 +251,11 @@ impl IocFs {
             if bucket == Bucket::Live {
                 let v = self.store.live(ty);
                 self.nodes.remember(v.id, Node::Live(v.clone()));
-                return Ok((self.live_attr(v.id, &v), TIER_ENTRY_TTL));
+                return Ok((self.live_attr(v.id, &v), STABLE_TTL));
             }
             let v = self.store.tier(bucket, ty);
             self.nodes.remember(v.id, Node::Tier(v.clone()));
-            return Ok((self.tier_attr(&v), TIER_ENTRY_TTL));
+            return Ok((self.tier_attr(&v), STABLE_TTL));
         }
         if bucket == Bucket::Live {
             if let Some(s) = self.nodes.scratch(name) {
@@ -336,6 +339,8 @@ impl IocFs {
     ) -> Result<(Handle, FopenFlags), Errno> {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let direct = FopenFlags::FOPEN_DIRECT_IO;
+        // A read-only handle has nothing to do at close(): spare the kernel the FLUSH.
+        let read_only = direct | FopenFlags::FOPEN_NOFLUSH;
         match ino {
             CTL => {
                 if req.uid() != 0 {
@@ -347,12 +352,15 @@ impl IocFs {
                 return Ok((Handle::Ctl(Default::default()), direct));
             }
             STATS | HEALTH if writable => return Err(Errno::EACCES),
-            STATS => return Ok((Handle::Bytes(Arc::new(self.stats_bytes())), direct)),
-            HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), direct)),
+            STATS => return Ok((Handle::Bytes(Arc::new(self.stats_bytes())), read_only)),
+            HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), read_only)),
             _ => {}
         }
         match self.nodes.get(ino) {
-            Some(Node::Live(v)) => Ok((self.open_live(&v, flags)?, direct)),
+            Some(Node::Live(v)) => Ok((
+                self.open_live(&v, flags)?,
+                if writable { direct } else { read_only },
+            )),
             Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
             // An open through a name the kernel still maps to an older version: ESTALE makes
             // it look the name up again, so every open after a change sees the change.
@@ -362,7 +370,7 @@ impl IocFs {
                     version,
                     next: AtomicU64::new(0),
                 })),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
             Some(Node::Scratch(s)) => {
                 if flags.0 & libc::O_TRUNC != 0 {
@@ -373,7 +381,7 @@ impl IocFs {
             }
             Some(Node::LiveAlias(ty)) => Ok((self.open_live(&self.store.live(ty), flags)?, direct)),
             Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
-            Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), direct)),
+            Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), read_only)),
             None => Err(Errno::ENOENT),
         }
     }
@@ -460,16 +468,7 @@ impl Filesystem for IocFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_name(parent.0, name) {
-            Ok((attr, ttl)) => {
-                // Attributes of tier versions never change; a live version's size grows.
-                let immutable = matches!(self.nodes.get(attr.ino.0), Some(Node::Tier(_)));
-                let attr_ttl = if ttl == STABLE_TTL || immutable {
-                    STABLE_TTL
-                } else {
-                    NO_TTL
-                };
-                reply.entry_with_ttls(&attr_ttl, &ttl, &attr, Generation(0))
-            }
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -480,14 +479,7 @@ impl Filesystem for IocFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr_of(ino.0, fh.map(|f| f.0)) {
-            Ok((attr, ttl)) => reply.attr(
-                &if ttl == STABLE_TTL {
-                    STABLE_TTL
-                } else {
-                    NO_TTL
-                },
-                &attr,
-            ),
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -610,7 +602,11 @@ impl Filesystem for IocFs {
                         let fh = self
                             .handles
                             .insert(Handle::LivePassthrough(v, backing.clone()));
-                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                        reply.opened_passthrough(
+                            FileHandle(fh),
+                            FopenFlags::FOPEN_NOFLUSH,
+                            &backing,
+                        );
                     }
                     Ok(None) => reply.error(Errno::ESTALE),
                     Err(e) => {

@@ -150,7 +150,7 @@ impl IocFs {
             // The kernel now maps the type file's name to the scratch inode; make that inode
             // stand for the live file and have the kernel look the name up again.
             self.nodes.set(ino, Node::LiveAlias(ty));
-            let _ = self.inval.send(Inval {
+            let _ = self.inval.send(Inval::Entry {
                 parent,
                 name: newname.to_os_string(),
             });

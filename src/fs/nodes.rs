@@ -183,6 +183,8 @@ pub struct TierReader {
 #[derive(Debug)]
 pub struct LiveWriter {
     pub ty: IocType,
+    /// The inode this handle was opened on.
+    pub ino: u64,
     pub mode: WriteMode,
     /// Unterminated bytes carried to the next write or the close.
     pub partial: Vec<u8>,

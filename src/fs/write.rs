@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use fuser::{Errno, FileAttr, OpenAccMode, OpenFlags};
 
 use super::nodes::{Handle, LiveWriter, Node, ScratchRef, WriteMode};
-use super::{errno, inode, IocFs};
+use super::{errno, inode, Inval, IocFs};
 use crate::config::OnInvalid;
 use crate::ingest::{self, Ingested};
 use crate::ioc::IocType;
@@ -47,6 +47,7 @@ impl IocFs {
         };
         Ok(Handle::LiveWrite(Arc::new(Mutex::new(LiveWriter {
             ty,
+            ino: v.id,
             mode,
             partial: Vec::new(),
             line_no: 0,
@@ -127,6 +128,12 @@ impl IocFs {
             WriteMode::Append => {
                 if !values.is_empty() {
                     self.store.append(w.ty, values).map_err(|e| errno(&e))?;
+                    // The kernel refreshes the size of the inode written through; if the
+                    // lines went to a newer version, that one's cached size is stale.
+                    let current = self.store.live(w.ty).id;
+                    if current != w.ino {
+                        let _ = self.inval.send(Inval::Inode(current));
+                    }
                 }
             }
             WriteMode::Replace {
