@@ -221,6 +221,9 @@ pub struct LiveSet {
     order: Vec<u32>,
     /// A lower bound of last_seen over all lines: aging skips the set while it is recent.
     min_last: u32,
+    /// Recovery: appended bytes are gathered here and written once at the end, instead of
+    /// one write per replayed record. (Bytes, lines, mtime.)
+    deferred: Option<(Vec<u8>, u64, u64)>,
 }
 
 /// A line taken out of a live set, with its times.
@@ -237,6 +240,7 @@ impl LiveSet {
             free: Vec::new(),
             order: Vec::new(),
             min_last: u32::MAX,
+            deferred: None,
         }
     }
 
@@ -290,12 +294,41 @@ impl LiveSet {
         mtime: u64,
         new_id: impl FnOnce() -> u64,
     ) -> Result<bool> {
+        if let Some((bytes, n, at)) = &mut self.deferred {
+            bytes.extend_from_slice(values);
+            *n += lines;
+            *at = mtime;
+            return Ok(false);
+        }
         if self.version.has_passthrough_readers() {
             self.version = self.version.extended(new_id(), values, lines, mtime)?;
             return Ok(true);
         }
         self.version.append(values, lines, mtime)?;
         Ok(false)
+    }
+
+    /// Gather appends in memory until `finish_deferring` (used while replaying the log).
+    pub fn start_deferring(&mut self) {
+        self.deferred.get_or_insert((Vec::new(), 0, 0));
+    }
+
+    pub fn finish_deferring(&mut self) -> Result<()> {
+        if let Some((bytes, lines, mtime)) = self.deferred.take() {
+            if !bytes.is_empty() {
+                self.version.append(&bytes, lines, mtime)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The set's bytes, including appends not written out yet.
+    fn content(&self) -> Result<Vec<u8>> {
+        let mut content = self.version.read_all()?;
+        if let Some((bytes, _, _)) = &self.deferred {
+            content.extend_from_slice(bytes);
+        }
+        Ok(content)
     }
 
     /// Append whole lines (`values` = "v\n" for each entry of `times`), returning their slots.
@@ -333,7 +366,7 @@ impl LiveSet {
         mtime: u64,
         mut keep: impl FnMut(&[u8], Times) -> bool,
     ) -> Result<Vec<Removed>> {
-        let content = self.version.read_all()?;
+        let content = self.content()?;
         let mut kept = Vec::with_capacity(content.len());
         let mut order = Vec::with_capacity(self.order.len());
         let mut removed = Vec::new();
@@ -365,6 +398,10 @@ impl LiveSet {
             mtime,
             self.version.storage(),
         )?;
+        if let Some(deferred) = &mut self.deferred {
+            // The new version holds every kept line, deferred ones included.
+            *deferred = (Vec::new(), 0, 0);
+        }
         self.order = order;
         self.min_last = min_last;
         if self.order.is_empty() {
@@ -392,7 +429,11 @@ impl LiveSet {
             mtime,
             self.version.storage(),
         )?;
+        let deferring = self.deferred.is_some();
         *self = LiveSet::empty(version);
+        if deferring {
+            self.start_deferring();
+        }
         let slots: Vec<u32> = times.iter().map(|&t| self.alloc(t)).collect();
         self.order = slots.clone();
         Ok(slots)
@@ -400,7 +441,7 @@ impl LiveSet {
 
     /// Iterate (value, slot) over the current content; used at load and by checks.
     pub fn for_each_line(&self, mut f: impl FnMut(&[u8], u32)) -> Result<()> {
-        let content = self.version.read_all()?;
+        let content = self.content()?;
         for (line, &slot) in content.split_inclusive(|&b| b == b'\n').zip(&self.order) {
             f(line.strip_suffix(b"\n").unwrap_or(line), slot);
         }
@@ -477,6 +518,22 @@ mod tests {
         let slots = s.append(b"d\n", &[(4, 40)], 8, || 99).unwrap();
         assert_eq!(slots, vec![1]);
         assert_eq!(s.times_in_order(), vec![(1, 10), (3, 30), (4, 40)]);
+    }
+
+    #[test]
+    fn deferred_appends_are_seen_by_every_operation_and_written_once() {
+        let mut s = set(b"a\n", &[(1, 1)]);
+        s.start_deferring();
+        s.append(b"b\nc\n", &[(2, 2), (3, 3)], 9, || 99).unwrap();
+        assert_eq!(s.version.read_all().unwrap(), b"a\n", "not written yet");
+        let mut seen = Vec::new();
+        s.for_each_line(|v, _| seen.push(v.to_vec())).unwrap();
+        assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        s.retain(2, 9, |v, _| v != b"b").unwrap();
+        s.append(b"d\n", &[(4, 4)], 9, || 99).unwrap();
+        s.finish_deferring().unwrap();
+        assert_eq!(s.version.read_all().unwrap(), b"a\nc\nd\n");
+        assert_eq!(s.version.lines(), 3);
     }
 
     #[test]

@@ -154,12 +154,18 @@ pub fn recover(
         report.findings.push(what);
         state.drop_from_tier(manifest.upto, 0, bucket, ty, &doomed, cache)?;
     }
+    for set in state.live.iter_mut() {
+        set.start_deferring();
+    }
     for (seq, m) in &mutations {
         if *seq <= manifest.upto || matches!(m.op, Op::Commit { .. }) {
             continue;
         }
         state.apply(*seq, m, cache)?;
         report.replayed += 1;
+    }
+    for set in state.live.iter_mut() {
+        set.finish_deferring()?;
     }
     if let Some((seq, _)) = mutations.last() {
         state.applied_seq = state.applied_seq.max(*seq);
