@@ -31,6 +31,8 @@ pub type ApplyFn<'a> = dyn Fn(&[(u64, Mutation)]) -> Result<()> + 'a;
 pub struct Pipeline {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Signalled when a record joins the batch (for a lingering leader).
+    arrived: Condvar,
     wal: Mutex<WalFiles>,
     mode: Mutex<(DurabilityMode, Duration)>,
     clock: std::sync::Arc<dyn Clock>,
@@ -48,6 +50,10 @@ struct Queue {
     failures: VecDeque<(u64, u64, FailedBatch)>,
     fatal: Option<String>,
     closed: bool,
+    /// Records in the last batch and how long its fsync took: when writers are
+    /// concurrent, a leader lingers briefly for the rest of them (see `linger`).
+    last_batch: usize,
+    last_sync: Duration,
 }
 
 #[derive(Clone)]
@@ -76,7 +82,10 @@ impl Pipeline {
                 failures: VecDeque::new(),
                 fatal: None,
                 closed: false,
+                last_batch: 0,
+                last_sync: Duration::ZERO,
             }),
+            arrived: Condvar::new(),
             wake: Condvar::new(),
             wal: Mutex::new(wal),
             mode: Mutex::new((mode, batch_window)),
@@ -123,6 +132,7 @@ impl Pipeline {
             q.next_ticket += 1;
             (ticket, seq)
         };
+        self.arrived.notify_one();
         self.wait_for(ticket, apply)?;
         Ok(seq)
     }
@@ -153,11 +163,38 @@ impl Pipeline {
                 drop(q);
                 std::thread::sleep(window);
                 q = self.queue();
+            } else if mode == DurabilityMode::Always {
+                q = self.linger(q);
             }
             q = self.lead(q, mode, apply);
             q.leader = false;
             self.wake.notify_all();
         }
+    }
+
+    /// Group commit in `always` mode: when the last batch held several writers, they are
+    /// likely on their way back with their next record (each is a FUSE round trip behind).
+    /// Wait a fraction of an fsync for them, so they share the next fsync instead of
+    /// forming a batch of one and a batch of the rest. A lone writer never waits.
+    fn linger<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let target = q.last_batch.min(64);
+        if target < 2 || q.pending.len() >= target {
+            return q;
+        }
+        let budget = (q.last_sync / 4).clamp(Duration::from_micros(20), Duration::from_micros(500));
+        let deadline = std::time::Instant::now() + budget;
+        while q.pending.len() < target {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            q = self
+                .arrived
+                .wait_timeout(q, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        q
     }
 
     /// Write, sync and apply the current batch. Called with the queue lock held and `leader`
@@ -178,8 +215,11 @@ impl Pipeline {
             return q;
         };
         drop(q);
+        let started = std::time::Instant::now();
         let outcome = self.write_and_apply(&batch, &pending, first, last, mode, apply);
         let mut q = self.queue();
+        q.last_batch = pending.len();
+        q.last_sync = started.elapsed();
         match outcome {
             Ok(()) => q.completed = last_ticket,
             Err(Outcome::Retryable(e)) => {
