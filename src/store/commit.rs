@@ -60,6 +60,9 @@ struct Written {
     bytes: u64,
     /// For tier files: the new file and where each block landed in it.
     tier: Option<(Arc<TierFile>, Placement)>,
+    /// The version written, kept alive until the rebase: blocks held in memory are matched
+    /// by their address, which must not be reused by a newer block meanwhile.
+    _written_version: Option<Arc<TierVersion>>,
     /// The partition's change count the file reflects.
     count: u64,
 }
@@ -241,6 +244,7 @@ fn write_live(
         renames: vec![(text_tmp, dir.join(&name)), (meta_tmp, dir.join(meta_name))],
         bytes: len + encoded.len() as u64,
         tier: None,
+        _written_version: None,
         count: 0,
     })
 }
@@ -251,7 +255,7 @@ fn write_tier(
     upto: u64,
     bucket: Bucket,
     ty: IocType,
-    version: &TierVersion,
+    version: &Arc<TierVersion>,
 ) -> Result<Written> {
     let dir = store.data_dir.join(bucket.name());
     let name = bucket.backing_name(ty);
@@ -311,6 +315,7 @@ fn write_tier(
         renames: vec![(tmp, dir.join(&name))],
         bytes: total,
         tier: Some((tier_file, placed)),
+        _written_version: Some(version.clone()),
         count: 0,
     })
 }
