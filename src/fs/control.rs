@@ -5,11 +5,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fuser::{Errno, FileAttr, FileType, Request};
+use fuser::{Errno, FileAttr, Request};
 use serde_json::json;
 
 use super::nodes::Node;
-use super::{errno, inode, IocFs, NO_TTL};
+use super::{errno, IocFs, NO_TTL};
 use crate::clock::rfc3339;
 use crate::ioc;
 
@@ -47,14 +47,7 @@ impl IocFs {
         let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
         bytes.push(b'\n');
         let ino = self.nodes.allocate();
-        let attr = inode::attr(
-            ino,
-            FileType::RegularFile,
-            0o444,
-            bytes.len() as u64,
-            self.store.clock.now(),
-            &self.owner,
-        );
+        let attr = self.snapshot_attr(ino, bytes.len() as u64);
         self.nodes.remember(ino, Node::Lookup(Arc::new(bytes)));
         Ok((attr, NO_TTL))
     }

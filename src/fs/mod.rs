@@ -5,32 +5,31 @@
 //! Cache invalidation is never done from a request handler (that can deadlock the kernel):
 //! handlers queue [`Inval`]s and the daemon's notifier thread sends them.
 
+mod attrs;
 mod control;
 pub mod inode;
 mod namespace;
 pub mod nodes;
+mod open;
 mod write;
 
 use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
 use crate::ioc::IocType;
-use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
 use crate::store::Store;
-use inode::{Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
-use nodes::{Handle, Handles, Node, Nodes, TierReader};
+use inode::Owner;
+use nodes::{Handle, Handles, Node, Nodes};
 
 /// How long the kernel may keep names and attributes. File names can keep theirs: a name
 /// that moves to a new version is invalidated by the notifier, and an open of a stale
@@ -91,343 +90,6 @@ impl IocFs {
             passthrough: c.mount.passthrough,
             backing: Default::default(),
         }
-    }
-
-    fn dir_attr(&self, ino: u64) -> FileAttr {
-        inode::attr(
-            ino,
-            FileType::Directory,
-            inode::dir_perm(ino),
-            0,
-            self.mounted_at,
-            &self.owner,
-        )
-    }
-
-    /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
-    fn live_attr(&self, ino: u64, v: &LiveVersion) -> FileAttr {
-        let mtime = if v.mtime() == 0 {
-            self.mounted_at
-        } else {
-            v.mtime()
-        };
-        inode::attr(
-            ino,
-            FileType::RegularFile,
-            self.owner.file_mode,
-            v.len(),
-            mtime,
-            &self.owner,
-        )
-    }
-
-    fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
-        let mtime = if v.mtime == 0 {
-            self.mounted_at
-        } else {
-            v.mtime
-        };
-        // Tiers are read-only whatever the configured mode says.
-        inode::attr(
-            v.id,
-            FileType::RegularFile,
-            self.owner.file_mode & !0o222,
-            v.size(),
-            mtime,
-            &self.owner,
-        )
-    }
-
-    fn control_attr(&self, ino: u64) -> FileAttr {
-        let now = self.store.clock.now();
-        match ino {
-            CTL => inode::attr(
-                ino,
-                FileType::RegularFile,
-                0o200,
-                0,
-                now,
-                &Owner {
-                    uid: 0,
-                    gid: 0,
-                    ..self.owner
-                },
-            ),
-            STATS => inode::attr(
-                ino,
-                FileType::RegularFile,
-                0o444,
-                self.stats_bytes().len() as u64,
-                now,
-                &self.owner,
-            ),
-            HEALTH => inode::attr(
-                ino,
-                FileType::RegularFile,
-                0o444,
-                self.health_bytes().len() as u64,
-                now,
-                &self.owner,
-            ),
-            _ => self.dir_attr(ino),
-        }
-    }
-
-    /// Attributes of any inode, with the entry TTL the kernel may keep them for.
-    fn attr_of(&self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
-        if ino == ROOT
-            || inode::dir_bucket(ino).is_some()
-            || ino == CONTROL_DIR
-            || ino == LOOKUP_DIR
-        {
-            return Ok((self.dir_attr(ino), STABLE_TTL));
-        }
-        if matches!(ino, STATS | HEALTH | CTL) {
-            return Ok((self.control_attr(ino), NO_TTL));
-        }
-        let _ = fh;
-        match self.nodes.get(ino) {
-            // Each version is its own inode, so fstat on a descriptor held across a
-            // replacement reports the size that descriptor reads.
-            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), STABLE_TTL)),
-            Some(Node::Tier(v)) => Ok((self.tier_attr(&v), STABLE_TTL)),
-            Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
-            Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
-            Some(Node::Lookup(bytes)) => Ok((
-                inode::attr(
-                    ino,
-                    FileType::RegularFile,
-                    0o444,
-                    bytes.len() as u64,
-                    self.store.clock.now(),
-                    &self.owner,
-                ),
-                NO_TTL,
-            )),
-            None => self.current_version(ino).ok_or(Errno::ENOENT),
-        }
-    }
-
-    /// Attributes of an inode the kernel knows from readdir only: a current version.
-    fn current_version(&self, ino: u64) -> Option<(FileAttr, Duration)> {
-        for ty in IocType::ALL {
-            let v = self.store.live(ty);
-            if v.id == ino {
-                return Some((self.live_attr(ino, &v), STABLE_TTL));
-            }
-            for b in Bucket::TIERS {
-                let t = self.store.tier(b, ty);
-                if t.id == ino {
-                    return Some((self.tier_attr(&t), STABLE_TTL));
-                }
-            }
-        }
-        None
-    }
-
-    fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
-        let text = name.to_str();
-        match (parent, text) {
-            (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),
-            (ROOT, Some(n)) => {
-                return Bucket::from_name(n)
-                    .map(|b| (self.dir_attr(inode::bucket_dir(b)), STABLE_TTL))
-                    .ok_or(Errno::ENOENT)
-            }
-            (CONTROL_DIR, Some(n)) => {
-                return [STATS, HEALTH, CTL, LOOKUP_DIR]
-                    .into_iter()
-                    .find(|&i| inode::control_name(i) == Some(n))
-                    .map(|i| self.attr_of(i, None))
-                    .unwrap_or(Err(Errno::ENOENT));
-            }
-            (LOOKUP_DIR, _) => return self.lookup_entry(name),
-            _ => {}
-        }
-        let Some(bucket) = inode::dir_bucket(parent) else {
-            return Err(Errno::ENOENT);
-        };
-        if let Some(ty) = text.and_then(IocType::from_file_name) {
-            if bucket == Bucket::Live {
-                let v = self.store.live(ty);
-                self.nodes.remember(v.id, Node::Live(v.clone()));
-                return Ok((self.live_attr(v.id, &v), STABLE_TTL));
-            }
-            let v = self.store.tier(bucket, ty);
-            self.nodes.remember(v.id, Node::Tier(v.clone()));
-            return Ok((self.tier_attr(&v), STABLE_TTL));
-        }
-        if bucket == Bucket::Live {
-            if let Some(s) = self.nodes.scratch(name) {
-                let attr = self.scratch_attr(&s);
-                self.nodes.remember(attr.ino.0, Node::Scratch(s));
-                return Ok((attr, NO_TTL));
-            }
-        }
-        Err(Errno::ENOENT)
-    }
-
-    /// Pin `v` for a passthrough reader and get its backing id (shared by every open of the
-    /// version). None: `v` stopped being current meanwhile.
-    fn passthrough_backing(
-        &self,
-        v: &Arc<LiveVersion>,
-        reply: &ReplyOpen,
-    ) -> std::io::Result<Option<Arc<fuser::BackingId>>> {
-        if !self.store.pin_for_passthrough(v) {
-            return Ok(None);
-        }
-        let mut cache = self.backing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
-            return Ok(Some(id));
-        }
-        match reply.open_backing(v.fd()) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                cache.retain(|_, w| w.strong_count() > 0);
-                cache.insert(v.id, Arc::downgrade(&id));
-                Ok(Some(id))
-            }
-            Err(e) => {
-                v.passthrough_closed();
-                Err(e)
-            }
-        }
-    }
-
-    fn read_handle(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let size = size as usize;
-        let slice = |b: &[u8]| -> Vec<u8> {
-            let start = (offset as usize).min(b.len());
-            b[start..(start + size).min(b.len())].to_vec()
-        };
-        match h {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => {
-                v.read_at(offset, size).map_err(|e| errno(&e))
-            }
-            Handle::LiveWrite(w) => {
-                let ty = w.lock().map(|w| w.ty).unwrap_or(IocType::Ipv4);
-                self.store
-                    .live(ty)
-                    .read_at(offset, size)
-                    .map_err(|e| errno(&e))
-            }
-            Handle::Tier(r) => {
-                let sequential = r.next.swap(offset + size as u64, Ordering::Relaxed) == offset;
-                self.store
-                    .read_tier(&r.version, offset, size, sequential)
-                    .map_err(|e| {
-                        log::error!(
-                            "read {}/{} at {offset}: {e}",
-                            r.version.bucket,
-                            r.version.ty.file_name()
-                        );
-                        errno(&e)
-                    })
-            }
-            Handle::Scratch(s) => Ok(slice(&s.lock().map_err(|_| Errno::EIO)?.data)),
-            Handle::Bytes(b) => Ok(slice(b)),
-            Handle::Ctl(_) => Err(Errno::EBADF),
-        }
-    }
-
-    fn open_inode(
-        &self,
-        req: &Request,
-        ino: u64,
-        flags: OpenFlags,
-    ) -> Result<(Handle, FopenFlags), Errno> {
-        let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let direct = FopenFlags::FOPEN_DIRECT_IO;
-        // A read-only handle has nothing to do at close(): spare the kernel the FLUSH.
-        let read_only = direct | FopenFlags::FOPEN_NOFLUSH;
-        match ino {
-            CTL => {
-                if req.uid() != 0 {
-                    return Err(Errno::EACCES);
-                }
-                if flags.acc_mode() != OpenAccMode::O_WRONLY {
-                    return Err(Errno::EACCES);
-                }
-                return Ok((Handle::Ctl(Default::default()), direct));
-            }
-            STATS | HEALTH if writable => return Err(Errno::EACCES),
-            STATS => return Ok((Handle::Bytes(Arc::new(self.stats_bytes())), read_only)),
-            HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), read_only)),
-            _ => {}
-        }
-        match self.nodes.get(ino) {
-            Some(Node::Live(v)) => Ok((
-                self.open_live(&v, flags)?,
-                if writable { direct } else { read_only },
-            )),
-            Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
-            // An open through a name the kernel still maps to an older version: ESTALE makes
-            // it look the name up again, so every open after a change sees the change.
-            Some(Node::Tier(v)) if self.store.tier(v.bucket, v.ty).id != v.id => Err(Errno::ESTALE),
-            Some(Node::Tier(version)) => Ok((
-                Handle::Tier(Arc::new(TierReader {
-                    version,
-                    next: AtomicU64::new(0),
-                })),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            )),
-            Some(Node::Scratch(s)) => {
-                if flags.0 & libc::O_TRUNC != 0 {
-                    let mut guard = s.lock().map_err(|_| Errno::EIO)?;
-                    self.resize_scratch(&mut guard, 0)?;
-                }
-                Ok((Handle::Scratch(s), direct))
-            }
-            Some(Node::LiveAlias(ty)) => Ok((self.open_live(&self.store.live(ty), flags)?, direct)),
-            Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
-            Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), read_only)),
-            None => Err(Errno::ENOENT),
-        }
-    }
-
-    fn root_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, OsString)>, Errno> {
-        let mut out = vec![
-            (ino, FileType::Directory, OsString::from(".")),
-            (ROOT, FileType::Directory, OsString::from("..")),
-        ];
-        if ino == ROOT {
-            for b in Bucket::ALL {
-                out.push((inode::bucket_dir(b), FileType::Directory, b.name().into()));
-            }
-            out.push((CONTROL_DIR, FileType::Directory, CONTROL_DIR_NAME.into()));
-        } else if ino == CONTROL_DIR {
-            for i in [STATS, HEALTH, CTL] {
-                out.push((
-                    i,
-                    FileType::RegularFile,
-                    inode::control_name(i).unwrap_or_default().into(),
-                ));
-            }
-            out.push((LOOKUP_DIR, FileType::Directory, "lookup".into()));
-        } else if ino == LOOKUP_DIR {
-            out[1].0 = CONTROL_DIR;
-        } else if let Some(bucket) = inode::dir_bucket(ino) {
-            for ty in IocType::ALL {
-                let file_ino = match bucket {
-                    Bucket::Live => self.store.live(ty).id,
-                    _ => self.store.tier(bucket, ty).id,
-                };
-                out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
-            }
-            if bucket == Bucket::Live {
-                let mut scratch = self.nodes.scratch_list();
-                scratch.sort();
-                out.extend(
-                    scratch
-                        .into_iter()
-                        .map(|(n, i)| (i, FileType::RegularFile, n)),
-                );
-            }
-        } else {
-            return Err(Errno::ENOTDIR);
-        }
-        Ok(out)
     }
 }
 

@@ -11,7 +11,6 @@ pub mod record;
 pub mod segment;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -311,18 +310,7 @@ fn open_append(path: &Path) -> Result<File> {
 
 fn create_segment(dir: &Path, first_seq: u64) -> Result<(Segment, File)> {
     let path = dir.join(segment::file_name(first_seq));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .ctx(|| format!("create {}", path.display()))?;
-    file.write_all(&segment::header())
-        .and_then(|()| file.sync_all())
-        .ctx(|| format!("write {}", path.display()))?;
+    let file = crate::atomic::write_synced(&path, |w| w.write_all(&segment::header()))?;
     fsync_dir(dir)?;
     Ok((
         Segment {

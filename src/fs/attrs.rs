@@ -1,0 +1,183 @@
+//! Attributes and name lookup: what `stat` and path resolution see.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use fuser::{Errno, FileAttr, FileType};
+
+use super::inode::{
+    self, Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS,
+};
+use super::nodes::Node;
+use super::{IocFs, NO_TTL, STABLE_TTL};
+use crate::ioc::IocType;
+use crate::store::live::LiveVersion;
+use crate::store::model::Bucket;
+
+impl IocFs {
+    /// A read-only file generated on demand (stats.json, health, lookup entries).
+    pub(super) fn snapshot_attr(&self, ino: u64, len: u64) -> FileAttr {
+        inode::attr(
+            ino,
+            FileType::RegularFile,
+            0o444,
+            len,
+            self.store.clock.now(),
+            &self.owner,
+        )
+    }
+
+    pub(super) fn dir_attr(&self, ino: u64) -> FileAttr {
+        inode::attr(
+            ino,
+            FileType::Directory,
+            inode::dir_perm(ino),
+            0,
+            self.mounted_at,
+            &self.owner,
+        )
+    }
+
+    /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
+    pub(super) fn live_attr(&self, ino: u64, v: &LiveVersion) -> FileAttr {
+        let mtime = if v.mtime() == 0 {
+            self.mounted_at
+        } else {
+            v.mtime()
+        };
+        inode::attr(
+            ino,
+            FileType::RegularFile,
+            self.owner.file_mode,
+            v.len(),
+            mtime,
+            &self.owner,
+        )
+    }
+
+    pub(super) fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
+        let mtime = if v.mtime == 0 {
+            self.mounted_at
+        } else {
+            v.mtime
+        };
+        // Tiers are read-only whatever the configured mode says.
+        inode::attr(
+            v.id,
+            FileType::RegularFile,
+            self.owner.file_mode & !0o222,
+            v.size(),
+            mtime,
+            &self.owner,
+        )
+    }
+
+    pub(super) fn control_attr(&self, ino: u64) -> FileAttr {
+        let now = self.store.clock.now();
+        match ino {
+            CTL => inode::attr(
+                ino,
+                FileType::RegularFile,
+                0o200,
+                0,
+                now,
+                &Owner {
+                    uid: 0,
+                    gid: 0,
+                    ..self.owner
+                },
+            ),
+            STATS => self.snapshot_attr(ino, self.stats_bytes().len() as u64),
+            HEALTH => self.snapshot_attr(ino, self.health_bytes().len() as u64),
+            _ => self.dir_attr(ino),
+        }
+    }
+
+    /// Attributes of any inode, with the entry TTL the kernel may keep them for.
+    pub(super) fn attr_of(&self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
+        if ino == ROOT
+            || inode::dir_bucket(ino).is_some()
+            || ino == CONTROL_DIR
+            || ino == LOOKUP_DIR
+        {
+            return Ok((self.dir_attr(ino), STABLE_TTL));
+        }
+        if matches!(ino, STATS | HEALTH | CTL) {
+            return Ok((self.control_attr(ino), NO_TTL));
+        }
+        let _ = fh;
+        match self.nodes.get(ino) {
+            // Each version is its own inode, so fstat on a descriptor held across a
+            // replacement reports the size that descriptor reads.
+            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), STABLE_TTL)),
+            Some(Node::Tier(v)) => Ok((self.tier_attr(&v), STABLE_TTL)),
+            Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
+            Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
+            Some(Node::Lookup(bytes)) => Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL)),
+            None => self.current_version(ino).ok_or(Errno::ENOENT),
+        }
+    }
+
+    /// Attributes of an inode the kernel knows from readdir only: a current version.
+    pub(super) fn current_version(&self, ino: u64) -> Option<(FileAttr, Duration)> {
+        for ty in IocType::ALL {
+            let v = self.store.live(ty);
+            if v.id == ino {
+                return Some((self.live_attr(ino, &v), STABLE_TTL));
+            }
+            for b in Bucket::TIERS {
+                let t = self.store.tier(b, ty);
+                if t.id == ino {
+                    return Some((self.tier_attr(&t), STABLE_TTL));
+                }
+            }
+        }
+        None
+    }
+
+    pub(super) fn lookup_name(
+        &self,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<(FileAttr, Duration), Errno> {
+        let text = name.to_str();
+        match (parent, text) {
+            (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),
+            (ROOT, Some(n)) => {
+                return Bucket::from_name(n)
+                    .map(|b| (self.dir_attr(inode::bucket_dir(b)), STABLE_TTL))
+                    .ok_or(Errno::ENOENT)
+            }
+            (CONTROL_DIR, Some(n)) => {
+                return [STATS, HEALTH, CTL, LOOKUP_DIR]
+                    .into_iter()
+                    .find(|&i| inode::control_name(i) == Some(n))
+                    .map(|i| self.attr_of(i, None))
+                    .unwrap_or(Err(Errno::ENOENT));
+            }
+            (LOOKUP_DIR, _) => return self.lookup_entry(name),
+            _ => {}
+        }
+        let Some(bucket) = inode::dir_bucket(parent) else {
+            return Err(Errno::ENOENT);
+        };
+        if let Some(ty) = text.and_then(IocType::from_file_name) {
+            if bucket == Bucket::Live {
+                let v = self.store.live(ty);
+                self.nodes.remember(v.id, Node::Live(v.clone()));
+                return Ok((self.live_attr(v.id, &v), STABLE_TTL));
+            }
+            let v = self.store.tier(bucket, ty);
+            self.nodes.remember(v.id, Node::Tier(v.clone()));
+            return Ok((self.tier_attr(&v), STABLE_TTL));
+        }
+        if bucket == Bucket::Live {
+            if let Some(s) = self.nodes.scratch(name) {
+                let attr = self.scratch_attr(&s);
+                self.nodes.remember(attr.ino.0, Node::Scratch(s));
+                return Ok((attr, NO_TTL));
+            }
+        }
+        Err(Errno::ENOENT)
+    }
+}

@@ -1,0 +1,179 @@
+//! Opening and reading: handles for every kind of file, FUSE passthrough, directories.
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fuser::{Errno, FileType, FopenFlags, OpenAccMode, OpenFlags, ReplyOpen, Request};
+
+use super::inode::{self, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
+use super::nodes::{Handle, Node, TierReader};
+use super::{errno, IocFs};
+use crate::ioc::IocType;
+use crate::store::live::LiveVersion;
+use crate::store::model::Bucket;
+
+impl IocFs {
+    /// Pin `v` for a passthrough reader and get its backing id (shared by every open of the
+    /// version). None: `v` stopped being current meanwhile.
+    pub(super) fn passthrough_backing(
+        &self,
+        v: &Arc<LiveVersion>,
+        reply: &ReplyOpen,
+    ) -> std::io::Result<Option<Arc<fuser::BackingId>>> {
+        if !self.store.pin_for_passthrough(v) {
+            return Ok(None);
+        }
+        let mut cache = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
+            return Ok(Some(id));
+        }
+        match reply.open_backing(v.fd()) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                cache.retain(|_, w| w.strong_count() > 0);
+                cache.insert(v.id, Arc::downgrade(&id));
+                Ok(Some(id))
+            }
+            Err(e) => {
+                v.passthrough_closed();
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn read_handle(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let size = size as usize;
+        let slice = |b: &[u8]| -> Vec<u8> {
+            let start = (offset as usize).min(b.len());
+            b[start..(start + size).min(b.len())].to_vec()
+        };
+        match h {
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => {
+                v.read_at(offset, size).map_err(|e| errno(&e))
+            }
+            Handle::LiveWrite(w) => {
+                let ty = w.lock().map(|w| w.ty).unwrap_or(IocType::Ipv4);
+                self.store
+                    .live(ty)
+                    .read_at(offset, size)
+                    .map_err(|e| errno(&e))
+            }
+            Handle::Tier(r) => {
+                let sequential = r.next.swap(offset + size as u64, Ordering::Relaxed) == offset;
+                self.store
+                    .read_tier(&r.version, offset, size, sequential)
+                    .map_err(|e| {
+                        log::error!(
+                            "read {}/{} at {offset}: {e}",
+                            r.version.bucket,
+                            r.version.ty.file_name()
+                        );
+                        errno(&e)
+                    })
+            }
+            Handle::Scratch(s) => Ok(slice(&s.lock().map_err(|_| Errno::EIO)?.data)),
+            Handle::Bytes(b) => Ok(slice(b)),
+            Handle::Ctl(_) => Err(Errno::EBADF),
+        }
+    }
+
+    pub(super) fn open_inode(
+        &self,
+        req: &Request,
+        ino: u64,
+        flags: OpenFlags,
+    ) -> Result<(Handle, FopenFlags), Errno> {
+        let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let direct = FopenFlags::FOPEN_DIRECT_IO;
+        // A read-only handle has nothing to do at close(): spare the kernel the FLUSH.
+        let read_only = direct | FopenFlags::FOPEN_NOFLUSH;
+        match ino {
+            CTL => {
+                if req.uid() != 0 {
+                    return Err(Errno::EACCES);
+                }
+                if flags.acc_mode() != OpenAccMode::O_WRONLY {
+                    return Err(Errno::EACCES);
+                }
+                return Ok((Handle::Ctl(Default::default()), direct));
+            }
+            STATS | HEALTH if writable => return Err(Errno::EACCES),
+            STATS => return Ok((Handle::Bytes(Arc::new(self.stats_bytes())), read_only)),
+            HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), read_only)),
+            _ => {}
+        }
+        match self.nodes.get(ino) {
+            Some(Node::Live(v)) => Ok((
+                self.open_live(&v, flags)?,
+                if writable { direct } else { read_only },
+            )),
+            Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
+            // An open through a name the kernel still maps to an older version: ESTALE makes
+            // it look the name up again, so every open after a change sees the change.
+            Some(Node::Tier(v)) if self.store.tier(v.bucket, v.ty).id != v.id => Err(Errno::ESTALE),
+            Some(Node::Tier(version)) => Ok((
+                Handle::Tier(Arc::new(TierReader {
+                    version,
+                    next: AtomicU64::new(0),
+                })),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            )),
+            Some(Node::Scratch(s)) => {
+                if flags.0 & libc::O_TRUNC != 0 {
+                    let mut guard = s.lock().map_err(|_| Errno::EIO)?;
+                    self.resize_scratch(&mut guard, 0)?;
+                }
+                Ok((Handle::Scratch(s), direct))
+            }
+            Some(Node::LiveAlias(ty)) => Ok((self.open_live(&self.store.live(ty), flags)?, direct)),
+            Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
+            Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), read_only)),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    pub(super) fn root_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, OsString)>, Errno> {
+        let mut out = vec![
+            (ino, FileType::Directory, OsString::from(".")),
+            (ROOT, FileType::Directory, OsString::from("..")),
+        ];
+        if ino == ROOT {
+            for b in Bucket::ALL {
+                out.push((inode::bucket_dir(b), FileType::Directory, b.name().into()));
+            }
+            out.push((CONTROL_DIR, FileType::Directory, CONTROL_DIR_NAME.into()));
+        } else if ino == CONTROL_DIR {
+            for i in [STATS, HEALTH, CTL] {
+                out.push((
+                    i,
+                    FileType::RegularFile,
+                    inode::control_name(i).unwrap_or_default().into(),
+                ));
+            }
+            out.push((LOOKUP_DIR, FileType::Directory, "lookup".into()));
+        } else if ino == LOOKUP_DIR {
+            out[1].0 = CONTROL_DIR;
+        } else if let Some(bucket) = inode::dir_bucket(ino) {
+            for ty in IocType::ALL {
+                let file_ino = match bucket {
+                    Bucket::Live => self.store.live(ty).id,
+                    _ => self.store.tier(bucket, ty).id,
+                };
+                out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
+            }
+            if bucket == Bucket::Live {
+                let mut scratch = self.nodes.scratch_list();
+                scratch.sort();
+                out.extend(
+                    scratch
+                        .into_iter()
+                        .map(|(n, i)| (i, FileType::RegularFile, n)),
+                );
+            }
+        } else {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(out)
+    }
+}
