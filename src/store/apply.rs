@@ -1,7 +1,7 @@
 //! Applying writes from users: appends, replacements, removals and imports.
 //! Each function is deterministic in (state, mutation), so replay rebuilds the same state.
 
-use std::collections::hash_map::Entry;
+use crate::store::index::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -65,8 +65,19 @@ pub fn append(
             ..
         } = &mut *state;
         let live = &mut live[usize::from(ty.code())];
-        for value in tier::lines(values).filter(|v| !v.is_empty()) {
-            let key = Key::of(*seed, ty, value);
+        let lines: Vec<&[u8]> = tier::lines(values).filter(|v| !v.is_empty()).collect();
+        let keys: Vec<Key> = lines.iter().map(|v| Key::of(*seed, ty, v)).collect();
+        // The index is far larger than the CPU cache: ask for the slots of the next keys
+        // while handling this one. No growth in the loop, so the hints stay valid.
+        const AHEAD: usize = 8;
+        index.reserve(keys.len());
+        for key in keys.iter().take(AHEAD) {
+            index.prefetch(key);
+        }
+        for (i, (value, &key)) in lines.iter().zip(&keys).enumerate() {
+            if let Some(next) = keys.get(i + AHEAD) {
+                index.prefetch(next);
+            }
             match index.entry(key) {
                 Entry::Occupied(mut e) => {
                     let meta = e.get_mut();

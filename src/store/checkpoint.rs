@@ -50,7 +50,7 @@ pub fn encode(state: &State) -> (u64, Vec<u8>) {
             }
         }
     }
-    for (key, meta) in &state.index {
+    for (key, meta) in state.index.iter() {
         if let Loc::Block { ty, block } = meta.loc() {
             if let Some(&(b, _)) = state.dir.get(&block) {
                 if let Some(list) = clean.get_mut(&(b, ty)) {

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod check;
 pub mod checkpoint;
 pub mod commit;
+pub mod index;
 pub mod live;
 pub mod livefile;
 pub mod model;

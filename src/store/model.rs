@@ -102,7 +102,25 @@ impl Key {
     pub fn of(seed: u64, ty: IocType, value: &[u8]) -> Key {
         let type_seed = seed ^ (u64::from(ty.code()) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let h = xxhash_rust::xxh3::xxh3_128_with_seed(value, type_seed);
-        Key([h as u32, (h >> 32) as u32, (h >> 64) as u32])
+        let key = Key([h as u32, (h >> 32) as u32, (h >> 64) as u32]);
+        // The all-zero key marks an empty index slot.
+        if key == Key::EMPTY {
+            Key([1, 0, 0])
+        } else {
+            key
+        }
+    }
+
+    /// Marks an empty slot in the index; never returned by `Key::of`.
+    pub const EMPTY: Key = Key([0, 0, 0]);
+
+    pub fn is_empty(&self) -> bool {
+        *self == Key::EMPTY
+    }
+
+    /// The low 64 bits, which the index hashes.
+    pub fn low64(&self) -> u64 {
+        u64::from(self.0[0]) | (u64::from(self.0[1]) << 32)
     }
 
     /// The digest's words, for index snapshots (stored with the seed they were made with).
@@ -219,6 +237,12 @@ pub struct Meta {
 }
 
 impl Meta {
+    pub const ZERO: Meta = Meta {
+        first_seen: 0,
+        last_seen: 0,
+        loc: 0,
+    };
+
     pub fn new(first_seen: u32, last_seen: u32, loc: Loc) -> Meta {
         Meta {
             first_seen,

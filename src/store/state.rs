@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::ioc::IocType;
+use crate::store::index::Index;
 use crate::store::live::{LiveSet, LiveVersion, Storage, Times};
 use crate::store::model::{Bucket, Key, KeyMap, Loc, Meta};
 use crate::store::mutation::{Manifest, Mutation, Op};
@@ -33,7 +34,7 @@ pub struct Applied {
 pub struct State {
     /// Seed of the index keys, random per process.
     pub seed: u64,
-    pub index: KeyMap<Meta>,
+    pub index: Index,
     /// By type code.
     pub live: Vec<LiveSet>,
     /// By tier index (chaud, tiede, froid), then type code.
@@ -78,7 +79,7 @@ impl State {
             .collect();
         Ok(State {
             seed,
-            index: KeyMap::default(),
+            index: Index::default(),
             live,
             tiers,
             dir: HashMap::new(),

@@ -1,6 +1,6 @@
 //! Loading the committed backing files listed by the newest commit record into the state.
 
-use std::collections::hash_map::Entry;
+use crate::store::index::Entry;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
