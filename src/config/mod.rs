@@ -19,19 +19,21 @@
 //! - `mount.file_mode` is a string of octal digits (`"0644"`); a TOML integer
 //!   is rejected because `644` and `0o644` are indistinguishable once parsed.
 
+mod parse;
+mod units;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use std::{fmt, fs};
 
 use toml::{Table, Value};
 
+use parse::{as_str, choice, duration, integer, quote, range_reason, size, Section};
+pub use units::{format_duration, format_size, parse_duration, parse_mode, parse_size};
+use units::{DAY, KIB, MIB};
+
 /// Where the daemon and `validate-config` look when no path is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/iocfs/iocfs.toml";
-
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
-const TIB: u64 = 1 << 40;
 
 /// Smallest and largest tier block: below 4KiB the per-block index and
 /// checksum overhead dominates; above 16MiB one cache miss reads too much.
@@ -50,8 +52,6 @@ pub const MAX_FILE_MODE: u32 = 0o7777;
 /// Accepted `log.level` values (the `log` crate's level filters).
 pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
-const DURATION_EXPECTED: &str = r#"expected a duration like "24h", "7d" or "90s""#;
-const SIZE_EXPECTED: &str = r#"expected a size like "256MiB", "64KiB" or a number of bytes"#;
 const MODE_EXPECTED: &str = r#"expected octal permission bits like "0644""#;
 
 /// The whole configuration, defaults filled in.
@@ -158,9 +158,6 @@ pub struct LogConfig {
     /// One of [`LOG_LEVELS`], lower-case.
     pub level: String,
 }
-
-const HOUR: u64 = 3600;
-const DAY: u64 = 24 * HOUR;
 
 impl Default for Config {
     /// The embedded defaults; `systemd/iocfs.toml` must spell out exactly these.
@@ -547,275 +544,15 @@ impl Config {
     }
 }
 
-/// One TOML table being read. Each key read is recorded, so the list of
-/// valid keys printed for an unknown key can never drift from the parser.
-struct Section<'a> {
-    name: &'static str,
-    table: &'a Table,
-    known: Vec<&'static str>,
-}
-
-impl<'a> Section<'a> {
-    fn new(name: &'static str, table: &'a Table) -> Self {
-        Section {
-            name,
-            table,
-            known: Vec::new(),
-        }
-    }
-
-    fn path(&self, key: &str) -> String {
-        if self.name.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.name)
-        }
-    }
-
-    fn take(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.known.push(key);
-        self.table.get(key)
-    }
-
-    /// Overwrites `out` if `key` is present; `conv` returns the "expected …" phrase on failure.
-    fn set<T>(
-        &mut self,
-        key: &'static str,
-        out: &mut T,
-        conv: impl FnOnce(&Value) -> Result<T, String>,
-    ) -> Result<(), ConfigError> {
-        if let Some(value) = self.take(key) {
-            *out = conv(value)
-                .map_err(|reason| ConfigError::invalid(&self.path(key), render(value), reason))?;
-        }
-        Ok(())
-    }
-
-    fn table(&mut self, key: &'static str) -> Result<Option<Section<'a>>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Table(t)) => Ok(Some(Section::new(key, t))),
-            Some(v) => Err(ConfigError::invalid(
-                &self.path(key),
-                render(v),
-                "expected a table",
-            )),
-        }
-    }
-
-    /// Fails on the first key (in sorted order) that no `set`/`table` call asked for.
-    fn finish(self) -> Result<(), ConfigError> {
-        match self
-            .table
-            .keys()
-            .find(|k| !self.known.contains(&k.as_str()))
-        {
-            None => Ok(()),
-            Some(unknown) => Err(ConfigError::UnknownKey {
-                key: self.path(unknown),
-                expected: self.known.join(", "),
-                suggestion: suggest(unknown, &self.known).map(str::to_string),
-            }),
-        }
-    }
-}
-
-/// The closest valid key if it is within two edits (catches typos like `mod`).
-fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
-    let distance = |a: &str, b: &str| {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = Vec::with_capacity(prev.len());
-            cur.push(i + 1);
-            for ((cb, diag), up) in b.iter().zip(&prev).zip(prev.iter().skip(1)) {
-                let left = cur.last().copied().unwrap_or(usize::MAX - 1);
-                cur.push((up + 1).min(left + 1).min(diag + usize::from(ca != *cb)));
-            }
-            prev = cur;
-        }
-        prev.last().copied().unwrap_or(usize::MAX)
-    };
-    let lower = unknown.to_ascii_lowercase();
-    known
-        .iter()
-        .map(|k| (distance(&lower, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-/// A value as the admin wrote it; arrays and tables are abbreviated.
-fn render(v: &Value) -> String {
-    match v {
-        Value::String(s) => quote(s),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Datetime(d) => d.to_string(),
-        Value::Array(_) => "[...]".to_string(),
-        Value::Table(_) => "{...}".to_string(),
-    }
-}
-
-fn quote(s: &str) -> String {
-    format!("{s:?}")
-}
-
 fn log_levels_expected() -> String {
     format!("expected one of {}", LOG_LEVELS.join(", "))
-}
-
-fn as_str(v: &Value, expected: impl Into<String>) -> Result<&str, String> {
-    v.as_str().ok_or_else(|| expected.into())
-}
-
-fn duration(v: &Value) -> Result<Duration, String> {
-    parse_duration(as_str(v, DURATION_EXPECTED)?).map_err(|e| format!("{DURATION_EXPECTED} ({e})"))
-}
-
-fn size(v: &Value) -> Result<u64, String> {
-    match v {
-        Value::Integer(n) => u64::try_from(*n).map_err(|_| SIZE_EXPECTED.to_string()),
-        Value::String(s) => parse_size(s).map_err(|e| format!("{SIZE_EXPECTED} ({e})")),
-        _ => Err(SIZE_EXPECTED.to_string()),
-    }
-}
-
-fn integer<T: TryFrom<i64>>(v: &Value, min: i64, max: Option<i64>) -> Result<T, String> {
-    let expected = || range_reason("an integer", min, max);
-    match v {
-        Value::Integer(n) if *n >= min && max.is_none_or(|max| *n <= max) => {
-            T::try_from(*n).map_err(|_| expected())
-        }
-        _ => Err(expected()),
-    }
-}
-
-/// "expected an integer from 0 to 32" / "expected a size of at least 1MiB".
-fn range_reason(what: &str, min: impl fmt::Display, max: Option<impl fmt::Display>) -> String {
-    match max {
-        Some(max) => format!("expected {what} from {min} to {max}"),
-        None => format!("expected {what} of at least {min}"),
-    }
-}
-
-fn choice<T: Copy>(v: &Value, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
-    let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
-    let expected = || format!("expected one of {}", names.join(", "));
-    let s = v.as_str().ok_or_else(expected)?;
-    all.iter()
-        .copied()
-        .find(|t| name(*t).eq_ignore_ascii_case(s.trim()))
-        .ok_or_else(expected)
-}
-
-/// Parses a duration with `humantime` ("24h", "7d", "2ms", "1h30m", "0").
-/// Zero is accepted here; [`Config::validate`] decides per key whether it makes sense.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    use humantime::DurationError as E;
-    let s = s.trim();
-    humantime::parse_duration(s).map_err(|e| match e {
-        E::Empty => "the value is empty".to_string(),
-        E::NumberOverflow => format!("{s:?} is too large or finer than 1ns"),
-        E::UnknownUnit { unit, .. } if unit.is_empty() => "a unit is needed".to_string(),
-        E::UnknownUnit { unit, .. } => {
-            format!("unknown unit {unit:?}; use ns, us, ms, s, m, h, d, w, M or y")
-        }
-        E::InvalidCharacter(at) | E::NumberExpected(at) => {
-            format!("cannot read {:?}", s.get(at..).unwrap_or(s))
-        }
-    })
-}
-
-/// Parses a byte size: an integer optionally followed by a unit, with optional
-/// spaces between. Units (case-insensitive): `B`; binary `KiB`/`MiB`/`GiB`/`TiB`
-/// and the shorthands `K`/`M`/`G`/`T` (powers of 1024); decimal `KB`/`MB`/`GB`/`TB`
-/// (powers of 1000). Fractions are rejected so sizes stay exact.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(digits);
-    if number.is_empty() {
-        return Err("a size starts with a whole number".to_string());
-    }
-    if unit.starts_with(['.', ',']) {
-        return Err("fractions are not accepted; use a smaller unit".to_string());
-    }
-    let too_large = || format!("{s:?} is too large");
-    let number: u64 = number.parse().map_err(|_| too_large())?;
-    let unit = unit.trim_start();
-    let multiplier = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => KIB,
-        "m" | "mib" => MIB,
-        "g" | "gib" => GIB,
-        "t" | "tib" => TIB,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?}; use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB"
-            ))
-        }
-    };
-    number.checked_mul(multiplier).ok_or_else(too_large)
-}
-
-/// Parses permission bits written in octal: "0644", "644", "0o644"; at most 0o7777.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
-    let s = s.trim();
-    let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err("only the digits 0-7 are allowed".to_string());
-    }
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if mode <= MAX_FILE_MODE => Ok(mode),
-        _ => Err("at most 7777".to_string()),
-    }
-}
-
-/// Compact, exact form of a duration ("1d", "1h30m", "2ms"); [`parse_duration`]
-/// reads it back to the same value.
-pub fn format_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_string();
-    }
-    let (secs, nanos) = (d.as_secs(), u64::from(d.subsec_nanos()));
-    let parts = [
-        (secs / DAY, "d"),
-        (secs % DAY / HOUR, "h"),
-        (secs % HOUR / 60, "m"),
-        (secs % 60, "s"),
-        (nanos / 1_000_000, "ms"),
-        (nanos / 1_000 % 1_000, "us"),
-        (nanos % 1_000, "ns"),
-    ];
-    parts
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, unit)| format!("{n}{unit}"))
-        .collect()
-}
-
-/// Exact form of a byte count in the largest binary unit that divides it
-/// ("256MiB", "64KiB", "1000B"); [`parse_size`] reads it back to the same value.
-pub fn format_size(n: u64) -> String {
-    for (unit, len) in [("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n != 0 && n % len == 0 {
-            return format!("{}{unit}", n / len);
-        }
-    }
-    format!("{n}B")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn err(text: &str) -> ConfigError {
+    pub(super) fn err(text: &str) -> ConfigError {
         match Config::from_toml_str(text) {
             Ok(cfg) => panic!("expected an error for {text:?}, got {cfg:?}"),
             Err(e) => e,
@@ -833,14 +570,14 @@ mod tests {
 
     #[test]
     fn example_file_equals_the_embedded_defaults() {
-        let example = include_str!("../systemd/iocfs.toml");
+        let example = include_str!("../../systemd/iocfs.toml");
         assert_eq!(Config::from_toml_str(example).unwrap(), Config::default());
     }
 
     #[test]
     fn example_file_sets_every_key() {
         // Guards the other direction: a key added to the parser must be documented.
-        let example: Table = include_str!("../systemd/iocfs.toml").parse().unwrap();
+        let example: Table = include_str!("../../systemd/iocfs.toml").parse().unwrap();
         let sections = [
             "retention",
             "durability",
@@ -1187,42 +924,6 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_name_the_dotted_key_and_the_valid_ones() {
-        let e = err("[durability]\nmod = \"always\"");
-        assert_eq!(e.key(), Some("durability.mod"));
-        assert_eq!(
-            e.to_string(),
-            "unknown key \"durability.mod\": expected one of mode, batch_window, sync_interval, \
-             commit_interval, checkpoint_interval, segment_size, checkpoint_records \
-             (did you mean \"mode\"?)"
-        );
-
-        let e = err("datadir = \"/x\"");
-        assert_eq!(e.key(), Some("datadir"));
-        let msg = e.to_string();
-        assert!(msg.contains("expected one of data_dir, retention, durability, aging, cache, tiers, ingest, mount, log"), "{msg}");
-        assert!(msg.contains("did you mean \"data_dir\""), "{msg}");
-
-        let e = err("[logging]\nlevel = \"info\"");
-        assert_eq!(e.key(), Some("logging"));
-        assert!(!e.to_string().contains("did you mean"), "{e}");
-
-        let e = err("[mount]\nthreads = 4\nreadonly = true");
-        assert_eq!(e.key(), Some("mount.readonly"));
-        assert!(
-            e.to_string()
-                .contains("allow_other, uid, gid, file_mode, threads"),
-            "{e}"
-        );
-
-        let e = err("[durability.extra]\nx = 1");
-        assert_eq!(e.key(), Some("durability.extra"));
-
-        let e = err("[log]\nlevel = \"info\"\n[retention]\nfoo = \"1d\"");
-        assert_eq!(e.key(), Some("retention.foo"));
-    }
-
-    #[test]
     fn syntax_errors_carry_the_line_and_column() {
         let e = err("[cache]\nsize = \"256MiB\n");
         assert_eq!(e.key(), None);
@@ -1296,157 +997,6 @@ mod tests {
         };
         let e = c.validate().unwrap_err();
         assert_eq!(e.to_string(), "data_dir = \"\": expected an absolute path");
-    }
-
-    #[test]
-    fn duration_parser() {
-        let ok = [
-            ("24h", 86_400_000),
-            ("7d", 7 * 86_400_000),
-            ("2ms", 2),
-            ("5m", 300_000),
-            ("90s", 90_000),
-            ("1h30m", 5_400_000),
-            ("1h 30m", 5_400_000),
-            (" 60s ", 60_000),
-            ("0", 0),
-            ("0s", 0),
-            ("1w", 7 * 86_400_000),
-            ("365d", 365 * 86_400_000),
-        ];
-        for (text, millis) in ok {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(millis)),
-                "{text}"
-            );
-        }
-        for bad in [
-            "",
-            "  ",
-            "-1s",
-            "24",
-            "24 hours please",
-            "1x",
-            "h",
-            "1.2.3s",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
-        }
-    }
-
-    #[test]
-    fn size_parser() {
-        let ok: [(&str, u64); 17] = [
-            ("256MiB", 256 << 20),
-            ("64KiB", 64 << 10),
-            ("1GiB", 1 << 30),
-            ("2TiB", 2 << 40),
-            ("512B", 512),
-            ("1048576", 1 << 20),
-            ("0", 0),
-            ("64K", 64 << 10),
-            ("16M", 16 << 20),
-            ("1G", 1 << 30),
-            ("64KB", 64_000),
-            ("1MB", 1_000_000),
-            ("1GB", 1_000_000_000),
-            ("1TB", 1_000_000_000_000),
-            ("256 MiB", 256 << 20),
-            ("256mib", 256 << 20),
-            ("18446744073709551615", u64::MAX),
-        ];
-        for (text, n) in ok {
-            assert_eq!(parse_size(text), Ok(n), "{text}");
-        }
-        let bad = [
-            "",
-            "MiB",
-            "lots",
-            "-1",
-            "1.5GiB",
-            "12 34",
-            "1PiB",
-            "1KiBs",
-            "18446744073709551616",
-            "16777216TiB",
-            "99999999999999999999999",
-        ];
-        for text in bad {
-            assert!(parse_size(text).is_err(), "{text:?} should be rejected");
-        }
-        assert!(parse_size("16777216TiB").unwrap_err().contains("too large"));
-    }
-
-    #[test]
-    fn mode_parser() {
-        for (text, mode) in [
-            ("0644", 0o644),
-            ("644", 0o644),
-            ("0o600", 0o600),
-            ("7777", 0o7777),
-            ("0", 0),
-            ("0000440", 0o440),
-        ] {
-            assert_eq!(parse_mode(text), Ok(mode), "{text}");
-        }
-        for bad in [
-            "",
-            "0999",
-            "rw-r--r--",
-            "10000",
-            "-644",
-            "0x1a4",
-            "64 4",
-            "0o",
-        ] {
-            assert!(parse_mode(bad).is_err(), "{bad:?} should be rejected");
-        }
-    }
-
-    #[test]
-    fn formatters_round_trip() {
-        let d = Config::default();
-        let durations = [
-            (d.retention.live_to_chaud, "1d"),
-            (d.retention.chaud_to_tiede, "7d"),
-            (d.retention.tiede_to_froid, "30d"),
-            (d.retention.froid_retention, "365d"),
-            (d.durability.batch_window, "2ms"),
-            (d.durability.sync_interval, "100ms"),
-            (d.durability.commit_interval, "1s"),
-            (d.durability.checkpoint_interval, "5m"),
-            (d.aging.interval, "1m"),
-            (Duration::ZERO, "0s"),
-            (Duration::from_secs(5400), "1h30m"),
-            (Duration::new(90_061, 1_002_003), "1d1h1m1s1ms2us3ns"),
-        ];
-        for (value, text) in durations {
-            assert_eq!(format_duration(value), text);
-            assert_eq!(parse_duration(text), Ok(value), "{text}");
-        }
-        assert_eq!(
-            parse_duration(&format_duration(Duration::MAX)),
-            Ok(Duration::MAX)
-        );
-
-        let sizes = [
-            (d.cache.size, "256MiB"),
-            (d.tiers.block_size, "64KiB"),
-            (d.durability.segment_size, "64MiB"),
-            (0, "0B"),
-            (1000, "1000B"),
-            (1 << 30, "1GiB"),
-            (3 << 40, "3TiB"),
-            (3072, "3KiB"),
-            (1536, "1536B"),
-            (u64::MAX, "18446744073709551615B"),
-        ];
-        for (value, text) in sizes {
-            assert_eq!(format_size(value), text);
-            assert_eq!(parse_size(text), Ok(value), "{text}");
-        }
     }
 
     #[test]
