@@ -1,0 +1,953 @@
+//! Indicator types: parse, validate, normalize and classify one input line.
+//!
+//! Every indicator file holds one normalized value per line. This module is the
+//! single place that decides what a line means, so ingest, lookup and removal
+//! agree on when two spellings are the same indicator. Nothing here panics,
+//! whatever bytes it is given.
+//!
+//! # Line rules
+//!
+//! Applied in this order to one raw line (without its `\n`):
+//!
+//! 1. One trailing `\r` is removed, so CRLF files work.
+//! 2. Rejected: longer than [`MAX_LINE_LEN`] bytes (counted after step 1),
+//!    a NUL byte anywhere, invalid UTF-8.
+//! 3. Surrounding whitespace is trimmed (ASCII, including tabs, and Unicode).
+//! 4. An empty line is skipped.
+//! 5. A line starting with `#`, `;` or `//` is a comment and is skipped.
+//! 6. A trailing comment begins at the first whitespace character that is
+//!    directly followed by `#`, `;` or `//`; it is dropped and the value trimmed
+//!    again (`1.2.3.0/24 ; SBL123` → `1.2.3.0/24`).
+//! 7. Rejected: whitespace left inside the value, or any control character
+//!    (below 0x20, 0x7f, and the Unicode C1 controls).
+//! 8. The type rules below. When a value fails for the requested type but
+//!    [`classify`] accepts it as another one, the error names that type
+//!    ("looks like a domain indicator, not ipv4"): it was appended to the
+//!    wrong file.
+//!
+//! # Type rules
+//!
+//! - **ipv4**: dotted quad of decimal octets 0–255 without leading zeros
+//!   (`010.1.1.1` is ambiguous octal and rejected), optional `/prefix` 0–32
+//!   (decimal, no sign or leading zero). A prefix below
+//!   [`Limits::min_prefix_v4`] is rejected. Host bits are zeroed
+//!   (`1.2.3.4/24` → `1.2.3.0/24`) and `/32` is dropped (`1.2.3.4/32` →
+//!   `1.2.3.4`).
+//! - **ipv6**: anything `std` parses (full, compressed, upper case, embedded
+//!   IPv4 such as `::ffff:1.2.3.4`), optional `/prefix` 0–128 checked against
+//!   [`Limits::min_prefix_v6`]. Zone ids (`%eth0`) and brackets are rejected.
+//!   Printed in RFC 5952 form (lower case, longest zero run as `::`), host bits
+//!   zeroed, `/128` dropped.
+//! - **domain**: ASCII only (internationalized names must be given in their
+//!   punycode `xn--` form), lower-cased, one trailing dot removed. An optional
+//!   leading `*.` wildcard is kept. Labels are 1–63 characters of
+//!   `[a-z0-9_-]`, not starting or ending with `-`. At least two labels are
+//!   required after the wildcard, so `*.com` is rejected (a wildcard over a
+//!   whole TLD is not an indicator). At most 253 characters, not counting the
+//!   `*.` prefix. The last label must not be all digits, so addresses are never
+//!   domains.
+//! - **url**: `scheme://authority` followed by an optional path, query and
+//!   fragment. The scheme (`[A-Za-z][A-Za-z0-9+.-]*`) is lower-cased. The
+//!   authority runs to the first `/`, `?` or `#`; an optional `userinfo@` (up to
+//!   the last `@`) is kept verbatim. The host is lower-cased and is either a
+//!   bracketed IPv6 literal (re-printed in RFC 5952 form) or a non-empty name of
+//!   `[a-z0-9._-]`, which covers IPv4 addresses (percent-encoding is rejected).
+//!   An optional `:port` must be 1–65535 and is printed without leading zeros.
+//!   Everything after the authority is kept byte for byte; no trailing slash is
+//!   added or removed.
+//! - **email**: `local@domain` with exactly one `@`. The local part is 1–64
+//!   bytes of printable ASCII except `@ " ( ) , : ; < > [ ] \`, with no leading,
+//!   trailing or doubled dot, and keeps its case. The domain follows the domain
+//!   rules without wildcard and is lower-cased. (An address whose local part
+//!   starts with `#` or `//` reads as a comment line and cannot be stored.)
+//! - **md5 / sha1 / sha256 / sha512**: exactly 32 / 40 / 64 / 128 hex digits,
+//!   lower-cased.
+//!
+//! No value is accepted by two types, so [`classify`] is unambiguous, and every
+//! normalized value `v` of type `t` satisfies `classify(v) == Some((t, v))`
+//! and normalizes to itself.
+
+mod hash;
+mod names;
+mod net;
+#[cfg(test)]
+mod props;
+
+use std::fmt;
+
+use memchr::memchr;
+
+use hash::hash;
+use names::{domain, email, url};
+use net::{ipv4, ipv6};
+
+/// The nine indicator types, in this fixed order (their `code()` is the index 0..=8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IocType {
+    Ipv4,
+    Ipv6,
+    Domain,
+    Url,
+    Email,
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl IocType {
+    /// All types in code order.
+    pub const ALL: [IocType; 9] = [
+        IocType::Ipv4,
+        IocType::Ipv6,
+        IocType::Domain,
+        IocType::Url,
+        IocType::Email,
+        IocType::Md5,
+        IocType::Sha1,
+        IocType::Sha256,
+        IocType::Sha512,
+    ];
+
+    /// Stable numeric code (0..=8), used in on-disk formats.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Inverse of [`IocType::code`].
+    pub fn from_code(code: u8) -> Option<IocType> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// Lower-case name as used in config, messages and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            IocType::Ipv4 => "ipv4",
+            IocType::Ipv6 => "ipv6",
+            IocType::Domain => "domain",
+            IocType::Url => "url",
+            IocType::Email => "email",
+            IocType::Md5 => "md5",
+            IocType::Sha1 => "sha1",
+            IocType::Sha256 => "sha256",
+            IocType::Sha512 => "sha512",
+        }
+    }
+
+    /// Name of the file holding this type's indicators.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            IocType::Ipv4 => "ipv4.txt",
+            IocType::Ipv6 => "ipv6.txt",
+            IocType::Domain => "domain.txt",
+            IocType::Url => "url.txt",
+            IocType::Email => "email.txt",
+            IocType::Md5 => "md5.txt",
+            IocType::Sha1 => "sha1.txt",
+            IocType::Sha256 => "sha256.txt",
+            IocType::Sha512 => "sha512.txt",
+        }
+    }
+
+    /// Exact match of [`IocType::file_name`].
+    pub fn from_file_name(name: &str) -> Option<IocType> {
+        Self::ALL.into_iter().find(|t| t.file_name() == name)
+    }
+
+    /// Exact match of [`IocType::name`].
+    pub fn from_name(name: &str) -> Option<IocType> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Number of hex digits for hash types.
+    fn hex_len(self) -> Option<usize> {
+        match self {
+            IocType::Md5 => Some(32),
+            IocType::Sha1 => Some(40),
+            IocType::Sha256 => Some(64),
+            IocType::Sha512 => Some(128),
+            _ => None,
+        }
+    }
+
+    /// Indefinite article for messages, by how the name is read aloud.
+    fn article(self) -> &'static str {
+        match self {
+            IocType::Ipv4 | IocType::Ipv6 | IocType::Email | IocType::Md5 => "an",
+            _ => "a",
+        }
+    }
+}
+
+impl fmt::Display for IocType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Limits that come from the config (`[ingest]` `min_prefix_v4` / `min_prefix_v6`).
+///
+/// A network broader than the minimum prefix would match huge parts of the
+/// address space, which is almost always a feed error. Values above 32 / 128
+/// act as 32 / 128 (only single addresses accepted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_prefix_v4: 8,
+            min_prefix_v6: 16,
+        }
+    }
+}
+
+/// Maximum length of one input line in bytes, excluding the line terminator.
+pub const MAX_LINE_LEN: usize = 4096;
+
+/// Why a line was rejected. `Display` gives a short human message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    kind: InvalidKind,
+}
+
+/// Machine-readable reason behind an [`Invalid`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidKind {
+    /// Longer than [`MAX_LINE_LEN`] bytes.
+    TooLong,
+    /// Contains a NUL byte.
+    Nul,
+    /// Not valid UTF-8.
+    Utf8,
+    /// Contains a control character.
+    Control,
+    /// Whitespace remains inside the value after comment removal.
+    Whitespace,
+    /// Invalid as `expected`, but valid as `found`.
+    WrongType { expected: IocType, found: IocType },
+    /// Network prefix shorter than the configured minimum.
+    TooBroad { min_prefix: u8 },
+    /// Non-ASCII domain name (must be given in punycode).
+    NonAsciiDomain,
+    /// Hex string of the wrong length for the hash type.
+    HashLength { ty: IocType, got: usize },
+    /// Hash containing a non-hex character.
+    NotHex { ty: IocType },
+    /// Any other type-specific syntax error, with a human message.
+    Malformed(&'static str),
+}
+
+impl Invalid {
+    /// The reason, for callers that count or branch on it.
+    pub fn kind(&self) -> &InvalidKind {
+        &self.kind
+    }
+}
+
+impl From<InvalidKind> for Invalid {
+    fn from(kind: InvalidKind) -> Self {
+        Invalid { kind }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            InvalidKind::TooLong => write!(f, "line longer than {MAX_LINE_LEN} bytes"),
+            InvalidKind::Nul => f.write_str("contains a NUL byte"),
+            InvalidKind::Utf8 => f.write_str("invalid UTF-8"),
+            InvalidKind::Control => f.write_str("contains a control character"),
+            InvalidKind::Whitespace => f.write_str("contains whitespace inside the value"),
+            InvalidKind::WrongType { expected, found } => write!(
+                f,
+                "looks like {} {found} indicator, not {expected}",
+                found.article()
+            ),
+            InvalidKind::TooBroad { min_prefix } => {
+                write!(f, "network broader than /{min_prefix}")
+            }
+            InvalidKind::NonAsciiDomain => {
+                f.write_str("non-ASCII domain: use the punycode (xn--) form")
+            }
+            InvalidKind::HashLength { ty, got } => write!(
+                f,
+                "expected {} hex digits for {ty}, got {got}",
+                ty.hex_len().unwrap_or(0)
+            ),
+            InvalidKind::NotHex { ty } => {
+                write!(
+                    f,
+                    "not {} {ty} hash: contains a non-hex character",
+                    ty.article()
+                )
+            }
+            InvalidKind::Malformed(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// What one raw input line (without its '\n') amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// Blank or comment line: nothing to store.
+    Skip,
+    /// A normalized value was appended to the output buffer.
+    Value,
+}
+
+/// Clean one raw input line for type `ty` and append its normalized form.
+///
+/// `raw` is the bytes between two `'\n'`, possibly ending in `'\r'`. On success
+/// the normalized value (without newline) is appended to `out`; blank and
+/// comment lines return `Line::Skip` and append nothing; on error `out` is left
+/// exactly as it was. Only `out` is ever allocated into, so bulk ingest can
+/// reuse one buffer.
+pub fn normalize_into(
+    ty: IocType,
+    raw: &[u8],
+    limits: &Limits,
+    out: &mut Vec<u8>,
+) -> Result<Line, Invalid> {
+    let Some(value) = clean(raw)? else {
+        return Ok(Line::Skip);
+    };
+    let start = out.len();
+    match parse_as(ty, value, limits, out) {
+        Ok(()) => Ok(Line::Value),
+        Err(err) => {
+            out.truncate(start);
+            // `out` doubles as scratch space so the error path does not allocate.
+            let found = detect(value, limits, out);
+            out.truncate(start);
+            match found {
+                Some(found) if found != ty => Err(InvalidKind::WrongType {
+                    expected: ty,
+                    found,
+                }
+                .into()),
+                _ => Err(err),
+            }
+        }
+    }
+}
+
+/// Convenience: `Ok(Some(normalized))`, `Ok(None)` for a skipped line, or the error.
+pub fn normalize(ty: IocType, raw: &[u8], limits: &Limits) -> Result<Option<String>, Invalid> {
+    let mut out = Vec::new();
+    match normalize_into(ty, raw, limits, &mut out)? {
+        Line::Skip => Ok(None),
+        Line::Value => String::from_utf8(out)
+            .map(Some)
+            .map_err(|_| InvalidKind::Utf8.into()),
+    }
+}
+
+/// Find the type of a bare value and normalize it.
+///
+/// Used by `.iocfs/lookup/VALUE` and `remove VALUE`, where the user does not
+/// say the type. The line rules apply, so blank or comment input gives `None`,
+/// as does a value no type accepts.
+pub fn classify(raw: &[u8], limits: &Limits) -> Option<(IocType, String)> {
+    let value = clean(raw).ok().flatten()?;
+    let mut out = Vec::with_capacity(value.len() + 8);
+    let ty = detect(value, limits, &mut out)?;
+    String::from_utf8(out).ok().map(|s| (ty, s))
+}
+
+/// Printable excerpt of a rejected line for logs.
+///
+/// Printable ASCII is kept (backslash doubled), every other byte becomes
+/// `\xNN`. The result is never longer than `max` characters: when the input
+/// does not fit, it is cut between escapes and `...` is appended within the
+/// budget (for `max < 3` only part of the `...` fits).
+pub fn escape_excerpt(raw: &[u8], max: usize) -> String {
+    const ELLIPSIS: &str = "...";
+    let mut s = String::with_capacity(max.min(raw.len().saturating_mul(4)));
+    // Longest prefix (at an escape boundary) that still leaves room for "...".
+    let mut keep = 0;
+    for &b in raw {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(char::from(b)),
+            _ => {
+                s.push_str("\\x");
+                for nibble in [b >> 4, b & 0xf] {
+                    s.push(char::from_digit(u32::from(nibble), 16).unwrap_or('?'));
+                }
+            }
+        }
+        if s.len() > max {
+            s.truncate(keep);
+            s.push_str(ELLIPSIS.get(..max.min(ELLIPSIS.len())).unwrap_or(""));
+            return s;
+        }
+        if s.len() + ELLIPSIS.len() <= max {
+            keep = s.len();
+        }
+    }
+    s
+}
+
+/// Line rules 1–7: `Ok(None)` for a line to skip, else the bare value.
+fn clean(raw: &[u8]) -> Result<Option<&str>, Invalid> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.len() > MAX_LINE_LEN {
+        return Err(InvalidKind::TooLong.into());
+    }
+    if memchr(0, raw).is_some() {
+        return Err(InvalidKind::Nul.into());
+    }
+    let line = std::str::from_utf8(raw).map_err(|_| Invalid::from(InvalidKind::Utf8))?;
+    let mut value = line.trim();
+    if value.is_empty() || is_comment_start(value) {
+        return Ok(None);
+    }
+    // Fast path: printable ASCII without spaces cannot hold a trailing comment,
+    // whitespace or control characters.
+    if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        value = strip_trailing_comment(value).trim();
+        for c in value.chars() {
+            if c.is_whitespace() {
+                return Err(InvalidKind::Whitespace.into());
+            }
+            if c.is_control() {
+                return Err(InvalidKind::Control.into());
+            }
+        }
+    }
+    Ok(Some(value))
+}
+
+fn is_comment_start(s: &str) -> bool {
+    s.starts_with('#') || s.starts_with(';') || s.starts_with("//")
+}
+
+/// Cut at the first whitespace directly followed by a comment marker.
+fn strip_trailing_comment(s: &str) -> &str {
+    for (i, c) in s.char_indices() {
+        if c.is_whitespace() && s.get(i + c.len_utf8()..).is_some_and(is_comment_start) {
+            return s.get(..i).unwrap_or(s);
+        }
+    }
+    s
+}
+
+/// Type rules. May leave partial output in `out` on error; callers truncate.
+fn parse_as(ty: IocType, v: &str, limits: &Limits, out: &mut Vec<u8>) -> Result<(), Invalid> {
+    match ty {
+        IocType::Ipv4 => ipv4(v, limits.min_prefix_v4, out),
+        IocType::Ipv6 => ipv6(v, limits.min_prefix_v6, out),
+        IocType::Domain => domain(v.as_bytes(), true, out),
+        IocType::Url => url(v.as_bytes(), out),
+        IocType::Email => email(v.as_bytes(), out),
+        IocType::Md5 | IocType::Sha1 | IocType::Sha256 | IocType::Sha512 => hash(ty, v, out),
+    }
+}
+
+/// Order in which [`classify`] tries the types. The types are mutually
+/// exclusive, so the order only matters for speed: cheap, strict checks first.
+const CLASSIFY_ORDER: [IocType; 9] = [
+    IocType::Ipv4,
+    IocType::Ipv6,
+    IocType::Md5,
+    IocType::Sha1,
+    IocType::Sha256,
+    IocType::Sha512,
+    IocType::Url,
+    IocType::Email,
+    IocType::Domain,
+];
+
+/// First type accepting the cleaned `value`; its normalized form is appended to `out`.
+fn detect(value: &str, limits: &Limits, out: &mut Vec<u8>) -> Option<IocType> {
+    let start = out.len();
+    for ty in CLASSIFY_ORDER {
+        if parse_as(ty, value, limits, out).is_ok() {
+            return Some(ty);
+        }
+        out.truncate(start);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim() -> Limits {
+        Limits::default()
+    }
+
+    pub(super) fn norm(ty: IocType, s: &str) -> Result<Option<String>, Invalid> {
+        normalize(ty, s.as_bytes(), &lim())
+    }
+
+    /// Each valid input must normalize to the expected value.
+    pub(super) fn check_valid(ty: IocType, cases: &[(&str, &str)]) {
+        for &(input, want) in cases {
+            match norm(ty, input) {
+                Ok(Some(got)) => assert_eq!(got, want, "{ty} input {input:?}"),
+                other => panic!("{ty} input {input:?}: expected {want:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Each invalid input must be rejected with a message containing the fragment.
+    pub(super) fn check_invalid(ty: IocType, cases: &[(&str, &str)]) {
+        for &(input, fragment) in cases {
+            match norm(ty, input) {
+                Err(e) => assert!(
+                    e.to_string().contains(fragment),
+                    "{ty} input {input:?}: message {:?} lacks {fragment:?}",
+                    e.to_string()
+                ),
+                other => panic!("{ty} input {input:?}: expected error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn type_codes_names_and_files() {
+        let names = [
+            "ipv4", "ipv6", "domain", "url", "email", "md5", "sha1", "sha256", "sha512",
+        ];
+        for (i, ty) in IocType::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(ty.code()), i);
+            assert_eq!(IocType::from_code(ty.code()), Some(ty));
+            assert_eq!(ty.name(), names[i]);
+            assert_eq!(ty.to_string(), names[i]);
+            assert_eq!(ty.file_name(), format!("{}.txt", names[i]));
+            assert_eq!(IocType::from_name(ty.name()), Some(ty));
+            assert_eq!(IocType::from_file_name(ty.file_name()), Some(ty));
+        }
+        assert_eq!(IocType::from_code(9), None);
+        assert_eq!(IocType::from_code(255), None);
+        for bad in ["", "IPV4", "ipv4 ", "ipv4.TXT", "ipv4.txt.bak", "sha3"] {
+            assert_eq!(IocType::from_name(bad), None, "{bad:?}");
+            assert_eq!(IocType::from_file_name(bad), None, "{bad:?}");
+        }
+        assert_eq!(IocType::from_file_name("ipv4"), None);
+        assert_eq!(IocType::from_name("ipv4.txt"), None);
+        let mut sorted = IocType::ALL;
+        sorted.sort();
+        assert_eq!(sorted, IocType::ALL, "Ord follows code order");
+    }
+
+    #[test]
+    fn default_limits() {
+        assert_eq!(
+            Limits::default(),
+            Limits {
+                min_prefix_v4: 8,
+                min_prefix_v6: 16
+            }
+        );
+    }
+
+    #[test]
+    fn line_rules_skip() {
+        for ty in IocType::ALL {
+            for line in [
+                "",
+                "\r",
+                " ",
+                "\t \t",
+                " \r",
+                "\u{a0}\u{2003}",
+                "#",
+                "# comment",
+                "  # indented comment",
+                ";",
+                "; comment",
+                "//",
+                "// comment",
+                "\t//x",
+                "#1.2.3.4",
+                ";evil.com",
+                "//evil.com",
+            ] {
+                assert_eq!(norm(ty, line), Ok(None), "{ty} {line:?}");
+                let mut out = b"keep".to_vec();
+                assert_eq!(
+                    normalize_into(ty, line.as_bytes(), &lim(), &mut out),
+                    Ok(Line::Skip)
+                );
+                assert_eq!(out, b"keep");
+            }
+        }
+    }
+
+    #[test]
+    fn line_rules_trim_and_comments() {
+        let d = IocType::Domain;
+        check_valid(
+            d,
+            &[
+                ("evil.com\r", "evil.com"),
+                ("evil.com \r", "evil.com"),
+                ("  evil.com\t", "evil.com"),
+                ("\u{a0}evil.com\u{2003}", "evil.com"),
+                ("evil.com # from feed X", "evil.com"),
+                ("evil.com\t#x", "evil.com"),
+                ("evil.com ; note", "evil.com"),
+                ("evil.com // note", "evil.com"),
+                ("evil.com   #", "evil.com"),
+                ("evil.com #a # b", "evil.com"),
+                ("evil.com\u{a0}# nbsp before marker", "evil.com"),
+                ("evil.com # comment with \u{1} control", "evil.com"),
+            ],
+        );
+        check_valid(
+            IocType::Ipv4,
+            &[
+                ("1.2.3.0/24 ; SBL123", "1.2.3.0/24"),
+                ("1.2.3.4\r", "1.2.3.4"),
+            ],
+        );
+        check_valid(
+            IocType::Url,
+            &[
+                ("http://a.com/x#frag # note", "http://a.com/x#frag"),
+                ("http://a.com/;x // note", "http://a.com/;x"),
+            ],
+        );
+        // Only one '\r' is stripped by rule 1; further ones are whitespace and trimmed.
+        check_valid(
+            d,
+            &[("evil.com\r\r", "evil.com"), ("evil.com\r\r\r", "evil.com")],
+        );
+        // Markers not preceded by whitespace are part of the value.
+        check_invalid(
+            d,
+            &[
+                ("evil.com#x", "may only contain"),
+                ("evil.com;x", "may only contain"),
+                ("evil.com//x", "may only contain"),
+            ],
+        );
+        // A single '/' after whitespace is not a comment.
+        check_invalid(d, &[("evil.com /x", "whitespace inside")]);
+    }
+
+    #[test]
+    fn line_rules_rejections() {
+        let d = IocType::Domain;
+        check_invalid(
+            d,
+            &[
+                ("evil .com", "contains whitespace inside the value"),
+                ("evil\t.com", "contains whitespace inside the value"),
+                ("evil\u{a0}.com", "contains whitespace inside the value"),
+                ("evil\r.com", "contains whitespace inside the value"),
+                ("a.com b.com", "contains whitespace inside the value"),
+                ("evil\u{1}.com", "contains a control character"),
+                ("evil.com\u{7f}", "contains a control character"),
+                ("\u{1b}[31mevil.com", "contains a control character"),
+                ("evil\u{85}.com", "whitespace"), // NEL is Unicode whitespace
+                ("evil\u{9f}.com", "contains a control character"),
+                ("evil\0.com", "contains a NUL byte"),
+                ("# comment\0", "contains a NUL byte"),
+            ],
+        );
+        for ty in IocType::ALL {
+            for raw in [
+                &b"\xff"[..],
+                b"evil\xc3.com",
+                b"# \xfe comment",
+                b"\xed\xa0\x80",
+            ] {
+                let e = normalize(ty, raw, &lim()).unwrap_err();
+                assert_eq!(e.to_string(), "invalid UTF-8");
+                assert_eq!(e.kind(), &InvalidKind::Utf8);
+            }
+        }
+    }
+
+    #[test]
+    fn line_length_limit() {
+        let prefix = "http://a.com/";
+        let exact = format!("{prefix}{}", "p".repeat(MAX_LINE_LEN - prefix.len()));
+        assert_eq!(exact.len(), MAX_LINE_LEN);
+        assert_eq!(norm(IocType::Url, &exact), Ok(Some(exact.clone())));
+        assert_eq!(
+            norm(IocType::Url, &format!("{exact}\r")),
+            Ok(Some(exact.clone()))
+        );
+        let long = format!("{exact}p");
+        let e = norm(IocType::Url, &long).unwrap_err();
+        assert_eq!(e.to_string(), "line longer than 4096 bytes");
+        assert_eq!(e.kind(), &InvalidKind::TooLong);
+        // Length is checked before trimming and comment removal.
+        let padded = format!("{}evil.com", " ".repeat(MAX_LINE_LEN));
+        assert_eq!(
+            norm(IocType::Domain, &padded).unwrap_err().kind(),
+            &InvalidKind::TooLong
+        );
+        let comment = format!("#{}", "x".repeat(MAX_LINE_LEN));
+        assert_eq!(
+            norm(IocType::Domain, &comment).unwrap_err().kind(),
+            &InvalidKind::TooLong
+        );
+    }
+
+    #[test]
+    fn wrong_type_per_file() {
+        let cases: &[(IocType, &str, IocType)] = &[
+            (IocType::Ipv4, "evil.com", IocType::Domain),
+            (IocType::Ipv4, "2001:db8::1", IocType::Ipv6),
+            (IocType::Ipv4, "http://1.2.3.4/", IocType::Url),
+            (
+                IocType::Ipv4,
+                "d41d8cd98f00b204e9800998ecf8427e",
+                IocType::Md5,
+            ),
+            (IocType::Ipv6, "1.2.3.4", IocType::Ipv4),
+            (IocType::Domain, "1.2.3.4", IocType::Ipv4),
+            (IocType::Domain, "::1", IocType::Ipv6),
+            (IocType::Url, "evil.com", IocType::Domain),
+            (IocType::Url, "a@evil.com", IocType::Email),
+            (IocType::Email, "http://a@evil.com/", IocType::Url),
+            (IocType::Md5, "1.2.3.4", IocType::Ipv4),
+        ];
+        for &(ty, input, found) in cases {
+            let e = norm(ty, input).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                &InvalidKind::WrongType {
+                    expected: ty,
+                    found
+                },
+                "{ty} {input:?}"
+            );
+        }
+        assert_eq!(
+            norm(IocType::Ipv4, "evil.com").unwrap_err().to_string(),
+            "looks like a domain indicator, not ipv4"
+        );
+        assert_eq!(
+            norm(IocType::Ipv4, "::1").unwrap_err().to_string(),
+            "looks like an ipv6 indicator, not ipv4"
+        );
+        // Nothing recognisable: keep the type's own message.
+        assert_eq!(
+            norm(IocType::Ipv4, "nonsense").unwrap_err().to_string(),
+            "not an IPv4 address or network"
+        );
+    }
+
+    #[test]
+    fn normalize_into_appends_or_leaves_out_alone() {
+        let l = lim();
+        let mut out = b"prev\n".to_vec();
+        assert_eq!(
+            normalize_into(IocType::Ipv4, b"1.2.3.4/24", &l, &mut out),
+            Ok(Line::Value)
+        );
+        assert_eq!(out, b"prev\n1.2.3.0/24");
+        out.push(b'\n');
+        assert_eq!(
+            normalize_into(IocType::Domain, b"Evil.COM # x\r", &l, &mut out),
+            Ok(Line::Value)
+        );
+        assert_eq!(out, b"prev\n1.2.3.0/24\nevil.com");
+
+        let before = out.clone();
+        let failing: &[(IocType, &[u8])] = &[
+            (IocType::Ipv4, b"1.2.3.4/4"),
+            (IocType::Ipv4, b"evil.com"),
+            (IocType::Ipv6, b"1.2.3.4"),
+            (IocType::Domain, b"evil..com"),
+            (IocType::Domain, b"bad\xff"),
+            (IocType::Url, b"http://evil.com:99999/"),
+            (IocType::Url, b"http://[::1"),
+            (IocType::Url, b"HTTP://EVIL.COM:0/"),
+            (IocType::Email, b"USER@EVIL..COM"),
+            (IocType::Email, b"user@evil.com@x"),
+            (IocType::Sha1, b"d41d8cd98f00b204e9800998ecf8427e"),
+            (IocType::Md5, b"a b"),
+            (IocType::Md5, b"a\0b"),
+        ];
+        for &(ty, raw) in failing {
+            assert!(
+                normalize_into(ty, raw, &l, &mut out).is_err(),
+                "{ty} {raw:?}"
+            );
+            assert_eq!(out, before, "{ty} {raw:?} modified out");
+        }
+        assert_eq!(
+            normalize_into(IocType::Url, b"# c", &l, &mut out),
+            Ok(Line::Skip)
+        );
+        assert_eq!(out, before);
+    }
+
+    #[test]
+    fn classify_table() {
+        let l = lim();
+        let cases: &[(&str, Option<(IocType, &str)>)] = &[
+            ("1.2.3.4", Some((IocType::Ipv4, "1.2.3.4"))),
+            ("1.2.3.4/24", Some((IocType::Ipv4, "1.2.3.0/24"))),
+            ("1.2.3.4/32", Some((IocType::Ipv4, "1.2.3.4"))),
+            ("1.2.3.4/4", None),
+            ("2001:DB8::1", Some((IocType::Ipv6, "2001:db8::1"))),
+            ("::ffff:1.2.3.4", Some((IocType::Ipv6, "::ffff:1.2.3.4"))),
+            ("2001:db8::/32", Some((IocType::Ipv6, "2001:db8::/32"))),
+            (
+                "D41D8CD98F00B204E9800998ECF8427E",
+                Some((IocType::Md5, "d41d8cd98f00b204e9800998ecf8427e")),
+            ),
+            (
+                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                Some((IocType::Sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709")),
+            ),
+            (
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                Some((
+                    IocType::Sha256,
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                )),
+            ),
+            ("abcdef", None),
+            (
+                "HTTP://Evil.com/X",
+                Some((IocType::Url, "http://evil.com/X")),
+            ),
+            (
+                "http://a@evil.com",
+                Some((IocType::Url, "http://a@evil.com")),
+            ),
+            ("John@Evil.COM", Some((IocType::Email, "John@evil.com"))),
+            ("Evil.COM.", Some((IocType::Domain, "evil.com"))),
+            ("*.Evil.com", Some((IocType::Domain, "*.evil.com"))),
+            ("deadbeef.com", Some((IocType::Domain, "deadbeef.com"))),
+            ("  evil.com  # note\r", Some((IocType::Domain, "evil.com"))),
+            ("evil", None),
+            ("*.com", None),
+            ("1.2.3.4.5", None),
+            ("", None),
+            ("   ", None),
+            ("# evil.com", None),
+            ("; evil.com", None),
+            ("// evil.com", None),
+            ("evil .com", None),
+            ("evil\0.com", None),
+        ];
+        for &(input, want) in cases {
+            let got = classify(input.as_bytes(), &l);
+            let want = want.map(|(t, s)| (t, s.to_string()));
+            assert_eq!(got, want, "{input:?}");
+        }
+        assert_eq!(classify(b"\xffevil.com", &l), None);
+        let loose = Limits {
+            min_prefix_v4: 0,
+            min_prefix_v6: 0,
+        };
+        assert_eq!(
+            classify(b"1.2.3.4/4", &loose),
+            Some((IocType::Ipv4, "0.0.0.0/4".to_string()))
+        );
+        assert_eq!(
+            classify(b"::/0", &loose),
+            Some((IocType::Ipv6, "::/0".to_string()))
+        );
+    }
+
+    #[test]
+    fn escape_excerpt_cases() {
+        let cases: &[(&[u8], usize, &str)] = &[
+            (b"", 10, ""),
+            (b"", 0, ""),
+            (b"abc", 3, "abc"),
+            (b"abc", 10, "abc"),
+            (b"abcd", 3, "..."),
+            (b"abcdef", 5, "ab..."),
+            (b"abcdef", 6, "abcdef"),
+            (b"abcdefg", 6, "abc..."),
+            (b"a\\b", 10, "a\\\\b"),
+            (
+                b"a\0b\n\r\t\x7f\xff",
+                100,
+                "a\\x00b\\x0a\\x0d\\x09\\x7f\\xff",
+            ),
+            ("é".as_bytes(), 100, "\\xc3\\xa9"),
+            (b"ab\xffcdef", 8, "ab..."), // "\xff" does not fit before "...": not split
+            (b"ab\xffcdef", 9, "ab\\xff..."),
+            (b"\\\\\\", 4, "..."),
+            (b"\\\\\\", 5, "\\\\..."),
+            (b"abcdef", 2, ".."),
+            (b"abcdef", 0, ""),
+            (b"ab", 2, "ab"),
+            (b"a\"b' ", 10, "a\"b' "),
+        ];
+        for &(raw, max, want) in cases {
+            let got = escape_excerpt(raw, max);
+            assert_eq!(got, want, "{raw:?} max {max}");
+            assert!(got.len() <= max, "{raw:?} max {max}: {got:?}");
+        }
+        let long = vec![0u8; 100_000];
+        let e = escape_excerpt(&long, 80);
+        assert!(e.len() <= 80 && e.ends_with("..."));
+        assert_eq!(e, format!("{}...", "\\x00".repeat(19)));
+    }
+
+    #[test]
+    fn invalid_messages() {
+        let cases: &[(InvalidKind, &str)] = &[
+            (InvalidKind::TooLong, "line longer than 4096 bytes"),
+            (InvalidKind::Nul, "contains a NUL byte"),
+            (InvalidKind::Utf8, "invalid UTF-8"),
+            (InvalidKind::Control, "contains a control character"),
+            (
+                InvalidKind::Whitespace,
+                "contains whitespace inside the value",
+            ),
+            (
+                InvalidKind::WrongType {
+                    expected: IocType::Ipv4,
+                    found: IocType::Ipv6,
+                },
+                "looks like an ipv6 indicator, not ipv4",
+            ),
+            (
+                InvalidKind::WrongType {
+                    expected: IocType::Ipv4,
+                    found: IocType::Domain,
+                },
+                "looks like a domain indicator, not ipv4",
+            ),
+            (
+                InvalidKind::TooBroad { min_prefix: 8 },
+                "network broader than /8",
+            ),
+            (
+                InvalidKind::NonAsciiDomain,
+                "non-ASCII domain: use the punycode (xn--) form",
+            ),
+            (
+                InvalidKind::HashLength {
+                    ty: IocType::Sha256,
+                    got: 63,
+                },
+                "expected 64 hex digits for sha256, got 63",
+            ),
+            (
+                InvalidKind::NotHex { ty: IocType::Md5 },
+                "not an md5 hash: contains a non-hex character",
+            ),
+            (InvalidKind::Malformed("x y"), "x y"),
+        ];
+        for (kind, msg) in cases {
+            let e = Invalid::from(kind.clone());
+            assert_eq!(e.to_string(), *msg);
+            assert_eq!(e.kind(), kind);
+            let _: &dyn std::error::Error = &e;
+        }
+    }
+}
