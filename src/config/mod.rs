@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use std::{fmt, fs};
 
-use toml::{Table, Value};
+use toml::Table;
 
-use parse::{as_str, choice, duration, integer, quote, range_reason, size, Section};
+use parse::{as_str, boolean, choice, duration, integer, quote, range_reason, size, Section};
 pub use units::{format_duration, format_size, parse_duration, parse_mode, parse_size};
 use units::{DAY, KIB, MIB};
 
@@ -350,10 +350,7 @@ impl Config {
         }
         if let Some(mut s) = top.table("mount")? {
             let m = &mut cfg.mount;
-            s.set("allow_other", &mut m.allow_other, |v| match v {
-                Value::Boolean(b) => Ok(*b),
-                _ => Err("expected true or false".to_string()),
-            })?;
+            s.set("allow_other", &mut m.allow_other, boolean)?;
             s.set("uid", &mut m.uid, |v| integer(v, 0, Some(u32::MAX.into())))?;
             s.set("gid", &mut m.gid, |v| integer(v, 0, Some(u32::MAX.into())))?;
             s.set("file_mode", &mut m.file_mode, |v| {
@@ -362,10 +359,7 @@ impl Config {
             s.set("threads", &mut m.threads, |v| {
                 integer(v, 1, Some(MAX_THREADS as i64))
             })?;
-            s.set("passthrough", &mut m.passthrough, |v| match v {
-                Value::Boolean(b) => Ok(*b),
-                _ => Err("expected true or false".to_string()),
-            })?;
+            s.set("passthrough", &mut m.passthrough, boolean)?;
             s.finish()?;
         }
         if let Some(mut s) = top.table("log")? {

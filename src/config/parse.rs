@@ -143,6 +143,13 @@ pub(super) fn size(v: &Value) -> Result<u64, String> {
     }
 }
 
+pub(super) fn boolean(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Boolean(b) => Ok(*b),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+
 pub(super) fn integer<T: TryFrom<i64>>(v: &Value, min: i64, max: Option<i64>) -> Result<T, String> {
     let expected = || range_reason("an integer", min, max);
     match v {

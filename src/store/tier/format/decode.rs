@@ -52,7 +52,7 @@ impl Cursor<'_> {
 /// (12 + XLEN). `buf` may be shorter than the member; Err(Truncated) if it is shorter than the
 /// header+extra.
 pub fn parse_member(buf: &[u8], offset: u64) -> Result<(Member, usize), FormatError> {
-    let (gz, xlen) = buf
+    let (gz, _) = buf
         .first_chunk::<FIXED_HEADER_LEN>()
         .ok_or(truncated(offset))?
         .split_at(10);
@@ -60,7 +60,7 @@ pub fn parse_member(buf: &[u8], offset: u64) -> Result<(Member, usize), FormatEr
         gz == GZ_HEADER,
         bad(offset, "not a tier member's gzip header")
     );
-    let header_len = FIXED_HEADER_LEN + usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+    let header_len = data_offset_of(buf).ok_or(truncated(offset))? as usize;
     let extra = buf
         .get(FIXED_HEADER_LEN..header_len)
         .ok_or(truncated(offset))?;
@@ -148,15 +148,15 @@ fn parse_block(
     })
 }
 
-/// Inflate a whole block member (`member` = exactly member_len bytes) into `out` (cleared first,
-/// resized to raw_len), verifying gzip CRC32 and ISIZE against the header. On error `out` is
-/// left empty, so wrong bytes are never handed out.
 /// Where the DEFLATE data of a member starts (12 + XLEN), from its first 12 bytes.
 pub fn data_offset_of(member: &[u8]) -> Option<u32> {
     let x = member.get(10..12)?;
     Some(FIXED_HEADER_LEN as u32 + u32::from(u16::from_le_bytes([x[0], x[1]])))
 }
 
+/// Inflate a whole block member (`member` = exactly member_len bytes) into `out` (cleared first,
+/// resized to raw_len), verifying gzip CRC32 and ISIZE against the header. On error `out` is
+/// left empty, so wrong bytes are never handed out.
 pub fn decode_block(
     d: &mut Decompressor,
     member: &[u8],
@@ -172,10 +172,7 @@ pub fn decode_block(
         bad(offset, "member longer than member_len")
     );
     // Cheap guard against reading the wrong offset; the full header was parsed by the caller.
-    let data_offset = member
-        .get(10..12)
-        .map(|x| FIXED_HEADER_LEN + usize::from(u16::from_le_bytes([x[0], x[1]])));
-    let same = member.starts_with(&GZ_HEADER) && data_offset == Some(header.data_offset as usize);
+    let same = member.starts_with(&GZ_HEADER) && data_offset_of(member) == Some(header.data_offset);
     ensure!(same, bad(offset, "member does not match its block header"));
     let (rest, &[c0, c1, c2, c3, s0, s1, s2, s3]) =
         member.split_last_chunk().ok_or(truncated(offset))?;

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::data_offset_of;
 use super::decode::parse_member;
 use super::{
     bad, ensure, inconsistent, truncated, BlockHeader, FormatError, Member, Trailer,
@@ -54,7 +55,7 @@ pub fn read_index(file: &File) -> Result<FileIndex, FormatError> {
         ensure!(remaining >= FIXED_HEADER_LEN as u64, truncated(off));
         buf.resize(FIXED_HEADER_LEN, 0);
         read_at(file, &mut buf, off)?;
-        let header_len = FIXED_HEADER_LEN + usize::from(u16::from_le_bytes([buf[10], buf[11]]));
+        let header_len = data_offset_of(&buf).ok_or(truncated(off))? as usize;
         // A foreign header fails in parse_member; do not read a bogus XLEN's worth for it.
         if buf.starts_with(&GZ_HEADER) {
             ensure!(remaining >= header_len as u64, truncated(off));
