@@ -227,6 +227,11 @@ impl WalFiles {
             Err(e) => {
                 let err = Error::io(format!("fsync WAL {}", self.active.path.display()), e);
                 if !err.is_retryable() {
+                    // The writes in this batch were refused: try to cut them off so a
+                    // restart does not replay them. Writing stays refused either way.
+                    if self.file.set_len(self.synced_len).and_then(|()| self.file.sync_all()).is_ok() {
+                        self.active.len = self.synced_len;
+                    }
                     return Err(SyncError::Fatal(err));
                 }
                 // Out of space: drop the unsynced tail and make that durable.
