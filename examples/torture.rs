@@ -214,8 +214,9 @@ type Key = (u8, u32);
 
 #[derive(Default)]
 struct Model {
-    /// Possible states, sorted and deduplicated; a key never written is certainly absent.
-    ioc: HashMap<Key, Vec<St>>,
+    /// Per type, id → possible states (sorted, deduplicated); a key never written is
+    /// certainly absent.
+    ioc: [HashMap<u32, Vec<St>>; 4],
     next_id: [u32; 4],
     by_value: HashMap<String, Key>,
     /// The daemon's manual clock (as last acknowledged, or restarted at).
@@ -224,7 +225,22 @@ struct Model {
     max_clock: u64,
 }
 
-const CERTAINLY_ABSENT: [St; 1] = [St::Absent];
+/// Apply `f` to every possible state; when the outcome is unknown (`certain` false) the old
+/// states stay possible too.
+fn map_states(states: &mut Vec<St>, certain: bool, f: impl Fn(St) -> St) {
+    if certain {
+        for s in states.iter_mut() {
+            *s = f(*s);
+        }
+    } else {
+        let mapped: Vec<St> = states.iter().map(|&s| f(s)).collect();
+        states.extend(mapped);
+    }
+    if states.len() > 1 {
+        states.sort_unstable();
+        states.dedup();
+    }
+}
 
 impl Model {
     fn alloc(&mut self, ty: u8) -> Key {
@@ -242,26 +258,21 @@ impl Model {
         }
     }
 
-    fn states(&self, k: &Key) -> &[St] {
-        self.ioc.get(k).map_or(&CERTAINLY_ABSENT, |v| v.as_slice())
+    /// Every key ever written, with its possible states.
+    fn entries(&self) -> impl Iterator<Item = (Key, &Vec<St>)> {
+        self.ioc
+            .iter()
+            .enumerate()
+            .flat_map(|(ty, m)| m.iter().map(move |(&id, s)| ((ty as u8, id), s)))
     }
 
     /// Apply `f` to every possible state of `k`; when the outcome is unknown (`certain`
     /// false) the old states stay possible too.
     fn update(&mut self, k: Key, certain: bool, f: impl Fn(St) -> St) {
-        let states = self.ioc.entry(k).or_insert_with(|| vec![St::Absent]);
-        if certain {
-            for s in states.iter_mut() {
-                *s = f(*s);
-            }
-        } else {
-            let mapped: Vec<St> = states.iter().map(|&s| f(s)).collect();
-            states.extend(mapped);
-        }
-        if states.len() > 1 {
-            states.sort_unstable();
-            states.dedup();
-        }
+        let states = self.ioc[usize::from(k.0)]
+            .entry(k.1)
+            .or_insert_with(|| vec![St::Absent]);
+        map_states(states, certain, f);
     }
 
     fn append(&mut self, keys: &[Key], now: u64, certain: bool) {
@@ -279,16 +290,18 @@ impl Model {
     /// `set` becomes the live set of `ty`: live lines in it keep their times, others in it
     /// are sighted now; live lines not in it are deleted; tier lines not in it stay.
     fn replace(&mut self, ty: u8, set: &HashSet<u32>, now: u64, certain: bool) {
-        let mut keys: HashSet<Key> = self.ioc.keys().filter(|k| k.0 == ty).copied().collect();
-        keys.extend(set.iter().map(|&id| (ty, id)));
-        for k in keys {
-            if set.contains(&k.1) {
-                self.update(k, certain, |s| match s {
+        let map = &mut self.ioc[usize::from(ty)];
+        for &id in set {
+            map.entry(id).or_insert_with(|| vec![St::Absent]);
+        }
+        for (id, states) in map.iter_mut() {
+            if set.contains(id) {
+                map_states(states, certain, |s| match s {
                     St::At(LIVE, l) => St::At(LIVE, l),
                     _ => St::At(LIVE, now),
                 });
             } else {
-                self.update(k, certain, |s| match s {
+                map_states(states, certain, |s| match s {
                     St::At(LIVE, _) => St::Absent,
                     other => other,
                 });
@@ -298,14 +311,11 @@ impl Model {
 
     /// `sed -i '/group g/d'` on the live file of `ty`.
     fn sed(&mut self, ty: u8, g: u32, certain: bool) {
-        let keys: Vec<Key> = self
-            .ioc
-            .keys()
-            .filter(|k| k.0 == ty && group(k.1) == g)
-            .copied()
-            .collect();
-        for k in keys {
-            self.update(k, certain, |s| match s {
+        for (_, states) in self.ioc[usize::from(ty)]
+            .iter_mut()
+            .filter(|(id, _)| group(**id) == g)
+        {
+            map_states(states, certain, |s| match s {
                 St::At(LIVE, _) => St::Absent,
                 other => other,
             });
@@ -314,9 +324,8 @@ impl Model {
 
     /// One aging step at `now`: indicators move to older buckets only, or are dropped.
     fn age(&mut self, now: u64, certain: bool) {
-        let keys: Vec<Key> = self.ioc.keys().copied().collect();
-        for k in keys {
-            self.update(k, certain, |s| match s {
+        for states in self.ioc.iter_mut().flat_map(|m| m.values_mut()) {
+            map_states(states, certain, |s| match s {
                 St::Absent => St::Absent,
                 St::At(b, l) => match bucket_for(now, l) {
                     None => St::Absent,
@@ -329,7 +338,7 @@ impl Model {
     /// (certainly present, certainly absent, uncertain) among keys ever written.
     fn census(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
-        for states in self.ioc.values() {
+        for (_, states) in self.entries() {
             if states.iter().all(|s| *s != St::Absent) {
                 c.0 += 1;
             } else if states.len() == 1 {
@@ -587,7 +596,7 @@ fn appender(sh: &Shared, mut rng: Rng) {
                 let mut keys = Vec::with_capacity(n);
                 let mut text = String::new();
                 for _ in 0..n {
-                    let k = if rng.chance(0.5) {
+                    let k = if rng.chance(0.3) {
                         m.alloc(ty)
                     } else {
                         m.known(ty, &mut rng)
@@ -668,11 +677,9 @@ fn replacer(sh: &Shared, mut rng: Rng, round: u64) {
                 let mut m = sh.model();
                 let mut set = HashSet::new();
                 let mut tier = Vec::new();
-                let mut mine: Vec<(u32, Vec<St>)> = m
-                    .ioc
+                let mut mine: Vec<(u32, &Vec<St>)> = m.ioc[usize::from(ty)]
                     .iter()
-                    .filter(|(k, _)| k.0 == ty)
-                    .map(|(k, s)| (k.1, s.clone()))
+                    .map(|(&id, s)| (id, s))
                     .collect();
                 mine.sort_unstable();
                 for (id, states) in mine {
@@ -687,7 +694,7 @@ fn replacer(sh: &Shared, mut rng: Rng, round: u64) {
                 for _ in 0..rng.range(0, 5).min(tier.len() as u64) {
                     set.insert(tier[rng.below(tier.len() as u64) as usize]);
                 }
-                for _ in 0..rng.range(1, 30) {
+                for _ in 0..rng.range(1, 15) {
                     set.insert(m.alloc(ty).1);
                 }
                 (set, m.clock)
@@ -947,14 +954,13 @@ impl Checker<'_> {
             if TYPE_FILES[f] != type_file(ty) {
                 self.other(format!("{line} is served from {}", TYPE_FILES[f]));
             }
-            if !model.ioc.contains_key(&(ty, id)) {
+            if !model.ioc[usize::from(ty)].contains_key(&id) {
                 self.other(format!("{line} is served but no write of it was ever sent"));
             }
         }
-        let mut keys: Vec<&Key> = model.ioc.keys().collect();
+        let mut keys: Vec<(Key, &Vec<St>)> = model.entries().collect();
         keys.sort_unstable();
-        for k in keys {
-            let states = model.states(k);
+        for (k, states) in keys {
             let v = value(k.0, k.1);
             let actual = served.get(&v).map(|p| p[0].0);
             if states.iter().any(|s| s.bucket() == actual) {
@@ -974,9 +980,8 @@ impl Checker<'_> {
 
     /// Lookups of a sample of certainly present indicators: bucket and last seen.
     fn lookups(&mut self, model: &Model, mnt: &Path, rng: &mut Rng) {
-        let mut certain: Vec<(&Key, St)> = model
-            .ioc
-            .iter()
+        let mut certain: Vec<(Key, St)> = model
+            .entries()
             .filter(|(_, s)| s.len() == 1 && s[0] != St::Absent)
             .map(|(k, s)| (k, s[0]))
             .collect();
@@ -1097,6 +1102,8 @@ struct Run {
     rng: Rng,
     kills: u64,
     checks: u64,
+    /// Time spent restarting, verifying, and in clean SIGTERM/check cycles.
+    spent: [Duration; 3],
 }
 
 impl Run {
@@ -1119,9 +1126,12 @@ impl Run {
     fn round(&mut self, round: u64) {
         let sh = &self.shared;
         sh.stop.store(false, Ordering::SeqCst);
-        let per_round = (CLOCK_BUDGET / self.args.kills.max(1)).max(HOUR);
-        sh.clock_allowance.store(per_round, Ordering::SeqCst);
-        let max_step = (per_round / HOUR / 2).max(72);
+        // Up to three times the run's average per round, within the whole run's budget.
+        let per_round = (3 * CLOCK_BUDGET / self.args.kills.max(1)).max(HOUR);
+        let left = (T0 + CLOCK_BUDGET).saturating_sub(sh.model().clock);
+        sh.clock_allowance
+            .store(per_round.min(left), Ordering::SeqCst);
+        let max_step = (per_round / HOUR / 4).max(72);
         let delay = self.rng.range(20, 500);
         let seed = self.args.seed;
         let exclusive = self.args.exclusive_commits;
@@ -1203,7 +1213,7 @@ impl Run {
         };
         c.against_model(&model, &served);
         // The model's own invariant: a known state is where its age puts it.
-        for (k, states) in &model.ioc {
+        for (k, states) in model.entries() {
             for s in states {
                 if let St::At(b, l) = *s {
                     if Some(b) != bucket_for(model.clock, l) {
@@ -1258,10 +1268,14 @@ impl Run {
         let m = self.shared.model();
         let (p, a, u) = m.census();
         println!(
-            "torture: {} kills in {:.0} s: {} acknowledged ({} lines), {} in flight at a kill; \
+            "torture: {} kills in {:.0} s (restarts {:.0} s, checks {:.0} s, SIGTERM+check cycles {:.0} s): \
+             {} acknowledged ({} lines), {} in flight at a kill; \
              model {p} present, {a} absent, {u} uncertain; clock T0+{}d; violations {}",
             self.kills,
             started.elapsed().as_secs_f64(),
+            self.spent[0].as_secs_f64(),
+            self.spent[1].as_secs_f64(),
+            self.spent[2].as_secs_f64(),
             self.shared.acked.load(Ordering::Relaxed),
             self.shared.acked_lines.load(Ordering::Relaxed),
             self.shared.in_flight_at_kill.load(Ordering::Relaxed),
@@ -1277,10 +1291,16 @@ impl Run {
             self.round(k);
             let ctx = format!("kill {k}");
             self.thread_violations(&ctx);
+            let t = Instant::now();
             self.restart()?;
+            self.spent[0] += t.elapsed();
+            let t = Instant::now();
             self.verify(&ctx)?;
+            self.spent[1] += t.elapsed();
             if k % 10 == 0 || k == self.args.kills {
+                let t = Instant::now();
                 self.clean_cycle(&ctx)?;
+                self.spent[2] += t.elapsed();
                 self.progress(started);
             }
         }
@@ -1290,6 +1310,34 @@ impl Run {
             println!("VIOLATION (final stop): SIGTERM exit status {status}");
         }
         Ok(())
+    }
+}
+
+/// The daemon's ERROR lines, with numbers and paths folded, most frequent first.
+fn daemon_errors(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in text.lines().filter(|l| l.contains(" ERROR ")) {
+        let msg = line.split_once("] ").map_or(line, |(_, m)| m);
+        let folded: String = msg
+            .split(' ')
+            .map(|w| {
+                if w.starts_with('/') {
+                    "PATH"
+                } else if w.chars().any(|c| c.is_ascii_digit()) {
+                    "N"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        *counts.entry(folded).or_default() += 1;
+    }
+    let mut sorted: Vec<(usize, String)> = counts.into_iter().map(|(m, n)| (n, m)).collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    for (n, msg) in sorted.iter().take(6) {
+        println!("torture: daemon log: {n}× ERROR {msg}");
     }
 }
 
@@ -1363,6 +1411,7 @@ fn main() {
         rng: Rng::new(args.seed),
         kills: 0,
         checks: 0,
+        spent: [Duration::ZERO; 3],
         args,
     };
     let result = run.go();
@@ -1381,6 +1430,7 @@ fn main() {
         run.daemon.log.display()
     );
     if failed {
+        daemon_errors(&run.daemon.log);
         println!(
             "torture: FAILED ({} lost, {} duplicated, {} other violations)",
             t.lost, t.duplicated, t.other
