@@ -26,6 +26,10 @@
 //! every indicator is in the bucket its age demands. Every 10 kills and at the end: SIGTERM
 //! (exit 0), `iocfs check DATA` (clean), restart.
 //!
+//! `--exclusive-commits` turns background commits and checkpoints off and has the clock
+//! thread run `commit`/`checkpoint` while no mutation is in flight: a way to tell races of
+//! the group commit with writers from everything else.
+//!
 //! The last line is `torture: kills=N acknowledged=M lost=L duplicated=D check=clean|failed
 //! seed=S`; `acknowledged` counts acknowledged mutations (append write()s, replacements,
 //! removals). The exit status is non-zero on any violation, listed above that line.
