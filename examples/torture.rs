@@ -1234,16 +1234,8 @@ impl Run {
         Ok(())
     }
 
-    /// SIGTERM (exit 0), `iocfs check DATA` (clean), restart, check again.
-    fn clean_cycle(&mut self, ctx: &str) -> Result<(), String> {
-        let status = self.daemon.stop()?;
-        if !status.success() {
-            self.tally.other += 1;
-            println!(
-                "VIOLATION ({ctx}): SIGTERM exit status {status}; log tail:\n{}",
-                self.daemon.log_tail(20)
-            );
-        }
+    /// `iocfs check DATA` (the daemon stopped) must say "clean".
+    fn check_data(&mut self, ctx: &str) -> Result<(), String> {
         let out = Command::new(&self.args.bin)
             .arg("check")
             .arg("--config")
@@ -1264,6 +1256,20 @@ impl Run {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        Ok(())
+    }
+
+    /// SIGTERM (exit 0), `iocfs check DATA` (clean), restart, check again.
+    fn clean_cycle(&mut self, ctx: &str) -> Result<(), String> {
+        let status = self.daemon.stop()?;
+        if !status.success() {
+            self.tally.other += 1;
+            println!(
+                "VIOLATION ({ctx}): SIGTERM exit status {status}; log tail:\n{}",
+                self.daemon.log_tail(20)
+            );
+        }
+        self.check_data(ctx)?;
         self.restart()?;
         self.verify(&format!("{ctx}, after SIGTERM and check"))
     }
@@ -1423,6 +1429,10 @@ fn main() {
     if let Err(e) = &result {
         run.tally.other += 1;
         println!("FATAL: {e}");
+        // What does the offline check make of the data directory left behind?
+        if let Err(e) = run.check_data("after the fatal error") {
+            println!("FATAL: {e}");
+        }
     }
     let t = &run.tally;
     let failed = result.is_err() || t.lost + t.duplicated + t.other > 0 || t.check_failed;
