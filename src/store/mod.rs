@@ -336,7 +336,20 @@ impl Store {
         size: usize,
         sequential: bool,
     ) -> Result<Vec<u8>> {
-        let (bytes, last) = v.read_blocks(offset, size, &self.cache)?;
+        let (bytes, last) = match v.read_blocks(offset, size, &self.cache) {
+            Ok(read) => read,
+            Err(e) => {
+                // Damage found at read time (checkpointed blocks are inflated lazily) is a
+                // problem of the data dir, not of one read: health reports it until restart.
+                if matches!(e, Error::Corruption { .. }) {
+                    self.set_problem(
+                        &format!("tier {}/{}.txt", v.bucket, v.ty),
+                        &format!("{e}; stop iocfs and run `iocfs check --repair`"),
+                    );
+                }
+                return Err(e);
+            }
+        };
         if sequential {
             self.prefetcher.ahead(v, last, &self.cache);
         }

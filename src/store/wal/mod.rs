@@ -229,7 +229,12 @@ impl WalFiles {
                 if !err.is_retryable() {
                     // The writes in this batch were refused: try to cut them off so a
                     // restart does not replay them. Writing stays refused either way.
-                    if self.file.set_len(self.synced_len).and_then(|()| self.file.sync_all()).is_ok() {
+                    if self
+                        .file
+                        .set_len(self.synced_len)
+                        .and_then(|()| self.file.sync_all())
+                        .is_ok()
+                    {
                         self.active.len = self.synced_len;
                     }
                     return Err(SyncError::Fatal(err));
