@@ -238,3 +238,63 @@ fn reader_holding_a_descriptor_across_sed_in_place_reads_the_old_version_whole()
         "the held descriptor did not read the old version whole"
     );
 }
+
+/// Opens by name racing back-to-back replacements never fail: the kernel retries a stale
+/// open once after looking the name up again, and a version that changed again in between
+/// is still one that was current during that open, so it is served.
+#[test]
+fn opens_by_name_racing_back_to_back_replacements_never_fail() {
+    let Some(d) = Daemon::start() else { return };
+    let path = d.path("live/domain.txt");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (reads, stale) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for g in 0..2000u32 {
+                let body = format!("g{g}-a.example\ng{g}-b.example\n");
+                std::fs::write(&path, body).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut reads, mut stale) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => {
+                                // One version: both lines of one generation, or empty.
+                                let lines: Vec<&str> = text.lines().collect();
+                                if !lines.is_empty() {
+                                    let gen = lines[0].split('-').next().unwrap_or("");
+                                    assert_eq!(lines.len(), 2, "{text:?}");
+                                    assert!(lines.iter().all(|l| l.starts_with(gen)), "{text:?}");
+                                }
+                                reads += 1;
+                            }
+                            Err(e) => stale.push(e.to_string()),
+                        }
+                    }
+                    (reads, stale)
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        readers.into_iter().map(|r| r.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(n, mut all), (r, s)| {
+                all.extend(s);
+                (n + r, all)
+            },
+        )
+    });
+    eprintln!(
+        "{reads} reads racing 2000 replacements, {} failed",
+        stale.len()
+    );
+    assert!(
+        stale.is_empty(),
+        "{} opens failed: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+}

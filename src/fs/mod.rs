@@ -11,6 +11,7 @@ pub mod inode;
 mod namespace;
 pub mod nodes;
 mod open;
+mod retry;
 mod write;
 
 use std::ffi::{OsStr, OsString};
@@ -64,6 +65,7 @@ pub struct IocFs {
     /// One backing id per version: the kernel wants every passthrough open of an inode to
     /// use the same one.
     backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
+    retries: retry::StaleRetries,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -89,6 +91,7 @@ impl IocFs {
             pending: write::Pending::default(),
             passthrough: c.mount.passthrough,
             backing: Default::default(),
+            retries: Default::default(),
         }
     }
 }
@@ -128,9 +131,12 @@ impl Filesystem for IocFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_name(parent.0, name) {
-            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Ok((attr, ttl)) => {
+                self.retries.looked_up(req.pid(), attr.ino.0);
+                reply.entry(&ttl, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -257,7 +263,12 @@ impl Filesystem for IocFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_inode(req, ino.0, flags) {
+        let opened = self.open_inode(req, ino.0, flags);
+        match &opened {
+            Err(e) if *e == Errno::ESTALE => self.retries.refused(req.pid()),
+            _ => self.retries.opened(req.pid()),
+        }
+        match opened {
             Ok((Handle::LiveRead(v), fopen)) if self.passthrough => {
                 match self.passthrough_backing(&v, &reply) {
                     Ok(Some(backing)) => {
@@ -270,7 +281,10 @@ impl Filesystem for IocFs {
                             &backing,
                         );
                     }
-                    Ok(None) => reply.error(Errno::ESTALE),
+                    // Superseded since the open began (see `retry`): served by the daemon.
+                    Ok(None) => {
+                        reply.opened(FileHandle(self.handles.insert(Handle::LiveRead(v))), fopen)
+                    }
                     Err(e) => {
                         log::warn!(
                             "passthrough open of live/{}: {e}; served by the daemon",

@@ -105,13 +105,18 @@ impl IocFs {
         }
         match self.nodes.get(ino) {
             Some(Node::Live(v)) => Ok((
-                self.open_live(&v, flags)?,
+                self.open_live(&v, flags, Some(req.pid()))?,
                 if writable { direct } else { read_only },
             )),
             Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
             // An open through a name the kernel still maps to an older version: ESTALE makes
             // it look the name up again, so every open after a change sees the change.
-            Some(Node::Tier(v)) if self.store.tier(v.bucket, v.ty).id != v.id => Err(Errno::ESTALE),
+            Some(Node::Tier(v))
+                if self.store.tier(v.bucket, v.ty).id != v.id
+                    && !self.retries.is_retry(req.pid(), ino) =>
+            {
+                Err(Errno::ESTALE)
+            }
             Some(Node::Tier(version)) => Ok((
                 Handle::Tier(Arc::new(TierReader {
                     version,
@@ -126,7 +131,9 @@ impl IocFs {
                 }
                 Ok((Handle::Scratch(s), direct))
             }
-            Some(Node::LiveAlias(ty)) => Ok((self.open_live(&self.store.live(ty), flags)?, direct)),
+            Some(Node::LiveAlias(ty)) => {
+                Ok((self.open_live(&self.store.live(ty), flags, None)?, direct))
+            }
             Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
             Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), read_only)),
             None => Err(Errno::ENOENT),

@@ -14,21 +14,26 @@ use crate::store::live::LiveVersion;
 
 impl IocFs {
     /// Open a live version. Only the current version opens: a stale one answers ESTALE so
-    /// the kernel looks the name up again (an open after a change sees the change). An
-    /// empty replace still waiting for its release is waited for first (see `Pending`).
+    /// the kernel looks the name up again (an open after a change sees the change), unless
+    /// this is the kernel's retry by thread `tid` (see `retry`). An empty replace still
+    /// waiting for its release is waited for first (see `Pending`).
     pub(super) fn open_live(
         &self,
         v: &Arc<LiveVersion>,
         flags: OpenFlags,
+        tid: Option<u32>,
     ) -> Result<Handle, Errno> {
         let ty = v.ty;
         self.pending.wait(ty);
         let current = self.store.live(ty);
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
-            if current.id != v.id {
-                return Err(Errno::ESTALE);
+            if current.id == v.id {
+                return Ok(Handle::LiveRead(current));
             }
-            return Ok(Handle::LiveRead(current));
+            if tid.is_some_and(|tid| self.retries.is_retry(tid, v.id)) {
+                return Ok(Handle::LiveRead(v.clone()));
+            }
+            return Err(Errno::ESTALE);
         }
         // The kernel fails (EIO) a plain open of an inode that passthrough readers hold: move
         // the writer to a fresh version of the same bytes; ESTALE makes it look up again.
