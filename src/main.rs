@@ -150,8 +150,8 @@ fn offline(
 }
 
 fn check(config: &Config, repair: bool) -> ExitCode {
-    let bar = progress::Spinner::new();
-    let result = iocfs::store::check::run(config, repair, &|phase| bar.phase(phase));
+    let bar = progress::Phases::new();
+    let result = iocfs::store::check::run(config, repair, &bar);
     bar.finish();
     match result {
         Ok(report) => {

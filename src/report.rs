@@ -78,14 +78,25 @@ pub fn stats_table(v: &Value) -> String {
 /// nothing on a pipe or under systemd (the commands print a summary at the end).
 pub mod progress {
     use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use indicatif::{ProgressBar, ProgressStyle};
+
+    const BAR: &str = "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}";
+    const SPINNER: &str = "{spinner} {elapsed} {msg}";
 
     fn visible() -> bool {
         std::io::stderr().is_terminal()
     }
 
+    fn styled(bar: &ProgressBar, template: &str) {
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+    }
+
+    /// A bar over a known number of bytes (`iocfs import`).
     pub struct Bar(Option<ProgressBar>);
 
     impl Bar {
@@ -94,11 +105,7 @@ pub mod progress {
                 return Bar(None);
             }
             let bar = ProgressBar::new(total_bytes);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            ) {
-                bar.set_style(style);
-            }
+            styled(&bar, BAR);
             Bar(Some(bar))
         }
 
@@ -115,37 +122,59 @@ pub mod progress {
         }
     }
 
-    pub struct Spinner(Option<ProgressBar>);
+    /// Named steps as a spinner, and a bar with rate and ETA while the step that reads
+    /// every committed file runs (`iocfs check`).
+    pub struct Phases {
+        bar: Option<ProgressBar>,
+        counting: AtomicBool,
+    }
 
-    impl Spinner {
-        pub fn new() -> Spinner {
-            if !visible() {
-                return Spinner(None);
-            }
-            let s = ProgressBar::new_spinner();
-            s.enable_steady_tick(Duration::from_millis(120));
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {msg}") {
-                s.set_style(style);
-            }
-            Spinner(Some(s))
-        }
-
-        pub fn phase(&self, what: &str) {
-            if let Some(s) = &self.0 {
-                s.set_message(what.to_string());
+    impl Phases {
+        pub fn new() -> Phases {
+            let bar = visible().then(|| {
+                let s = ProgressBar::new_spinner();
+                s.enable_steady_tick(Duration::from_millis(120));
+                styled(&s, SPINNER);
+                s
+            });
+            Phases {
+                bar,
+                counting: AtomicBool::new(false),
             }
         }
 
         pub fn finish(&self) {
-            if let Some(s) = &self.0 {
-                s.finish_and_clear();
+            if let Some(b) = &self.bar {
+                b.finish_and_clear();
             }
         }
     }
 
-    impl Default for Spinner {
+    impl Default for Phases {
         fn default() -> Self {
-            Spinner::new()
+            Phases::new()
+        }
+    }
+
+    impl crate::store::check::Progress for Phases {
+        fn phase(&self, what: &str) {
+            if let Some(b) = &self.bar {
+                if self.counting.swap(false, Ordering::Relaxed) {
+                    styled(b, SPINNER);
+                }
+                b.set_message(what.to_string());
+            }
+        }
+
+        fn loaded(&self, done: u64, total: u64) {
+            if let Some(b) = &self.bar {
+                if !self.counting.swap(true, Ordering::Relaxed) {
+                    b.reset();
+                    b.set_length(total);
+                    styled(b, BAR);
+                }
+                b.set_position(done);
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //! damaged checkpoints and files away, re-imports whatever still reads of them, rewrites
 //! every backing file from the recovered state, and checks again.
 
+use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,8 +42,17 @@ impl CheckReport {
     }
 }
 
+/// What a check reports as it goes (a terminal shows it; `iocfs check` under systemd or in
+/// a pipe prints only the summary).
+pub trait Progress {
+    /// A new step begins.
+    fn phase(&self, what: &str);
+    /// `done` of the `total` bytes of committed files were read (the long step).
+    fn loaded(&self, done: u64, total: u64);
+}
+
 /// Check `config.data_dir`; with `repair`, fix what can be fixed and check again.
-pub fn run(config: &Config, repair: bool, progress: &dyn Fn(&str)) -> Result<CheckReport> {
+pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let data = &config.data_dir;
     if !data.join("wal").is_dir() {
         return Err(Error::Invalid(format!(
@@ -55,11 +65,11 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Fn(&str)) -> Result<Che
         return check(config, progress);
     }
     let mut repaired = Vec::new();
-    progress("repairing the write-ahead log");
+    progress.phase("repairing the write-ahead log");
     repaired.extend(repair_wal(data)?);
-    progress("setting checkpoints aside");
+    progress.phase("setting checkpoints aside");
     repaired.extend(repair_checkpoints(data)?);
-    progress("recovering and rewriting every backing file");
+    progress.phase("recovering and rewriting every backing file");
     {
         let store = Store::open_with(
             Arc::new(config.clone()),
@@ -96,12 +106,12 @@ fn ensure_not_mounted(data: &Path) -> Result<()> {
     }
 }
 
-fn check(config: &Config, progress: &dyn Fn(&str)) -> Result<CheckReport> {
+fn check(config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
     let data = &config.data_dir;
     let mut report = CheckReport::default();
-    progress("scanning the write-ahead log");
+    progress.phase("scanning the write-ahead log");
     let wal_ok = check_wal(data, &mut report)?;
-    progress("reading checkpoints");
+    progress.phase("reading checkpoints");
     check_checkpoints(data, &mut report)?;
     if !wal_ok {
         report.problems.push(
@@ -109,9 +119,15 @@ fn check(config: &Config, progress: &dyn Fn(&str)) -> Result<CheckReport> {
         );
         return Ok(report);
     }
-    progress("loading every committed file and replaying the log");
+    progress.phase("loading committed files");
     let cache = BlockCache::new(config.cache.size);
-    let recovered = match recovery::recover(data, config, &cache, Mode::ReadOnly) {
+    let total = committed_bytes(data);
+    let done = Cell::new(0u64);
+    let on_loaded = |n: u64| {
+        done.set(done.get() + n);
+        progress.loaded(done.get().min(total), total);
+    };
+    let recovered = match recovery::recover(data, config, &cache, Mode::ReadOnly, &on_loaded) {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(e.to_string());
@@ -124,7 +140,7 @@ fn check(config: &Config, progress: &dyn Fn(&str)) -> Result<CheckReport> {
         r.committed_upto, r.replayed
     ));
     report.problems.extend(r.findings.iter().cloned());
-    progress("cross-checking the index");
+    progress.phase("cross-checking the index");
     report.problems.extend(recovered.state.verify(&cache));
     let st = &recovered.state;
     let mut counts = Vec::new();
@@ -142,6 +158,18 @@ fn check(config: &Config, progress: &dyn Fn(&str)) -> Result<CheckReport> {
         .summary
         .push(format!("indicators: {}", counts.join(", ")));
     Ok(report)
+}
+
+/// Bytes of the backing files under the bucket directories: what loading will read.
+fn committed_bytes(data: &Path) -> u64 {
+    Bucket::ALL
+        .iter()
+        .filter_map(|b| fs::read_dir(data.join(b.name())).ok())
+        .flat_map(|dir| dir.flatten())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Frame-level check of every segment. False when the log is damaged before its tail.

@@ -117,7 +117,7 @@ impl Store {
         }
         let lock = lock_data_dir(&data_dir)?;
         let cache = Arc::new(BlockCache::new(config.cache.size));
-        let recovered = recovery::recover(&data_dir, &config, &cache, mode).map_err(|e| match e {
+        let recovered = recovery::recover(&data_dir, &config, &cache, mode, &|_| {}).map_err(|e| match e {
             Error::Corruption { path, offset, what } => Error::Corruption {
                 path,
                 offset,

@@ -33,9 +33,11 @@ struct Loader<'a> {
     limits: Limits,
     mode: Mode,
     snapshot: Option<Snapshot>,
+    on_loaded: &'a dyn Fn(u64),
     out: Loaded,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn load_all(
     state: &mut State,
     data_dir: &Path,
@@ -44,6 +46,7 @@ pub fn load_all(
     snapshot: Option<Snapshot>,
     mode: Mode,
     cache: &BlockCache,
+    on_loaded: &dyn Fn(u64),
 ) -> Result<Loaded> {
     let mut loader = Loader {
         state,
@@ -52,6 +55,7 @@ pub fn load_all(
         limits,
         mode,
         snapshot,
+        on_loaded,
         out: Loaded {
             foreign: Vec::new(),
             duplicates: Vec::new(),
@@ -153,6 +157,7 @@ impl Loader<'_> {
         let meta_path = self.path(Bucket::Live, &livefile::meta_name(ty.file_name()));
         let meta_bytes = fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
         let (meta, times) = livefile::decode(&meta_bytes, &meta_path)?;
+        (self.on_loaded)((text.len() + meta_bytes.len()) as u64);
         check_generation(&meta_path, (meta.generation, meta.applied_seq), part)?;
         if text.len() as u64 != meta.text_len || crc32c::crc32c(&text) != meta.text_crc {
             return Err(Error::corruption(
@@ -256,6 +261,7 @@ impl Loader<'_> {
                 ));
             }
             self.state.next_block_id = self.state.next_block_id.max(h.block_id + 1);
+            (self.on_loaded)(u64::from(h.member_len));
             // With a snapshot the keys are known: the block need not be inflated now (a
             // damaged one then shows at its first read). `iocfs check` inflates everything.
             if snapshot.is_some() && self.mode != Mode::ReadOnly {

@@ -73,11 +73,14 @@ pub struct Recovered {
     pub foreign: Vec<Foreign>,
 }
 
+/// Recover the state of `data_dir`. `on_loaded` is told the bytes of each committed file
+/// part (a tier block, a live file) as it is loaded, for progress.
 pub fn recover(
     data_dir: &Path,
     config: &Config,
     cache: &BlockCache,
     mode: Mode,
+    on_loaded: &dyn Fn(u64),
 ) -> Result<Recovered> {
     let started = Instant::now();
     let wal_dir = data_dir.join("wal");
@@ -139,7 +142,7 @@ pub fn recover(
         min_prefix_v6: config.ingest.min_prefix_v6,
     };
     let loaded = load::load_all(
-        &mut state, data_dir, &manifest, limits, snapshot, mode, cache,
+        &mut state, data_dir, &manifest, limits, snapshot, mode, cache, on_loaded,
     )?;
     report.from_checkpoint = loaded.from_snapshot;
     report.findings.extend(loaded.findings);
