@@ -16,7 +16,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::clock::Clock;
 use crate::config::{Config, DurabilityMode};
 use crate::error::{IoContext, Result};
-use crate::fs::{inode, Inval, IocFs};
+use crate::fs::{Inval, IocFs};
 use crate::store::model::Bucket;
 use crate::store::Store;
 
@@ -66,7 +66,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     log_recovery(&store);
 
     let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
-    let fs = IocFs::new(store.clone(), inval_tx.clone());
+    let fs = IocFs::new(store.clone(), inval_tx);
     let options = vec![
         MountOption::FSName("iocfs".into()),
         MountOption::Subtype("iocfs".into()),
@@ -89,10 +89,18 @@ pub fn run(req: MountRequest) -> Result<()> {
 
     let stop = Arc::new(Stop::default());
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    // These two end when their channels close (at shutdown); nothing waits for them.
+    // Ends when the filesystem (holding the channel's sender) is dropped.
     spawn("iocfs-inval", move || notify_loop(inval_rx, notifier))?;
-    let changes = store.subscribe();
-    spawn("iocfs-changes", move || forward_changes(changes, inval_tx))?;
+    // Every version is a new inode: drop the superseded inode's cached attributes before
+    // the change is acknowledged, so a `stat` by a name the kernel still maps to it asks
+    // again (and is told the current version's). Attributes only (offset -1): no page or
+    // directory lock is taken, so this never waits for a client (see VERSION_TTL in fs).
+    let change_notifier = session.notifier();
+    store.on_change(Box::new(move |change| {
+        if let Err(e) = change_notifier.inval_inode(INodeNo(change.superseded), -1, 0) {
+            log::debug!("invalidate inode {}: {e}", change.superseded);
+        }
+    }));
     {
         let (store, stop) = (store.clone(), stop.clone());
         threads.push(spawn("iocfs-commit", move || commit_loop(&store, &stop))?);
@@ -257,26 +265,13 @@ fn clear_stale_mount(mountpoint: &Path) {
 
 fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
     for inval in rx {
+        // Attributes only (offset -1): no page or directory lock is taken, so this never
+        // waits for a client (see VERSION_TTL in fs).
         let sent = match &inval {
-            Inval::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
             Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
         };
         if let Err(e) = sent {
             log::debug!("invalidate {inval:?}: {e}");
-        }
-    }
-}
-
-/// Every version is a new inode: drop the kernel's name → old inode mapping. (Opens of a
-/// stale inode get ESTALE anyway; this keeps `stat` by name current too.)
-fn forward_changes(rx: mpsc::Receiver<crate::store::Change>, tx: mpsc::Sender<Inval>) {
-    for change in rx {
-        let inval = Inval::Entry {
-            parent: inode::bucket_dir(change.bucket),
-            name: change.ty.file_name().into(),
-        };
-        if tx.send(inval).is_err() {
-            return;
         }
     }
 }

@@ -213,3 +213,52 @@ fn committed_copy_equals_the_served_file_after_ctl_commit() {
     }
     assert_eq!(d.read("live/domain.txt"), "a.example\n");
 }
+
+/// A SIGKILLed daemon always dies and leaves a mount that a restart can clear, even when it
+/// is killed while clients create files in `live/` and the type files change version (found
+/// by scripts/torture: the daemon's invalidation thread, blocked in the kernel on the
+/// directory lock held by a client's `open(O_CREAT)`, kept the dead daemon's connection
+/// open, so the mount hung for good).
+#[test]
+fn sigkill_amid_creates_and_replacements_always_ends_the_daemon() {
+    let Some(mut d) = Daemon::start() else { return };
+    let mut rng = Rng::new(0x5eed_c0de);
+    for round in 0..30u32 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn: Vec<_> = (0..3u32)
+            .map(|t| {
+                let (live, stop) = (d.path("live"), stop.clone());
+                std::thread::spawn(move || {
+                    // Every step fails once the daemon is dead: stop there.
+                    for n in 0u32.. {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let ok = match t {
+                            0 => std::fs::write(
+                                live.join("domain.txt"),
+                                format!("r{round}-g{n}.example\n"),
+                            )
+                            .is_ok(),
+                            _ => {
+                                let name = live.join(format!(".scratch-{t}-{n}"));
+                                std::fs::write(&name, "x.example\n").is_ok()
+                                    && std::fs::remove_file(&name).is_ok()
+                            }
+                        };
+                        if !ok {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.range(20, 200)));
+        d.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for t in churn {
+            t.join().expect("churn thread");
+        }
+        d.restart();
+    }
+}

@@ -220,6 +220,34 @@ fn fstat_on_a_descriptor_held_across_cp_gives_the_size_it_reads() {
     );
 }
 
+/// The kernel's name for a type file keeps pointing at the inode of the version it last
+/// looked up (names are never invalidated; see VERSION_TTL in src/fs): a `stat` by name
+/// right after each change must still report the new version.
+#[test]
+fn stat_by_name_sees_every_replacement_at_once() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(d) = Daemon::start() else { return };
+    let path = d.path("live/ipv4.txt");
+    let mut seen_inodes = std::collections::HashSet::new();
+    for n in 1..=50u32 {
+        let list = big_list(n * 10, 6);
+        std::fs::write(&path, &list).unwrap();
+        let st = std::fs::metadata(&path).unwrap();
+        assert_eq!(st.len(), list.len() as u64, "stat after replacement {n}");
+        seen_inodes.insert(st.ino());
+        // And an append through another descriptor.
+        d.sh_ok("echo 9.9.9.9 >> live/ipv4.txt");
+        let st = std::fs::metadata(&path).unwrap();
+        assert_eq!(st.len(), list.len() as u64 + 8, "stat after append {n}");
+    }
+    let out = d.sh_ok("sed -i '/^9.9.9.9$/d' live/ipv4.txt && stat -c %s live/ipv4.txt");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        big_list(500, 6).len().to_string()
+    );
+    assert_eq!(seen_inodes.len(), 50, "each replacement is a new inode");
+}
+
 #[test]
 fn reader_holding_a_descriptor_across_sed_in_place_reads_the_old_version_whole() {
     let Some(d) = Daemon::start() else { return };

@@ -9,7 +9,7 @@ use super::inode::{
     self, Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS,
 };
 use super::nodes::Node;
-use super::{IocFs, NO_TTL, STABLE_TTL};
+use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
@@ -107,10 +107,23 @@ impl IocFs {
         }
         let _ = fh;
         match self.nodes.get(ino) {
-            // Each version is its own inode, so fstat on a descriptor held across a
-            // replacement reports the size that descriptor reads.
-            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), STABLE_TTL)),
-            Some(Node::Tier(v)) => Ok((self.tier_attr(&v), STABLE_TTL)),
+            // A superseded version that no descriptor holds is reached only through a name
+            // the kernel still maps to it: answer for the current version, uncached, so a
+            // `stat` by name sees the change (an open through it gets ESTALE and looks the
+            // name up again). A held one answers for itself: each version is its own inode,
+            // so fstat on a descriptor held across a replacement reports the size that
+            // descriptor reads (the kernel does not say which it is; see VERSION_TTL).
+            Some(Node::Live(v)) if !self.handles.holds(ino) && self.store.live(v.ty).id != v.id => {
+                let current = self.store.live(v.ty);
+                Ok((self.live_attr(current.id, &current), NO_TTL))
+            }
+            Some(Node::Tier(v))
+                if !self.handles.holds(ino) && self.store.tier(v.bucket, v.ty).id != v.id =>
+            {
+                Ok((self.tier_attr(&self.store.tier(v.bucket, v.ty)), NO_TTL))
+            }
+            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), VERSION_TTL)),
+            Some(Node::Tier(v)) => Ok((self.tier_attr(&v), VERSION_TTL)),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
             Some(Node::Lookup(bytes)) => Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL)),
@@ -123,12 +136,12 @@ impl IocFs {
         for ty in IocType::ALL {
             let v = self.store.live(ty);
             if v.id == ino {
-                return Some((self.live_attr(ino, &v), STABLE_TTL));
+                return Some((self.live_attr(ino, &v), VERSION_TTL));
             }
             for b in Bucket::TIERS {
                 let t = self.store.tier(b, ty);
                 if t.id == ino {
-                    return Some((self.tier_attr(&t), STABLE_TTL));
+                    return Some((self.tier_attr(&t), VERSION_TTL));
                 }
             }
         }
@@ -165,11 +178,11 @@ impl IocFs {
             if bucket == Bucket::Live {
                 let v = self.store.live(ty);
                 self.nodes.remember(v.id, Node::Live(v.clone()));
-                return Ok((self.live_attr(v.id, &v), STABLE_TTL));
+                return Ok((self.live_attr(v.id, &v), VERSION_TTL));
             }
             let v = self.store.tier(bucket, ty);
             self.nodes.remember(v.id, Node::Tier(v.clone()));
-            return Ok((self.tier_attr(&v), STABLE_TTL));
+            return Ok((self.tier_attr(&v), VERSION_TTL));
         }
         if bucket == Bucket::Live {
             if let Some(s) = self.nodes.scratch(name) {

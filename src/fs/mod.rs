@@ -14,7 +14,7 @@ mod open;
 mod retry;
 mod write;
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,12 +32,20 @@ use crate::store::Store;
 use inode::Owner;
 use nodes::{Handle, Handles, Node, Nodes};
 
-/// How long the kernel may keep names and attributes. File names can keep theirs: a name
-/// that moves to a new version is invalidated by the notifier, and an open of a stale
-/// inode answers ESTALE anyway. A live version's size only grows through writes on the
-/// mount, which make the kernel drop the cached size itself (or the notifier does, when
-/// the write went through another inode).
+/// How long the kernel may keep names and attributes of directories.
 const STABLE_TTL: Duration = Duration::from_secs(60);
+/// The same for the type files, whose names move to a new inode with every version. The
+/// daemon never invalidates a name: the kernel's FUSE_NOTIFY_INVAL_ENTRY waits for the
+/// directory lock uninterruptibly, and if the daemon is SIGKILLed while a client holding
+/// that lock waits for an answer, the notifying thread can never die and the mount hangs
+/// for good. Instead the superseded inode's attributes are dropped (no lock taken): a
+/// getattr through the stale name then answers for the current version, and an open
+/// answers ESTALE, which makes the kernel look the name up again. The one case that can't
+/// tell (a `stat` by name while a descriptor still holds the superseded version) is
+/// bounded by this TTL. A live version's size only grows
+/// through writes on the mount, which make the kernel drop the cached size itself (or the
+/// notifier does, when the write went through another inode).
+const VERSION_TTL: Duration = Duration::from_secs(1);
 const NO_TTL: Duration = Duration::ZERO;
 /// Largest write the kernel sends in one request: one write() up to this size is applied
 /// all or nothing.
@@ -46,9 +54,8 @@ pub const MAX_WRITE: u32 = 1 << 20;
 /// Kernel cache entries to drop, sent by the notifier thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inval {
-    /// A name now maps to another inode.
-    Entry { parent: u64, name: OsString },
-    /// An inode's attributes changed (a live version grew through another inode).
+    /// An inode's attributes changed (a live version grew through another inode, or the
+    /// version was superseded).
     Inode(u64),
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use fuser::{Errno, FileAttr, FileType, RenameFlags, Request};
 
 use super::nodes::{Node, Scratch, ScratchRef};
-use super::{errno, inode, Inval, IocFs};
+use super::{errno, inode, IocFs};
 use crate::config::OnInvalid;
 use crate::ingest;
 use crate::ioc::IocType;
@@ -148,12 +148,8 @@ impl IocFs {
             self.nodes.take_scratch(name);
             let ino = scratch.lock().map(|s| s.ino).map_err(|_| Errno::EIO)?;
             // The kernel now maps the type file's name to the scratch inode; make that inode
-            // stand for the live file and have the kernel look the name up again.
+            // stand for the live file (always its current version, attributes uncached).
             self.nodes.set(ino, Node::LiveAlias(ty));
-            let _ = self.inval.send(Inval::Entry {
-                parent,
-                name: newname.to_os_string(),
-            });
             return Ok(());
         }
         if self.nodes.scratch(newname).is_some() && flags.contains(RenameFlags::RENAME_NOREPLACE) {

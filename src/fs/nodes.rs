@@ -210,28 +210,67 @@ pub enum WriteMode {
     },
 }
 
+impl Handle {
+    /// The file version (inode) this handle reads, if it is one. Not a write handle's:
+    /// what it writes goes to the current version whatever inode it was opened on.
+    fn version(&self) -> Option<u64> {
+        match self {
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => Some(v.id),
+            Handle::Tier(r) => Some(r.version.id),
+            Handle::LiveWrite(_) | Handle::Scratch(_) | Handle::Bytes(_) | Handle::Ctl(_) => None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Handles {
-    map: Mutex<HashMap<u64, Handle>>,
+    map: Mutex<OpenHandles>,
     next: AtomicU64,
+}
+
+#[derive(Default)]
+struct OpenHandles {
+    by_fh: HashMap<u64, (Handle, Option<u64>)>,
+    /// Open handles per version, to tell a descriptor's `fstat` from a stale name.
+    per_version: HashMap<u64, usize>,
 }
 
 impl Handles {
     pub fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        lock(&self.map).insert(fh, h);
+        let version = h.version();
+        let mut m = lock(&self.map);
+        if let Some(v) = version {
+            *m.per_version.entry(v).or_default() += 1;
+        }
+        m.by_fh.insert(fh, (h, version));
         fh
     }
 
     pub fn get(&self, fh: u64) -> Option<Handle> {
-        lock(&self.map).get(&fh).cloned()
+        lock(&self.map).by_fh.get(&fh).map(|(h, _)| h.clone())
     }
 
     pub fn remove(&self, fh: u64) -> Option<Handle> {
-        lock(&self.map).remove(&fh)
+        let mut m = lock(&self.map);
+        let (h, version) = m.by_fh.remove(&fh)?;
+        if let Some(v) = version {
+            if let Some(n) = m.per_version.get_mut(&v) {
+                *n -= 1;
+                if *n == 0 {
+                    m.per_version.remove(&v);
+                }
+            }
+        }
+        Some(h)
     }
 
     pub fn count(&self) -> usize {
-        lock(&self.map).len()
+        lock(&self.map).by_fh.len()
+    }
+
+    /// Whether any open handle reads version `ino`.
+    pub fn holds(&self, ino: u64) -> bool {
+        lock(&self.map).per_version.contains_key(&ino)
     }
 }

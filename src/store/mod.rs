@@ -25,7 +25,6 @@ pub mod wal;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -44,11 +43,17 @@ use tier::TierVersion;
 /// The data directory layout (DESIGN §6).
 pub const SUBDIRS: [&str; 6] = ["live", "chaud", "tiede", "froid", "wal", "checkpoint"];
 
-/// A partition got a new version: the FUSE layer invalidates the kernel's dentry for it.
+/// Called with each [`Change`] (see [`Store::on_change`]).
+pub type ChangeHook = Box<dyn Fn(&Change) + Send + Sync>;
+
+/// A partition got a new version: the FUSE layer drops the kernel's cached attributes of
+/// the version it superseded, so a `stat` by name finds out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
     pub bucket: Bucket,
     pub ty: IocType,
+    /// The version (inode) that was current before.
+    pub superseded: u64,
 }
 
 /// Counters that are not part of the durable state.
@@ -85,7 +90,7 @@ pub struct Store {
     pub cache: Arc<BlockCache>,
     prefetcher: tier::prefetch::Prefetcher,
     pub counters: Counters,
-    listeners: Mutex<Vec<Sender<Change>>>,
+    change_hooks: RwLock<Vec<ChangeHook>>,
     commit_lock: Mutex<()>,
     checkpoint_lock: Mutex<()>,
     last_commit: Mutex<Option<CommitInfo>>,
@@ -148,7 +153,7 @@ impl Store {
             cache,
             prefetcher,
             counters: Counters::default(),
-            listeners: Mutex::new(Vec::new()),
+            change_hooks: RwLock::new(Vec::new()),
             commit_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
             last_commit: Mutex::new(None),
@@ -213,13 +218,13 @@ impl Store {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn subscribe(&self) -> Receiver<Change> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.listeners
-            .lock()
+    /// Call `hook` with every new version, before the mutation that made it is
+    /// acknowledged (so it must not block on the caller).
+    pub fn on_change(&self, hook: ChangeHook) {
+        self.change_hooks
+            .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
-        rx
+            .push(hook);
     }
 
     /// Sequence, make durable and apply one mutation.
@@ -231,31 +236,35 @@ impl Store {
         let mut changes = Vec::new();
         {
             let mut st = self.state_mut();
+            let before = st.version_ids();
             for (seq, m) in batch {
                 let applied: Applied = st.apply(*seq, m, &self.cache)?;
                 self.counters
                     .appended_lines
                     .fetch_add(applied.added, Ordering::Relaxed);
-                changes.extend(applied.new_versions);
+                changes.extend(applied.new_versions.into_iter().map(|(bucket, ty)| Change {
+                    bucket,
+                    ty,
+                    superseded: before[bucket as usize][usize::from(ty.code())],
+                }));
             }
         }
-        changes.sort_by_key(|c| (c.0, c.1));
+        changes.sort_by_key(|c| (c.bucket, c.ty));
         changes.dedup();
         self.notify(&changes);
         Ok(())
     }
 
-    /// Tell subscribers (the FUSE layer's invalidation thread) which files have new versions.
-    fn notify(&self, changes: &[(Bucket, IocType)]) {
+    /// Tell the hooks (the FUSE layer's kernel cache invalidation) which files have new
+    /// versions.
+    fn notify(&self, changes: &[Change]) {
         if changes.is_empty() {
             return;
         }
-        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        listeners.retain(|tx| {
-            changes
-                .iter()
-                .all(|&(bucket, ty)| tx.send(Change { bucket, ty }).is_ok())
-        });
+        let hooks = self.change_hooks.read().unwrap_or_else(|p| p.into_inner());
+        for hook in hooks.iter() {
+            changes.iter().for_each(hook);
+        }
     }
 
     /// Append normalized lines ("v\n"…) to a live file.
@@ -301,13 +310,21 @@ impl Store {
     /// the current one: the kernel refuses any other kind of open of an inode that is open
     /// for passthrough, so a writer must open a fresh one. True if it rotated.
     pub fn rotate_live_if_held(&self, ty: IocType) -> Result<bool> {
-        let rotated = {
+        let (rotated, superseded) = {
             let mut st = self.state_mut();
+            let superseded = st.live(ty).version.id;
             let id = st.new_id();
-            st.live_mut(ty).rotate_if_held(id, self.clock.now())?
+            (
+                st.live_mut(ty).rotate_if_held(id, self.clock.now())?,
+                superseded,
+            )
         };
         if rotated {
-            self.notify(&[(Bucket::Live, ty)]);
+            self.notify(&[Change {
+                bucket: Bucket::Live,
+                ty,
+                superseded,
+            }]);
         }
         Ok(rotated)
     }
@@ -444,12 +461,12 @@ impl Store {
         self.pipeline.close();
     }
 
-    /// Stop taking writes and commit everything (clean shutdown). Subscribers' channels
-    /// close, so threads reading them end.
+    /// Stop taking writes and commit everything (clean shutdown). The change hooks are
+    /// dropped (they hold the FUSE session's notifier).
     pub fn shutdown(&self) -> Result<()> {
         self.close_writes();
-        self.listeners
-            .lock()
+        self.change_hooks
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.commit().map(|_| ())

@@ -117,6 +117,20 @@ impl State {
 
     /// Current version of a tier partition. Panics never: `bucket` must be a tier, and live
     /// is mapped to chaud only by programming error, which tests catch.
+    /// The current version id of every partition, by bucket index and type code.
+    pub fn version_ids(&self) -> [[u64; 9]; 4] {
+        let mut ids = [[0; 9]; 4];
+        for b in Bucket::ALL {
+            for ty in IocType::ALL {
+                ids[b as usize][usize::from(ty.code())] = match b {
+                    Bucket::Live => self.live(ty).version.id,
+                    _ => self.tier(b, ty).id,
+                };
+            }
+        }
+        ids
+    }
+
     pub fn tier(&self, bucket: Bucket, ty: IocType) -> &Arc<TierVersion> {
         let t = bucket.tier_index().unwrap_or(0);
         &self.tiers[t][usize::from(ty.code())]

@@ -78,6 +78,19 @@ pub fn detach(mnt: &Path) {
     let _ = umount2(mnt, MntFlags::MNT_DETACH);
 }
 
+/// SIGKILL `child` and reap it. False if it did not die: a thread stuck in the kernel on
+/// its own FUSE connection; the connection is then aborted (`umount -f`) so it can die and
+/// nothing is left hanging.
+fn kill_and_reap(child: &mut Child, mnt: &Path) -> bool {
+    let _ = child.kill();
+    if wait_timeout(child, STOP_TIMEOUT).is_some() {
+        return true;
+    }
+    let _ = umount2(mnt, MntFlags::MNT_FORCE);
+    let _ = child.wait();
+    false
+}
+
 /// How many times `mnt` is listed in `/proc/mounts` (mounts can stack).
 pub fn mount_count(mnt: &Path) -> usize {
     let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
@@ -357,11 +370,14 @@ impl Daemon {
         })
     }
 
-    /// SIGKILL the daemon, reap it, then lazily unmount the dead mount.
+    /// SIGKILL the daemon, reap it, then lazily unmount the dead mount. Panics if the
+    /// daemon did not die (after aborting its connection so that it does).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            if !kill_and_reap(&mut child, &self.mnt()) {
+                detach(&self.mnt());
+                panic!("iocfs did not die within {STOP_TIMEOUT:?} of SIGKILL");
+            }
         }
         detach(&self.mnt());
     }
@@ -482,8 +498,7 @@ pub fn split_lines(text: &str, what: &str) -> Vec<String> {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child, &self.mnt());
         }
         detach(&self.mnt());
         if std::thread::panicking() {
