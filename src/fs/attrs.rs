@@ -153,6 +153,10 @@ impl IocFs {
         parent: u64,
         name: &OsStr,
     ) -> Result<(FileAttr, Duration), Errno> {
+        // Not in lookup/, whose names are values (a long URL is still one).
+        if parent != LOOKUP_DIR {
+            super::namespace::check_name_len(name)?;
+        }
         let text = name.to_str();
         match (parent, text) {
             (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),

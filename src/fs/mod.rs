@@ -502,7 +502,7 @@ impl Filesystem for IocFs {
                 s.files(),
                 s.files_free(),
                 s.block_size() as u32,
-                255,
+                namespace::NAME_MAX as u32,
                 s.fragment_size() as u32,
             ),
             Err(e) => reply.error(Errno::from_i32(e as i32)),

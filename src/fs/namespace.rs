@@ -18,6 +18,18 @@ use crate::store::model::Bucket;
 const MAX_SCRATCH_BYTES: u64 = 1 << 30;
 const MAX_SCRATCH_FILES: usize = 4096;
 
+/// Longest file name, as statfs reports it. The kernel passes FUSE names up to its own,
+/// larger limit (1024), so without this check live/ took names no tool expects to exist.
+pub const NAME_MAX: usize = 255;
+
+/// ENAMETOOLONG for a name longer than [`NAME_MAX`] (what other Linux filesystems answer).
+pub(super) fn check_name_len(name: &OsStr) -> Result<(), Errno> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::from_i32(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
 impl IocFs {
     /// The errno for a namespace change that is not allowed under `parent`.
     pub(super) fn refusal(&self, parent: u64) -> Errno {
@@ -76,6 +88,7 @@ impl IocFs {
         if inode::dir_bucket(parent) != Some(Bucket::Live) {
             return Err(self.refusal(parent));
         }
+        check_name_len(name)?;
         if self.nodes.scratch(name).is_some() {
             return Err(Errno::EEXIST);
         }
@@ -137,6 +150,7 @@ impl IocFs {
         {
             return Err(Errno::EINVAL);
         }
+        check_name_len(newname)?;
         let Some(scratch) = self.nodes.scratch(name) else {
             return Err(Errno::ENOENT);
         };
