@@ -3,6 +3,7 @@
 //! read-only, no directories are made).
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
 use fuser::{Errno, FileAttr, FileType, RenameFlags, Request};
@@ -11,7 +12,7 @@ use super::nodes::{Node, Scratch, ScratchRef};
 use super::{errno, inode, IocFs};
 use crate::config::OnInvalid;
 use crate::ingest;
-use crate::ioc::IocType;
+use crate::ioc::{self, IocType};
 use crate::store::model::Bucket;
 
 /// Scratch files live in memory; these bounds keep a runaway writer from eating it.
@@ -190,9 +191,11 @@ impl IocFs {
         got.rejected.extend(tail.rejected);
         if !got.rejected.is_empty() {
             let reject = self.store.config().ingest.on_invalid == OnInvalid::Reject;
+            // The name is as hostile as the content: escaped like the excerpt, so a name
+            // holding a newline or an escape sequence can't forge or garble log lines.
             let file = format!(
                 "live/{} (renamed onto live/{})",
-                name.to_string_lossy(),
+                ioc::escape_excerpt(name.as_bytes(), 4 * NAME_MAX),
                 ty.file_name()
             );
             let action = if reject {
