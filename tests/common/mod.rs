@@ -270,6 +270,14 @@ impl Daemon {
         self.mnt().join(rel)
     }
 
+    /// The running daemon's process id (for /proc/<pid>/status, /proc/<pid>/fd).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("pid: the daemon is not running")
+            .id()
+    }
+
     /// Send `sig` to the running daemon.
     pub fn signal(&self, sig: Signal) {
         let child = self
