@@ -37,16 +37,14 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use nix::mount::{umount2, MntFlags};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+mod common;
+use common::{Daemon, Rng, BUCKETS, TYPE_FILES};
 
 /// The manual clock's start: 2023-11-14T22:13:20Z.
 const T0: u64 = 1_700_000_000;
@@ -57,18 +55,6 @@ const CLOCK_BUDGET: u64 = 500 * DAY;
 
 /// The types the workload writes (index = type code in the model).
 const TYPES: [&str; 4] = ["ipv4", "domain", "url", "sha256"];
-const TYPE_FILES: [&str; 9] = [
-    "ipv4.txt",
-    "ipv6.txt",
-    "domain.txt",
-    "url.txt",
-    "email.txt",
-    "md5.txt",
-    "sha1.txt",
-    "sha256.txt",
-    "sha512.txt",
-];
-const BUCKETS: [&str; 4] = ["live", "chaud", "tiede", "froid"];
 const LIVE: u8 = 0;
 
 /// `COMMITS` is replaced by the commit and checkpoint intervals.
@@ -137,46 +123,6 @@ fn bucket_for(now: u64, last: u64) -> Option<u8> {
         .iter()
         .position(|&limit| age < limit)
         .map(|b| b as u8)
-}
-
-/// splitmix64: small, seedable, good enough to drive a workload.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64) / ((1u64 << 53) as f64) < p
-    }
-
-    /// A generator for stream `stream` of round `round` of run `seed`.
-    fn derive(seed: u64, round: u64, stream: u64) -> Rng {
-        let mut r = Rng::new(seed ^ round.wrapping_mul(0x2545_f491_4f6c_dd1d));
-        for _ in 0..=stream {
-            r.next();
-        }
-        Rng::new(r.next() ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -352,148 +298,6 @@ impl Model {
             }
         }
         c
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The daemon
-
-struct Daemon {
-    bin: PathBuf,
-    config: PathBuf,
-    data: PathBuf,
-    mnt: PathBuf,
-    log: PathBuf,
-    pidfile: PathBuf,
-    child: Option<Child>,
-}
-
-fn mounted(mnt: &Path) -> bool {
-    let want = mnt.to_string_lossy();
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want.as_ref()))
-}
-
-/// Lazily unmount `mnt`, however many mounts are stacked on it.
-fn detach(mnt: &Path) {
-    for _ in 0..16 {
-        if !mounted(mnt) || umount2(mnt, MntFlags::MNT_DETACH).is_err() {
-            return;
-        }
-    }
-}
-
-impl Daemon {
-    fn start(&mut self, clock: u64) -> Result<(), String> {
-        assert!(self.child.is_none(), "the daemon is already running");
-        detach(&self.mnt);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("open {}: {e}", self.log.display()))?;
-        let _ = writeln!(log, "===== torture: start, manual clock {clock} =====");
-        let out = log.try_clone().map_err(|e| format!("dup log: {e}"))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("mount")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--data")
-            .arg(&self.data)
-            .arg("--manual-clock")
-            .arg(clock.to_string())
-            .arg(&self.mnt)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(log);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        // SAFETY: prctl is async-signal-safe; the daemon dies with this process.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
-        let _ = std::fs::write(&self.pidfile, format!("{}\n", child.id()));
-        self.child = Some(child);
-        let health = self.mnt.join(".iocfs/health");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::fs::read(&health).is_ok() {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                self.child = None;
-                let _ = std::fs::remove_file(&self.pidfile);
-                return Err(format!(
-                    "iocfs exited during start ({status}); log tail:\n{}",
-                    self.log_tail(40)
-                ));
-            }
-            if Instant::now() >= deadline {
-                self.kill9();
-                return Err(format!(
-                    "iocfs did not answer within 30 s; log tail:\n{}",
-                    self.log_tail(40)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.pidfile);
-        detach(&self.mnt);
-    }
-
-    /// SIGTERM and wait (30 s at most, then SIGKILL).
-    fn stop(&mut self) -> Result<ExitStatus, String> {
-        let Some(mut child) = self.child.take() else {
-            return Err("stop: not running".into());
-        };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let _ = std::fs::remove_file(&self.pidfile);
-                detach(&self.mnt);
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                self.child = Some(child);
-                self.kill9();
-                return Err(format!(
-                    "iocfs did not exit within 30 s of SIGTERM; log tail:\n{}",
-                    self.log_tail(40)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -1117,7 +921,7 @@ impl Run {
             m.clock = m.max_clock;
             m.clock
         };
-        self.daemon.start(clock)
+        self.daemon.start(Some(clock))
     }
 
     fn ctl(&self, cmd: &str) -> Result<(), String> {
@@ -1236,25 +1040,12 @@ impl Run {
 
     /// `iocfs check DATA` (the daemon stopped) must say "clean".
     fn check_data(&mut self, ctx: &str) -> Result<(), String> {
-        let out = Command::new(&self.args.bin)
-            .arg("check")
-            .arg("--config")
-            .arg(&self.daemon.config)
-            .arg(&self.daemon.data)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("run iocfs check: {e}"))?;
+        let problem = self.daemon.check()?;
         self.checks += 1;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !stdout.lines().any(|l| l.trim() == "clean") {
+        if let Some(why) = problem {
             self.tally.check_failed = true;
             self.tally.other += 1;
-            println!(
-                "VIOLATION ({ctx}): iocfs check {} ({}):\n{stdout}{}",
-                self.daemon.data.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            println!("VIOLATION ({ctx}): {why}");
         }
         Ok(())
     }
@@ -1323,34 +1114,6 @@ impl Run {
     }
 }
 
-/// The daemon's ERROR lines, with numbers and paths folded, most frequent first.
-fn daemon_errors(log: &Path) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for line in text.lines().filter(|l| l.contains(" ERROR ")) {
-        let msg = line.split_once("] ").map_or(line, |(_, m)| m);
-        let folded: String = msg
-            .split(' ')
-            .map(|w| {
-                if w.starts_with('/') {
-                    "PATH"
-                } else if w.chars().any(|c| c.is_ascii_digit()) {
-                    "N"
-                } else {
-                    w
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        *counts.entry(folded).or_default() += 1;
-    }
-    let mut sorted: Vec<(usize, String)> = counts.into_iter().map(|(m, n)| (n, m)).collect();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    for (n, msg) in sorted.iter().take(6) {
-        println!("torture: daemon log: {n}× ERROR {msg}");
-    }
-}
-
 fn main() {
     let args = parse_args();
     let (_tmpdir, dir) = match &args.dir {
@@ -1394,15 +1157,7 @@ fn main() {
     };
     let started = Instant::now();
     let mut run = Run {
-        daemon: Daemon {
-            bin: args.bin.clone(),
-            config,
-            data: dir.join("data"),
-            mnt: dir.join("mnt"),
-            log: dir.join("iocfs.log"),
-            pidfile: dir.join("daemon.pid"),
-            child: None,
-        },
+        daemon: Daemon::new("torture", &args.bin, &config, &dir),
         shared: Shared {
             mnt: dir.join("mnt"),
             tmp: dir.join("tmp"),
@@ -1444,7 +1199,7 @@ fn main() {
         run.daemon.log.display()
     );
     if failed {
-        daemon_errors(&run.daemon.log);
+        run.daemon.print_errors();
         println!(
             "torture: FAILED ({} lost, {} duplicated, {} other violations)",
             t.lost, t.duplicated, t.other
