@@ -545,7 +545,7 @@ fn main() {
     let errors = Errors::default();
     let mut daemon = Daemon::new("load", &args.bin, &config, &dir);
     let result = run(&args, &dir, &mut daemon, &errors);
-    daemon.kill9();
+    let _ = daemon.kill9();
     // The daemon logs an ERROR only for a real problem (a failed commit, fsync, unmount…).
     let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
     let logged = log.lines().filter(|l| l.contains(" ERROR ")).count();

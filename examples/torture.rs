@@ -944,7 +944,7 @@ impl Run {
         let seed = self.args.seed;
         let exclusive = self.args.exclusive_commits;
         let daemon = &mut self.daemon;
-        std::thread::scope(|s| {
+        let stuck = std::thread::scope(|s| {
             for i in 0..3 {
                 let rng = Rng::derive(seed, round, i);
                 s.spawn(move || appender(sh, rng));
@@ -957,8 +957,11 @@ impl Run {
             s.spawn(move || reader(sh, rng));
             std::thread::sleep(Duration::from_millis(delay));
             sh.stop.store(true, Ordering::SeqCst);
-            daemon.kill9();
+            daemon.kill9()
         });
+        if let Some(what) = stuck {
+            sh.violation(what);
+        }
         self.kills += 1;
         if self.args.verbose {
             let (p, a, u) = self.shared.model().census();
@@ -1180,7 +1183,10 @@ fn main() {
         args,
     };
     let result = run.go();
-    run.daemon.kill9();
+    if let Some(what) = run.daemon.kill9() {
+        println!("VIOLATION (final): {what}");
+        run.tally.other += 1;
+    }
     if let Err(e) = &result {
         run.tally.other += 1;
         println!("FATAL: {e}");

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
@@ -174,7 +175,7 @@ impl Daemon {
                 ));
             }
             if Instant::now() >= deadline {
-                self.kill9();
+                let _ = self.kill9();
                 return Err(format!(
                     "iocfs did not answer within 30 s; log tail:\n{}",
                     self.log_tail(40)
@@ -189,13 +190,43 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
-    pub fn kill9(&mut self) {
+    /// SIGKILL, reap, lazily unmount. A daemon that is still not gone 10 s after SIGKILL (a
+    /// thread stuck in the kernel, e.g. a FUSE notification waiting for a directory lock
+    /// that a client holds while it waits for an answer nobody will send) gets its FUSE
+    /// connection aborted (`umount -f`); what was stuck is returned for the report.
+    pub fn kill9(&mut self) -> Option<String> {
+        let mut stuck = None;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            let killed = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(None) if killed.elapsed() < Duration::from_secs(10) => {}
+                    Ok(None) if killed.elapsed() < Duration::from_secs(40) => {
+                        if stuck.is_none() {
+                            stuck = Some(format!(
+                                "iocfs (pid {}) was not gone 10 s after SIGKILL; aborting its FUSE \
+                                 connection (umount -f); its threads:\n{}",
+                                child.id(),
+                                thread_states(child.id())
+                            ));
+                        }
+                        let _ = umount2(&self.mnt, MntFlags::MNT_FORCE);
+                    }
+                    Ok(None) => {
+                        let _ = stuck.get_or_insert_with(String::new).write_str(
+                            "\nstill not gone 40 s after SIGKILL, even with its connection aborted",
+                        );
+                        break;
+                    }
+                    Ok(Some(_)) | Err(_) => break,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let _ = std::fs::remove_file(&self.pidfile);
         detach(&self.mnt);
+        stuck
     }
 
     /// SIGTERM and wait (30 s at most, then SIGKILL).
@@ -213,7 +244,7 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 self.child = Some(child);
-                self.kill9();
+                let _ = self.kill9();
                 return Err(format!(
                     "iocfs did not exit within 30 s of SIGTERM; log tail:\n{}",
                     self.log_tail(40)
@@ -283,6 +314,31 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.kill9();
+        let _ = self.kill9();
     }
+}
+
+/// Name, state and (for threads not running or sleeping) kernel stack of every thread.
+fn thread_states(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        let _ = writeln!(out, "  {} {}", read("comm").trim(), state);
+        if state == "D" {
+            for line in read("stack").lines() {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+    }
+    out
 }
