@@ -115,13 +115,7 @@ fn parse_args() -> Args {
         usage();
     }
     if args.bin.as_os_str().is_empty() {
-        // target/<profile>/examples/load → target/<profile>/iocfs
-        let exe = std::env::current_exe().unwrap_or_default();
-        args.bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|p| p.join("iocfs"))
-            .unwrap_or_default();
+        args.bin = common::sibling_iocfs();
     }
     args
 }
@@ -514,20 +508,7 @@ fn run(args: &Args, dir: &Path, daemon: &mut Daemon, errors: &Errors) -> Result<
 
 fn main() {
     let args = parse_args();
-    let (_tmpdir, dir) = match &args.dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("iocfs-load-")
-                .tempdir()
-                .expect("temp dir");
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-    for sub in ["data", "mnt"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("create work dirs");
-    }
+    let (_tmpdir, dir) = common::work_dir(args.dir.as_deref(), "iocfs-load-", &["data", "mnt"]);
     let dir = dir.canonicalize().expect("canonicalize work dir");
     let config = dir.join("iocfs.toml");
     std::fs::write(&config, CONFIG).expect("write config");

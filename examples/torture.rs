@@ -891,13 +891,7 @@ fn parse_args() -> Args {
             .unwrap_or(1)
     });
     if args.bin.as_os_str().is_empty() {
-        // target/<profile>/examples/torture → target/<profile>/iocfs
-        let exe = std::env::current_exe().unwrap_or_default();
-        args.bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|p| p.join("iocfs"))
-            .unwrap_or_default();
+        args.bin = common::sibling_iocfs();
     }
     args
 }
@@ -1119,20 +1113,11 @@ impl Run {
 
 fn main() {
     let args = parse_args();
-    let (_tmpdir, dir) = match &args.dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("iocfs-torture-")
-                .tempdir()
-                .expect("temp dir");
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-    for sub in ["data", "mnt", "tmp"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("create work dirs");
-    }
+    let (_tmpdir, dir) = common::work_dir(
+        args.dir.as_deref(),
+        "iocfs-torture-",
+        &["data", "mnt", "tmp"],
+    );
     let dir = dir.canonicalize().expect("canonicalize work dir");
     let config = dir.join("iocfs.toml");
     let commits = if args.exclusive_commits {

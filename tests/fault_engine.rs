@@ -3,6 +3,8 @@
 //! Damage is made on a copy of a data directory, then `Store::open` (the mount's recovery)
 //! is checked against what the undamaged directory serves.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use iocfs::config::Config;
 use iocfs::ioc::IocType;
 use iocfs::store::model::Bucket;
 use iocfs::store::Store;
+
+use common::copy_dir;
 
 const T0: u64 = 1_700_000_000;
 const HOUR: u64 = 3600;
@@ -79,19 +83,6 @@ impl Fixture {
     fn restore(&self, saved: &Path) {
         fs::remove_dir_all(self.data()).unwrap();
         copy_dir(saved, &self.data());
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{detach, errno_of, Daemon, MountGuard, Rng, BUCKETS, READY_TIMEOUT, TYPE_FILES};
+use common::{
+    copy_dir, detach, errno_of, Daemon, MountGuard, Rng, BUCKETS, READY_TIMEOUT, TYPE_FILES,
+};
 use iocfs::store::tier::format;
 
 const T0: u64 = 1_700_000_000;
@@ -42,19 +44,6 @@ fn open_append(d: &Daemon, rel: &str) -> File {
 
 fn ipv4(n: u32) -> String {
     format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------

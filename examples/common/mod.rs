@@ -84,6 +84,40 @@ pub struct Daemon {
     child: Option<Child>,
 }
 
+/// The `iocfs` binary built with this example: target/<profile>/examples/X →
+/// target/<profile>/iocfs.
+pub fn sibling_iocfs() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("iocfs"))
+        .unwrap_or_default()
+}
+
+/// The work directory: `dir` if given, else a new temp dir (removed when the returned
+/// guard drops), with `subs` created in it.
+pub fn work_dir(
+    dir: Option<&Path>,
+    prefix: &str,
+    subs: &[&str],
+) -> (Option<tempfile::TempDir>, PathBuf) {
+    let (guard, dir) = match dir {
+        Some(d) => (None, d.to_path_buf()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .expect("temp dir");
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    for sub in subs {
+        std::fs::create_dir_all(dir.join(sub)).expect("create work dirs");
+    }
+    (guard, dir)
+}
+
 pub fn mounted(mnt: &Path) -> bool {
     let want = mnt.to_string_lossy();
     std::fs::read_to_string("/proc/mounts")

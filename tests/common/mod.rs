@@ -73,6 +73,21 @@ pub fn fuse_available() -> bool {
     }
 }
 
+/// Copy a data directory tree (to save or restore one); `LOCK` is left out, since it is
+/// the running daemon's and a daemon creates it when missing.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Lazily unmount `mnt`, ignoring "not mounted".
 pub fn detach(mnt: &Path) {
     let _ = umount2(mnt, MntFlags::MNT_DETACH);
