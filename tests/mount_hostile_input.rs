@@ -62,8 +62,6 @@ const MALFORMED: &[(&str, &str, &[u8], &str)] = &[
     ("vertical tab", "ipv4.txt", b"203.0.113.1\x0b5", WS),
     ("zero-width space", "domain.txt", "evil\u{200b}.example.com".as_bytes(), "ASCII"),
     ("Cyrillic homoglyph", "domain.txt", "\u{435}vil.example.com".as_bytes(), "ASCII"),
-    // A BOM is not whitespace: the line is simply not an address.
-    ("BOM", "ipv4.txt", "\u{feff}203.0.113.9".as_bytes(), ""),
     ("the whole IPv4 space", "ipv4.txt", b"0.0.0.0/0", "broader than /8"),
     ("the whole IPv6 space", "ipv6.txt", b"::/0", "broader than /16"),
     // Shell metacharacters are data, never run, and invalid wherever the type forbids them.
@@ -96,6 +94,9 @@ const ACCEPTED: &[(&str, &str, &[u8], &[&str])] = &[
     ("whitespace-only lines", "url.txt", b" \t \n\x0c\n", &[]),
     ("surrounding whitespace", "domain.txt", b"  \tTrim.Example.COM \t \n", &["trim.example.com"]),
     ("Unicode whitespace", "ipv4.txt", "\u{a0}203.0.113.11\u{3000}\n".as_bytes(), &["203.0.113.11"]),
+    // Lists saved by Windows tools start with one (and `cat a b` puts one mid-stream).
+    ("byte-order marks", "ipv4.txt", "\u{feff}203.0.113.9\n\u{feff}203.0.113.8\n".as_bytes(),
+        &["203.0.113.9", "203.0.113.8"]),
     ("comment lines", "sha256.txt", b"# $(rm -rf /)\n; `reboot`\n// | > <\n", &[]),
     ("trailing comment", "ipv4.txt", b"203.0.113.12 ; $(rm -rf /)\n", &["203.0.113.12"]),
     ("metacharacters in a URL path", "url.txt", b"http://evil.example.com/$(id)`id`;a|b>c&d\n",

@@ -87,7 +87,7 @@ impl IocFs {
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or_default();
         let args: Vec<&str> = words.collect();
-        log::info!("ctl: {line}");
+        log::info!("ctl: {}", crate::ioc::escape_excerpt(line.as_bytes(), 1024));
         let result = match (cmd, args.as_slice()) {
             ("age", []) => self.store.age().map(|_| ()),
             ("commit", []) => self.store.commit().map(|_| ()),

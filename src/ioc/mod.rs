@@ -405,6 +405,9 @@ fn clean(raw: &[u8]) -> Result<Option<&str>, Invalid> {
         return Err(InvalidKind::Nul.into());
     }
     let line = std::str::from_utf8(raw).map_err(|_| Invalid::from(InvalidKind::Utf8))?;
+    // A byte-order mark starts lists saved by Windows tools (and, after `cat a b`, a line
+    // in the middle); it is not whitespace to `trim`.
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     let mut value = line.trim();
     if value.is_empty() || is_comment_start(value) {
         return Ok(None);
@@ -561,6 +564,8 @@ mod tests {
                 "\t \t",
                 " \r",
                 "\u{a0}\u{2003}",
+                "\u{feff}",
+                "\u{feff}# a list saved by Notepad",
                 "#",
                 "# comment",
                 "  # indented comment",
@@ -594,6 +599,8 @@ mod tests {
                 ("evil.com \r", "evil.com"),
                 ("  evil.com\t", "evil.com"),
                 ("\u{a0}evil.com\u{2003}", "evil.com"),
+                ("\u{feff}evil.com", "evil.com"),
+                ("\u{feff} evil.com # BOM, then a comment", "evil.com"),
                 ("evil.com # from feed X", "evil.com"),
                 ("evil.com\t#x", "evil.com"),
                 ("evil.com ; note", "evil.com"),
