@@ -419,9 +419,10 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
             let _ = d.read(&format!("{b}/{t}"));
         }
     }
-    eprintln!(
-        "health on a full disk: {:?}",
-        d.read(".iocfs/health").trim()
+    let health = d.read(".iocfs/health");
+    assert!(
+        health.starts_with("disk: writes fail") && health.contains("No space left"),
+        "health on a full disk: {health:?}"
     );
 
     // Free space: writes succeed again, same daemon, same descriptor and a new one.
@@ -438,6 +439,11 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
     acked.extend(after);
     let served = d.lines("live/ipv4.txt");
     assert!(served == acked, "served set after freeing space");
+    assert_eq!(
+        d.read(".iocfs/health"),
+        "ok\n",
+        "health once writes go through again"
+    );
     assert!(
         !served.iter().any(|l| lost_batch.contains(l)),
         "lines of the failed write are served"

@@ -24,7 +24,7 @@ pub mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -96,6 +96,8 @@ pub struct Store {
     last_commit: Mutex<Option<CommitInfo>>,
     last_checkpoint: Mutex<Option<CheckpointInfo>>,
     problems: Mutex<Vec<String>>,
+    /// A write failed with ENOSPC and none has succeeded since (see `submit`).
+    disk_full: AtomicBool,
     started: Instant,
     pub recovery: recovery::Report,
     /// Held (flock) for the life of the store.
@@ -159,6 +161,7 @@ impl Store {
             last_commit: Mutex::new(None),
             last_checkpoint: Mutex::new(None),
             problems: Mutex::new(Vec::new()),
+            disk_full: AtomicBool::new(false),
             started: Instant::now(),
             recovery: recovered.report,
             _lock: lock,
@@ -229,7 +232,18 @@ impl Store {
 
     /// Sequence, make durable and apply one mutation.
     pub fn submit(&self, op: Op) -> Result<u64> {
-        self.pipeline.submit(op, &|batch| self.apply_batch(batch))
+        let result = self.pipeline.submit(op, &|batch| self.apply_batch(batch));
+        // A full disk (or quota) fails writes with ENOSPC (not sticky): health says so until one of
+        // them goes through again.
+        match &result {
+            Err(e) if matches!(e.errno(), libc::ENOSPC | libc::EDQUOT) => {
+                self.disk_full.store(true, Ordering::Relaxed);
+                self.set_problem("disk", &format!("writes fail: {e}"));
+            }
+            Ok(_) if self.disk_full.swap(false, Ordering::Relaxed) => self.clear_problem("disk"),
+            _ => {}
+        }
+        result
     }
 
     fn apply_batch(&self, batch: &[(u64, Mutation)]) -> Result<()> {
