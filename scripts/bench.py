@@ -884,13 +884,24 @@ class Bench:
         n2, _, h2 = read_all(plain, digest=True)
         if (n1, h1) != (n2, h2):
             raise RuntimeError(f"live/domain.txt through the mount ({n1} B) differs from DATA/live/domain.txt ({n2} B)")
-        io, pl = [], []
-        for _ in range(3 if self.quick else 7):
-            io.append(read_all(served)[1])
-            pl.append(read_all(plain)[1])
-        a, b = median(io), median(pl)
-        self.t.add(f"live seq read vs plain file (live/domain.txt {n1 / MiB:.0f} MiB, warm)", mbps(n1, a),
-                   mbps(n2, b), ratio_s(b / a), "≥ 0.9×", b / a >= 0.9)
+        rounds = 3 if self.quick else 9
+        a, b = self.seq_read_medians(served, plain, rounds)
+        self.t.add(f"live seq read vs plain file (live/domain.txt {n1 / MiB:.0f} MiB, warm), default: "
+                   "daemon fills the page cache", mbps(n1, a), mbps(n2, b), ratio_s(b / a), "info", None)
+        # The target row: `[mount] passthrough = true`, the kernel reads the version itself.
+        default_cfg = m.config
+        m.config = self.cfg("passthrough.toml", "[mount]\npassthrough = true\n")
+        try:
+            self.restart_main()
+            n3, _, h3 = read_all(served, digest=True)
+            if (n3, h3) != (n2, h2):
+                raise RuntimeError(f"live/domain.txt through a passthrough mount ({n3} B) differs")
+            a, b = self.seq_read_medians(served, plain, rounds)
+        finally:
+            m.config = default_cfg
+            self.restart_main()
+        self.t.add(f"live seq read vs plain file (live/domain.txt {n1 / MiB:.0f} MiB, warm), "
+                   "`passthrough = true`", mbps(n1, a), mbps(n2, b), ratio_s(b / a), "≥ 0.9×", b / a >= 0.9)
         # open + 4 KiB pread + close at random offsets
         iters = 5000 if self.quick else 20000
         r = random.Random(SEED + 2)
@@ -902,6 +913,15 @@ class Bench:
         self.t.add(f"live open+4 KiB read+close p50 (p99), {iters:,} iterations",
                    f"{fmt_us(a50)} ({fmt_us(pct(la, 99))})", f"{fmt_us(b50)} ({fmt_us(pct(lb, 99))})",
                    ratio_s(b50 / a50), "p50 ≤ 50 µs", a50 <= 50_000)
+
+    @staticmethod
+    def seq_read_medians(served, plain, rounds):
+        """Median seconds of whole-file reads of each, interleaved (both warm)."""
+        io, pl = [], []
+        for _ in range(rounds):
+            io.append(read_all(served)[1])
+            pl.append(read_all(plain)[1])
+        return median(io), median(pl)
 
     def lookups(self):
         """10,000 distinct values, each looked up once (so no kernel dentry cache helps):
@@ -1341,7 +1361,8 @@ def main():
     for n in b.t.notes:
         print(f"- {n}")
     failed = [r[0] for r in b.t.rows if r[5] is False]
-    print(f"\n{len(b.t.rows) - len(failed)} of {len(b.t.rows)} rows pass"
+    targeted = [r for r in b.t.rows if r[5] is not None]
+    print(f"\n{len(targeted) - len(failed)} of {len(targeted)} rows with a target pass"
           + (f"; failing: {', '.join(failed)}" if failed else ""))
     errors = [r[0] for r in b.t.rows if str(r[1]).startswith("ERROR")]
     if errors:

@@ -51,10 +51,11 @@ pub fn append(
 ) -> Result<Applied> {
     let now = to_u32(ts);
     let mut applied = Applied::default();
-    let mut add_bytes = Vec::with_capacity(values.len());
+    let mut keys = std::mem::take(&mut state.scratch.keys);
+    let mut add_bytes = std::mem::take(&mut state.scratch.bytes);
     let mut added_lines = 0u64;
     let mut leaving = Leaving::default();
-    {
+    let published = {
         // One index probe per line: this loop is the bulk-ingest hot path.
         let State {
             seed,
@@ -65,8 +66,8 @@ pub fn append(
             ..
         } = &mut *state;
         let live = &mut live[usize::from(ty.code())];
-        let lines: Vec<&[u8]> = tier::lines(values).filter(|v| !v.is_empty()).collect();
-        let keys: Vec<Key> = lines.iter().map(|v| Key::of(*seed, ty, v)).collect();
+        let lines = || tier::lines(values).filter(|v| !v.is_empty());
+        keys.extend(lines().map(|v| Key::of(*seed, ty, v)));
         // The index is far larger than the CPU cache: ask for the slots of the next keys
         // while handling this one. No growth in the loop, so the hints stay valid.
         const AHEAD: usize = 8;
@@ -74,7 +75,7 @@ pub fn append(
         for key in keys.iter().take(AHEAD) {
             index.prefetch(key);
         }
-        for (i, (value, &key)) in lines.iter().zip(&keys).enumerate() {
+        for (i, (value, &key)) in lines().zip(&keys).enumerate() {
             if let Some(next) = keys.get(i + AHEAD) {
                 index.prefetch(next);
             }
@@ -106,13 +107,17 @@ pub fn append(
             add_bytes.push(b'\n');
             added_lines += 1;
         }
-        if added_lines > 0
-            && live.publish(&add_bytes, added_lines, ts, || {
+        if added_lines > 0 {
+            live.publish(&add_bytes, added_lines, ts, || {
                 ids.fetch_add(1, Ordering::Relaxed)
-            })?
-        {
-            applied.new_versions.push((Bucket::Live, ty));
+            })
+        } else {
+            Ok(false)
         }
+    };
+    state.scratch.put_back(keys, add_bytes);
+    if published? {
+        applied.new_versions.push((Bucket::Live, ty));
     }
     if added_lines > 0 || applied.sighted > 0 {
         // Sightings change only times, but those are part of the committed live state.

@@ -160,18 +160,20 @@ pub fn recover(
     for set in state.live.iter_mut() {
         set.start_deferring();
     }
-    for (seq, m) in &mutations {
-        if *seq <= manifest.upto || matches!(m.op, Op::Commit { .. }) {
+    let last_seq = mutations.last().map(|(seq, _)| *seq);
+    // Consumed in order: each record's memory is freed as soon as it is applied.
+    for (seq, m) in mutations {
+        if seq <= manifest.upto || matches!(m.op, Op::Commit { .. }) {
             continue;
         }
-        state.apply(*seq, m, cache)?;
+        state.apply(seq, &m, cache)?;
         report.replayed += 1;
     }
     for set in state.live.iter_mut() {
         set.finish_deferring()?;
     }
-    if let Some((seq, _)) = mutations.last() {
-        state.applied_seq = state.applied_seq.max(*seq);
+    if let Some(seq) = last_seq {
+        state.applied_seq = state.applied_seq.max(seq);
     }
     report.millis = started.elapsed().as_millis() as u64;
     Ok(Recovered {
