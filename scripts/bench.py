@@ -1189,18 +1189,28 @@ class Bench:
             d.stop()
             raise
         time.sleep(0.3)  # let the periodic fsync run (a kill -9 keeps the page cache anyway)
-        d.kill9()
-        log_size = os.path.getsize(logf)
-        t = time.monotonic()
-        ready = d.start()
-        rec = None
-        with open(logf, errors="replace") as f:
-            f.seek(log_size)
-            for line in f:
-                mm = re.search(r"recovered in (\d+) ms: .*?(\d+) WAL records replayed", line)
-                if mm:
-                    rec = (int(mm.group(1)), int(mm.group(2)))
+        # Killed and recovered twice (nothing commits in between: the intervals are 1 h, so
+        # the second recovery replays the same log); the faster of the two counts, as for
+        # the other timings, since one sample on a shared machine is mostly noise.
+        runs = []
+        for _ in range(2):
+            d.kill9()
+            log_size = os.path.getsize(logf)
+            ready = d.start()
+            rec = None
+            with open(logf, errors="replace") as f:
+                f.seek(log_size)
+                for line in f:
+                    mm = re.search(r"recovered in (\d+) ms: .*?(\d+) WAL records replayed", line)
+                    if mm:
+                        rec = (int(mm.group(1)), int(mm.group(2)))
+            runs.append((rec, ready))
         got = d.stats()["indicators"]
+        self.t.note("recovery samples (daemon's ms, records replayed; wall s): "
+                    + ", ".join(f"{r} {w:.2f}" for r, w in runs))
+        found = ([(r, w) for r, w in runs if r is not None and r[1] >= written]
+                 or [(r, w) for r, w in runs if r is not None])
+        rec, ready = min(found, key=lambda x: x[0][0]) if found else runs[0]
         # clean restart of the same data (SIGTERM commits and checkpoints): the cost of a
         # restart without WAL replay, as the reference
         d.stop()

@@ -60,10 +60,9 @@ pub fn ingest(
             }
         }
     }
-    while let Some(nl) = memchr::memchr(b'\n', rest) {
-        one_line(ty, &rest[..nl], first_line_no + out.lines, limits, &mut out);
-        rest = &rest[nl + 1..];
-    }
+    let complete = memchr::memrchr(b'\n', rest).map_or(0, |nl| nl + 1);
+    whole_lines(ty, &rest[..complete], first_line_no, limits, &mut out);
+    rest = &rest[complete..];
     if !rest.is_empty() {
         out.partial = rest.to_vec();
     }
@@ -88,6 +87,98 @@ pub fn finish(ty: IocType, partial: &[u8], line_no: u64, limits: &Limits) -> Ing
         one_line(ty, partial, line_no, limits, &mut out);
     }
     out
+}
+
+/// Below this, a write is normalized on the calling thread; above, in pieces on every core:
+/// a bulk `cat feed >> live/x.txt` arrives in 1 MiB writes that the kernel serializes, so
+/// this is the only parallelism such a feed gets.
+const PARALLEL_MIN: usize = 256 << 10;
+
+/// Normalize `text` (complete lines, each ending in '\n') into `out`; line numbers continue
+/// from `first_line_no + out.lines`.
+fn whole_lines(ty: IocType, text: &[u8], first_line_no: u64, limits: &Limits, out: &mut Ingested) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || text.len() < PARALLEL_MIN {
+        sequential_lines(ty, text, first_line_no, limits, out);
+    } else {
+        parallel_lines(ty, text, first_line_no, limits, out, threads);
+    }
+}
+
+fn parallel_lines(
+    ty: IocType,
+    text: &[u8],
+    first_line_no: u64,
+    limits: &Limits,
+    out: &mut Ingested,
+    threads: usize,
+) {
+    let pieces = split_at_lines(text, threads);
+    let parts: Vec<Ingested> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pieces[1..]
+            .iter()
+            .map(|piece| {
+                scope.spawn(move || {
+                    let mut part = Ingested {
+                        values: Vec::with_capacity(piece.len()),
+                        ..Default::default()
+                    };
+                    // Numbered from 0 here; shifted once the lines before are counted.
+                    sequential_lines(ty, piece, 0, limits, &mut part);
+                    part
+                })
+            })
+            .collect();
+        sequential_lines(ty, pieces[0], first_line_no, limits, out);
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(part) => part,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    for part in parts {
+        let shift = first_line_no + out.lines;
+        out.values.extend_from_slice(&part.values);
+        out.value_count += part.value_count;
+        out.lines += part.lines;
+        out.rejected
+            .extend(part.rejected.into_iter().map(|r| Rejection {
+                line_no: r.line_no + shift,
+                ..r
+            }));
+    }
+}
+
+/// `text` cut into about `n` pieces of whole lines.
+fn split_at_lines(text: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::with_capacity(n);
+    let mut rest = text;
+    for k in (1..n).rev() {
+        let want = rest.len() / (k + 1);
+        let Some(nl) = memchr::memchr(b'\n', &rest[want..]) else {
+            break;
+        };
+        let (piece, tail) = rest.split_at(want + nl + 1);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces.push(rest);
+    pieces
+}
+
+fn sequential_lines(
+    ty: IocType,
+    mut text: &[u8],
+    first_line_no: u64,
+    limits: &Limits,
+    out: &mut Ingested,
+) {
+    while let Some(nl) = memchr::memchr(b'\n', text) {
+        one_line(ty, &text[..nl], first_line_no + out.lines, limits, out);
+        text = &text[nl + 1..];
+    }
 }
 
 fn one_line(ty: IocType, raw: &[u8], line_no: u64, limits: &Limits, out: &mut Ingested) {
@@ -188,6 +279,48 @@ mod tests {
         );
         assert_eq!(a.rejected[0].excerpt, "evil.com");
         assert_eq!(a.values, b"1.2.3.4\n");
+    }
+
+    #[test]
+    fn a_large_write_normalized_in_pieces_equals_one_pass() {
+        // Mixed valid, skipped and invalid lines, well past the parallel threshold.
+        let mut data = Vec::new();
+        let mut k = 0u32;
+        while data.len() < 3 * PARALLEL_MIN {
+            let line = match k % 7 {
+                0 => format!("Host{k}.Example.COM."),
+                1 => "# comment".to_string(),
+                2 => format!("bad_{k}!"),
+                3 => String::new(),
+                _ => format!("h{k}.example.org"),
+            };
+            data.extend_from_slice(line.as_bytes());
+            data.extend_from_slice(if k % 3 == 0 { b"\r\n" } else { b"\n" });
+            k += 1;
+        }
+        data.extend_from_slice(b"tail.exa");
+        let got = ingest(IocType::Domain, b"head.", &data, 7, &L);
+        assert_eq!(got.partial, b"tail.exa");
+        let mut text = b"head.".to_vec();
+        text.extend_from_slice(&data);
+        let text = &text[..memchr::memrchr(b'\n', &text).unwrap() + 1];
+        let mut want = Ingested::default();
+        sequential_lines(IocType::Domain, text, 7, &L, &mut want);
+        assert!(want.rejected.len() > 100);
+        // Whatever the machine's core count, and through `ingest` itself.
+        for threads in [2, 3, 5] {
+            let mut pieces = Ingested::default();
+            parallel_lines(IocType::Domain, text, 7, &L, &mut pieces, threads);
+            for part in [&pieces, &got] {
+                assert_eq!(part.rejected, want.rejected);
+                assert_eq!(part.values, want.values);
+                assert_eq!(
+                    (part.lines, part.value_count),
+                    (want.lines, want.value_count)
+                );
+            }
+        }
+        assert_eq!(split_at_lines(b"a\nb\nc\n", 8).concat(), b"a\nb\nc\n");
     }
 
     #[test]
