@@ -2,7 +2,7 @@
 //! `testing` feature can arm one (through `.iocfs/ctl`: `failpoint NAME ERRNO|off`); in release
 //! builds `check` compiles to nothing.
 //!
-//! Names in use: `wal::write`, `wal::sync`, `commit::write`.
+//! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`.
 
 use std::io;
 

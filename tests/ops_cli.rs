@@ -103,6 +103,10 @@ fn record_offsets(seg: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut pos = 16;
     while pos + 16 <= seg.len() {
+        // A killed daemon's segment ends in the zeros it wrote ahead of its records.
+        if seg[pos..pos + 16].iter().all(|&b| b == 0) {
+            break;
+        }
         let len = u32::from_le_bytes(seg[pos..pos + 4].try_into().unwrap()) as usize;
         if pos + 16 + len > seg.len() {
             break;
@@ -169,7 +173,10 @@ fn check_is_clean_on_a_stopped_dir_refuses_while_mounted_and_repairs_a_torn_tail
         seg.display(),
         record_offsets(&orig).len()
     );
-    let cut = orig.len() - 3;
+    let offsets = record_offsets(&orig);
+    let last = *offsets.last().unwrap();
+    let end = last + 16 + u32::from_le_bytes(orig[last..last + 4].try_into().unwrap()) as usize;
+    let cut = end - 3;
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(cut as u64).unwrap();
     drop(f);

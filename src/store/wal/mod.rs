@@ -53,6 +53,8 @@ pub struct WalFiles {
     active: Segment,
     file: File,
     synced_len: u64,
+    /// Length of the active file: bytes from `active.len` to here are zeros written ahead.
+    zeroed_end: u64,
     /// fsyncs slower than this are logged.
     slow_sync: Duration,
 }
@@ -100,9 +102,9 @@ pub fn read_log(
             }
         }
         let scan = segment::scan(&bytes, path, Some(next_seq.unwrap_or(*first_seq)), is_last)?;
-        let mut len = bytes.len() as u64;
+        // Without a torn tail, any bytes past `valid_len` are the zero-filled unused end.
+        let len = scan.valid_len as u64;
         if let Some(why) = scan.torn {
-            len = scan.valid_len as u64;
             if truncate_torn {
                 log::warn!(
                     "WAL {}: torn tail ({why}); truncating {} bytes at offset {}",
@@ -154,6 +156,11 @@ impl WalFiles {
             None => create_segment(dir, 1)?,
         };
         let synced_len = active.len;
+        let zeroed_end = file
+            .metadata()
+            .ctx(|| format!("stat {}", active.path.display()))?
+            .len()
+            .max(active.len);
         Ok((
             WalFiles {
                 dir: dir.to_path_buf(),
@@ -162,6 +169,7 @@ impl WalFiles {
                 active,
                 file,
                 synced_len,
+                zeroed_end,
                 slow_sync: Duration::from_millis(100),
             },
             records,
@@ -183,12 +191,16 @@ impl WalFiles {
             self.rotate(first_seq)?;
         }
         let at = self.active.len;
+        // Best effort: on a nearly full disk the record itself may still fit.
+        if let Err(e) = self.zero_fill_for(at + bytes.len() as u64) {
+            log::debug!("zero-fill of {}: {e}", self.active.path.display());
+        }
         let written =
             failpoint::check("wal::write").and_then(|()| self.file.write_all_at(bytes, at));
         if let Err(e) = written {
             // Cut off whatever part did reach the file. If even that fails the file's tail is
             // unknown and the caller must treat it as fatal.
-            self.file.set_len(at).ctx(|| {
+            self.cut(at).ctx(|| {
                 format!(
                     "truncate {} after a failed write",
                     self.active.path.display()
@@ -201,7 +213,39 @@ impl WalFiles {
         }
         self.active.len += bytes.len() as u64;
         self.active.last_seq = last_seq;
+        // If the zero-fill fell short, the record itself extended the file: zeros may only
+        // ever be written after it.
+        self.zeroed_end = self.zeroed_end.max(self.active.len);
         Ok(())
+    }
+
+    /// Records are written over zeros written earlier, so that the fdatasync of an append
+    /// flushes only data blocks: a write that extends the file also has to journal the new
+    /// size and block allocation, which costs about a fifth of the fsync rate on ext4. The
+    /// zeros go out `ZERO_FILL` bytes at a time and are flushed by the next sync.
+    fn zero_fill_for(&mut self, end: u64) -> std::io::Result<()> {
+        const ZERO_FILL: u64 = 1 << 20;
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        if end <= self.zeroed_end {
+            return Ok(());
+        }
+        failpoint::check("wal::zero_fill")?;
+        let target = end.div_ceil(ZERO_FILL) * ZERO_FILL;
+        let target = target.min(self.segment_size.max(end));
+        while self.zeroed_end < target {
+            let n = (target - self.zeroed_end).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], self.zeroed_end)?;
+            self.zeroed_end += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Truncate the active file to `len` (dropping the zero-filled end too).
+    fn cut(&mut self, len: u64) -> std::io::Result<()> {
+        let cut = self.file.set_len(len);
+        // Whatever happened, no zeros can be assumed past `len` any more.
+        self.zeroed_end = len;
+        cut
     }
 
     /// Make everything appended so far durable.
@@ -230,8 +274,7 @@ impl WalFiles {
                     // The writes in this batch were refused: try to cut them off so a
                     // restart does not replay them. Writing stays refused either way.
                     if self
-                        .file
-                        .set_len(self.synced_len)
+                        .cut(self.synced_len)
                         .and_then(|()| self.file.sync_all())
                         .is_ok()
                     {
@@ -241,8 +284,7 @@ impl WalFiles {
                 }
                 // Out of space: drop the unsynced tail and make that durable.
                 let cut = self
-                    .file
-                    .set_len(self.synced_len)
+                    .cut(self.synced_len)
                     .and_then(|()| self.file.sync_all());
                 match cut {
                     Ok(()) => {
@@ -264,8 +306,7 @@ impl WalFiles {
     /// Forget the records appended since the last sync (after a retryable failure): the
     /// sequence numbers are reused by the next append.
     pub fn rewind_to_synced(&mut self, last_synced_seq: u64) -> Result<()> {
-        self.file
-            .set_len(self.synced_len)
+        self.cut(self.synced_len)
             .ctx(|| format!("truncate {}", self.active.path.display()))?;
         self.active.len = self.synced_len;
         self.active.last_seq = last_synced_seq;
@@ -277,11 +318,13 @@ impl WalFiles {
         if let Err(SyncError::Fatal(e) | SyncError::Retryable(e)) = self.sync() {
             return Err(e);
         }
+        // The closed segment keeps its zero-filled end: it scans as unused space.
         let (seg, file) = create_segment(&self.dir, first_seq)?;
         let old = std::mem::replace(&mut self.active, seg);
         self.closed.push(old);
         self.file = file;
         self.synced_len = self.active.len;
+        self.zeroed_end = self.active.len;
         Ok(())
     }
 
@@ -306,6 +349,16 @@ impl WalFiles {
     pub fn size(&self) -> (u64, usize) {
         let bytes = self.closed.iter().map(|s| s.len).sum::<u64>() + self.active.len;
         (bytes, self.closed.len() + 1)
+    }
+}
+
+impl Drop for WalFiles {
+    /// A log closed in order ends on its last record (best effort, no fsync needed: a
+    /// zero-filled end reads the same).
+    fn drop(&mut self) {
+        if self.zeroed_end > self.active.len {
+            let _ = self.file.set_len(self.active.len);
+        }
     }
 }
 
@@ -370,6 +423,66 @@ mod tests {
         );
         assert_eq!(recs[2].payload, b"three");
         assert_eq!(wal.next_seq(), 4);
+        assert!(report.truncated.is_none());
+    }
+
+    #[test]
+    fn records_are_written_over_zeros_and_a_crash_leaves_only_unused_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        append(&mut wal, &[b"one", b"two"]);
+        let path = wal.active.path.clone();
+        let logical = wal.active.len;
+        // The file was zero-filled ahead of the records, to the next MiB.
+        assert_eq!(fs::metadata(&path).unwrap().len(), 1 << 20);
+        let bytes = fs::read(&path).unwrap();
+        assert!(bytes[logical as usize..].iter().all(|&b| b == 0));
+        // A crash (no Drop): the zeros stay, and read as the unused end of the segment.
+        std::mem::forget(wal);
+        let (mut wal, recs, report) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(report.truncated.is_none());
+        assert_eq!((wal.active.len, wal.zeroed_end), (logical, 1 << 20));
+        // Appends continue over the zeros, past the first MiB.
+        let big = vec![9u8; 700_000];
+        append(&mut wal, &[&big]);
+        append(&mut wal, &[&big]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 << 20);
+        // Closed in order, the file ends on its last record.
+        let end = wal.active.len;
+        drop(wal);
+        assert_eq!(fs::metadata(&path).unwrap().len(), end);
+        let (wal, recs, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(wal.next_seq(), 5);
+    }
+
+    /// Found by the full-disk mount test: when the zero-fill failed but the record fit, the
+    /// next zero-fill started before that record and wiped it.
+    #[cfg(feature = "testing")]
+    #[test]
+    fn a_failed_zero_fill_never_overwrites_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        append(&mut wal, &[b"within the first MiB"]);
+        let big = vec![5u8; 1 << 20];
+        // Armed only while this append runs; any other test's WAL merely skips zero-filling.
+        crate::failpoint::set("wal::zero_fill", Some(libc::ENOSPC));
+        let first = wal.next_seq();
+        let mut buf = Vec::new();
+        record::encode(first, &big, &mut buf);
+        let appended = wal.append(first, first, &buf);
+        crate::failpoint::set("wal::zero_fill", None);
+        appended.unwrap();
+        wal.sync().unwrap();
+        append(&mut wal, &[b"after the big one"]);
+        std::mem::forget(wal);
+        let (_, recs, report) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[1].payload, big);
         assert!(report.truncated.is_none());
     }
 

@@ -2,7 +2,8 @@
 //! (`IOCFSWAL`, format version u32 LE, CRC32C of the previous 12 bytes) followed by records.
 //!
 //! Scanning a segment tells a torn tail (the last write was cut by a crash: truncate it) from
-//! corruption (a bad record with valid records after it: refuse to guess).
+//! corruption (a bad record with valid records after it: refuse to guess). A segment may end
+//! in zeros the writer filled ahead of its records; they are its unused end, not a record.
 
 use std::path::{Path, PathBuf};
 
@@ -104,6 +105,11 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
             Decoded::Incomplete => "incomplete record",
             Decoded::Bad(why) => why,
         };
+        // Zeros to the end: space the writer had zero-filled ahead of its appends (see
+        // `WalFiles::append`), not a record.
+        if rest.iter().all(|&b| b == 0) {
+            break;
+        }
         // A bad record. If any valid record follows, this is damage in the middle of the log.
         if let Some(at) = find_valid_record_after(bytes, pos, next_seq) {
             return Err(Error::corruption(
@@ -233,11 +239,28 @@ mod tests {
     }
 
     #[test]
-    fn zero_filled_tail_is_torn() {
+    fn zero_filled_end_is_unused_space_in_any_segment() {
         let mut buf = segment(&[(1, b"a")]);
         let valid = buf.len();
         buf.extend_from_slice(&[0u8; 100]);
-        let scan = scan(&buf, Path::new("s"), Some(1), true).unwrap();
-        assert_eq!(scan.valid_len, valid);
+        for is_last in [true, false] {
+            let found = scan(&buf, Path::new("s"), Some(1), is_last).unwrap();
+            assert_eq!((found.valid_len, found.records.len()), (valid, 1));
+            assert!(found.torn.is_none());
+        }
+        // A record cut by a crash inside the zero-filled space is a torn tail.
+        let mut torn = segment(&[(1, b"a"), (2, b"second")]);
+        torn.truncate(torn.len() - 3);
+        torn.extend_from_slice(&[0u8; 100]);
+        let found = scan(&torn, Path::new("s"), Some(1), true).unwrap();
+        assert_eq!((found.valid_len, found.records.len()), (valid, 1));
+        assert!(found.torn.is_some());
+        // A single nonzero byte in that space: not unused (torn if last, else corrupt).
+        buf[valid + 50] = 1;
+        assert!(scan(&buf, Path::new("s"), Some(1), true)
+            .unwrap()
+            .torn
+            .is_some());
+        assert!(scan(&buf, Path::new("s"), Some(1), false).is_err());
     }
 }
