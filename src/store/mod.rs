@@ -145,7 +145,9 @@ impl Store {
             config.durability.batch_window,
             clock.clone(),
         );
-        let prefetcher = tier::prefetch::Prefetcher::start(2, cache.clone());
+        // A cold sequential read of a tier file inflates as fast as there are cores for it.
+        let inflaters = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let prefetcher = tier::prefetch::Prefetcher::start(inflaters, cache.clone());
         let store = Arc::new(Store {
             data_dir,
             config: RwLock::new(config),
