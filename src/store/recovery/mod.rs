@@ -96,7 +96,7 @@ pub fn recover(
     };
     let mut mutations = Vec::with_capacity(records.len());
     for r in records {
-        let m = Mutation::decode(&r.payload).ok_or_else(|| {
+        let m = Mutation::decode(r.payload()).ok_or_else(|| {
             Error::corruption(
                 &wal_dir,
                 None,
