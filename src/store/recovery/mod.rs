@@ -161,10 +161,19 @@ pub fn recover(
         set.start_deferring();
     }
     let last_seq = mutations.last().map(|(seq, _)| *seq);
-    // Consumed in order: each record's memory is freed as soon as it is applied.
-    for (seq, m) in mutations {
-        if seq <= manifest.upto || matches!(m.op, Op::Commit { .. }) {
-            continue;
+    // Consumed in order: each record's memory is freed as soon as it is applied. A log of
+    // small appends is one index probe per record, each a cache miss: the slot of a record
+    // a few places ahead is fetched while this one is applied.
+    const AHEAD: usize = 8;
+    let mut pending = mutations
+        .into_iter()
+        .filter(|(seq, m)| *seq > manifest.upto && !matches!(m.op, Op::Commit { .. }));
+    let mut window = std::collections::VecDeque::with_capacity(AHEAD + 1);
+    window.extend(pending.by_ref().take(AHEAD));
+    while let Some((seq, m)) = window.pop_front() {
+        if let Some(next) = pending.next() {
+            prefetch_first_line(&state, &next.1);
+            window.push_back(next);
         }
         state.apply(seq, &m, cache)?;
         report.replayed += 1;
@@ -182,6 +191,14 @@ pub fn recover(
         report,
         foreign: loaded.foreign,
     })
+}
+
+fn prefetch_first_line(state: &State, m: &Mutation) {
+    if let Op::Append { ty, values } = &m.op {
+        if let Some(first) = values.split(|&b| b == b'\n').next() {
+            state.index.prefetch(&state.key(*ty, first));
+        }
+    }
 }
 
 /// Live versions live in unnamed files on the data directory's filesystem when served by
