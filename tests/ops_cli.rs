@@ -117,6 +117,12 @@ fn record_offsets(seg: &[u8]) -> Vec<usize> {
     out
 }
 
+/// Where the last record of a segment ends (a killed daemon's segment has zeros after it).
+fn records_end(seg: &[u8]) -> usize {
+    let last = *record_offsets(seg).last().expect("a record");
+    last + 16 + u32::from_le_bytes(seg[last..last + 4].try_into().unwrap()) as usize
+}
+
 fn lost_found(data: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(data.join("lost+found"))
         .map(|rd| {
@@ -156,6 +162,15 @@ fn check_is_clean_on_a_stopped_dir_refuses_while_mounted_and_repairs_a_torn_tail
 
     let status = d.stop();
     assert!(status.success(), "SIGTERM exit status {status}");
+    // A clean stop trims the zeros the WAL writes ahead of its records.
+    let seg = segments(&d.data()).pop().expect("a WAL segment");
+    let bytes = std::fs::read(&seg).unwrap();
+    assert_eq!(
+        records_end(&bytes),
+        bytes.len(),
+        "{} does not end on its last record",
+        seg.display()
+    );
     let (ok, text) = check(&d.data(), false);
     assert!(ok, "check on a cleanly stopped dir: {text}");
     assert!(text.contains("clean"), "{text}");
@@ -173,10 +188,7 @@ fn check_is_clean_on_a_stopped_dir_refuses_while_mounted_and_repairs_a_torn_tail
         seg.display(),
         record_offsets(&orig).len()
     );
-    let offsets = record_offsets(&orig);
-    let last = *offsets.last().unwrap();
-    let end = last + 16 + u32::from_le_bytes(orig[last..last + 4].try_into().unwrap()) as usize;
-    let cut = end - 3;
+    let cut = records_end(&orig) - 3;
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(cut as u64).unwrap();
     drop(f);

@@ -181,7 +181,6 @@ fn check_wal(data: &Path, report: &mut CheckReport) -> Result<bool> {
     let mut bytes = 0u64;
     for (i, (first, path)) in segments.iter().enumerate() {
         let buf = fs::read(path).ctx(|| format!("read {}", path.display()))?;
-        bytes += buf.len() as u64;
         if let Some(expected) = next.filter(|&n| n != *first) {
             report.problems.push(format!(
                 "{}: starts at sequence {first}, expected {expected}: records are missing",
@@ -197,6 +196,8 @@ fn check_wal(data: &Path, report: &mut CheckReport) -> Result<bool> {
         ) {
             Ok(scan) => {
                 records += scan.records.len();
+                // Records only: a segment may end in zeros written ahead of them.
+                bytes += scan.valid_len as u64;
                 if let Some(why) = scan.torn {
                     report.problems.push(format!(
                         "{}: torn tail at offset {} ({why}); a mount or --repair truncates it",

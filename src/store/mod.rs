@@ -485,7 +485,11 @@ impl Store {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.commit().map(|_| ())
+        self.commit()?;
+        if let Err(e) = self.pipeline.trim_wal() {
+            log::debug!("trim the WAL's zero-filled end: {e}");
+        }
+        Ok(())
     }
 
     /// One line per problem; empty when healthy.

@@ -323,6 +323,11 @@ impl Pipeline {
         result
     }
 
+    /// Drop the log's zero-filled end (clean shutdown, after the last commit).
+    pub fn trim_wal(&self) -> std::io::Result<()> {
+        self.wal().trim()
+    }
+
     /// Refuse new writes (shutdown); writes already queued and commit records still complete.
     pub fn close(&self) {
         self.queue().closed = true;

@@ -258,6 +258,15 @@ impl WalFiles {
         cut
     }
 
+    /// Cut the zero-filled end, so that a log closed in order ends on its last record. No
+    /// fsync needed: a zero-filled end reads the same.
+    pub fn trim(&mut self) -> std::io::Result<()> {
+        if self.zeroed_end > self.active.len {
+            self.cut(self.active.len)?;
+        }
+        Ok(())
+    }
+
     /// Make everything appended so far durable.
     pub fn sync(&mut self) -> Result<(), SyncError> {
         if self.synced_len == self.active.len {
@@ -363,12 +372,8 @@ impl WalFiles {
 }
 
 impl Drop for WalFiles {
-    /// A log closed in order ends on its last record (best effort, no fsync needed: a
-    /// zero-filled end reads the same).
     fn drop(&mut self) {
-        if self.zeroed_end > self.active.len {
-            let _ = self.file.set_len(self.active.len);
-        }
+        let _ = self.trim();
     }
 }
 
