@@ -93,13 +93,10 @@ pub fn run(req: MountRequest) -> Result<()> {
     spawn("iocfs-inval", move || notify_loop(inval_rx, notifier))?;
     // Every version is a new inode: drop the superseded inode's cached attributes before
     // the change is acknowledged, so a `stat` by a name the kernel still maps to it asks
-    // again (and is told the current version's). Attributes only (offset -1): no page or
-    // directory lock is taken, so this never waits for a client (see VERSION_TTL in fs).
+    // again (and is told the current version's).
     let change_notifier = session.notifier();
     store.on_change(Box::new(move |change| {
-        if let Err(e) = change_notifier.inval_inode(INodeNo(change.superseded), -1, 0) {
-            log::debug!("invalidate inode {}: {e}", change.superseded);
-        }
+        inval_attrs(&change_notifier, change.superseded)
     }));
     {
         let (store, stop) = (store.clone(), stop.clone());
@@ -265,14 +262,17 @@ fn clear_stale_mount(mountpoint: &Path) {
 
 fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
     for inval in rx {
-        // Attributes only (offset -1): no page or directory lock is taken, so this never
-        // waits for a client (see VERSION_TTL in fs).
-        let sent = match &inval {
-            Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
-        };
-        if let Err(e) = sent {
-            log::debug!("invalidate {inval:?}: {e}");
+        match inval {
+            Inval::Inode(ino) => inval_attrs(&notifier, ino),
         }
+    }
+}
+
+/// Drop the kernel's cached attributes of `ino`. Attributes only (offset -1): no page or
+/// directory lock is taken, so this never waits for a client (see VERSION_TTL in fs).
+fn inval_attrs(notifier: &fuser::Notifier, ino: u64) {
+    if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
+        log::debug!("invalidate inode {ino}: {e}");
     }
 }
 

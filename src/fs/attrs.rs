@@ -113,17 +113,22 @@ impl IocFs {
             // name up again). A held one answers for itself: each version is its own inode,
             // so fstat on a descriptor held across a replacement reports the size that
             // descriptor reads (the kernel does not say which it is; see VERSION_TTL).
-            Some(Node::Live(v)) if !self.handles.holds(ino) && self.store.live(v.ty).id != v.id => {
+            Some(Node::Live(v)) => {
                 let current = self.store.live(v.ty);
-                Ok((self.live_attr(current.id, &current), NO_TTL))
+                if current.id != v.id && !self.handles.holds(ino) {
+                    Ok((self.live_attr(current.id, &current), NO_TTL))
+                } else {
+                    Ok((self.live_attr(ino, &v), VERSION_TTL))
+                }
             }
-            Some(Node::Tier(v))
-                if !self.handles.holds(ino) && self.store.tier(v.bucket, v.ty).id != v.id =>
-            {
-                Ok((self.tier_attr(&self.store.tier(v.bucket, v.ty)), NO_TTL))
+            Some(Node::Tier(v)) => {
+                let current = self.store.tier(v.bucket, v.ty);
+                if current.id != v.id && !self.handles.holds(ino) {
+                    Ok((self.tier_attr(&current), NO_TTL))
+                } else {
+                    Ok((self.tier_attr(&v), VERSION_TTL))
+                }
             }
-            Some(Node::Live(v)) => Ok((self.live_attr(ino, &v), VERSION_TTL)),
-            Some(Node::Tier(v)) => Ok((self.tier_attr(&v), VERSION_TTL)),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
             Some(Node::Lookup(bytes)) => Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL)),

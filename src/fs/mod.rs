@@ -2,8 +2,11 @@
 //! numbers, open handles and scratch files; the store owns the data. Domain errors become
 //! errnos here and nowhere else.
 //!
-//! Cache invalidation is never done from a request handler (that can deadlock the kernel):
-//! handlers queue [`Inval`]s and the daemon's notifier thread sends them.
+//! Invalidations are of attributes only (`FUSE_NOTIFY_INVAL_INODE`, offset -1), which take
+//! no page or directory lock and so never wait for a client. Handlers queue [`Inval`]s for
+//! the daemon's notifier thread; the store's change hook sends the one for a superseded
+//! version synchronously, before the change is acknowledged (see `daemon.rs`). Names are
+//! never invalidated (see docs/internals.md).
 
 mod attrs;
 mod control;
@@ -287,19 +290,16 @@ impl Filesystem for IocFs {
                             FopenFlags::FOPEN_NOFLUSH,
                             &backing,
                         );
+                        return;
                     }
                     // Superseded since the open began (see `retry`): served by the daemon.
-                    Ok(None) => {
-                        reply.opened(FileHandle(self.handles.insert(Handle::LiveRead(v))), fopen)
-                    }
-                    Err(e) => {
-                        log::warn!(
-                            "passthrough open of live/{}: {e}; served by the daemon",
-                            v.ty.file_name()
-                        );
-                        reply.opened(FileHandle(self.handles.insert(Handle::LiveRead(v))), fopen)
-                    }
+                    Ok(None) => {}
+                    Err(e) => log::warn!(
+                        "passthrough open of live/{}: {e}; served by the daemon",
+                        v.ty.file_name()
+                    ),
                 }
+                reply.opened(FileHandle(self.handles.insert(Handle::LiveRead(v))), fopen)
             }
             Ok((h, fopen)) => reply.opened(FileHandle(self.handles.insert(h)), fopen),
             Err(e) => reply.error(e),
@@ -381,11 +381,9 @@ impl Filesystem for IocFs {
     ) {
         match self.handles.remove(fh.0) {
             Some(Handle::LiveWrite(w)) => {
+                // The last flush also settles what waited for this release.
                 if let Err(e) = self.flush_live(&w, true) {
                     log::warn!("closing a live handle: {e:?}");
-                }
-                if let Ok(mut w) = w.lock() {
-                    self.settle_pending(&mut w);
                 }
             }
             Some(Handle::LivePassthrough(v, _backing)) => v.passthrough_closed(),
