@@ -61,6 +61,7 @@ impl BlockCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[cfg(test)]
     pub fn get(&self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
         let found = self.lock().lru.get(&key).cloned();
         let counter = if found.is_some() {
@@ -75,11 +76,6 @@ impl BlockCache {
     /// Look without counting a hit or miss (read-ahead uses this).
     pub fn contains(&self, key: BlockKey) -> bool {
         self.lock().lru.contains(&key)
-    }
-
-    /// Get without counting a hit or miss (read-ahead uses this).
-    pub fn peek(&self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
-        self.lock().lru.get(&key).cloned()
     }
 
     /// The cached block, or `load` it — once: a thread asking for a block another thread is
@@ -122,24 +118,7 @@ impl BlockCache {
     pub fn insert(&self, key: BlockKey, block: Arc<Vec<u8>>) {
         self.lock().put(key, block);
     }
-}
 
-impl Inner {
-    fn put(&mut self, key: BlockKey, block: Arc<Vec<u8>>) {
-        let inner = self;
-        let size = block.len() as u64;
-        if size > inner.capacity {
-            return;
-        }
-        if let Some(old) = inner.lru.put(key, block) {
-            inner.bytes -= old.len() as u64;
-        }
-        inner.bytes += size;
-        inner.evict();
-    }
-}
-
-impl BlockCache {
     /// Change the bound (config reload); evicts down to it at once.
     pub fn set_capacity(&self, capacity: u64) {
         let mut inner = self.lock();
@@ -160,6 +139,18 @@ impl BlockCache {
 }
 
 impl Inner {
+    fn put(&mut self, key: BlockKey, block: Arc<Vec<u8>>) {
+        let size = block.len() as u64;
+        if size > self.capacity {
+            return;
+        }
+        if let Some(old) = self.lru.put(key, block) {
+            self.bytes -= old.len() as u64;
+        }
+        self.bytes += size;
+        self.evict();
+    }
+
     fn evict(&mut self) {
         while self.bytes > self.capacity {
             match self.lru.pop_lru() {

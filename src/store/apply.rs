@@ -1,7 +1,7 @@
 //! Applying writes from users: appends, replacements, removals and imports.
 //! Each function is deterministic in (state, mutation), so replay rebuilds the same state.
 
-use crate::store::index::Entry;
+use crate::store::index::{Entry, Index};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -70,13 +70,12 @@ pub fn append(
         keys.extend(lines().map(|v| Key::of(*seed, ty, v)));
         // The index is far larger than the CPU cache: ask for the slots of the next keys
         // while handling this one. No growth in the loop, so the hints stay valid.
-        const AHEAD: usize = 8;
         index.reserve(keys.len());
-        for key in keys.iter().take(AHEAD) {
+        for key in keys.iter().take(Index::PREFETCH_AHEAD) {
             index.prefetch(key);
         }
         for (i, (value, &key)) in lines().zip(&keys).enumerate() {
-            if let Some(next) = keys.get(i + AHEAD) {
+            if let Some(next) = keys.get(i + Index::PREFETCH_AHEAD) {
                 index.prefetch(next);
             }
             match index.entry(key) {

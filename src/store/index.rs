@@ -89,6 +89,10 @@ impl Index {
         }
     }
 
+    /// How far ahead of the key being handled to [`Index::prefetch`]: enough to cover a
+    /// memory access while a few keys are handled.
+    pub const PREFETCH_AHEAD: usize = 8;
+
     /// Hint the CPU to fetch the slot `key` would probe first.
     #[inline]
     pub fn prefetch(&self, key: &Key) {

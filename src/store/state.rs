@@ -141,8 +141,6 @@ impl State {
         &mut self.live[usize::from(ty.code())]
     }
 
-    /// Current version of a tier partition. Panics never: `bucket` must be a tier, and live
-    /// is mapped to chaud only by programming error, which tests catch.
     /// The current version id of every partition, by bucket index and type code.
     pub fn version_ids(&self) -> [[u64; 9]; 4] {
         let mut ids = [[0; 9]; 4];
@@ -157,6 +155,8 @@ impl State {
         ids
     }
 
+    /// Current version of a tier partition. Panics never: `bucket` must be a tier, and live
+    /// is mapped to chaud only by programming error, which tests catch.
     pub fn tier(&self, bucket: Bucket, ty: IocType) -> &Arc<TierVersion> {
         let t = bucket.tier_index().unwrap_or(0);
         &self.tiers[t][usize::from(ty.code())]

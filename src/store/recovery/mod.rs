@@ -20,6 +20,7 @@ use crate::cache::BlockCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ioc::{IocType, Limits};
+use crate::store::index::Index;
 use crate::store::live::Storage;
 use crate::store::model::Bucket;
 use crate::store::mutation::{Manifest, Mutation, Op};
@@ -164,12 +165,11 @@ pub fn recover(
     // Consumed in order: each record's memory is freed as soon as it is applied. A log of
     // small appends is one index probe per record, each a cache miss: the slot of a record
     // a few places ahead is fetched while this one is applied.
-    const AHEAD: usize = 8;
     let mut pending = mutations
         .into_iter()
         .filter(|(seq, m)| *seq > manifest.upto && !matches!(m.op, Op::Commit { .. }));
-    let mut window = std::collections::VecDeque::with_capacity(AHEAD + 1);
-    window.extend(pending.by_ref().take(AHEAD));
+    let mut window = std::collections::VecDeque::with_capacity(Index::PREFETCH_AHEAD + 1);
+    window.extend(pending.by_ref().take(Index::PREFETCH_AHEAD));
     while let Some((seq, m)) = window.pop_front() {
         if let Some(next) = pending.next() {
             prefetch_first_line(&state, &next.1);
@@ -193,9 +193,10 @@ pub fn recover(
     })
 }
 
+/// The first line `append` will look up (it skips empty lines the same way).
 fn prefetch_first_line(state: &State, m: &Mutation) {
     if let Op::Append { ty, values } = &m.op {
-        if let Some(first) = values.split(|&b| b == b'\n').next() {
+        if let Some(first) = crate::store::tier::lines(values).find(|v| !v.is_empty()) {
             state.index.prefetch(&state.key(*ty, first));
         }
     }

@@ -289,27 +289,21 @@ impl WalFiles {
             }
             Err(e) => {
                 let err = Error::io(format!("fsync WAL {}", self.active.path.display()), e);
-                if !err.is_retryable() {
-                    // The writes in this batch were refused: try to cut them off so a
-                    // restart does not replay them. Writing stays refused either way.
-                    if self
-                        .cut(self.synced_len)
-                        .and_then(|()| self.file.sync_all())
-                        .is_ok()
-                    {
-                        self.active.len = self.synced_len;
-                    }
-                    return Err(SyncError::Fatal(err));
-                }
-                // Out of space: drop the unsynced tail and make that durable.
+                // Cut the unsynced tail off and make that durable: the writes in this batch
+                // were refused, so a restart must not replay them.
                 let cut = self
                     .cut(self.synced_len)
                     .and_then(|()| self.file.sync_all());
+                if cut.is_ok() {
+                    self.active.len = self.synced_len;
+                }
+                if !err.is_retryable() {
+                    // Writing stays refused, whether or not the cut worked.
+                    return Err(SyncError::Fatal(err));
+                }
+                // Out of space: writing may resume if the cut is durable.
                 match cut {
-                    Ok(()) => {
-                        self.active.len = self.synced_len;
-                        Err(SyncError::Retryable(err))
-                    }
+                    Ok(()) => Err(SyncError::Retryable(err)),
                     Err(e2) => Err(SyncError::Fatal(Error::io(
                         format!(
                             "truncate {} after failed fsync ({err})",
@@ -372,6 +366,8 @@ impl WalFiles {
 }
 
 impl Drop for WalFiles {
+    /// For logs closed without a shutdown (tests, `iocfs check`); the daemon may exit the
+    /// process right after its shutdown, which therefore trims explicitly.
     fn drop(&mut self) {
         let _ = self.trim();
     }
