@@ -12,7 +12,8 @@
 //! 1. One trailing `\r` is removed, so CRLF files work.
 //! 2. Rejected: longer than [`MAX_LINE_LEN`] bytes (counted after step 1),
 //!    a NUL byte anywhere, invalid UTF-8.
-//! 3. Surrounding whitespace is trimmed (ASCII, including tabs, and Unicode).
+//! 3. A leading byte-order mark (U+FEFF) is removed, then surrounding whitespace is
+//!    trimmed (ASCII, including tabs, and Unicode).
 //! 4. An empty line is skipped.
 //! 5. A line starting with `#`, `;` or `//` is a comment and is skipped.
 //! 6. A trailing comment begins at the first whitespace character that is
