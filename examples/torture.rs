@@ -990,7 +990,7 @@ impl Run {
             .map_err(|e| format!("read health: {e}"))?;
         let served = scan(&mnt)?;
         {
-            let model = self.shared.model.lock().unwrap_or_else(|p| p.into_inner());
+            let model = self.shared.model();
             let mut c = Checker {
                 tally: &mut self.tally,
                 shown: 0,
