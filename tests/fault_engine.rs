@@ -16,7 +16,7 @@ use iocfs::ioc::IocType;
 use iocfs::store::model::Bucket;
 use iocfs::store::Store;
 
-use common::copy_dir;
+use common::{checkpoints, copy_dir};
 
 const T0: u64 = 1_700_000_000;
 const HOUR: u64 = 3600;
@@ -126,31 +126,21 @@ fn served(store: &Store) -> Served {
     Served { files, found }
 }
 
-/// The newest WAL segment and the start offset of every record in it, by its framing:
-/// u32 length, u64 sequence, u32 CRC32C, payload (the segment header is 16 bytes).
+/// The newest WAL segment and (offset, sequence) of every record in it; a store closed in
+/// order leaves it ending on its last record.
 fn wal_records(data: &Path) -> (PathBuf, Vec<(u64, u64)>) {
-    let mut segs: Vec<PathBuf> = fs::read_dir(data.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    segs.sort();
-    let path = segs.pop().expect("a WAL segment");
+    let path = common::wal_segments(data).pop().expect("a WAL segment");
     let bytes = fs::read(&path).unwrap();
-    let mut at = 16usize;
-    let mut records = Vec::new();
-    while at < bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let seq = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
-        records.push((at as u64, seq));
-        at += 16 + len;
-    }
     assert_eq!(
-        at,
+        common::wal_records_end(&bytes),
         bytes.len(),
         "{} does not end on a record",
         path.display()
     );
+    let records = common::wal_records(&bytes)
+        .into_iter()
+        .map(|(at, seq)| (at as u64, seq))
+        .collect();
     (path, records)
 }
 
@@ -345,16 +335,6 @@ fn checkpointed(fx: &Fixture) {
         .unwrap();
     store.checkpoint().unwrap();
     drop(store);
-}
-
-fn checkpoints(data: &Path) -> Vec<PathBuf> {
-    let mut all: Vec<PathBuf> = fs::read_dir(data.join("checkpoint"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-        .collect();
-    all.sort();
-    all
 }
 
 #[test]

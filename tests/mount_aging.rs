@@ -534,14 +534,9 @@ fn restart_from_a_checkpoint_and_from_a_damaged_one_serves_the_same() {
 
     let status = d.stop();
     assert!(status.success(), "SIGTERM exit status {status}");
-    let dir = d.data().join("checkpoint");
-    let mut ckpts: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
-        .collect();
-    ckpts.sort();
-    let newest = ckpts.last().expect("a checkpoint file").clone();
+    let newest = common::checkpoints(&d.data())
+        .pop()
+        .expect("a checkpoint file");
     let mut bytes = std::fs::read(&newest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

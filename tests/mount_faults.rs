@@ -2,6 +2,7 @@
 //! disk (a small tmpfs as the data directory), and failing WAL syscalls (failpoints).
 #![cfg(feature = "testing")]
 
+mod aging;
 mod common;
 
 use std::collections::BTreeMap;
@@ -12,22 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aging::{ctl_ok, snapshot, DAY, T0};
 use common::{
     copy_dir, detach, errno_of, Daemon, MountGuard, Rng, BUCKETS, READY_TIMEOUT, TYPE_FILES,
 };
 use iocfs::store::tier::format;
 
-const T0: u64 = 1_700_000_000;
-const DAY: u64 = 24 * 3600;
-
 /// No background aging, commits or checkpoints: the test decides when they happen.
 const QUIET: &str = "[aging]\ninterval = \"3650d\"\n\
     [durability]\ncommit_interval = \"3650d\"\ncheckpoint_interval = \"3650d\"\n";
-
-fn ctl_ok(d: &Daemon, cmd: &str) {
-    d.ctl(cmd)
-        .unwrap_or_else(|e| panic!("ctl {cmd}: {e}\ndaemon log:\n{}", d.log()));
-}
 
 /// One write() of `lines` on `f`.
 fn write_lines(f: &mut File, lines: &[String]) -> std::io::Result<usize> {
@@ -105,19 +99,6 @@ impl Drop for Mount {
     }
 }
 
-/// Every file of the four buckets.
-fn snapshot(mnt: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for b in BUCKETS {
-        for f in TYPE_FILES {
-            let rel = format!("{b}/{f}");
-            let bytes = fs::read(mnt.join(&rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"));
-            out.insert(rel, bytes);
-        }
-    }
-    out
-}
-
 /// Data in three tiers, committed and checkpointed; the daemon stopped. Returns what the
 /// mount served.
 fn tiered(d: &mut Daemon) -> BTreeMap<String, Vec<u8>> {
@@ -137,7 +118,7 @@ fn tiered(d: &mut Daemon) -> BTreeMap<String, Vec<u8>> {
     ctl_ok(d, "age");
     d.append_bulk("live/sha256.txt", &[format!("{:064x}", 42)]);
     ctl_ok(d, "checkpoint");
-    let served = snapshot(&d.mnt());
+    let served = snapshot(d);
     let status = d.stop();
     assert!(status.success(), "SIGTERM: {status}");
     let nonempty = served

@@ -9,6 +9,7 @@
 //! documented. Scratch-file names must not reach outside live/, and names longer than
 //! NAME_MAX (255) fail with ENAMETOOLONG.
 
+mod aging;
 mod common;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
-use common::{errno_of, Daemon, BUCKETS, TYPE_FILES};
+use common::{errno_of, Daemon, TYPE_FILES};
 
 // Fragments of the reasons the daemon gives (src/ioc/mod.rs).
 const NUL: &str = "NUL";
@@ -207,20 +208,11 @@ struct Run {
 impl Run {
     /// All 36 files, byte for byte.
     fn stored(&self) -> BTreeMap<String, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        for b in BUCKETS {
-            for f in TYPE_FILES {
-                let rel = format!("{b}/{f}");
-                out.insert(rel.clone(), std::fs::read(self.d.path(&rel)).unwrap());
-            }
-        }
-        out
+        aging::snapshot(&self.d)
     }
 
     fn rejected_counters(&self) -> serde_json::Value {
-        let stats: serde_json::Value =
-            serde_json::from_str(&self.d.read(".iocfs/stats.json")).expect("stats.json is JSON");
-        stats["rejected_lines"].clone()
+        aging::stats(&self.d)["rejected_lines"].clone()
     }
 
     fn log_bytes(&self) -> Vec<u8> {
@@ -241,7 +233,7 @@ impl Run {
     }
 
     fn is_stored(&self, value: &str) -> bool {
-        let name = value.replace('%', "%25").replace('/', "%2F");
+        let name = aging::lookup_name(value);
         self.d.path(&format!(".iocfs/lookup/{name}")).exists()
     }
 

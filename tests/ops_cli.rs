@@ -86,43 +86,6 @@ fn check(data: &Path, repair: bool) -> (bool, String) {
     iocfs(&args)
 }
 
-/// The WAL segments of a data dir, oldest first.
-fn segments(data: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Start offsets of the records in a segment (16-byte header, then records of a 16-byte
-/// header — payload length u32 LE, sequence u64, CRC32C — and the payload).
-fn record_offsets(seg: &[u8]) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut pos = 16;
-    while pos + 16 <= seg.len() {
-        // A killed daemon's segment ends in the zeros it wrote ahead of its records.
-        if seg[pos..pos + 16].iter().all(|&b| b == 0) {
-            break;
-        }
-        let len = u32::from_le_bytes(seg[pos..pos + 4].try_into().unwrap()) as usize;
-        if pos + 16 + len > seg.len() {
-            break;
-        }
-        out.push(pos);
-        pos += 16 + len;
-    }
-    out
-}
-
-/// Where the last record of a segment ends (a killed daemon's segment has zeros after it).
-fn records_end(seg: &[u8]) -> usize {
-    let last = *record_offsets(seg).last().expect("a record");
-    last + 16 + u32::from_le_bytes(seg[last..last + 4].try_into().unwrap()) as usize
-}
-
 fn lost_found(data: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(data.join("lost+found"))
         .map(|rd| {
@@ -163,10 +126,12 @@ fn check_is_clean_on_a_stopped_dir_refuses_while_mounted_and_repairs_a_torn_tail
     let status = d.stop();
     assert!(status.success(), "SIGTERM exit status {status}");
     // A clean stop trims the zeros the WAL writes ahead of its records.
-    let seg = segments(&d.data()).pop().expect("a WAL segment");
+    let seg = common::wal_segments(&d.data())
+        .pop()
+        .expect("a WAL segment");
     let bytes = std::fs::read(&seg).unwrap();
     assert_eq!(
-        records_end(&bytes),
+        common::wal_records_end(&bytes),
         bytes.len(),
         "{} does not end on its last record",
         seg.display()
@@ -180,15 +145,17 @@ fn check_is_clean_on_a_stopped_dir_refuses_while_mounted_and_repairs_a_torn_tail
     let second = addrs(100, 50);
     d.append_lines("live/ipv4.txt", &second);
     d.kill9();
-    let seg = segments(&d.data()).pop().expect("a WAL segment");
+    let seg = common::wal_segments(&d.data())
+        .pop()
+        .expect("a WAL segment");
     let orig = std::fs::read(&seg).unwrap();
     assert!(
-        record_offsets(&orig).len() >= 50,
+        common::wal_records(&orig).len() >= 50,
         "{} holds {} records",
         seg.display(),
-        record_offsets(&orig).len()
+        common::wal_records(&orig).len()
     );
-    let cut = records_end(&orig) - 3;
+    let cut = common::wal_records_end(&orig) - 3;
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(cut as u64).unwrap();
     drop(f);
@@ -240,9 +207,11 @@ fn names(v: &[(String, Vec<u8>)]) -> Vec<&str> {
 fn damage_an_early_record(d: &mut Daemon, lines: &[String]) -> (PathBuf, Vec<u8>, usize) {
     d.append_lines("live/ipv4.txt", lines);
     d.kill9();
-    let seg = segments(&d.data()).pop().expect("a WAL segment");
+    let seg = common::wal_segments(&d.data())
+        .pop()
+        .expect("a WAL segment");
     let mut bytes = std::fs::read(&seg).unwrap();
-    let offsets = record_offsets(&bytes);
+    let offsets: Vec<usize> = common::wal_records(&bytes).iter().map(|r| r.0).collect();
     assert!(offsets.len() >= lines.len(), "{} records", offsets.len());
     // Dozens of valid records follow it: corruption, not a torn tail.
     let victim = offsets[10];
@@ -353,7 +322,7 @@ fn import_adopts_a_tinycti_folder() {
     };
     assert!(d.stop().success());
     let src = d.root().join("tinycti");
-    for b in ["live", "chaud", "tiede", "froid"] {
+    for b in common::BUCKETS {
         std::fs::create_dir_all(src.join(b)).unwrap();
     }
     let h = |c: char| c.to_string().repeat(64);

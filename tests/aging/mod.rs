@@ -171,9 +171,14 @@ pub fn scan(d: &Daemon) -> Scan {
     Scan { files, places }
 }
 
+/// The name of `value` under `.iocfs/lookup/` ('%' and '/' percent-encoded).
+pub fn lookup_name(value: &str) -> String {
+    value.replace('%', "%25").replace('/', "%2F")
+}
+
 /// `.iocfs/lookup/VALUE` parsed, or None if it does not exist (ENOENT).
 pub fn lookup(d: &Daemon, value: &str) -> Option<serde_json::Value> {
-    let name = value.replace('%', "%25").replace('/', "%2F");
+    let name = lookup_name(value);
     let path = d.path(&format!(".iocfs/lookup/{name}"));
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(
