@@ -35,24 +35,22 @@ pub struct Index {
     salt: u64,
 }
 
+/// Slots of an empty index; `reserve` grows it from there.
+const MIN_SLOTS: usize = 16;
+
 impl Default for Index {
     fn default() -> Self {
-        Index::with_capacity(0)
-    }
-}
-
-impl Index {
-    pub fn with_capacity(n: usize) -> Index {
         use std::hash::BuildHasher;
         let salt = std::collections::hash_map::RandomState::new().hash_one(0x1d3e_u64) | 1;
-        let cap = capacity_for(n);
         Index {
-            slots: vec![EMPTY; cap],
+            slots: vec![EMPTY; MIN_SLOTS],
             len: 0,
             salt,
         }
     }
+}
 
+impl Index {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -178,7 +176,7 @@ impl Index {
         if need * MAX_LOAD_DEN <= self.slots.len() * MAX_LOAD_NUM {
             return;
         }
-        let mut cap = self.slots.len().max(16);
+        let mut cap = self.slots.len().max(MIN_SLOTS);
         while need * MAX_LOAD_DEN > cap * MAX_LOAD_NUM {
             // Double while small; grow by half once large, where memory is what matters.
             cap = if cap < (1 << 20) {
@@ -209,14 +207,6 @@ impl Index {
     pub fn memory(&self) -> usize {
         self.slots.len() * std::mem::size_of::<Slot>()
     }
-}
-
-fn capacity_for(n: usize) -> usize {
-    let mut cap = 16;
-    while n * MAX_LOAD_DEN > cap * MAX_LOAD_NUM {
-        cap *= 2;
-    }
-    cap
 }
 
 pub enum Entry<'a> {
