@@ -230,7 +230,7 @@ pub struct Handles {
 
 #[derive(Default)]
 struct OpenHandles {
-    by_fh: HashMap<u64, (Handle, Option<u64>)>,
+    by_fh: HashMap<u64, Handle>,
     /// Open handles per version, to tell a descriptor's `fstat` from a stale name.
     per_version: HashMap<u64, usize>,
 }
@@ -238,23 +238,22 @@ struct OpenHandles {
 impl Handles {
     pub fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let version = h.version();
         let mut m = lock(&self.map);
-        if let Some(v) = version {
+        if let Some(v) = h.version() {
             *m.per_version.entry(v).or_default() += 1;
         }
-        m.by_fh.insert(fh, (h, version));
+        m.by_fh.insert(fh, h);
         fh
     }
 
     pub fn get(&self, fh: u64) -> Option<Handle> {
-        lock(&self.map).by_fh.get(&fh).map(|(h, _)| h.clone())
+        lock(&self.map).by_fh.get(&fh).cloned()
     }
 
     pub fn remove(&self, fh: u64) -> Option<Handle> {
         let mut m = lock(&self.map);
-        let (h, version) = m.by_fh.remove(&fh)?;
-        if let Some(v) = version {
+        let h = m.by_fh.remove(&fh)?;
+        if let Some(v) = h.version() {
             if let Some(n) = m.per_version.get_mut(&v) {
                 *n -= 1;
                 if *n == 0 {
