@@ -95,9 +95,11 @@ pub fn recover(
             (Some(wal), records, report)
         }
     };
-    let mut mutations = Vec::with_capacity(records.len());
-    for r in records {
-        let m = Mutation::decode(r.payload()).ok_or_else(|| {
+    // Records are decoded where they are used rather than all at once: a million decoded
+    // mutations held together would be another copy of the log in fresh memory. This pass
+    // checks that every record decodes before anything is applied, keeping the last commit.
+    let decode = |r: &wal::Record| {
+        Mutation::decode(r.payload()).ok_or_else(|| {
             Error::corruption(
                 &wal_dir,
                 None,
@@ -106,10 +108,14 @@ pub fn recover(
                     r.seq
                 ),
             )
-        })?;
-        mutations.push((r.seq, m));
+        })
+    };
+    let mut manifest = Manifest::default();
+    for r in &records {
+        if let Op::Commit { manifest: m } = decode(r)?.op {
+            manifest = *m;
+        }
     }
-    let manifest = last_manifest(&mutations);
     let mut report = Report {
         committed_upto: manifest.upto,
         truncated: wal_report.truncated,
@@ -161,17 +167,30 @@ pub fn recover(
     for set in state.live.iter_mut() {
         set.start_deferring();
     }
-    let last_seq = mutations.last().map(|(seq, _)| *seq);
-    // Consumed in order: each record's memory is freed as soon as it is applied. A log of
-    // small appends is one index probe per record, each a cache miss: the slot of a record
-    // a few places ahead is fetched while this one is applied.
-    let mut pending = mutations
-        .into_iter()
-        .filter(|(seq, m)| *seq > manifest.upto && !matches!(m.op, Op::Commit { .. }));
+    let last_seq = records.last().map(|r| r.seq);
+    let replay = records.iter().filter(|r| r.seq > manifest.upto);
+    // Size the index once for a log of small appends (the usual log after a crash: many
+    // writers of a few lines each) instead of growing it step by step, each step a fresh
+    // table to fault in and fill. One slot per record bounds the guess when the records
+    // are re-sightings; bulk records are few, and the growth they need is amortized.
+    state.index.reserve(replay.clone().count());
+    let mut pending = replay.filter_map(|r| match decode(r) {
+        Ok(Mutation {
+            op: Op::Commit { .. },
+            ..
+        }) => None,
+        other => Some(other.map(|m| (r.seq, m))),
+    });
+    // Each record's memory is freed as soon as it is applied. A log of small appends is one
+    // index probe per record, each a cache miss: the slot of a record a few places ahead is
+    // fetched while this one is applied.
     let mut window = std::collections::VecDeque::with_capacity(Index::PREFETCH_AHEAD + 1);
-    window.extend(pending.by_ref().take(Index::PREFETCH_AHEAD));
+    for next in pending.by_ref().take(Index::PREFETCH_AHEAD) {
+        window.push_back(next?);
+    }
     while let Some((seq, m)) = window.pop_front() {
         if let Some(next) = pending.next() {
+            let next = next?;
             prefetch_first_line(&state, &next.1);
             window.push_back(next);
         }
@@ -219,18 +238,6 @@ fn live_storage(data_dir: &Path, config: &Config) -> Storage {
 }
 
 const SUBDIRS_WITH_TEMPS: [&str; 5] = ["live", "chaud", "tiede", "froid", "checkpoint"];
-
-/// The manifest of the newest commit record (empty before the first commit).
-fn last_manifest(mutations: &[(u64, Mutation)]) -> Manifest {
-    mutations
-        .iter()
-        .rev()
-        .find_map(|(_, m)| match &m.op {
-            Op::Commit { manifest } => Some(manifest.as_ref().clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
 
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
