@@ -7,6 +7,7 @@
 //! except ENOSPC/EDQUOT, where the unsynced tail is truncated away and fsync'd again: if that
 //! succeeds nothing unacknowledged remains on disk and writing may resume once space is freed.
 
+mod mapped;
 pub mod record;
 pub mod segment;
 
@@ -20,13 +21,14 @@ use std::time::{Duration, Instant};
 use crate::atomic::fsync_dir;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
+use mapped::Mapped;
 
 /// A record read back at recovery. Its payload stays in the bytes of its segment, shared by
 /// every record of the segment (a million small copies would cost a tenth of the replay).
 #[derive(Debug, Clone)]
 pub struct Record {
     pub seq: u64,
-    segment: Arc<Vec<u8>>,
+    segment: Arc<Mapped>,
     payload: Range<usize>,
 }
 
@@ -98,7 +100,7 @@ pub fn read_log(
     let mut next_seq: Option<u64> = None;
     for (i, (first_seq, path)) in listed.iter().enumerate() {
         let is_last = i + 1 == listed.len();
-        let bytes = fs::read(path).ctx(|| format!("read {}", path.display()))?;
+        let bytes = Mapped::open(path)?;
         if let Some(expected) = next_seq {
             if *first_seq != expected {
                 return Err(Error::corruption(
