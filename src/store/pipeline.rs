@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::store::mutation::{Mutation, Op};
 use crate::store::wal::{record, SyncError, WalFiles};
 
+/// The largest batch buffer kept for reuse.
+const KEPT_BATCH_CAPACITY: usize = 8 << 20;
+
 /// Applies a durable batch, in order.
 pub type ApplyFn<'a> = dyn Fn(&[(u64, Mutation)]) -> Result<()> + 'a;
 
@@ -124,9 +127,7 @@ impl Pipeline {
             let seq = q.next_seq;
             q.next_seq += 1;
             let m = Mutation { ts, op };
-            let mut payload = Vec::new();
-            m.encode(&mut payload);
-            record::encode(seq, &payload, &mut q.batch);
+            record::encode_with(seq, &mut q.batch, |out| m.encode(out));
             q.pending.push((seq, m));
             let ticket = q.next_ticket;
             q.next_ticket += 1;
@@ -218,6 +219,13 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let outcome = self.write_and_apply(&batch, &pending, first, last, mode, apply);
         let mut q = self.queue();
+        // Hand the buffer back for the next batch: fresh memory costs a page fault per
+        // 4 KiB, and bulk writes make batches of a MiB. An outsized one is let go.
+        if q.batch.is_empty() && batch.capacity() <= KEPT_BATCH_CAPACITY {
+            let mut batch = batch;
+            batch.clear();
+            q.batch = batch;
+        }
         q.last_batch = pending.len();
         q.last_sync = started.elapsed();
         match outcome {

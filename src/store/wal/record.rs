@@ -15,14 +15,21 @@ pub const HEADER_LEN: usize = 16;
 pub const MAX_PAYLOAD: usize = 1 << 30;
 
 pub fn encode(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    encode_with(seq, out, |out| out.extend_from_slice(payload));
+}
+
+/// Append a record whose payload `write_payload` appends to `out` in place, so a large
+/// payload is not built in a buffer of its own first and then copied.
+pub fn encode_with(seq: u64, out: &mut Vec<u8>, write_payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    write_payload(out);
+    let (head, payload) = out[start..].split_at_mut(HEADER_LEN);
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let mut head = [0u8; 12];
     head[..4].copy_from_slice(&len.to_le_bytes());
-    head[4..].copy_from_slice(&seq.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&head), payload);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(payload);
+    head[4..12].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[..12]), payload);
+    head[12..].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[derive(Debug, PartialEq, Eq)]
