@@ -397,10 +397,15 @@ pub fn escape_excerpt(raw: &[u8], max: usize) -> String {
 }
 
 /// Line rules 1–7: `Ok(None)` for a line to skip, else the bare value.
-fn clean(raw: &[u8]) -> Result<Option<&str>, Invalid> {
+fn clean(raw: &[u8]) -> Result<Option<&[u8]>, Invalid> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     if raw.len() > MAX_LINE_LEN {
         return Err(InvalidKind::TooLong.into());
+    }
+    // Fast path, nearly every line of a feed: printable ASCII without spaces holds no NUL,
+    // byte-order mark, whitespace, control character or trailing comment, and is UTF-8.
+    if raw.iter().all(|b| (0x21..0x7f).contains(b)) {
+        return Ok((!raw.is_empty() && !is_comment_start(raw)).then_some(raw));
     }
     if memchr(0, raw).is_some() {
         return Err(InvalidKind::Nul.into());
@@ -409,34 +414,31 @@ fn clean(raw: &[u8]) -> Result<Option<&str>, Invalid> {
     // A byte-order mark starts lists saved by Windows tools (and, after `cat a b`, a line
     // in the middle); it is not whitespace to `trim`.
     let line = line.strip_prefix('\u{feff}').unwrap_or(line);
-    let mut value = line.trim();
-    if value.is_empty() || is_comment_start(value) {
+    let value = line.trim();
+    if value.is_empty() || is_comment_start(value.as_bytes()) {
         return Ok(None);
     }
-    // Fast path: printable ASCII without spaces cannot hold a trailing comment,
-    // whitespace or control characters.
-    if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-        value = strip_trailing_comment(value).trim();
-        for c in value.chars() {
-            if c.is_whitespace() {
-                return Err(InvalidKind::Whitespace.into());
-            }
-            if c.is_control() {
-                return Err(InvalidKind::Control.into());
-            }
+    let value = strip_trailing_comment(value).trim();
+    for c in value.chars() {
+        if c.is_whitespace() {
+            return Err(InvalidKind::Whitespace.into());
+        }
+        if c.is_control() {
+            return Err(InvalidKind::Control.into());
         }
     }
-    Ok(Some(value))
+    Ok(Some(value.as_bytes()))
 }
 
-fn is_comment_start(s: &str) -> bool {
-    s.starts_with('#') || s.starts_with(';') || s.starts_with("//")
+fn is_comment_start(s: &[u8]) -> bool {
+    s.starts_with(b"#") || s.starts_with(b";") || s.starts_with(b"//")
 }
 
 /// Cut at the first whitespace directly followed by a comment marker.
 fn strip_trailing_comment(s: &str) -> &str {
     for (i, c) in s.char_indices() {
-        if c.is_whitespace() && s.get(i + c.len_utf8()..).is_some_and(is_comment_start) {
+        let rest = s.get(i + c.len_utf8()..).unwrap_or("");
+        if c.is_whitespace() && is_comment_start(rest.as_bytes()) {
             return s.get(..i).unwrap_or(s);
         }
     }
@@ -444,14 +446,16 @@ fn strip_trailing_comment(s: &str) -> &str {
 }
 
 /// Type rules. May leave partial output in `out` on error; callers truncate.
-fn parse_as(ty: IocType, v: &str, limits: &Limits, out: &mut Vec<u8>) -> Result<(), Invalid> {
+fn parse_as(ty: IocType, v: &[u8], limits: &Limits, out: &mut Vec<u8>) -> Result<(), Invalid> {
+    // `clean` hands out UTF-8 only; the parsers that work on `str` check it again.
+    let text = || std::str::from_utf8(v).map_err(|_| Invalid::from(InvalidKind::Utf8));
     match ty {
-        IocType::Ipv4 => ipv4(v, limits.min_prefix_v4, out),
-        IocType::Ipv6 => ipv6(v, limits.min_prefix_v6, out),
-        IocType::Domain => domain(v.as_bytes(), true, out),
-        IocType::Url => url(v.as_bytes(), out),
-        IocType::Email => email(v.as_bytes(), out),
-        IocType::Md5 | IocType::Sha1 | IocType::Sha256 | IocType::Sha512 => hash(ty, v, out),
+        IocType::Ipv4 => ipv4(text()?, limits.min_prefix_v4, out),
+        IocType::Ipv6 => ipv6(text()?, limits.min_prefix_v6, out),
+        IocType::Domain => domain(v, true, out),
+        IocType::Url => url(v, out),
+        IocType::Email => email(v, out),
+        IocType::Md5 | IocType::Sha1 | IocType::Sha256 | IocType::Sha512 => hash(ty, text()?, out),
     }
 }
 
@@ -470,7 +474,7 @@ const CLASSIFY_ORDER: [IocType; 9] = [
 ];
 
 /// First type accepting the cleaned `value`; its normalized form is appended to `out`.
-fn detect(value: &str, limits: &Limits, out: &mut Vec<u8>) -> Option<IocType> {
+fn detect(value: &[u8], limits: &Limits, out: &mut Vec<u8>) -> Option<IocType> {
     let start = out.len();
     for ty in CLASSIFY_ORDER {
         if parse_as(ty, value, limits, out).is_ok() {

@@ -68,7 +68,9 @@ pub(super) fn domain(v: &[u8], allow_wildcard: bool, out: &mut Vec<u8>) -> Resul
     if wildcard {
         out.extend_from_slice(b"*.");
     }
-    out.extend(body.iter().map(u8::to_ascii_lowercase));
+    let start = out.len();
+    out.extend_from_slice(body);
+    out[start..].make_ascii_lowercase();
     Ok(())
 }
 
