@@ -209,17 +209,31 @@ impl Index {
     }
 }
 
-/// A table of `cap` empty slots. A large one asks for transparent huge pages: probes land
-/// on random slots, and with 4 KiB pages nearly each is a TLB miss as well as a cache miss
-/// (and growing it faults in one page per 4 KiB).
+/// A table of `cap` empty slots. An empty slot is all zero bytes, so the table comes from
+/// `alloc_zeroed`: a large one is fresh pages the kernel has zeroed already, and writing
+/// `EMPTY` over them would be a second pass over memory. A large table also asks for
+/// transparent huge pages: probes land on random slots, and with 4 KiB pages nearly each is
+/// a TLB miss as well as a cache miss (and growing it faults in one page per 4 KiB).
 fn empty_slots(cap: usize) -> Vec<Slot> {
-    let mut slots: Vec<Slot> = Vec::with_capacity(cap);
-    let bytes = cap * std::mem::size_of::<Slot>();
-    if bytes >= HUGE_PAGE_MIN {
-        advise_huge_pages(slots.as_mut_ptr().cast(), bytes);
+    let Ok(layout) = std::alloc::Layout::array::<Slot>(cap) else {
+        // Larger than the address space: let Vec report it as it always does.
+        return vec![EMPTY; cap];
+    };
+    if layout.size() == 0 {
+        return Vec::new();
     }
-    slots.resize(cap, EMPTY);
-    slots
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    if layout.size() >= HUGE_PAGE_MIN {
+        advise_huge_pages(ptr.cast(), layout.size());
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of `cap` slots,
+    // and all-zero bytes are a valid `Slot` (every field is an integer): `EMPTY`, as the
+    // test `an_empty_slot_is_all_zero_bytes` checks.
+    unsafe { Vec::from_raw_parts(ptr, cap, cap) }
 }
 
 /// Below this a table fits a few huge pages at most; not worth asking.
@@ -293,6 +307,18 @@ mod tests {
                 block: i % 1000,
             },
         )
+    }
+
+    #[test]
+    fn an_empty_slot_is_all_zero_bytes() {
+        assert_eq!(EMPTY.key.words(), [0, 0, 0]);
+        let m = EMPTY.meta;
+        assert_eq!((m.first_seen, m.last_seen, m.loc_bits()), (0, 0, 0));
+        assert_eq!(std::mem::size_of::<Slot>(), 24, "no padding");
+        let slots = empty_slots(100_000);
+        assert_eq!(slots.len(), 100_000);
+        assert!(slots.iter().all(|s| s.key.is_empty()));
+        assert!(empty_slots(0).is_empty());
     }
 
     #[test]
