@@ -23,6 +23,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
 use mapped::Mapped;
 
+/// Batches of at least this many bytes extend the file themselves (see `zero_fill_for`).
+const ZERO_FILL_MAX_BATCH: usize = 256 << 10;
+
 /// A record read back at recovery. Its payload stays in the bytes of its segment, shared by
 /// every record of the segment (a million small copies would cost a tenth of the replay).
 #[derive(Debug, Clone)]
@@ -203,9 +206,13 @@ impl WalFiles {
             self.rotate(first_seq)?;
         }
         let at = self.active.len;
-        // Best effort: on a nearly full disk the record itself may still fit.
-        if let Err(e) = self.zero_fill_for(at + bytes.len() as u64) {
-            log::debug!("zero-fill of {}: {e}", self.active.path.display());
+        // Best effort: on a nearly full disk the record itself may still fit. A large batch
+        // (bulk input) is not worth it: its fsync is mostly its own data, and zeros written
+        // after it would be flushed with it.
+        if bytes.len() < ZERO_FILL_MAX_BATCH {
+            if let Err(e) = self.zero_fill_for(at + bytes.len() as u64) {
+                log::debug!("zero-fill of {}: {e}", self.active.path.display());
+            }
         }
         let written =
             failpoint::check("wal::write").and_then(|()| self.file.write_all_at(bytes, at));
@@ -457,9 +464,10 @@ mod tests {
         assert!(report.truncated.is_none());
         assert_eq!((wal.active.len, wal.zeroed_end), (logical, 1 << 20));
         // Appends continue over the zeros, past the first MiB.
-        let big = vec![9u8; 700_000];
-        append(&mut wal, &[&big]);
-        append(&mut wal, &[&big]);
+        let some = vec![9u8; 200_000];
+        for _ in 0..6 {
+            append(&mut wal, &[&some]);
+        }
         assert_eq!(fs::metadata(&path).unwrap().len(), 2 << 20);
         // Closed in order, the file ends on its last record.
         let end = wal.active.len;
@@ -468,9 +476,27 @@ mod tests {
         let (wal, recs, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
         assert_eq!(
             recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
+            (1..=8).collect::<Vec<_>>()
         );
-        assert_eq!(wal.next_seq(), 5);
+        assert_eq!(wal.next_seq(), 9);
+    }
+
+    #[test]
+    fn a_large_batch_extends_the_file_itself_and_small_ones_zero_fill_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = WalFiles::open(dir.path(), 16 << 20).unwrap();
+        let path = wal.active.path.clone();
+        let big = vec![7u8; 3 << 20];
+        append(&mut wal, &[&big]);
+        // No zeros after it: they would only be flushed with it.
+        assert_eq!(fs::metadata(&path).unwrap().len(), wal.active.len);
+        append(&mut wal, &[b"small"]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 4 << 20);
+        drop(wal);
+        let (_, recs, report) = WalFiles::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(report.truncated.is_none());
+        assert_eq!(recs[0].payload().len(), 3 << 20);
     }
 
     /// Found by the full-disk mount test: when the zero-fill failed but the record fit, the
