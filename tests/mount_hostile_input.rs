@@ -28,6 +28,7 @@ const CTRL: &str = "control character";
 const WS: &str = "whitespace inside";
 const CHARS: &str = "may only contain";
 const LOCAL: &str = "local part";
+const INVISIBLE: &str = "invisible formatting character";
 
 /// At most this many rejections are logged per daemon and minute (src/ingest.rs), so the
 /// corpus runs in groups with a restart in between, each under the budget.
@@ -61,7 +62,11 @@ const MALFORMED: &[(&str, &str, &[u8], &str)] = &[
     ("space in URL", "url.txt", b"http://evil.example.com/a b", WS),
     ("NBSP inside", "domain.txt", "evil\u{a0}example.com".as_bytes(), WS),
     ("vertical tab", "ipv4.txt", b"203.0.113.1\x0b5", WS),
-    ("zero-width space", "domain.txt", "evil\u{200b}.example.com".as_bytes(), "ASCII"),
+    ("zero-width space", "domain.txt", "evil\u{200b}.example.com".as_bytes(), INVISIBLE),
+    ("right-to-left override in a URL", "url.txt",
+        "http://evil.example.com/invoice\u{202e}fdp.exe".as_bytes(), INVISIBLE),
+    ("bidi isolate in a URL", "url.txt", "http://evil.example.com/?q=\u{2067}x".as_bytes(), INVISIBLE),
+    ("BOM inside a URL", "url.txt", "http://evil.example.com/a\u{feff}b".as_bytes(), INVISIBLE),
     ("Cyrillic homoglyph", "domain.txt", "\u{435}vil.example.com".as_bytes(), "ASCII"),
     ("the whole IPv4 space", "ipv4.txt", b"0.0.0.0/0", "broader than /8"),
     ("the whole IPv6 space", "ipv6.txt", b"::/0", "broader than /16"),

@@ -19,8 +19,10 @@
 //! 6. A trailing comment begins at the first whitespace character that is
 //!    directly followed by `#`, `;` or `//`; it is dropped and the value trimmed
 //!    again (`1.2.3.0/24 ; SBL123` → `1.2.3.0/24`).
-//! 7. Rejected: whitespace left inside the value, or any control character
-//!    (below 0x20, 0x7f, and the Unicode C1 controls).
+//! 7. Rejected: whitespace left inside the value, any control character
+//!    (below 0x20, 0x7f, and the Unicode C1 controls), or an invisible
+//!    formatting character ([`is_invisible_format`]: bidirectional controls,
+//!    zero-width space, word joiner, soft hyphen, a byte-order mark).
 //! 8. The type rules below. When a value fails for the requested type but
 //!    [`classify`] accepts it as another one, the error names that type
 //!    ("looks like a domain indicator, not ipv4"): it was appended to the
@@ -227,6 +229,8 @@ pub enum InvalidKind {
     Utf8,
     /// Contains a control character.
     Control,
+    /// Contains an invisible formatting character ([`is_invisible_format`]).
+    InvisibleFormat(char),
     /// Whitespace remains inside the value after comment removal.
     Whitespace,
     /// Invalid as `expected`, but valid as `found`.
@@ -263,6 +267,12 @@ impl fmt::Display for Invalid {
             InvalidKind::Nul => f.write_str("contains a NUL byte"),
             InvalidKind::Utf8 => f.write_str("invalid UTF-8"),
             InvalidKind::Control => f.write_str("contains a control character"),
+            InvalidKind::InvisibleFormat(c) => write!(
+                f,
+                "contains an invisible formatting character (U+{:04X}): the value would not \
+                 show what it matches",
+                u32::from(*c)
+            ),
             InvalidKind::Whitespace => f.write_str("contains whitespace inside the value"),
             InvalidKind::WrongType { expected, found } => write!(
                 f,
@@ -426,8 +436,31 @@ fn clean(raw: &[u8]) -> Result<Option<&[u8]>, Invalid> {
         if c.is_control() {
             return Err(InvalidKind::Control.into());
         }
+        if is_invisible_format(c) {
+            return Err(InvalidKind::InvisibleFormat(c).into());
+        }
     }
     Ok(Some(value.as_bytes()))
+}
+
+/// Characters that change how text is displayed without being seen: bidirectional controls
+/// (a U+202E in a URL path shows its tail reversed, "Trojan Source"), zero-width space, word
+/// joiner, a byte-order mark inside a value, soft hyphen. No indicator needs one, and a
+/// listed value that displays differently from what it matches misleads whoever reviews
+/// the list. Zero-width (non-)joiners stay allowed: scripts such as Persian need them.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 fn is_comment_start(s: &[u8]) -> bool {
@@ -666,8 +699,32 @@ mod tests {
                 ("evil\u{9f}.com", "contains a control character"),
                 ("evil\0.com", "contains a NUL byte"),
                 ("# comment\0", "contains a NUL byte"),
+                (
+                    "evil\u{200b}.com",
+                    "invisible formatting character (U+200B)",
+                ),
             ],
         );
+        check_invalid(
+            IocType::Url,
+            &[
+                (
+                    "http://e.com/invoice\u{202e}fdp.exe",
+                    "invisible formatting character (U+202E)",
+                ),
+                ("http://e.com/?q=\u{2066}x\u{2069}", "(U+2066)"),
+                ("http://e.com/a\u{feff}b", "(U+FEFF)"),
+                ("http://e.com/a\u{ad}b", "(U+00AD)"),
+                ("http://e.com/\u{200f}", "(U+200F)"),
+            ],
+        );
+        // Joiners are part of some scripts' spelling.
+        assert!(normalize(
+            IocType::Url,
+            "http://e.com/\u{645}\u{200c}\u{627}".as_bytes(),
+            &lim()
+        )
+        .is_ok());
         for ty in IocType::ALL {
             for raw in [
                 &b"\xff"[..],
@@ -916,6 +973,11 @@ mod tests {
             (InvalidKind::Nul, "contains a NUL byte"),
             (InvalidKind::Utf8, "invalid UTF-8"),
             (InvalidKind::Control, "contains a control character"),
+            (
+                InvalidKind::InvisibleFormat('\u{202E}'),
+                "contains an invisible formatting character (U+202E): the value would not show \
+                 what it matches",
+            ),
             (
                 InvalidKind::Whitespace,
                 "contains whitespace inside the value",
