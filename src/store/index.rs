@@ -91,16 +91,24 @@ impl Index {
     /// memory access while a few keys are handled.
     pub const PREFETCH_AHEAD: usize = 8;
 
-    /// Hint the CPU to fetch the slot `key` would probe first.
+    /// Hint the CPU to fetch the slot `key` would probe first, and the cache line after it:
+    /// inserting a new key scans to the end of its run, often into the next line (one
+    /// `cat` of 1.5M new lines: 519 → 474 ms, mean of 5 interleaved pairs).
     #[inline]
     pub fn prefetch(&self, key: &Key) {
         #[cfg(target_arch = "x86_64")]
         {
             let i = self.home(key);
-            // SAFETY: i < len, so the pointer is inside the allocation; prefetching reads nothing.
+            // SAFETY: i < len, so `add(i)` stays inside the allocation; the next line is
+            // computed with `wrapping_add` and may lie past its end, which is harmless:
+            // a prefetch reads nothing and never faults.
             unsafe {
                 let p = self.slots.as_ptr().add(i) as *const i8;
                 core::arch::x86_64::_mm_prefetch(p, core::arch::x86_64::_MM_HINT_T0);
+                core::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(64),
+                    core::arch::x86_64::_MM_HINT_T0,
+                );
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
