@@ -97,17 +97,11 @@ const PARALLEL_MIN: usize = 256 << 10;
 /// Normalize `text` (complete lines, each ending in '\n') into `out`; line numbers continue
 /// from `first_line_no + out.lines`.
 fn whole_lines(ty: IocType, text: &[u8], first_line_no: u64, limits: &Limits, out: &mut Ingested) {
-    if text.len() < PARALLEL_MIN || cores() < 2 {
+    if text.len() < PARALLEL_MIN || crate::cores() < 2 {
         sequential_lines(ty, text, first_line_no, limits, out);
     } else {
-        parallel_lines(ty, text, first_line_no, limits, out, cores());
+        parallel_lines(ty, text, first_line_no, limits, out, crate::cores());
     }
-}
-
-/// Cores to normalize on, at most 8. Asked once: the answer reads cgroup files.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
 }
 
 fn parallel_lines(

@@ -146,7 +146,7 @@ impl Store {
             clock.clone(),
         );
         // A cold sequential read of a tier file inflates as fast as there are cores for it.
-        let inflaters = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let inflaters = crate::cores().max(2);
         let prefetcher = tier::prefetch::Prefetcher::start(inflaters, cache.clone());
         let store = Arc::new(Store {
             data_dir,
