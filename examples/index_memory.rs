@@ -5,6 +5,8 @@
 //!
 //!   cargo run --release --features testing --example index_memory -- 10000000
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::sync::Arc;
 
 use iocfs::clock::{Clock, ManualClock};
@@ -16,6 +18,7 @@ use iocfs::store::Store;
 /// otherwise, and RSS would count memory the engine no longer holds).
 fn rss_bytes() -> u64 {
     // SAFETY: malloc_trim only walks and shrinks the allocator's own free lists.
+    #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
     }

@@ -20,6 +20,8 @@
 //! `load: writers=W readers=R seconds=S acked_writes/s=N lines/s=N read_MB/s=N
 //! p50_write_ms=N p99_write_ms=N errors=E lost=L`; the exit status is non-zero if E or L is.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

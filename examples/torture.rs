@@ -34,6 +34,8 @@
 //! seed=S`; `acknowledged` counts acknowledged mutations (append write()s, replacements,
 //! removals). The exit status is non-zero on any violation, listed above that line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{self, Write};

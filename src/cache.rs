@@ -58,7 +58,7 @@ impl BlockCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     #[cfg(test)]
@@ -97,7 +97,7 @@ impl BlockCache {
             if !inner.loading.contains(&key) {
                 break;
             }
-            inner = self.loaded.wait(inner).unwrap_or_else(|p| p.into_inner());
+            inner = crate::sync::wait(&self.loaded, inner);
         }
         inner.loading.insert(key);
         drop(inner);

@@ -41,21 +41,18 @@ pub struct Stop {
 impl Stop {
     /// Sleep up to `d`; true if stop was requested.
     pub fn sleep(&self, d: Duration) -> bool {
-        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .wake
-            .wait_timeout_while(guard, d, |stopped| !*stopped)
-            .unwrap_or_else(|p| p.into_inner());
+        let guard = crate::sync::lock(&self.stopped);
+        let guard = crate::sync::wait_timeout_while(&self.wake, guard, d, |stopped| !*stopped);
         *guard
     }
 
     pub fn stop(&self) {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *crate::sync::lock(&self.stopped) = true;
         self.wake.notify_all();
     }
 
     pub fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.stopped)
     }
 }
 
@@ -194,10 +191,7 @@ fn begin_shutdown(
     if let Err(e) = store.commit() {
         log::error!("final commit failed: {e}");
     }
-    let plain = unmounter
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .unmount();
+    let plain = crate::sync::lock(unmounter).unmount();
     if let Err(e) = plain {
         // Busy (a reader holds a file open): detach now; the kernel ends the session when the
         // last file is closed, and we cut it short after a grace period.

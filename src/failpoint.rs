@@ -22,7 +22,7 @@ mod armed {
 pub fn check(name: &str) -> io::Result<()> {
     #[cfg(feature = "testing")]
     {
-        let table = armed::table().lock().unwrap_or_else(|p| p.into_inner());
+        let table = crate::sync::lock(armed::table());
         if let Some(&errno) = table.get(name) {
             return Err(io::Error::from_raw_os_error(errno));
         }
@@ -35,7 +35,7 @@ pub fn check(name: &str) -> io::Result<()> {
 pub fn set(name: &str, errno: Option<i32>) -> bool {
     #[cfg(feature = "testing")]
     {
-        let mut table = armed::table().lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = crate::sync::lock(armed::table());
         match errno {
             Some(e) => table.insert(name.to_string(), e),
             None => table.remove(name),

@@ -205,7 +205,7 @@ static WINDOW: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
 
 /// Log one rejection ("live/ipv4.txt line 3: not an IPv4 address: 'foo'"), rate-limited.
 pub fn log_rejection(file: &str, r: &Rejection, action: &str) {
-    let mut window = WINDOW.lock().unwrap_or_else(|p| p.into_inner());
+    let mut window = crate::sync::lock(&WINDOW);
     let now = Instant::now();
     let (start, logged) = window.get_or_insert((now, 0));
     if now.duration_since(*start) > Duration::from_secs(60) {

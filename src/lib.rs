@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod ioc;
 pub mod report;
 pub mod store;
+pub mod sync;
 
 /// Cores to spread work over (normalizing a large write, inflating tier blocks ahead of a
 /// reader), at most 8. Asked once: the answer reads cgroup files.

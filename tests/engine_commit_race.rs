@@ -3,6 +3,8 @@
 //! indicators one at a time. Every remove must succeed and the served tier must always be
 //! exactly the indicators not removed yet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! Damage is made on a copy of a data directory, then `Store::open` (the mount's recovery)
 //! is checked against what the undamaged directory serves.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;

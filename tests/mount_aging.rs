@@ -1,5 +1,7 @@
 //! Mounted tests on a manual clock: aging through the buckets, re-sightings, tier files
 //! (zcat, random reads, block cache), removal, checkpoints and config reload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(feature = "testing")]
 
 mod aging;

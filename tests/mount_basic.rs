@@ -1,5 +1,7 @@
 //! Mounted tests: the layout, appends (normalization, dedup, concurrency), `tail -f`, sizes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::HashSet;

@@ -13,6 +13,8 @@
 //!   the lines of each G are a contiguous range.
 //!
 //! Runs a fixed amount of work on a manual clock; nothing waits for time to pass.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(feature = "testing")]
 
 mod aging;

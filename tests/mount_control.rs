@@ -1,5 +1,7 @@
 //! Mounted tests: the `.iocfs` control tree (lookup/, ctl, health, stats.json).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::{errno_of, Daemon};

@@ -1,6 +1,8 @@
 //! Mounted crash tests: SIGKILL the daemon mid-stream and check that what a writer was told
 //! is durable is there after a restart, exactly once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

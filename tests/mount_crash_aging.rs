@@ -1,6 +1,8 @@
 //! Mounted crash tests on a manual clock: SIGKILL the daemon while another thread moves the
 //! clock and runs aging, checkpoints and commits, then check that no indicator was lost,
 //! duplicated or invented, and that each is where its age puts it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(feature = "testing")]
 
 mod aging;

@@ -1,5 +1,7 @@
 //! Mounted tests: what is refused, with which errno, and that a refusal changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::fs::OpenOptions;

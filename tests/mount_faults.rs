@@ -1,5 +1,7 @@
 //! Mounted storage fault injection (`--features testing`): bit flips in tier files, a full
 //! disk (a small tmpfs as the data directory), and failing WAL syscalls (failpoints).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(feature = "testing")]
 
 mod aging;

@@ -9,6 +9,8 @@
 //! documented. Scratch-file names must not reach outside live/, and names longer than
 //! NAME_MAX (255) fail with ENAMETOOLONG.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod aging;
 mod common;
 

@@ -1,5 +1,7 @@
 //! Mounted tests: the process around the mount (lock, clean stop, restart).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::fs::File;

@@ -8,6 +8,8 @@
 //! with O_CLOEXEC), `dup` + `close`. The kernel also cuts a write() of more than max_write
 //! (1 MiB) into several FUSE requests, so a big write's lines straddle requests too.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::fs::OpenOptions;

@@ -2,6 +2,8 @@
 //! FUSE passthrough. A descriptor reads the version it opened; writers and replacements
 //! keep working while such readers are open; opens after a change see the change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::io::Read;

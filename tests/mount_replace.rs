@@ -1,5 +1,7 @@
 //! Mounted tests: replacing a whole set (`cp`, `>`, O_TRUNC, `sed -i`) and what readers see.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::fs::OpenOptions;

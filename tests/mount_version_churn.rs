@@ -1,6 +1,8 @@
 //! Readers opening a tier file while its version changes many times a second (found by
 //! `scripts/torture`: `read tiede/sha256.txt` failed with ESTALE while the daemon was up).
 //! Every open must succeed and read whole lines, however fast the versions change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(feature = "testing")]
 
 mod common;

@@ -1,6 +1,8 @@
 //! The admin's commands (DESIGN §6): validate-config, check [--repair], import, stats, and
 //! the root-only ctl. Most mount a filesystem; none needs the `testing` feature.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::fs::File;

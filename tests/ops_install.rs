@@ -6,10 +6,11 @@
 //! The mounted tests need root and /dev/fuse; without them they print a skip line unless
 //! IOCFS_REQUIRE_FUSE=1, where they fail. The only other skip: `systemd-analyze` not installed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -438,10 +439,9 @@ fn uninstall_keeps_config_and_data_then_purge_removes_them() {
 
     // --purge refuses while an iocfs holds the data directory's lock...
     let lock = fs::File::create(dest.join("var/lib/iocfs/LOCK")).unwrap();
-    assert_eq!(
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        0
-    );
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
     let out = uninstall(&dest, &["--purge"]);
     assert!(!out.status.success(), "{}", show(&out));
     assert!(
@@ -451,7 +451,7 @@ fn uninstall_keeps_config_and_data_then_purge_removes_them() {
     );
     assert!(dest.join("var/lib/iocfs/wal/00000001.wal").is_file());
     assert!(dest.join("etc/iocfs/iocfs.toml").is_file());
-    drop(lock);
+    drop(held);
 
     // ...and once it is free removes config, drop-ins, data and the mount point.
     let out = ok(uninstall(&dest, &["--purge"]));

@@ -181,6 +181,7 @@ impl Daemon {
             cmd.env("RUST_LOG", "info");
         }
         // SAFETY: prctl is async-signal-safe; the daemon dies with this process.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -63,7 +63,7 @@ impl IocFs {
         if req.uid() != 0 {
             return Err(Errno::EACCES);
         }
-        let mut buf = buf.lock().map_err(|_| Errno::EIO)?;
+        let mut buf = crate::sync::lock(buf);
         buf.extend_from_slice(data);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();

@@ -41,24 +41,20 @@ impl IocFs {
     }
 
     pub(super) fn scratch_attr(&self, s: &ScratchRef) -> FileAttr {
-        match s.lock() {
-            Ok(s) => {
-                let owner = inode::Owner {
-                    uid: s.uid,
-                    gid: s.gid,
-                    file_mode: s.mode,
-                };
-                inode::attr(
-                    s.ino,
-                    FileType::RegularFile,
-                    s.mode,
-                    s.data.len() as u64,
-                    s.mtime,
-                    &owner,
-                )
-            }
-            Err(_) => inode::attr(0, FileType::RegularFile, 0, 0, 0, &self.owner),
-        }
+        let s = crate::sync::lock(s);
+        let owner = inode::Owner {
+            uid: s.uid,
+            gid: s.gid,
+            file_mode: s.mode,
+        };
+        inode::attr(
+            s.ino,
+            FileType::RegularFile,
+            s.mode,
+            s.data.len() as u64,
+            s.mtime,
+            &owner,
+        )
     }
 
     /// Resize a scratch file's data, within the memory bound for all scratch files.
@@ -161,7 +157,7 @@ impl IocFs {
             }
             self.replace_from_scratch(ty, &scratch, name)?;
             self.nodes.take_scratch(name);
-            let ino = scratch.lock().map(|s| s.ino).map_err(|_| Errno::EIO)?;
+            let ino = crate::sync::lock(&scratch).ino;
             // The kernel now maps the type file's name to the scratch inode; make that inode
             // stand for the live file (always its current version, attributes uncached).
             self.nodes.set(ino, Node::LiveAlias(ty));
@@ -183,7 +179,7 @@ impl IocFs {
         scratch: &ScratchRef,
         name: &OsStr,
     ) -> Result<(), Errno> {
-        let data = scratch.lock().map_err(|_| Errno::EIO)?.data.clone();
+        let data = crate::sync::lock(scratch).data.clone();
         let limits = self.store.limits();
         let mut got = ingest::ingest(ty, &[], &data, 1, &limits);
         let tail = ingest::finish(ty, &got.partial, got.lines + 1, &limits);

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
@@ -52,10 +54,6 @@ pub struct Nodes {
     /// Bytes held by named scratch files (kept apart from their locks, which callers hold).
     scratch_bytes: AtomicU64,
     next: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Nodes {

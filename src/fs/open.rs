@@ -24,7 +24,7 @@ impl IocFs {
         if !self.store.pin_for_passthrough(v) {
             return Ok(None);
         }
-        let mut cache = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = crate::sync::lock(&self.backing);
         if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
             return Ok(Some(id));
         }
@@ -53,7 +53,7 @@ impl IocFs {
                 v.read_at(offset, size).map_err(|e| errno(&e))
             }
             Handle::LiveWrite(w) => {
-                let ty = w.lock().map(|w| w.ty).unwrap_or(IocType::Ipv4);
+                let ty = crate::sync::lock(w).ty;
                 self.store
                     .live(ty)
                     .read_at(offset, size)
@@ -72,7 +72,7 @@ impl IocFs {
                         errno(&e)
                     })
             }
-            Handle::Scratch(s) => Ok(slice(&s.lock().map_err(|_| Errno::EIO)?.data)),
+            Handle::Scratch(s) => Ok(slice(&crate::sync::lock(s).data)),
             Handle::Bytes(b) => Ok(slice(b)),
             Handle::Ctl(_) => Err(Errno::EBADF),
         }
@@ -126,7 +126,7 @@ impl IocFs {
             )),
             Some(Node::Scratch(s)) => {
                 if flags.0 & libc::O_TRUNC != 0 {
-                    let mut guard = s.lock().map_err(|_| Errno::EIO)?;
+                    let mut guard = crate::sync::lock(&s);
                     self.resize_scratch(&mut guard, 0)?;
                 }
                 Ok((Handle::Scratch(s), direct))

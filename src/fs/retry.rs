@@ -23,7 +23,7 @@ const MAX_THREADS: usize = 4096;
 impl StaleRetries {
     /// An open by `tid` was refused with ESTALE: its retry comes next.
     pub(super) fn refused(&self, tid: u32) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         if m.len() >= MAX_THREADS {
             m.clear();
         }
@@ -32,7 +32,7 @@ impl StaleRetries {
 
     /// A lookup by `tid` returned `ino`.
     pub(super) fn looked_up(&self, tid: u32, ino: u64) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         if let Some(seen) = m.get_mut(&tid) {
             *seen = Some(ino);
         }
@@ -41,13 +41,13 @@ impl StaleRetries {
     /// Whether an open of the superseded `ino` by `tid` is the retry of a refused open
     /// whose lookup returned `ino`. Any open by `tid` ends its retry.
     pub(super) fn is_retry(&self, tid: u32, ino: u64) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         m.remove(&tid) == Some(Some(ino))
     }
 
     /// An open by `tid` went through: any retry it was is over.
     pub(super) fn opened(&self, tid: u32) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         if !m.is_empty() {
             m.remove(&tid);
         }

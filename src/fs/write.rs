@@ -70,7 +70,7 @@ impl IocFs {
         offset: u64,
         data: &[u8],
     ) -> Result<(), Errno> {
-        let mut w = w.lock().map_err(|_| Errno::EIO)?;
+        let mut w = crate::sync::lock(w);
         let file = format!("live/{}", w.ty.file_name());
         match &w.mode {
             WriteMode::Replace { poisoned: true, .. } => return Err(Errno::EINVAL),
@@ -162,7 +162,7 @@ impl IocFs {
     /// writes) makes opens of the file wait for it a moment, since the kernel sends the
     /// release after close() has returned.
     pub(super) fn flush_live(&self, w: &Mutex<LiveWriter>, last: bool) -> Result<(), Errno> {
-        let mut w = w.lock().map_err(|_| Errno::EIO)?;
+        let mut w = crate::sync::lock(w);
         let file = format!("live/{}", w.ty.file_name());
         let ty = w.ty;
         let open_line = !w.partial.is_empty();
@@ -246,7 +246,7 @@ impl IocFs {
         }
         match self.nodes.get(ino) {
             Some(Node::Scratch(s)) => {
-                let mut s = s.lock().map_err(|_| Errno::EIO)?;
+                let mut s = crate::sync::lock(&s);
                 if let Some(size) = size {
                     self.resize_scratch(&mut s, size as usize)?;
                 }
@@ -276,7 +276,7 @@ impl IocFs {
     /// current size is a no-op; anything else is EINVAL.
     fn truncate_live(&self, ty: IocType, size: u64, fh: Option<u64>) -> Result<(), Errno> {
         if let Some(Handle::LiveWrite(w)) = fh.and_then(|fh| self.handles.get(fh)) {
-            let mut w = w.lock().map_err(|_| Errno::EIO)?;
+            let mut w = crate::sync::lock(&w);
             if size == 0 {
                 w.mode = WriteMode::Replace {
                     staged: Vec::new(),
@@ -312,7 +312,7 @@ impl IocFs {
         offset: u64,
         data: &[u8],
     ) -> Result<(), Errno> {
-        let mut s = s.lock().map_err(|_| Errno::EIO)?;
+        let mut s = crate::sync::lock(s);
         let end = offset as usize + data.len();
         if end > s.data.len() {
             self.resize_scratch(&mut s, end)?;
@@ -338,21 +338,24 @@ const PENDING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Pending {
     fn add(&self, ty: IocType) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = crate::sync::lock(&self.counts);
         c[usize::from(ty.code())] += 1;
     }
 
     fn done(&self, ty: IocType) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = crate::sync::lock(&self.counts);
         let n = &mut c[usize::from(ty.code())];
         *n = n.saturating_sub(1);
         self.settled.notify_all();
     }
 
     pub fn wait(&self, ty: IocType) {
-        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = self
-            .settled
-            .wait_timeout_while(c, PENDING_WAIT, |c| c[usize::from(ty.code())] > 0);
+        let c = crate::sync::lock(&self.counts);
+        drop(crate::sync::wait_timeout_while(
+            &self.settled,
+            c,
+            PENDING_WAIT,
+            |c| c[usize::from(ty.code())] > 0,
+        ));
     }
 }

@@ -10,6 +10,8 @@
 //! slot (`Key::of` never returns it). Deletion shifts the following run back, so there are
 //! no tombstones.
 
+#![allow(unsafe_code)] // prefetch hints and a zeroed allocation, each block documented
+
 use crate::store::model::{Key, Meta};
 
 #[derive(Clone, Copy)]

@@ -182,10 +182,7 @@ impl Store {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.config).clone()
     }
 
     /// Take a new config (SIGHUP). Settings that need a restart are left as they were by
@@ -194,7 +191,7 @@ impl Store {
         self.cache.set_capacity(config.cache.size);
         self.pipeline
             .set_batch_window(config.durability.batch_window);
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *crate::sync::write(&self.config) = config;
     }
 
     pub fn limits(&self) -> Limits {
@@ -216,20 +213,17 @@ impl Store {
     }
 
     pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.state)
     }
 
     fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        crate::sync::write(&self.state)
     }
 
     /// Call `hook` with every new version, before the mutation that made it is
     /// acknowledged (so it must not block on the caller).
     pub fn on_change(&self, hook: ChangeHook) {
-        self.change_hooks
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(hook);
+        crate::sync::write(&self.change_hooks).push(hook);
     }
 
     /// Sequence, make durable and apply one mutation.
@@ -277,7 +271,7 @@ impl Store {
         if changes.is_empty() {
             return;
         }
-        let hooks = self.change_hooks.read().unwrap_or_else(|p| p.into_inner());
+        let hooks = crate::sync::read(&self.change_hooks);
         for hook in hooks.iter() {
             changes.iter().for_each(hook);
         }
@@ -400,12 +394,12 @@ impl Store {
 
     /// Group-commit the backing files that lag the state (DESIGN §4).
     pub fn commit(&self) -> Result<Option<CommitInfo>> {
-        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = crate::sync::lock(&self.commit_lock);
         let result = commit::commit(self);
         match &result {
             Ok(Some(info)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                *self.last_commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+                *crate::sync::lock(&self.last_commit) = Some(info.clone());
                 self.clear_problem("commit");
             }
             Ok(None) => {}
@@ -417,10 +411,7 @@ impl Store {
     /// Commit, then snapshot the index of every committed tier partition so the next start
     /// can skip rescanning those files.
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
-        let _one_at_a_time = self
-            .checkpoint_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = crate::sync::lock(&self.checkpoint_lock);
         self.commit()?;
         let started = Instant::now();
         let (upto, bytes) = checkpoint::encode(&self.state());
@@ -439,10 +430,7 @@ impl Store {
                     info.bytes,
                     info.millis
                 );
-                *self
-                    .last_checkpoint
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+                *crate::sync::lock(&self.last_checkpoint) = Some(info.clone());
                 self.clear_problem("checkpoint");
                 Ok(info)
             }
@@ -454,17 +442,11 @@ impl Store {
     }
 
     pub fn last_checkpoint(&self) -> Option<CheckpointInfo> {
-        self.last_checkpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.last_checkpoint).clone()
     }
 
     pub fn last_commit(&self) -> Option<CommitInfo> {
-        self.last_commit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.last_commit).clone()
     }
 
     /// Have the next commit rewrite every backing file (repair).
@@ -481,10 +463,7 @@ impl Store {
     /// dropped (they hold the FUSE session's notifier).
     pub fn shutdown(&self) -> Result<()> {
         self.close_writes();
-        self.change_hooks
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        crate::sync::write(&self.change_hooks).clear();
         self.commit()?;
         if let Err(e) = self.pipeline.trim_wal() {
             log::debug!("trim the WAL's zero-filled end: {e}");
@@ -498,24 +477,18 @@ impl Store {
         if let Some(why) = self.pipeline.fatal() {
             out.push(format!("wal: {why}; restart iocfs to recover"));
         }
-        out.extend(
-            self.problems
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned(),
-        );
+        out.extend(crate::sync::lock(&self.problems).iter().cloned());
         out
     }
 
     fn set_problem(&self, tag: &str, message: &str) {
-        let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = crate::sync::lock(&self.problems);
         p.retain(|m| !m.starts_with(&format!("{tag}:")));
         p.push(format!("{tag}: {message}"));
     }
 
     fn clear_problem(&self, tag: &str) {
-        let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = crate::sync::lock(&self.problems);
         p.retain(|m| !m.starts_with(&format!("{tag}:")));
     }
 

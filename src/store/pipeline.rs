@@ -97,17 +97,17 @@ impl Pipeline {
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.queue)
     }
 
     fn wal(&self) -> MutexGuard<'_, WalFiles> {
-        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.wal)
     }
 
     /// Durability settings can change on reload, except the mode's loss guarantees are
     /// only ever tightened by the caller.
     pub fn set_batch_window(&self, window: Duration) {
-        self.mode.lock().unwrap_or_else(|p| p.into_inner()).1 = window;
+        crate::sync::lock(&self.mode).1 = window;
     }
 
     /// Sequence `op`, wait until it is durable (per the mode) and applied; returns its
@@ -155,11 +155,11 @@ impl Pipeline {
                 };
             }
             if q.leader {
-                q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                q = crate::sync::wait(&self.wake, q);
                 continue;
             }
             q.leader = true;
-            let (mode, window) = *self.mode.lock().unwrap_or_else(|p| p.into_inner());
+            let (mode, window) = *crate::sync::lock(&self.mode);
             if mode == DurabilityMode::Batch && !window.is_zero() {
                 drop(q);
                 std::thread::sleep(window);
@@ -189,11 +189,7 @@ impl Pipeline {
             if now >= deadline {
                 break;
             }
-            q = self
-                .arrived
-                .wait_timeout(q, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            q = crate::sync::wait_timeout(&self.arrived, q, deadline - now);
         }
         q
     }
@@ -311,7 +307,7 @@ impl Pipeline {
         }
         // Hold the leader role so no batch is half-written while we sync.
         while q.leader {
-            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = crate::sync::wait(&self.wake, q);
         }
         q.leader = true;
         drop(q);

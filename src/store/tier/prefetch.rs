@@ -38,7 +38,7 @@ impl Prefetcher {
 
     /// Inflate the blocks after `pos` that are not cached yet.
     pub fn ahead(&self, version: &Arc<TierVersion>, pos: usize, cache: &BlockCache) {
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = crate::sync::lock(&self.tx);
         let Some(tx) = guard.as_ref() else { return };
         for next in pos + 1..(pos + 1 + WINDOW).min(version.blocks().len()) {
             let Some(block) = version.blocks().get(next) else {
@@ -62,14 +62,14 @@ impl Prefetcher {
 
     /// Stop the workers (they finish the jobs already queued).
     pub fn stop(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        crate::sync::lock(&self.tx).take();
     }
 }
 
 fn work(rx: &Mutex<Receiver<Job>>, cache: &BlockCache) {
     loop {
         let job = {
-            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let rx = crate::sync::lock(rx);
             match rx.recv() {
                 Ok(job) => job,
                 Err(_) => return,

@@ -9,6 +9,8 @@
 //! The data directory is locked, so no other iocfs truncates a segment meanwhile (another
 //! program doing so would make a read past the new end fault with SIGBUS).
 
+#![allow(unsafe_code)] // mmap/munmap of a segment, each block documented
+
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::ops::Deref;
@@ -27,6 +29,7 @@ pub struct Mapped {
 // SAFETY: the mapping is read-only and owned by this value; sharing `&[u8]` views of it
 // between threads is as safe as sharing a `Vec<u8>`.
 unsafe impl Send for Mapped {}
+// SAFETY: as for Send: the mapping is never written, so shared reads cannot race.
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
