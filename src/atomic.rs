@@ -1,4 +1,4 @@
-//! The one place where backing files are replaced. The rule (DESIGN §4): a backing file is
+//! The one place where backing files are replaced. The rule (README "Durability"): a backing file is
 //! never modified in place; a new version is written to a temp file in the same directory,
 //! fsync'd, renamed over the old name, and the directory is fsync'd so the rename itself is
 //! durable. A crash at any point leaves the old file or the new one, never neither.

@@ -1,4 +1,4 @@
-//! Turning bytes written to a live file into normalized lines (DESIGN §3).
+//! Turning bytes written to a live file into normalized lines (README "What a write means").
 //!
 //! A write is cut into lines; the last, unterminated piece is carried in the handle until
 //! the next write or the close. Each complete line is normalized; blank and comment lines are

@@ -4,16 +4,15 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
-pub mod import;
 pub mod ingest;
 pub mod ioc;
-pub mod report;
 pub mod store;
 pub mod sync;
 

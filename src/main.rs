@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use iocfs::cli::progress;
 use iocfs::clock::{Clock, SystemClock};
 use iocfs::config::{Config, DEFAULT_CONFIG_PATH};
 use iocfs::daemon;
-use iocfs::report::progress;
 
 #[derive(Parser)]
 #[command(
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Stats { json, mountpoint } => stats(&mountpoint, json),
+        Command::Stats { json, mountpoint } => iocfs::cli::stats::run(&mountpoint, json),
         Command::Check {
             repair,
             config,
@@ -151,7 +151,7 @@ fn offline(
 
 fn check(config: &Config, repair: bool) -> ExitCode {
     let bar = progress::Phases::new();
-    let result = iocfs::store::check::run(config, repair, &bar);
+    let result = iocfs::cli::check::run(config, repair, &bar);
     bar.finish();
     match result {
         Ok(report) => {
@@ -189,7 +189,7 @@ fn check(config: &Config, repair: bool) -> ExitCode {
 }
 
 fn import(config: &Config, src: &Path) -> ExitCode {
-    let total = match iocfs::import::scan_source(src) {
+    let total = match iocfs::cli::import::scan_source(src) {
         Ok(source) => source.bytes,
         Err(e) => {
             eprintln!("iocfs import: {e}");
@@ -197,7 +197,7 @@ fn import(config: &Config, src: &Path) -> ExitCode {
         }
     };
     let bar = progress::Bar::new(total);
-    let result = iocfs::import::run(config, src, &|read| bar.set(read));
+    let result = iocfs::cli::import::run(config, src, &|read| bar.set(read));
     bar.finish();
     match result {
         Ok(report) => {
@@ -305,32 +305,4 @@ fn mount(
 fn absolute(p: PathBuf) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&p)?;
     p.canonicalize()
-}
-
-fn stats(mountpoint: &Path, json: bool) -> ExitCode {
-    let path = mountpoint.join(".iocfs/stats.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "iocfs: read {}: {e} (is iocfs mounted there?)",
-                path.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    if json {
-        print!("{text}");
-        return ExitCode::SUCCESS;
-    }
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v) => {
-            print!("{}", iocfs::report::stats_table(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("iocfs: {}: not valid JSON: {e}", path.display());
-            ExitCode::FAILURE
-        }
-    }
 }

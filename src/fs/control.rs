@@ -1,4 +1,4 @@
-//! The `.iocfs` control tree (DESIGN §1): stats.json, health, ctl and lookup/.
+//! The `.iocfs` control tree (README "The control files"): stats.json, health, ctl and lookup/.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

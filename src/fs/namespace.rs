@@ -1,5 +1,5 @@
 //! Names in the mount: scratch files in live/ (created, renamed, unlinked) and the errors
-//! for everything else (DESIGN §3: type files can't be removed or renamed away, tiers are
+//! for everything else (README "What a write means": type files can't be removed or renamed away, tiers are
 //! read-only, no directories are made).
 
 use std::ffi::OsStr;

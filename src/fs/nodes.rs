@@ -177,7 +177,7 @@ pub struct TierReader {
     pub next: AtomicU64,
 }
 
-/// A writable handle on a live type file (DESIGN §3).
+/// A writable handle on a live type file (README "What a write means").
 #[derive(Debug)]
 pub struct LiveWriter {
     pub ty: IocType,

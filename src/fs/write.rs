@@ -1,4 +1,4 @@
-//! Writes to live files (DESIGN §3): append and replace handles, truncation, and the
+//! Writes to live files (README "What a write means"): append and replace handles, truncation, and the
 //! validation errors users see.
 
 use std::sync::{Arc, Mutex};

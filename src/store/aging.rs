@@ -1,4 +1,4 @@
-//! Aging (DESIGN §2): at time `ts`, every indicator moves to the bucket its age since the last
+//! Aging (README "Buckets and aging"): at time `ts`, every indicator moves to the bucket its age since the last
 //! sighting calls for — live → chaud → tiede → froid → dropped — possibly skipping buckets.
 //!
 //! A tier block whose oldest and newest lines share a target moves whole: it keeps its id and

@@ -1,21 +1,18 @@
 //! The storage engine. It knows nothing of FUSE: it takes mutations, makes them durable in
 //! the WAL (group commit), applies them to the in-memory state, commits backing files
-//! atomically, ages indicators and answers reads. `fs.rs` is a thin translation on top.
+//! atomically, ages indicators and answers reads. `crate::fs` is a thin translation on top.
 //!
 //! Durable state = the backing files of the last group commit (listed by the newest commit
 //! record in the WAL) + the WAL records after it. See `docs/internals.md`.
 
 pub mod aging;
 pub mod apply;
-pub mod check;
 pub mod checkpoint;
-pub mod commit;
+pub mod flush;
 pub mod index;
 pub mod live;
-pub mod livefile;
 pub mod model;
 pub mod mutation;
-pub mod pipeline;
 pub mod recovery;
 pub mod state;
 pub mod stats;
@@ -36,11 +33,11 @@ use crate::ioc::{IocType, Limits};
 use live::{LiveVersion, Times};
 use model::{Bucket, Policy};
 use mutation::{Mutation, Op};
-use pipeline::Pipeline;
 use state::{Applied, State};
 use tier::TierVersion;
+use wal::group_commit::Pipeline;
 
-/// The data directory layout (DESIGN §6).
+/// The data directory layout (docs/internals.md, "Data directory").
 pub const SUBDIRS: [&str; 6] = ["live", "chaud", "tiede", "froid", "wal", "checkpoint"];
 
 /// Called with each [`Change`] (see [`Store::on_change`]).
@@ -392,10 +389,10 @@ impl Store {
         self.counters.rejected[usize::from(ty.code())].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Group-commit the backing files that lag the state (DESIGN §4).
+    /// Group-commit the backing files that lag the state (see `flush`).
     pub fn commit(&self) -> Result<Option<CommitInfo>> {
         let _one_at_a_time = crate::sync::lock(&self.commit_lock);
-        let result = commit::commit(self);
+        let result = flush::commit(self);
         match &result {
             Ok(Some(info)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);

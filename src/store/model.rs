@@ -58,7 +58,7 @@ impl std::fmt::Display for Bucket {
     }
 }
 
-/// Retention thresholds in seconds (DESIGN §2), carried in each aging record so replay
+/// Retention thresholds in seconds (README "Buckets and aging"), carried in each aging record so replay
 /// reaches the same result even if the config changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {

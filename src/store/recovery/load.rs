@@ -12,7 +12,7 @@ use crate::cache::BlockCache;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::{self, IocType, Limits};
 use crate::store::checkpoint::Snapshot;
-use crate::store::livefile;
+use crate::store::live::format as live_format;
 use crate::store::model::{Bucket, KeyMap, Loc, Meta};
 use crate::store::mutation::{Manifest, PartFile};
 use crate::store::state::State;
@@ -154,9 +154,9 @@ impl Loader<'_> {
         }
         let text = fs::read(&text_path)
             .ctx(|| format!("read {} (listed in the last commit)", text_path.display()))?;
-        let meta_path = self.path(Bucket::Live, &livefile::meta_name(ty.file_name()));
+        let meta_path = self.path(Bucket::Live, &live_format::meta_name(ty.file_name()));
         let meta_bytes = fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
-        let (meta, times) = livefile::decode(&meta_bytes, &meta_path)?;
+        let (meta, times) = live_format::decode(&meta_bytes, &meta_path)?;
         (self.on_loaded)((text.len() + meta_bytes.len()) as u64);
         check_generation(&meta_path, (meta.generation, meta.applied_seq), part)?;
         if text.len() as u64 != meta.text_len || crc32c::crc32c(&text) != meta.text_crc {

@@ -1,4 +1,4 @@
-//! Recovery at mount (DESIGN §4): read the WAL (truncating a torn tail, refusing on damage
+//! Recovery at mount (docs/internals.md, "Recovery"): read the WAL (truncating a torn tail, refusing on damage
 //! in the middle), find the newest commit record, finish its renames, remove leftover temp
 //! files, load the committed backing files it lists, and replay every later record.
 //!
@@ -20,13 +20,14 @@ use crate::cache::BlockCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ioc::{IocType, Limits};
+use crate::store::checkpoint;
 use crate::store::index::Index;
+use crate::store::live::format;
 use crate::store::live::Storage;
 use crate::store::model::Bucket;
 use crate::store::mutation::{Manifest, Mutation, Op};
 use crate::store::state::State;
 use crate::store::wal::{self, WalFiles};
-use crate::store::{checkpoint, livefile};
 
 /// Inode-like ids of versions start here, above the FUSE layer's fixed inode numbers.
 pub const FIRST_VERSION_ID: u64 = 1 << 32;
@@ -250,7 +251,7 @@ fn random_seed() -> u64 {
 pub fn backing_names(bucket: Bucket, ty: IocType) -> Vec<String> {
     let name = bucket.backing_name(ty);
     match bucket {
-        Bucket::Live => vec![livefile::meta_name(&name), name],
+        Bucket::Live => vec![format::meta_name(&name), name],
         _ => vec![name],
     }
 }

@@ -1,12 +1,13 @@
 //! The write-ahead log on disk: segment files, appends, fsync, rotation, retirement and the
-//! recovery scan. Group commit and ordering live in `store::pipeline`; this type is driven by
+//! recovery scan. Group commit and ordering live in `group_commit`; this type is driven by
 //! one thread at a time (the pipeline's leader).
 //!
-//! Failure rules (DESIGN §8): a write that fails is cut back off the file, so nothing half
+//! Failure rules (docs/internals.md): a write that fails is cut back off the file, so nothing half
 //! written stays behind. A failed fsync is fatal — the page cache may have dropped the data —
 //! except ENOSPC/EDQUOT, where the unsynced tail is truncated away and fsync'd again: if that
 //! succeeds nothing unacknowledged remains on disk and writing may resume once space is freed.
 
+pub mod group_commit;
 mod mapped;
 pub mod record;
 pub mod segment;

@@ -1,4 +1,4 @@
-//! `iocfs import --data DIR SRC` (DESIGN §6): adopt an existing TinyCTI-style bucket folder
+//! `iocfs import --data DIR SRC` (README "Checking, repairing, importing"): adopt an existing TinyCTI-style bucket folder
 //! (`SRC/{live,chaud,tiede,froid}/*.txt` and `*.txt.gz`) into a data directory.
 //!
 //! Offline, like `check`: it takes the data directory's lock, so it refuses while mounted.

@@ -2,7 +2,7 @@
 //!
 //! A writer encodes its mutation into the shared batch under a short lock, getting the next
 //! sequence number, then waits. Whoever finds no leader becomes it: it takes the whole batch,
-//! appends it to the WAL, fsyncs once for everyone (DESIGN §4: `always` mode), applies the
+//! appends it to the WAL, fsyncs once for everyone (`always` mode), applies the
 //! batch to the state in order, and wakes the others. Writers that arrive during the fsync
 //! form the next batch, so concurrent writers share fsyncs. State changes become visible only
 //! after they are durable.

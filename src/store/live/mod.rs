@@ -10,6 +10,8 @@
 //! each line, held in a slot table whose ids stay stable while other lines come and go (the
 //! index points at slots, so removing lines never rewrites other keys' entries).
 
+pub mod format;
+
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;

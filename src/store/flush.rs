@@ -1,4 +1,5 @@
-//! Group commit of backing files (DESIGN §4, "Committing").
+//! Flushing the state to its backing files: the atomic group rewrite of every partition
+//! whose file lags (docs/internals.md, "Group commit of backing files"), and checkpoints.
 //!
 //! 1. Under the read lock, take a consistent snapshot at sequence X of every partition whose
 //!    backing file lags, and stop holding the lock.
@@ -24,8 +25,8 @@ use crate::atomic;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ioc::IocType;
+use crate::store::live::format::{self as live_format, LiveMeta};
 use crate::store::live::{LiveVersion, Times};
-use crate::store::livefile::{self, LiveMeta};
 use crate::store::model::Bucket;
 use crate::store::mutation::{Op, PartFile};
 use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
@@ -230,9 +231,9 @@ fn write_live(
         text_len: len,
         text_crc: crc,
     };
-    let meta_name = livefile::meta_name(&name);
+    let meta_name = live_format::meta_name(&name);
     let meta_tmp = atomic::temp_path(&dir, &meta_name, tag);
-    let encoded = livefile::encode(&meta, times);
+    let encoded = live_format::encode(&meta, times);
     if let Err(e) = atomic::write_synced(&meta_tmp, |w| w.write_all(&encoded)) {
         let _ = std::fs::remove_file(&text_tmp);
         return Err(e);

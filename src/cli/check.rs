@@ -1,4 +1,4 @@
-//! `iocfs check [--repair] DATA` (DESIGN §4, §6): an offline consistency check of a data
+//! `iocfs check [--repair] DATA` (README "Checking, repairing, importing"): an offline consistency check of a data
 //! directory, and the repairs a human would otherwise do by hand.
 //!
 //! Check reads everything and changes nothing: the WAL (framing, CRC, sequence), the
