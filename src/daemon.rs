@@ -15,6 +15,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::clock::Clock;
 use crate::config::{Config, DurabilityMode};
+use crate::crash::PoisonDart;
 use crate::error::{IoContext, Result};
 use crate::fs::{Inval, IocFs};
 use crate::store::model::Bucket;
@@ -57,6 +58,7 @@ impl Stop {
 }
 
 pub fn run(req: MountRequest) -> Result<()> {
+    crate::crash::install_hook();
     let config = req.config.clone();
     clear_stale_mount(&req.mountpoint);
     let store = Store::open(config.clone(), req.clock.clone())?;
@@ -87,7 +89,9 @@ pub fn run(req: MountRequest) -> Result<()> {
     let stop = Arc::new(Stop::default());
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     // Ends when the filesystem (holding the channel's sender) is dropped.
-    spawn("iocfs-inval", move || notify_loop(inval_rx, notifier))?;
+    spawn("iocfs-inval", &store, move || {
+        notify_loop(inval_rx, notifier)
+    })?;
     // Every version is a new inode: drop the superseded inode's cached attributes before
     // the change is acknowledged, so a `stat` by a name the kernel still maps to it asks
     // again (and is told the current version's).
@@ -95,43 +99,34 @@ pub fn run(req: MountRequest) -> Result<()> {
     store.on_change(Box::new(move |change| {
         inval_attrs(&change_notifier, change.superseded)
     }));
-    {
-        let (store, stop) = (store.clone(), stop.clone());
-        threads.push(spawn("iocfs-commit", move || commit_loop(&store, &stop))?);
-    }
-    {
-        let (store, stop) = (store.clone(), stop.clone());
-        threads.push(spawn("iocfs-aging", move || aging_loop(&store, &stop))?);
-    }
-    {
-        let (store, stop) = (store.clone(), stop.clone());
-        threads.push(spawn("iocfs-checkpoint", move || {
-            checkpoint_loop(&store, &stop)
-        })?);
+    for (name, run) in [
+        ("iocfs-commit", commit_loop as fn(&Store, &Stop)),
+        ("iocfs-aging", aging_loop),
+        ("iocfs-checkpoint", checkpoint_loop),
+        ("iocfs-health", health_loop),
+    ] {
+        let (s, stop) = (store.clone(), stop.clone());
+        threads.push(spawn(name, &store, move || run(&s, &stop))?);
     }
     if config.durability.mode == DurabilityMode::Periodic {
-        let (store, stop) = (store.clone(), stop.clone());
-        threads.push(spawn("iocfs-sync", move || sync_loop(&store, &stop))?);
-    }
-    {
-        let (store, stop) = (store.clone(), stop.clone());
-        threads.push(spawn("iocfs-health", move || health_loop(&store, &stop))?);
+        let (s, stop) = (store.clone(), stop.clone());
+        threads.push(spawn("iocfs-sync", &store, move || sync_loop(&s, &stop))?);
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .ctx(|| "install signal handlers")?;
     let signal_handle = signals.handle();
     {
-        let (store, stop, unmounter) = (store.clone(), stop.clone(), unmounter.clone());
+        let (s, stop, unmounter) = (store.clone(), stop.clone(), unmounter.clone());
         let mountpoint = req.mountpoint.clone();
         let (config_path, data_override) = (req.config_path.clone(), req.data_override.clone());
-        threads.push(spawn("iocfs-signals", move || {
+        threads.push(spawn("iocfs-signals", &store, move || {
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => reload(&store, config_path.as_deref(), data_override.as_deref()),
+                    SIGHUP => reload(&s, config_path.as_deref(), data_override.as_deref()),
                     _ => {
                         log::info!("signal {sig}: stopping");
-                        begin_shutdown(&store, &stop, &unmounter, &mountpoint);
-                        exit_if_still_serving(store.clone(), Duration::from_secs(3));
+                        begin_shutdown(&s, &stop, &unmounter, &mountpoint);
+                        exit_if_still_serving(s.clone(), Duration::from_secs(3));
                         break;
                     }
                 }
@@ -161,7 +156,10 @@ pub fn run(req: MountRequest) -> Result<()> {
         .shutdown()
         .and_then(|()| store.checkpoint().map(|_| ()));
     for t in threads {
-        let _ = t.join();
+        let name = t.thread().name().unwrap_or("?").to_string();
+        if t.join().is_err() {
+            log::error!("thread {name} had panicked (the store was marked failed then)");
+        }
     }
     if let Err(e) = &served {
         log::error!("FUSE session ended with an error: {e}");
@@ -171,10 +169,19 @@ pub fn run(req: MountRequest) -> Result<()> {
     served.ctx(|| "serve FUSE requests")
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+/// Start a daemon thread carrying a [`PoisonDart`]: if it panics, the store is failed.
+fn spawn(
+    name: &str,
+    store: &Arc<Store>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let dart = PoisonDart::new(store.clone());
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(f)
+        .spawn(move || {
+            let _dart = dart;
+            f()
+        })
         .ctx(|| format!("start thread {name}"))
 }
 
@@ -307,6 +314,7 @@ fn checkpoint_loop(store: &Store, stop: &Stop) {
 
 fn aging_loop(store: &Store, stop: &Stop) {
     while !stop.sleep(store.config().aging.interval) {
+        crate::failpoint::panic_if("aging::panic");
         if let Err(e) = store.age() {
             if !stop.is_stopped() {
                 log::error!("aging failed: {e}");
@@ -328,10 +336,11 @@ fn health_loop(store: &Store, stop: &Stop) {
     let period = sd_notify::watchdog_enabled().map_or(Duration::from_secs(10), |d| d / 2);
     let mut last_status = String::new();
     while !stop.sleep(period) {
-        let problems = store.problems();
-        if problems.iter().all(|p| !p.starts_with("wal:")) {
+        // A failed store stops petting the watchdog: systemd restarts it into recovery.
+        if !store.is_failed() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
+        let problems = store.problems();
         let status = if problems.is_empty() {
             indicator_summary(store)
         } else {

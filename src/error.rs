@@ -26,6 +26,9 @@ pub enum Error {
     /// The WAL could not be made durable earlier; no write is acknowledged until a restart.
     #[error("writes are refused: {0}")]
     Failed(String),
+    /// A thread panicked while handling this request; the store refuses writes from now on.
+    #[error("thread {thread} panicked: {message}; writes are refused until a restart")]
+    Panicked { thread: String, message: String },
     /// The daemon is stopping and takes no more writes.
     #[error("iocfs is shutting down")]
     ShuttingDown,
@@ -65,7 +68,7 @@ impl Error {
                 Some(libc::ENOMEM) => libc::ENOMEM,
                 _ => libc::EIO,
             },
-            Error::Corruption { .. } | Error::Failed(_) => libc::EIO,
+            Error::Corruption { .. } | Error::Failed(_) | Error::Panicked { .. } => libc::EIO,
             Error::Invalid(_) => libc::EINVAL,
             Error::ShuttingDown => libc::EROFS,
             Error::Locked(_) => libc::EBUSY,

@@ -2,7 +2,8 @@
 //! `testing` feature can arm one (through `.iocfs/ctl`: `failpoint NAME ERRNO|off`); in release
 //! builds `check` compiles to nothing.
 //!
-//! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`.
+//! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`; panics:
+//! `apply::panic`, `aging::panic` (see [`panic_if`]).
 
 use std::io;
 
@@ -29,6 +30,14 @@ pub fn check(name: &str) -> io::Result<()> {
     }
     let _ = name;
     Ok(())
+}
+
+/// Panic if `name` is armed (any errno arms it): how tests exercise the crash policy.
+#[inline]
+pub fn panic_if(name: &str) {
+    if let Err(e) = check(name) {
+        panic!("failpoint {name}: injected panic ({e})");
+    }
 }
 
 /// Arm (`Some(errno)`) or disarm (`None`) a failpoint. Returns false in builds without `testing`.

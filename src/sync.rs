@@ -44,3 +44,19 @@ pub fn wait_timeout_while<'a, T>(
         .map(|(g, _)| g)
         .unwrap_or_else(|p| p.into_inner().0)
 }
+
+/// The current thread's name, for messages about it (FUSE workers have none: their id).
+pub fn thread_name() -> String {
+    let t = std::thread::current();
+    t.name()
+        .map_or_else(|| format!("{:?}", t.id()), str::to_string)
+}
+
+/// What a caught panic said.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use iocfs::clock::{Clock, ManualClock};
 use iocfs::config::Config;
 use iocfs::ioc::IocType;
-use iocfs::store::model::Bucket;
+use iocfs::store::model::Tier;
 use iocfs::store::Store;
 
 const T0: u64 = 1_700_000_000;
 
-fn served_tier(store: &Store, bucket: Bucket, ty: IocType) -> Result<String, String> {
-    let v = store.tier(bucket, ty);
+fn served_tier(store: &Store, tier: Tier, ty: IocType) -> Result<String, String> {
+    let v = store.tier(tier, ty);
     let bytes = v
         .read(0, v.size() as usize, &store.cache)
         .map_err(|e| e.to_string())?;
@@ -48,7 +48,7 @@ fn commits_racing_tier_removals_never_serve_or_apply_a_wrong_block() {
     store.commit().unwrap();
     let mut left: BTreeSet<String> = values.iter().cloned().collect();
     assert_eq!(
-        served_tier(&store, Bucket::Chaud, IocType::Domain).unwrap(),
+        served_tier(&store, Tier::Chaud, IocType::Domain).unwrap(),
         left.iter().map(|v| format!("{v}\n")).collect::<String>()
     );
 
@@ -80,7 +80,7 @@ fn commits_racing_tier_removals_never_serve_or_apply_a_wrong_block() {
         left.remove(v);
         if i % 70 == 0 {
             let want: String = left.iter().map(|v| format!("{v}\n")).collect();
-            match served_tier(&store, Bucket::Chaud, IocType::Domain) {
+            match served_tier(&store, Tier::Chaud, IocType::Domain) {
                 Ok(got) if got == want => {}
                 Ok(got) => {
                     failure = Some(format!(

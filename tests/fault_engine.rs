@@ -107,10 +107,10 @@ fn served(store: &Store) -> Served {
     let mut found = BTreeMap::new();
     for b in Bucket::ALL {
         for ty in IocType::ALL {
-            let bytes = match b {
-                Bucket::Live => store.live(ty).read_all().unwrap(),
-                _ => {
-                    let v = store.tier(b, ty);
+            let bytes = match b.tier() {
+                None => store.live(ty).read_all().unwrap(),
+                Some(tier) => {
+                    let v = store.tier(tier, ty);
                     v.read(0, v.size() as usize, &store.cache).unwrap()
                 }
             };

@@ -12,6 +12,7 @@
 //! every backing file from the recovered state, and checks again.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +22,10 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, Loc, Tier};
 use crate::store::recovery::{self, Mode};
+use crate::store::state::State;
+use crate::store::tier;
 use crate::store::wal::segment;
 use crate::store::{checkpoint, Store};
 
@@ -141,15 +144,15 @@ fn check(config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
     ));
     report.problems.extend(r.findings.iter().cloned());
     progress.phase("cross-checking the index");
-    report.problems.extend(recovered.state.verify(&cache));
+    report.problems.extend(verify(&recovered.state, &cache));
     let st = &recovered.state;
     let mut counts = Vec::new();
     for b in Bucket::ALL {
         let n: u64 = IocType::ALL
             .iter()
-            .map(|&ty| match b {
-                Bucket::Live => st.live(ty).version.lines(),
-                _ => st.tier(b, ty).lines(),
+            .map(|&ty| match b.tier() {
+                None => st.live(ty).version.lines(),
+                Some(tier) => st.tier(tier, ty).lines(),
             })
             .sum();
         counts.push(format!("{} {n}", b.name()));
@@ -337,4 +340,96 @@ fn repair_checkpoints(data: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+/// Cross-check the index against the sets: every entry points at a live slot or a tier
+/// block that exists, every stored line is indexed exactly once, and per-partition line
+/// counts add up. Returns one line per problem.
+pub fn verify(state: &State, cache: &BlockCache) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut per_partition: HashMap<(Bucket, IocType), u64> = HashMap::new();
+    for meta in state.index().values() {
+        match meta.loc() {
+            Loc::Live { ty, slot } => {
+                if state.live(ty).times(slot).is_none() {
+                    problems.push(format!(
+                        "index points at a missing live/{} line (slot {slot})",
+                        ty.file_name()
+                    ));
+                }
+                *per_partition.entry((Bucket::Live, ty)).or_default() += 1;
+            }
+            Loc::Block { ty, block } => match state.block_tier(block) {
+                Some((tier, dty)) if dty == ty && state.tier(tier, ty).block(block).is_some() => {
+                    *per_partition.entry((tier.bucket(), ty)).or_default() += 1;
+                }
+                _ => problems.push(format!("index points at a missing {ty} block {block}")),
+            },
+        }
+    }
+    for ty in IocType::ALL {
+        let set = state.live(ty);
+        let indexed = per_partition.get(&(Bucket::Live, ty)).copied().unwrap_or(0);
+        if set.lines() as u64 != indexed || set.version.lines() != indexed {
+            problems.push(format!(
+                "live/{}: {} lines, {} indexed",
+                ty.file_name(),
+                set.version.lines(),
+                indexed
+            ));
+        }
+        let _ = set.for_each_line(|v, slot| {
+            let meta = state.index().get(&state.key(ty, v));
+            if meta.map(|m| m.loc()) != Some(Loc::Live { ty, slot }) {
+                problems.push(format!(
+                    "live/{}: line not indexed at its slot",
+                    ty.file_name()
+                ));
+            }
+        });
+        for tier in Tier::ALL {
+            let bucket = tier.bucket();
+            let v = state.tier(tier, ty);
+            let good: u64 = v
+                .blocks()
+                .iter()
+                .filter(|b| !b.bad)
+                .map(|b| u64::from(b.lines))
+                .sum();
+            let indexed = per_partition.get(&(bucket, ty)).copied().unwrap_or(0);
+            if good != indexed {
+                problems.push(format!(
+                    "{bucket}/{}: {good} lines, {indexed} indexed",
+                    bucket.backing_name(ty)
+                ));
+            }
+            for block in v.blocks().iter().filter(|b| !b.bad) {
+                if state.block_tier(block.id) != Some((tier, ty)) {
+                    problems.push(format!(
+                        "{bucket}/{}: block {} is not in the directory",
+                        bucket.backing_name(ty),
+                        block.id
+                    ));
+                }
+                let Ok(raw) = block.raw(cache) else { continue };
+                for line in tier::lines(&raw) {
+                    let found = state.index().get(&state.key(ty, line)).map(|m| m.loc());
+                    if found
+                        != Some(Loc::Block {
+                            ty,
+                            block: block.id,
+                        })
+                    {
+                        problems.push(format!(
+                            "{bucket}/{}: a line of block {} is indexed elsewhere (stored twice?)",
+                            bucket.backing_name(ty),
+                            block.id
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    problems
 }

@@ -12,7 +12,7 @@ use super::nodes::Node;
 use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, Tier};
 
 impl IocFs {
     /// A read-only file generated on demand (stats.json, health, lookup entries).
@@ -122,7 +122,7 @@ impl IocFs {
                 }
             }
             Some(Node::Tier(v)) => {
-                let current = self.store.tier(v.bucket, v.ty);
+                let current = self.store.tier(v.tier, v.ty);
                 if current.id != v.id && !self.handles.holds(ino) {
                     Ok((self.tier_attr(&current), NO_TTL))
                 } else {
@@ -143,8 +143,8 @@ impl IocFs {
             if v.id == ino {
                 return Some((self.live_attr(ino, &v), VERSION_TTL));
             }
-            for b in Bucket::TIERS {
-                let t = self.store.tier(b, ty);
+            for tier in Tier::ALL {
+                let t = self.store.tier(tier, ty);
                 if t.id == ino {
                     return Some((self.tier_attr(&t), VERSION_TTL));
                 }
@@ -184,12 +184,12 @@ impl IocFs {
             return Err(Errno::ENOENT);
         };
         if let Some(ty) = text.and_then(IocType::from_file_name) {
-            if bucket == Bucket::Live {
+            let Some(tier) = bucket.tier() else {
                 let v = self.store.live(ty);
                 self.nodes.remember(v.id, Node::Live(v.clone()));
                 return Ok((self.live_attr(v.id, &v), VERSION_TTL));
-            }
-            let v = self.store.tier(bucket, ty);
+            };
+            let v = self.store.tier(tier, ty);
             self.nodes.remember(v.id, Node::Tier(v.clone()));
             return Ok((self.tier_attr(&v), VERSION_TTL));
         }

@@ -66,7 +66,7 @@ impl IocFs {
                     .map_err(|e| {
                         log::error!(
                             "read {}/{} at {offset}: {e}",
-                            r.version.bucket,
+                            r.version.tier,
                             r.version.ty.file_name()
                         );
                         errno(&e)
@@ -112,7 +112,7 @@ impl IocFs {
             // An open through a name the kernel still maps to an older version: ESTALE makes
             // it look the name up again, so every open after a change sees the change.
             Some(Node::Tier(v))
-                if self.store.tier(v.bucket, v.ty).id != v.id
+                if self.store.tier(v.tier, v.ty).id != v.id
                     && !self.retries.is_retry(req.pid(), ino) =>
             {
                 Err(Errno::ESTALE)
@@ -163,9 +163,9 @@ impl IocFs {
             out[1].0 = CONTROL_DIR;
         } else if let Some(bucket) = inode::dir_bucket(ino) {
             for ty in IocType::ALL {
-                let file_ino = match bucket {
-                    Bucket::Live => self.store.live(ty).id,
-                    _ => self.store.tier(bucket, ty).id,
+                let file_ino = match bucket.tier() {
+                    None => self.store.live(ty).id,
+                    Some(tier) => self.store.tier(tier, ty).id,
                 };
                 out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
             }

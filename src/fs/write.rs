@@ -11,6 +11,7 @@ use crate::config::OnInvalid;
 use crate::ingest::{self, Ingested};
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
+use crate::store::partition::ByType;
 
 impl IocFs {
     /// Open a live version. Only the current version opens: a stale one answers ESTALE so
@@ -328,7 +329,7 @@ impl IocFs {
 /// it (briefly), so `: > f; cat f` prints nothing.
 #[derive(Default)]
 pub struct Pending {
-    counts: Mutex<[usize; 9]>,
+    counts: Mutex<ByType<usize>>,
     settled: std::sync::Condvar,
 }
 
@@ -339,12 +340,12 @@ const PENDING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 impl Pending {
     fn add(&self, ty: IocType) {
         let mut c = crate::sync::lock(&self.counts);
-        c[usize::from(ty.code())] += 1;
+        c[ty] += 1;
     }
 
     fn done(&self, ty: IocType) {
         let mut c = crate::sync::lock(&self.counts);
-        let n = &mut c[usize::from(ty.code())];
+        let n = &mut c[ty];
         *n = n.saturating_sub(1);
         self.settled.notify_all();
     }
@@ -355,7 +356,7 @@ impl Pending {
             &self.settled,
             c,
             PENDING_WAIT,
-            |c| c[usize::from(ty.code())] > 0,
+            |c| c[ty] > 0,
         ));
     }
 }

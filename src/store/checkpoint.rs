@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::atomic;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
-use crate::store::model::{Bucket, Key, Loc, Meta};
+use crate::store::model::{Bucket, Key, Loc, Meta, Tier};
 use crate::store::state::State;
 
 const MAGIC: &[u8; 8] = b"IOCFSCK1";
@@ -35,40 +35,41 @@ pub struct Partition {
 pub struct Snapshot {
     pub upto: u64,
     pub seed: u64,
-    pub parts: HashMap<(Bucket, IocType), Partition>,
+    pub parts: HashMap<(Tier, IocType), Partition>,
     pub path: PathBuf,
 }
 
 /// Encode the clean tier partitions of `state` (file committed and unchanged since).
 pub fn encode(state: &State) -> (u64, Vec<u8>) {
-    let mut clean: HashMap<(Bucket, IocType), Vec<(Key, Meta)>> = HashMap::new();
-    for b in Bucket::TIERS {
+    let manifest = state.manifest();
+    let mut clean: HashMap<(Tier, IocType), Vec<(Key, Meta)>> = HashMap::new();
+    for tier in Tier::ALL {
         for ty in IocType::ALL {
-            let part = state.manifest.part(b, ty);
-            if part.generation != 0 && !state.is_dirty(b, ty) {
-                clean.insert((b, ty), Vec::new());
+            let part = manifest.part(tier.bucket(), ty);
+            if part.generation != 0 && !state.changes().is_dirty(tier.bucket(), ty) {
+                clean.insert((tier, ty), Vec::new());
             }
         }
     }
-    for (key, meta) in state.index.iter() {
+    for (key, meta) in state.index().iter() {
         if let Loc::Block { ty, block } = meta.loc() {
-            if let Some(&(b, _)) = state.dir.get(&block) {
-                if let Some(list) = clean.get_mut(&(b, ty)) {
+            if let Some((tier, _)) = state.block_tier(block) {
+                if let Some(list) = clean.get_mut(&(tier, ty)) {
                     list.push((*key, *meta));
                 }
             }
         }
     }
-    let upto = state.manifest.upto;
+    let upto = manifest.upto;
     let mut out = Vec::with_capacity(64 + clean.values().map(|v| v.len() * 24 + 18).sum::<usize>());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&upto.to_le_bytes());
-    out.extend_from_slice(&state.seed.to_le_bytes());
+    out.extend_from_slice(&state.seed().to_le_bytes());
     out.extend_from_slice(&(clean.len() as u32).to_le_bytes());
-    for ((b, ty), entries) in &clean {
-        out.push(b.code());
+    for ((tier, ty), entries) in &clean {
+        out.push(tier.bucket().code());
         out.push(ty.code());
-        out.extend_from_slice(&state.manifest.part(*b, *ty).generation.to_le_bytes());
+        out.extend_from_slice(&manifest.part(tier.bucket(), *ty).generation.to_le_bytes());
         out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
         for (key, meta) in entries {
             for w in key.words() {
@@ -157,7 +158,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot> {
     for _ in 0..n {
         let at = r.at;
         let part = (|| {
-            let bucket = Bucket::from_code(r.u8()?)?;
+            let tier = Bucket::from_code(r.u8()?)?.tier()?;
             let ty = IocType::from_code(r.u8()?)?;
             let generation = r.u64()?;
             let count = r.u64()? as usize;
@@ -168,7 +169,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot> {
                 entries.push((key, meta));
             }
             Some((
-                (bucket, ty),
+                (tier, ty),
                 Partition {
                     generation,
                     entries,

@@ -17,20 +17,117 @@
 //! finishes the job.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ioc::IocType;
+use crate::store::checkpoint;
 use crate::store::live::format::{self as live_format, LiveMeta};
 use crate::store::live::{LiveVersion, Times};
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, Tier};
 use crate::store::mutation::{Op, PartFile};
+use crate::store::state::State;
 use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
-use crate::store::{CommitInfo, Store};
+use crate::sync::lock;
+
+/// What a flush needs from the engine it flushes: the store, or a test's stand-in.
+pub trait Engine {
+    fn data_dir(&self) -> &Path;
+    fn state(&self) -> RwLockReadGuard<'_, State>;
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State>;
+    /// Journal a record (the commit record) and wait until it is durable and applied.
+    fn journal(&self, op: Op) -> Result<u64>;
+    /// Delete the WAL segments holding only records up to `upto`.
+    fn retire_wal(&self, upto: u64) -> Result<()>;
+    /// Stop acknowledging writes: the durable state is ahead of the files in a way only a
+    /// restart (recovery) can settle.
+    fn fail(&self, why: &str);
+    fn now(&self) -> u64;
+}
+
+/// What the last commit did, for stats.
+#[derive(Debug, Clone, Default)]
+pub struct CommitInfo {
+    pub at: u64,
+    pub upto: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub millis: u64,
+}
+
+/// What the last checkpoint did, for stats.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointInfo {
+    pub at: u64,
+    pub upto: u64,
+    pub bytes: u64,
+    pub millis: u64,
+}
+
+/// Runs commits and checkpoints one at a time each, and remembers the last of each.
+#[derive(Default)]
+pub struct Flusher {
+    commit_lock: Mutex<()>,
+    checkpoint_lock: Mutex<()>,
+    last_commit: Mutex<Option<CommitInfo>>,
+    last_checkpoint: Mutex<Option<CheckpointInfo>>,
+    commits: AtomicU64,
+}
+
+impl Flusher {
+    /// Group-commit the backing files that lag the state. None: nothing lagged.
+    pub fn commit(&self, engine: &dyn Engine) -> Result<Option<CommitInfo>> {
+        let _one_at_a_time = lock(&self.commit_lock);
+        let info = commit(engine)?;
+        if let Some(info) = &info {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.last_commit) = Some(info.clone());
+        }
+        Ok(info)
+    }
+
+    /// Commit, then snapshot the index of every committed tier partition so the next start
+    /// can skip rescanning those files.
+    pub fn checkpoint(&self, engine: &dyn Engine) -> Result<CheckpointInfo> {
+        let _one_at_a_time = lock(&self.checkpoint_lock);
+        self.commit(engine)?;
+        let started = Instant::now();
+        let (upto, bytes) = checkpoint::encode(&engine.state());
+        let path = checkpoint::write(&engine.data_dir().join("checkpoint"), upto, &bytes)?;
+        let info = CheckpointInfo {
+            at: engine.now(),
+            upto,
+            bytes: bytes.len() as u64,
+            millis: started.elapsed().as_millis() as u64,
+        };
+        log::info!(
+            "checkpoint {}: {} bytes in {} ms",
+            path.display(),
+            info.bytes,
+            info.millis
+        );
+        *lock(&self.last_checkpoint) = Some(info.clone());
+        Ok(info)
+    }
+
+    pub fn last_commit(&self) -> Option<CommitInfo> {
+        lock(&self.last_commit).clone()
+    }
+
+    pub fn last_checkpoint(&self) -> Option<CheckpointInfo> {
+        lock(&self.last_checkpoint).clone()
+    }
+
+    /// Commits done since the store opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
 
 enum Snap {
     Live {
@@ -43,7 +140,7 @@ enum Snap {
     },
     Tier {
         count: u64,
-        bucket: Bucket,
+        tier: Tier,
         ty: IocType,
         version: Arc<TierVersion>,
     },
@@ -68,36 +165,36 @@ struct Written {
     count: u64,
 }
 
-pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
+fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     let started = Instant::now();
     let (upto, mut manifest, snaps) = {
         let st = store.state();
-        let dirty = st.dirty();
+        let dirty = st.changes().dirty();
         if dirty.is_empty() {
             return Ok(None);
         }
         let snaps: Vec<Snap> = dirty
             .into_iter()
-            .map(|(bucket, ty)| match bucket {
-                Bucket::Live => {
+            .map(|(bucket, ty)| match bucket.tier() {
+                None => {
                     let set = st.live(ty);
                     Snap::Live {
-                        count: st.change_count(bucket, ty),
+                        count: st.changes().count(bucket, ty),
                         ty,
                         version: set.version.clone(),
                         len: set.version.len(),
                         times: set.times_in_order(),
                     }
                 }
-                _ => Snap::Tier {
-                    count: st.change_count(bucket, ty),
-                    bucket,
+                Some(tier) => Snap::Tier {
+                    count: st.changes().count(bucket, ty),
+                    tier,
                     ty,
-                    version: st.tier(bucket, ty).clone(),
+                    version: st.tier(tier, ty).clone(),
                 },
             })
             .collect();
-        (st.applied_seq, st.manifest.clone(), snaps)
+        (st.applied_seq(), st.manifest().clone(), snaps)
     };
     let tag = format!("c{upto}");
     let mut written = Vec::new();
@@ -112,10 +209,10 @@ pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
             } => write_live(store, &tag, upto, ty, &version, len, &times).map(|w| (w, count)),
             Snap::Tier {
                 count,
-                bucket,
+                tier,
                 ty,
                 version,
-            } => write_tier(store, &tag, upto, bucket, ty, &version).map(|w| (w, count)),
+            } => write_tier(store, &tag, upto, tier, ty, &version).map(|w| (w, count)),
         };
         match result {
             Ok((mut w, count)) => {
@@ -132,7 +229,7 @@ pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
     for w in &written {
         manifest.set_part(w.bucket, w.ty, w.part);
     }
-    if let Err(e) = store.submit(Op::Commit {
+    if let Err(e) = store.journal(Op::Commit {
         manifest: Box::new(manifest),
     }) {
         remove_temps(&written);
@@ -161,7 +258,7 @@ pub fn commit(store: &Store) -> Result<Option<CommitInfo>> {
     rebase(store, &written);
     store.retire_wal(upto)?;
     let info = CommitInfo {
-        at: store.clock.now(),
+        at: store.now(),
         upto,
         files: written.iter().map(|w| w.renames.len()).sum(),
         bytes: written.iter().map(|w| w.bytes).sum(),
@@ -192,7 +289,7 @@ fn new_generation() -> u64 {
 }
 
 fn write_live(
-    store: &Store,
+    store: &dyn Engine,
     tag: &str,
     upto: u64,
     ty: IocType,
@@ -200,7 +297,7 @@ fn write_live(
     len: u64,
     times: &[Times],
 ) -> Result<Written> {
-    let dir = store.data_dir.join(Bucket::Live.name());
+    let dir = store.data_dir().join(Bucket::Live.name());
     let name = Bucket::Live.backing_name(ty);
     let text_tmp = atomic::temp_path(&dir, &name, tag);
     let mut crc = 0u32;
@@ -251,14 +348,15 @@ fn write_live(
 }
 
 fn write_tier(
-    store: &Store,
+    store: &dyn Engine,
     tag: &str,
     upto: u64,
-    bucket: Bucket,
+    tier: Tier,
     ty: IocType,
     version: &Arc<TierVersion>,
 ) -> Result<Written> {
-    let dir = store.data_dir.join(bucket.name());
+    let bucket = tier.bucket();
+    let dir = store.data_dir().join(bucket.name());
     let name = bucket.backing_name(ty);
     let tmp = atomic::temp_path(&dir, &name, tag);
     let level = 6;
@@ -345,14 +443,14 @@ fn member_bytes(
 }
 
 /// Point current tier versions at the files just committed: same content, same inode.
-fn rebase(store: &Store, written: &[Written]) {
+fn rebase(store: &dyn Engine, written: &[Written]) {
     let mut st = store.state_mut();
     for w in written {
-        st.committed_to(w.bucket, w.ty, w.count);
-        let Some((file, placed)) = &w.tier else {
+        st.changes_mut().committed_to(w.bucket, w.ty, w.count);
+        let (Some((file, placed)), Some(tier)) = (&w.tier, w.bucket.tier()) else {
             continue;
         };
-        let current = st.tier(w.bucket, w.ty).clone();
+        let current = st.tier(tier, w.ty).clone();
         let mut moved = false;
         let blocks: Vec<Block> = current
             .blocks()
@@ -374,20 +472,7 @@ fn rebase(store: &Store, written: &[Written]) {
             })
             .collect();
         if moved {
-            st.replace_tier_blocks(w.bucket, w.ty, current.id, blocks, current.mtime);
+            st.rebase_tier(tier, w.ty, blocks);
         }
-    }
-}
-
-impl Store {
-    fn retire_wal(&self, upto: u64) -> Result<()> {
-        self.pipeline.retire_upto(upto).map(|_| ())
-    }
-
-    /// Stop acknowledging writes: the durable state is ahead of the files in a way only a
-    /// restart (recovery) can settle.
-    pub(crate) fn fail(&self, why: &str) {
-        log::error!("{why}; no further writes are acknowledged until restart");
-        self.pipeline.set_fatal(why);
     }
 }

@@ -1,18 +1,24 @@
 //! The storage engine. It knows nothing of FUSE: it takes mutations, makes them durable in
-//! the WAL (group commit), applies them to the in-memory state, commits backing files
+//! the WAL (group commit), applies them to the in-memory state, flushes backing files
 //! atomically, ages indicators and answers reads. `crate::fs` is a thin translation on top.
 //!
-//! Durable state = the backing files of the last group commit (listed by the newest commit
-//! record in the WAL) + the WAL records after it. See `docs/internals.md`.
+//! Durable state = the backing files of the last flush (listed by the newest commit record
+//! in the WAL) + the WAL records after it. See docs/internals.md.
+//!
+//! [`Store`] is a facade: opening a data dir is `open`, the problems it reports are
+//! `health`, commits and checkpoints are `flush`, the state and its invariant are `state`,
+//! and what a mutation does to it is `apply`.
 
-pub mod aging;
 pub mod apply;
 pub mod checkpoint;
 pub mod flush;
+pub mod health;
 pub mod index;
 pub mod live;
 pub mod model;
 pub mod mutation;
+mod open;
+pub mod partition;
 pub mod recovery;
 pub mod state;
 pub mod stats;
@@ -21,19 +27,24 @@ pub mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crate::cache::BlockCache;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::ioc::{IocType, Limits};
+use crate::sync;
+pub use flush::{CheckpointInfo, CommitInfo};
+use flush::{Engine, Flusher};
+use health::{Health, Kind, Problem};
 use live::{LiveVersion, Times};
-use model::{Bucket, Policy};
+use model::{Bucket, Policy, Tier};
 use mutation::{Mutation, Op};
-use state::{Applied, State};
+use partition::ByType;
+use state::State;
 use tier::TierVersion;
 use wal::group_commit::Pipeline;
 
@@ -56,26 +67,8 @@ pub struct Change {
 /// Counters that are not part of the durable state.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub rejected: [AtomicU64; 9],
-    pub commits: AtomicU64,
+    pub rejected: ByType<AtomicU64>,
     pub appended_lines: AtomicU64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct CheckpointInfo {
-    pub at: u64,
-    pub upto: u64,
-    pub bytes: u64,
-    pub millis: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct CommitInfo {
-    pub at: u64,
-    pub upto: u64,
-    pub files: usize,
-    pub bytes: u64,
-    pub millis: u64,
 }
 
 pub struct Store {
@@ -88,13 +81,8 @@ pub struct Store {
     prefetcher: tier::prefetch::Prefetcher,
     pub counters: Counters,
     change_hooks: RwLock<Vec<ChangeHook>>,
-    commit_lock: Mutex<()>,
-    checkpoint_lock: Mutex<()>,
-    last_commit: Mutex<Option<CommitInfo>>,
-    last_checkpoint: Mutex<Option<CheckpointInfo>>,
-    problems: Mutex<Vec<String>>,
-    /// A write failed with ENOSPC and none has succeeded since (see `submit`).
-    disk_full: AtomicBool,
+    flusher: Flusher,
+    health: Health,
     started: Instant,
     pub recovery: recovery::Report,
     /// Held (flock) for the life of the store.
@@ -102,84 +90,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Lock the data directory, recover the state (last commit + WAL replay) and get ready
-    /// to take writes.
-    pub fn open(config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
-        Store::open_with(config, clock, recovery::Mode::Mount)
-    }
-
-    /// Open in a given recovery mode (`Salvage` for `iocfs check --repair`).
-    pub fn open_with(
-        config: Arc<Config>,
-        clock: Arc<dyn Clock>,
-        mode: recovery::Mode,
-    ) -> Result<Arc<Store>> {
-        let data_dir = config.data_dir.clone();
-        for sub in SUBDIRS {
-            let dir = data_dir.join(sub);
-            std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        }
-        let lock = lock_data_dir(&data_dir)?;
-        let cache = Arc::new(BlockCache::new(config.cache.size));
-        let recovered = recovery::recover(&data_dir, &config, &cache, mode, &|_| {}).map_err(|e| match e {
-            Error::Corruption { path, offset, what } => Error::Corruption {
-                path,
-                offset,
-                what: format!(
-                    "{what}\nthe data directory needs repair: stop here and run `iocfs check --repair {}` \
-                     (it keeps a copy of anything it removes in lost+found/)",
-                    data_dir.display()
-                ),
-            },
-            other => other,
-        })?;
-        let wal = recovered
-            .wal
-            .ok_or_else(|| Error::Invalid("internal: recovery returned no WAL".into()))?;
-        let pipeline = Pipeline::new(
-            wal,
-            config.durability.mode,
-            config.durability.batch_window,
-            clock.clone(),
-        );
-        // A cold sequential read of a tier file inflates as fast as there are cores for it.
-        let inflaters = crate::cores().max(2);
-        let prefetcher = tier::prefetch::Prefetcher::start(inflaters, cache.clone());
-        let store = Arc::new(Store {
-            data_dir,
-            config: RwLock::new(config),
-            clock,
-            state: RwLock::new(recovered.state),
-            pipeline,
-            cache,
-            prefetcher,
-            counters: Counters::default(),
-            change_hooks: RwLock::new(Vec::new()),
-            commit_lock: Mutex::new(()),
-            checkpoint_lock: Mutex::new(()),
-            last_commit: Mutex::new(None),
-            last_checkpoint: Mutex::new(None),
-            problems: Mutex::new(Vec::new()),
-            disk_full: AtomicBool::new(false),
-            started: Instant::now(),
-            recovery: recovered.report,
-            _lock: lock,
-        });
-        if mode == recovery::Mode::Mount && !store.recovery.findings.is_empty() {
-            store.set_problem(
-                "tier",
-                &format!(
-                    "{} damaged tier blocks (reads of them fail with EIO); run `iocfs check --repair`",
-                    store.recovery.findings.len()
-                ),
-            );
-        }
-        store.adopt(recovered.foreign)?;
-        Ok(store)
-    }
-
     pub fn config(&self) -> Arc<Config> {
-        crate::sync::read(&self.config).clone()
+        sync::read(&self.config).clone()
     }
 
     /// Take a new config (SIGHUP). Settings that need a restart are left as they were by
@@ -188,7 +100,7 @@ impl Store {
         self.cache.set_capacity(config.cache.size);
         self.pipeline
             .set_batch_window(config.durability.batch_window);
-        *crate::sync::write(&self.config) = config;
+        *sync::write(&self.config) = config;
     }
 
     pub fn limits(&self) -> Limits {
@@ -210,31 +122,33 @@ impl Store {
     }
 
     pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
-        crate::sync::read(&self.state)
+        sync::read(&self.state)
     }
 
     fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
-        crate::sync::write(&self.state)
+        sync::write(&self.state)
     }
 
     /// Call `hook` with every new version, before the mutation that made it is
     /// acknowledged (so it must not block on the caller).
     pub fn on_change(&self, hook: ChangeHook) {
-        crate::sync::write(&self.change_hooks).push(hook);
+        sync::write(&self.change_hooks).push(hook);
     }
 
     /// Sequence, make durable and apply one mutation.
     pub fn submit(&self, op: Op) -> Result<u64> {
         let result = self.pipeline.submit(op, &|batch| self.apply_batch(batch));
-        // A full disk (or quota) fails writes with ENOSPC (not sticky): health says so until one of
-        // them goes through again.
+        // A full disk (or quota) fails writes with ENOSPC (not sticky): health says so until
+        // one of them goes through again.
         match &result {
             Err(e) if matches!(e.errno(), libc::ENOSPC | libc::EDQUOT) => {
-                self.disk_full.store(true, Ordering::Relaxed);
-                self.set_problem("disk", &format!("writes fail: {e}"));
+                self.health.disk_full(format!("writes fail: {e}"))
             }
-            Ok(_) if self.disk_full.swap(false, Ordering::Relaxed) => self.clear_problem("disk"),
-            _ => {}
+            Ok(_) => self.health.write_succeeded(),
+            Err(Error::Panicked { thread, message }) => {
+                self.fail(crate::crash::panic_problem(thread, message))
+            }
+            Err(_) => {}
         }
         result
     }
@@ -245,14 +159,14 @@ impl Store {
             let mut st = self.state_mut();
             let before = st.version_ids();
             for (seq, m) in batch {
-                let applied: Applied = st.apply(*seq, m, &self.cache)?;
+                let applied = apply::apply(&mut st, *seq, m, &self.cache)?;
                 self.counters
                     .appended_lines
                     .fetch_add(applied.added, Ordering::Relaxed);
                 changes.extend(applied.new_versions.into_iter().map(|(bucket, ty)| Change {
                     bucket,
                     ty,
-                    superseded: before[bucket as usize][usize::from(ty.code())],
+                    superseded: before[bucket][ty],
                 }));
             }
         }
@@ -268,7 +182,7 @@ impl Store {
         if changes.is_empty() {
             return;
         }
-        let hooks = crate::sync::read(&self.change_hooks);
+        let hooks = sync::read(&self.change_hooks);
         for hook in hooks.iter() {
             changes.iter().for_each(hook);
         }
@@ -317,23 +231,15 @@ impl Store {
     /// the current one: the kernel refuses any other kind of open of an inode that is open
     /// for passthrough, so a writer must open a fresh one. True if it rotated.
     pub fn rotate_live_if_held(&self, ty: IocType) -> Result<bool> {
-        let (rotated, superseded) = {
-            let mut st = self.state_mut();
-            let superseded = st.live(ty).version.id;
-            let id = st.new_id();
-            (
-                st.live_mut(ty).rotate_if_held(id, self.clock.now())?,
-                superseded,
-            )
-        };
-        if rotated {
+        let superseded = self.state_mut().rotate_live_if_held(ty, self.clock.now())?;
+        if let Some(superseded) = superseded {
             self.notify(&[Change {
                 bucket: Bucket::Live,
                 ty,
                 superseded,
             }]);
         }
-        Ok(rotated)
+        Ok(superseded.is_some())
     }
 
     /// Count a FUSE-passthrough reader on `v` if it is still the current version (under
@@ -348,8 +254,8 @@ impl Store {
         current
     }
 
-    pub fn tier(&self, bucket: Bucket, ty: IocType) -> Arc<TierVersion> {
-        self.state().tier(bucket, ty).clone()
+    pub fn tier(&self, tier: Tier, ty: IocType) -> Arc<TierVersion> {
+        self.state().tier(tier, ty).clone()
     }
 
     /// Read from a tier version; `sequential` readers get the next blocks inflated ahead.
@@ -366,10 +272,11 @@ impl Store {
                 // Damage found at read time (checkpointed blocks are inflated lazily) is a
                 // problem of the data dir, not of one read: health reports it until restart.
                 if matches!(e, Error::Corruption { .. }) {
-                    self.set_problem(
-                        &format!("tier {}/{}.txt", v.bucket, v.ty),
-                        &format!("{e}; stop iocfs and run `iocfs check --repair`"),
-                    );
+                    self.health.set(Problem::about(
+                        Kind::Tier,
+                        format!("{}/{}", v.tier, v.ty.file_name()),
+                        format!("{e}; stop iocfs and run `iocfs check --repair`"),
+                    ));
                 }
                 return Err(e);
             }
@@ -386,21 +293,17 @@ impl Store {
     }
 
     pub fn count_rejected(&self, ty: IocType, n: u64) {
-        self.counters.rejected[usize::from(ty.code())].fetch_add(n, Ordering::Relaxed);
+        self.counters.rejected[ty].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Group-commit the backing files that lag the state (see `flush`).
     pub fn commit(&self) -> Result<Option<CommitInfo>> {
-        let _one_at_a_time = crate::sync::lock(&self.commit_lock);
-        let result = flush::commit(self);
+        let result = self.flusher.commit(self);
         match &result {
-            Ok(Some(info)) => {
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                *crate::sync::lock(&self.last_commit) = Some(info.clone());
-                self.clear_problem("commit");
-            }
-            Ok(None) => {}
-            Err(e) => self.set_problem("commit", &format!("commit failed: {e}")),
+            Ok(_) => self.health.clear(Kind::Commit),
+            Err(e) => self
+                .health
+                .set(Problem::new(Kind::Commit, format!("commit failed: {e}"))),
         }
         result
     }
@@ -408,47 +311,32 @@ impl Store {
     /// Commit, then snapshot the index of every committed tier partition so the next start
     /// can skip rescanning those files.
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
-        let _one_at_a_time = crate::sync::lock(&self.checkpoint_lock);
-        self.commit()?;
-        let started = Instant::now();
-        let (upto, bytes) = checkpoint::encode(&self.state());
-        let result = checkpoint::write(&self.data_dir.join("checkpoint"), upto, &bytes);
-        match result {
-            Ok(path) => {
-                let info = CheckpointInfo {
-                    at: self.clock.now(),
-                    upto,
-                    bytes: bytes.len() as u64,
-                    millis: started.elapsed().as_millis() as u64,
-                };
-                log::info!(
-                    "checkpoint {}: {} bytes in {} ms",
-                    path.display(),
-                    info.bytes,
-                    info.millis
-                );
-                *crate::sync::lock(&self.last_checkpoint) = Some(info.clone());
-                self.clear_problem("checkpoint");
-                Ok(info)
-            }
-            Err(e) => {
-                self.set_problem("checkpoint", &format!("checkpoint failed: {e}"));
-                Err(e)
-            }
+        let result = self.flusher.checkpoint(self);
+        match &result {
+            Ok(_) => self.health.clear(Kind::Checkpoint),
+            Err(e) => self.health.set(Problem::new(
+                Kind::Checkpoint,
+                format!("checkpoint failed: {e}"),
+            )),
         }
+        result
     }
 
     pub fn last_checkpoint(&self) -> Option<CheckpointInfo> {
-        crate::sync::lock(&self.last_checkpoint).clone()
+        self.flusher.last_checkpoint()
     }
 
     pub fn last_commit(&self) -> Option<CommitInfo> {
-        crate::sync::lock(&self.last_commit).clone()
+        self.flusher.last_commit()
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.flusher.commits()
     }
 
     /// Have the next commit rewrite every backing file (repair).
     pub fn mark_all_dirty(&self) {
-        self.state_mut().mark_all();
+        self.state_mut().changes_mut().mark_all();
     }
 
     /// Refuse user writes from now on (EROFS); commits still run.
@@ -460,7 +348,7 @@ impl Store {
     /// dropped (they hold the FUSE session's notifier).
     pub fn shutdown(&self) -> Result<()> {
         self.close_writes();
-        crate::sync::write(&self.change_hooks).clear();
+        sync::write(&self.change_hooks).clear();
         self.commit()?;
         if let Err(e) = self.pipeline.trim_wal() {
             log::debug!("trim the WAL's zero-filled end: {e}");
@@ -468,25 +356,50 @@ impl Store {
         Ok(())
     }
 
+    /// Stop acknowledging writes because of `problem` (a panic, a commit that could not
+    /// finish): health says why, and only a restart (recovery) settles the state.
+    pub fn fail(&self, problem: Problem) {
+        log::error!(
+            "{}; no further writes are acknowledged until restart",
+            problem.line()
+        );
+        self.pipeline.set_fatal(&problem.line());
+        self.health.set(problem);
+    }
+
+    /// True once writes are refused until a restart (the WAL failed, the store did, or a
+    /// thread of the daemon panicked).
+    pub fn is_failed(&self) -> bool {
+        self.pipeline.fatal().is_some() || crate::crash::has_panicked()
+    }
+
     /// One line per problem; empty when healthy.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(why) = self.pipeline.fatal() {
-            out.push(format!("wal: {why}; restart iocfs to recover"));
+        let mut problems = self.health.problems();
+        for p in crate::crash::problems() {
+            if !problems
+                .iter()
+                .any(|q| q.kind == p.kind && q.subject == p.subject)
+            {
+                problems.push(p);
+            }
         }
-        out.extend(crate::sync::lock(&self.problems).iter().cloned());
+        // A WAL failure is the pipeline's own; a failure the store declared is in health.
+        if let Some(why) = self.pipeline.fatal() {
+            if !problems
+                .iter()
+                .any(|p| matches!(p.kind, Kind::Panic | Kind::Failed))
+            {
+                out.push(format!("wal: {why}; restart iocfs to recover"));
+            }
+        }
+        out.extend(problems.iter().map(Problem::line));
         out
     }
 
-    fn set_problem(&self, tag: &str, message: &str) {
-        let mut p = crate::sync::lock(&self.problems);
-        p.retain(|m| !m.starts_with(&format!("{tag}:")));
-        p.push(format!("{tag}: {message}"));
-    }
-
-    fn clear_problem(&self, tag: &str) {
-        let mut p = crate::sync::lock(&self.problems);
-        p.retain(|m| !m.starts_with(&format!("{tag}:")));
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn uptime_secs(&self) -> u64 {
@@ -500,64 +413,34 @@ impl Store {
     pub fn next_seq(&self) -> u64 {
         self.pipeline.next_seq()
     }
+}
 
-    /// Journal files found in the data dir that no commit wrote (plain gzip tier files, text
-    /// dropped into live/) as imports, so the next commit rewrites them in iocfs's format.
-    fn adopt(&self, foreign: Vec<recovery::Foreign>) -> Result<()> {
-        for f in foreign {
-            log::info!("adopting {} into {}/{}", f.path.display(), f.bucket, f.ty);
-            for chunk in f.chunks {
-                self.submit(Op::Import {
-                    bucket: f.bucket,
-                    ty: f.ty,
-                    values: chunk.values,
-                    times: chunk.times,
-                })?;
-            }
-            // Even if nothing was new, the file must be rewritten in iocfs's format.
-            let mut st = self.state_mut();
-            let seq = st.applied_seq;
-            st.mark(f.bucket, f.ty, seq);
-        }
-        Ok(())
+impl Engine for Store {
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        Store::state(self)
+    }
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        Store::state_mut(self)
+    }
+    fn journal(&self, op: Op) -> Result<u64> {
+        self.submit(op)
+    }
+    fn retire_wal(&self, upto: u64) -> Result<()> {
+        self.pipeline.retire_upto(upto).map(|_| ())
+    }
+    fn fail(&self, why: &str) {
+        Store::fail(
+            self,
+            Problem::new(Kind::Failed, format!("{why}; restart iocfs to recover")),
+        );
+    }
+    fn now(&self) -> u64 {
+        self.clock.now()
     }
 }
 
-/// Take `DATA/LOCK` with flock so a second daemon on the same data refuses to start.
-fn lock_data_dir(data_dir: &Path) -> Result<nix::fcntl::Flock<File>> {
-    use std::io::Write;
-    let path = data_dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .ctx(|| format!("open {}", path.display()))?;
-    let mut locked =
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(Error::Locked(format!(
-                    "data directory {} is in use by another iocfs{}; stop it first",
-                    data_dir.display(),
-                    holder
-                        .trim()
-                        .parse::<u32>()
-                        .map(|p| format!(" (pid {p})"))
-                        .unwrap_or_default()
-                )));
-            }
-            Err((_, errno)) => {
-                return Err(Error::io(format!("flock {}", path.display()), errno.into()))
-            }
-        };
-    locked
-        .set_len(0)
-        .and_then(|()| writeln!(*locked, "{}", std::process::id()))
-        .ctx(|| format!("write {}", path.display()))?;
-    Ok(locked)
-}
 #[cfg(test)]
 mod tests;

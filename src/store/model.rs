@@ -1,6 +1,9 @@
 //! The small value types the engine is built from: buckets, index keys and their metadata.
 
+use std::collections::BTreeMap;
 use std::hash::Hasher;
+
+use serde::Serialize;
 
 use crate::ioc::IocType;
 
@@ -15,7 +18,6 @@ pub enum Bucket {
 
 impl Bucket {
     pub const ALL: [Bucket; 4] = [Bucket::Live, Bucket::Chaud, Bucket::Tiede, Bucket::Froid];
-    pub const TIERS: [Bucket; 3] = [Bucket::Chaud, Bucket::Tiede, Bucket::Froid];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,9 +40,14 @@ impl Bucket {
         Bucket::ALL.get(usize::from(code)).copied()
     }
 
-    /// Index into per-tier arrays (chaud 0, tiede 1, froid 2); None for live.
-    pub fn tier_index(self) -> Option<usize> {
-        (self as usize).checked_sub(1)
+    /// The tier this bucket is, if it is one (every bucket but live).
+    pub fn tier(self) -> Option<Tier> {
+        match self {
+            Bucket::Live => None,
+            Bucket::Chaud => Some(Tier::Chaud),
+            Bucket::Tiede => Some(Tier::Tiede),
+            Bucket::Froid => Some(Tier::Froid),
+        }
     }
 
     /// Name of the backing file of `ty` in this bucket, relative to the data dir.
@@ -49,6 +56,43 @@ impl Bucket {
             Bucket::Live => ty.file_name().to_string(),
             _ => format!("{}.gz", ty.file_name()),
         }
+    }
+}
+
+/// The gzip-backed, read-only buckets. Kept apart from [`Bucket`] so code that only makes
+/// sense for a tier (blocks, the block directory) cannot be handed `live`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    Chaud,
+    Tiede,
+    Froid,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Chaud, Tier::Tiede, Tier::Froid];
+
+    pub fn bucket(self) -> Bucket {
+        match self {
+            Tier::Chaud => Bucket::Chaud,
+            Tier::Tiede => Bucket::Tiede,
+            Tier::Froid => Bucket::Froid,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.bucket().name()
+    }
+}
+
+impl From<Tier> for Bucket {
+    fn from(t: Tier) -> Bucket {
+        t.bucket()
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -88,6 +132,31 @@ impl Policy {
     /// Where aging moves an indicator currently in `from`: aging only moves to older buckets.
     pub fn aged_target(&self, now: u64, from: Bucket, last_seen: u32) -> Option<Bucket> {
         self.bucket_for(now, last_seen).map(|b| b.max(from))
+    }
+}
+
+/// What one aging step moved, for logs and stats.json.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct AgingReport {
+    /// "live->chaud" → count, etc.; "froid->gone" for dropped ones.
+    pub moved: BTreeMap<String, u64>,
+    /// Blocks moved between tiers without being rewritten.
+    pub whole_blocks: u64,
+}
+
+impl AgingReport {
+    pub fn count(&mut self, from: Bucket, to: Option<Bucket>, n: u64) {
+        if n > 0 {
+            let to = to.map_or("gone", Bucket::name);
+            *self
+                .moved
+                .entry(format!("{}->{to}", from.name()))
+                .or_default() += n;
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.moved.values().sum()
     }
 }
 

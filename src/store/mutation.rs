@@ -15,6 +15,7 @@
 
 use crate::ioc::IocType;
 use crate::store::model::{Bucket, Policy};
+use crate::store::partition::{ByBucket, ByType};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mutation {
@@ -48,8 +49,7 @@ pub enum Op {
 pub struct Manifest {
     /// Every record up to this sequence is reflected in the backing files.
     pub upto: u64,
-    /// Indexed by bucket code then type code.
-    pub parts: [[PartFile; 9]; 4],
+    pub parts: ByBucket<ByType<PartFile>>,
 }
 
 /// Identity of one committed backing file. `generation == 0`: no file (empty partition).
@@ -61,17 +61,17 @@ pub struct PartFile {
 
 impl Manifest {
     pub fn part(&self, bucket: Bucket, ty: IocType) -> PartFile {
-        self.parts[usize::from(bucket.code())][usize::from(ty.code())]
+        self.parts[bucket][ty]
     }
 
     pub fn set_part(&mut self, bucket: Bucket, ty: IocType, part: PartFile) {
-        self.parts[usize::from(bucket.code())][usize::from(ty.code())] = part;
+        self.parts[bucket][ty] = part;
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.upto);
-        for row in &self.parts {
-            for p in row {
+        for row in self.parts.values() {
+            for p in row.values() {
                 put_u64(out, p.applied_seq);
                 put_u64(out, p.generation);
             }
@@ -83,8 +83,8 @@ impl Manifest {
             upto: r.u64()?,
             ..Default::default()
         };
-        for row in m.parts.iter_mut() {
-            for p in row.iter_mut() {
+        for row in m.parts.values_mut() {
+            for p in row.values_mut() {
                 *p = PartFile {
                     applied_seq: r.u64()?,
                     generation: r.u64()?,

@@ -20,13 +20,13 @@ pub fn stats(store: &Store) -> Value {
             let mut per_type = Map::new();
             let (mut lines_sum, mut bytes_sum, mut stored_sum) = (0u64, 0u64, 0u64);
             for ty in IocType::ALL {
-                let (lines, bytes, stored) = match b {
-                    Bucket::Live => {
+                let (lines, bytes, stored) = match b.tier() {
+                    None => {
                         let v = &st.live(ty).version;
                         (v.lines(), v.len(), v.len())
                     }
-                    _ => {
-                        let v = st.tier(b, ty);
+                    Some(tier) => {
+                        let v = st.tier(tier, ty);
                         let stored: u64 = v
                             .blocks()
                             .iter()
@@ -53,10 +53,10 @@ pub fn stats(store: &Store) -> Value {
             total_indicators += lines_sum;
             buckets.insert(b.name().into(), Value::Object(per_type));
         }
-        let aging = st.last_aging.as_ref().map(
+        let aging = st.last_aging().map(
             |(at, r)| json!({"at": rfc3339(*at), "moved": r.moved, "whole_blocks": r.whole_blocks}),
         );
-        (aging, st.applied_seq, st.dirty().len())
+        (aging, st.applied_seq(), st.changes().dirty().len())
     };
     let cache = store.cache.stats();
     let lookups = cache.hits + cache.misses;
@@ -64,7 +64,7 @@ pub fn stats(store: &Store) -> Value {
     let mut rejected = Map::new();
     let mut rejected_total = 0;
     for ty in IocType::ALL {
-        let n = store.counters.rejected[usize::from(ty.code())].load(Ordering::Relaxed);
+        let n = store.counters.rejected[ty].load(Ordering::Relaxed);
         rejected_total += n;
         rejected.insert(ty.name().into(), n.into());
     }
@@ -99,7 +99,7 @@ pub fn stats(store: &Store) -> Value {
         },
         "commit": {
             "last": commit,
-            "count": store.counters.commits.load(Ordering::Relaxed),
+            "count": store.commits(),
             "lagging_files": dirty,
         },
         "checkpoint": {"last": checkpoint},

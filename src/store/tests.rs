@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::ioc::IocType;
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, Tier};
 use crate::store::Store;
 
 const T0: u64 = 1_700_000_000;
@@ -41,10 +41,10 @@ impl Fixture {
 }
 
 fn served(store: &Store, bucket: Bucket, ty: IocType) -> String {
-    let bytes = match bucket {
-        Bucket::Live => store.live(ty).read_all().unwrap(),
-        _ => {
-            let v = store.tier(bucket, ty);
+    let bytes = match bucket.tier() {
+        None => store.live(ty).read_all().unwrap(),
+        Some(tier) => {
+            let v = store.tier(tier, ty);
             let bytes = v.read(0, v.size() as usize + 10, &store.cache).unwrap();
             assert_eq!(
                 bytes.len() as u64,
@@ -59,7 +59,7 @@ fn served(store: &Store, bucket: Bucket, ty: IocType) -> String {
 
 /// Every (type, value) with the bucket it is served from; panics if one is served twice.
 fn everything(store: &Store) -> HashMap<(IocType, String), Bucket> {
-    let problems = store.state().verify(&store.cache);
+    let problems = crate::cli::check::verify(&store.state(), &store.cache);
     assert!(problems.is_empty(), "{problems:#?}");
     let mut all = HashMap::new();
     for b in Bucket::ALL {
@@ -270,7 +270,7 @@ fn committed_tier_file_zcats_to_the_served_content() {
     let served_tiede = served(&store, Bucket::Tiede, IocType::Domain);
     assert_eq!(served_tiede.lines().count(), 3000);
     assert!(
-        store.tier(Bucket::Tiede, IocType::Domain).blocks().len() > 5,
+        store.tier(Tier::Tiede, IocType::Domain).blocks().len() > 5,
         "small blocks in this test"
     );
     let file = std::fs::File::open(fx.dir.path().join("tiede/domain.txt.gz")).unwrap();

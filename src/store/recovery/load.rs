@@ -1,6 +1,5 @@
 //! Loading the committed backing files listed by the newest commit record into the state.
 
-use crate::store::index::Entry;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,15 +12,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::ioc::{self, IocType, Limits};
 use crate::store::checkpoint::Snapshot;
 use crate::store::live::format as live_format;
-use crate::store::model::{Bucket, KeyMap, Loc, Meta};
+use crate::store::model::{Bucket, KeyMap, Loc, Tier};
 use crate::store::mutation::{Manifest, PartFile};
 use crate::store::state::State;
-use crate::store::tier::{self, format, Block, BlockData, TierFile, TierVersion};
+use crate::store::tier::{self, format, Block, BlockData, TierFile};
 
 pub struct Loaded {
     pub foreign: Vec<Foreign>,
     /// Copies of indicators already loaded from a younger bucket, to drop.
-    pub duplicates: Vec<(Bucket, IocType, KeyMap<u32>)>,
+    pub duplicates: Vec<(Tier, IocType, KeyMap<u32>)>,
     pub from_snapshot: usize,
     pub findings: Vec<String>,
 }
@@ -67,9 +66,9 @@ pub fn load_all(
     for bucket in Bucket::ALL {
         for ty in IocType::ALL {
             let part = manifest.part(bucket, ty);
-            let loaded = match bucket {
-                Bucket::Live => loader.live(ty, part),
-                _ => loader.tier(bucket, ty, part, cache),
+            let loaded = match bucket.tier() {
+                None => loader.live(ty, part),
+                Some(tier) => loader.tier(tier, ty, part, cache),
             };
             if let Err(e) = loaded {
                 loader.damaged(bucket, ty, e)?;
@@ -166,33 +165,18 @@ impl Loader<'_> {
                 "content does not match its checksum in the .meta sidecar",
             ));
         }
-        let id = self.state.new_id();
-        let slots = self.state.live_mut(ty).replace(id, &text, &times, 0)?;
-        for (line, slot) in tier::lines(&text).zip(slots) {
-            let key = self.state.key(ty, line);
-            if self
-                .state
-                .index
-                .insert(key, Meta::new(0, 0, Loc::Live { ty, slot }))
-                .is_some()
-            {
-                self.out.findings.push(format!(
-                    "live/{}: duplicate line \"{}\"",
-                    ty.file_name(),
-                    ioc::escape_excerpt(line, 80)
-                ));
-            }
+        for line in self.state.load_live(ty, &text, &times)? {
+            self.out.findings.push(format!(
+                "live/{}: duplicate line \"{}\"",
+                ty.file_name(),
+                ioc::escape_excerpt(&line, 80)
+            ));
         }
         Ok(())
     }
 
-    fn tier(
-        &mut self,
-        bucket: Bucket,
-        ty: IocType,
-        part: PartFile,
-        cache: &BlockCache,
-    ) -> Result<()> {
+    fn tier(&mut self, tier: Tier, ty: IocType, part: PartFile, cache: &BlockCache) -> Result<()> {
+        let bucket = tier.bucket();
         let name = bucket.backing_name(ty);
         if part.generation == 0 {
             return self.maybe_foreign(bucket, ty, &self.data_dir.join(bucket.name()).join(&name));
@@ -217,21 +201,16 @@ impl Loader<'_> {
         let snapshot = self
             .snapshot
             .as_mut()
-            .and_then(|s| s.parts.remove(&(bucket, ty)))
+            .and_then(|s| s.parts.remove(&(tier, ty)))
             .filter(|p| p.generation == part.generation);
         let mut doomed: KeyMap<u32> = KeyMap::default();
         if let Some(snap) = &snapshot {
             self.out.from_snapshot += 1;
-            self.state.index.reserve(snap.entries.len());
+            self.state.reserve_index(snap.entries.len());
             for (key, meta) in &snap.entries {
-                match self.state.index.entry(*key) {
-                    Entry::Occupied(_) => {
-                        if let Loc::Block { block, .. } = meta.loc() {
-                            doomed.insert(*key, block);
-                        }
-                    }
-                    Entry::Vacant(slot) => {
-                        slot.insert(*meta);
+                if !self.state.load_entry(*key, *meta) {
+                    if let Loc::Block { block, .. } = meta.loc() {
+                        doomed.insert(*key, block);
                     }
                 }
             }
@@ -253,14 +232,9 @@ impl Loader<'_> {
                     data_offset: h.data_offset,
                 },
             };
-            if self.state.dir.insert(h.block_id, (bucket, ty)).is_some() {
-                return Err(Error::corruption(
-                    &path,
-                    Some(ib.offset),
-                    format!("block id {} is used twice", h.block_id),
-                ));
+            if let Err(why) = self.state.check_block_id(h.block_id) {
+                return Err(Error::corruption(&path, Some(ib.offset), why));
             }
-            self.state.next_block_id = self.state.next_block_id.max(h.block_id + 1);
             (self.on_loaded)(u64::from(h.member_len));
             // With a snapshot the keys are known: the block need not be inflated now (a
             // damaged one then shows at its first read). `iocfs check` inflates everything.
@@ -281,20 +255,8 @@ impl Loader<'_> {
                     if snapshot.is_none() {
                         for (line, times) in tier::lines(&raw).zip(&h.timestamps) {
                             let key = self.state.key(ty, line);
-                            match self.state.index.entry(key) {
-                                Entry::Occupied(_) => {
-                                    doomed.insert(key, h.block_id);
-                                }
-                                Entry::Vacant(slot) => {
-                                    slot.insert(Meta::new(
-                                        times.0,
-                                        times.1,
-                                        Loc::Block {
-                                            ty,
-                                            block: h.block_id,
-                                        },
-                                    ));
-                                }
+                            if !self.state.load_tier_line(ty, key, *times, h.block_id) {
+                                doomed.insert(key, h.block_id);
                             }
                         }
                     }
@@ -308,13 +270,11 @@ impl Loader<'_> {
                 blocks.push(block);
             }
         }
-        let id = self.state.new_id();
-        if let Some(t) = bucket.tier_index() {
-            self.state.tiers[t][usize::from(ty.code())] =
-                TierVersion::new(id, bucket, ty, blocks, 0);
-        }
+        self.state
+            .load_tier(tier, ty, blocks)
+            .map_err(|why| Error::corruption(&path, None, why))?;
         if !doomed.is_empty() {
-            self.out.duplicates.push((bucket, ty, doomed));
+            self.out.duplicates.push((tier, ty, doomed));
         }
         Ok(())
     }
@@ -357,7 +317,6 @@ impl Loader<'_> {
                     |w| w.write_all(&bytes),
                 )?;
             }
-            self.state.dir.remove(&block.id);
             self.state.mark(bucket, ty, 0);
             self.out
                 .findings

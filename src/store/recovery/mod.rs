@@ -20,7 +20,6 @@ use crate::cache::BlockCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ioc::{IocType, Limits};
-use crate::store::checkpoint;
 use crate::store::index::Index;
 use crate::store::live::format;
 use crate::store::live::Storage;
@@ -28,6 +27,7 @@ use crate::store::model::Bucket;
 use crate::store::mutation::{Manifest, Mutation, Op};
 use crate::store::state::State;
 use crate::store::wal::{self, WalFiles};
+use crate::store::{apply, checkpoint};
 
 /// Inode-like ids of versions start here, above the FUSE layer's fixed inode numbers.
 pub const FIRST_VERSION_ID: u64 = 1 << 32;
@@ -154,27 +154,25 @@ pub fn recover(
     )?;
     report.from_checkpoint = loaded.from_snapshot;
     report.findings.extend(loaded.findings);
-    state.manifest = manifest.clone();
-    state.applied_seq = manifest.upto;
-    for (bucket, ty, doomed) in loaded.duplicates {
+    state.set_manifest(manifest.clone());
+    state.set_applied_seq(manifest.upto);
+    for (tier, ty, doomed) in loaded.duplicates {
         let what = format!(
-            "{bucket}/{ty}: {} indicators also stored in a younger bucket; dropping these copies",
+            "{tier}/{ty}: {} indicators also stored in a younger bucket; dropping these copies",
             doomed.len()
         );
         log::warn!("{what}");
         report.findings.push(what);
-        state.drop_from_tier(manifest.upto, 0, bucket, ty, &doomed, cache)?;
+        state.drop_from_tier(manifest.upto, 0, tier, ty, &doomed, cache)?;
     }
-    for set in state.live.iter_mut() {
-        set.start_deferring();
-    }
+    state.defer_live_writes(true)?;
     let last_seq = records.last().map(|r| r.seq);
     let replay = records.iter().filter(|r| r.seq > manifest.upto);
     // Size the index once for a log of small appends (the usual log after a crash: many
     // writers of a few lines each) instead of growing it step by step, each step a fresh
     // table to fault in and fill. One slot per record bounds the guess when the records
     // are re-sightings; bulk records are few, and the growth they need is amortized.
-    state.index.reserve(replay.clone().count());
+    state.reserve_index(replay.clone().count());
     let mut pending = replay.filter_map(|r| match decode(r) {
         Ok(Mutation {
             op: Op::Commit { .. },
@@ -195,14 +193,12 @@ pub fn recover(
             prefetch_first_line(&state, &next.1);
             window.push_back(next);
         }
-        state.apply(seq, &m, cache)?;
+        apply::apply(&mut state, seq, &m, cache)?;
         report.replayed += 1;
     }
-    for set in state.live.iter_mut() {
-        set.finish_deferring()?;
-    }
+    state.defer_live_writes(false)?;
     if let Some(seq) = last_seq {
-        state.applied_seq = state.applied_seq.max(seq);
+        state.set_applied_seq(state.applied_seq().max(seq));
     }
     report.millis = started.elapsed().as_millis() as u64;
     Ok(Recovered {
@@ -217,7 +213,7 @@ pub fn recover(
 fn prefetch_first_line(state: &State, m: &Mutation) {
     if let Op::Append { ty, values } = &m.op {
         if let Some(first) = crate::store::tier::lines(values).find(|v| !v.is_empty()) {
-            state.index.prefetch(&state.key(*ty, first));
+            state.prefetch(&state.key(*ty, first));
         }
     }
 }

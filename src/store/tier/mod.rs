@@ -21,7 +21,7 @@ use crate::cache::BlockCache;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::live::Times;
-use crate::store::model::Bucket;
+use crate::store::model::Tier;
 
 /// An open, committed tier file. Its `id` is unique for the life of the process (cache key).
 #[derive(Debug)]
@@ -174,7 +174,7 @@ pub enum BlockIdent {
 pub struct TierVersion {
     /// Unique among all versions of all files (the FUSE inode number).
     pub id: u64,
-    pub bucket: Bucket,
+    pub tier: Tier,
     pub ty: IocType,
     blocks: Vec<Block>,
     /// Offset of each block's first byte in the served file.
@@ -188,7 +188,7 @@ pub struct TierVersion {
 impl TierVersion {
     pub fn new(
         id: u64,
-        bucket: Bucket,
+        tier: Tier,
         ty: IocType,
         blocks: Vec<Block>,
         mtime: u64,
@@ -205,7 +205,7 @@ impl TierVersion {
         }
         Arc::new(TierVersion {
             id,
-            bucket,
+            tier,
             ty,
             blocks,
             starts,
@@ -216,8 +216,8 @@ impl TierVersion {
         })
     }
 
-    pub fn empty(id: u64, bucket: Bucket, ty: IocType) -> Arc<TierVersion> {
-        TierVersion::new(id, bucket, ty, Vec::new(), 0)
+    pub fn empty(id: u64, tier: Tier, ty: IocType) -> Arc<TierVersion> {
+        TierVersion::new(id, tier, ty, Vec::new(), 0)
     }
 
     /// Decompressed size: exactly what a full read returns.
@@ -432,7 +432,7 @@ mod tests {
     }
 
     fn version(blocks: Vec<Block>) -> Arc<TierVersion> {
-        TierVersion::new(1, Bucket::Chaud, IocType::Domain, blocks, 0)
+        TierVersion::new(1, Tier::Chaud, IocType::Domain, blocks, 0)
     }
 
     #[test]

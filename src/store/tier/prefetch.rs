@@ -84,7 +84,7 @@ fn work(rx: &Mutex<Receiver<Job>>, cache: &BlockCache) {
             if let Err(e) = block.raw_uncounted(cache) {
                 log::debug!(
                     "read-ahead of {}/{} block {}: {e}",
-                    job.version.bucket,
+                    job.version.tier,
                     job.version.ty,
                     block.id
                 );

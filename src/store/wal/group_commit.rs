@@ -118,6 +118,11 @@ impl Pipeline {
             if let Some(why) = &q.fatal {
                 return Err(Error::Failed(why.clone()));
             }
+            if crate::crash::has_panicked() {
+                return Err(Error::Failed(
+                    "a thread of the daemon panicked (see .iocfs/health)".into(),
+                ));
+            }
             // A closing store still journals its final commit.
             if q.closed && !matches!(op, Op::Commit { .. }) {
                 return Err(Error::ShuttingDown);
@@ -134,7 +139,19 @@ impl Pipeline {
             (ticket, seq)
         };
         self.arrived.notify_one();
-        self.wait_for(ticket, apply)?;
+        // A panic while leading has failed every waiter (see `FailOnUnwind`); this caller
+        // gets an error too instead of a dead thread that never answers its request.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.wait_for(ticket, apply)
+        })) {
+            Ok(done) => done?,
+            Err(panic) => {
+                return Err(Error::Panicked {
+                    thread: crate::sync::thread_name(),
+                    message: crate::sync::panic_message(&*panic),
+                })
+            }
+        }
         Ok(seq)
     }
 
@@ -212,8 +229,15 @@ impl Pipeline {
             return q;
         };
         drop(q);
+        // Unwinding out of here (a panic in apply) must not strand the writers waiting for
+        // this batch and every later one: the guard fails them all and refuses further writes.
+        let unwinding = FailOnUnwind {
+            pipeline: self,
+            first_ticket,
+        };
         let started = std::time::Instant::now();
         let outcome = self.write_and_apply(&batch, &pending, first, last, mode, apply);
+        unwinding.disarm();
         let mut q = self.queue();
         // Hand the buffer back for the next batch: fresh memory costs a page fault per
         // 4 KiB, and bulk writes make batches of a MiB. An outsized one is let go.
@@ -360,6 +384,41 @@ impl Pipeline {
 
     pub fn retire_upto(&self, seq: u64) -> Result<usize> {
         self.wal().retire_upto(seq)
+    }
+}
+
+/// Armed while a leader writes and applies a batch without holding the queue lock.
+struct FailOnUnwind<'a> {
+    pipeline: &'a Pipeline,
+    first_ticket: u64,
+}
+
+impl FailOnUnwind<'_> {
+    /// The batch was handled (successfully or not): nothing to do on drop.
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FailOnUnwind<'_> {
+    fn drop(&mut self) {
+        let why = format!(
+            "a panic in thread {} while writing or applying a batch",
+            crate::sync::thread_name()
+        );
+        log::error!("{why}; no further writes are acknowledged until restart");
+        let p = self.pipeline;
+        let mut q = p.queue();
+        if q.fatal.is_none() {
+            q.fatal = Some(why.clone());
+        }
+        let all = q.next_ticket - 1;
+        q.batch.clear();
+        q.pending.clear();
+        p.fail(&mut q, self.first_ticket, all, &Error::Failed(why));
+        q.completed = all;
+        q.leader = false;
+        p.wake.notify_all();
     }
 }
 

@@ -1,0 +1,78 @@
+//! Applying mutations to the state: the one function replay and the live pipeline share.
+//! Each mutation is deterministic in (state, mutation), so replaying the log on the
+//! committed state rebuilds the same state. User writes are in `writes`, aging in `aging`;
+//! both change the state only through [`State`]'s methods.
+
+mod aging;
+mod writes;
+
+use std::collections::HashMap;
+
+use crate::cache::BlockCache;
+use crate::error::Result;
+use crate::ioc::IocType;
+use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Tier};
+use crate::store::mutation::{Mutation, Op};
+use crate::store::state::State;
+
+/// What one applied mutation did, for counters and for the FUSE layer's cache invalidation.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    /// Partitions that got a new version (not a mere append).
+    pub new_versions: Vec<(Bucket, IocType)>,
+    pub added: u64,
+    pub sighted: u64,
+    pub promoted: u64,
+    pub removed: u64,
+    pub aging: Option<AgingReport>,
+}
+
+/// Apply one mutation. An error here means the state no longer matches the log: the caller
+/// must stop taking writes (a restart replays the log).
+pub fn apply(state: &mut State, seq: u64, m: &Mutation, cache: &BlockCache) -> Result<Applied> {
+    crate::failpoint::panic_if("apply::panic");
+    let applied = match &m.op {
+        Op::Append { ty, values } => writes::append(state, seq, m.ts, *ty, values, cache)?,
+        Op::Replace { ty, values } => writes::replace(state, seq, m.ts, *ty, values, cache)?,
+        Op::Remove { items } => writes::remove(state, seq, m.ts, items, cache)?,
+        Op::Import {
+            bucket,
+            ty,
+            values,
+            times,
+        } => writes::import(state, seq, m.ts, *bucket, *ty, values, times, cache)?,
+        Op::Age { policy } => aging::age(state, seq, m.ts, policy, cache)?,
+        Op::Commit { manifest } => {
+            state.set_manifest(manifest.as_ref().clone());
+            Applied::default()
+        }
+    };
+    state.set_applied_seq(seq);
+    Ok(applied)
+}
+
+/// Tier lines leaving their tier, grouped by partition: key → block.
+#[derive(Default)]
+struct Leaving(HashMap<(Tier, IocType), KeyMap<u32>>);
+
+impl Leaving {
+    fn add(&mut self, tier: Tier, ty: IocType, key: Key, block: u32) {
+        self.0.entry((tier, ty)).or_default().insert(key, block);
+    }
+
+    /// Drop the lines from their blocks (their index entries are the caller's).
+    fn apply(
+        self,
+        state: &mut State,
+        seq: u64,
+        ts: u64,
+        cache: &BlockCache,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        for ((tier, ty), doomed) in self.0 {
+            state.drop_from_tier(seq, ts, tier, ty, &doomed, cache)?;
+            applied.new_versions.push((tier.bucket(), ty));
+        }
+        Ok(())
+    }
+}

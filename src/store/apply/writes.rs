@@ -1,0 +1,231 @@
+//! Applying writes from users: appends, replacements, removals and imports.
+
+use std::collections::HashMap;
+
+use super::{Applied, Leaving};
+use crate::cache::BlockCache;
+use crate::clock::to_u32;
+use crate::error::Result;
+use crate::ioc::IocType;
+use crate::store::index::Index;
+use crate::store::live::Times;
+use crate::store::model::{Bucket, KeyMap};
+use crate::store::state::{Found, Sighting, State};
+use crate::store::tier;
+
+/// New lines are appended in order; known live lines are sighted (last_seen = now); lines
+/// found in a tier move back to live keeping their first_seen.
+pub(super) fn append(
+    state: &mut State,
+    seq: u64,
+    ts: u64,
+    ty: IocType,
+    values: &[u8],
+    cache: &BlockCache,
+) -> Result<Applied> {
+    let now = to_u32(ts);
+    let mut applied = Applied::default();
+    let (mut keys, mut add_bytes) = state.take_buffers();
+    let mut added_lines = 0u64;
+    let mut leaving = Leaving::default();
+    let lines = || tier::lines(values).filter(|v| !v.is_empty());
+    keys.extend(lines().map(|v| state.key(ty, v)));
+    // One index probe per line: this loop is the bulk-ingest hot path. The index is far
+    // larger than the CPU cache: ask for the slots of the next keys while handling this
+    // one. No growth in the loop, so the hints stay valid.
+    state.reserve_index(keys.len());
+    for key in keys.iter().take(Index::PREFETCH_AHEAD) {
+        state.prefetch(key);
+    }
+    let mut outcome = Ok(());
+    for (i, (value, &key)) in lines().zip(&keys).enumerate() {
+        if let Some(next) = keys.get(i + Index::PREFETCH_AHEAD) {
+            state.prefetch(next);
+        }
+        match state.sight_or_add(ty, key, now) {
+            Ok(Sighting::Sighted) => {
+                applied.sighted += 1;
+                continue;
+            }
+            Ok(Sighting::Added) => applied.added += 1,
+            Ok(Sighting::Promoted { tier, block }) => {
+                leaving.add(tier, ty, key, block);
+                applied.promoted += 1;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+        add_bytes.extend_from_slice(value);
+        add_bytes.push(b'\n');
+        added_lines += 1;
+    }
+    let published = outcome.and_then(|()| {
+        if added_lines > 0 {
+            state.publish_live(ty, &add_bytes, added_lines, ts)
+        } else {
+            Ok(false)
+        }
+    });
+    state.put_back_buffers(keys, add_bytes);
+    if published? {
+        applied.new_versions.push((Bucket::Live, ty));
+    }
+    if added_lines > 0 || applied.sighted > 0 {
+        // Sightings change only times, but those are part of the committed live state.
+        state.mark(Bucket::Live, ty, seq);
+    }
+    leaving.apply(state, seq, ts, cache, &mut applied)?;
+    Ok(applied)
+}
+
+/// The whole live set of `ty` becomes `values` (deduplicated, first occurrence wins). Lines
+/// already live keep their times; lines from tiers are promoted; live lines not in the new
+/// set are deleted.
+pub(super) fn replace(
+    state: &mut State,
+    seq: u64,
+    ts: u64,
+    ty: IocType,
+    values: &[u8],
+    cache: &BlockCache,
+) -> Result<Applied> {
+    let now = to_u32(ts);
+    let mut applied = Applied::default();
+    let mut wanted: KeyMap<()> = KeyMap::default();
+    let mut content = Vec::with_capacity(values.len());
+    let mut times: Vec<Times> = Vec::new();
+    let mut keys = Vec::new();
+    let mut leaving = Leaving::default();
+    for value in tier::lines(values).filter(|v| !v.is_empty()) {
+        let key = state.key(ty, value);
+        if wanted.insert(key, ()).is_some() {
+            continue;
+        }
+        times.push(match state.locate(ty, &key)? {
+            Some(Found::Live { times, .. }) => times,
+            Some(Found::Tier { tier, block, times }) => {
+                leaving.add(tier, ty, key, block);
+                applied.promoted += 1;
+                (times.0, now)
+            }
+            None => {
+                applied.added += 1;
+                (now, now)
+            }
+        });
+        content.extend_from_slice(value);
+        content.push(b'\n');
+        keys.push(key);
+    }
+    applied.removed =
+        state.replace_live(ty, &content, &keys, &times, ts, |k| wanted.contains_key(k))?;
+    state.mark(Bucket::Live, ty, seq);
+    applied.new_versions.push((Bucket::Live, ty));
+    leaving.apply(state, seq, ts, cache, &mut applied)?;
+    Ok(applied)
+}
+
+/// Delete indicators from whichever bucket holds them. Unknown values are ignored.
+pub(super) fn remove(
+    state: &mut State,
+    seq: u64,
+    ts: u64,
+    items: &[(IocType, Vec<u8>)],
+    cache: &BlockCache,
+) -> Result<Applied> {
+    let mut applied = Applied::default();
+    let mut live_doomed: HashMap<IocType, KeyMap<()>> = HashMap::new();
+    let mut leaving = Leaving::default();
+    for (ty, value) in items {
+        let key = state.key(*ty, value);
+        match state.locate(*ty, &key)? {
+            None => continue,
+            Some(Found::Live { .. }) => {
+                if live_doomed
+                    .entry(*ty)
+                    .or_default()
+                    .insert(key, ())
+                    .is_some()
+                {
+                    continue; // listed twice
+                }
+            }
+            Some(Found::Tier { tier, block, .. }) => {
+                state.unindex(*ty, &key)?;
+                leaving.add(tier, *ty, key, block);
+            }
+        }
+        applied.removed += 1;
+    }
+    for (ty, doomed) in live_doomed {
+        if state.remove_live(ty, &doomed, ts)? {
+            state.mark(Bucket::Live, ty, seq);
+            applied.new_versions.push((Bucket::Live, ty));
+        }
+    }
+    leaving.apply(state, seq, ts, cache, &mut applied)?;
+    Ok(applied)
+}
+
+/// Adopt indicators into `bucket` with their own times (plain gzip tier files, `import`).
+/// An indicator already in a younger bucket stays there; one in an older bucket moves here.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn import(
+    state: &mut State,
+    seq: u64,
+    ts: u64,
+    bucket: Bucket,
+    ty: IocType,
+    values: &[u8],
+    times: &[Times],
+    cache: &BlockCache,
+) -> Result<Applied> {
+    let mut applied = Applied::default();
+    let mut leaving = Leaving::default();
+    let mut lines = Vec::new();
+    let mut live_bytes = Vec::new();
+    let mut live_times = Vec::new();
+    let mut live_keys = Vec::new();
+    let mut seen: KeyMap<()> = KeyMap::default();
+    for (value, &t) in tier::lines(values).zip(times) {
+        let key = state.key(ty, value);
+        if value.is_empty() || seen.insert(key, ()).is_some() {
+            continue;
+        }
+        match state.locate(ty, &key)? {
+            Some(found) if found.bucket() <= bucket => {
+                applied.sighted += 1;
+                continue;
+            }
+            Some(Found::Tier { tier, block, .. }) => {
+                leaving.add(tier, ty, key, block);
+                applied.promoted += 1;
+            }
+            // Live is the youngest bucket: a live indicator always stays (arm above).
+            Some(Found::Live { .. }) => continue,
+            None => applied.added += 1,
+        }
+        match bucket.tier() {
+            None => {
+                live_bytes.extend_from_slice(value);
+                live_bytes.push(b'\n');
+                live_times.push(t);
+                live_keys.push(key);
+            }
+            Some(_) => lines.push((value.to_vec(), t, key)),
+        }
+    }
+    // Leave the old tiers first, so kept lines there still find their (unchanged) entries.
+    leaving.apply(state, seq, ts, cache, &mut applied)?;
+    if !live_keys.is_empty() {
+        state.append_live(ty, &live_bytes, &live_keys, &live_times, ts)?;
+        state.mark(Bucket::Live, ty, seq);
+    }
+    if let Some(tier) = bucket.tier().filter(|_| !lines.is_empty()) {
+        state.add_to_tier(seq, ts, tier, ty, Vec::new(), lines, cache)?;
+        applied.new_versions.push((bucket, ty));
+    }
+    Ok(applied)
+}

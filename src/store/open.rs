@@ -1,0 +1,155 @@
+//! Opening a data directory: lay it out, lock it, recover the state (last commit + WAL
+//! replay), start the pipeline, and adopt files that no commit wrote.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use super::health::{Health, Kind, Problem};
+use super::recovery::{self, Foreign};
+use super::tier::prefetch::Prefetcher;
+use super::wal::group_commit::Pipeline;
+use super::{flush::Flusher, mutation::Op, Counters, Store, SUBDIRS};
+use crate::cache::BlockCache;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+
+impl Store {
+    /// Lock the data directory, recover the state (last commit + WAL replay) and get ready
+    /// to take writes.
+    pub fn open(config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
+        Store::open_with(config, clock, recovery::Mode::Mount)
+    }
+
+    /// Open in a given recovery mode (`Salvage` for `iocfs check --repair`).
+    pub fn open_with(
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        mode: recovery::Mode,
+    ) -> Result<Arc<Store>> {
+        let data_dir = config.data_dir.clone();
+        for sub in SUBDIRS {
+            let dir = data_dir.join(sub);
+            std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        }
+        let lock = lock_data_dir(&data_dir)?;
+        let cache = Arc::new(BlockCache::new(config.cache.size));
+        let recovered = recovery::recover(&data_dir, &config, &cache, mode, &|_| {})
+            .map_err(|e| needs_repair(e, &data_dir))?;
+        let wal = recovered
+            .wal
+            .ok_or_else(|| Error::Invalid("internal: recovery returned no WAL".into()))?;
+        let pipeline = Pipeline::new(
+            wal,
+            config.durability.mode,
+            config.durability.batch_window,
+            clock.clone(),
+        );
+        // A cold sequential read of a tier file inflates as fast as there are cores for it.
+        let prefetcher = Prefetcher::start(crate::cores().max(2), cache.clone());
+        let health = Health::default();
+        if mode == recovery::Mode::Mount && !recovered.report.findings.is_empty() {
+            health.set(Problem::new(
+                Kind::Tier,
+                format!(
+                    "{} damaged tier blocks (reads of them fail with EIO); run `iocfs check --repair`",
+                    recovered.report.findings.len()
+                ),
+            ));
+        }
+        let store = Arc::new(Store {
+            data_dir,
+            config: RwLock::new(config),
+            clock,
+            state: RwLock::new(recovered.state),
+            pipeline,
+            cache,
+            prefetcher,
+            counters: Counters::default(),
+            change_hooks: RwLock::new(Vec::new()),
+            flusher: Flusher::default(),
+            health,
+            started: Instant::now(),
+            recovery: recovered.report,
+            _lock: lock,
+        });
+        store.adopt(recovered.foreign)?;
+        Ok(store)
+    }
+
+    /// Journal files found in the data dir that no commit wrote (plain gzip tier files, text
+    /// dropped into live/) as imports, so the next commit rewrites them in iocfs's format.
+    fn adopt(&self, foreign: Vec<Foreign>) -> Result<()> {
+        for f in foreign {
+            log::info!("adopting {} into {}/{}", f.path.display(), f.bucket, f.ty);
+            for chunk in f.chunks {
+                self.submit(Op::Import {
+                    bucket: f.bucket,
+                    ty: f.ty,
+                    values: chunk.values,
+                    times: chunk.times,
+                })?;
+            }
+            // Even if nothing was new, the file must be rewritten in iocfs's format.
+            let mut st = self.state_mut();
+            let seq = st.applied_seq();
+            st.mark(f.bucket, f.ty, seq);
+        }
+        Ok(())
+    }
+}
+
+/// A data directory that recovery refuses: say how to repair it.
+fn needs_repair(e: Error, data_dir: &Path) -> Error {
+    match e {
+        Error::Corruption { path, offset, what } => Error::Corruption {
+            path,
+            offset,
+            what: format!(
+                "{what}\nthe data directory needs repair: stop here and run `iocfs check --repair {}` \
+                 (it keeps a copy of anything it removes in lost+found/)",
+                data_dir.display()
+            ),
+        },
+        other => other,
+    }
+}
+
+/// Take `DATA/LOCK` with flock so a second daemon on the same data refuses to start.
+fn lock_data_dir(data_dir: &Path) -> Result<nix::fcntl::Flock<File>> {
+    use std::io::Write;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    let mut locked =
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::Locked(format!(
+                    "data directory {} is in use by another iocfs{}; stop it first",
+                    data_dir.display(),
+                    holder
+                        .trim()
+                        .parse::<u32>()
+                        .map(|p| format!(" (pid {p})"))
+                        .unwrap_or_default()
+                )));
+            }
+            Err((_, errno)) => {
+                return Err(Error::io(format!("flock {}", path.display()), errno.into()))
+            }
+        };
+    locked
+        .set_len(0)
+        .and_then(|()| writeln!(*locked, "{}", std::process::id()))
+        .ctx(|| format!("write {}", path.display()))?;
+    Ok(locked)
+}

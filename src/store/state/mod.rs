@@ -1,0 +1,610 @@
+//! The engine's in-memory state: the index, the live sets, the tier versions and the block
+//! directory, with one invariant kept here and nowhere else: every indexed indicator is in
+//! exactly one place — a live slot of its type, or a block of one tier partition that the
+//! block directory names — and every stored line is indexed. The fields are private; the
+//! mutation code (`store::apply`) and recovery change the state only through the methods
+//! below, each of which leaves the invariant true (or, for the few that hand lines over to
+//! another method, says what the caller must do next).
+//!
+//! Changed only by apply (one mutation at a time, in sequence order, under the store's
+//! write lock) and by recovery before the store opens; everything else reads it.
+
+mod dirty;
+mod load;
+
+pub use dirty::ChangeCounts;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cache::BlockCache;
+use crate::error::{Error, Result};
+use crate::ioc::IocType;
+use crate::store::index::{Entry, Index};
+use crate::store::live::{LiveSet, LiveVersion, Storage, Times};
+use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Loc, Meta, Tier, MAX_LOC_ID};
+use crate::store::mutation::Manifest;
+use crate::store::partition::{ByBucket, ByTier, ByType, Per};
+use crate::store::tier::{self, Block, TierVersion};
+
+/// Where a stored indicator is, with its times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    Live {
+        slot: u32,
+        times: Times,
+    },
+    Tier {
+        tier: Tier,
+        block: u32,
+        times: Times,
+    },
+}
+
+impl Found {
+    pub fn bucket(&self) -> Bucket {
+        match self {
+            Found::Live { .. } => Bucket::Live,
+            Found::Tier { tier, .. } => tier.bucket(),
+        }
+    }
+
+    pub fn times(&self) -> Times {
+        match self {
+            Found::Live { times, .. } | Found::Tier { times, .. } => *times,
+        }
+    }
+}
+
+/// What [`State::sight_or_add`] did with one appended line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// Already live: its last_seen moved forward.
+    Sighted,
+    /// New: it has a live slot now; its bytes are still to be published.
+    Added,
+    /// It was in a tier block: it has a live slot now (keeping its first_seen), and the
+    /// caller must drop it from that block ([`State::drop_from_tier`]).
+    Promoted { tier: Tier, block: u32 },
+}
+
+pub struct State {
+    /// Seed of the index keys, random per process.
+    seed: u64,
+    index: Index,
+    live: ByType<LiveSet>,
+    tiers: ByTier<ByType<Arc<TierVersion>>>,
+    /// Which tier partition holds each block.
+    dir: HashMap<u32, (Tier, IocType)>,
+    next_block_id: u32,
+    applied_seq: u64,
+    /// What the backing files hold (the last commit).
+    manifest: Manifest,
+    changes: ChangeCounts,
+    block_size: usize,
+    ids: Arc<AtomicU64>,
+    last_aging: Option<(u64, AgingReport)>,
+    /// Buffers reused by every append: replaying a log of one-line records would otherwise
+    /// spend a third of its time in the allocator.
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<Key>,
+    bytes: Vec<u8>,
+}
+
+impl Scratch {
+    /// Larger buffers (from a bulk write) are not kept.
+    const KEEP: usize = 1 << 20;
+
+    fn put_back(&mut self, mut keys: Vec<Key>, mut bytes: Vec<u8>) {
+        if keys.capacity() * std::mem::size_of::<Key>() <= Self::KEEP {
+            keys.clear();
+            self.keys = keys;
+        }
+        if bytes.capacity() <= Self::KEEP {
+            bytes.clear();
+            self.bytes = bytes;
+        }
+    }
+}
+
+impl State {
+    pub fn new(
+        seed: u64,
+        ids: Arc<AtomicU64>,
+        block_size: usize,
+        storage: &Storage,
+    ) -> Result<State> {
+        let next = || ids.fetch_add(1, Ordering::Relaxed);
+        let live = Per::try_from_fn(|ty| {
+            LiveVersion::new(next(), ty, b"", 0, 0, storage).map(LiveSet::empty)
+        })?;
+        let tiers = Per::from_fn(|tier| Per::from_fn(|ty| TierVersion::empty(next(), tier, ty)));
+        Ok(State {
+            seed,
+            index: Index::default(),
+            live,
+            tiers,
+            dir: HashMap::new(),
+            next_block_id: 1,
+            applied_seq: 0,
+            manifest: Manifest::default(),
+            changes: ChangeCounts::default(),
+            block_size,
+            ids,
+            last_aging: None,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Whether versions can be created in `storage` (O_TMPFILE needs filesystem support).
+    pub fn probe_storage(storage: &Storage) -> Result<()> {
+        LiveVersion::new(0, IocType::Ipv4, b"", 0, 0, storage).map(|_| ())
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A fresh version id (inode number).
+    pub fn new_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn key(&self, ty: IocType, value: &[u8]) -> Key {
+        Key::of(self.seed, ty, value)
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq
+    }
+
+    /// The last mutation applied (recovery also sets it past records with no effect).
+    pub fn set_applied_seq(&mut self, seq: u64) {
+        self.applied_seq = seq;
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The backing files now hold `manifest`.
+    pub fn set_manifest(&mut self, manifest: Manifest) {
+        self.manifest = manifest;
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn last_aging(&self) -> Option<&(u64, AgingReport)> {
+        self.last_aging.as_ref()
+    }
+
+    pub fn set_last_aging(&mut self, at: u64, report: AgingReport) {
+        self.last_aging = Some((at, report));
+    }
+
+    /// The index, to read (checkpoints, checks).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Make room for `more` indicators, so a bulk insert does not grow the table midway.
+    pub fn reserve_index(&mut self, more: usize) {
+        self.index.reserve(more);
+    }
+
+    /// Hint the CPU to fetch `key`'s index slot (see [`Index::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, key: &Key) {
+        self.index.prefetch(key);
+    }
+
+    pub fn live(&self, ty: IocType) -> &LiveSet {
+        &self.live[ty]
+    }
+
+    pub fn tier(&self, tier: Tier, ty: IocType) -> &Arc<TierVersion> {
+        &self.tiers[tier][ty]
+    }
+
+    /// The tier partition holding `block`.
+    pub fn block_tier(&self, block: u32) -> Option<(Tier, IocType)> {
+        self.dir.get(&block).copied()
+    }
+
+    /// The current version id of every partition.
+    pub fn version_ids(&self) -> ByBucket<ByType<u64>> {
+        Per::from_fn(|bucket: Bucket| {
+            Per::from_fn(|ty| match bucket.tier() {
+                None => self.live[ty].version.id,
+                Some(tier) => self.tiers[tier][ty].id,
+            })
+        })
+    }
+
+    /// Where the indicator with `key` is, if stored. An index entry pointing at a block no
+    /// tier holds is an internal error (the invariant is broken), never a guess.
+    pub fn locate(&self, ty: IocType, key: &Key) -> Result<Option<Found>> {
+        let Some(meta) = self.index.get(key) else {
+            return Ok(None);
+        };
+        self.found(ty, meta).map(Some)
+    }
+
+    fn found(&self, ty: IocType, meta: &Meta) -> Result<Found> {
+        match meta.loc() {
+            Loc::Live { slot, .. } => {
+                let times = self.live[ty].times(slot).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "internal: live/{} slot {slot} is indexed but empty",
+                        ty.file_name()
+                    ))
+                })?;
+                Ok(Found::Live { slot, times })
+            }
+            Loc::Block { block, .. } => {
+                let (tier, _) = self.block_tier(block).ok_or_else(|| {
+                    Error::Invalid(format!("internal: block {block} is in no tier"))
+                })?;
+                Ok(Found::Tier {
+                    tier,
+                    block,
+                    times: (meta.first_seen, meta.last_seen),
+                })
+            }
+        }
+    }
+
+    /// Bucket and times of a stored indicator.
+    pub fn find(&self, ty: IocType, value: &[u8]) -> Option<(Bucket, Times)> {
+        self.locate(ty, &self.key(ty, value))
+            .ok()
+            .flatten()
+            .map(|f| (f.bucket(), f.times()))
+    }
+
+    /// One line of an append, in one index probe (the bulk-ingest hot path): sight it if it
+    /// is live, give it a live slot if it is new or in a tier. Call [`State::publish_live`]
+    /// with the bytes of the lines that got a slot, in the same order.
+    pub fn sight_or_add(&mut self, ty: IocType, key: Key, now: u32) -> Result<Sighting> {
+        let live = &mut self.live[ty];
+        match self.index.entry(key) {
+            Entry::Occupied(mut e) => {
+                let meta = e.get_mut();
+                match meta.loc() {
+                    Loc::Live { slot, .. } => {
+                        live.touch(slot, now);
+                        Ok(Sighting::Sighted)
+                    }
+                    Loc::Block { block, .. } => {
+                        let (tier, _) = self.dir.get(&block).copied().ok_or_else(|| {
+                            Error::Invalid(format!("internal: block {block} is in no tier"))
+                        })?;
+                        let slot = live.push_line((meta.first_seen, now));
+                        *meta = Meta::new(0, 0, Loc::Live { ty, slot });
+                        Ok(Sighting::Promoted { tier, block })
+                    }
+                }
+            }
+            Entry::Vacant(e) => {
+                let slot = live.push_line((now, now));
+                e.insert(Meta::new(0, 0, Loc::Live { ty, slot }));
+                Ok(Sighting::Added)
+            }
+        }
+    }
+
+    /// Publish the bytes of the lines [`State::sight_or_add`] gave slots to. True when that
+    /// took a new version (passthrough readers held the old one).
+    pub fn publish_live(
+        &mut self,
+        ty: IocType,
+        values: &[u8],
+        lines: u64,
+        mtime: u64,
+    ) -> Result<bool> {
+        let ids = &self.ids;
+        self.live[ty].publish(values, lines, mtime, || ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Buffers for one append's keys and bytes; hand them back with `put_back_buffers`.
+    pub fn take_buffers(&mut self) -> (Vec<Key>, Vec<u8>) {
+        (
+            std::mem::take(&mut self.scratch.keys),
+            std::mem::take(&mut self.scratch.bytes),
+        )
+    }
+
+    pub fn put_back_buffers(&mut self, keys: Vec<Key>, bytes: Vec<u8>) {
+        self.scratch.put_back(keys, bytes);
+    }
+
+    /// Make `content` (whole lines, keys `keys`, times `times`) the whole live set of `ty`.
+    /// Live lines for which `kept` is false leave the index; returns how many did. Lines
+    /// that were in a tier must be dropped from it by the caller.
+    pub fn replace_live(
+        &mut self,
+        ty: IocType,
+        content: &[u8],
+        keys: &[Key],
+        times: &[Times],
+        mtime: u64,
+        kept: impl Fn(&Key) -> bool,
+    ) -> Result<u64> {
+        let seed = self.seed;
+        let mut gone = Vec::new();
+        self.live[ty].for_each_line(|v, _| {
+            let key = Key::of(seed, ty, v);
+            if !kept(&key) {
+                gone.push(key);
+            }
+        })?;
+        for key in &gone {
+            self.index.remove(key);
+        }
+        let id = self.new_id();
+        let slots = self.live[ty].replace(id, content, times, mtime)?;
+        for (&key, slot) in keys.iter().zip(slots) {
+            self.index
+                .insert(key, Meta::new(0, 0, Loc::Live { ty, slot }));
+        }
+        Ok(gone.len() as u64)
+    }
+
+    /// Append whole lines to the live set of `ty` with their own times (imports), indexing
+    /// each at its slot. The caller has checked that none is live already.
+    pub fn append_live(
+        &mut self,
+        ty: IocType,
+        values: &[u8],
+        keys: &[Key],
+        times: &[Times],
+        mtime: u64,
+    ) -> Result<()> {
+        let ids = &self.ids;
+        let slots =
+            self.live[ty].append(values, times, mtime, || ids.fetch_add(1, Ordering::Relaxed))?;
+        for (&key, slot) in keys.iter().zip(slots) {
+            self.index
+                .insert(key, Meta::new(0, 0, Loc::Live { ty, slot }));
+        }
+        Ok(())
+    }
+
+    /// Delete the live lines of `ty` whose key is in `doomed` (and their index entries), as
+    /// a new version. True if any was there.
+    pub fn remove_live(&mut self, ty: IocType, doomed: &KeyMap<()>, mtime: u64) -> Result<bool> {
+        let id = self.new_id();
+        let seed = self.seed;
+        let removed = self.live[ty].retain(id, mtime, |v, _| {
+            !doomed.contains_key(&Key::of(seed, ty, v))
+        })?;
+        for r in &removed {
+            self.index.remove(&Key::of(seed, ty, &r.value));
+        }
+        Ok(!removed.is_empty())
+    }
+
+    /// Take the live lines of `ty` for which `keep(times)` is false out of the set (a new
+    /// version) and out of the index, returning them with their keys: aging hands each to
+    /// [`State::add_to_tier`] or lets it go.
+    pub fn take_live(
+        &mut self,
+        ty: IocType,
+        mtime: u64,
+        mut keep: impl FnMut(Times) -> bool,
+    ) -> Result<Vec<(Vec<u8>, Times, Key)>> {
+        let id = self.new_id();
+        let removed = self.live[ty].retain(id, mtime, |_, times| keep(times))?;
+        Ok(removed
+            .into_iter()
+            .map(|r| {
+                let key = self.key(ty, &r.value);
+                self.index.remove(&key);
+                (r.value, r.times, key)
+            })
+            .collect())
+    }
+
+    /// Remove an indicator's index entry, returning where it was. A live one must then be
+    /// removed from its set ([`State::remove_live`] does both), a tier one from its block.
+    pub fn unindex(&mut self, ty: IocType, key: &Key) -> Result<Option<Found>> {
+        let Some(meta) = self.index.get(key).copied() else {
+            return Ok(None);
+        };
+        let found = self.found(ty, &meta)?;
+        self.index.remove(key);
+        Ok(Some(found))
+    }
+
+    /// Times of an indicator stored in a tier block (the block's own copy may be older).
+    pub fn tier_times(&self, key: &Key) -> Option<Times> {
+        self.index
+            .get(key)
+            .filter(|m| matches!(m.loc(), Loc::Block { .. }))
+            .map(|m| (m.first_seen, m.last_seen))
+    }
+
+    /// Give `ty` a new current version with the same bytes when passthrough readers hold
+    /// the current one. Returns the superseded id if it rotated.
+    pub fn rotate_live_if_held(&mut self, ty: IocType, mtime: u64) -> Result<Option<u64>> {
+        let superseded = self.live[ty].version.id;
+        let id = self.new_id();
+        Ok(self.live[ty]
+            .rotate_if_held(id, mtime)?
+            .then_some(superseded))
+    }
+
+    /// Replay gathers live appends in memory and writes them in large pieces.
+    pub fn defer_live_writes(&mut self, on: bool) -> Result<()> {
+        for set in self.live.values_mut() {
+            if on {
+                set.start_deferring();
+            } else {
+                set.finish_deferring()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make `blocks` the content of a tier partition (a new version), keeping the block
+    /// directory in step: blocks that left it leave the directory, new ones enter it.
+    fn install_tier(
+        &mut self,
+        tier: Tier,
+        ty: IocType,
+        blocks: Vec<Block>,
+        mtime: u64,
+    ) -> Result<()> {
+        let old = self.tiers[tier][ty].clone();
+        for b in old.blocks() {
+            if self.dir.get(&b.id) == Some(&(tier, ty)) {
+                self.dir.remove(&b.id);
+            }
+        }
+        for b in &blocks {
+            if let Some(other) = self.dir.insert(b.id, (tier, ty)) {
+                return Err(Error::Invalid(format!(
+                    "internal: block {} is in {}/{} and {tier}/{ty}",
+                    b.id, other.0, other.1
+                )));
+            }
+        }
+        let id = self.new_id();
+        self.tiers[tier][ty] = TierVersion::new(id, tier, ty, blocks, mtime);
+        Ok(())
+    }
+
+    /// A new version of a tier partition holding `blocks`, some of the old ones (aging keeps
+    /// or splits them). Lines that left the partition are the caller's: re-added elsewhere
+    /// or removed from the index.
+    pub fn set_tier_blocks(
+        &mut self,
+        seq: u64,
+        tier: Tier,
+        ty: IocType,
+        blocks: Vec<Block>,
+        mtime: u64,
+    ) -> Result<()> {
+        self.install_tier(tier, ty, blocks, mtime)?;
+        self.mark(tier.bucket(), ty, seq);
+        Ok(())
+    }
+
+    /// Swap the blocks of the current version for ones with the same content (a commit moved
+    /// them into the new file): the version keeps its id, so the kernel's cache stays valid.
+    pub fn rebase_tier(&mut self, tier: Tier, ty: IocType, blocks: Vec<Block>) {
+        let current = &self.tiers[tier][ty];
+        let (id, mtime) = (current.id, current.mtime);
+        self.tiers[tier][ty] = TierVersion::new(id, tier, ty, blocks, mtime);
+    }
+
+    /// Remove `doomed` keys (key → block) from the tier blocks that hold them; the caller
+    /// has already dealt with their index entries. Kept lines take their times from the
+    /// index.
+    pub fn drop_from_tier(
+        &mut self,
+        seq: u64,
+        ts: u64,
+        tier: Tier,
+        ty: IocType,
+        doomed: &KeyMap<u32>,
+        cache: &BlockCache,
+    ) -> Result<()> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let touched: std::collections::HashSet<u32> = doomed.values().copied().collect();
+        let version = self.tiers[tier][ty].clone();
+        let mut blocks = Vec::with_capacity(version.blocks().len());
+        for block in version.blocks() {
+            if !touched.contains(&block.id) {
+                blocks.push(block.clone());
+                continue;
+            }
+            let raw = block.raw(cache)?;
+            let mut kept = Vec::with_capacity(raw.len());
+            let mut times = Vec::with_capacity(block.lines as usize);
+            for line in tier::lines(&raw) {
+                let key = self.key(ty, line);
+                if doomed.contains_key(&key) {
+                    continue;
+                }
+                let meta = self.index.get(&key).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "internal: {ty} line in block {} is not indexed",
+                        block.id
+                    ))
+                })?;
+                kept.extend_from_slice(line);
+                kept.push(b'\n');
+                times.push((meta.first_seen, meta.last_seen));
+            }
+            if !times.is_empty() {
+                blocks.push(Block::mem(block.id, kept, times));
+            }
+        }
+        self.set_tier_blocks(seq, tier, ty, blocks, ts)
+    }
+
+    /// Append whole blocks and lines to the end of a tier partition, indexing each line
+    /// there (an entry it had elsewhere is replaced).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_to_tier(
+        &mut self,
+        seq: u64,
+        ts: u64,
+        tier: Tier,
+        ty: IocType,
+        whole_blocks: Vec<Block>,
+        lines: Vec<(Vec<u8>, Times, Key)>,
+        cache: &BlockCache,
+    ) -> Result<()> {
+        if whole_blocks.is_empty() && lines.is_empty() {
+            return Ok(());
+        }
+        let mut blocks = self.tiers[tier][ty].blocks().to_vec();
+        blocks.extend(whole_blocks);
+        let mut next_id = self.next_block_id;
+        let mut placed = Vec::with_capacity(lines.len());
+        {
+            let mut tail = tier::TailAppender::new(&mut blocks, self.block_size, cache)?;
+            for (value, times, key) in lines {
+                placed.push((key, times, tail.push(&value, times, &mut next_id)));
+            }
+        }
+        if next_id > MAX_LOC_ID {
+            return Err(Error::Invalid(
+                "block ids exhausted; run iocfs check --repair to renumber".into(),
+            ));
+        }
+        self.next_block_id = next_id;
+        self.set_tier_blocks(seq, tier, ty, blocks, ts)?;
+        for (key, times, block) in placed {
+            self.index
+                .insert(key, Meta::new(times.0, times.1, Loc::Block { ty, block }));
+        }
+        Ok(())
+    }
+
+    /// Record a change of a partition: its backing file now lags. (`seq` is the change's
+    /// sequence number, kept for the call sites' readability.)
+    pub fn mark(&mut self, bucket: Bucket, ty: IocType, _seq: u64) {
+        self.changes.mark(bucket, ty);
+    }
+
+    /// Which backing files lag the state.
+    pub fn changes(&self) -> &ChangeCounts {
+        &self.changes
+    }
+
+    pub fn changes_mut(&mut self) -> &mut ChangeCounts {
+        &mut self.changes
+    }
+}
