@@ -97,7 +97,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     // again (and is told the current version's).
     let change_notifier = session.notifier();
     store.on_change(Box::new(move |change| {
-        inval_attrs(&change_notifier, change.superseded)
+        inval_attrs(&change_notifier, INodeNo(change.superseded))
     }));
     for (name, run) in [
         ("iocfs-commit", commit_loop as fn(&Store, &Stop)),
@@ -271,9 +271,9 @@ fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
 
 /// Drop the kernel's cached attributes of `ino`. Attributes only (offset -1): no page or
 /// directory lock is taken, so this never waits for a client (see VERSION_TTL in fs).
-fn inval_attrs(notifier: &fuser::Notifier, ino: u64) {
-    if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
-        log::debug!("invalidate inode {ino}: {e}");
+fn inval_attrs(notifier: &fuser::Notifier, ino: INodeNo) {
+    if let Err(e) = notifier.inval_inode(ino, -1, 0) {
+        log::debug!("invalidate inode {}: {e}", ino.0);
     }
 }
 

@@ -3,10 +3,10 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use fuser::{Errno, FileAttr, FileType};
+use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
 
 use super::inode::{
-    self, Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS,
+    self, version, Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS,
 };
 use super::nodes::Node;
 use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
@@ -16,7 +16,7 @@ use crate::store::model::{Bucket, Tier};
 
 impl IocFs {
     /// A read-only file generated on demand (stats.json, health, lookup entries).
-    pub(super) fn snapshot_attr(&self, ino: u64, len: u64) -> FileAttr {
+    pub(super) fn snapshot_attr(&self, ino: INodeNo, len: u64) -> FileAttr {
         inode::attr(
             ino,
             FileType::RegularFile,
@@ -27,7 +27,7 @@ impl IocFs {
         )
     }
 
-    pub(super) fn dir_attr(&self, ino: u64) -> FileAttr {
+    pub(super) fn dir_attr(&self, ino: INodeNo) -> FileAttr {
         inode::attr(
             ino,
             FileType::Directory,
@@ -39,7 +39,7 @@ impl IocFs {
     }
 
     /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
-    pub(super) fn live_attr(&self, ino: u64, v: &LiveVersion) -> FileAttr {
+    pub(super) fn live_attr(&self, ino: INodeNo, v: &LiveVersion) -> FileAttr {
         let mtime = if v.mtime() == 0 {
             self.mounted_at
         } else {
@@ -63,7 +63,7 @@ impl IocFs {
         };
         // Tiers are read-only whatever the configured mode says.
         inode::attr(
-            v.id,
+            version(v.id),
             FileType::RegularFile,
             self.owner.file_mode & !0o222,
             v.size(),
@@ -72,7 +72,7 @@ impl IocFs {
         )
     }
 
-    pub(super) fn control_attr(&self, ino: u64) -> FileAttr {
+    pub(super) fn control_attr(&self, ino: INodeNo) -> FileAttr {
         let now = self.store.clock.now();
         match ino {
             CTL => inode::attr(
@@ -94,7 +94,11 @@ impl IocFs {
     }
 
     /// Attributes of any inode, with the entry TTL the kernel may keep them for.
-    pub(super) fn attr_of(&self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
+    pub(super) fn attr_of(
+        &self,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+    ) -> Result<(FileAttr, Duration), Errno> {
         if ino == ROOT
             || inode::dir_bucket(ino).is_some()
             || ino == CONTROL_DIR
@@ -116,7 +120,7 @@ impl IocFs {
             Some(Node::Live(v)) => {
                 let current = self.store.live(v.ty);
                 if current.id != v.id && !self.handles.holds(ino) {
-                    Ok((self.live_attr(current.id, &current), NO_TTL))
+                    Ok((self.live_attr(version(current.id), &current), NO_TTL))
                 } else {
                     Ok((self.live_attr(ino, &v), VERSION_TTL))
                 }
@@ -137,15 +141,15 @@ impl IocFs {
     }
 
     /// Attributes of an inode the kernel knows from readdir only: a current version.
-    pub(super) fn current_version(&self, ino: u64) -> Option<(FileAttr, Duration)> {
+    pub(super) fn current_version(&self, ino: INodeNo) -> Option<(FileAttr, Duration)> {
         for ty in IocType::ALL {
             let v = self.store.live(ty);
-            if v.id == ino {
+            if version(v.id) == ino {
                 return Some((self.live_attr(ino, &v), VERSION_TTL));
             }
             for tier in Tier::ALL {
                 let t = self.store.tier(tier, ty);
-                if t.id == ino {
+                if version(t.id) == ino {
                     return Some((self.tier_attr(&t), VERSION_TTL));
                 }
             }
@@ -155,7 +159,7 @@ impl IocFs {
 
     pub(super) fn lookup_name(
         &self,
-        parent: u64,
+        parent: INodeNo,
         name: &OsStr,
     ) -> Result<(FileAttr, Duration), Errno> {
         // Not in lookup/, whose names are values (a long URL is still one).
@@ -186,17 +190,17 @@ impl IocFs {
         if let Some(ty) = text.and_then(IocType::from_file_name) {
             let Some(tier) = bucket.tier() else {
                 let v = self.store.live(ty);
-                self.nodes.remember(v.id, Node::Live(v.clone()));
-                return Ok((self.live_attr(v.id, &v), VERSION_TTL));
+                self.nodes.remember(version(v.id), Node::Live(v.clone()));
+                return Ok((self.live_attr(version(v.id), &v), VERSION_TTL));
             };
             let v = self.store.tier(tier, ty);
-            self.nodes.remember(v.id, Node::Tier(v.clone()));
+            self.nodes.remember(version(v.id), Node::Tier(v.clone()));
             return Ok((self.tier_attr(&v), VERSION_TTL));
         }
         if bucket == Bucket::Live {
             if let Some(s) = self.nodes.scratch(name) {
                 let attr = self.scratch_attr(&s);
-                self.nodes.remember(attr.ino.0, Node::Scratch(s));
+                self.nodes.remember(attr.ino, Node::Scratch(s));
                 return Ok((attr, NO_TTL));
             }
         }

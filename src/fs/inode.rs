@@ -12,29 +12,30 @@ use fuser::{FileAttr, FileType, INodeNo};
 
 use crate::store::model::Bucket;
 
-pub const ROOT: u64 = 1;
-pub const CONTROL_DIR: u64 = 6;
-pub const STATS: u64 = 7;
-pub const HEALTH: u64 = 8;
-pub const CTL: u64 = 9;
-pub const LOOKUP_DIR: u64 = 10;
+pub const ROOT: INodeNo = INodeNo(1);
+pub const CONTROL_DIR: INodeNo = INodeNo(6);
+pub const STATS: INodeNo = INodeNo(7);
+pub const HEALTH: INodeNo = INodeNo(8);
+pub const CTL: INodeNo = INodeNo(9);
+pub const LOOKUP_DIR: INodeNo = INodeNo(10);
 /// Scratch files and lookup entries: from here up to the first version id.
 pub const FIRST_DYNAMIC: u64 = 1 << 20;
 
 pub const CONTROL_DIR_NAME: &str = ".iocfs";
 
-pub fn bucket_dir(bucket: Bucket) -> u64 {
-    2 + u64::from(bucket.code())
+pub fn bucket_dir(bucket: Bucket) -> INodeNo {
+    INodeNo(2 + u64::from(bucket.code()))
 }
 
-pub fn dir_bucket(ino: u64) -> Option<Bucket> {
-    ino.checked_sub(2)
+pub fn dir_bucket(ino: INodeNo) -> Option<Bucket> {
+    ino.0
+        .checked_sub(2)
         .and_then(|c| u8::try_from(c).ok())
         .and_then(Bucket::from_code)
 }
 
 /// What `.iocfs` file a fixed inode is.
-pub fn control_name(ino: u64) -> Option<&'static str> {
+pub fn control_name(ino: INodeNo) -> Option<&'static str> {
     match ino {
         STATS => Some("stats.json"),
         HEALTH => Some("health"),
@@ -52,14 +53,26 @@ pub struct Owner {
     pub file_mode: u16,
 }
 
+/// The inode of a file version: its id, unique among all versions of all files.
+pub fn version(id: u64) -> INodeNo {
+    INodeNo(id)
+}
+
 pub fn time(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-pub fn attr(ino: u64, kind: FileType, perm: u16, size: u64, mtime: u64, owner: &Owner) -> FileAttr {
+pub fn attr(
+    ino: INodeNo,
+    kind: FileType,
+    perm: u16,
+    size: u64,
+    mtime: u64,
+    owner: &Owner,
+) -> FileAttr {
     let t = time(mtime);
     FileAttr {
-        ino: INodeNo(ino),
+        ino,
         size,
         blocks: size.div_ceil(512),
         atime: t,
@@ -80,7 +93,7 @@ pub fn attr(ino: u64, kind: FileType, perm: u16, size: u64, mtime: u64, owner: &
 }
 
 /// Directory permissions: live takes new (scratch) files; tiers and the control tree don't.
-pub fn dir_perm(ino: u64) -> u16 {
+pub fn dir_perm(ino: INodeNo) -> u16 {
     match dir_bucket(ino) {
         Some(Bucket::Live) => 0o755,
         _ if ino == ROOT => 0o755,
@@ -100,7 +113,7 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), all.len());
-        assert!(all.iter().all(|&i| i < FIRST_DYNAMIC));
+        assert!(all.iter().all(|&i| i.0 < FIRST_DYNAMIC));
         for b in Bucket::ALL {
             assert_eq!(dir_bucket(bucket_dir(b)), Some(b));
         }

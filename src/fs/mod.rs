@@ -59,7 +59,7 @@ pub const MAX_WRITE: u32 = 1 << 20;
 pub enum Inval {
     /// An inode's attributes changed (a live version grew through another inode, or the
     /// version was superseded).
-    Inode(u64),
+    Inode(INodeNo),
 }
 
 pub struct IocFs {
@@ -142,9 +142,9 @@ impl Filesystem for IocFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_name(parent.0, name) {
+        match self.lookup_name(parent, name) {
             Ok((attr, ttl)) => {
-                self.retries.looked_up(req.pid(), attr.ino.0);
+                self.retries.looked_up(req.pid(), attr.ino);
                 reply.entry(&ttl, &attr, Generation(0))
             }
             Err(e) => reply.error(e),
@@ -152,11 +152,11 @@ impl Filesystem for IocFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.nodes.forget(ino.0, nlookup);
+        self.nodes.forget(ino, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr_of(ino.0, fh.map(|f| f.0)) {
+        match self.attr_of(ino, fh) {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e),
         }
@@ -182,7 +182,7 @@ impl Filesystem for IocFs {
         reply: ReplyAttr,
     ) {
         let touched = atime.is_some() || mtime.is_some();
-        match self.set_attr(ino.0, mode, uid, gid, size, touched, fh.map(|f| f.0)) {
+        match self.set_attr(ino, mode, uid, gid, size, touched, fh) {
             Ok(attr) => reply.attr(&NO_TTL, &attr),
             Err(e) => reply.error(e),
         }
@@ -199,12 +199,12 @@ impl Filesystem for IocFs {
         reply: ReplyEntry,
     ) {
         if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(self.refusal(parent.0));
+            return reply.error(self.refusal(parent));
         }
-        match self.create_scratch(req, parent.0, name, mode & !umask) {
+        match self.create_scratch(req, parent, name, mode & !umask) {
             Ok(s) => {
                 let attr = self.scratch_attr(&s);
-                self.nodes.remember(attr.ino.0, Node::Scratch(s));
+                self.nodes.remember(attr.ino, Node::Scratch(s));
                 reply.entry(&NO_TTL, &attr, Generation(0));
             }
             Err(e) => reply.error(e),
@@ -220,18 +220,18 @@ impl Filesystem for IocFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refusal(parent.0));
+        reply.error(self.refusal(parent));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove_name(parent.0, name) {
+        match self.remove_name(parent, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refusal(parent.0));
+        reply.error(self.refusal(parent));
     }
 
     fn symlink(
@@ -242,7 +242,7 @@ impl Filesystem for IocFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refusal(parent.0));
+        reply.error(self.refusal(parent));
     }
 
     fn link(
@@ -253,7 +253,7 @@ impl Filesystem for IocFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refusal(newparent.0));
+        reply.error(self.refusal(newparent));
     }
 
     fn rename(
@@ -266,14 +266,14 @@ impl Filesystem for IocFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.rename_entry(parent.0, name, newparent.0, newname, flags) {
+        match self.rename_entry(parent, name, newparent, newname, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = self.open_inode(req, ino.0, flags);
+        let opened = self.open_inode(req, ino, flags);
         match &opened {
             Err(e) if *e == Errno::ESTALE => self.retries.refused(req.pid()),
             _ => self.retries.opened(req.pid()),
@@ -285,11 +285,7 @@ impl Filesystem for IocFs {
                         let fh = self
                             .handles
                             .insert(Handle::LivePassthrough(v, backing.clone()));
-                        reply.opened_passthrough(
-                            FileHandle(fh),
-                            FopenFlags::FOPEN_NOFLUSH,
-                            &backing,
-                        );
+                        reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
                         return;
                     }
                     // Superseded since the open began (see `retry`): served by the daemon.
@@ -299,9 +295,9 @@ impl Filesystem for IocFs {
                         v.ty.file_name()
                     ),
                 }
-                reply.opened(FileHandle(self.handles.insert(Handle::LiveRead(v))), fopen)
+                reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen)
             }
-            Ok((h, fopen)) => reply.opened(FileHandle(self.handles.insert(h)), fopen),
+            Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),
             Err(e) => reply.error(e),
         }
     }
@@ -317,7 +313,7 @@ impl Filesystem for IocFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(h) = self.handles.get(fh.0) else {
+        let Some(h) = self.handles.get(fh) else {
             return reply.error(Errno::EBADF);
         };
         match self.read_handle(&h, offset, size) {
@@ -339,7 +335,7 @@ impl Filesystem for IocFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = match self.handles.get(fh.0) {
+        let result = match self.handles.get(fh) {
             None => Err(Errno::EBADF),
             Some(Handle::LiveWrite(w)) => self.write_live(&w, offset, data),
             Some(Handle::Scratch(s)) => self.write_scratch(&s, offset, data),
@@ -360,7 +356,7 @@ impl Filesystem for IocFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.handles.get(fh.0) {
+        match self.handles.get(fh) {
             Some(Handle::LiveWrite(w)) => match self.flush_live(&w, false) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -379,7 +375,7 @@ impl Filesystem for IocFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.handles.remove(fh.0) {
+        match self.handles.remove(fh) {
             Some(Handle::LiveWrite(w)) => {
                 // The last flush also settles what waited for this release.
                 if let Err(e) = self.flush_live(&w, true) {
@@ -400,7 +396,7 @@ impl Filesystem for IocFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.handles.get(fh.0) {
+        match self.handles.get(fh) {
             Some(Handle::LiveWrite(_)) => match self.store.sync() {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -410,7 +406,7 @@ impl Filesystem for IocFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.root_entries(ino.0) {
+        match self.root_entries(ino) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
@@ -424,11 +420,11 @@ impl Filesystem for IocFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.root_entries(ino.0) {
+        match self.root_entries(ino) {
             Ok(entries) => {
                 for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize)
                 {
-                    if reply.add(INodeNo(ino), (i + 1) as u64, kind, &name) {
+                    if reply.add(ino, (i + 1) as u64, kind, &name) {
                         break;
                     }
                 }
@@ -518,10 +514,10 @@ impl Filesystem for IocFs {
         reply: ReplyCreate,
     ) {
         // A type file always exists; a create race on one is an open.
-        if inode::dir_bucket(parent.0) == Some(Bucket::Live) {
+        if inode::dir_bucket(parent) == Some(Bucket::Live) {
             if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
                 let v = self.store.live(ty);
-                let ino = v.id;
+                let ino = inode::version(v.id);
                 self.nodes.remember(ino, Node::Live(v));
                 return match self.open_inode(req, ino, OpenFlags(flags)) {
                     Ok((h, fopen)) => match self.attr_of(ino, None) {
@@ -529,7 +525,7 @@ impl Filesystem for IocFs {
                             &NO_TTL,
                             &attr,
                             Generation(0),
-                            FileHandle(self.handles.insert(h)),
+                            self.handles.insert(h),
                             fopen,
                         ),
                         Err(e) => reply.error(e),
@@ -538,16 +534,16 @@ impl Filesystem for IocFs {
                 };
             }
         }
-        match self.create_scratch(req, parent.0, name, mode & !umask) {
+        match self.create_scratch(req, parent, name, mode & !umask) {
             Ok(s) => {
                 let attr = self.scratch_attr(&s);
-                self.nodes.remember(attr.ino.0, Node::Scratch(s.clone()));
+                self.nodes.remember(attr.ino, Node::Scratch(s.clone()));
                 let fh = self.handles.insert(Handle::Scratch(s));
                 reply.created(
                     &NO_TTL,
                     &attr,
                     Generation(0),
-                    FileHandle(fh),
+                    fh,
                     FopenFlags::FOPEN_DIRECT_IO,
                 );
             }

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
-use fuser::{Errno, FileAttr, FileType, RenameFlags, Request};
+use fuser::{Errno, FileAttr, FileType, INodeNo, RenameFlags, Request};
 
 use super::nodes::{Node, Scratch, ScratchRef};
 use super::{errno, inode, IocFs};
@@ -33,7 +33,7 @@ pub(super) fn check_name_len(name: &OsStr) -> Result<(), Errno> {
 
 impl IocFs {
     /// The errno for a namespace change that is not allowed under `parent`.
-    pub(super) fn refusal(&self, parent: u64) -> Errno {
+    pub(super) fn refusal(&self, parent: INodeNo) -> Errno {
         match inode::dir_bucket(parent) {
             Some(Bucket::Live) | None => Errno::EPERM,
             Some(_) => Errno::EROFS,
@@ -78,7 +78,7 @@ impl IocFs {
     pub(super) fn create_scratch(
         &self,
         req: &Request,
-        parent: u64,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
     ) -> Result<ScratchRef, Errno> {
@@ -104,7 +104,7 @@ impl IocFs {
         Ok(scratch)
     }
 
-    pub(super) fn remove_name(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+    pub(super) fn remove_name(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
         match inode::dir_bucket(parent) {
             Some(Bucket::Live) => {
                 if name.to_str().and_then(IocType::from_file_name).is_some() {
@@ -124,9 +124,9 @@ impl IocFs {
     /// scratch → scratch moves it. Type files never move.
     pub(super) fn rename_entry(
         &self,
-        parent: u64,
+        parent: INodeNo,
         name: &OsStr,
-        newparent: u64,
+        newparent: INodeNo,
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Errno> {

@@ -9,6 +9,9 @@ use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use fuser::{FileHandle, INodeNo};
+
+use super::inode::version;
 use crate::sync::lock;
 
 use crate::ioc::IocType;
@@ -19,7 +22,7 @@ use crate::store::tier::TierVersion;
 /// a type file to replace that set (how `sed -i` and editors save). Lost at restart.
 #[derive(Debug)]
 pub struct Scratch {
-    pub ino: u64,
+    pub ino: INodeNo,
     pub data: Vec<u8>,
     pub mode: u16,
     pub uid: u32,
@@ -49,7 +52,7 @@ struct Entry {
 
 #[derive(Default)]
 pub struct Nodes {
-    map: Mutex<HashMap<u64, Entry>>,
+    map: Mutex<HashMap<INodeNo, Entry>>,
     scratch_names: Mutex<HashMap<OsString, ScratchRef>>,
     /// Bytes held by named scratch files (kept apart from their locks, which callers hold).
     scratch_bytes: AtomicU64,
@@ -64,12 +67,12 @@ impl Nodes {
         }
     }
 
-    pub fn allocate(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    pub fn allocate(&self) -> INodeNo {
+        INodeNo(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Count one kernel lookup of `ino`.
-    pub fn remember(&self, ino: u64, node: Node) {
+    pub fn remember(&self, ino: INodeNo, node: Node) {
         let mut map = lock(&self.map);
         let entry = map.entry(ino).or_insert(Entry {
             node: node.clone(),
@@ -79,7 +82,7 @@ impl Nodes {
         entry.lookups += 1;
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub fn forget(&self, ino: INodeNo, n: u64) {
         let mut map = lock(&self.map);
         if let Some(e) = map.get_mut(&ino) {
             e.lookups = e.lookups.saturating_sub(n);
@@ -89,11 +92,11 @@ impl Nodes {
         }
     }
 
-    pub fn get(&self, ino: u64) -> Option<Node> {
+    pub fn get(&self, ino: INodeNo) -> Option<Node> {
         lock(&self.map).get(&ino).map(|e| e.node.clone())
     }
 
-    pub fn set(&self, ino: u64, node: Node) {
+    pub fn set(&self, ino: INodeNo, node: Node) {
         if let Some(e) = lock(&self.map).get_mut(&ino) {
             e.node = node;
         }
@@ -103,7 +106,7 @@ impl Nodes {
         lock(&self.scratch_names).get(name).cloned()
     }
 
-    pub fn scratch_list(&self) -> Vec<(OsString, u64)> {
+    pub fn scratch_list(&self) -> Vec<(OsString, INodeNo)> {
         lock(&self.scratch_names)
             .iter()
             .map(|(n, s)| (n.clone(), lock(s).ino))
@@ -182,7 +185,7 @@ pub struct TierReader {
 pub struct LiveWriter {
     pub ty: IocType,
     /// The inode this handle was opened on.
-    pub ino: u64,
+    pub ino: INodeNo,
     pub mode: WriteMode,
     /// Unterminated bytes carried to the next write or the close.
     pub partial: Vec<u8>,
@@ -211,10 +214,10 @@ pub enum WriteMode {
 impl Handle {
     /// The file version (inode) this handle reads, if it is one. Not a write handle's:
     /// what it writes goes to the current version whatever inode it was opened on.
-    fn version(&self) -> Option<u64> {
+    fn version(&self) -> Option<INodeNo> {
         match self {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => Some(v.id),
-            Handle::Tier(r) => Some(r.version.id),
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => Some(version(v.id)),
+            Handle::Tier(r) => Some(version(r.version.id)),
             Handle::LiveWrite(_) | Handle::Scratch(_) | Handle::Bytes(_) | Handle::Ctl(_) => None,
         }
     }
@@ -228,14 +231,14 @@ pub struct Handles {
 
 #[derive(Default)]
 struct OpenHandles {
-    by_fh: HashMap<u64, Handle>,
+    by_fh: HashMap<FileHandle, Handle>,
     /// Open handles per version, to tell a descriptor's `fstat` from a stale name.
-    per_version: HashMap<u64, usize>,
+    per_version: HashMap<INodeNo, usize>,
 }
 
 impl Handles {
-    pub fn insert(&self, h: Handle) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    pub fn insert(&self, h: Handle) -> FileHandle {
+        let fh = FileHandle(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         let mut m = lock(&self.map);
         if let Some(v) = h.version() {
             *m.per_version.entry(v).or_default() += 1;
@@ -244,11 +247,11 @@ impl Handles {
         fh
     }
 
-    pub fn get(&self, fh: u64) -> Option<Handle> {
+    pub fn get(&self, fh: FileHandle) -> Option<Handle> {
         lock(&self.map).by_fh.get(&fh).cloned()
     }
 
-    pub fn remove(&self, fh: u64) -> Option<Handle> {
+    pub fn remove(&self, fh: FileHandle) -> Option<Handle> {
         let mut m = lock(&self.map);
         let h = m.by_fh.remove(&fh)?;
         if let Some(v) = h.version() {
@@ -267,7 +270,7 @@ impl Handles {
     }
 
     /// Whether any open handle reads version `ino`.
-    pub fn holds(&self, ino: u64) -> bool {
+    pub fn holds(&self, ino: INodeNo) -> bool {
         lock(&self.map).per_version.contains_key(&ino)
     }
 }

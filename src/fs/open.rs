@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fuser::{Errno, FileType, FopenFlags, OpenAccMode, OpenFlags, ReplyOpen, Request};
+use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyOpen, Request};
 
 use super::inode::{self, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
 use super::nodes::{Handle, Node, TierReader};
@@ -81,7 +81,7 @@ impl IocFs {
     pub(super) fn open_inode(
         &self,
         req: &Request,
-        ino: u64,
+        ino: INodeNo,
         flags: OpenFlags,
     ) -> Result<(Handle, FopenFlags), Errno> {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
@@ -140,7 +140,10 @@ impl IocFs {
         }
     }
 
-    pub(super) fn root_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, OsString)>, Errno> {
+    pub(super) fn root_entries(
+        &self,
+        ino: INodeNo,
+    ) -> Result<Vec<(INodeNo, FileType, OsString)>, Errno> {
         let mut out = vec![
             (ino, FileType::Directory, OsString::from(".")),
             (ROOT, FileType::Directory, OsString::from("..")),
@@ -163,10 +166,10 @@ impl IocFs {
             out[1].0 = CONTROL_DIR;
         } else if let Some(bucket) = inode::dir_bucket(ino) {
             for ty in IocType::ALL {
-                let file_ino = match bucket.tier() {
+                let file_ino = inode::version(match bucket.tier() {
                     None => self.store.live(ty).id,
                     Some(tier) => self.store.tier(tier, ty).id,
-                };
+                });
                 out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
             }
             if bucket == Bucket::Live {

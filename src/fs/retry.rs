@@ -12,9 +12,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use fuser::INodeNo;
+
 /// Threads whose open was refused with ESTALE, and the inode their next lookup returned.
 #[derive(Default)]
-pub(super) struct StaleRetries(Mutex<HashMap<u32, Option<u64>>>);
+pub(super) struct StaleRetries(Mutex<HashMap<u32, Option<INodeNo>>>);
 
 /// Threads remembered at most; a refused open whose retry never comes (the caller was
 /// killed) leaves an entry, so the map is emptied when it grows past this.
@@ -31,7 +33,7 @@ impl StaleRetries {
     }
 
     /// A lookup by `tid` returned `ino`.
-    pub(super) fn looked_up(&self, tid: u32, ino: u64) {
+    pub(super) fn looked_up(&self, tid: u32, ino: INodeNo) {
         let mut m = crate::sync::lock(&self.0);
         if let Some(seen) = m.get_mut(&tid) {
             *seen = Some(ino);
@@ -40,7 +42,7 @@ impl StaleRetries {
 
     /// Whether an open of the superseded `ino` by `tid` is the retry of a refused open
     /// whose lookup returned `ino`. Any open by `tid` ends its retry.
-    pub(super) fn is_retry(&self, tid: u32, ino: u64) -> bool {
+    pub(super) fn is_retry(&self, tid: u32, ino: INodeNo) -> bool {
         let mut m = crate::sync::lock(&self.0);
         m.remove(&tid) == Some(Some(ino))
     }
@@ -61,25 +63,25 @@ mod tests {
     #[test]
     fn only_the_lookup_after_a_refusal_makes_a_retry() {
         let r = StaleRetries::default();
-        r.looked_up(7, 100);
-        assert!(!r.is_retry(7, 100), "no refusal before");
+        r.looked_up(7, INodeNo(100));
+        assert!(!r.is_retry(7, INodeNo(100)), "no refusal before");
         r.refused(7);
-        r.looked_up(8, 101);
-        r.looked_up(7, 101);
-        assert!(!r.is_retry(8, 101), "another thread");
-        assert!(r.is_retry(7, 101));
-        assert!(!r.is_retry(7, 101), "one retry per refusal");
+        r.looked_up(8, INodeNo(101));
+        r.looked_up(7, INodeNo(101));
+        assert!(!r.is_retry(8, INodeNo(101)), "another thread");
+        assert!(r.is_retry(7, INodeNo(101)));
+        assert!(!r.is_retry(7, INodeNo(101)), "one retry per refusal");
     }
 
     #[test]
     fn a_retry_of_another_inode_or_after_an_open_is_not_served() {
         let r = StaleRetries::default();
         r.refused(7);
-        r.looked_up(7, 101);
-        assert!(!r.is_retry(7, 102));
+        r.looked_up(7, INodeNo(101));
+        assert!(!r.is_retry(7, INodeNo(102)));
         r.refused(7);
-        r.looked_up(7, 101);
+        r.looked_up(7, INodeNo(101));
         r.opened(7);
-        assert!(!r.is_retry(7, 101));
+        assert!(!r.is_retry(7, INodeNo(101)));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use fuser::{Errno, FileAttr, OpenAccMode, OpenFlags};
+use fuser::{Errno, FileAttr, FileHandle, INodeNo, OpenAccMode, OpenFlags};
 
 use super::nodes::{Handle, LiveWriter, Node, ScratchRef, WriteMode};
 use super::{errno, inode, Inval, IocFs};
@@ -31,7 +31,7 @@ impl IocFs {
             if current.id == v.id {
                 return Ok(Handle::LiveRead(current));
             }
-            if tid.is_some_and(|tid| self.retries.is_retry(tid, v.id)) {
+            if tid.is_some_and(|tid| self.retries.is_retry(tid, inode::version(v.id))) {
                 return Ok(Handle::LiveRead(v.clone()));
             }
             return Err(Errno::ESTALE);
@@ -53,7 +53,7 @@ impl IocFs {
         };
         Ok(Handle::LiveWrite(Arc::new(Mutex::new(LiveWriter {
             ty,
-            ino: v.id,
+            ino: inode::version(v.id),
             mode,
             partial: Vec::new(),
             line_no: 0,
@@ -136,7 +136,7 @@ impl IocFs {
                     self.store.append(w.ty, values).map_err(|e| errno(&e))?;
                     // The kernel refreshes the size of the inode written through; if the
                     // lines went to a newer version, that one's cached size is stale.
-                    let current = self.store.live(w.ty).id;
+                    let current = inode::version(self.store.live(w.ty).id);
                     if current != w.ino {
                         let _ = self.inval.send(Inval::Inode(current));
                     }
@@ -222,13 +222,13 @@ impl IocFs {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn set_attr(
         &self,
-        ino: u64,
+        ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
         touched: bool,
-        fh: Option<u64>,
+        fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
         let _ = touched;
         let live_type = match self.nodes.get(ino) {
@@ -275,7 +275,7 @@ impl IocFs {
     /// Only emptying is meaningful for a set of lines: through a handle it makes the handle
     /// a replace (applied at close); by path it empties the set now. Truncating to the
     /// current size is a no-op; anything else is EINVAL.
-    fn truncate_live(&self, ty: IocType, size: u64, fh: Option<u64>) -> Result<(), Errno> {
+    fn truncate_live(&self, ty: IocType, size: u64, fh: Option<FileHandle>) -> Result<(), Errno> {
         if let Some(Handle::LiveWrite(w)) = fh.and_then(|fh| self.handles.get(fh)) {
             let mut w = crate::sync::lock(&w);
             if size == 0 {
