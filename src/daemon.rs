@@ -75,7 +75,7 @@ pub fn run(req: MountRequest) -> Result<()> {
         MountOption::NoAtime,
     ];
     let mut fuse_config = fuser::Config::default();
-    if config.mount.allow_other {
+    if config.mount.allow_other() {
         fuse_config.acl = SessionACL::All;
     }
     fuse_config.mount_options = options;

@@ -3,6 +3,7 @@
 //! `store` is the engine (no FUSE); `fs` translates it to FUSE; `daemon` runs the threads.
 
 pub mod atomic;
+pub mod bucket;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -21,6 +21,7 @@
 
 mod parse;
 mod units;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub struct Config {
     pub ingest: Ingest,
     pub mount: MountOptions,
     pub log: LogConfig,
+    pub views: views::Views,
 }
 
 /// Ages since an indicator's last sighting at which it moves down a bucket;
@@ -141,7 +143,8 @@ pub enum OnInvalid {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
-    pub allow_other: bool,
+    /// Let other users (a web server's worker) use the mount; None: when run as root.
+    pub allow_other: Option<bool>,
     pub uid: u32,
     pub gid: u32,
     /// Permission bits of indicator files (parsed from octal).
@@ -191,7 +194,7 @@ impl Default for Config {
                 min_prefix_v6: 16,
             },
             mount: MountOptions {
-                allow_other: false,
+                allow_other: None,
                 uid: 0,
                 gid: 0,
                 file_mode: 0o644,
@@ -201,7 +204,17 @@ impl Default for Config {
             log: LogConfig {
                 level: "info".to_string(),
             },
+            views: views::Views::default(),
         }
+    }
+}
+
+impl MountOptions {
+    /// Whether other users may use the mount: as configured, or (auto) when running as root.
+    /// With `default_permissions` the kernel still enforces file_mode, uid and gid.
+    pub fn allow_other(&self) -> bool {
+        self.allow_other
+            .unwrap_or_else(|| nix::unistd::geteuid().is_root())
     }
 }
 
@@ -311,7 +324,7 @@ impl Config {
         if let Some(mut s) = top.table("durability")? {
             let d = &mut cfg.durability;
             s.set("mode", &mut d.mode, |v| {
-                choice(v, &DurabilityMode::ALL, DurabilityMode::as_str)
+                choice(v, &DurabilityMode::ALL, &DurabilityMode::as_str)
             })?;
             s.set("batch_window", &mut d.batch_window, duration)?;
             s.set("sync_interval", &mut d.sync_interval, duration)?;
@@ -338,7 +351,7 @@ impl Config {
         if let Some(mut s) = top.table("ingest")? {
             let i = &mut cfg.ingest;
             s.set("on_invalid", &mut i.on_invalid, |v| {
-                choice(v, &OnInvalid::ALL, OnInvalid::as_str)
+                choice(v, &OnInvalid::ALL, &OnInvalid::as_str)
             })?;
             s.set("min_prefix_v4", &mut i.min_prefix_v4, |v| {
                 integer(v, 0, Some(MAX_PREFIX_V4.into()))
@@ -350,7 +363,12 @@ impl Config {
         }
         if let Some(mut s) = top.table("mount")? {
             let m = &mut cfg.mount;
-            s.set("allow_other", &mut m.allow_other, boolean)?;
+            s.set("allow_other", &mut m.allow_other, |v| match v {
+                toml::Value::String(s) if s.eq_ignore_ascii_case("auto") => Ok(None),
+                _ => boolean(v)
+                    .map(Some)
+                    .map_err(|_| r#"expected true, false or "auto""#.to_string()),
+            })?;
             s.set("uid", &mut m.uid, |v| integer(v, 0, Some(u32::MAX.into())))?;
             s.set("gid", &mut m.gid, |v| integer(v, 0, Some(u32::MAX.into())))?;
             s.set("file_mode", &mut m.file_mode, |v| {
@@ -372,6 +390,9 @@ impl Config {
                 }
             })?;
             s.finish()?;
+        }
+        if let Some(s) = top.table("views")? {
+            views::parse(s, &mut cfg.views)?;
         }
         top.finish()?;
         cfg.validate()?;

@@ -15,21 +15,22 @@ const SIZE_EXPECTED: &str = r#"expected a size like "256MiB", "64KiB" or a numbe
 /// One TOML table being read. Each key read is recorded, so the list of
 /// valid keys printed for an unknown key can never drift from the parser.
 pub(super) struct Section<'a> {
-    name: &'static str,
+    /// The table's dotted path ("" for the top level).
+    name: String,
     table: &'a Table,
-    known: Vec<&'static str>,
+    known: Vec<&'a str>,
 }
 
 impl<'a> Section<'a> {
-    pub(super) fn new(name: &'static str, table: &'a Table) -> Self {
+    pub(super) fn new(name: impl Into<String>, table: &'a Table) -> Self {
         Section {
-            name,
+            name: name.into(),
             table,
             known: Vec::new(),
         }
     }
 
-    fn path(&self, key: &str) -> String {
+    pub(super) fn path(&self, key: &str) -> String {
         if self.name.is_empty() {
             key.to_string()
         } else {
@@ -40,6 +41,30 @@ impl<'a> Section<'a> {
     fn take(&mut self, key: &'static str) -> Option<&'a Value> {
         self.known.push(key);
         self.table.get(key)
+    }
+
+    /// The keys no `set`/`table` call asked for yet, as sub-tables (named entries such as
+    /// `[views.NAME]`); they count as known from now on.
+    pub(super) fn named_tables(&mut self) -> Result<Vec<(&'a str, Section<'a>)>, ConfigError> {
+        let mut out = Vec::new();
+        let table: &'a Table = self.table;
+        for (key, value) in table {
+            if self.known.contains(&key.as_str()) {
+                continue;
+            }
+            let Value::Table(t) = value else {
+                return Err(ConfigError::invalid(
+                    &self.path(key),
+                    render(value),
+                    "expected a table",
+                ));
+            };
+            out.push((key.as_str(), Section::new(self.path(key), t)));
+        }
+        for (key, _) in &out {
+            self.known.push(key);
+        }
+        Ok(out)
     }
 
     /// Overwrites `out` if `key` is present; `conv` returns the "expected …" phrase on failure.
@@ -59,7 +84,7 @@ impl<'a> Section<'a> {
     pub(super) fn table(&mut self, key: &'static str) -> Result<Option<Section<'a>>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Table(t)) => Ok(Some(Section::new(key, t))),
+            Some(Value::Table(t)) => Ok(Some(Section::new(self.path(key), t))),
             Some(v) => Err(ConfigError::invalid(
                 &self.path(key),
                 render(v),
@@ -111,7 +136,7 @@ fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
 }
 
 /// A value as the admin wrote it; arrays and tables are abbreviated.
-fn render(v: &Value) -> String {
+pub(super) fn render(v: &Value) -> String {
     match v {
         Value::String(s) => quote(s),
         Value::Integer(i) => i.to_string(),
@@ -150,6 +175,46 @@ pub(super) fn boolean(v: &Value) -> Result<bool, String> {
     }
 }
 
+pub(super) fn float(v: &Value, min: f64, max: f64) -> Result<f64, String> {
+    let expected = || format!("expected a number from {min} to {max}");
+    let f = match v {
+        Value::Float(f) => *f,
+        Value::Integer(i) => *i as f64,
+        _ => return Err(expected()),
+    };
+    if f.is_finite() && f >= min && f <= max {
+        Ok(f)
+    } else {
+        Err(expected())
+    }
+}
+
+/// A list of names, each one of `all` (case-insensitive), in the order given, no repeats.
+pub(super) fn choices<T: Copy + PartialEq>(
+    v: &Value,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<Vec<T>, String> {
+    let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
+    let expected = || format!("expected a list of {}", names.join(", "));
+    let Value::Array(items) = v else {
+        return Err(expected());
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let one = choice(item, all, &name)
+            .map_err(|_| format!("{} is not one of {}", render(item), names.join(", ")))?;
+        if out.contains(&one) {
+            return Err(format!("{} is listed twice", render(item)));
+        }
+        out.push(one);
+    }
+    if out.is_empty() {
+        return Err(format!("{} (at least one)", expected()));
+    }
+    Ok(out)
+}
+
 pub(super) fn integer<T: TryFrom<i64>>(v: &Value, min: i64, max: Option<i64>) -> Result<T, String> {
     let expected = || range_reason("an integer", min, max);
     match v {
@@ -175,7 +240,7 @@ pub(super) fn range_reason(
 pub(super) fn choice<T: Copy>(
     v: &Value,
     all: &[T],
-    name: impl Fn(T) -> &'static str,
+    name: &impl Fn(T) -> &'static str,
 ) -> Result<T, String> {
     let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
     let expected = || format!("expected one of {}", names.join(", "));

@@ -35,12 +35,13 @@ fn example_file_sets_every_key() {
         "ingest",
         "mount",
         "log",
+        "views",
     ];
     let mut count = usize::from(example.contains_key("data_dir"));
     for name in sections {
         count += example[name].as_table().unwrap().len();
     }
-    assert_eq!(count, 1 + 4 + 7 + 1 + 1 + 1 + 3 + 6 + 1);
+    assert_eq!(count, 1 + 4 + 7 + 1 + 1 + 1 + 3 + 6 + 1 + 1);
 }
 
 #[test]
@@ -76,7 +77,7 @@ fn defaults_match_the_design() {
             m.threads,
             m.passthrough
         ),
-        (false, 0, 0, 0o644, 16, false)
+        (None, 0, 0, 0o644, 16, false)
     );
     assert_eq!(c.log.level, "info");
     c.validate().unwrap();
@@ -110,7 +111,7 @@ fn partial_file_overrides_only_what_it_sets() {
     want.ingest.on_invalid = OnInvalid::Skip;
     want.mount.file_mode = 0o640;
     want.mount.threads = 4;
-    want.mount.allow_other = true;
+    want.mount.allow_other = Some(true);
     want.mount.uid = 998;
     want.log.level = "debug".into();
     assert_eq!(c, want);
@@ -306,7 +307,7 @@ fn bad_values_name_their_key_and_what_is_expected() {
         (
             "[mount]\nallow_other = \"yes\"",
             "mount.allow_other",
-            "expected true or false",
+            "expected true, false or \"auto\"",
         ),
         (
             "[mount]\nuid = -1",
