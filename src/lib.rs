@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod cidr;
 pub mod clock;
 pub mod config;
 pub mod daemon;
