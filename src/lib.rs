@@ -8,6 +8,7 @@ pub mod cidr;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod domainset;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
