@@ -5,11 +5,13 @@
 pub mod atomic;
 pub mod bucket;
 pub mod cache;
+pub mod cidr;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crash;
 pub mod daemon;
+pub mod domainset;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
