@@ -73,6 +73,12 @@ impl BlockCache {
         found
     }
 
+    /// The cached block if there is one, without counting it or making it more recent
+    /// (a bulk scan such as a view build must not evict what readers use).
+    pub fn peek(&self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
+        self.lock().lru.peek(&key).cloned()
+    }
+
     /// Look without counting a hit or miss (read-ahead uses this).
     pub fn contains(&self, key: BlockKey) -> bool {
         self.lock().lru.contains(&key)

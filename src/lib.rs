@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod ioc;
 pub mod store;
 pub mod sync;
+pub mod views;
 
 /// Cores to spread work over (normalizing a large write, inflating tier blocks ahead of a
 /// reader), at most 8. Asked once: the answer reads cgroup files.

@@ -25,6 +25,8 @@ pub enum Kind {
     Checkpoint,
     /// A thread panicked: the store refuses writes until a restart.
     Panic,
+    /// A view file's rebuild is held back by `max_shrink` (the last version is served).
+    View,
     /// The store stopped taking writes for another reason (a commit that could not
     /// finish): a restart recovers.
     Failed,
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Checkpoint => "checkpoint",
             Kind::Panic => "panic",
             Kind::Failed => "failed",
+            Kind::View => "view",
         }
     }
 }

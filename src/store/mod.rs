@@ -19,6 +19,7 @@ pub mod model;
 pub mod mutation;
 mod open;
 pub mod partition;
+pub mod read;
 pub mod recovery;
 pub mod state;
 pub mod stats;
@@ -40,12 +41,10 @@ use crate::sync;
 pub use flush::{CheckpointInfo, CommitInfo};
 use flush::{Engine, Flusher};
 use health::{Health, Kind, Problem};
-use live::{LiveVersion, Times};
-use model::{Bucket, Policy, Tier};
+use model::{Bucket, Policy};
 use mutation::{Mutation, Op};
 use partition::ByType;
 use state::State;
-use tier::TierVersion;
 use wal::group_commit::Pipeline;
 
 /// The data directory layout (docs/internals.md, "Data directory").
@@ -223,10 +222,6 @@ impl Store {
         self.pipeline.sync()
     }
 
-    pub fn live(&self, ty: IocType) -> Arc<LiveVersion> {
-        self.state().live(ty).version.clone()
-    }
-
     /// Give `ty` a new current version with the same bytes when passthrough readers hold
     /// the current one: the kernel refuses any other kind of open of an inode that is open
     /// for passthrough, so a writer must open a fresh one. True if it rotated.
@@ -240,56 +235,6 @@ impl Store {
             }]);
         }
         Ok(superseded.is_some())
-    }
-
-    /// Count a FUSE-passthrough reader on `v` if it is still the current version (under
-    /// the state lock, so no append is halfway through it). From then on appends go to a
-    /// new version until `passthrough_closed`.
-    pub fn pin_for_passthrough(&self, v: &LiveVersion) -> bool {
-        let st = self.state();
-        let current = st.live(v.ty).version.id == v.id;
-        if current {
-            v.passthrough_opened();
-        }
-        current
-    }
-
-    pub fn tier(&self, tier: Tier, ty: IocType) -> Arc<TierVersion> {
-        self.state().tier(tier, ty).clone()
-    }
-
-    /// Read from a tier version; `sequential` readers get the next blocks inflated ahead.
-    pub fn read_tier(
-        &self,
-        v: &Arc<TierVersion>,
-        offset: u64,
-        size: usize,
-        sequential: bool,
-    ) -> Result<Vec<u8>> {
-        let (bytes, last) = match v.read_blocks(offset, size, &self.cache) {
-            Ok(read) => read,
-            Err(e) => {
-                // Damage found at read time (checkpointed blocks are inflated lazily) is a
-                // problem of the data dir, not of one read: health reports it until restart.
-                if matches!(e, Error::Corruption { .. }) {
-                    self.health.set(Problem::about(
-                        Kind::Tier,
-                        format!("{}/{}", v.tier, v.ty.file_name()),
-                        format!("{e}; stop iocfs and run `iocfs check --repair`"),
-                    ));
-                }
-                return Err(e);
-            }
-        };
-        if sequential {
-            self.prefetcher.ahead(v, last, &self.cache);
-        }
-        Ok(bytes)
-    }
-
-    /// Bucket and (first_seen, last_seen) of a stored indicator.
-    pub fn find(&self, ty: IocType, value: &[u8]) -> Option<(Bucket, Times)> {
-        self.state().find(ty, value)
     }
 
     pub fn count_rejected(&self, ty: IocType, n: u64) {

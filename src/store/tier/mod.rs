@@ -366,6 +366,58 @@ fn self_block_hint(need: usize) -> usize {
     need.max(4096)
 }
 
+/// A block's inflated lines and each line's times.
+pub type BlockContents = (Arc<Vec<u8>>, Arc<Vec<Times>>);
+
+impl Block {
+    /// The block's lines and each line's times, for a scan of a whole partition (a view
+    /// build): taken from the cache if there, otherwise inflated without entering it.
+    pub fn contents(&self, cache: &BlockCache) -> Result<BlockContents> {
+        match &self.data {
+            BlockData::Mem { raw, times } => Ok((raw.clone(), times.clone())),
+            BlockData::Stored {
+                file,
+                offset,
+                member_len,
+                ..
+            } => {
+                let corrupt = |e: format::FormatError| {
+                    Error::corruption(&file.path, Some(*offset), e.to_string())
+                };
+                let member = file.read_member(*offset, *member_len)?;
+                let (format::Member::Block(header), _) =
+                    format::parse_member(&member, *offset).map_err(corrupt)?
+                else {
+                    return Err(Error::corruption(
+                        &file.path,
+                        Some(*offset),
+                        "expected a block member",
+                    ));
+                };
+                let raw = match cache.peek((file.id, *offset)) {
+                    Some(raw) => raw,
+                    None => {
+                        let mut out = Vec::new();
+                        DECOMPRESSOR
+                            .with(|d| {
+                                format::decode_block(
+                                    &mut d.borrow_mut(),
+                                    &member,
+                                    &header,
+                                    *offset,
+                                    &mut out,
+                                )
+                            })
+                            .map_err(corrupt)?;
+                        Arc::new(out)
+                    }
+                };
+                Ok((raw, Arc::new(header.timestamps)))
+            }
+        }
+    }
+}
+
 /// Per-line times of a stored block, from its member header.
 pub fn stored_times(block: &Block) -> Result<Vec<Times>> {
     match &block.data {

@@ -1,0 +1,120 @@
+//! The read side of the store: current versions, reads of tier versions, finding one
+//! indicator, and consistent snapshots of whole partitions (for view builds).
+
+use std::sync::Arc;
+
+use super::health::{Kind, Problem};
+use super::live::{LiveVersion, Times};
+use super::model::{Bucket, Tier};
+use super::state::State;
+use super::tier::TierVersion;
+use super::Store;
+use crate::error::{Error, Result};
+use crate::ioc::IocType;
+
+/// One partition as it was at one instant, readable without the state lock.
+pub enum PartitionSnapshot {
+    /// A live version and the times of its first `times.len()` lines (`len` bytes).
+    Live {
+        version: Arc<LiveVersion>,
+        len: u64,
+        times: Vec<Times>,
+    },
+    Tier(Arc<TierVersion>),
+}
+
+impl Store {
+    pub fn live(&self, ty: IocType) -> Arc<LiveVersion> {
+        self.state().live(ty).version.clone()
+    }
+
+    /// Count a FUSE-passthrough reader on `v` if it is still the current version (under
+    /// the state lock, so no append is halfway through it). From then on appends go to a
+    /// new version until `passthrough_closed`.
+    pub fn pin_for_passthrough(&self, v: &LiveVersion) -> bool {
+        let st = self.state();
+        let current = st.live(v.ty).version.id == v.id;
+        if current {
+            v.passthrough_opened();
+        }
+        current
+    }
+
+    pub fn tier(&self, tier: Tier, ty: IocType) -> Arc<TierVersion> {
+        self.state().tier(tier, ty).clone()
+    }
+
+    /// Read from a tier version; `sequential` readers get the next blocks inflated ahead.
+    pub fn read_tier(
+        &self,
+        v: &Arc<TierVersion>,
+        offset: u64,
+        size: usize,
+        sequential: bool,
+    ) -> Result<Vec<u8>> {
+        let (bytes, last) = match v.read_blocks(offset, size, &self.cache) {
+            Ok(read) => read,
+            Err(e) => {
+                // Damage found at read time (checkpointed blocks are inflated lazily) is a
+                // problem of the data dir, not of one read: health reports it until restart.
+                if matches!(e, Error::Corruption { .. }) {
+                    self.health.set(Problem::about(
+                        Kind::Tier,
+                        format!("{}/{}", v.tier, v.ty.file_name()),
+                        format!("{e}; stop iocfs and run `iocfs check --repair`"),
+                    ));
+                }
+                return Err(e);
+            }
+        };
+        if sequential {
+            self.prefetcher.ahead(v, last, &self.cache);
+        }
+        Ok(bytes)
+    }
+
+    /// Bucket and (first_seen, last_seen) of a stored indicator.
+    pub fn find(&self, ty: IocType, value: &[u8]) -> Option<(Bucket, Times)> {
+        self.state().find(ty, value)
+    }
+
+    /// A consistent copy of one partition: the state lock is held only to clone the version
+    /// (and, for live, its times), never while values are read.
+    pub fn snapshot(&self, bucket: Bucket, ty: IocType) -> PartitionSnapshot {
+        snapshot_of(&self.state(), bucket, ty)
+    }
+
+    /// Snapshots of the partitions of `ty` in `buckets`, taken at one instant (an indicator
+    /// moving between buckets is in exactly one of them), with each one's change count.
+    pub fn snapshot_type(
+        &self,
+        buckets: &[Bucket],
+        ty: IocType,
+    ) -> (Vec<PartitionSnapshot>, Vec<u64>) {
+        let st = self.state();
+        buckets
+            .iter()
+            .map(|&b| (snapshot_of(&st, b, ty), st.changes().count(b, ty)))
+            .unzip()
+    }
+
+    /// How many times a partition changed since the store opened: a derived output (a view)
+    /// built from it is stale once this moves.
+    pub fn change_count(&self, bucket: Bucket, ty: IocType) -> u64 {
+        self.state().changes().count(bucket, ty)
+    }
+}
+
+fn snapshot_of(st: &State, bucket: Bucket, ty: IocType) -> PartitionSnapshot {
+    match bucket.tier() {
+        None => {
+            let set = st.live(ty);
+            PartitionSnapshot::Live {
+                version: set.version.clone(),
+                len: set.version.len(),
+                times: set.times_in_order(),
+            }
+        }
+        Some(tier) => PartitionSnapshot::Tier(st.tier(tier, ty).clone()),
+    }
+}

@@ -1,0 +1,416 @@
+//! Views (README "Views"): curated, firewall-ready lists built from the buckets and served
+//! read-only as `views/<view>/<type>.txt`.
+//!
+//! A view file is an immutable version with its own inode; a build that yields the same
+//! bytes keeps the version (inode and mtime), across restarts too (`disk`), so a web
+//! server's ETag and Last-Modified change exactly when the list does. Builds run in the
+//! background (the daemon's views thread): a file is rebuilt when its inputs changed — the
+//! partitions it reads, its definition, or time passing `max_age` — and its last build is
+//! at least `[views] refresh` old. Readers keep the last complete version meanwhile. A
+//! rebuild that would remove more than `max_shrink` of a file's entries at once is held
+//! (health says so) until `release-view NAME`.
+//!
+//! Building one file: `select` (buckets, max_age) → `render` (max_entries newest first,
+//! format, aggregation, canonical order) → publish or hold.
+
+pub mod disk;
+pub mod format;
+pub mod render;
+pub mod select;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::views::{View, Views as ViewsConfig};
+use crate::error::{Error, Result};
+use crate::ioc::IocType;
+use crate::store::health::{Kind, Problem};
+use crate::store::Store;
+use crate::sync::{lock, read, write};
+use disk::{Disk, ViewFile};
+use render::FileStats;
+
+/// Inode numbers of view files start here, far above every other id the daemon hands out
+/// (fixed inodes, then a counter from 2^20), so a persisted one can never collide.
+pub const FIRST_VIEW_INO: u64 = 1 << 62;
+
+/// Called with the inode a new version superseded (the FUSE layer drops its cached attrs).
+pub type SupersededHook = Box<dyn Fn(u64) + Send + Sync>;
+
+type FileKey = (String, IocType);
+
+pub struct Views {
+    disk: Disk,
+    config: RwLock<Arc<ViewsConfig>>,
+    published: RwLock<BTreeMap<FileKey, Arc<ViewFile>>>,
+    files: Mutex<BTreeMap<FileKey, FileState>>,
+    /// One build pass at a time (the views thread, ctl refresh-views and release-view).
+    build: Mutex<()>,
+    next_ino: AtomicU64,
+    hooks: RwLock<Vec<SupersededHook>>,
+    wake: Condvar,
+    woken: Mutex<bool>,
+}
+
+#[derive(Default)]
+struct FileState {
+    /// What the last build read: a new build is due when this changes.
+    built_from: Option<Inputs>,
+    built_at: Option<Instant>,
+    /// Clock time at which `max_age` drops an indicator the last build included.
+    expires: Option<u64>,
+    last: Option<BuildInfo>,
+    held: Option<Held>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Inputs {
+    counts: Vec<u64>,
+    def: View,
+}
+
+/// A build kept back by `max_shrink`.
+struct Held {
+    bytes: Vec<u8>,
+    stats: FileStats,
+    removed: u64,
+    of: u64,
+}
+
+/// The last build of one file, for stats.json.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BuildInfo {
+    #[serde(flatten)]
+    pub stats: FileStats,
+    /// Clock time of the build.
+    pub at: u64,
+    pub millis: u64,
+    /// Damaged tier blocks the build could not read.
+    pub unreadable_blocks: u64,
+}
+
+impl Views {
+    /// Open `DATA/views` and take up the versions published before the last stop.
+    pub fn open(data_dir: &std::path::Path, config: &ViewsConfig) -> Result<Views> {
+        let disk = Disk::open(data_dir)?;
+        let mut published = BTreeMap::new();
+        let mut next = FIRST_VIEW_INO;
+        for (name, def) in &config.defs {
+            for &ty in &def.types {
+                if let Some(f) = disk.load(name, ty) {
+                    next = next.max(f.ino + 1);
+                    published.insert((name.clone(), ty), Arc::new(f));
+                }
+            }
+        }
+        Ok(Views {
+            disk,
+            config: RwLock::new(Arc::new(config.clone())),
+            published: RwLock::new(published),
+            files: Mutex::new(BTreeMap::new()),
+            build: Mutex::new(()),
+            next_ino: AtomicU64::new(next),
+            hooks: RwLock::new(Vec::new()),
+            wake: Condvar::new(),
+            woken: Mutex::new(false),
+        })
+    }
+
+    pub fn config(&self) -> Arc<ViewsConfig> {
+        read(&self.config).clone()
+    }
+
+    /// A new `[views]` config (SIGHUP): views are added, changed and removed by the next
+    /// build pass.
+    pub fn set_config(&self, config: ViewsConfig) {
+        *write(&self.config) = Arc::new(config);
+        self.wake();
+    }
+
+    pub fn on_superseded(&self, hook: SupersededHook) {
+        write(&self.hooks).push(hook);
+    }
+
+    /// The configured view names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.config().defs.keys().cloned().collect()
+    }
+
+    /// The types a view serves.
+    pub fn types(&self, view: &str) -> Option<Vec<IocType>> {
+        self.config().defs.get(view).map(|d| d.types.clone())
+    }
+
+    /// The current version of a view file (None before its first build).
+    pub fn file(&self, view: &str, ty: IocType) -> Option<Arc<ViewFile>> {
+        read(&self.published).get(&(view.to_string(), ty)).cloned()
+    }
+
+    /// Ask the views thread to look for due builds now.
+    pub fn wake(&self) {
+        *lock(&self.woken) = true;
+        self.wake.notify_all();
+    }
+
+    /// Wait until woken or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        let guard = lock(&self.woken);
+        let mut guard = crate::sync::wait_timeout_while(&self.wake, guard, timeout, |w| !*w);
+        *guard = false;
+    }
+
+    /// Build every file that is due (`force`: every file, ignoring `refresh`). Returns how
+    /// long until a file held back by `refresh` becomes due, if one is.
+    pub fn rebuild(&self, store: &Store, force: bool) -> Result<Option<Duration>> {
+        let _one_at_a_time = lock(&self.build);
+        let config = self.config();
+        self.drop_unconfigured(&config)?;
+        let mut next_due: Option<Duration> = None;
+        let now = store.clock.now();
+        for (name, def) in &config.defs {
+            for &ty in &def.types {
+                let key = (name.clone(), ty);
+                let counts: Vec<u64> = def
+                    .buckets
+                    .iter()
+                    .map(|&b| store.change_count(b, ty))
+                    .collect();
+                let inputs = Inputs {
+                    counts,
+                    def: def.clone(),
+                };
+                let (stale, since) = {
+                    let files = lock(&self.files);
+                    let st = files.get(&key);
+                    let stale = st.is_none_or(|s| {
+                        s.built_from.as_ref() != Some(&inputs)
+                            || s.expires.is_some_and(|e| e <= now)
+                    }) || self.file(name, ty).is_none();
+                    (stale, st.and_then(|s| s.built_at).map(|t| t.elapsed()))
+                };
+                if !stale && !force {
+                    continue;
+                }
+                if let Some(since) = since.filter(|s| !force && *s < config.refresh) {
+                    let wait = config.refresh - since;
+                    next_due = Some(next_due.map_or(wait, |n| n.min(wait)));
+                    continue;
+                }
+                self.build_file(store, name, def, ty, inputs)?;
+            }
+        }
+        Ok(next_due)
+    }
+
+    fn build_file(
+        &self,
+        store: &Store,
+        name: &str,
+        def: &View,
+        ty: IocType,
+        mut inputs: Inputs,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let now = store.clock.now();
+        let (parts, counts) = store.snapshot_type(&def.buckets, ty);
+        inputs.counts = counts;
+        let selected = select::select(def, &parts, now, &store.cache)?;
+        drop(parts);
+        let (expires, unreadable) = (selected.expires, selected.unreadable_blocks);
+        let rendered = render::render(def, ty, selected);
+        let info = BuildInfo {
+            stats: rendered.stats.clone(),
+            at: now,
+            millis: started.elapsed().as_millis() as u64,
+            unreadable_blocks: unreadable,
+        };
+        let key = (name.to_string(), ty);
+        let held = self.publish_or_hold(store, name, def, ty, rendered)?;
+        let mut files = lock(&self.files);
+        let st = files.entry(key).or_default();
+        st.built_from = Some(inputs);
+        st.built_at = Some(Instant::now());
+        st.expires = expires;
+        st.last = Some(info);
+        st.held = held;
+        Ok(())
+    }
+
+    /// Publish a build, keep the current version if the bytes are the same, or hold the
+    /// build back (returned) when it would remove too much at once.
+    fn publish_or_hold(
+        &self,
+        store: &Store,
+        name: &str,
+        def: &View,
+        ty: IocType,
+        rendered: render::Rendered,
+    ) -> Result<Option<Held>> {
+        let current = self.file(name, ty);
+        if let Some(cur) = &current {
+            if cur.len == rendered.bytes.len() as u64 && cur.hash == disk::hash(&rendered.bytes) {
+                return Ok(None);
+            }
+            if let Some(max) = def.max_shrink {
+                let removed = removed_entries(cur, &rendered.bytes)?;
+                if cur.entries > 0 && removed as f64 > max.as_f64() * cur.entries as f64 {
+                    let of = cur.entries;
+                    log::warn!(
+                        "view {name}/{}: held: the rebuild would remove {removed} of {of} entries (max_shrink {})",
+                        ty.file_name(),
+                        max.as_f64()
+                    );
+                    return Ok(Some(Held {
+                        bytes: rendered.bytes,
+                        stats: rendered.stats,
+                        removed,
+                        of,
+                    }));
+                }
+            }
+        }
+        self.publish(store, name, ty, &rendered.bytes, rendered.stats.entries)?;
+        Ok(None)
+    }
+
+    fn publish(
+        &self,
+        store: &Store,
+        name: &str,
+        ty: IocType,
+        bytes: &[u8],
+        entries: u64,
+    ) -> Result<()> {
+        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        let file = self
+            .disk
+            .publish(name, ty, bytes, ino, store.clock.now(), entries)?;
+        let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
+        if let Some(old) = old {
+            for hook in read(&self.hooks).iter() {
+                hook(old.ino);
+            }
+        }
+        log::debug!(
+            "view {name}/{}: published {entries} entries",
+            ty.file_name()
+        );
+        Ok(())
+    }
+
+    /// `release-view NAME`: publish the builds of `view` that `max_shrink` held back.
+    pub fn release(&self, store: &Store, view: &str) -> Result<usize> {
+        let _one_at_a_time = lock(&self.build);
+        if !self.config().defs.contains_key(view) {
+            return Err(Error::Invalid(format!(
+                "release-view: no view named {view:?}"
+            )));
+        }
+        let held: Vec<(IocType, Held)> = {
+            let mut files = lock(&self.files);
+            files
+                .iter_mut()
+                .filter(|((v, _), _)| v == view)
+                .filter_map(|((_, ty), st)| st.held.take().map(|h| (*ty, h)))
+                .collect()
+        };
+        for (ty, h) in &held {
+            self.publish(store, view, *ty, &h.bytes, h.stats.entries)?;
+            log::info!(
+                "view {view}/{}: released ({} entries)",
+                ty.file_name(),
+                h.stats.entries
+            );
+        }
+        Ok(held.len())
+    }
+
+    /// Forget views (or types of a view) that the config no longer has.
+    fn drop_unconfigured(&self, config: &ViewsConfig) -> Result<()> {
+        let gone: Vec<FileKey> = read(&self.published)
+            .keys()
+            .filter(|(v, ty)| !config.defs.get(v).is_some_and(|d| d.types.contains(ty)))
+            .cloned()
+            .collect();
+        for key in &gone {
+            write(&self.published).remove(key);
+            lock(&self.files).remove(key);
+        }
+        for view in self.disk.views_on_disk() {
+            let keep = config
+                .defs
+                .get(&view)
+                .map(|d| d.types.clone())
+                .unwrap_or_default();
+            self.disk.remove(&view, &keep)?;
+        }
+        Ok(())
+    }
+
+    /// One problem per held file.
+    pub fn problems(&self) -> Vec<Problem> {
+        lock(&self.files)
+            .iter()
+            .filter_map(|((view, ty), st)| {
+                let h = st.held.as_ref()?;
+                Some(Problem::about(
+                    Kind::View,
+                    format!("{view}/{}", ty.name()),
+                    format!(
+                        "held: a rebuild would remove {} of {} entries (more than max_shrink); the last version is still served; `echo 'release-view {view}' > .iocfs/ctl` publishes it",
+                        h.removed, h.of
+                    ),
+                ))
+            })
+            .collect()
+    }
+
+    /// The `views` object of stats.json.
+    pub fn stats(&self) -> Value {
+        let files = lock(&self.files);
+        let mut out = Map::new();
+        for (name, def) in &self.config().defs {
+            let mut per_type = Map::new();
+            for &ty in &def.types {
+                let key = (name.clone(), ty);
+                let st = files.get(&key);
+                let f = self.file(name, ty);
+                per_type.insert(
+                    ty.name().into(),
+                    json!({
+                        "entries": f.as_ref().map(|f| f.entries),
+                        "bytes": f.as_ref().map(|f| f.len),
+                        "mtime": f.as_ref().map(|f| crate::clock::rfc3339(f.mtime)),
+                        "last_build": st.and_then(|s| s.last.as_ref()).map(|b| {
+                            let mut v = json!(b);
+                            v["at"] = json!(crate::clock::rfc3339(b.at));
+                            v
+                        }),
+                        "held": st.is_some_and(|s| s.held.is_some()),
+                    }),
+                );
+            }
+            out.insert(name.clone(), Value::Object(per_type));
+        }
+        Value::Object(out)
+    }
+}
+
+/// How many entries of `current` a new content would no longer list.
+fn removed_entries(current: &ViewFile, new: &[u8]) -> Result<u64> {
+    if current.entries == 0 {
+        return Ok(0);
+    }
+    let old = current.read_at(0, current.len as usize)?;
+    let kept: HashSet<&[u8]> = crate::store::tier::lines(new).collect();
+    Ok(crate::store::tier::lines(&old)
+        .filter(|l| !l.is_empty() && !kept.contains(l))
+        .count() as u64)
+}
+
+#[cfg(test)]
+mod tests;

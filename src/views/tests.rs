@@ -1,0 +1,404 @@
+//! View builds on a real store (no mount): selection, order, caps, aggregation, formats,
+//! the shrink guard, laziness and stable versions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::config::views::{Fraction, ViewFormat};
+use crate::config::Config;
+use crate::store::model::Bucket;
+use crate::store::mutation::Op;
+
+const T0: u64 = 1_700_000_000;
+const DAY: u64 = 86_400;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            clock: Arc::new(ManualClock::new(T0)),
+        }
+    }
+
+    fn config(&self, views: &[(&str, View)]) -> Config {
+        let mut c = Config {
+            data_dir: self.dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        c.tiers.block_size = 4096;
+        c.views.refresh = Duration::ZERO;
+        for (name, v) in views {
+            c.views.defs.insert(name.to_string(), v.clone());
+        }
+        c
+    }
+
+    fn open(&self, views: &[(&str, View)]) -> (Arc<Store>, Views) {
+        let c = self.config(views);
+        let store = Store::open(Arc::new(c.clone()), self.clock.clone() as Arc<dyn Clock>).unwrap();
+        let v = Views::open(self.dir.path(), &c.views).unwrap();
+        (store, v)
+    }
+}
+
+fn text(views: &Views, view: &str, ty: IocType) -> String {
+    let f = views.file(view, ty).expect("published");
+    String::from_utf8(f.read_at(0, f.len as usize).unwrap()).unwrap()
+}
+
+fn lines(values: &[&str]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect()
+}
+
+/// Put `values` into `bucket` as last seen `age` seconds before now.
+fn import(store: &Store, bucket: Bucket, ty: IocType, values: &[&str], age: u64) {
+    let t = (T0 - age) as u32;
+    store
+        .submit(Op::Import {
+            bucket,
+            ty,
+            values: lines(values),
+            times: vec![(t, t); values.len()],
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_all_view_serves_every_bucket_in_canonical_order() {
+    let fx = Fixture::new();
+    let (store, views) = fx.open(&[]);
+    store
+        .append(IocType::Ipv4, lines(&["10.0.0.2", "9.1.1.1", "10.0.0.10"]))
+        .unwrap();
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Ipv4,
+        &["1.2.3.0/24", "200.1.1.1"],
+        2 * DAY,
+    );
+    import(
+        &store,
+        Bucket::Froid,
+        IocType::Ipv4,
+        &["9.0.0.0/8"],
+        60 * DAY,
+    );
+    store
+        .append(
+            IocType::Domain,
+            lines(&["zz.example", "a.example", "m.example"]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    // Numerically, not bytewise (10.0.0.10 after 10.0.0.2); networks before their members.
+    assert_eq!(
+        text(&views, "all", IocType::Ipv4),
+        "1.2.3.0/24\n9.0.0.0/8\n9.1.1.1\n10.0.0.2\n10.0.0.10\n200.1.1.1\n"
+    );
+    assert_eq!(
+        text(&views, "all", IocType::Domain),
+        "a.example\nm.example\nzz.example\n"
+    );
+    assert_eq!(text(&views, "all", IocType::Sha256), "");
+    // A re-sighting moves nothing a firewall fetches: same bytes, same version.
+    let before = views.file("all", IocType::Ipv4).unwrap();
+    store.append(IocType::Ipv4, lines(&["9.1.1.1"])).unwrap();
+    views.rebuild(&store, false).unwrap();
+    let after = views.file("all", IocType::Ipv4).unwrap();
+    assert_eq!((before.ino, before.mtime), (after.ino, after.mtime));
+}
+
+#[test]
+fn selection_by_bucket_age_and_cap_newest_first() {
+    let fx = Fixture::new();
+    let fw = View {
+        types: vec![IocType::Domain],
+        buckets: vec![Bucket::Live, Bucket::Chaud],
+        max_age: Some(Duration::from_secs(3 * DAY)),
+        max_entries: Some(3),
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("fw", fw)]);
+    store
+        .append(IocType::Domain, lines(&["live-new.example"]))
+        .unwrap();
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Domain,
+        &["c1.example"],
+        DAY + 10,
+    );
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Domain,
+        &["c2.example"],
+        2 * DAY,
+    );
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Domain,
+        &["c3.example"],
+        2 * DAY + 5,
+    );
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Domain,
+        &["too-old.example"],
+        4 * DAY,
+    );
+    import(
+        &store,
+        Bucket::Tiede,
+        IocType::Domain,
+        &["tiede.example"],
+        10 * DAY,
+    );
+    views.rebuild(&store, false).unwrap();
+    // c3 is the oldest of the four within max_age: the cap of 3 leaves it out.
+    assert_eq!(
+        text(&views, "fw", IocType::Domain),
+        "c1.example\nc2.example\nlive-new.example\n"
+    );
+    assert!(
+        views.file("fw", IocType::Ipv4).is_none(),
+        "fw serves domains only"
+    );
+    let stats = views.stats();
+    assert_eq!(stats["fw"]["domain"]["last_build"]["selected"], 4);
+    assert_eq!(stats["fw"]["domain"]["last_build"]["capped"], 1);
+    // Time passing max_age drops c1 at the next build, with no write at all.
+    fx.clock.advance(2 * DAY);
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(text(&views, "fw", IocType::Domain), "live-new.example\n");
+}
+
+#[test]
+fn aggregation_merges_networks_into_the_fewest_cidrs() {
+    let fx = Fixture::new();
+    let agg = View {
+        types: vec![IocType::Ipv4, IocType::Ipv6],
+        aggregate: true,
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("agg", agg)]);
+    store
+        .append(
+            IocType::Ipv4,
+            lines(&[
+                "10.0.0.0/25",
+                "10.0.0.128/25",
+                "10.0.1.0/24",
+                "10.0.0.7",
+                "192.0.2.1",
+            ]),
+        )
+        .unwrap();
+    store
+        .append(
+            IocType::Ipv6,
+            lines(&["2001:db8::/33", "2001:db8:8000::/33", "2001:db8::1"]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "agg", IocType::Ipv4),
+        "10.0.0.0/23\n192.0.2.1\n"
+    );
+    assert_eq!(text(&views, "agg", IocType::Ipv6), "2001:db8::/32\n");
+    assert_eq!(
+        text(&views, "all", IocType::Ipv4),
+        "10.0.0.0/25\n10.0.0.7\n10.0.0.128/25\n10.0.1.0/24\n192.0.2.1\n",
+        "without aggregate every network stays"
+    );
+}
+
+#[test]
+fn panos_format_rewrites_and_drops_and_counts() {
+    let fx = Fixture::new();
+    let pan = View {
+        types: vec![IocType::Url, IocType::Domain],
+        format: ViewFormat::Panos,
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("pan", pan)]);
+    let long = format!("http://x.example.com/{}", "a".repeat(300));
+    store
+        .append(
+            IocType::Url,
+            lines(&[
+                "http://evil.example.com/a",
+                "https://evil.example.com:443/a",
+                "http://evil.example.com:8080/b",
+                "http://w.example.com/*/x",
+                &long,
+            ]),
+        )
+        .unwrap();
+    store
+        .append(IocType::Domain, lines(&["*.bad.example"]))
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "pan", IocType::Url),
+        "evil.example.com/a\nevil.example.com:8080/b\n"
+    );
+    assert_eq!(text(&views, "pan", IocType::Domain), "*.bad.example\n");
+    let s = &views.stats()["pan"]["url"]["last_build"];
+    assert_eq!(
+        (s["format_rewritten"].as_u64(), s["format_dropped"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(s["entries"], 2);
+}
+
+#[test]
+fn the_shrink_guard_holds_until_released_and_placeholders_fill_empty_files() {
+    let fx = Fixture::new();
+    let guarded = View {
+        types: vec![IocType::Domain],
+        max_shrink: Some(Fraction::from_f64(0.5)),
+        placeholder: "# empty".into(),
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("g", guarded)]);
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(text(&views, "g", IocType::Domain), "# empty\n");
+    let all: Vec<String> = (0..10).map(|i| format!("d{i}.example")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    store.replace(IocType::Domain, lines(&all)).unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(views.file("g", IocType::Domain).unwrap().entries, 10);
+    // Removing 4 of 10 is within the guard.
+    store.replace(IocType::Domain, lines(&all[..6])).unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(views.file("g", IocType::Domain).unwrap().entries, 6);
+    // Removing 5 of 6 is not: the last version stays, health says so.
+    let served = views.file("g", IocType::Domain).unwrap();
+    store.replace(IocType::Domain, lines(&all[..1])).unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(views.file("g", IocType::Domain).unwrap().ino, served.ino);
+    let problems: Vec<String> = views.problems().iter().map(Problem::line).collect();
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].starts_with("view g/domain: held"),
+        "{problems:?}"
+    );
+    assert!(problems[0].contains("remove 5 of 6"), "{problems:?}");
+    assert_eq!(views.stats()["g"]["domain"]["held"], true);
+    // Nothing changes until released; then the held build is published.
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(views.file("g", IocType::Domain).unwrap().ino, served.ino);
+    assert_eq!(views.release(&store, "g").unwrap(), 1);
+    assert_eq!(text(&views, "g", IocType::Domain), "d0.example\n");
+    assert!(views.problems().is_empty());
+    assert!(views.release(&store, "nope").is_err());
+}
+
+#[test]
+fn rebuilds_are_lazy_and_wait_for_refresh() {
+    let fx = Fixture::new();
+    let mut c = fx.config(&[]);
+    c.views.refresh = Duration::from_secs(3600);
+    let store = Store::open(Arc::new(c.clone()), fx.clock.clone() as Arc<dyn Clock>).unwrap();
+    let views = Views::open(fx.dir.path(), &c.views).unwrap();
+    store
+        .append(IocType::Md5, lines(&[&"a".repeat(32)]))
+        .unwrap();
+    assert_eq!(
+        views.rebuild(&store, false).unwrap(),
+        None,
+        "first build at once"
+    );
+    let first = views.file("all", IocType::Md5).unwrap();
+    // Nothing changed: nothing is rebuilt, not even after refresh.
+    assert_eq!(views.rebuild(&store, false).unwrap(), None);
+    store
+        .append(IocType::Md5, lines(&[&"b".repeat(32)]))
+        .unwrap();
+    let wait = views.rebuild(&store, false).unwrap();
+    assert!(
+        wait.is_some_and(|w| w > Duration::from_secs(3000)),
+        "{wait:?}"
+    );
+    assert_eq!(
+        views.file("all", IocType::Md5).unwrap().ino,
+        first.ino,
+        "refresh not over"
+    );
+    views.rebuild(&store, true).unwrap();
+    assert_eq!(
+        views.file("all", IocType::Md5).unwrap().entries,
+        2,
+        "forced"
+    );
+}
+
+#[test]
+fn an_identical_rebuild_keeps_inode_and_mtime_across_a_restart() {
+    let fx = Fixture::new();
+    let (ino, mtime) = {
+        let (store, views) = fx.open(&[]);
+        store.append(IocType::Ipv4, lines(&["192.0.2.7"])).unwrap();
+        views.rebuild(&store, false).unwrap();
+        let f = views.file("all", IocType::Ipv4).unwrap();
+        (f.ino, f.mtime)
+    };
+    fx.clock.advance(3600);
+    let (store, views) = fx.open(&[]);
+    assert_eq!(
+        views.file("all", IocType::Ipv4).map(|f| (f.ino, f.mtime)),
+        Some((ino, mtime))
+    );
+    views.rebuild(&store, false).unwrap();
+    let f = views.file("all", IocType::Ipv4).unwrap();
+    assert_eq!((f.ino, f.mtime), (ino, mtime), "same bytes: same version");
+    store.append(IocType::Ipv4, lines(&["192.0.2.8"])).unwrap();
+    views.rebuild(&store, false).unwrap();
+    let g = views.file("all", IocType::Ipv4).unwrap();
+    assert!(g.ino > ino, "a new version gets a new inode");
+    assert_eq!(g.mtime, T0 + 3600);
+}
+
+#[test]
+fn removed_views_and_types_leave_disk() {
+    let fx = Fixture::new();
+    let two = View {
+        types: vec![IocType::Ipv4, IocType::Domain],
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("two", two.clone())]);
+    views.rebuild(&store, false).unwrap();
+    let dir = fx.dir.path().join("views/two");
+    assert!(dir.join("domain.txt").exists());
+    let mut c = fx.config(&[(
+        "two",
+        View {
+            types: vec![IocType::Ipv4],
+            ..two
+        },
+    )]);
+    views.set_config(c.views.clone());
+    views.rebuild(&store, false).unwrap();
+    assert!(!dir.join("domain.txt").exists() && dir.join("ipv4.txt").exists());
+    assert!(views.file("two", IocType::Domain).is_none());
+    c.views.defs.remove("two");
+    views.set_config(c.views);
+    views.rebuild(&store, false).unwrap();
+    assert!(!dir.exists());
+    assert_eq!(views.names(), ["all"]);
+}
