@@ -20,6 +20,7 @@ use crate::error::{IoContext, Result};
 use crate::fs::{Inval, IocFs};
 use crate::store::model::Bucket;
 use crate::store::Store;
+use crate::views::Views;
 
 /// What `iocfs mount` was asked to do.
 pub struct MountRequest {
@@ -63,9 +64,18 @@ pub fn run(req: MountRequest) -> Result<()> {
     clear_stale_mount(&req.mountpoint);
     let store = Store::open(config.clone(), req.clock.clone())?;
     log_recovery(&store);
+    let views = Arc::new(Views::open(&config.data_dir, &config.views)?);
+    // Before the mount serves: a web server never finds a view missing or stale.
+    let started = Instant::now();
+    views.rebuild(&store, true)?;
+    log::info!(
+        "views built in {} ms: {}",
+        started.elapsed().as_millis(),
+        views.names().join(", ")
+    );
 
     let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
-    let fs = IocFs::new(store.clone(), inval_tx);
+    let fs = IocFs::new(store.clone(), views.clone(), inval_tx);
     let options = vec![
         MountOption::FSName("iocfs".into()),
         MountOption::Subtype("iocfs".into()),
@@ -99,6 +109,20 @@ pub fn run(req: MountRequest) -> Result<()> {
     store.on_change(Box::new(move |change| {
         inval_attrs(&change_notifier, INodeNo(change.superseded))
     }));
+    let views_notifier = session.notifier();
+    views.on_superseded(Box::new(move |ino| {
+        inval_attrs(&views_notifier, INodeNo(ino))
+    }));
+    {
+        let v = views.clone();
+        store.on_applied(Box::new(move || v.wake()));
+    }
+    {
+        let (s, v, stop) = (store.clone(), views.clone(), stop.clone());
+        threads.push(spawn("iocfs-views", &store, move || {
+            views_loop(&s, &v, &stop)
+        })?);
+    }
     for (name, run) in [
         ("iocfs-commit", commit_loop as fn(&Store, &Stop)),
         ("iocfs-aging", aging_loop),
@@ -116,13 +140,18 @@ pub fn run(req: MountRequest) -> Result<()> {
         .ctx(|| "install signal handlers")?;
     let signal_handle = signals.handle();
     {
-        let (s, stop, unmounter) = (store.clone(), stop.clone(), unmounter.clone());
+        let (s, v, stop, unmounter) = (
+            store.clone(),
+            views.clone(),
+            stop.clone(),
+            unmounter.clone(),
+        );
         let mountpoint = req.mountpoint.clone();
         let (config_path, data_override) = (req.config_path.clone(), req.data_override.clone());
         threads.push(spawn("iocfs-signals", &store, move || {
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => reload(&s, config_path.as_deref(), data_override.as_deref()),
+                    SIGHUP => reload(&s, &v, config_path.as_deref(), data_override.as_deref()),
                     _ => {
                         log::info!("signal {sig}: stopping");
                         begin_shutdown(&s, &stop, &unmounter, &mountpoint);
@@ -149,6 +178,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     let served = session.run();
     // The session ends when the filesystem is unmounted (by us on a signal, or by an admin).
     stop.stop();
+    views.wake();
     signal_handle.close();
     store.close_writes();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -323,6 +353,21 @@ fn aging_loop(store: &Store, stop: &Stop) {
     }
 }
 
+/// Rebuild due views whenever the store changed (woken by the apply hook), the config did,
+/// or `refresh` let a held-back rebuild through; at least every second for `max_age`.
+fn views_loop(store: &Store, views: &Views, stop: &Stop) {
+    while !stop.is_stopped() {
+        let wait = match views.rebuild(store, false) {
+            Ok(next_due) => next_due.unwrap_or(Duration::from_secs(1)),
+            Err(e) => {
+                log::error!("view build failed (will retry): {e}");
+                Duration::from_secs(5)
+            }
+        };
+        views.wait(wait.min(Duration::from_secs(1)));
+    }
+}
+
 fn sync_loop(store: &Store, stop: &Stop) {
     while !stop.sleep(store.config().durability.sync_interval) {
         if let Err(e) = store.sync() {
@@ -353,7 +398,7 @@ fn health_loop(store: &Store, stop: &Stop) {
     }
 }
 
-fn reload(store: &Store, path: Option<&Path>, data_override: Option<&Path>) {
+fn reload(store: &Store, views: &Views, path: Option<&Path>, data_override: Option<&Path>) {
     let Some(path) = path else {
         log::info!("SIGHUP: running on embedded defaults; nothing to reload");
         return;
@@ -372,6 +417,7 @@ fn reload(store: &Store, path: Option<&Path>, data_override: Option<&Path>) {
             }
             apply_log_level(&new.log.level);
             log::info!("SIGHUP: reloaded {}", path.display());
+            views.set_config(new.views.clone());
             store.set_config(Arc::new(keep_restart_only(&old, new)));
         }
         Err(e) => log::error!(

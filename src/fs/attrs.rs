@@ -7,6 +7,7 @@ use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
 
 use super::inode::{
     self, version, Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS,
+    VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::Node;
 use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
@@ -103,8 +104,12 @@ impl IocFs {
             || inode::dir_bucket(ino).is_some()
             || ino == CONTROL_DIR
             || ino == LOOKUP_DIR
+            || ino == VIEWS_DIR
         {
             return Ok((self.dir_attr(ino), STABLE_TTL));
+        }
+        if self.view_of_dir(ino).is_some() {
+            return Ok((self.dir_attr(ino), VERSION_TTL));
         }
         if matches!(ino, STATS | HEALTH | CTL) {
             return Ok((self.control_attr(ino), NO_TTL));
@@ -133,6 +138,7 @@ impl IocFs {
                     Ok((self.tier_attr(&v), VERSION_TTL))
                 }
             }
+            Some(Node::View(f)) => self.view_version_attr(ino, &f),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
             Some(Node::Lookup(bytes)) => Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL)),
@@ -169,6 +175,7 @@ impl IocFs {
         let text = name.to_str();
         match (parent, text) {
             (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),
+            (ROOT, Some(VIEWS_DIR_NAME)) => return Ok((self.dir_attr(VIEWS_DIR), STABLE_TTL)),
             (ROOT, Some(n)) => {
                 return Bucket::from_name(n)
                     .map(|b| (self.dir_attr(inode::bucket_dir(b)), STABLE_TTL))
@@ -183,6 +190,9 @@ impl IocFs {
             }
             (LOOKUP_DIR, _) => return self.lookup_entry(name),
             _ => {}
+        }
+        if let Some(found) = self.lookup_view(parent, name) {
+            return found;
         }
         let Some(bucket) = inode::dir_bucket(parent) else {
             return Err(Errno::ENOENT);

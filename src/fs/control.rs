@@ -15,14 +15,16 @@ use crate::ioc;
 
 impl IocFs {
     pub(super) fn stats_bytes(&self) -> Vec<u8> {
-        let mut out =
-            serde_json::to_vec_pretty(&crate::store::stats::stats(&self.store)).unwrap_or_default();
+        let mut stats = crate::store::stats::stats(&self.store);
+        stats["views"] = self.views.stats();
+        let mut out = serde_json::to_vec_pretty(&stats).unwrap_or_default();
         out.push(b'\n');
         out
     }
 
     pub(super) fn health_bytes(&self) -> Vec<u8> {
-        let problems = self.store.problems();
+        let mut problems = self.store.problems();
+        problems.extend(self.views.problems().iter().map(|p| p.line()));
         if problems.is_empty() {
             return b"ok\n".to_vec();
         }
@@ -92,6 +94,10 @@ impl IocFs {
             ("age", []) => self.store.age().map(|_| ()),
             ("commit", []) => self.store.commit().map(|_| ()),
             ("checkpoint", []) => self.store.checkpoint().map(|_| ()),
+            ("refresh-views", []) => self.views.rebuild(&self.store, true).map(|_| ()),
+            ("release-view", [name]) => self.views.release(&self.store, name).map(|n| {
+                log::info!("ctl release-view {name}: {n} held files published");
+            }),
             ("remove", values) if !values.is_empty() => {
                 let limits = self.store.limits();
                 let mut items = Vec::new();
@@ -111,7 +117,7 @@ impl IocFs {
             _ => match self.test_command(cmd, &args) {
                 Some(r) => r,
                 None => {
-                    log::warn!("ctl: unknown command {line:?} (expected age, commit, checkpoint, remove VALUE…)");
+                    log::warn!("ctl: unknown command {line:?} (expected age, commit, checkpoint, remove VALUE…, refresh-views, release-view NAME)");
                     return Err(Errno::EINVAL);
                 }
             },

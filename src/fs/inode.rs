@@ -18,10 +18,12 @@ pub const STATS: INodeNo = INodeNo(7);
 pub const HEALTH: INodeNo = INodeNo(8);
 pub const CTL: INodeNo = INodeNo(9);
 pub const LOOKUP_DIR: INodeNo = INodeNo(10);
+pub const VIEWS_DIR: INodeNo = INodeNo(11);
 /// Scratch files and lookup entries: from here up to the first version id.
 pub const FIRST_DYNAMIC: u64 = 1 << 20;
 
 pub const CONTROL_DIR_NAME: &str = ".iocfs";
+pub const VIEWS_DIR_NAME: &str = "views";
 
 pub fn bucket_dir(bucket: Bucket) -> INodeNo {
     INodeNo(2 + u64::from(bucket.code()))
@@ -107,7 +109,7 @@ mod tests {
 
     #[test]
     fn fixed_inodes_do_not_overlap() {
-        let mut all = vec![ROOT, CONTROL_DIR, STATS, HEALTH, CTL, LOOKUP_DIR];
+        let mut all = vec![ROOT, CONTROL_DIR, STATS, HEALTH, CTL, LOOKUP_DIR, VIEWS_DIR];
         all.extend(Bucket::ALL.map(bucket_dir));
         let mut sorted = all.clone();
         sorted.sort();

@@ -15,6 +15,7 @@ mod namespace;
 pub mod nodes;
 mod open;
 mod retry;
+mod views;
 mod write;
 
 use std::ffi::OsStr;
@@ -32,6 +33,7 @@ use crate::error::Error;
 use crate::ioc::IocType;
 use crate::store::model::Bucket;
 use crate::store::Store;
+use crate::views::Views;
 use inode::Owner;
 use nodes::{Handle, Handles, Node, Nodes};
 
@@ -76,6 +78,8 @@ pub struct IocFs {
     /// use the same one.
     backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
     retries: retry::StaleRetries,
+    views: Arc<Views>,
+    view_dirs: std::sync::Mutex<views::ViewDirs>,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -83,7 +87,7 @@ fn errno(e: &Error) -> Errno {
 }
 
 impl IocFs {
-    pub fn new(store: Arc<Store>, inval: Sender<Inval>) -> IocFs {
+    pub fn new(store: Arc<Store>, views: Arc<Views>, inval: Sender<Inval>) -> IocFs {
         let c = store.config();
         let owner = Owner {
             uid: c.mount.uid,
@@ -102,6 +106,8 @@ impl IocFs {
             passthrough: c.mount.passthrough,
             backing: Default::default(),
             retries: Default::default(),
+            views,
+            view_dirs: Default::default(),
         }
     }
 }

@@ -34,10 +34,18 @@ pub(super) fn check_name_len(name: &OsStr) -> Result<(), Errno> {
 impl IocFs {
     /// The errno for a namespace change that is not allowed under `parent`.
     pub(super) fn refusal(&self, parent: INodeNo) -> Errno {
+        if self.is_read_only_dir(parent) {
+            return Errno::EROFS;
+        }
         match inode::dir_bucket(parent) {
             Some(Bucket::Live) | None => Errno::EPERM,
             Some(_) => Errno::EROFS,
         }
+    }
+
+    /// `views/` and the views under it take no new names.
+    pub(super) fn is_read_only_dir(&self, dir: INodeNo) -> bool {
+        dir == inode::VIEWS_DIR || self.view_of_dir(dir).is_some()
     }
 
     pub(super) fn scratch_attr(&self, s: &ScratchRef) -> FileAttr {
@@ -116,7 +124,7 @@ impl IocFs {
                     .ok_or(Errno::ENOENT)
             }
             Some(_) => Err(Errno::EROFS),
-            None => Err(Errno::EPERM),
+            None => Err(self.refusal(parent)),
         }
     }
 
@@ -132,7 +140,9 @@ impl IocFs {
     ) -> Result<(), Errno> {
         let live = Some(Bucket::Live);
         if inode::dir_bucket(parent) != live || inode::dir_bucket(newparent) != live {
-            let tier = |p| inode::dir_bucket(p).is_some_and(|b| b != Bucket::Live);
+            let tier = |p| {
+                inode::dir_bucket(p).is_some_and(|b| b != Bucket::Live) || self.is_read_only_dir(p)
+            };
             return Err(if tier(parent) || tier(newparent) {
                 Errno::EROFS
             } else {

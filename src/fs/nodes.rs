@@ -17,6 +17,7 @@ use crate::sync::lock;
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
 use crate::store::tier::TierVersion;
+use crate::views::disk::ViewFile;
 
 /// A file created in live/ under any name but the nine: a daemon-held buffer, renamed onto
 /// a type file to replace that set (how `sed -i` and editors save). Lost at restart.
@@ -43,6 +44,8 @@ pub enum Node {
     LiveAlias(IocType),
     /// `.iocfs/lookup/VALUE`: the JSON answer, fixed at lookup time.
     Lookup(Arc<Vec<u8>>),
+    /// One version of a view file: its persisted id is the inode number.
+    View(Arc<ViewFile>),
 }
 
 struct Entry {
@@ -166,6 +169,7 @@ pub enum Handle {
     LivePassthrough(Arc<LiveVersion>, Arc<fuser::BackingId>),
     LiveWrite(Arc<Mutex<LiveWriter>>),
     Tier(Arc<TierReader>),
+    View(Arc<ViewFile>),
     Scratch(ScratchRef),
     /// A snapshot taken at open (stats.json, health, lookup entries).
     Bytes(Arc<Vec<u8>>),
@@ -218,6 +222,7 @@ impl Handle {
         match self {
             Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => Some(version(v.id)),
             Handle::Tier(r) => Some(version(r.version.id)),
+            Handle::View(f) => Some(INodeNo(f.ino)),
             Handle::LiveWrite(_) | Handle::Scratch(_) | Handle::Bytes(_) | Handle::Ctl(_) => None,
         }
     }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyOpen, Request};
 
-use super::inode::{self, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS};
+use super::inode::{
+    self, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS, VIEWS_DIR,
+    VIEWS_DIR_NAME,
+};
 use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
 use crate::ioc::IocType;
@@ -72,6 +75,7 @@ impl IocFs {
                         errno(&e)
                     })
             }
+            Handle::View(f) => f.read_at(offset, size).map_err(|e| errno(&e)),
             Handle::Scratch(s) => Ok(slice(&crate::sync::lock(s).data)),
             Handle::Bytes(b) => Ok(slice(b)),
             Handle::Ctl(_) => Err(Errno::EBADF),
@@ -134,6 +138,16 @@ impl IocFs {
             Some(Node::LiveAlias(ty)) => {
                 Ok((self.open_live(&self.store.live(ty), flags, None)?, direct))
             }
+            Some(Node::View(_)) if writable => Err(Errno::EROFS),
+            Some(Node::View(f))
+                if self.view_superseded(&f) && !self.retries.is_retry(req.pid(), ino) =>
+            {
+                Err(Errno::ESTALE)
+            }
+            Some(Node::View(f)) => Ok((
+                Handle::View(f),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            )),
             Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
             Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), read_only)),
             None => Err(Errno::ENOENT),
@@ -153,6 +167,7 @@ impl IocFs {
                 out.push((inode::bucket_dir(b), FileType::Directory, b.name().into()));
             }
             out.push((CONTROL_DIR, FileType::Directory, CONTROL_DIR_NAME.into()));
+            out.push((VIEWS_DIR, FileType::Directory, VIEWS_DIR_NAME.into()));
         } else if ino == CONTROL_DIR {
             for i in [STATS, HEALTH, CTL] {
                 out.push((
@@ -164,6 +179,11 @@ impl IocFs {
             out.push((LOOKUP_DIR, FileType::Directory, "lookup".into()));
         } else if ino == LOOKUP_DIR {
             out[1].0 = CONTROL_DIR;
+        } else if let Some(entries) = self.view_entries(ino) {
+            if ino != VIEWS_DIR {
+                out[1].0 = VIEWS_DIR;
+            }
+            out.extend(entries);
         } else if let Some(bucket) = inode::dir_bucket(ino) {
             for ty in IocType::ALL {
                 let file_ino = inode::version(match bucket.tier() {

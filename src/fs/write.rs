@@ -260,7 +260,7 @@ impl IocFs {
                 drop(s);
                 self.attr_of(ino, None).map(|(a, _)| a)
             }
-            Some(Node::Tier(_)) => Err(Errno::EROFS),
+            Some(Node::Tier(_) | Node::View(_)) => Err(Errno::EROFS),
             Some(Node::Lookup(_)) => Err(Errno::EACCES),
             Some(Node::Live(_) | Node::LiveAlias(_)) => Err(Errno::EPERM),
             None if inode::dir_bucket(ino)

@@ -52,6 +52,8 @@ pub const SUBDIRS: [&str; 6] = ["live", "chaud", "tiede", "froid", "wal", "check
 
 /// Called with each [`Change`] (see [`Store::on_change`]).
 pub type ChangeHook = Box<dyn Fn(&Change) + Send + Sync>;
+/// Called after each applied batch (see [`Store::on_applied`]).
+pub type AppliedHook = Box<dyn Fn() + Send + Sync>;
 
 /// A partition got a new version: the FUSE layer drops the kernel's cached attributes of
 /// the version it superseded, so a `stat` by name finds out.
@@ -80,6 +82,8 @@ pub struct Store {
     prefetcher: tier::prefetch::Prefetcher,
     pub counters: Counters,
     change_hooks: RwLock<Vec<ChangeHook>>,
+    /// Called after every applied batch (derived outputs such as views look again).
+    applied_hooks: RwLock<Vec<AppliedHook>>,
     flusher: Flusher,
     health: Health,
     started: Instant,
@@ -134,6 +138,11 @@ impl Store {
         sync::write(&self.change_hooks).push(hook);
     }
 
+    /// Call `hook` after every applied batch of mutations (it must be quick and not block).
+    pub fn on_applied(&self, hook: AppliedHook) {
+        sync::write(&self.applied_hooks).push(hook);
+    }
+
     /// Sequence, make durable and apply one mutation.
     pub fn submit(&self, op: Op) -> Result<u64> {
         let result = self.pipeline.submit(op, &|batch| self.apply_batch(batch));
@@ -172,6 +181,9 @@ impl Store {
         changes.sort_by_key(|c| (c.bucket, c.ty));
         changes.dedup();
         self.notify(&changes);
+        for hook in sync::read(&self.applied_hooks).iter() {
+            hook();
+        }
         Ok(())
     }
 
@@ -294,6 +306,7 @@ impl Store {
     pub fn shutdown(&self) -> Result<()> {
         self.close_writes();
         sync::write(&self.change_hooks).clear();
+        sync::write(&self.applied_hooks).clear();
         self.commit()?;
         if let Err(e) = self.pipeline.trim_wal() {
             log::debug!("trim the WAL's zero-filled end: {e}");

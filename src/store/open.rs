@@ -69,6 +69,7 @@ impl Store {
             prefetcher,
             counters: Counters::default(),
             change_hooks: RwLock::new(Vec::new()),
+            applied_hooks: RwLock::new(Vec::new()),
             flusher: Flusher::default(),
             health,
             started: Instant::now(),

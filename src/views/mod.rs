@@ -286,9 +286,13 @@ impl Views {
         entries: u64,
     ) -> Result<()> {
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        let file = self
-            .disk
-            .publish(name, ty, bytes, ino, store.clock.now(), entries)?;
+        // HTTP validators have one-second resolution (nginx's ETag is mtime-size, and
+        // Last-Modified is whole seconds): a new version always gets a later second than
+        // the one it replaces, or a poller could be told "304" for a changed list of the
+        // same size. Only rebuilds faster than once a second run ahead of the clock.
+        let previous = self.file(name, ty).map_or(0, |f| f.mtime);
+        let mtime = store.clock.now().max(previous + 1);
+        let file = self.disk.publish(name, ty, bytes, ino, mtime, entries)?;
         let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
         if let Some(old) = old {
             for hook in read(&self.hooks).iter() {

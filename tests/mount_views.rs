@@ -1,0 +1,199 @@
+//! Mounted tests of views/: the built-in `all` view, configured views, read-only files,
+//! stable versions across restarts, the shrink guard through health and ctl, SIGHUP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::{errno_of, poll_until, Daemon, READY_TIMEOUT, TYPE_FILES};
+use nix::sys::signal::Signal;
+
+/// Poll until `rel` reads `want` (views are rebuilt in the background).
+fn eventually(d: &Daemon, rel: &str, want: &str) {
+    let got = poll_until(READY_TIMEOUT, || {
+        let got = std::fs::read_to_string(d.path(rel)).unwrap_or_default();
+        (got == want).then_some(got)
+    });
+    assert_eq!(
+        got.as_deref(),
+        Some(want),
+        "{rel} never became {want:?}; it is {:?}",
+        std::fs::read_to_string(d.path(rel))
+    );
+}
+
+const FAST: &str = "[views]\nrefresh = \"0s\"\n";
+
+#[test]
+fn the_all_view_lists_every_type_in_canonical_order_and_is_read_only() {
+    let Some(d) = Daemon::builder().config(FAST).start() else {
+        return;
+    };
+    let names: Vec<String> = std::fs::read_dir(d.path("views/all"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let mut want: Vec<String> = TYPE_FILES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(sorted, want);
+    assert_eq!(d.read("views/all/ipv4.txt"), "");
+    d.sh_ok("printf '10.0.0.10\\n10.0.0.2\\n9.9.9.9\\n' >> live/ipv4.txt");
+    eventually(&d, "views/all/ipv4.txt", "9.9.9.9\n10.0.0.2\n10.0.0.10\n");
+    // Read-only, whatever the tool.
+    for cmd in [
+        "echo 1.1.1.1 >> views/all/ipv4.txt",
+        "rm views/all/ipv4.txt",
+        "mkdir views/new",
+        "touch views/all/x.txt",
+        "mv views/all/ipv4.txt views/all/y.txt",
+    ] {
+        let out = d.sh(cmd);
+        assert!(!out.status.success(), "{cmd} succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let f = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
+    assert_eq!(f.mode() & 0o777, 0o444, "file_mode without write bits");
+    assert_eq!(f.len(), "9.9.9.9\n10.0.0.2\n10.0.0.10\n".len() as u64);
+}
+
+#[test]
+fn a_configured_view_selects_caps_aggregates_and_formats() {
+    let cfg = format!(
+        "{FAST}[views.fw]\ntypes = [\"ipv4\", \"url\"]\nbuckets = [\"live\"]\naggregate = true\nformat = \"panos\"\nmax_entries = 3\n"
+    );
+    let Some(d) = Daemon::builder().config(&cfg).start() else {
+        return;
+    };
+    let names: Vec<String> = std::fs::read_dir(d.path("views/fw"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    d.sh_ok("printf '10.0.0.0/25\\n10.0.0.128/25\\n' >> live/ipv4.txt");
+    eventually(&d, "views/fw/ipv4.txt", "10.0.0.0/24\n");
+    d.sh_ok(
+        "printf 'https://evil.example.com:443/x\\nhttp://bad.example.net/y\\n' >> live/url.txt",
+    );
+    eventually(
+        &d,
+        "views/fw/url.txt",
+        "bad.example.net/y\nevil.example.com/x\n",
+    );
+    assert_eq!(
+        errno_of(std::fs::metadata(d.path("views/fw/domain.txt"))),
+        libc::ENOENT
+    );
+    let stats: serde_json::Value = serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap();
+    assert_eq!(
+        stats["views"]["fw"]["url"]["last_build"]["format_rewritten"],
+        2
+    );
+}
+
+#[test]
+fn an_unchanged_list_keeps_its_version_across_a_restart_and_changes_with_the_list() {
+    let Some(mut d) = Daemon::builder()
+        .config(FAST)
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .start()
+    else {
+        return;
+    };
+    d.sh_ok("echo 198.51.100.7 >> live/ipv4.txt");
+    eventually(&d, "views/all/ipv4.txt", "198.51.100.7\n");
+    let before = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
+    d.ctl("clock +1h").unwrap();
+    d.ctl("refresh-views").unwrap();
+    d.stop();
+    d.set_args(["--manual-clock", "1700007200"]);
+    d.restart();
+    let after = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
+    assert_eq!(
+        (after.ino(), after.mtime(), after.len()),
+        (before.ino(), before.mtime(), before.len())
+    );
+    d.sh_ok("echo 198.51.100.8 >> live/ipv4.txt");
+    eventually(&d, "views/all/ipv4.txt", "198.51.100.7\n198.51.100.8\n");
+    let changed = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
+    assert_ne!(changed.ino(), before.ino());
+    assert_eq!(
+        changed.mtime(),
+        1_700_007_200,
+        "mtime is when the content changed"
+    );
+}
+
+#[test]
+fn a_held_rebuild_shows_in_health_until_released() {
+    let cfg = format!("{FAST}[views.guarded]\ntypes = [\"domain\"]\nmax_shrink = 0.5\n");
+    let Some(d) = Daemon::builder().config(&cfg).start() else {
+        return;
+    };
+    let ten: String = (0..10).map(|i| format!("d{i}.example.com\n")).collect();
+    std::fs::write(d.path("live/domain.txt"), &ten).unwrap();
+    eventually(&d, "views/guarded/domain.txt", &ten);
+    d.sh_ok(": > live/domain.txt");
+    let health = poll_until(READY_TIMEOUT, || {
+        let h = d.read(".iocfs/health");
+        h.contains("held").then_some(h)
+    })
+    .expect("health reports the held view");
+    assert!(
+        health.starts_with("view guarded/domain: held") && health.contains("remove 10 of 10"),
+        "{health}"
+    );
+    assert_eq!(
+        d.read("views/guarded/domain.txt"),
+        ten,
+        "the last version is served"
+    );
+    assert_eq!(
+        d.read("views/all/domain.txt"),
+        "",
+        "views without the guard follow"
+    );
+    d.ctl("release-view guarded").unwrap();
+    assert_eq!(d.read("views/guarded/domain.txt"), "");
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
+    assert_eq!(errno_of(d.ctl("release-view nope")), libc::EINVAL);
+}
+
+#[test]
+fn sighup_adds_changes_and_removes_views() {
+    let Some(d) = Daemon::builder().config(FAST).start() else {
+        return;
+    };
+    d.sh_ok("echo a.example.org >> live/domain.txt");
+    let reload = |toml: &str| {
+        std::fs::write(d.config_path(), toml).unwrap();
+        d.signal(Signal::SIGHUP);
+    };
+    reload(&format!("{FAST}[views.dns]\ntypes = [\"domain\"]\n"));
+    eventually(&d, "views/dns/domain.txt", "a.example.org\n");
+    reload(&format!("{FAST}[views.dns]\ntypes = [\"domain\"]\nplaceholder = \"# none\"\nbuckets = [\"froid\"]\n"));
+    eventually(&d, "views/dns/domain.txt", "# none\n");
+    reload(FAST);
+    let gone = poll_until(READY_TIMEOUT, || {
+        (!d.path("views/dns").exists()).then_some(())
+    });
+    assert!(gone.is_some(), "views/dns still there");
+    assert!(
+        !d.data().join("views/dns").exists(),
+        "its files left the data dir"
+    );
+    // A config that does not validate is ignored whole.
+    reload("[views.BAD]\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.log().contains("not reloaded"));
+    assert!(d.path("views/all/domain.txt").exists());
+}
