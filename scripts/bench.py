@@ -277,7 +277,18 @@ class Daemon:
         CLEAN.add_proc(self.proc)
         CLEAN.add_mount(self.mnt)
         wait_for(self.healthy, timeout, f"iocfs mount {self.mnt}", self.proc, self.logfile)
-        return time.monotonic() - t
+        ready = time.monotonic() - t
+        # Views are rebuilt in the background after a start: let that finish before
+        # anything is measured (it takes the CPU the rows would be measured on).
+        wait_for(self.views_built, timeout, f"iocfs views built {self.mnt}", self.proc, self.logfile)
+        return ready
+
+    def views_built(self):
+        try:
+            views = self.stats().get("views", {})
+        except (OSError, ValueError):
+            return False
+        return all(f.get("last_build") for files in views.values() for f in files.values())
 
     def healthy(self):
         try:
@@ -653,6 +664,11 @@ class Bench:
         with open(self.default_cfg, "w") as f:
             f.write("# built-in defaults (an explicit empty config, so /etc/iocfs/iocfs.toml is not used)\n")
         self.secs = 2.0 if args.quick else 5.0  # duration of each append loop
+        self.rows = re.compile(args.rows, re.I) if args.rows else None
+
+    def wanted(self, metrics):
+        """Whether a step measuring `metrics` runs (--rows PATTERN selects by row name)."""
+        return self.rows is None or any(self.rows.search(m) for m in metrics)
 
     def p(self, *parts):
         return os.path.join(self.w, *parts)
@@ -1228,6 +1244,142 @@ class Bench:
         if replayed < written:
             self.t.note(f"WARNING: only {replayed} records replayed for {written} writes")
 
+    def views(self):
+        """View builds over a 1M-indicator store: a plain and an aggregated ipv4 view of 1M
+        entries (time from the daemon's own build figure, next to `sort -u` of the same lines),
+        the delay from a one-line append to the view serving it, and append latency while
+        views rebuild against appends that touch no view (the build runs off the write path)."""
+        n = 100_000 if self.quick else 1_000_000
+        src, data = self.p("src-views"), self.p("data-views")
+        lines = gen_type("ipv4", 0, n)
+        os.makedirs(os.path.join(src, "live"), exist_ok=True)
+        feed = os.path.join(src, "live", "ipv4.txt")
+        with open(feed, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.import_(data, src)
+        cfg = self.cfg("views.toml", "[views]\nrefresh = \"0s\"\n"
+                       "[views.all]\ntypes = [\"ipv4\"]\n"
+                       "[views.agg]\ntypes = [\"ipv4\"]\naggregate = true\n")
+        d = Daemon(self.bin, data, self.p("mnt-views"), cfg, self.p("iocfs-views.log"))
+        d.start()
+        try:
+            builds = {"all": [], "agg": []}
+            for _ in range(3 if self.quick else 5):
+                d.ctl("refresh-views")
+                v = d.stats()["views"]
+                for name in builds:
+                    builds[name].append(v[name]["ipv4"]["last_build"]["millis"] / 1000)
+            entries = d.stats()["views"]["all"]["ipv4"]["entries"]
+            # baseline: what a script would do with the same lines
+            base = []
+            for _ in range(3):
+                base.append(timed_cmd(f"LC_ALL=C sort -u '{feed}' > /dev/null", shell=True))
+            b = median(sorted(base))
+            for name, what in (("all", "plain"), ("agg", "aggregated")):
+                t_ = median(sorted(builds[name]))
+                self.t.add(f"view build, {entries:,} ipv4 entries, {what} (median of {len(builds[name])})",
+                           fmt_t(t_), f"{fmt_t(b)} `sort -u` of the same lines", ratio_s(b / t_),
+                           "≤ 0.3 s", t_ <= 0.3)
+            # one-line append -> served by the view; append latency with and without rebuilds
+            view = os.path.join(d.mnt, "views/all/ipv4.txt")
+            delays, lat_rebuild, lat_quiet = [], [], []
+            for k in range(10 if self.quick else 20):
+                before = os.stat(view)
+                t = time.perf_counter()
+                fd = os.open(os.path.join(d.mnt, "live/ipv4.txt"), os.O_WRONLY | os.O_APPEND)
+                os.write(fd, f"192.0.{k // 250}.{k % 250 + 1}\n".encode())
+                os.close(fd)
+                lat_rebuild.append(time.perf_counter() - t)
+                while True:
+                    st = os.stat(view)
+                    if (st.st_ino, st.st_size) != (before.st_ino, before.st_size):
+                        break
+                    if time.perf_counter() - t > 30:
+                        raise RuntimeError("the view did not pick up an append within 30 s")
+                    time.sleep(0.0005)
+                delays.append(time.perf_counter() - t)
+                # the same append to a type no view reads: no rebuild behind it
+                t = time.perf_counter()
+                fd = os.open(os.path.join(d.mnt, "live/md5.txt"), os.O_WRONLY | os.O_APPEND)
+                os.write(fd, md5_line(f"v{k}")(0))
+                os.close(fd)
+                lat_quiet.append(time.perf_counter() - t)
+        finally:
+            d.stop()
+        dl, lr, lq = median(sorted(delays)), median(sorted(lat_rebuild)), median(sorted(lat_quiet))
+        self.t.add(f"view rebuild after a one-line append to a {n / 1e6:g}M-indicator store "
+                   f"(append to served, median of {len(delays)})", fmt_t(dl), "—", "—", "≤ 0.3 s",
+                   dl <= 0.3)
+        self.t.add("append latency p50 while views rebuild vs appends no view reads",
+                   fmt_ms(lr * 1e9), fmt_ms(lq * 1e9), ratio_s(lq / lr), "≥ 0.8×",
+                   lq / lr >= 0.8)
+
+    def web(self):
+        """nginx (the shipped site, www-data workers) serving views/all/ipv4.txt with 50,000
+        addresses to `wrk -c32`, against the same nginx serving a plain copy of the bytes."""
+        if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+            raise RuntimeError("nginx is not installed (apt-get install nginx)")
+        if not shutil.which("wrk"):
+            raise RuntimeError("wrk is not installed (apt-get install wrk)")
+        n = 50_000
+        src, data = self.p("src-web"), self.p("data-web")
+        os.makedirs(os.path.join(src, "live"), exist_ok=True)
+        ips = [l for l in gen_type("ipv4", 0, 2 * n) if "/" not in l][:n]
+        with open(os.path.join(src, "live", "ipv4.txt"), "w") as f:
+            f.write("\n".join(ips) + "\n")
+        self.import_(data, src)
+        d = Daemon(self.bin, data, self.p("mnt-web"), self.default_cfg, self.p("iocfs-web.log"))
+        d.start()
+        os.chmod(self.w, 0o755)
+        ng = self.p("nginx")
+        os.makedirs(ng, exist_ok=True)
+        plain_root = self.p("web-plain")
+        os.makedirs(os.path.join(plain_root, "views/all"), exist_ok=True)
+        with open(os.path.join(d.mnt, "views/all/ipv4.txt"), "rb") as f:
+            body = f.read()
+        with open(os.path.join(plain_root, "views/all/ipv4.txt"), "wb") as f:
+            f.write(body)
+        for dd in (ng, plain_root, os.path.join(plain_root, "views"), os.path.join(plain_root, "views/all")):
+            os.chmod(dd, 0o755)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        site = open(os.path.join(repo, "examples/nginx/iocfs.conf")).read()
+        sites = ""
+        for port, root in ((18091, d.mnt), (18092, plain_root)):
+            sites += (site.replace("root /srv/iocfs;", f"root {root};")
+                      .replace("listen 8080;", f"listen 127.0.0.1:{port};").replace("listen [::]:8080;", "")
+                      .replace("access_log /var/log/nginx/iocfs.access.log;", "access_log off;"))
+        conf = os.path.join(ng, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"user www-data;\nworker_processes 2;\npid {ng}/nginx.pid;\nerror_log {ng}/error.log;\n"
+                    f"events {{ worker_connections 1024; }}\nhttp {{\n"
+                    + "".join(f"  {k}_temp_path {ng}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+                    + sites + "\n}\n")
+        proc = subprocess.Popen(["nginx", "-p", ng, "-c", conf, "-g", "daemon off;"],
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        CLEAN.add_proc(proc)
+        try:
+            wait_for(lambda: subprocess.run(["curl", "-sf", "-o", "/dev/null", "http://127.0.0.1:18092/views/all/ipv4.txt"]).returncode == 0,
+                     30, "nginx", proc)
+            secs = 3 if self.quick else 5
+            rates = {18091: [], 18092: []}
+            for _ in range(2 if self.quick else 3):
+                for port in rates:
+                    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{secs}s", f"http://127.0.0.1:{port}/views/all/ipv4.txt"],
+                                         capture_output=True, text=True).stdout
+                    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                    if not m or "Non-2xx" in out or "Socket errors" in out and "read 0" not in out:
+                        raise RuntimeError(f"wrk on port {port}: {out[-500:]}")
+                    rates[port].append(float(m.group(1)))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            d.stop()
+        a, b = median(sorted(rates[18091])), median(sorted(rates[18092]))
+        self.t.add(f"nginx serving views/all/ipv4.txt ({n:,} addresses, {len(body) / 1e3:.0f} kB) to wrk -c32, "
+                   f"median of {len(rates[18091])} interleaved runs", fmt_rate(a, "req/s"),
+                   f"{fmt_rate(b, 'req/s')} same bytes on disk", ratio_s(a / b), "≥ 0.8×",
+                   a / b >= 0.8)
+
     def memory(self):
         n = self.big_n
         src, data = self.p("src-big"), self.p("data-big")
@@ -1236,7 +1388,11 @@ class Bench:
         self.layout(src, placement, self.p("corpus-big"))
         text = sum(os.path.getsize(self.p("corpus-big", f"{ty}.txt")) for ty in placement)
         dt = self.import_(data, src)
-        d = Daemon(self.bin, data, self.p("mnt-big"), self.default_cfg, self.p("iocfs-big.log"))
+        # The default `all` view plus two firewall views, as a deployment would have.
+        cfg = self.cfg("big.toml", "[views.fw]\ntypes = [\"ipv4\", \"ipv6\", \"domain\", \"url\"]\n"
+                       "buckets = [\"live\", \"chaud\"]\nmax_entries = 150000\nformat = \"panos\"\n"
+                       "[views.agg]\ntypes = [\"ipv4\"]\naggregate = true\n")
+        d = Daemon(self.bin, data, self.p("mnt-big"), cfg, self.p("iocfs-big.log"))
         ready = d.start()
         try:
             idle = status_fields(d.pid)
@@ -1244,6 +1400,9 @@ class Bench:
             for b in ["live"] + TIERS:
                 for ty in TYPES:
                     read_all(os.path.join(d.mnt, b, f"{ty}.txt"))
+            for view in sorted(os.listdir(os.path.join(d.mnt, "views"))):
+                for name in os.listdir(os.path.join(d.mnt, "views", view)):
+                    read_all(os.path.join(d.mnt, "views", view, name))
             st = status_fields(d.pid)
             mf, mn = memfd_bytes(d.pid)
             stats = d.stats()
@@ -1257,7 +1416,8 @@ class Bench:
                     f"{st.get('RssFile', 0) / MiB:.0f}, RssShmem {st.get('RssShmem', 0) / MiB:.0f}), VmHWM "
                     f"{st.get('VmHWM', 0) / MiB:.0f} MiB; {mn} memfds holding {mf / MiB:.0f} MiB; block cache "
                     f"{cache['bytes'] / MiB:.0f} of {cache['capacity'] / MiB:.0f} MiB")
-        self.t.add(f"daemon VmRSS with {count / 1e6:.0f}M indicators loaded, default cache (after reading all files)",
+        self.t.add(f"daemon VmRSS with {count / 1e6:.0f}M indicators loaded and 3 views, default cache "
+                   "(after reading all files; peak in the note)",
                    f"{rss / MiB:.0f} MiB (+ {mf / MiB:.0f} MiB in memfds)", f"{text / MiB:.0f} MiB as plain text",
                    ratio_s(text / rss), "≤ 1024 MiB", rss <= 1024 * MiB)
 
@@ -1268,6 +1428,8 @@ class Bench:
         t = self.t
 
         def step(metrics, fn, *args):
+            if not self.wanted(metrics):
+                return
             log(f"--- {fn.__name__}")
             try:
                 fn(*args)
@@ -1288,11 +1450,17 @@ class Bench:
             (["durable appends 1 writer", "durable appends 8 writers"], self.appends),
             (["grep -c over all tier files vs zgrep -c"], self.grep),
         ]
+        if not any(self.wanted(metrics) for metrics, *_ in main_steps):
+            main_steps = []
         try:
             try:
+                if not main_steps:
+                    raise LookupError("no row of the main data set selected")
                 self.main_set()
                 dt = self.main.start()
                 t.note(f"main mount ready in {fmt_t(dt)}")
+                main_err = None
+            except LookupError:
                 main_err = None
             except Exception as e:  # noqa: BLE001 - every row still printed
                 log(f"ERROR setting up the main data set: {e}")
@@ -1311,6 +1479,8 @@ class Bench:
         step(["bulk ingest"], self.bulk_ingest)
         step(["aging"], self.aging)
         step(["recovery"], self.recovery)
+        step(["view build", "view rebuild", "append latency while views rebuild"], self.views)
+        step(["nginx serving views"], self.web)
         step(["daemon VmRSS"], self.memory)
         return machine
 
@@ -1332,6 +1502,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small corpus, never fails on a target (CI)")
     ap.add_argument("--size", type=int, help="corpus size in indicators (default 5,000,000; quick 200,000)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--rows", help="only the rows whose name matches this regular expression")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--bin", required=True, help="the iocfs binary")
     ap.add_argument("--ratarmount", help="the ratarmount executable (row marked unavailable without it)")

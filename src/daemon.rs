@@ -64,15 +64,9 @@ pub fn run(req: MountRequest) -> Result<()> {
     clear_stale_mount(&req.mountpoint);
     let store = Store::open(config.clone(), req.clock.clone())?;
     log_recovery(&store);
+    // The versions published before the last stop are served at once; the views thread
+    // rebuilds every file in the background (an identical build keeps its version).
     let views = Arc::new(Views::open(&config.data_dir, &config.views)?);
-    // Before the mount serves: a web server never finds a view missing or stale.
-    let started = Instant::now();
-    views.rebuild(&store, true)?;
-    log::info!(
-        "views built in {} ms: {}",
-        started.elapsed().as_millis(),
-        views.names().join(", ")
-    );
 
     let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
     let fs = IocFs::new(store.clone(), views.clone(), inval_tx);

@@ -173,13 +173,14 @@ impl Drop for StopOnDrop<'_> {
 }
 
 fn uid_of(pid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    // A process that is gone (a worker replaced meanwhile) counts as privileged: look again.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|u| u.parse().ok())
-        .unwrap()
+        .unwrap_or(0)
 }
 
 /// A mount on the default config (plus `extra`), reachable by other users.
@@ -212,10 +213,15 @@ fn nginx_serves_views_with_etags_that_change_exactly_when_the_list_does() {
     let Some(n) = Nginx::start(&d.mnt()) else {
         return;
     };
-    assert!(!n.workers().is_empty());
-    for w in n.workers() {
-        assert_ne!(uid_of(w), 0, "nginx worker {w} must be unprivileged");
-    }
+    // A worker drops to www-data right after it forks.
+    let unprivileged = poll_until(READY_TIMEOUT, || {
+        let w = n.workers();
+        (!w.is_empty() && w.iter().all(|&p| uid_of(p) != 0)).then_some(w)
+    });
+    assert!(
+        unprivileged.is_some(),
+        "nginx workers must run as an unprivileged user"
+    );
     d.sh_ok("printf '203.0.113.9\\n198.51.100.1\\n' >> live/ipv4.txt");
     let want = b"198.51.100.1\n203.0.113.9\n";
     let headers = wait_for_body(&n, "/views/all/ipv4.txt", want);
@@ -271,6 +277,11 @@ fn under_appends_replaces_and_aging_every_response_is_one_whole_version() {
     let Some(n) = Nginx::start(&d.mnt()) else {
         return;
     };
+    // The views' first builds run in the background right after the mount.
+    for path in ["/views/fw/ipv4.txt", "/views/all/ipv4.txt"] {
+        poll_until(READY_TIMEOUT, || (n.get(path, &[]).0 == 200).then_some(()))
+            .unwrap_or_else(|| panic!("{path} never served"));
+    }
     let stop = AtomicBool::new(false);
     let (mut fetched, mut versions) = (0, 0);
     std::thread::scope(|scope| {

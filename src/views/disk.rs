@@ -10,6 +10,7 @@
 //! indicator.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,69 @@ pub fn hash(bytes: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
+/// A new version being written: a temp file, hashed as it is written. Dropped without
+/// [`Disk::commit`], its file is removed.
+pub struct Staged {
+    /// None once committed.
+    out: Option<std::io::BufWriter<File>>,
+    path: PathBuf,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl Staged {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn hash(&self) -> u128 {
+        self.hasher.digest128()
+    }
+
+    /// The content written so far (flushed first).
+    pub fn read_all(&mut self) -> Result<Vec<u8>> {
+        let path = self.path.display().to_string();
+        let mut buf = vec![0u8; self.len as usize];
+        let out = self.writer().ctx(|| format!("read {path}"))?;
+        out.flush().ctx(|| format!("write {path}"))?;
+        out.get_ref()
+            .read_exact_at(&mut buf, 0)
+            .ctx(|| format!("read {path}"))?;
+        Ok(buf)
+    }
+
+    fn writer(&mut self) -> std::io::Result<&mut std::io::BufWriter<File>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("staged view file already committed"))
+    }
+}
+
+impl std::io::Write for Staged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.writer()?.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer()?.flush()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// `DATA/views`.
 pub struct Disk {
     dir: PathBuf,
@@ -80,7 +144,12 @@ impl Disk {
     pub fn open(data_dir: &Path) -> Result<Disk> {
         let dir = data_dir.join("views");
         std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        Ok(Disk { dir })
+        let disk = Disk { dir };
+        // Builds a crash interrupted.
+        for view in disk.views_on_disk() {
+            atomic::remove_leftover_temps(&disk.view_dir(&view))?;
+        }
+        Ok(disk)
     }
 
     fn view_dir(&self, view: &str) -> PathBuf {
@@ -132,25 +201,63 @@ impl Disk {
         })
     }
 
-    /// Durably publish `bytes` as the new version of `view`/`ty`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn publish(
+    /// A temp file in the view's directory to write a new version into.
+    pub fn stage(&self, view: &str, ty: IocType) -> Result<Staged> {
+        let dir = self.view_dir(view);
+        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        // Unique: a held build keeps its staged file while later ones are staged.
+        static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = atomic::temp_path(
+            &dir,
+            ty.file_name(),
+            &format!("b{}-{n}", std::process::id()),
+        );
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .ctx(|| format!("create {}", path.display()))?;
+        Ok(Staged {
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            path,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            len: 0,
+        })
+    }
+
+    /// Durably publish a staged file as the new version of `view`/`ty`: fsync it, rename it
+    /// over the old one, fsync the directory, then write the sidecar the same way.
+    pub fn commit(
         &self,
         view: &str,
         ty: IocType,
-        bytes: &[u8],
+        mut staged: Staged,
         ino: u64,
         mtime: u64,
         entries: u64,
     ) -> Result<ViewFile> {
         let dir = self.view_dir(view);
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let file = atomic::replace_file(&dir, ty.file_name(), |w| w.write_all(bytes))?;
-        let content_hash = hash(bytes);
+        let (path, len, content_hash) = (staged.path.clone(), staged.len, staged.hash());
+        let out = staged
+            .writer()
+            .ctx(|| format!("commit {}", path.display()))?;
+        out.flush().ctx(|| format!("write {}", path.display()))?;
+        let file = out
+            .get_ref()
+            .try_clone()
+            .ctx(|| format!("reopen {}", path.display()))?;
+        file.sync_all()
+            .ctx(|| format!("fsync {}", path.display()))?;
+        atomic::rename(&path, &dir.join(ty.file_name()))?;
+        staged.out = None; // renamed: nothing to remove on drop
+        atomic::fsync_dir(&dir)?;
         let meta = Meta {
             ino,
             mtime,
-            len: bytes.len() as u64,
+            len,
             entries,
             hash: format!("{content_hash:032x}"),
         };
@@ -161,7 +268,7 @@ impl Disk {
             ino,
             view: view.to_string(),
             ty,
-            len: bytes.len() as u64,
+            len,
             mtime,
             entries,
             hash: content_hash,

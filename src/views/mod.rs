@@ -73,9 +73,9 @@ struct Inputs {
     def: View,
 }
 
-/// A build kept back by `max_shrink`.
+/// A build kept back by `max_shrink` (its file staged in the view's directory).
 struct Held {
-    bytes: Vec<u8>,
+    staged: disk::Staged,
     stats: FileStats,
     removed: u64,
     of: u64,
@@ -218,20 +218,21 @@ impl Views {
         let now = store.clock.now();
         let (parts, counts) = store.snapshot_type(&def.buckets, ty);
         inputs.counts = counts;
-        let selected = select::select(def, &parts, now, &store.cache)?;
+        let selected = select::select(def, ty, &parts, now, &store.cache)?;
         drop(parts);
         let (expires, unreadable) = (selected.expires, selected.unreadable_blocks);
-        let rendered = render::render(def, ty, selected);
+        let mut staged = self.disk.stage(name, ty)?;
+        let stats = render::render(def, ty, selected, &mut staged)
+            .map_err(|e| Error::io(format!("write views/{name}/{}", ty.file_name()), e))?;
         let info = BuildInfo {
-            stats: rendered.stats.clone(),
+            stats: stats.clone(),
             at: now,
             millis: started.elapsed().as_millis() as u64,
             unreadable_blocks: unreadable,
         };
-        let key = (name.to_string(), ty);
-        let held = self.publish_or_hold(store, name, def, ty, rendered)?;
+        let held = self.publish_or_hold(store, name, def, ty, staged, stats)?;
         let mut files = lock(&self.files);
-        let st = files.entry(key).or_default();
+        let st = files.entry((name.to_string(), ty)).or_default();
         st.built_from = Some(inputs);
         st.built_at = Some(Instant::now());
         st.expires = expires;
@@ -248,15 +249,15 @@ impl Views {
         name: &str,
         def: &View,
         ty: IocType,
-        rendered: render::Rendered,
+        mut staged: disk::Staged,
+        stats: FileStats,
     ) -> Result<Option<Held>> {
-        let current = self.file(name, ty);
-        if let Some(cur) = &current {
-            if cur.len == rendered.bytes.len() as u64 && cur.hash == disk::hash(&rendered.bytes) {
+        if let Some(cur) = self.file(name, ty) {
+            if cur.len == staged.len() && cur.hash == staged.hash() {
                 return Ok(None);
             }
             if let Some(max) = def.max_shrink {
-                let removed = removed_entries(cur, &rendered.bytes)?;
+                let removed = removed_entries(&cur, &staged.read_all()?)?;
                 if cur.entries > 0 && removed as f64 > max.as_f64() * cur.entries as f64 {
                     let of = cur.entries;
                     log::warn!(
@@ -265,15 +266,15 @@ impl Views {
                         max.as_f64()
                     );
                     return Ok(Some(Held {
-                        bytes: rendered.bytes,
-                        stats: rendered.stats,
+                        staged,
+                        stats,
                         removed,
                         of,
                     }));
                 }
             }
         }
-        self.publish(store, name, ty, &rendered.bytes, rendered.stats.entries)?;
+        self.publish(store, name, ty, staged, stats.entries)?;
         Ok(None)
     }
 
@@ -282,7 +283,7 @@ impl Views {
         store: &Store,
         name: &str,
         ty: IocType,
-        bytes: &[u8],
+        staged: disk::Staged,
         entries: u64,
     ) -> Result<()> {
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
@@ -292,7 +293,7 @@ impl Views {
         // same size. Only rebuilds faster than once a second run ahead of the clock.
         let previous = self.file(name, ty).map_or(0, |f| f.mtime);
         let mtime = store.clock.now().max(previous + 1);
-        let file = self.disk.publish(name, ty, bytes, ino, mtime, entries)?;
+        let file = self.disk.commit(name, ty, staged, ino, mtime, entries)?;
         let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
         if let Some(old) = old {
             for hook in read(&self.hooks).iter() {
@@ -322,15 +323,16 @@ impl Views {
                 .filter_map(|((_, ty), st)| st.held.take().map(|h| (*ty, h)))
                 .collect()
         };
-        for (ty, h) in &held {
-            self.publish(store, view, *ty, &h.bytes, h.stats.entries)?;
+        let n = held.len();
+        for (ty, h) in held {
+            let entries = h.stats.entries;
+            self.publish(store, view, ty, h.staged, entries)?;
             log::info!(
-                "view {view}/{}: released ({} entries)",
-                ty.file_name(),
-                h.stats.entries
+                "view {view}/{}: released ({entries} entries)",
+                ty.file_name()
             );
         }
-        Ok(held.len())
+        Ok(n)
     }
 
     /// Forget views (or types of a view) that the config no longer has.

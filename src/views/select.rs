@@ -1,69 +1,97 @@
-//! Selecting a view's indicators of one type: which buckets, how recently seen. The bytes
-//! stay in the partitions' own buffers (a live version's content, inflated tier blocks);
-//! items point into them.
-
-use std::sync::Arc;
+//! Selecting a view's indicators of one type: which buckets, how recently seen.
+//!
+//! Memory is what bounds a build (a view over every bucket of a 10M-indicator store reads
+//! all of it), so the selection is compact: addresses and networks are parsed at once into
+//! 32-byte entries, other values are copied into one arena (a single large allocation,
+//! given back to the system whole), and each partition buffer — a live version's content,
+//! an inflated tier block — is dropped as soon as its lines are taken.
 
 use crate::cache::BlockCache;
+use crate::cidr::Net;
 use crate::config::views::View;
 use crate::error::Result;
 use crate::ioc::IocType;
 use crate::store::read::PartitionSnapshot;
 use crate::store::tier;
 
-/// One selected indicator: where its bytes are and when it was last seen.
+/// A value in the arena, and when it was last seen.
 #[derive(Clone, Copy, Debug)]
 pub struct Item {
-    buf: u32,
-    start: u32,
+    start: u64,
     len: u32,
     pub last_seen: u32,
 }
 
-/// The indicators a view selected, with the buffers holding their bytes.
-#[derive(Default)]
+/// What a view selected of one type.
+pub enum Values {
+    /// Addresses and networks (ipv4, ipv6), with when each was last seen.
+    Nets(Vec<(Net, u32)>),
+    /// Everything else, as arena slices.
+    Text { arena: Vec<u8>, items: Vec<Item> },
+}
+
 pub struct Selected {
-    buffers: Vec<Arc<Vec<u8>>>,
-    pub items: Vec<Item>,
-    /// The earliest time one of the items leaves the view by `max_age` (None: never).
+    pub values: Values,
+    /// The earliest time one of the values leaves the view by `max_age` (None: never).
     pub expires: Option<u64>,
     /// Damaged tier blocks skipped (their lines could not be read).
     pub unreadable_blocks: u64,
+    /// Stored values that did not parse as what their type promises (never expected).
+    pub unparsable: u64,
 }
 
 impl Selected {
-    pub fn value(&self, item: &Item) -> &[u8] {
-        let start = item.start as usize;
-        self.buffers
-            .get(item.buf as usize)
-            .and_then(|b| b.get(start..start + item.len as usize))
-            .unwrap_or_default()
+    pub fn len(&self) -> usize {
+        match &self.values {
+            Values::Nets(n) => n.len(),
+            Values::Text { items, .. } => items.len(),
+        }
     }
 
-    fn add_buffer(&mut self, buf: Arc<Vec<u8>>) -> u32 {
-        self.buffers.push(buf);
-        (self.buffers.len() - 1) as u32
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
+}
+
+pub fn text_of<'a>(arena: &'a [u8], item: &Item) -> &'a [u8] {
+    let start = item.start as usize;
+    arena
+        .get(start..start + item.len as usize)
+        .unwrap_or_default()
+}
+
+/// The types whose values are addresses or networks (ordered numerically).
+pub fn is_ip(ty: IocType) -> bool {
+    matches!(ty, IocType::Ipv4 | IocType::Ipv6)
 }
 
 /// Select from `parts` (snapshots of one type's partitions taken at one instant) what
 /// `view` includes at time `now`.
 pub fn select(
     view: &View,
+    ty: IocType,
     parts: &[PartitionSnapshot],
     now: u64,
     cache: &BlockCache,
 ) -> Result<Selected> {
-    let mut out = Selected::default();
+    let mut out = Selected {
+        values: if is_ip(ty) {
+            Values::Nets(Vec::new())
+        } else {
+            Values::Text {
+                arena: Vec::new(),
+                items: Vec::new(),
+            }
+        },
+        expires: None,
+        unreadable_blocks: 0,
+        unparsable: 0,
+    };
     let max_age = view.max_age.map(|d| d.as_secs());
-    // An indicator is in the view while now - last_seen < max_age.
+    // A value is in the view while now - last_seen < max_age.
     let keep = |last_seen: u32| max_age.is_none_or(|m| now.saturating_sub(last_seen.into()) < m);
-    let add = |out: &mut Selected, buf: Arc<Vec<u8>>, times: &[(u32, u32)]| {
-        let id = out.add_buffer(buf.clone());
-        let mut at = 0usize;
-        for (line, t) in tier::lines(&buf).zip(times) {
-            let start = at;
-            at += line.len() + 1;
+    let take = |out: &mut Selected, buf: &[u8], times: &[(u32, u32)]| {
+        for (line, t) in tier::lines(buf).zip(times) {
             if line.is_empty() || !keep(t.1) {
                 continue;
             }
@@ -71,12 +99,22 @@ pub fn select(
                 let leaves = u64::from(t.1) + m;
                 out.expires = Some(out.expires.map_or(leaves, |e| e.min(leaves)));
             }
-            out.items.push(Item {
-                buf: id,
-                start: start as u32,
-                len: line.len() as u32,
-                last_seen: t.1,
-            });
+            match &mut out.values {
+                Values::Nets(nets) => {
+                    match std::str::from_utf8(line).ok().and_then(|s| s.parse().ok()) {
+                        Some(net) => nets.push((net, t.1)),
+                        None => out.unparsable += 1,
+                    }
+                }
+                Values::Text { arena, items } => {
+                    items.push(Item {
+                        start: arena.len() as u64,
+                        len: line.len() as u32,
+                        last_seen: t.1,
+                    });
+                    arena.extend_from_slice(line);
+                }
+            }
         }
     };
     for part in parts {
@@ -86,8 +124,8 @@ pub fn select(
                 len,
                 times,
             } => {
-                let content = Arc::new(version.read_at(0, *len as usize)?);
-                add(&mut out, content, times);
+                let content = version.read_at(0, *len as usize)?;
+                take(&mut out, &content, times);
             }
             PartitionSnapshot::Tier(v) => {
                 for block in v.blocks() {
@@ -99,7 +137,7 @@ pub fn select(
                         continue; // every line of it is too old
                     }
                     match block.contents(cache) {
-                        Ok((raw, times)) => add(&mut out, raw, &times),
+                        Ok((raw, times)) => take(&mut out, &raw, &times),
                         Err(e) => {
                             log::warn!("view build: {}/{} block {}: {e}", v.tier, v.ty, block.id);
                             out.unreadable_blocks += 1;
@@ -110,9 +148,4 @@ pub fn select(
         }
     }
     Ok(out)
-}
-
-/// The types a value of which is an IP address or network (rendered numerically).
-pub fn is_ip(ty: IocType) -> bool {
-    matches!(ty, IocType::Ipv4 | IocType::Ipv6)
 }
