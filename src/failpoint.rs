@@ -3,7 +3,7 @@
 //! builds `check` compiles to nothing.
 //!
 //! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`; panics:
-//! `apply::panic`, `aging::panic` (see [`panic_if`]).
+//! `apply::panic`, `aging::panic` (see [`panic_if`]); pauses: `backup::pause` (see [`pause`]).
 
 use std::io;
 
@@ -37,6 +37,15 @@ pub fn check(name: &str) -> io::Result<()> {
 pub fn panic_if(name: &str) {
     if let Err(e) = check(name) {
         panic!("failpoint {name}: injected panic ({e})");
+    }
+}
+
+/// Wait while `name` is armed (at most 30 s): how tests hold an operation midway, e.g. to
+/// SIGKILL the daemon in the middle of a backup.
+pub fn pause(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while check(name).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

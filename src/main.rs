@@ -76,6 +76,31 @@ enum Command {
         /// The folder holding live/, chaud/, tiede/, froid/.
         src: PathBuf,
     },
+    /// Back up into DEST (a new or empty directory), as a data directory a mount or
+    /// `iocfs check` takes as is: from a running daemon (--mount) or an unmounted data
+    /// directory (--data). Holds every write acknowledged before the command started; files
+    /// are hard-linked where DEST is on the same file system. DEST is checked at the end.
+    #[command(
+        after_help = "Examples:\n  iocfs backup --mount /srv/iocfs /var/backups/iocfs/$(date +%F)\n  iocfs backup --data /var/lib/iocfs /mnt/usb/iocfs\nRestore: iocfs mount --data DEST MOUNTPOINT (or copy DEST to the data directory)"
+    )]
+    Backup {
+        /// The mount point of a running iocfs (asks it through .iocfs/ctl; root only).
+        #[arg(
+            long,
+            value_name = "MOUNT",
+            conflicts_with = "data",
+            required_unless_present = "data"
+        )]
+        mount: Option<PathBuf>,
+        /// A data directory no iocfs has mounted.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Config file (offline: its settings are used to open the data directory).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where the backup goes: must not exist, or be an empty directory.
+        dest: PathBuf,
+    },
     /// Print a mounted filesystem's statistics (`.iocfs/stats.json`) as a table.
     #[command(
         after_help = "Example:\n  iocfs stats /srv/iocfs\n  iocfs stats --json /srv/iocfs | jq .cache"
@@ -119,6 +144,12 @@ fn main() -> ExitCode {
             data,
         } => offline(config, data, |c| check(c, repair)),
         Command::Import { data, config, src } => offline(config, data, |c| import(c, &src)),
+        Command::Backup {
+            mount,
+            data,
+            config,
+            dest,
+        } => backup(mount, data, config, &dest),
     }
 }
 
@@ -305,4 +336,65 @@ fn mount(
 fn absolute(p: PathBuf) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&p)?;
     p.canonicalize()
+}
+
+fn backup(
+    mount: Option<PathBuf>,
+    data: Option<PathBuf>,
+    config: Option<PathBuf>,
+    dest: &Path,
+) -> ExitCode {
+    let dest = match iocfs::cli::backup::absolute_dest(dest) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("iocfs backup: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let made = match (mount, data) {
+        (Some(mount), _) => iocfs::cli::backup::online(&mount, &dest).map(|()| {
+            println!(
+                "iocfs backup: {} written by the daemon at {}",
+                dest.display(),
+                mount.display()
+            )
+        }),
+        (None, Some(data)) => {
+            return offline(config, data, |c| {
+                match iocfs::cli::backup::offline(c, &dest) {
+                    Ok(r) => {
+                        println!(
+                            "iocfs backup: {} holds the state at sequence {} ({} files linked, {} copied)",
+                            dest.display(),
+                            r.upto,
+                            r.linked,
+                            r.copied
+                        );
+                        verify_backup(&dest)
+                    }
+                    Err(e) => {
+                        eprintln!("iocfs backup: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        (None, None) => unreachable!("clap requires --mount or --data"),
+    };
+    match made {
+        Ok(()) => verify_backup(&dest),
+        Err(e) => {
+            eprintln!("iocfs backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `iocfs check` of a fresh backup: it must be clean.
+fn verify_backup(dest: &Path) -> ExitCode {
+    let config = Config {
+        data_dir: dest.to_path_buf(),
+        ..Config::default()
+    };
+    check(&config, false)
 }

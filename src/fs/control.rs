@@ -95,6 +95,11 @@ impl IocFs {
             ("commit", []) => self.store.commit().map(|_| ()),
             ("checkpoint", []) => self.store.checkpoint().map(|_| ()),
             ("refresh-views", []) => self.views.rebuild(&self.store, true).map(|_| ()),
+            ("backup", [_, ..]) => {
+                // The path is the rest of the line (it may hold spaces).
+                let dest = line.trim_start()["backup".len()..].trim();
+                self.store.backup(std::path::Path::new(dest)).map(|_| ())
+            }
             ("release-view", [name]) => self.views.release(&self.store, name).map(|n| {
                 log::info!("ctl release-view {name}: {n} held files published");
             }),

@@ -30,7 +30,7 @@ use crate::store::checkpoint;
 use crate::store::live::format::{self as live_format, LiveMeta};
 use crate::store::live::{LiveVersion, Times};
 use crate::store::model::{Bucket, Tier};
-use crate::store::mutation::{Op, PartFile};
+use crate::store::mutation::{Manifest, Op, PartFile};
 use crate::store::state::State;
 use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
 use crate::sync::lock;
@@ -89,6 +89,22 @@ impl Flusher {
             *lock(&self.last_commit) = Some(info.clone());
         }
         Ok(info)
+    }
+
+    /// Commit, then run `f` with the manifest of the files on disk while no other commit
+    /// can replace them (an online backup links exactly those files). Writers are not held.
+    pub fn with_committed<T>(
+        &self,
+        engine: &dyn Engine,
+        f: impl FnOnce(&Manifest) -> Result<T>,
+    ) -> Result<T> {
+        let _one_at_a_time = lock(&self.commit_lock);
+        if let Some(info) = commit(engine)? {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.last_commit) = Some(info);
+        }
+        let manifest = engine.state().manifest().clone();
+        f(&manifest)
     }
 
     /// Commit, then snapshot the index of every committed tier partition so the next start

@@ -10,6 +10,7 @@
 //! and what a mutation does to it is `apply`.
 
 pub mod apply;
+pub mod backup;
 pub mod checkpoint;
 pub mod flush;
 pub mod health;

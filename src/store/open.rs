@@ -30,6 +30,15 @@ impl Store {
         mode: recovery::Mode,
     ) -> Result<Arc<Store>> {
         let data_dir = config.data_dir.clone();
+        let marker = data_dir.join(super::backup::INCOMPLETE);
+        if marker.exists() {
+            return Err(Error::Invalid(format!(
+                "{} is an incomplete backup ({} is still there: the backup that made it did not finish); \
+                 make a new backup instead of using this one",
+                data_dir.display(),
+                marker.display()
+            )));
+        }
         for sub in SUBDIRS {
             let dir = data_dir.join(sub);
             std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
