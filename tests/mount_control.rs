@@ -82,9 +82,29 @@ fn ctl_remove_deletes_the_value() {
 }
 
 #[test]
-fn ctl_is_write_only_and_rejects_unknown_commands() {
+fn ctl_lists_its_commands_when_read_and_rejects_unknown_ones() {
     let Some(d) = Daemon::start() else { return };
-    assert_eq!(errno_of(std::fs::read(d.path(".iocfs/ctl"))), libc::EACCES);
+    // Reading lists the commands (so tar and rsync can read every file of a mount).
+    let help = d.read(".iocfs/ctl");
+    for cmd in [
+        "age",
+        "commit",
+        "checkpoint",
+        "remove VALUE",
+        "refresh-views",
+        "release-view NAME",
+        "backup DEST",
+    ] {
+        assert!(
+            help.lines().any(|l| l.starts_with(cmd)),
+            "{cmd} missing from:\n{help}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(d.path(".iocfs/ctl")).unwrap().len(),
+        help.len() as u64,
+        "st_size is what a read returns"
+    );
     assert_eq!(errno_of(d.ctl("frobnicate")), libc::EINVAL);
     assert_eq!(errno_of(d.ctl("remove not..valid")), libc::EINVAL);
     for cmd in ["commit", "checkpoint", "age"] {
@@ -103,4 +123,44 @@ fn stats_json_counts_live_lines() {
         stats["buckets"]["live"]["total"]["lines"], 2,
         "stats.json: {text}"
     );
+}
+
+#[test]
+fn lseek_finds_data_everywhere_and_the_hole_at_the_end() {
+    use std::os::fd::AsRawFd;
+    let Some(d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .start()
+    else {
+        return;
+    };
+    d.append_lines("live/domain.txt", &["old.example.com"]);
+    d.ctl("clock +2d").unwrap();
+    d.ctl("age").unwrap();
+    d.append_lines("live/ipv4.txt", &["192.0.2.1", "192.0.2.2"]);
+    for rel in [
+        "live/ipv4.txt",
+        "chaud/domain.txt",
+        ".iocfs/health",
+        ".iocfs/ctl",
+    ] {
+        let f = std::fs::File::open(d.path(rel)).unwrap();
+        let size = f.metadata().unwrap().len() as i64;
+        assert!(size > 0, "{rel} is empty");
+        let fd = f.as_raw_fd();
+        // SAFETY: a plain lseek on a descriptor this test owns.
+        #[allow(unsafe_code)]
+        let seek = |off: i64, whence: i32| unsafe { libc::lseek(fd, off, whence) };
+        assert_eq!(seek(0, libc::SEEK_DATA), 0, "{rel}");
+        assert_eq!(seek(1, libc::SEEK_DATA), 1, "{rel}");
+        assert_eq!(seek(0, libc::SEEK_HOLE), size, "{rel}");
+        assert_eq!(seek(size, libc::SEEK_DATA), -1, "{rel}");
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENXIO)
+        );
+        assert_eq!(seek(0, libc::SEEK_END), size, "{rel}");
+    }
+    assert!(!d.log().contains("Not Implemented"), "{}", d.log());
 }

@@ -155,3 +155,35 @@ fn truncate_to_zero_by_path_empties_the_set() {
     assert!(!out.status.success(), "truncate -s3 succeeded");
     assert_eq!(d.lines("live/ipv4.txt"), ["9.9.9.9"]);
 }
+
+#[test]
+fn refusing_to_remove_a_type_file_says_what_to_do_instead() {
+    let Some(d) = Daemon::start() else { return };
+    d.sh_ok("echo 192.0.2.9 >> live/ipv4.txt");
+    let src = d.root().join("new.txt");
+    std::fs::write(&src, "192.0.2.10\n").unwrap();
+    for cmd in [
+        "rm live/ipv4.txt".to_string(),
+        format!("install -m 644 {} live/ipv4.txt", src.display()),
+        "mv live/ipv4.txt live/other.txt".to_string(),
+    ] {
+        let out = d.sh(&cmd);
+        assert!(!out.status.success(), "{cmd} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Operation not permitted"), "{cmd}: {err}");
+    }
+    let log = d.log();
+    assert!(
+        log.contains("unlink of live/ipv4.txt refused (EPERM)")
+            && log.contains("cp NEW live/ipv4.txt"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rename of live/ipv4.txt refused (EPERM)"),
+        "{log}"
+    );
+    assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.9"], "nothing changed");
+    // What the message advises works.
+    d.sh_ok(&format!("cp {} live/ipv4.txt", src.display()));
+    assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.10"]);
+}

@@ -79,8 +79,8 @@ impl IocFs {
             CTL => inode::attr(
                 ino,
                 FileType::RegularFile,
-                0o200,
-                0,
+                0o644,
+                super::control::ctl_help().len() as u64,
                 now,
                 &Owner {
                     uid: 0,

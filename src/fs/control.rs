@@ -176,6 +176,37 @@ impl IocFs {
     }
 }
 
+/// What reading `.iocfs/ctl` prints: the commands it takes, one per line.
+pub(super) fn ctl_help() -> Vec<u8> {
+    let mut text = String::from(
+        "# .iocfs/ctl: write one of these commands (root only), e.g. echo age > .iocfs/ctl\n",
+    );
+    for (cmd, what) in [
+        ("age", "run an aging step now"),
+        ("commit", "write every changed backing file now"),
+        (
+            "checkpoint",
+            "commit, then snapshot the index (faster restarts)",
+        ),
+        (
+            "remove VALUE...",
+            "delete indicators from whatever bucket holds them",
+        ),
+        ("refresh-views", "rebuild every view now"),
+        (
+            "release-view NAME",
+            "publish the builds of view NAME that max_shrink held back",
+        ),
+        (
+            "backup DEST",
+            "back up into DEST, a new or empty directory (see iocfs backup)",
+        ),
+    ] {
+        text.push_str(&format!("{cmd:<18} {what}\n"));
+    }
+    text.into_bytes()
+}
+
 /// `%XX` → byte; anything else as is. None for a malformed escape.
 pub fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());

@@ -440,6 +440,36 @@ impl Filesystem for IocFs {
         }
     }
 
+    /// Files have no holes: SEEK_DATA finds data at any offset inside the file, SEEK_HOLE
+    /// the end of the file (what `cp`, `tar` and `rsync` ask before copying).
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        let Some(h) = self.handles.get(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        let size = i64::try_from(self.handle_size(&h)).unwrap_or(i64::MAX);
+        let answer = match whence {
+            libc::SEEK_SET if offset >= 0 => Ok(offset),
+            libc::SEEK_END if size.checked_add(offset).is_some_and(|o| o >= 0) => Ok(size + offset),
+            libc::SEEK_DATA | libc::SEEK_HOLE if offset < 0 => Err(Errno::EINVAL),
+            libc::SEEK_DATA | libc::SEEK_HOLE if offset >= size => Err(Errno::ENXIO),
+            libc::SEEK_DATA => Ok(offset),
+            libc::SEEK_HOLE => Ok(size),
+            _ => Err(Errno::EINVAL),
+        };
+        match answer {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(e),
+        }
+    }
+
     // No extended attributes: tools that copy them (sed -i, cp -a) treat these as "none".
     fn getxattr(
         &self,

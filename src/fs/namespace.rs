@@ -115,7 +115,14 @@ impl IocFs {
     pub(super) fn remove_name(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
         match inode::dir_bucket(parent) {
             Some(Bucket::Live) => {
-                if name.to_str().and_then(IocType::from_file_name).is_some() {
+                if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
+                    log::warn!(
+                        "unlink of live/{f} refused (EPERM): the nine type files always exist \
+                         (rm, and mv or install from another file system, unlink first); to \
+                         replace the set use `cp NEW live/{f}` or `> live/{f}`, or write a file \
+                         inside live/ and rename it onto live/{f}; to empty it, `: > live/{f}`",
+                        f = ty.file_name()
+                    );
                     return Err(Errno::EPERM);
                 }
                 self.nodes
@@ -149,7 +156,12 @@ impl IocFs {
                 Errno::EPERM
             });
         }
-        if name.to_str().and_then(IocType::from_file_name).is_some() {
+        if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
+            log::warn!(
+                "rename of live/{} refused (EPERM): type files never move; copy it instead \
+                 (`cp live/{0} NEW`)",
+                ty.file_name()
+            );
             return Err(Errno::EPERM);
         }
         if flags.contains(RenameFlags::RENAME_EXCHANGE)

@@ -45,6 +45,19 @@ impl IocFs {
         }
     }
 
+    /// The size of what a handle reads (its version, snapshot or buffer).
+    pub(super) fn handle_size(&self, h: &Handle) -> u64 {
+        match h {
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => v.len(),
+            Handle::LiveWrite(w) => self.store.live(crate::sync::lock(w).ty).len(),
+            Handle::Tier(r) => r.version.size(),
+            Handle::View(f) => f.len,
+            Handle::Scratch(s) => crate::sync::lock(s).data.len() as u64,
+            Handle::Bytes(b) => b.len() as u64,
+            Handle::Ctl(_) => 0,
+        }
+    }
+
     pub(super) fn read_handle(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let size = size as usize;
         let slice = |b: &[u8]| -> Vec<u8> {
@@ -93,6 +106,14 @@ impl IocFs {
         // A read-only handle has nothing to do at close(): spare the kernel the FLUSH.
         let read_only = direct | FopenFlags::FOPEN_NOFLUSH;
         match ino {
+            // Reading ctl lists its commands (so `tar` and `rsync` of a mount can read every
+            // file); writing runs them, root only.
+            CTL if flags.acc_mode() == OpenAccMode::O_RDONLY => {
+                return Ok((
+                    Handle::Bytes(Arc::new(super::control::ctl_help())),
+                    read_only,
+                ))
+            }
             CTL => {
                 if req.uid() != 0 {
                     return Err(Errno::EACCES);
