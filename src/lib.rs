@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod fs;
 pub mod ingest;
 pub mod ioc;
+pub mod metrics;
 pub mod store;
 pub mod sync;
 pub mod views;
