@@ -18,6 +18,7 @@ pub mod fs;
 pub mod ingest;
 pub mod ioc;
 pub mod metrics;
+pub mod reserved;
 pub mod store;
 pub mod sync;
 pub mod views;
