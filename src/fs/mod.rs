@@ -338,12 +338,14 @@ impl Filesystem for IocFs {
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let result = match self.handles.get(fh) {
             None => Err(Errno::EBADF),
-            Some(Handle::LiveWrite(w)) => self.write_live(&w, offset, data),
+            Some(Handle::LiveWrite(w)) => {
+                self.write_live(&w, offset, data, lock_owner.map(|o| o.0))
+            }
             Some(Handle::Scratch(s)) => self.write_scratch(&s, offset, data),
             Some(Handle::Ctl(buf)) => self.write_ctl(req, &buf, data),
             Some(_) => Err(Errno::EBADF),
@@ -359,11 +361,11 @@ impl Filesystem for IocFs {
         _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         match self.handles.get(fh) {
-            Some(Handle::LiveWrite(w)) => match self.flush_live(&w, false) {
+            Some(Handle::LiveWrite(w)) => match self.flush_live(&w, Some(lock_owner.0)) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             },
@@ -384,7 +386,7 @@ impl Filesystem for IocFs {
         match self.handles.remove(fh) {
             Some(Handle::LiveWrite(w)) => {
                 // The last flush also settles what waited for this release.
-                if let Err(e) = self.flush_live(&w, true) {
+                if let Err(e) = self.flush_live(&w, None) {
                     log::warn!("closing a live handle: {e:?}");
                 }
             }

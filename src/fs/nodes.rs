@@ -199,8 +199,10 @@ pub struct LiveWriter {
     pub next_offset: u64,
     /// Opened with O_APPEND: offsets are the kernel's guess and carry no meaning.
     pub o_append: bool,
-    /// Counted in `Pending` (an empty replace waiting for its release).
-    pub pending: bool,
+    /// Its entry in `Pending` while its close waits for the release.
+    pub pending: Option<u64>,
+    /// Who wrote through it and who closed it without writing (see `flush_live`).
+    pub closers: super::write::Closers,
 }
 
 #[derive(Debug)]

@@ -16,8 +16,8 @@ use crate::store::partition::ByType;
 impl IocFs {
     /// Open a live version. Only the current version opens: a stale one answers ESTALE so
     /// the kernel looks the name up again (an open after a change sees the change), unless
-    /// this is the kernel's retry by thread `tid` (see `retry`). An empty replace still
-    /// waiting for its release is waited for first (see `Pending`).
+    /// this is the kernel's retry by thread `tid` (see `retry`). It first waits a moment for
+    /// a release that just-closed handles still wait for (see `Pending`).
     pub(super) fn open_live(
         &self,
         v: &Arc<LiveVersion>,
@@ -25,7 +25,8 @@ impl IocFs {
         tid: Option<u32>,
     ) -> Result<Handle, Errno> {
         let ty = v.ty;
-        self.pending.wait(ty);
+        self.pending
+            .wait(ty, flags.acc_mode() != OpenAccMode::O_RDONLY);
         let current = self.store.live(ty);
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
             if current.id == v.id {
@@ -60,7 +61,8 @@ impl IocFs {
             // An append handle's first write must land at the end of the file.
             next_offset: if replace { 0 } else { u64::MAX },
             o_append: flags.0 & libc::O_APPEND != 0,
-            pending: false,
+            pending: None,
+            closers: Closers::default(),
         }))))
     }
 
@@ -70,8 +72,10 @@ impl IocFs {
         w: &Mutex<LiveWriter>,
         offset: u64,
         data: &[u8],
+        owner: Option<u64>,
     ) -> Result<(), Errno> {
         let mut w = crate::sync::lock(w);
+        w.closers.wrote(owner);
         let file = format!("live/{}", w.ty.file_name());
         match &w.mode {
             WriteMode::Replace { poisoned: true, .. } => return Err(Errno::EINVAL),
@@ -152,32 +156,52 @@ impl IocFs {
         Ok(())
     }
 
-    /// close() of one descriptor (`last` = false: the kernel's FLUSH, sent for every copy
-    /// of the descriptor) or the final release (`last` = true).
+    /// close() of one descriptor by the process whose descriptor table is `closer` (the
+    /// kernel's FLUSH, sent for every copy of the descriptor), or the final release (None).
     ///
     /// An unterminated last line is taken as a line only at the final release: a FLUSH
     /// also comes when a dup of the descriptor closes (a child exits, `{ a; b; } >> f`),
     /// and more of that line may still arrive. A replace handle applies its set at the
-    /// first close after its writes, unless a line is still open. Whatever waits for the
-    /// release (that line, or an empty replace: `: > f`, or a shell's close before `echo`
-    /// writes) makes opens of the file wait for it a moment, since the kernel sends the
-    /// release after close() has returned.
-    pub(super) fn flush_live(&self, w: &Mutex<LiveWriter>, last: bool) -> Result<(), Errno> {
+    /// first close, after its writes, by a process that wrote through it (unless a line is
+    /// still open): a copy of the descriptor closed by another process (a child forked
+    /// by a multithreaded writer, which exec closes) does not cut the replace short. A
+    /// process that closes it twice without writing (`: > f`: the shell closes once after
+    /// dup2, once after the builtin) empties the set then; a single close without writes
+    /// (a shell before `echo` writes) waits for the release. Writers' opens of the file
+    /// wait a moment for whatever waits for the release, since the kernel sends it after
+    /// close() has returned; readers never wait (README "What a write means").
+    pub(super) fn flush_live(
+        &self,
+        w: &Mutex<LiveWriter>,
+        closer: Option<u64>,
+    ) -> Result<(), Errno> {
         let mut w = crate::sync::lock(w);
         let file = format!("live/{}", w.ty.file_name());
         let ty = w.ty;
         let open_line = !w.partial.is_empty();
-        let waits_for_release = match &w.mode {
-            WriteMode::Replace { poisoned: true, .. } => false,
-            WriteMode::Replace { written, .. } => open_line || !*written,
-            WriteMode::Append => open_line,
+        let (replace, poisoned, written) = match &w.mode {
+            WriteMode::Replace {
+                poisoned, written, ..
+            } => (true, *poisoned, *written),
+            WriteMode::Append => (false, false, false),
         };
-        if !last && waits_for_release {
-            if !w.pending {
-                self.pending.add(ty);
-                w.pending = true;
+        let now = match closer {
+            None => AtClose::Apply,
+            Some(_) if replace && poisoned => AtClose::Apply,
+            Some(_) if open_line => AtClose::Wait,
+            Some(c) if replace && written && !w.closers.is_writer(c) => AtClose::Ignore,
+            Some(c) if replace && !written && !w.closers.closed_idle(c) => AtClose::Wait,
+            Some(_) => AtClose::Apply,
+        };
+        match now {
+            AtClose::Ignore => return Ok(()),
+            AtClose::Wait => {
+                // Each close may be the last: opens right after it wait for the release.
+                self.settle_pending(&mut w);
+                w.pending = Some(self.pending.add(ty, open_line));
+                return Ok(());
             }
-            return Ok(());
+            AtClose::Apply => {}
         }
         let result = self.apply_at_close(&mut w, &file);
         self.settle_pending(&mut w);
@@ -212,9 +236,8 @@ impl IocFs {
 
     /// This handle no longer keeps opens of its file waiting.
     pub(super) fn settle_pending(&self, w: &mut LiveWriter) {
-        if w.pending {
-            self.pending.done(w.ty);
-            w.pending = false;
+        if let Some(id) = w.pending.take() {
+            self.pending.done(w.ty, id);
         }
     }
 
@@ -286,6 +309,8 @@ impl IocFs {
                 };
                 w.partial.clear();
                 w.next_offset = 0;
+                // SETATTR does not say which process truncated: any close applies it.
+                w.closers.wrote(None);
                 return Ok(());
             }
         }
@@ -324,39 +349,107 @@ impl IocFs {
     }
 }
 
-/// Replace handles closed before writing anything, per type: their empty set applies at
-/// release, which the kernel sends after close() has returned. Opens of that file wait for
-/// it (briefly), so `: > f; cat f` prints nothing.
+/// What a close of a live write handle does now.
+enum AtClose {
+    Apply,
+    /// Left to the final release (opens by writers wait for it).
+    Wait,
+    /// Not a close by this handle's writer: nothing to do.
+    Ignore,
+}
+
+/// Which processes (descriptor tables, the kernel's lock owner ids) wrote through a write
+/// handle, and which closed it without having written. A few at most; capped.
+#[derive(Debug, Default)]
+pub struct Closers {
+    writers: Vec<u64>,
+    /// A write came without an owner id: any close counts as the writer's.
+    anonymous: bool,
+    idle: Vec<u64>,
+}
+
+impl Closers {
+    const MAX: usize = 64;
+
+    fn wrote(&mut self, owner: Option<u64>) {
+        match owner {
+            Some(o) if !self.writers.contains(&o) && self.writers.len() < Self::MAX => {
+                self.writers.push(o)
+            }
+            Some(_) => {}
+            None => self.anonymous = true,
+        }
+    }
+
+    fn is_writer(&self, owner: u64) -> bool {
+        self.anonymous || self.writers.len() >= Self::MAX || self.writers.contains(&owner)
+    }
+
+    /// Record a close without writes by `owner`; true if it had closed so before.
+    fn closed_idle(&mut self, owner: u64) -> bool {
+        if self.idle.contains(&owner) {
+            return true;
+        }
+        if self.idle.len() < Self::MAX {
+            self.idle.push(owner);
+        }
+        false
+    }
+}
+
+/// Write handles whose close waits for the release (an empty replace closed once, an open
+/// last line), per type: the kernel sends the release after close() has returned, so opens
+/// right after the close wait for it a moment. Writers wait for any of them, so `: > f`
+/// (closed once, without writes, by a program) is not undone by an append that follows it;
+/// readers only for a last line (`printf 'a\nb' >> f; cat f` shows `b`). Each waits at most
+/// [`PENDING_WAIT`] after the close that registered it: a handle someone keeps open (a dup
+/// held after closing one copy) delays opens once, not every open from then on.
 #[derive(Default)]
 pub struct Pending {
-    counts: Mutex<ByType<usize>>,
+    entries: Mutex<ByType<Vec<PendingClose>>>,
+    next: std::sync::atomic::AtomicU64,
     settled: std::sync::Condvar,
 }
 
-/// How long an open waits for such a release; a handle that really stays open past it
-/// (a program keeping an O_TRUNC descriptor without writing) only delays opens this much.
+struct PendingClose {
+    id: u64,
+    at: std::time::Instant,
+    /// An unterminated last line (readers wait for it too).
+    open_line: bool,
+}
+
+/// How long an open waits for such a release.
 const PENDING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Pending {
-    fn add(&self, ty: IocType) {
-        let mut c = crate::sync::lock(&self.counts);
-        c[ty] += 1;
+    fn add(&self, ty: IocType, open_line: bool) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::sync::lock(&self.entries)[ty].push(PendingClose {
+            id,
+            at: std::time::Instant::now(),
+            open_line,
+        });
+        id
     }
 
-    fn done(&self, ty: IocType) {
-        let mut c = crate::sync::lock(&self.counts);
-        let n = &mut c[ty];
-        *n = n.saturating_sub(1);
+    fn done(&self, ty: IocType, id: u64) {
+        crate::sync::lock(&self.entries)[ty].retain(|p| p.id != id);
         self.settled.notify_all();
     }
 
-    pub fn wait(&self, ty: IocType) {
-        let c = crate::sync::lock(&self.counts);
-        drop(crate::sync::wait_timeout_while(
-            &self.settled,
-            c,
-            PENDING_WAIT,
-            |c| c[ty] > 0,
-        ));
+    /// Wait (briefly) for the releases an open of `ty` must follow.
+    pub fn wait(&self, ty: IocType, writer: bool) {
+        let mut entries = crate::sync::lock(&self.entries);
+        loop {
+            let now = std::time::Instant::now();
+            let until = entries[ty]
+                .iter()
+                .filter(|p| writer || p.open_line)
+                .map(|p| p.at + PENDING_WAIT)
+                .filter(|&end| end > now)
+                .max();
+            let Some(until) = until else { return };
+            entries = crate::sync::wait_timeout(&self.settled, entries, until - now);
+        }
     }
 }

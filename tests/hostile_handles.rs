@@ -1,0 +1,90 @@
+//! Hostile writers on the mount (README "Hostile local users and files"): what one open
+//! handle can do to everybody else. Each test performs the attack through the mount.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+/// Item 13: an O_TRUNC descriptor dup'ed, one copy closed without writing and the other
+/// kept open leaves an empty replace waiting for a release that does not come. Readers do
+/// not wait for it (before: 100 ms per open, for every reader of the file).
+#[test]
+fn a_held_empty_replace_slows_no_reader() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["192.0.2.1", "192.0.2.2"]);
+    let f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(d.path("live/ipv4.txt"))
+        .unwrap();
+    let dup = f.try_clone().unwrap();
+    drop(f);
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.1", "192.0.2.2"]);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "50 reads took {took:?}: readers wait for the held replace"
+    );
+    // The second close by the same process without writing: the set is emptied now.
+    drop(dup);
+    assert_eq!(d.read("live/ipv4.txt"), "");
+
+    // An append handle left with a last line and a copy held: readers wait for its release
+    // just after the close (that line counts then), not at every open from then on.
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(d.path("live/ipv4.txt"))
+        .unwrap();
+    f.write_all(b"192.0.2.3\n192.0.2.4").unwrap();
+    let dup = f.try_clone().unwrap();
+    drop(f);
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.3"]);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "50 reads took {took:?}: readers wait for a held last line"
+    );
+    drop(dup);
+    assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.3", "192.0.2.4"]);
+}
+
+/// A close of a replace descriptor by a process that never wrote through it (here a child
+/// that inherits the descriptor and closes it at exec, as any fork of a multithreaded
+/// writer does) does not apply a half-written replace.
+#[test]
+fn a_forked_child_closing_its_copy_does_not_cut_a_replace_short() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["old.example"]);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(d.path("live/domain.txt"))
+        .unwrap();
+    f.write_all(b"first.example\n").unwrap();
+    // The child gets a copy of the descriptor table, and exec closes the (close-on-exec) copy.
+    assert!(Command::new("true").status().unwrap().success());
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["old.example"],
+        "a child's close applied the replace midway"
+    );
+    f.write_all(b"second.example\n").unwrap();
+    drop(f);
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["first.example", "second.example"]
+    );
+}
