@@ -35,6 +35,12 @@ pub enum Error {
     /// Another process holds the data directory.
     #[error("{0}")]
     Locked(String),
+    /// More than one record, or one file, can hold (EFBIG).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A path iocfs would trust is open to other users (or is not what it should be).
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,19 +72,27 @@ impl Error {
                 Some(libc::ENOSPC) => libc::ENOSPC,
                 Some(libc::EDQUOT) => libc::EDQUOT,
                 Some(libc::ENOMEM) => libc::ENOMEM,
+                // Out of descriptors fails that request, not the store (README "Reliability").
+                Some(libc::EMFILE) => libc::EMFILE,
+                Some(libc::ENFILE) => libc::ENFILE,
                 _ => libc::EIO,
             },
             Error::Corruption { .. } | Error::Failed(_) | Error::Panicked { .. } => libc::EIO,
             Error::Invalid(_) => libc::EINVAL,
             Error::ShuttingDown => libc::EROFS,
             Error::Locked(_) => libc::EBUSY,
+            Error::TooLarge(_) => libc::EFBIG,
+            Error::Unsafe(_) => libc::EPERM,
         }
     }
 
     /// True for failures that leave nothing half-done, so the same request may succeed later
     /// (e.g. the disk was full and has been freed).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.errno(), libc::ENOSPC | libc::EDQUOT)
+        matches!(
+            self.errno(),
+            libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE
+        )
     }
 }
 

@@ -3,7 +3,8 @@
 //! builds `check` compiles to nothing.
 //!
 //! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`; panics:
-//! `apply::panic`, `aging::panic` (see [`panic_if`]); pauses: `backup::pause` (see [`pause`]).
+//! `apply::panic`, `aging::panic` (see [`panic_if`]); pauses (see [`pause`]): `backup::pause`,
+//! `wal::sync`, `live::copy`, `tier::read`, `check::locked`.
 
 use std::io;
 
@@ -40,12 +41,34 @@ pub fn panic_if(name: &str) {
     }
 }
 
-/// Wait while `name` is armed (at most 30 s): how tests hold an operation midway, e.g. to
-/// SIGKILL the daemon in the middle of a backup.
+/// Test builds: wait here while `name` is armed (at most 30 s: how tests hold an operation
+/// midway, e.g. to SIGKILL the daemon in the middle of a backup), and while the file
+/// `$IOCFS_PAUSE_DIR/<name>` exists, after creating `<name>.reached` beside it: a test (in
+/// any process, the daemon or `iocfs check`) creates the file, waits for `.reached`, checks
+/// what must still work while this thread is stuck here, then removes the file. Release
+/// builds compile this to nothing.
 pub fn pause(name: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while check(name).is_err() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    if check(name).is_err() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while check(name).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    #[cfg(feature = "testing")]
+    {
+        static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+        let Some(dir) = DIR.get_or_init(|| std::env::var_os("IOCFS_PAUSE_DIR").map(Into::into))
+        else {
+            return;
+        };
+        let gate = dir.join(name);
+        if !gate.exists() {
+            return;
+        }
+        let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
+        while gate.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }
 

@@ -133,7 +133,8 @@ impl IocFs {
         })
     }
 
-    /// Hooks compiled only into test builds: move the manual clock, arm failpoints.
+    /// Hooks compiled only into test builds: move the manual clock, arm failpoints, lower
+    /// the WAL record limit.
     #[cfg(feature = "testing")]
     fn test_command(&self, cmd: &str, args: &[&str]) -> Option<crate::error::Result<()>> {
         let bad = || Some(Err(crate::error::Error::Invalid("bad test command".into())));
@@ -153,6 +154,13 @@ impl IocFs {
                 }
                 Some(Ok(()))
             }
+            ("record-limit", [bytes]) => match bytes.parse() {
+                Ok(n) => {
+                    self.store.set_record_limit(n);
+                    Some(Ok(()))
+                }
+                Err(_) => bad(),
+            },
             ("failpoint", [name, what]) => {
                 let errno = match *what {
                     "off" => None,

@@ -14,6 +14,7 @@ use crate::config::OnInvalid;
 use crate::ingest;
 use crate::ioc::{self, IocType};
 use crate::store::model::Bucket;
+use crate::store::staged::StagedReplace;
 
 /// Scratch files live in memory; these bounds keep a runaway writer from eating it.
 const MAX_SCRATCH_BYTES: u64 = 1 << 30;
@@ -194,44 +195,56 @@ impl IocFs {
         Ok(())
     }
 
-    /// Validate a whole scratch file and make it the live set of `ty`.
+    /// Validate a whole scratch file and make it the live set of `ty`. The file is read in
+    /// pieces under its lock (no copy of it), and a large one is journaled in pieces.
     fn replace_from_scratch(
         &self,
         ty: IocType,
         scratch: &ScratchRef,
         name: &OsStr,
     ) -> Result<(), Errno> {
-        let data = crate::sync::lock(scratch).data.clone();
+        const PIECE: usize = 1 << 20;
+        let s = crate::sync::lock(scratch);
         let limits = self.store.limits();
-        let mut got = ingest::ingest(ty, &[], &data, 1, &limits);
-        let tail = ingest::finish(ty, &got.partial, got.lines + 1, &limits);
-        got.values.extend_from_slice(&tail.values);
-        got.rejected.extend(tail.rejected);
-        if !got.rejected.is_empty() {
-            let reject = self.store.config().ingest.on_invalid == OnInvalid::Reject;
-            // The name is as hostile as the content: escaped like the excerpt, so a name
-            // holding a newline or an escape sequence can't forge or garble log lines.
-            let file = format!(
-                "live/{} (renamed onto live/{})",
-                ioc::escape_excerpt(name.as_bytes(), 4 * NAME_MAX),
-                ty.file_name()
-            );
-            let action = if reject {
-                "rejected rename of"
-            } else {
-                "skipped invalid line in"
+        let reject = self.store.config().ingest.on_invalid == OnInvalid::Reject;
+        // The name is as hostile as the content: escaped like the excerpt, so a name
+        // holding a newline or an escape sequence can't forge or garble log lines.
+        let file = format!(
+            "live/{} (renamed onto live/{})",
+            ioc::escape_excerpt(name.as_bytes(), 4 * NAME_MAX),
+            ty.file_name()
+        );
+        let action = if reject {
+            "rejected rename of"
+        } else {
+            "skipped invalid line in"
+        };
+        let mut staged = StagedReplace::new(ty);
+        let mut partial = Vec::new();
+        let mut line_no = 1;
+        for piece in s.data.chunks(PIECE).map(Some).chain([None]) {
+            let got = match piece {
+                Some(bytes) => ingest::ingest(ty, &partial, bytes, line_no, &limits),
+                None => ingest::finish(ty, &partial, line_no, &limits),
             };
             for r in &got.rejected {
                 ingest::log_rejection(&file, r, action);
             }
             self.store.count_rejected(ty, got.rejected.len() as u64);
-            if reject {
+            if reject && !got.rejected.is_empty() {
+                staged.abort(&self.store);
                 return Err(Errno::EINVAL);
             }
+            if let Err(e) = staged.push(&self.store, &got.values) {
+                staged.abort(&self.store);
+                return Err(errno(&e));
+            }
+            partial = got.partial;
+            line_no += got.lines;
         }
-        self.store
-            .replace(ty, got.values)
-            .map(|_| ())
-            .map_err(|e| errno(&e))
+        staged.finish(&self.store).map(|_| ()).map_err(|e| {
+            staged.abort(&self.store);
+            errno(&e)
+        })
     }
 }

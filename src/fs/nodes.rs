@@ -16,6 +16,7 @@ use crate::sync::lock;
 
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
+use crate::store::staged::StagedReplace;
 use crate::store::tier::TierVersion;
 use crate::views::disk::ViewFile;
 
@@ -211,7 +212,7 @@ pub enum WriteMode {
     Append,
     /// O_TRUNC, `>`, `cp`: the handle's lines become the whole set when it is closed.
     Replace {
-        staged: Vec<u8>,
+        staged: StagedReplace,
         poisoned: bool,
         written: bool,
     },

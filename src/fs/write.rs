@@ -12,6 +12,7 @@ use crate::ingest::{self, Ingested};
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
 use crate::store::partition::ByType;
+use crate::store::staged::StagedReplace;
 
 impl IocFs {
     /// Open a live version. Only the current version opens: a stale one answers ESTALE so
@@ -45,7 +46,7 @@ impl IocFs {
         let replace = flags.0 & libc::O_TRUNC != 0;
         let mode = if replace {
             WriteMode::Replace {
-                staged: Vec::new(),
+                staged: StagedReplace::new(ty),
                 poisoned: false,
                 written: false,
             }
@@ -134,6 +135,7 @@ impl IocFs {
     }
 
     fn apply_lines(&self, w: &mut LiveWriter, values: Vec<u8>) -> Result<(), Errno> {
+        let file = w.ty.file_name();
         match &mut w.mode {
             WriteMode::Append => {
                 if !values.is_empty() {
@@ -147,10 +149,18 @@ impl IocFs {
                 }
             }
             WriteMode::Replace {
-                staged, written, ..
+                staged,
+                written,
+                poisoned,
             } => {
-                staged.extend_from_slice(&values);
                 *written = true;
+                // A large replace journals its pieces as they come; if one can't be, the
+                // handle applies nothing (like one that saw an invalid line).
+                if let Err(e) = staged.push(&self.store, &values) {
+                    log::warn!("live/{file}: staging a replace: {e}; it will not be applied");
+                    *poisoned = true;
+                    return Err(errno(&e));
+                }
             }
         }
         Ok(())
@@ -216,17 +226,20 @@ impl IocFs {
             self.check_rejections(w, &got, file)?;
             self.apply_lines(w, got.values)?;
         }
-        let ty = w.ty;
         if let WriteMode::Replace {
             staged, poisoned, ..
         } = &mut w.mode
         {
             if *poisoned {
+                staged.abort(&self.store);
                 return Err(Errno::EINVAL);
             }
-            self.store
-                .replace(ty, std::mem::take(staged))
-                .map_err(|e| errno(&e))?;
+            if let Err(e) = staged.finish(&self.store) {
+                // Not applied: the final release must not apply an empty set instead.
+                *poisoned = true;
+                staged.abort(&self.store);
+                return Err(errno(&e));
+            }
             // Lines written after this close (through a dup'd descriptor) extend the new set.
             w.mode = WriteMode::Append;
             w.o_append = true;
@@ -302,8 +315,11 @@ impl IocFs {
         if let Some(Handle::LiveWrite(w)) = fh.and_then(|fh| self.handles.get(fh)) {
             let mut w = crate::sync::lock(&w);
             if size == 0 {
+                if let WriteMode::Replace { staged, .. } = &mut w.mode {
+                    staged.abort(&self.store);
+                }
                 w.mode = WriteMode::Replace {
-                    staged: Vec::new(),
+                    staged: StagedReplace::new(ty),
                     poisoned: false,
                     written: true,
                 };

@@ -183,7 +183,7 @@ struct Written {
 
 fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     let started = Instant::now();
-    let (upto, mut manifest, snaps) = {
+    let (upto, mut manifest, snaps, stage_floor) = {
         let st = store.state();
         let dirty = st.changes().dirty();
         if dirty.is_empty() {
@@ -210,7 +210,12 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
                 },
             })
             .collect();
-        (st.applied_seq(), st.manifest().clone(), snaps)
+        (
+            st.applied_seq(),
+            st.manifest().clone(),
+            snaps,
+            st.open_stage_floor(),
+        )
     };
     let tag = format!("c{upto}");
     let mut written = Vec::new();
@@ -272,7 +277,9 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
         }
     }
     rebase(store, &written);
-    store.retire_wal(upto)?;
+    // A replace still being staged needs its parts replayed after a crash: keep the log
+    // from its first part on.
+    store.retire_wal(stage_floor.map_or(upto, |first| upto.min(first.saturating_sub(1))))?;
     let info = CommitInfo {
         at: store.now(),
         upto,

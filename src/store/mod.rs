@@ -22,6 +22,7 @@ mod open;
 pub mod partition;
 pub mod read;
 pub mod recovery;
+pub mod staged;
 pub mod state;
 pub mod stats;
 pub mod tier;
@@ -29,7 +30,7 @@ pub mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -89,6 +90,8 @@ pub struct Store {
     health: Health,
     started: Instant,
     pub recovery: recovery::Report,
+    /// Largest piece of a staged replace ([`mutation::REPLACE_PART`]; smaller in tests).
+    replace_part: AtomicUsize,
     /// Held (flock) for the life of the store.
     _lock: nix::fcntl::Flock<File>,
 }
@@ -205,9 +208,23 @@ impl Store {
         self.submit(Op::Append { ty, values })
     }
 
-    /// Make normalized lines the whole live set of a type.
+    /// Make normalized lines the whole live set of a type (at most one replace piece; larger
+    /// sets go through [`staged::StagedReplace`]).
     pub fn replace(&self, ty: IocType, values: Vec<u8>) -> Result<u64> {
         self.submit(Op::Replace { ty, values })
+    }
+
+    /// How many bytes of lines a staged replace journals per record.
+    pub fn replace_part_size(&self) -> usize {
+        self.replace_part.load(Ordering::Relaxed)
+    }
+
+    /// Test builds (`record-limit` in ctl): lower the WAL record limit, and the replace piece
+    /// size with it, so that large-write handling is exercised with small writes.
+    pub fn set_record_limit(&self, bytes: usize) {
+        self.pipeline.set_max_payload(bytes);
+        let piece = (self.pipeline.max_payload() / 4).max(crate::ioc::MAX_LINE_LEN + 1);
+        self.replace_part.store(piece, Ordering::Relaxed);
     }
 
     /// Delete indicators from any bucket; returns how many were stored.

@@ -4,14 +4,22 @@
 //!
 //! ```text
 //! u64 LE  ts (Unix seconds)
-//! u8      tag: 1 append, 2 replace, 3 remove, 4 age, 5 import, 6 commit
+//! u8      tag: 1 append, 2 replace, 3 remove, 4 age, 5 import, 6 commit,
+//!              7 replace part, 8 replace end, 9 replace abort
 //! ...     body (below); byte strings are u32 LE length + bytes
 //!   append/replace: u8 type, bytes values ("v1\nv2\n": normalized, one per line)
 //!   remove:         u32 count, then count × (u8 type, bytes value)
 //!   age:            4 × u64 policy thresholds in seconds
 //!   import:         u8 bucket, u8 type, bytes values, u32 count, count × (u32 first, u32 last)
 //!   commit:         the manifest (see `Manifest::encode`)
+//!   part/end:       u8 type, u64 stage, bytes values
+//!   abort:          u64 stage
 //! ```
+//!
+//! A replace larger than [`REPLACE_PART`] is journaled in pieces (a *stage*): parts, then an
+//! end record that makes them the set. A stage is named by the sequence number of its first
+//! part (which carries stage 0). Until its end record is durable nothing of it is applied,
+//! so a crash midway leaves the old set (see `state::stage`).
 
 use crate::ioc::IocType;
 use crate::store::model::{Bucket, Policy};
@@ -42,6 +50,33 @@ pub enum Op {
     },
     /// A group commit of backing files: they now hold the state at `manifest.upto`.
     Commit { manifest: Box<Manifest> },
+    /// One piece of a large replace, kept aside until its `ReplaceEnd`. `stage` is the
+    /// sequence number of the stage's first part, 0 in that first part itself.
+    ReplacePart {
+        ty: IocType,
+        stage: u64,
+        values: Vec<u8>,
+    },
+    /// The last piece: the stage's parts and `values` become the whole live set of `ty`.
+    ReplaceEnd {
+        ty: IocType,
+        stage: u64,
+        values: Vec<u8>,
+    },
+    /// The stage is dropped unapplied (an invalid line, a failed write).
+    ReplaceAbort { stage: u64 },
+}
+
+/// Largest piece of a staged replace: well under the record limit (1 GiB), and the most a
+/// replace handle holds in memory before journaling it.
+pub const REPLACE_PART: usize = 16 << 20;
+
+/// The tags of the stage records (recovery reads them from before the last commit too).
+const STAGE_TAGS: [u8; 3] = [7, 8, 9];
+
+/// Whether an encoded payload is a stage record, without decoding it.
+pub fn is_stage_record(payload: &[u8]) -> bool {
+    payload.get(8).is_some_and(|t| STAGE_TAGS.contains(t))
 }
 
 /// The backing file each partition (bucket × type) should have on disk after a commit.
@@ -147,7 +182,45 @@ impl Mutation {
                 out.push(6);
                 manifest.encode(out);
             }
+            Op::ReplacePart { ty, stage, values } | Op::ReplaceEnd { ty, stage, values } => {
+                out.push(if matches!(self.op, Op::ReplacePart { .. }) {
+                    7
+                } else {
+                    8
+                });
+                out.push(ty.code());
+                put_u64(out, *stage);
+                put_bytes(out, values);
+            }
+            Op::ReplaceAbort { stage } => {
+                out.push(9);
+                put_u64(out, *stage);
+            }
         }
+    }
+
+    /// Bytes `encode` appends, computed without encoding (a record over the limit is refused
+    /// before it takes memory or a sequence number).
+    pub fn encoded_len(&self) -> usize {
+        let body = match &self.op {
+            Op::Append { values, .. } | Op::Replace { values, .. } => 1 + 4 + values.len(),
+            Op::Remove { items } => 4 + items.iter().map(|(_, v)| 1 + 4 + v.len()).sum::<usize>(),
+            Op::Age { .. } => 4 * 8,
+            Op::Import { values, times, .. } => 2 + 4 + values.len() + 4 + times.len() * 8,
+            Op::Commit { manifest } => {
+                8 + 16
+                    * manifest
+                        .parts
+                        .values()
+                        .map(|row| row.values().count())
+                        .sum::<usize>()
+            }
+            Op::ReplacePart { values, .. } | Op::ReplaceEnd { values, .. } => {
+                1 + 8 + 4 + values.len()
+            }
+            Op::ReplaceAbort { .. } => 8,
+        };
+        8 + 1 + body
     }
 
     /// Decode a payload; None if it is not a well-formed mutation (the CRC passed, so this
@@ -199,6 +272,17 @@ impl Mutation {
             6 => Op::Commit {
                 manifest: Box::new(Manifest::decode(&mut r)?),
             },
+            tag @ (7 | 8) => {
+                let ty = IocType::from_code(r.u8()?)?;
+                let stage = r.u64()?;
+                let values = r.bytes()?.to_vec();
+                if tag == 7 {
+                    Op::ReplacePart { ty, stage, values }
+                } else {
+                    Op::ReplaceEnd { ty, stage, values }
+                }
+            }
+            9 => Op::ReplaceAbort { stage: r.u64()? },
             _ => return None,
         };
         r.0.is_empty().then_some(Mutation { ts, op })
@@ -252,6 +336,14 @@ mod tests {
     fn round_trip(m: Mutation) {
         let mut buf = Vec::new();
         m.encode(&mut buf);
+        assert_eq!(m.encoded_len(), buf.len(), "{m:?}");
+        assert_eq!(
+            is_stage_record(&buf),
+            matches!(
+                m.op,
+                Op::ReplacePart { .. } | Op::ReplaceEnd { .. } | Op::ReplaceAbort { .. }
+            )
+        );
         assert_eq!(Mutation::decode(&buf), Some(m.clone()));
         // Every strict prefix is rejected, never misread.
         for cut in 0..buf.len() {
@@ -305,6 +397,17 @@ mod tests {
             Op::Commit {
                 manifest: Box::new(manifest),
             },
+            Op::ReplacePart {
+                ty: IocType::Sha256,
+                stage: 0,
+                values: b"ab\n".to_vec(),
+            },
+            Op::ReplaceEnd {
+                ty: IocType::Url,
+                stage: 77,
+                values: Vec::new(),
+            },
+            Op::ReplaceAbort { stage: 78 },
         ] {
             round_trip(Mutation {
                 ts: 1_700_000_000,

@@ -83,6 +83,7 @@ impl Store {
             health,
             started: Instant::now(),
             recovery: recovered.report,
+            replace_part: std::sync::atomic::AtomicUsize::new(super::mutation::REPLACE_PART),
             _lock: lock,
         });
         store.adopt(recovered.foreign)?;

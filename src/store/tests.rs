@@ -407,3 +407,71 @@ fn damaged_checkpoint_falls_back_and_loses_nothing() {
     assert_eq!(store.recovery.from_checkpoint, 0);
     assert_eq!(everything(&store), before);
 }
+
+#[test]
+fn a_record_over_the_limit_is_refused_before_it_takes_a_sequence_number() {
+    let f = Fixture::new();
+    let store = f.open();
+    store.set_record_limit(64 << 10);
+    let big: Vec<u8> = (0..5000u32)
+        .flat_map(|i| format!("h{i}.example.com\n").into_bytes())
+        .collect();
+    assert!(big.len() > 64 << 10);
+    let seq = store.next_seq();
+    let err = store.append(IocType::Domain, big).unwrap_err();
+    assert_eq!(err.errno(), libc::EFBIG, "{err}");
+    assert_eq!(store.next_seq(), seq, "no sequence number was used");
+    store
+        .append(IocType::Domain, b"ok.example\n".to_vec())
+        .unwrap();
+    drop(store);
+    let store = f.open();
+    assert_eq!(
+        served(&store, Bucket::Live, IocType::Domain),
+        "ok.example\n"
+    );
+}
+
+#[test]
+fn a_staged_replace_applies_only_at_its_end_and_a_reopen_drops_an_unfinished_one() {
+    use crate::store::staged::StagedReplace;
+    let f = Fixture::new();
+    let store = f.open();
+    store.set_record_limit(64 << 10);
+    store
+        .append(IocType::Domain, b"old.example\n".to_vec())
+        .unwrap();
+    let lines = |from: u32| -> Vec<u8> {
+        (from..from + 4000)
+            .flat_map(|i| format!("h{i}.example\n").into_bytes())
+            .collect()
+    };
+    let mut r = StagedReplace::new(IocType::Domain);
+    r.push(&store, &lines(0)).unwrap();
+    r.push(&store, &lines(4000)).unwrap();
+    assert!(r.pending_len() < 64 << 10, "full pieces were journaled");
+    assert_eq!(
+        served(&store, Bucket::Live, IocType::Domain),
+        "old.example\n"
+    );
+    r.finish(&store).unwrap();
+    let mut want = lines(0);
+    want.extend(lines(4000));
+    assert_eq!(
+        served(&store, Bucket::Live, IocType::Domain).as_bytes(),
+        want
+    );
+    // An aborted one applies nothing; an unfinished one is dropped by the next open.
+    let mut aborted = StagedReplace::new(IocType::Domain);
+    aborted.push(&store, &lines(9000)).unwrap();
+    aborted.abort(&store);
+    let mut unfinished = StagedReplace::new(IocType::Domain);
+    unfinished.push(&store, &lines(20000)).unwrap();
+    drop(store);
+    let store = f.open();
+    assert_eq!(store.recovery.abandoned_replaces, 1);
+    assert_eq!(
+        served(&store, Bucket::Live, IocType::Domain).as_bytes(),
+        want
+    );
+}

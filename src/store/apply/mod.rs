@@ -4,6 +4,7 @@
 //! both change the state only through [`State`]'s methods.
 
 mod aging;
+mod replace;
 mod writes;
 
 use std::collections::HashMap;
@@ -33,7 +34,18 @@ pub fn apply(state: &mut State, seq: u64, m: &Mutation, cache: &BlockCache) -> R
     crate::failpoint::panic_if("apply::panic");
     let applied = match &m.op {
         Op::Append { ty, values } => writes::append(state, seq, m.ts, *ty, values, cache)?,
-        Op::Replace { ty, values } => writes::replace(state, seq, m.ts, *ty, values, cache)?,
+        Op::Replace { ty, values } => replace::replace(state, seq, m.ts, *ty, values, cache)?,
+        Op::ReplacePart { ty, stage, values } => {
+            state.stage_part(seq, *ty, *stage, values)?;
+            Applied::default()
+        }
+        Op::ReplaceEnd { ty, stage, values } => {
+            replace::replace_end(state, seq, m.ts, (*ty, *stage), values, cache)?
+        }
+        Op::ReplaceAbort { stage } => {
+            state.drop_stage(*stage);
+            Applied::default()
+        }
         Op::Remove { items } => writes::remove(state, seq, m.ts, items, cache)?,
         Op::Import {
             bucket,

@@ -80,53 +80,6 @@ pub(super) fn append(
     Ok(applied)
 }
 
-/// The whole live set of `ty` becomes `values` (deduplicated, first occurrence wins). Lines
-/// already live keep their times; lines from tiers are promoted; live lines not in the new
-/// set are deleted.
-pub(super) fn replace(
-    state: &mut State,
-    seq: u64,
-    ts: u64,
-    ty: IocType,
-    values: &[u8],
-    cache: &BlockCache,
-) -> Result<Applied> {
-    let now = to_u32(ts);
-    let mut applied = Applied::default();
-    let mut wanted: KeyMap<()> = KeyMap::default();
-    let mut content = Vec::with_capacity(values.len());
-    let mut times: Vec<Times> = Vec::new();
-    let mut keys = Vec::new();
-    let mut leaving = Leaving::default();
-    for value in tier::lines(values).filter(|v| !v.is_empty()) {
-        let key = state.key(ty, value);
-        if wanted.insert(key, ()).is_some() {
-            continue;
-        }
-        times.push(match state.locate(ty, &key)? {
-            Some(Found::Live { times, .. }) => times,
-            Some(Found::Tier { tier, block, times }) => {
-                leaving.add(tier, ty, key, block);
-                applied.promoted += 1;
-                (times.0, now)
-            }
-            None => {
-                applied.added += 1;
-                (now, now)
-            }
-        });
-        content.extend_from_slice(value);
-        content.push(b'\n');
-        keys.push(key);
-    }
-    applied.removed =
-        state.replace_live(ty, &content, &keys, &times, ts, |k| wanted.contains_key(k))?;
-    state.mark(Bucket::Live, ty, seq);
-    applied.new_versions.push((Bucket::Live, ty));
-    leaving.apply(state, seq, ts, cache, &mut applied)?;
-    Ok(applied)
-}
-
 /// Delete indicators from whichever bucket holds them. Unknown values are ignored.
 pub(super) fn remove(
     state: &mut State,

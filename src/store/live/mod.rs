@@ -35,7 +35,8 @@ pub enum Storage {
 }
 
 impl Storage {
-    fn create(&self, ty: IocType) -> Result<File> {
+    /// A new, empty file of this kind (for a version, or a staged replace).
+    pub fn create(&self, ty: IocType) -> Result<File> {
         match self {
             Storage::Memfd => {
                 let name = format!("iocfs-live-{}", ty.name());
@@ -194,6 +195,11 @@ impl LiveVersion {
 
     pub fn read_all(&self) -> Result<Vec<u8>> {
         self.read_at(0, self.len() as usize)
+    }
+
+    /// Fill a version that no reader can see yet (a replace being built), whole lines.
+    pub fn fill(&self, bytes: &[u8], lines: u64, mtime: u64) -> Result<()> {
+        self.append(bytes, lines, mtime)
     }
 
     /// Extend the version with whole lines. Only the engine's apply path calls this, one
@@ -441,6 +447,24 @@ impl LiveSet {
             mtime,
             self.version.storage(),
         )?;
+        self.install(version, times)
+    }
+
+    /// An empty version in this set's storage, for a replace to [`LiveVersion::fill`].
+    pub fn new_version(&self, new_id: u64, mtime: u64) -> Result<Arc<LiveVersion>> {
+        LiveVersion::new(
+            new_id,
+            self.version.ty,
+            b"",
+            0,
+            mtime,
+            self.version.storage(),
+        )
+    }
+
+    /// Make `version` (filled with the lines of `times`, in order) the whole set; returns the
+    /// new slots in line order. Old slot ids become invalid.
+    pub fn install(&mut self, version: Arc<LiveVersion>, times: &[Times]) -> Result<Vec<u32>> {
         let deferring = self.deferred.is_some();
         *self = LiveSet::empty(version);
         if deferring {

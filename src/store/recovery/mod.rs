@@ -24,7 +24,7 @@ use crate::store::index::Index;
 use crate::store::live::format;
 use crate::store::live::Storage;
 use crate::store::model::Bucket;
-use crate::store::mutation::{Manifest, Mutation, Op};
+use crate::store::mutation::{self, Manifest, Mutation, Op};
 use crate::store::state::State;
 use crate::store::wal::{self, WalFiles};
 use crate::store::{apply, checkpoint};
@@ -56,6 +56,8 @@ pub struct Report {
     pub from_checkpoint: usize,
     /// Problems met (in `ReadOnly` and `Salvage` modes, and quarantined blocks at mount).
     pub findings: Vec<String>,
+    /// Staged replaces with no durable end record, dropped (see `state::stage`).
+    pub abandoned_replaces: usize,
     pub millis: u64,
 }
 
@@ -165,6 +167,23 @@ pub fn recover(
         report.findings.push(what);
         state.drop_from_tier(manifest.upto, 0, tier, ty, &doomed, cache)?;
     }
+    state.set_staging(staging_storage(data_dir));
+    // Parts of a replace still open at the last commit precede it in the log (retirement
+    // keeps them from its first part on, see `flush`): stage them again; their end record,
+    // if durable, follows. Parts of stages that ended by then may have lost their first
+    // part to retirement: they are of no use and skipped.
+    for r in records.iter().filter(|r| r.seq <= manifest.upto) {
+        if !mutation::is_stage_record(r.payload()) {
+            continue;
+        }
+        match decode(r)?.op {
+            Op::ReplaceEnd { stage, .. } | Op::ReplaceAbort { stage } => state.drop_stage(stage),
+            Op::ReplacePart { ty, stage, values } if stage == 0 || state.has_stage(stage) => {
+                state.stage_part(r.seq, ty, stage, &values)?
+            }
+            _ => {}
+        }
+    }
     state.defer_live_writes(true)?;
     let last_seq = records.last().map(|r| r.seq);
     let replay = records.iter().filter(|r| r.seq > manifest.upto);
@@ -197,6 +216,16 @@ pub fn recover(
         report.replayed += 1;
     }
     state.defer_live_writes(false)?;
+    // A replace whose end record never became durable: its writer went away with the
+    // daemon (the replace was not acknowledged), so the old set stands.
+    for (stage, ty, bytes) in state.abandon_stages() {
+        log::warn!(
+            "recovery: a replace of live/{} ({bytes} bytes staged from record {stage}) was \
+             still being written when iocfs stopped; discarded, the set is as before it",
+            ty.file_name()
+        );
+        report.abandoned_replaces += 1;
+    }
     if let Some(seq) = last_seq {
         state.set_applied_seq(state.applied_seq().max(seq));
     }
@@ -229,6 +258,19 @@ fn live_storage(data_dir: &Path, config: &Config) -> Storage {
         Ok(()) => tmp,
         Err(e) => {
             log::warn!("passthrough: {e}; keeping live files in memory instead");
+            Storage::Memfd
+        }
+    }
+}
+
+/// Staged replaces go to unnamed files on the data directory's filesystem (disk, not
+/// memory) when it supports them.
+fn staging_storage(data_dir: &Path) -> Storage {
+    let tmp = Storage::Tmpfile(data_dir.join("live"));
+    match State::probe_storage(&tmp) {
+        Ok(()) => tmp,
+        Err(e) => {
+            log::warn!("staging large replaces in memory: {e}");
             Storage::Memfd
         }
     }

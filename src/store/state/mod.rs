@@ -11,10 +11,12 @@
 
 mod dirty;
 mod load;
+mod stage;
 
 pub use dirty::ChangeCounts;
+pub use stage::Stage;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -88,6 +90,10 @@ pub struct State {
     /// Buffers reused by every append: replaying a log of one-line records would otherwise
     /// spend a third of its time in the allocator.
     scratch: Scratch,
+    /// Replaces journaled in pieces, by stage (the sequence number of their first part).
+    stages: BTreeMap<u64, Stage>,
+    /// Where staged parts are kept.
+    staging: Storage,
 }
 
 #[derive(Default)]
@@ -138,6 +144,8 @@ impl State {
             ids,
             last_aging: None,
             scratch: Scratch::default(),
+            stages: BTreeMap::new(),
+            staging: Storage::Memfd,
         })
     }
 
@@ -325,16 +333,20 @@ impl State {
         self.scratch.put_back(keys, bytes);
     }
 
-    /// Make `content` (whole lines, keys `keys`, times `times`) the whole live set of `ty`.
+    /// An empty live version of `ty` for a replace to fill, then hand to `replace_live`.
+    pub fn new_live_version(&self, ty: IocType, mtime: u64) -> Result<Arc<LiveVersion>> {
+        self.live[ty].new_version(self.new_id(), mtime)
+    }
+
+    /// Make `version` (whole lines, keys `keys`, times `times`) the whole live set of `ty`.
     /// Live lines for which `kept` is false leave the index; returns how many did. Lines
     /// that were in a tier must be dropped from it by the caller.
     pub fn replace_live(
         &mut self,
         ty: IocType,
-        content: &[u8],
+        version: Arc<LiveVersion>,
         keys: &[Key],
         times: &[Times],
-        mtime: u64,
         kept: impl Fn(&Key) -> bool,
     ) -> Result<u64> {
         let seed = self.seed;
@@ -348,8 +360,7 @@ impl State {
         for key in &gone {
             self.index.remove(key);
         }
-        let id = self.new_id();
-        let slots = self.live[ty].replace(id, content, times, mtime)?;
+        let slots = self.live[ty].install(version, times)?;
         for (&key, slot) in keys.iter().zip(slots) {
             self.index
                 .insert(key, Meta::new(0, 0, Loc::Live { ty, slot }));

@@ -14,8 +14,13 @@
 //! Failures: an append that fails with ENOSPC fails every queued writer and rewinds the
 //! sequence (nothing reached the log); any other WAL failure, or a failure to apply a durable
 //! record, is sticky: all later writes fail with EIO until a restart replays the log.
+//!
+//! A record whose payload would exceed the limit recovery accepts ([`record::MAX_PAYLOAD`])
+//! is refused here with EFBIG before it takes a sequence number: no acknowledged write can
+//! leave a record the next mount rejects (large replaces are journaled in pieces instead).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,6 +44,8 @@ pub struct Pipeline {
     wal: Mutex<WalFiles>,
     mode: Mutex<(DurabilityMode, Duration)>,
     clock: std::sync::Arc<dyn Clock>,
+    /// Largest payload accepted: [`record::MAX_PAYLOAD`], lower only in tests.
+    max_payload: AtomicUsize,
 }
 
 struct Queue {
@@ -93,7 +100,19 @@ impl Pipeline {
             wal: Mutex::new(wal),
             mode: Mutex::new((mode, batch_window)),
             clock,
+            max_payload: AtomicUsize::new(record::MAX_PAYLOAD),
         }
+    }
+
+    /// Test builds: a lower record limit, so the handling of large writes is exercised with
+    /// small ones (never above the limit recovery accepts).
+    pub fn set_max_payload(&self, bytes: usize) {
+        self.max_payload
+            .store(bytes.min(record::MAX_PAYLOAD), Ordering::Relaxed);
+    }
+
+    pub fn max_payload(&self) -> usize {
+        self.max_payload.load(Ordering::Relaxed)
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -128,10 +147,17 @@ impl Pipeline {
                 return Err(Error::ShuttingDown);
             }
             let ts = self.clock.now().max(q.last_ts);
+            let m = Mutation { ts, op };
+            let len = m.encoded_len();
+            if len > self.max_payload() {
+                return Err(Error::TooLarge(format!(
+                    "a {len}-byte WAL record is over the {}-byte limit; refused",
+                    self.max_payload()
+                )));
+            }
             q.last_ts = ts;
             let seq = q.next_seq;
             q.next_seq += 1;
-            let m = Mutation { ts, op };
             record::encode_with(seq, &mut q.batch, |out| m.encode(out));
             q.pending.push((seq, m));
             let ticket = q.next_ticket;

@@ -19,13 +19,17 @@ pub fn encode(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Append a record whose payload `write_payload` appends to `out` in place, so a large
-/// payload is not built in a buffer of its own first and then copied.
+/// payload is not built in a buffer of its own first and then copied. The caller keeps the
+/// payload within [`MAX_PAYLOAD`] (`Pipeline::submit` refuses larger ones), so the length
+/// field never wraps; a longer one is written with a length `decode` rejects, never a
+/// wrapped one that would read as a different record.
 pub fn encode_with(seq: u64, out: &mut Vec<u8>, write_payload: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     write_payload(out);
     let (head, payload) = out[start..].split_at_mut(HEADER_LEN);
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    debug_assert!(payload.len() <= MAX_PAYLOAD, "record over the limit");
     head[..4].copy_from_slice(&len.to_le_bytes());
     head[4..12].copy_from_slice(&seq.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[..12]), payload);
