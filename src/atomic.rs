@@ -5,11 +5,20 @@
 //!
 //! Temp files are named `.<name>.<tag>.tmp` so recovery can recognise (and remove, or for a
 //! journaled commit, finish) them.
+//!
+//! Every file iocfs creates is created here ([`create_new`]): `openat` relative to its
+//! directory (itself opened without following a symlink) with `O_CREAT|O_EXCL|O_NOFOLLOW`,
+//! so a name planted ahead of iocfs (a symlink to /etc/shadow) is never followed or
+//! truncated: it is removed (the link itself) and the file created anew.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -32,21 +41,74 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
-/// Create `path` (truncating any leftover), fill it with `write`, flush and fsync it.
+/// A directory, opened without following a symlink at its last component.
+pub fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open directory {}", dir.display()))
+}
+
+fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(Error::Invalid(format!(
+            "internal: {} names no file in a directory",
+            path.display()
+        ))),
+    }
+}
+
+/// Create the new file `path` for reading and writing (mode `mode`): never through a symlink,
+/// never over an existing file. A leftover of the same name (a temp a crash left, or anything
+/// planted there) is unlinked first, the name only, whatever it points to.
+pub fn create_new(path: &Path, mode: u32) -> Result<File> {
+    let (dir, name) = split(path)?;
+    let dir_fd = open_dir(dir)?;
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+    let mode = Mode::from_bits_truncate(mode);
+    let create = || nix::fcntl::openat(&dir_fd, name, flags | OFlag::O_CLOEXEC, mode);
+    let fd = match create() {
+        Err(nix::errno::Errno::EEXIST) => {
+            log::warn!("{}: removing a leftover in the way", path.display());
+            nix::unistd::unlinkat(&dir_fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .ctx(|| format!("remove {}", path.display()))?;
+            create()
+        }
+        other => other,
+    }
+    .ctx(|| format!("create {}", path.display()))?;
+    Ok(File::from(fd))
+}
+
+/// Open an existing regular file of iocfs's for writing, never through a symlink.
+pub fn open_existing(path: &Path) -> Result<File> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", path.display()))?;
+    let file = File::from(fd);
+    let md = file.metadata().ctx(|| format!("stat {}", path.display()))?;
+    if !md.is_file() {
+        return Err(Error::Unsafe(format!(
+            "{} is not a regular file; fix: move it away",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Create `path` (see [`create_new`]), fill it with `write`, flush and fsync it.
 /// Returns the open file so callers can keep reading the version they wrote.
 pub fn write_synced(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .ctx(|| format!("create {}", path.display()))?;
+    let file = create_new(path, 0o644)?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
     write(&mut out)
         .and_then(|()| out.flush())
@@ -130,6 +192,22 @@ mod tests {
         assert!(err.to_string().contains("boom"), "{err}");
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"secret").unwrap();
+        let tmp = temp_path(dir.path(), "f", "c9");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_synced(&tmp, |w| w.write_all(b"mine")).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"secret");
+        assert!(!fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&tmp).unwrap(), b"mine");
+        std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
+        assert!(open_existing(&dir.path().join("link")).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"secret");
     }
 
     #[test]

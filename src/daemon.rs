@@ -61,7 +61,12 @@ impl Stop {
 pub fn run(req: MountRequest) -> Result<()> {
     crate::crash::install_hook();
     let config = req.config.clone();
+    // Mounting over a path another user could redirect (a symlink to /etc) would hide what
+    // it points to: everything above the mount point is checked before touching it (a dead
+    // mount left by a crash is detached first), then the mount point itself.
+    crate::secure::trusted_parent(&req.mountpoint, "mount point")?;
     clear_stale_mount(&req.mountpoint);
+    crate::secure::trusted_dir(&req.mountpoint, "mount point")?;
     let store = Store::open(config.clone(), req.clock.clone())?;
     log_recovery(&store);
     // The versions published before the last stop are served at once; the views thread

@@ -196,6 +196,35 @@ fn one_line(ty: IocType, raw: &[u8], line_no: u64, limits: &Limits, out: &mut In
     }
 }
 
+/// Read one line of a file (without its `\n`) into `line`, keeping at most `max` bytes of it:
+/// the rest of a longer line is read and dropped, so a file without newlines (or a gzip bomb)
+/// costs no more memory than that. Returns the line's full length, None at end of input.
+pub fn read_line_bounded(
+    r: &mut impl std::io::BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    line.clear();
+    let mut total = None;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let (chunk, consumed, ended) = match memchr::memchr(b'\n', buf) {
+            Some(nl) => (&buf[..nl], nl + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        total = Some(total.unwrap_or(0) + chunk.len());
+        r.consume(consumed);
+        if ended {
+            return Ok(total);
+        }
+    }
+}
+
 /// At most this many rejection lines are logged per minute; the rest are counted and summed
 /// up when the minute ends.
 const LOG_BUDGET_PER_MINUTE: u64 = 100;
@@ -320,6 +349,25 @@ mod tests {
             }
         }
         assert_eq!(split_at_lines(b"a\nb\nc\n", 8).concat(), b"a\nb\nc\n");
+    }
+
+    #[test]
+    fn bounded_lines_keep_a_prefix_and_skip_the_rest() {
+        let text = format!("ab\n{}\ncd", "x".repeat(100));
+        let mut r = std::io::BufReader::with_capacity(7, text.as_bytes());
+        let mut line = Vec::new();
+        let mut got = Vec::new();
+        while let Some(n) = read_line_bounded(&mut r, &mut line, 10).unwrap() {
+            got.push((n, line.clone()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (2, b"ab".to_vec()),
+                (100, b"xxxxxxxxxx".to_vec()),
+                (2, b"cd".to_vec())
+            ]
+        );
     }
 
     #[test]

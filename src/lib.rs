@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod ioc;
 pub mod metrics;
 pub mod reserved;
+pub mod secure;
 pub mod store;
 pub mod sync;
 pub mod views;

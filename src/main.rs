@@ -10,6 +10,7 @@ use iocfs::cli::progress;
 use iocfs::clock::{Clock, SystemClock};
 use iocfs::config::{Config, DEFAULT_CONFIG_PATH};
 use iocfs::daemon;
+use iocfs::ioc::escape_path;
 
 #[derive(Parser)]
 #[command(
@@ -142,8 +143,8 @@ fn main() -> ExitCode {
             repair,
             config,
             data,
-        } => offline(config, data, |c| check(c, repair)),
-        Command::Import { data, config, src } => offline(config, data, |c| import(c, &src)),
+        } => offline(config, data, false, |c| check(c, repair)),
+        Command::Import { data, config, src } => offline(config, data, true, |c| import(c, &src)),
         Command::Backup {
             mount,
             data,
@@ -154,10 +155,11 @@ fn main() -> ExitCode {
 }
 
 /// Config for an offline command: the file (explicit or the default one), with `data` as
-/// the data directory.
+/// the data directory (`create`d if missing).
 fn offline(
     config: Option<PathBuf>,
     data: PathBuf,
+    create: bool,
     run: impl FnOnce(&Config) -> ExitCode,
 ) -> ExitCode {
     let path = config.or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()));
@@ -170,10 +172,15 @@ fn offline(
         None => Config::default(),
     };
     init_logging("warn");
-    match absolute(data) {
+    let trusted = if create {
+        iocfs::secure::ensure_trusted_dir(&data, "data directory")
+    } else {
+        iocfs::secure::trusted_dir(&data, "data directory")
+    };
+    match trusted {
         Ok(d) => c.data_dir = d,
         Err(e) => {
-            eprintln!("iocfs: data directory: {e}");
+            eprintln!("iocfs: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -235,7 +242,7 @@ fn import(config: &Config, src: &Path) -> ExitCode {
             for f in &report.files {
                 println!(
                     "{}: {} lines, {} imported into {}/{}, {} invalid",
-                    f.path.display(),
+                    escape_path(&f.path),
                     f.lines,
                     f.imported,
                     f.bucket.map_or("?", |b| b.name()),
@@ -249,8 +256,11 @@ fn import(config: &Config, src: &Path) -> ExitCode {
             for u in &report.unknown {
                 println!(
                     "skipped {}: the file name maps to no indicator type",
-                    u.display()
+                    escape_path(u)
                 );
+            }
+            for (path, why) in &report.skipped {
+                println!("skipped {}: {why}", escape_path(path));
             }
             println!(
                 "{} indicators stored in {}",
@@ -295,7 +305,8 @@ fn mount(
         None => Config::default(),
     };
     init_logging(&config.log.level);
-    let data_override = match data.map(absolute) {
+    let data_override = match data.map(|d| iocfs::secure::ensure_trusted_dir(&d, "data directory"))
+    {
         Some(Ok(d)) => Some(d),
         Some(Err(e)) => {
             eprintln!("iocfs: --data: {e}");
@@ -333,11 +344,6 @@ fn mount(
     }
 }
 
-fn absolute(p: PathBuf) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(&p)?;
-    p.canonicalize()
-}
-
 fn backup(
     mount: Option<PathBuf>,
     data: Option<PathBuf>,
@@ -360,7 +366,7 @@ fn backup(
             )
         }),
         (None, Some(data)) => {
-            return offline(config, data, |c| {
+            return offline(config, data, false, |c| {
                 match iocfs::cli::backup::offline(c, &dest) {
                     Ok(r) => {
                         println!(

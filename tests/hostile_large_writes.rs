@@ -164,7 +164,8 @@ fn sigkill_before_a_staged_replace_ends_leaves_the_old_set_and_after_keeps_the_n
     f.write_all(&piece(350_000)).unwrap();
     d.append_lines("live/domain.txt", &["dirty2.example"]);
     d.ctl("commit").unwrap();
-    f.write_all(&piece(400_000)).unwrap();
+    f.write_all(&piece(400_000))
+        .unwrap_or_else(|e| panic!("write after the commit: {e}\n{}", d.log()));
     drop(f);
     let want: Vec<String> = [300_000u64, 350_000, 400_000]
         .iter()

@@ -345,8 +345,9 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
     let status = d.stop();
     assert!(status.success(), "SIGTERM: {status}");
     let data = d.data();
+    // mode=0750: a tmpfs root is 1777 by default, which iocfs refuses as a data directory.
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0750", "tmpfs"])
         .arg(&data)
         .status()
         .expect("run mount");

@@ -57,6 +57,11 @@ pub trait Progress {
 /// Check `config.data_dir`; with `repair`, fix what can be fixed and check again.
 pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let data = &config.data_dir;
+    // What --repair writes, and what a check reads, must be out of other users' reach.
+    crate::secure::trusted_dir(data, "data directory")?;
+    for sub in crate::store::SUBDIRS.iter().chain(&["lost+found"]) {
+        crate::secure::subdir(data, sub, false)?;
+    }
     if !data.join("wal").is_dir() {
         return Err(Error::Invalid(format!(
             "{} is not an iocfs data directory (no wal/)",
@@ -318,10 +323,7 @@ fn cut_segment(data: &Path, path: &Path, buf: &[u8], at: usize) -> Result<PathBu
     crate::atomic::replace_file(&lf, &name, |w| {
         w.write_all(buf.get(at..).unwrap_or_default())
     })?;
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .ctx(|| format!("open {}", path.display()))?;
+    let file = crate::atomic::open_existing(path)?;
     file.set_len(at as u64)
         .and_then(|()| file.sync_all())
         .ctx(|| format!("truncate {}", path.display()))?;

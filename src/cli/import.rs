@@ -9,9 +9,15 @@
 //! Indicators land in the bucket of their folder; the next aging step moves any that are
 //! older than the folder allows. Files are streamed and journaled in chunks, so millions of
 //! lines need little memory.
+//!
+//! The source tree is usually writable by a collector, so it is read as hostile: symlinks
+//! (bucket folders or files) are not followed and anything but a regular file is skipped
+//! (reported, and opened with O_NOFOLLOW|O_NONBLOCK so a swap after the scan or a FIFO can't
+//! redirect or hang it); a line longer than the limit costs no more memory than the limit;
+//! names are printed escaped.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
-use crate::ioc::{self, IocType};
+use crate::ioc::{self, IocType, MAX_LINE_LEN};
 use crate::store::model::Bucket;
 use crate::store::mutation::Op;
 use crate::store::recovery::IMPORT_CHUNK_LINES;
@@ -70,6 +76,8 @@ pub struct ImportReport {
     pub files: Vec<FileReport>,
     /// Files whose name maps to no type.
     pub unknown: Vec<PathBuf>,
+    /// Entries that are not regular files (symlinks, FIFOs…), with why: never read.
+    pub skipped: Vec<(PathBuf, &'static str)>,
     /// Invalid lines, "file:line: why: excerpt" (the first ones; `invalid` counts all).
     pub rejections: Vec<String>,
     pub indicators_after: u64,
@@ -82,35 +90,84 @@ pub struct Source {
     /// Files whose name maps to a type, with their bucket.
     pub files: Vec<(Bucket, PathBuf)>,
     pub unknown: Vec<PathBuf>,
+    pub skipped: Vec<(PathBuf, &'static str)>,
     /// Bytes to read in all (for progress).
     pub bytes: u64,
+}
+
+/// Why an entry of the source tree is not read, if it is not a plain regular file.
+fn not_regular(ft: std::fs::FileType) -> Option<&'static str> {
+    if ft.is_symlink() {
+        Some("a symlink (not followed)")
+    } else if ft.is_file() {
+        None
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Open a source file without following a symlink and without blocking on a FIFO swapped in
+/// after the scan; anything but a regular file is refused.
+fn open_source(path: &Path) -> Result<File> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("open {}", ioc::escape_path(path)))?;
+    let file = File::from(fd);
+    let md = file
+        .metadata()
+        .ctx(|| format!("stat {}", ioc::escape_path(path)))?;
+    if !md.is_file() {
+        return Err(Error::Unsafe(format!(
+            "{} is not a regular file",
+            ioc::escape_path(path)
+        )));
+    }
+    Ok(file)
 }
 
 pub fn scan_source(src: &Path) -> Result<Source> {
     let mut files = Vec::new();
     let mut unknown = Vec::new();
+    let mut skipped = Vec::new();
     let mut bytes = 0;
     let mut any_bucket = false;
     for bucket in Bucket::ALL {
         let dir = src.join(bucket.name());
+        let Ok(md) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if let Some(why) = not_regular(md.file_type()).filter(|_| !md.is_dir()) {
+            skipped.push((dir, why));
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         any_bucket = true;
-        let mut names: Vec<PathBuf> = entries
+        let mut names: Vec<(PathBuf, std::fs::FileType)> = entries
             .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
+            .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
             .collect();
-        names.sort();
-        for path in names {
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, ft) in names {
+            if ft.is_dir() {
+                continue;
+            }
+            if let Some(why) = not_regular(ft) {
+                skipped.push((path, why));
+                continue;
+            }
             let name = path
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
             if type_of(&name).is_some() {
-                bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                bytes += std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
                 files.push((bucket, path));
             } else {
                 unknown.push(path);
@@ -126,17 +183,24 @@ pub fn scan_source(src: &Path) -> Result<Source> {
     Ok(Source {
         files,
         unknown,
+        skipped,
         bytes,
     })
 }
 
 /// Import `src` into `config.data_dir`. `progress` is told how many source bytes were read.
 pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<ImportReport> {
-    let Source { files, unknown, .. } = scan_source(src)?;
+    let Source {
+        files,
+        unknown,
+        skipped,
+        ..
+    } = scan_source(src)?;
     let store = Store::open(Arc::new(config.clone()), Arc::new(SystemClock))?;
     let limits = store.limits();
     let mut report = ImportReport {
         unknown,
+        skipped,
         ..Default::default()
     };
     let read_total = Arc::new(AtomicU64::new(0));
@@ -147,9 +211,22 @@ pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Resu
             .to_string_lossy()
             .into_owned();
         let Some(ty) = type_of(&name) else { continue };
-        let meta = std::fs::metadata(&path).ctx(|| format!("stat {}", path.display()))?;
+        let file = match open_source(&path) {
+            Ok(f) => f,
+            Err(Error::Unsafe(_)) => {
+                report.skipped.push((path, "not a regular file"));
+                continue;
+            }
+            Err(e) if e.errno() == libc::EIO && is_symlink_now(&path) => {
+                report.skipped.push((path, "a symlink (not followed)"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file
+            .metadata()
+            .ctx(|| format!("stat {}", ioc::escape_path(&path)))?;
         let mtime = u32::try_from(meta.mtime().max(0)).unwrap_or(u32::MAX);
-        let file = File::open(&path).ctx(|| format!("open {}", path.display()))?;
         let counted = Counted {
             inner: file,
             total: read_total.clone(),
@@ -169,16 +246,13 @@ pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Resu
         let mut values = Vec::new();
         let mut count = 0usize;
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .ctx(|| format!("read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
+        // A longer line keeps one byte too many, so normalizing rejects it as too long.
+        while crate::ingest::read_line_bounded(&mut reader, &mut line, MAX_LINE_LEN + 1)
+            .ctx(|| format!("read {}", ioc::escape_path(&path)))?
+            .is_some()
+        {
             fr.lines += 1;
-            let raw = line.strip_suffix(b"\n").unwrap_or(&line);
+            let raw = &line[..];
             let before = values.len();
             match ioc::normalize_into(ty, raw, &limits, &mut values) {
                 Ok(ioc::Line::Value) => {
@@ -192,7 +266,7 @@ pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Resu
                     if report.rejections.len() < SHOWN_REJECTIONS {
                         report.rejections.push(format!(
                             "{}:{}: {why}: \"{}\"",
-                            path.display(),
+                            ioc::escape_path(&path),
                             fr.lines,
                             ioc::escape_excerpt(raw, 80)
                         ));
@@ -216,6 +290,11 @@ pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Resu
         .as_u64()
         .unwrap_or(0);
     Ok(report)
+}
+
+/// An open refused with ELOOP (the file became a symlink after the scan).
+fn is_symlink_now(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 fn submit(

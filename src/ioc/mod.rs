@@ -406,6 +406,13 @@ pub fn escape_excerpt(raw: &[u8], max: usize) -> String {
     s
 }
 
+/// A file name for a terminal or a log: bytes other than printable ASCII escaped, so a name
+/// holding a newline or an escape sequence can't forge or garble output.
+pub fn escape_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    escape_excerpt(path.as_os_str().as_bytes(), 4096)
+}
+
 /// Line rules 1–7: `Ok(None)` for a line to skip, else the bare value.
 fn clean(raw: &[u8]) -> Result<Option<&[u8]>, Invalid> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);

@@ -29,7 +29,8 @@ impl Store {
         clock: Arc<dyn Clock>,
         mode: recovery::Mode,
     ) -> Result<Arc<Store>> {
-        let data_dir = config.data_dir.clone();
+        // Other local users must not be able to plant anything where iocfs writes.
+        let data_dir = crate::secure::ensure_trusted_dir(&config.data_dir, "data directory")?;
         let marker = data_dir.join(super::backup::INCOMPLETE);
         if marker.exists() {
             return Err(Error::Invalid(format!(
@@ -40,8 +41,7 @@ impl Store {
             )));
         }
         for sub in SUBDIRS {
-            let dir = data_dir.join(sub);
-            std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+            crate::secure::subdir(&data_dir, sub, true)?;
         }
         let lock = lock_data_dir(&data_dir)?;
         let cache = Arc::new(BlockCache::new(config.cache.size));
@@ -128,17 +128,37 @@ fn needs_repair(e: Error, data_dir: &Path) -> Error {
     }
 }
 
+/// Open `DATA/LOCK`, creating it if missing, never through a symlink.
+pub fn open_lock_file(data_dir: &Path) -> Result<File> {
+    use nix::fcntl::OFlag;
+    let path = data_dir.join("LOCK");
+    let dir = crate::atomic::open_dir(data_dir)?;
+    let fd = nix::fcntl::openat(
+        &dir,
+        "LOCK",
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .ctx(|| format!("open {}", path.display()))?;
+    let file = File::from(fd);
+    if !file
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .is_file()
+    {
+        return Err(Error::Unsafe(format!(
+            "{} is not a regular file; fix: remove it",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// Take `DATA/LOCK` with flock so a second daemon on the same data refuses to start.
 fn lock_data_dir(data_dir: &Path) -> Result<nix::fcntl::Flock<File>> {
     use std::io::Write;
     let path = data_dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .ctx(|| format!("open {}", path.display()))?;
+    let file = open_lock_file(data_dir)?;
     let mut locked =
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(locked) => locked,

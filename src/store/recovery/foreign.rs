@@ -3,12 +3,12 @@
 //! ready to be journaled as imports.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::ioc::{self, IocType, Limits};
+use crate::ioc::{self, IocType, Limits, MAX_LINE_LEN};
 use crate::store::live::Times;
 use crate::store::model::Bucket;
 use crate::store::tier::{self, format};
@@ -117,23 +117,17 @@ pub fn read(bucket: Bucket, ty: IocType, path: &Path, mtime: u32, limits: &Limit
             let mut line = Vec::new();
             let mut line_no = 0;
             loop {
-                line.clear();
-                let n = match reader.read_until(b'\n', &mut line) {
-                    Ok(n) => n,
+                // A longer line keeps one byte too many: normalizing rejects it as too long.
+                match crate::ingest::read_line_bounded(&mut reader, &mut line, MAX_LINE_LEN + 1) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
                     Err(e) => {
                         damage.push(format!("read stopped after line {line_no}: {e}"));
                         break;
                     }
-                };
-                if n == 0 {
-                    break;
                 }
                 line_no += 1;
-                out.push(
-                    line.strip_suffix(b"\n").unwrap_or(&line),
-                    (mtime, mtime),
-                    line_no,
-                );
+                out.push(&line, (mtime, mtime), line_no);
             }
         }
         format::Kind::Empty => {}

@@ -361,11 +361,10 @@ fn report_temps(data_dir: &Path, manifest: &Manifest, report: &mut Report) -> Re
     Ok(())
 }
 
-/// Where `--repair` keeps a copy of everything it removes.
+/// Where `--repair` keeps a copy of everything it removes: a directory of its own, never a
+/// symlink someone planted.
 pub fn lost_found(data_dir: &Path) -> Result<PathBuf> {
-    let dir = data_dir.join("lost+found");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    Ok(dir)
+    crate::secure::subdir(data_dir, "lost+found", true)
 }
 
 /// Move a file into `lost+found/`, under a name that says where it came from.
@@ -375,7 +374,7 @@ pub fn move_to_lost_found(data_dir: &Path, path: &Path) -> Result<PathBuf> {
     let name = rel.to_string_lossy().replace('/', "_");
     let mut target = lf.join(&name);
     let mut n = 1;
-    while target.exists() {
+    while std::fs::symlink_metadata(&target).is_ok() {
         target = lf.join(format!("{name}.{n}"));
         n += 1;
     }

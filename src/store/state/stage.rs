@@ -134,7 +134,7 @@ mod tests {
         st.set_staging(Storage::Tmpfile(dir.path().to_path_buf()));
         let mut want = Vec::new();
         for (i, seq) in (10..40u64).enumerate() {
-            let part = format!("{:0width$}\n", i, width = 200_000 + i).into_bytes();
+            let part = format!("{}{i}\n", "0".repeat(200_000 + i)).into_bytes();
             let stage = if i == 0 { 0 } else { 10 };
             st.stage_part(seq, IocType::Md5, stage, &part).unwrap();
             want.extend_from_slice(&part);

@@ -12,9 +12,9 @@ mod mapped;
 pub mod record;
 pub mod segment;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,7 +158,6 @@ impl WalFiles {
     /// Open the log in `dir`, scanning every segment. Returns the records after the torn-tail
     /// repair, or a corruption error naming the file and offset.
     pub fn open(dir: &Path, segment_size: u64) -> Result<(WalFiles, Vec<Record>, RecoveryReport)> {
-        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         let (records, report, mut segments) = read_log(dir, true)?;
         let (active, file) = match segments.pop() {
             Some(seg) if seg.len >= segment::HEADER_LEN as u64 => {
@@ -384,12 +383,7 @@ impl Drop for WalFiles {
 }
 
 fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .ctx(|| format!("open {}", path.display()))
+    crate::atomic::open_existing(path)
 }
 
 fn create_segment(dir: &Path, first_seq: u64) -> Result<(Segment, File)> {
@@ -552,7 +546,7 @@ mod tests {
         let path = wal.active.path.clone();
         drop(wal);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
+        fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .unwrap()
