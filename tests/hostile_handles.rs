@@ -88,3 +88,63 @@ fn a_forked_child_closing_its_copy_does_not_cut_a_replace_short() {
         ["first.example", "second.example"]
     );
 }
+
+fn stats(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap()
+}
+
+fn scratch_bytes(d: &Daemon) -> u64 {
+    stats(d)["scratch"]["bytes"].as_u64().unwrap()
+}
+
+/// Item 3: scratch files are bounded in memory all together. Renaming one must not take its
+/// bytes out of the count, and bytes written through the descriptor of an unlinked one count
+/// until it is closed, then come back.
+#[cfg(feature = "testing")]
+#[test]
+fn scratch_bytes_count_through_renames_and_unlinked_descriptors() {
+    use common::{errno_of, poll_until};
+    let Some(d) = Daemon::start() else { return };
+    d.ctl("scratch-limit 1048576").unwrap();
+    let body = vec![b'#'; 600 << 10];
+    std::fs::write(d.path("live/a.tmp"), &body).unwrap();
+    std::fs::rename(d.path("live/a.tmp"), d.path("live/b.tmp")).unwrap();
+    assert!(
+        scratch_bytes(&d) >= 600 << 10,
+        "the rename dropped the count"
+    );
+    assert_eq!(
+        errno_of(std::fs::write(d.path("live/c.tmp"), &body)),
+        libc::ENOSPC,
+        "a rename laundered 600 KiB out of a 1 MiB bound"
+    );
+    std::fs::remove_file(d.path("live/b.tmp")).unwrap();
+    std::fs::remove_file(d.path("live/c.tmp")).unwrap();
+    let freed = || {
+        poll_until(Duration::from_secs(10), || {
+            (scratch_bytes(&d) == 0).then_some(())
+        })
+    };
+    assert!(freed().is_some(), "{} bytes left", scratch_bytes(&d));
+
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(d.path("live/d.tmp"))
+        .unwrap();
+    std::fs::remove_file(d.path("live/d.tmp")).unwrap();
+    f.write_all(&body).unwrap();
+    assert_eq!(
+        errno_of(std::fs::write(d.path("live/e.tmp"), &body)),
+        libc::ENOSPC,
+        "an open unlinked file's bytes were not counted"
+    );
+    drop(f);
+    assert!(
+        freed().is_some(),
+        "an unlinked file's bytes stayed counted after its close"
+    );
+    std::fs::write(d.path("live/e.tmp"), &body).unwrap();
+    assert_eq!(std::fs::read(d.path("live/e.tmp")).unwrap(), body);
+}

@@ -17,6 +17,10 @@ impl IocFs {
     pub(super) fn stats_bytes(&self) -> Vec<u8> {
         let mut stats = crate::store::stats::stats(&self.store);
         stats["views"] = self.views.stats();
+        stats["scratch"] = json!({
+            "files": self.nodes.scratch_list().len(),
+            "bytes": self.nodes.scratch_pool.bytes(),
+        });
         let mut out = serde_json::to_vec_pretty(&stats).unwrap_or_default();
         out.push(b'\n');
         out
@@ -154,6 +158,13 @@ impl IocFs {
                 }
                 Some(Ok(()))
             }
+            ("scratch-limit", [bytes]) => match bytes.parse() {
+                Ok(n) => {
+                    self.nodes.scratch_pool.set_limit(n);
+                    Some(Ok(()))
+                }
+                Err(_) => bad(),
+            },
             ("record-limit", [bytes]) => match bytes.parse() {
                 Ok(n) => {
                     self.store.set_record_limit(n);

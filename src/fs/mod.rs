@@ -15,6 +15,7 @@ mod namespace;
 pub mod nodes;
 mod open;
 mod retry;
+mod scratch;
 mod views;
 mod write;
 
@@ -391,6 +392,7 @@ impl Filesystem for IocFs {
                 }
             }
             Some(Handle::LivePassthrough(v, _backing)) => v.passthrough_closed(),
+            Some(Handle::Scratch(s)) => crate::sync::lock(&s).closed(),
             _ => {}
         }
         reply.ok();
@@ -576,6 +578,7 @@ impl Filesystem for IocFs {
             Ok(s) => {
                 let attr = self.scratch_attr(&s);
                 self.nodes.remember(attr.ino, Node::Scratch(s.clone()));
+                crate::sync::lock(&s).opened();
                 let fh = self.handles.insert(Handle::Scratch(s));
                 reply.created(
                     &NO_TTL,

@@ -16,8 +16,8 @@ use crate::ioc::{self, IocType};
 use crate::store::model::Bucket;
 use crate::store::staged::StagedReplace;
 
-/// Scratch files live in memory; these bounds keep a runaway writer from eating it.
-const MAX_SCRATCH_BYTES: u64 = 1 << 30;
+/// Scratch files live in memory (their bytes are bounded by `scratch::ScratchPool`); this
+/// bounds how many names they take.
 const MAX_SCRATCH_FILES: usize = 4096;
 
 /// Longest file name, as statfs reports it. The kernel passes FUSE names up to its own,
@@ -56,32 +56,27 @@ impl IocFs {
             gid: s.gid,
             file_mode: s.mode,
         };
-        inode::attr(
+        let mut attr = inode::attr(
             s.ino,
             FileType::RegularFile,
             s.mode,
-            s.data.len() as u64,
+            s.data().len() as u64,
             s.mtime,
             &owner,
-        )
+        );
+        // An unlinked file's inode must be let go once closed (the kernel evicts nlink 0).
+        attr.nlink = u32::from(s.is_linked());
+        attr
     }
 
     /// Resize a scratch file's data, within the memory bound for all scratch files.
     pub(super) fn resize_scratch(&self, s: &mut Scratch, len: usize) -> Result<(), Errno> {
-        let old = s.data.len();
-        if len > old
-            && !self
-                .nodes
-                .reserve_scratch((len - old) as u64, MAX_SCRATCH_BYTES)
-        {
-            log::warn!("scratch files in live/ would exceed {MAX_SCRATCH_BYTES} bytes; refused");
-            return Err(Errno::ENOSPC);
-        }
-        if len < old {
-            self.nodes.release_scratch((old - len) as u64);
-        }
-        s.data.resize(len, 0);
-        Ok(())
+        s.resize(len).inspect_err(|_| {
+            log::warn!(
+                "scratch files in live/ would exceed {} bytes; refused",
+                self.nodes.scratch_pool.bytes()
+            )
+        })
     }
 
     pub(super) fn create_scratch(
@@ -101,14 +96,12 @@ impl IocFs {
         if self.nodes.scratch_list().len() >= MAX_SCRATCH_FILES {
             return Err(Errno::ENOSPC);
         }
-        let scratch = Arc::new(Mutex::new(Scratch {
-            ino: self.nodes.allocate(),
-            data: Vec::new(),
-            mode: (mode & 0o7777) as u16,
-            uid: req.uid(),
-            gid: req.gid(),
-            mtime: self.store.clock.now(),
-        }));
+        let scratch = Arc::new(Mutex::new(Scratch::new(
+            self.nodes.allocate(),
+            (req.uid(), req.gid(), (mode & 0o7777) as u16),
+            self.store.clock.now(),
+            self.nodes.scratch_pool.clone(),
+        )));
         self.nodes.add_scratch(name.to_os_string(), scratch.clone());
         Ok(scratch)
     }
@@ -126,10 +119,11 @@ impl IocFs {
                     );
                     return Err(Errno::EPERM);
                 }
-                self.nodes
-                    .take_scratch(name)
-                    .map(|_| ())
-                    .ok_or(Errno::ENOENT)
+                if self.nodes.unlink_scratch(name) {
+                    Ok(())
+                } else {
+                    Err(Errno::ENOENT)
+                }
             }
             Some(_) => Err(Errno::EROFS),
             None => Err(self.refusal(parent)),
@@ -179,7 +173,8 @@ impl IocFs {
                 return Err(Errno::EEXIST);
             }
             self.replace_from_scratch(ty, &scratch, name)?;
-            self.nodes.take_scratch(name);
+            // Its lines are the set now: the buffer goes once no descriptor holds it.
+            self.nodes.unlink_scratch(name);
             let ino = crate::sync::lock(&scratch).ino;
             // The kernel now maps the type file's name to the scratch inode; make that inode
             // stand for the live file (always its current version, attributes uncached).
@@ -189,8 +184,9 @@ impl IocFs {
         if self.nodes.scratch(newname).is_some() && flags.contains(RenameFlags::RENAME_NOREPLACE) {
             return Err(Errno::EEXIST);
         }
+        // The file keeps its name's bytes as it moves; the one it replaces is let go.
         self.nodes.take_scratch(name);
-        self.nodes.take_scratch(newname);
+        self.nodes.unlink_scratch(newname);
         self.nodes.add_scratch(newname.to_os_string(), scratch);
         Ok(())
     }
@@ -222,7 +218,7 @@ impl IocFs {
         let mut staged = StagedReplace::new(ty);
         let mut partial = Vec::new();
         let mut line_no = 1;
-        for piece in s.data.chunks(PIECE).map(Some).chain([None]) {
+        for piece in s.data().chunks(PIECE).map(Some).chain([None]) {
             let got = match piece {
                 Some(bytes) => ingest::ingest(ty, &partial, bytes, line_no, &limits),
                 None => ingest::finish(ty, &partial, line_no, &limits),

@@ -20,19 +20,7 @@ use crate::store::staged::StagedReplace;
 use crate::store::tier::TierVersion;
 use crate::views::disk::ViewFile;
 
-/// A file created in live/ under any name but the nine: a daemon-held buffer, renamed onto
-/// a type file to replace that set (how `sed -i` and editors save). Lost at restart.
-#[derive(Debug)]
-pub struct Scratch {
-    pub ino: INodeNo,
-    pub data: Vec<u8>,
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: u64,
-}
-
-pub type ScratchRef = Arc<Mutex<Scratch>>;
+pub use super::scratch::{Scratch, ScratchPool, ScratchRef};
 
 #[derive(Clone, Debug)]
 pub enum Node {
@@ -58,8 +46,8 @@ struct Entry {
 pub struct Nodes {
     map: Mutex<HashMap<INodeNo, Entry>>,
     scratch_names: Mutex<HashMap<OsString, ScratchRef>>,
-    /// Bytes held by named scratch files (kept apart from their locks, which callers hold).
-    scratch_bytes: AtomicU64,
+    /// The memory of all scratch files, named or not.
+    pub scratch_pool: Arc<ScratchPool>,
     next: AtomicU64,
 }
 
@@ -117,47 +105,24 @@ impl Nodes {
             .collect()
     }
 
-    /// Reserve `more` bytes for scratch data unless that would pass `limit`.
-    pub fn reserve_scratch(&self, more: u64, limit: u64) -> bool {
-        let mut current = self.scratch_bytes.load(Ordering::Relaxed);
-        loop {
-            let Some(next) = current.checked_add(more).filter(|&n| n <= limit) else {
-                return false;
-            };
-            match self.scratch_bytes.compare_exchange(
-                current,
-                next,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => current = seen,
-            }
-        }
-    }
-
-    pub fn release_scratch(&self, bytes: u64) {
-        let _ = self
-            .scratch_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(bytes))
-            });
-    }
-
     pub fn add_scratch(&self, name: OsString, scratch: ScratchRef) {
         lock(&self.scratch_names).insert(name, scratch);
     }
 
+    /// Take a name out of the directory (the file keeps its bytes: see `Scratch`).
     pub fn take_scratch(&self, name: &OsStr) -> Option<ScratchRef> {
-        let taken = lock(&self.scratch_names).remove(name);
-        if let Some(s) = &taken {
-            let mut s = lock(s);
-            self.release_scratch(s.data.len() as u64);
-            // Nobody can reach it by name any more; open handles may still read it, but the
-            // bytes no longer count against the limit, so drop them if it was renamed.
-            s.data.shrink_to_fit();
+        lock(&self.scratch_names).remove(name)
+    }
+
+    /// The name is gone for good: unlinked, or renamed over by another scratch file.
+    pub fn unlink_scratch(&self, name: &OsStr) -> bool {
+        match self.take_scratch(name) {
+            Some(s) => {
+                lock(&s).unlinked();
+                true
+            }
+            None => false,
         }
-        taken
     }
 }
 
@@ -194,6 +159,7 @@ pub struct LiveWriter {
     pub mode: WriteMode,
     /// Unterminated bytes carried to the next write or the close.
     pub partial: Vec<u8>,
+
     /// Lines seen so far, for rejection messages.
     pub line_no: u64,
     /// Where this handle's next sequential write lands (u64::MAX: nothing written yet).

@@ -52,7 +52,7 @@ impl IocFs {
             Handle::LiveWrite(w) => self.store.live(crate::sync::lock(w).ty).len(),
             Handle::Tier(r) => r.version.size(),
             Handle::View(f) => f.len,
-            Handle::Scratch(s) => crate::sync::lock(s).data.len() as u64,
+            Handle::Scratch(s) => crate::sync::lock(s).data().len() as u64,
             Handle::Bytes(b) => b.len() as u64,
             Handle::Ctl(_) => 0,
         }
@@ -89,7 +89,7 @@ impl IocFs {
                     })
             }
             Handle::View(f) => f.read_at(offset, size).map_err(|e| errno(&e)),
-            Handle::Scratch(s) => Ok(slice(&crate::sync::lock(s).data)),
+            Handle::Scratch(s) => Ok(slice(crate::sync::lock(s).data())),
             Handle::Bytes(b) => Ok(slice(b)),
             Handle::Ctl(_) => Err(Errno::EBADF),
         }
@@ -150,10 +150,12 @@ impl IocFs {
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
             Some(Node::Scratch(s)) => {
+                let mut guard = crate::sync::lock(&s);
                 if flags.0 & libc::O_TRUNC != 0 {
-                    let mut guard = crate::sync::lock(&s);
                     self.resize_scratch(&mut guard, 0)?;
                 }
+                guard.opened();
+                drop(guard);
                 Ok((Handle::Scratch(s), direct))
             }
             Some(Node::LiveAlias(ty)) => {

@@ -355,11 +355,14 @@ impl IocFs {
         data: &[u8],
     ) -> Result<(), Errno> {
         let mut s = crate::sync::lock(s);
-        let end = offset as usize + data.len();
-        if end > s.data.len() {
-            self.resize_scratch(&mut s, end)?;
-        }
-        s.data[offset as usize..end].copy_from_slice(data);
+        s.write_at(offset, data).inspect_err(|e| {
+            if *e == Errno::ENOSPC {
+                log::warn!(
+                    "scratch files in live/ hold {} bytes, the most they may; write refused",
+                    self.nodes.scratch_pool.bytes()
+                );
+            }
+        })?;
         s.mtime = self.store.clock.now();
         Ok(())
     }
