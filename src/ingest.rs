@@ -29,6 +29,18 @@ pub struct Ingested {
     /// Unterminated rest, to prepend to the next write.
     pub partial: Vec<u8>,
     pub rejected: Vec<Rejection>,
+    /// The unterminated rest grew past the longest line: it was rejected and dropped, and
+    /// the caller skips input up to the next newline ([`skip_line_end`]).
+    pub overflowed: bool,
+}
+
+/// While an overlong line is being skipped: how much of `data` belongs to it (up to and
+/// including its newline), and whether that newline was found.
+pub fn skip_line_end(data: &[u8]) -> (usize, bool) {
+    match memchr::memchr(b'\n', data) {
+        Some(nl) => (nl + 1, true),
+        None => (data.len(), false),
+    }
 }
 
 /// Split `partial + data` into lines and normalize the complete ones. `first_line_no` is
@@ -66,7 +78,8 @@ pub fn ingest(
     if !rest.is_empty() {
         out.partial = rest.to_vec();
     }
-    // A line that can't end in time is rejected now, not after megabytes more of it.
+    // A line that can't end in time is rejected now, not after megabytes more of it, and
+    // dropped: what is left of it is skipped, so a handle never holds more than a line.
     if out.partial.len() > MAX_LINE_LEN + 1 {
         let why = ioc::normalize(ty, &out.partial, limits).err();
         if let Some(why) = why {
@@ -75,6 +88,8 @@ pub fn ingest(
                 excerpt: ioc::escape_excerpt(&out.partial, 80),
                 why,
             });
+            out.partial = Vec::new();
+            out.overflowed = true;
         }
     }
     out
@@ -371,9 +386,12 @@ mod tests {
     }
 
     #[test]
-    fn an_endless_line_is_rejected_early() {
+    fn an_endless_line_is_rejected_early_and_dropped() {
         let big = vec![b'a'; MAX_LINE_LEN + 10];
         let a = ingest(IocType::Domain, b"", &big, 1, &L);
         assert_eq!(a.rejected.len(), 1);
+        assert!(a.overflowed && a.partial.is_empty());
+        assert_eq!(skip_line_end(b"aaa"), (3, false));
+        assert_eq!(skip_line_end(b"aa\nb.example\n"), (3, true));
     }
 }

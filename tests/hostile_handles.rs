@@ -148,3 +148,47 @@ fn scratch_bytes_count_through_renames_and_unlinked_descriptors() {
     std::fs::write(d.path("live/e.tmp"), &body).unwrap();
     assert_eq!(std::fs::read(d.path("live/e.tmp")).unwrap(), body);
 }
+
+/// The daemon's resident memory, KiB.
+fn rss_kib(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+/// Item 4: with `on_invalid = "skip"` an endless line is rejected once, dropped and skipped to
+/// its newline; the handle never holds more than a line of it.
+#[test]
+fn an_endless_line_in_skip_mode_is_dropped_and_costs_no_memory() {
+    let Some(d) = Daemon::builder()
+        .config("[ingest]\non_invalid = \"skip\"\n")
+        .start()
+    else {
+        return;
+    };
+    let before = rss_kib(&d);
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(d.path("live/domain.txt"))
+        .unwrap();
+    f.write_all(b"first.example\n").unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..128 {
+        f.write_all(&chunk).unwrap();
+    }
+    let during = rss_kib(&d);
+    f.write_all(b"\nkept.example\n").unwrap();
+    drop(f);
+    assert!(
+        during < before + (32 << 10),
+        "RSS {before} KiB -> {during} KiB while a 128 MiB line was being written"
+    );
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["first.example", "kept.example"]
+    );
+    assert_eq!(stats(&d)["rejected_lines"]["domain"], 1);
+}

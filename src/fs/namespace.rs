@@ -217,12 +217,22 @@ impl IocFs {
         };
         let mut staged = StagedReplace::new(ty);
         let mut partial = Vec::new();
+        let mut skipping = false;
         let mut line_no = 1;
         for piece in s.data().chunks(PIECE).map(Some).chain([None]) {
             let got = match piece {
-                Some(bytes) => ingest::ingest(ty, &partial, bytes, line_no, &limits),
+                Some(mut bytes) => {
+                    if skipping {
+                        let (skipped, ended) = ingest::skip_line_end(bytes);
+                        bytes = &bytes[skipped..];
+                        skipping = !ended;
+                        line_no += u64::from(ended);
+                    }
+                    ingest::ingest(ty, &partial, bytes, line_no, &limits)
+                }
                 None => ingest::finish(ty, &partial, line_no, &limits),
             };
+            skipping |= got.overflowed;
             for r in &got.rejected {
                 ingest::log_rejection(&file, r, action);
             }

@@ -159,7 +159,8 @@ pub struct LiveWriter {
     pub mode: WriteMode,
     /// Unterminated bytes carried to the next write or the close.
     pub partial: Vec<u8>,
-
+    /// Skipping the rest of a line rejected as too long (`ingest.on_invalid = "skip"`).
+    pub skipping: bool,
     /// Lines seen so far, for rejection messages.
     pub line_no: u64,
     /// Where this handle's next sequential write lands (u64::MAX: nothing written yet).

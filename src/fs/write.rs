@@ -58,6 +58,7 @@ impl IocFs {
             ino: inode::version(v.id),
             mode,
             partial: Vec::new(),
+            skipping: false,
             line_no: 0,
             // An append handle's first write must land at the end of the file.
             next_offset: if replace { 0 } else { u64::MAX },
@@ -96,10 +97,21 @@ impl IocFs {
             }
             _ => {}
         }
-        let got = ingest::ingest(w.ty, &w.partial, data, w.line_no + 1, &self.store.limits());
+        // The rest of a line already rejected as too long (skip mode) is dropped unread.
+        let mut fresh = data;
+        if w.skipping {
+            let (skipped, ended) = ingest::skip_line_end(data);
+            fresh = &data[skipped..];
+            if ended {
+                w.skipping = false;
+                w.line_no += 1;
+            }
+        }
+        let got = ingest::ingest(w.ty, &w.partial, fresh, w.line_no + 1, &self.store.limits());
         self.check_rejections(&mut w, &got, &file)?;
         self.apply_lines(&mut w, got.values)?;
         w.partial = got.partial;
+        w.skipping |= got.overflowed;
         w.line_no += got.lines;
         w.next_offset = offset + data.len() as u64;
         Ok(())
@@ -324,6 +336,7 @@ impl IocFs {
                     written: true,
                 };
                 w.partial.clear();
+                w.skipping = false;
                 w.next_offset = 0;
                 // SETATTR does not say which process truncated: any close applies it.
                 w.closers.wrote(None);
