@@ -81,6 +81,7 @@ pub struct IocFs {
     retries: retry::StaleRetries,
     views: Arc<Views>,
     view_dirs: std::sync::Mutex<views::ViewDirs>,
+    pins: nodes::Pins,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -109,6 +110,7 @@ impl IocFs {
             retries: Default::default(),
             views,
             view_dirs: Default::default(),
+            pins: Default::default(),
         }
     }
 }
@@ -287,21 +289,28 @@ impl Filesystem for IocFs {
         }
         match opened {
             Ok((Handle::LiveRead(v), fopen)) if self.passthrough => {
+                let uid = req.uid();
+                if !self.pins.admit(uid, v.id) {
+                    // Bounded per uid (see `Pins`): served by the daemon, pinning nothing.
+                    return reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen);
+                }
                 match self.passthrough_backing(&v, &reply) {
                     Ok(Some(backing)) => {
-                        let fh = self
-                            .handles
-                            .insert(Handle::LivePassthrough(v, backing.clone()));
+                        let fh =
+                            self.handles
+                                .insert(Handle::LivePassthrough(v, backing.clone(), uid));
                         reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
                         return;
                     }
-                    // Superseded since the open began (see `retry`): served by the daemon.
+                    // Superseded since the open began (see `retry`), or a batch is about to
+                    // append to it: served by the daemon.
                     Ok(None) => {}
                     Err(e) => log::warn!(
                         "passthrough open of live/{}: {e}; served by the daemon",
                         v.ty.file_name()
                     ),
                 }
+                self.pins.release(uid, v.id);
                 reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen)
             }
             Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),
@@ -391,7 +400,10 @@ impl Filesystem for IocFs {
                     log::warn!("closing a live handle: {e:?}");
                 }
             }
-            Some(Handle::LivePassthrough(v, _backing)) => v.passthrough_closed(),
+            Some(Handle::LivePassthrough(v, _backing, uid)) => {
+                v.passthrough_closed();
+                self.pins.release(uid, v.id);
+            }
             Some(Handle::Scratch(s)) => crate::sync::lock(&s).closed(),
             _ => {}
         }

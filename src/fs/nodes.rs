@@ -132,7 +132,8 @@ pub enum Handle {
     /// A read-only open of a live file: pinned to the version it opened.
     LiveRead(Arc<LiveVersion>),
     /// The same, read by the kernel itself (FUSE passthrough); holds the backing id alive.
-    LivePassthrough(Arc<LiveVersion>, Arc<fuser::BackingId>),
+    /// The uid is the reader's (see [`Pins`]).
+    LivePassthrough(Arc<LiveVersion>, Arc<fuser::BackingId>, u32),
     LiveWrite(Arc<Mutex<LiveWriter>>),
     Tier(Arc<TierReader>),
     View(Arc<ViewFile>),
@@ -190,7 +191,7 @@ impl Handle {
     /// what it writes goes to the current version whatever inode it was opened on.
     fn version(&self) -> Option<INodeNo> {
         match self {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => Some(version(v.id)),
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => Some(version(v.id)),
             Handle::Tier(r) => Some(version(r.version.id)),
             Handle::View(f) => Some(INodeNo(f.ino)),
             Handle::LiveWrite(_) | Handle::Scratch(_) | Handle::Bytes(_) | Handle::Ctl(_) => None,
@@ -247,5 +248,45 @@ impl Handles {
     /// Whether any open handle reads version `ino`.
     pub fn holds(&self, ino: INodeNo) -> bool {
         lock(&self.map).per_version.contains_key(&ino)
+    }
+}
+
+/// Live versions each uid holds open through FUSE passthrough. A pinned version can't grow,
+/// so every append after a pin makes a copy of the file: a reader that reopens after each
+/// append could otherwise hold a copy per append (disk, memory, descriptors). Past
+/// [`Pins::MAX_VERSIONS_PER_UID`] distinct versions, a uid's further opens are served by the
+/// daemon instead (same bytes, no pin); opens of a version it already holds cost nothing.
+#[derive(Default)]
+pub struct Pins {
+    by_uid: Mutex<HashMap<u32, HashMap<u64, usize>>>,
+}
+
+impl Pins {
+    pub const MAX_VERSIONS_PER_UID: usize = 16;
+
+    /// Count an open of `version` by `uid`, unless that would pin one version too many.
+    pub fn admit(&self, uid: u32, version: u64) -> bool {
+        let mut all = lock(&self.by_uid);
+        let held = all.entry(uid).or_default();
+        if !held.contains_key(&version) && held.len() >= Self::MAX_VERSIONS_PER_UID {
+            return false;
+        }
+        *held.entry(version).or_default() += 1;
+        true
+    }
+
+    pub fn release(&self, uid: u32, version: u64) {
+        let mut all = lock(&self.by_uid);
+        if let Some(held) = all.get_mut(&uid) {
+            if let Some(n) = held.get_mut(&version) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&version);
+                }
+            }
+            if held.is_empty() {
+                all.remove(&uid);
+            }
+        }
     }
 }

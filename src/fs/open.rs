@@ -48,7 +48,7 @@ impl IocFs {
     /// The size of what a handle reads (its version, snapshot or buffer).
     pub(super) fn handle_size(&self, h: &Handle) -> u64 {
         match h {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => v.len(),
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => v.len(),
             Handle::LiveWrite(w) => self.store.live(crate::sync::lock(w).ty).len(),
             Handle::Tier(r) => r.version.size(),
             Handle::View(f) => f.len,
@@ -65,7 +65,7 @@ impl IocFs {
             b[start..(start + size).min(b.len())].to_vec()
         };
         match h {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, _) => {
+            Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => {
                 v.read_at(offset, size).map_err(|e| errno(&e))
             }
             Handle::LiveWrite(w) => {

@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod backup;
+mod batch;
 pub mod checkpoint;
 pub mod flush;
 pub mod health;
@@ -44,7 +45,7 @@ pub use flush::{CheckpointInfo, CommitInfo};
 use flush::{Engine, Flusher};
 use health::{Health, Kind, Problem};
 use model::{Bucket, Policy};
-use mutation::{Mutation, Op};
+use mutation::Op;
 use partition::ByType;
 use state::State;
 use wal::group_commit::Pipeline;
@@ -149,7 +150,7 @@ impl Store {
 
     /// Sequence, make durable and apply one mutation.
     pub fn submit(&self, op: Op) -> Result<u64> {
-        let result = self.pipeline.submit(op, &|batch| self.apply_batch(batch));
+        let result = self.pipeline.submit(op, self);
         // A full disk (or quota) fails writes with ENOSPC (not sticky): health says so until
         // one of them goes through again.
         match &result {
@@ -163,32 +164,6 @@ impl Store {
             Err(_) => {}
         }
         result
-    }
-
-    fn apply_batch(&self, batch: &[(u64, Mutation)]) -> Result<()> {
-        let mut changes = Vec::new();
-        {
-            let mut st = self.state_mut();
-            let before = st.version_ids();
-            for (seq, m) in batch {
-                let applied = apply::apply(&mut st, *seq, m, &self.cache)?;
-                self.counters
-                    .appended_lines
-                    .fetch_add(applied.added, Ordering::Relaxed);
-                changes.extend(applied.new_versions.into_iter().map(|(bucket, ty)| Change {
-                    bucket,
-                    ty,
-                    superseded: before[bucket][ty],
-                }));
-            }
-        }
-        changes.sort_by_key(|c| (c.bucket, c.ty));
-        changes.dedup();
-        self.notify(&changes);
-        for hook in sync::read(&self.applied_hooks).iter() {
-            hook();
-        }
-        Ok(())
     }
 
     /// Tell the hooks (the FUSE layer's kernel cache invalidation) which files have new
@@ -254,9 +229,23 @@ impl Store {
 
     /// Give `ty` a new current version with the same bytes when passthrough readers hold
     /// the current one: the kernel refuses any other kind of open of an inode that is open
-    /// for passthrough, so a writer must open a fresh one. True if it rotated.
+    /// for passthrough, so a writer must open a fresh one. True if the current version is
+    /// no longer the one that was pinned (the writer looks the name up again). The copy is
+    /// made without the state lock: a pinned version never grows.
     pub fn rotate_live_if_held(&self, ty: IocType) -> Result<bool> {
-        let superseded = self.state_mut().rotate_live_if_held(ty, self.clock.now())?;
+        let v = self.live(ty);
+        if !v.has_passthrough_readers() {
+            return Ok(false);
+        }
+        let id = self.state().new_id();
+        let copy = v.copy(id, self.clock.now())?;
+        let superseded = {
+            let mut st = self.state_mut();
+            if st.live(ty).version.id != v.id {
+                return Ok(true);
+            }
+            st.install_live_copy(ty, v.id, copy)
+        };
         if let Some(superseded) = superseded {
             self.notify(&[Change {
                 bucket: Bucket::Live,

@@ -33,7 +33,8 @@ impl Store {
     /// new version until `passthrough_closed`.
     pub fn pin_for_passthrough(&self, v: &LiveVersion) -> bool {
         let st = self.state();
-        let current = st.live(v.ty).version.id == v.id;
+        // Not while a batch that appends to it is between its prepare and its apply.
+        let current = st.live(v.ty).version.id == v.id && st.may_pin(v.ty);
         if current {
             v.passthrough_opened();
         }

@@ -11,210 +11,13 @@
 //! index points at slots, so removing lines never rewrites other keys' entries).
 
 pub mod format;
+mod version;
 
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::error::{IoContext, Result};
-use crate::ioc::IocType;
+pub use version::{LiveVersion, Storage};
 
-/// Where the bytes of live versions are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Storage {
-    /// Anonymous memory (memfd): no disk I/O.
-    Memfd,
-    /// Unnamed files (O_TMPFILE) in this directory, on the data directory's filesystem:
-    /// FUSE passthrough reads them at that filesystem's page-cache speed, and the kernel
-    /// can write their pages out under memory pressure.
-    Tmpfile(PathBuf),
-}
-
-impl Storage {
-    /// A new, empty file of this kind (for a version, or a staged replace).
-    pub fn create(&self, ty: IocType) -> Result<File> {
-        match self {
-            Storage::Memfd => {
-                let name = format!("iocfs-live-{}", ty.name());
-                let fd = nix::sys::memfd::memfd_create(
-                    name.as_str(),
-                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-                )
-                .ctx(|| format!("memfd_create for live/{}", ty.file_name()))?;
-                Ok(File::from(fd))
-            }
-            Storage::Tmpfile(dir) => std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-                .mode(0o600)
-                .open(dir)
-                .ctx(|| {
-                    format!(
-                        "create an unnamed file in {} for live/{}",
-                        dir.display(),
-                        ty.file_name()
-                    )
-                }),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct LiveVersion {
-    /// Unique among all versions of all files (an inode-like identity).
-    pub id: u64,
-    pub ty: IocType,
-    file: File,
-    storage: Storage,
-    len: AtomicU64,
-    lines: AtomicU64,
-    mtime: AtomicU64,
-    /// Descriptors reading this version through FUSE passthrough: the kernel reads the
-    /// file directly, up to its size, so while any are open the version must not grow
-    /// (an append in progress would show a partial line) — appends make a new version.
-    passthrough_readers: AtomicUsize,
-}
-
-impl LiveVersion {
-    pub fn new(
-        id: u64,
-        ty: IocType,
-        content: &[u8],
-        lines: u64,
-        mtime: u64,
-        storage: &Storage,
-    ) -> Result<Arc<LiveVersion>> {
-        let file = storage.create(ty)?;
-        file.write_all_at(content, 0)
-            .ctx(|| format!("fill the content of live/{}", ty.file_name()))?;
-        Ok(Arc::new(LiveVersion {
-            id,
-            ty,
-            file,
-            storage: storage.clone(),
-            len: AtomicU64::new(content.len() as u64),
-            lines: AtomicU64::new(lines),
-            mtime: AtomicU64::new(mtime),
-            passthrough_readers: AtomicUsize::new(0),
-        }))
-    }
-
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
-    /// Count a passthrough reader in (call with the state lock held, so no append is
-    /// halfway) or out.
-    pub fn passthrough_opened(&self) {
-        self.passthrough_readers.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn passthrough_closed(&self) {
-        let _ = self
-            .passthrough_readers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(1))
-            });
-    }
-
-    fn has_passthrough_readers(&self) -> bool {
-        self.passthrough_readers.load(Ordering::Acquire) > 0
-    }
-
-    /// A new version holding this one's bytes then `more` (used instead of growing a
-    /// version that passthrough readers hold).
-    fn extended(
-        &self,
-        new_id: u64,
-        more: &[u8],
-        lines: u64,
-        mtime: u64,
-    ) -> Result<Arc<LiveVersion>> {
-        let file = self.storage.create(self.ty)?;
-        let len = self.len();
-        let mut copied = 0u64;
-        while copied < len {
-            let chunk = self.read_at(copied, (len - copied).min(8 << 20) as usize)?;
-            file.write_all_at(&chunk, copied)
-                .ctx(|| format!("copy live/{} into a new version", self.ty.file_name()))?;
-            copied += chunk.len() as u64;
-        }
-        file.write_all_at(more, len)
-            .ctx(|| format!("append to a new version of live/{}", self.ty.file_name()))?;
-        Ok(Arc::new(LiveVersion {
-            id: new_id,
-            ty: self.ty,
-            file,
-            storage: self.storage.clone(),
-            len: AtomicU64::new(len + more.len() as u64),
-            lines: AtomicU64::new(self.lines() + lines),
-            mtime: AtomicU64::new(mtime),
-            passthrough_readers: AtomicUsize::new(0),
-        }))
-    }
-
-    /// Bytes a reader may see: always whole lines.
-    pub fn len(&self) -> u64 {
-        self.len.load(Ordering::Acquire)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn lines(&self) -> u64 {
-        self.lines.load(Ordering::Acquire)
-    }
-
-    pub fn mtime(&self) -> u64 {
-        self.mtime.load(Ordering::Acquire)
-    }
-
-    /// The file holding the bytes, for FUSE passthrough.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
-
-    /// Read up to `size` bytes at `offset`, never past the published length.
-    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
-        let end = self.len().min(offset.saturating_add(size as u64));
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .ctx(|| format!("read memfd of live/{} at {offset}", self.ty.file_name()))?;
-        Ok(buf)
-    }
-
-    pub fn read_all(&self) -> Result<Vec<u8>> {
-        self.read_at(0, self.len() as usize)
-    }
-
-    /// Fill a version that no reader can see yet (a replace being built), whole lines.
-    pub fn fill(&self, bytes: &[u8], lines: u64, mtime: u64) -> Result<()> {
-        self.append(bytes, lines, mtime)
-    }
-
-    /// Extend the version with whole lines. Only the engine's apply path calls this, one
-    /// caller at a time (it holds the state lock), so the length can't move underneath it.
-    fn append(&self, bytes: &[u8], lines: u64, mtime: u64) -> Result<()> {
-        let at = self.len();
-        self.file
-            .write_all_at(bytes, at)
-            .ctx(|| format!("append to memfd of live/{} at {at}", self.ty.file_name()))?;
-        self.lines.fetch_add(lines, Ordering::AcqRel);
-        self.mtime.store(mtime, Ordering::Release);
-        self.len.store(at + bytes.len() as u64, Ordering::Release);
-        Ok(())
-    }
-}
+use crate::error::Result;
 
 /// First and last sighting, Unix seconds.
 pub type Times = (u32, u32);
@@ -232,6 +35,8 @@ pub struct LiveSet {
     /// Recovery: appended bytes are gathered here and written in pieces of
     /// [`DEFERRED_WRITE_SIZE`], instead of one write per replayed record. (Bytes, lines, mtime.)
     deferred: Option<(Vec<u8>, u64, u64)>,
+    /// A copy of the version with this id, for an append while it is pinned.
+    successor: Option<(u64, Arc<LiveVersion>)>,
 }
 
 /// Deferred appends are written out once this many bytes are gathered: large enough to
@@ -254,6 +59,7 @@ impl LiveSet {
             order: Vec::new(),
             min_last: u32::MAX,
             deferred: None,
+            successor: None,
         }
     }
 
@@ -319,11 +125,38 @@ impl LiveSet {
             return Ok(false);
         }
         if self.version.has_passthrough_readers() {
-            self.version = self.version.extended(new_id(), values, lines, mtime)?;
+            let next = match self.successor.take() {
+                Some((base, copy))
+                    if base == self.version.id && copy.len() == self.version.len() =>
+                {
+                    copy
+                }
+                // Not prepared (a pin that raced the batch): copy now, under the lock.
+                _ => {
+                    log::warn!(
+                        "live/{}: copying a pinned version under the state lock",
+                        self.version.ty.file_name()
+                    );
+                    self.version.copy(new_id(), mtime)?
+                }
+            };
+            next.append(values, lines, mtime)?;
+            self.version = next;
             return Ok(true);
         }
         self.version.append(values, lines, mtime)?;
         Ok(false)
+    }
+
+    /// A copy of the current version `base`, made before the state lock was taken, for
+    /// the next append to extend if passthrough readers still pin `base` (see `publish`).
+    pub fn offer_successor(&mut self, base: u64, copy: Arc<LiveVersion>) {
+        self.successor = Some((base, copy));
+    }
+
+    /// Drop a copy the batch did not use.
+    pub fn drop_successor(&mut self) {
+        self.successor = None;
     }
 
     /// Gather appends in memory until `finish_deferring` (used while replaying the log).
@@ -362,13 +195,15 @@ impl LiveSet {
         Ok(slots)
     }
 
-    /// A new version with the same bytes, if passthrough readers hold the current one.
-    pub fn rotate_if_held(&mut self, new_id: u64, mtime: u64) -> Result<bool> {
-        if !self.version.has_passthrough_readers() {
-            return Ok(false);
+    /// Make `copy` (of the version `base`, made without the lock) current, if `base` is
+    /// still current, unchanged, and pinned by passthrough readers. True if it was.
+    pub fn install_copy(&mut self, base: u64, copy: Arc<LiveVersion>) -> bool {
+        let v = &self.version;
+        if v.id != base || v.len() != copy.len() || !v.has_passthrough_readers() {
+            return false;
         }
-        self.version = self.version.extended(new_id, b"", 0, mtime)?;
-        Ok(true)
+        self.version = copy;
+        true
     }
 
     /// Times of every line in file order (for commits).
@@ -488,6 +323,7 @@ impl LiveSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ioc::IocType;
 
     #[test]
     fn an_append_under_a_passthrough_reader_makes_a_new_version() {

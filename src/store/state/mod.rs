@@ -11,6 +11,7 @@
 
 mod dirty;
 mod load;
+mod pins;
 mod stage;
 
 pub use dirty::ChangeCounts;
@@ -94,6 +95,8 @@ pub struct State {
     stages: BTreeMap<u64, Stage>,
     /// Where staged parts are kept.
     staging: Storage,
+    /// Per type: batches between their prepare and their apply (no new passthrough pins).
+    appending: ByType<usize>,
 }
 
 #[derive(Default)]
@@ -146,6 +149,7 @@ impl State {
             scratch: Scratch::default(),
             stages: BTreeMap::new(),
             staging: Storage::Memfd,
+            appending: ByType::default(),
         })
     }
 
@@ -440,16 +444,6 @@ impl State {
             .get(key)
             .filter(|m| matches!(m.loc(), Loc::Block { .. }))
             .map(|m| (m.first_seen, m.last_seen))
-    }
-
-    /// Give `ty` a new current version with the same bytes when passthrough readers hold
-    /// the current one. Returns the superseded id if it rotated.
-    pub fn rotate_live_if_held(&mut self, ty: IocType, mtime: u64) -> Result<Option<u64>> {
-        let superseded = self.live[ty].version.id;
-        let id = self.new_id();
-        Ok(self.live[ty]
-            .rotate_if_held(id, mtime)?
-            .then_some(superseded))
     }
 
     /// Replay gathers live appends in memory and writes them in large pieces.

@@ -33,8 +33,19 @@ use crate::store::wal::{record, SyncError, WalFiles};
 /// The largest batch buffer kept for reuse.
 const KEPT_BATCH_CAPACITY: usize = 8 << 20;
 
-/// Applies a durable batch, in order.
-pub type ApplyFn<'a> = dyn Fn(&[(u64, Mutation)]) -> Result<()> + 'a;
+/// What the leader does with a batch besides logging it (the store).
+pub trait Batch {
+    /// Made before the batch is written, handed to `apply`.
+    type Prepared;
+    /// Get what applying the batch will need (files, copies) before it is written: a
+    /// failure here fails the batch's writers (nothing reached the log), while a failure to
+    /// apply a durable record is fatal.
+    fn prepare(&self, batch: &[(u64, Mutation)]) -> Result<Self::Prepared>;
+    /// Apply a durable batch, in order.
+    fn apply(&self, batch: &[(u64, Mutation)], prepared: Self::Prepared) -> Result<()>;
+    /// The batch was not written after all: undo what `prepare` set up.
+    fn abandon(&self, prepared: Self::Prepared);
+}
 
 pub struct Pipeline {
     queue: Mutex<Queue>,
@@ -130,8 +141,8 @@ impl Pipeline {
     }
 
     /// Sequence `op`, wait until it is durable (per the mode) and applied; returns its
-    /// sequence number. `apply` is the same function for every caller (the store's).
-    pub fn submit(&self, op: Op, apply: &ApplyFn) -> Result<u64> {
+    /// sequence number. `batch` is the same for every caller (the store).
+    pub fn submit<B: Batch>(&self, op: Op, batch: &B) -> Result<u64> {
         let (ticket, seq) = {
             let mut q = self.queue();
             if let Some(why) = &q.fatal {
@@ -168,7 +179,7 @@ impl Pipeline {
         // A panic while leading has failed every waiter (see `FailOnUnwind`); this caller
         // gets an error too instead of a dead thread that never answers its request.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.wait_for(ticket, apply)
+            self.wait_for(ticket, batch)
         })) {
             Ok(done) => done?,
             Err(panic) => {
@@ -181,7 +192,7 @@ impl Pipeline {
         Ok(seq)
     }
 
-    fn wait_for(&self, ticket: u64, apply: &ApplyFn) -> Result<()> {
+    fn wait_for<B: Batch>(&self, ticket: u64, batch: &B) -> Result<()> {
         let mut q = self.queue();
         loop {
             if q.completed >= ticket {
@@ -210,7 +221,7 @@ impl Pipeline {
             } else if mode == DurabilityMode::Always {
                 q = self.linger(q);
             }
-            q = self.lead(q, mode, apply);
+            q = self.lead(q, mode, batch);
             q.leader = false;
             self.wake.notify_all();
         }
@@ -239,11 +250,11 @@ impl Pipeline {
 
     /// Write, sync and apply the current batch. Called with the queue lock held and `leader`
     /// set; releases the lock for the I/O.
-    fn lead<'a>(
+    fn lead<'a, B: Batch>(
         &'a self,
         mut q: MutexGuard<'a, Queue>,
         mode: DurabilityMode,
-        apply: &ApplyFn,
+        b: &B,
     ) -> MutexGuard<'a, Queue> {
         let batch = std::mem::take(&mut q.batch);
         let pending = std::mem::take(&mut q.pending);
@@ -262,7 +273,7 @@ impl Pipeline {
             first_ticket,
         };
         let started = std::time::Instant::now();
-        let outcome = self.write_and_apply(&batch, &pending, first, last, mode, apply);
+        let outcome = self.write_and_apply(&batch, &pending, (first, last), mode, b);
         unwinding.disarm();
         let mut q = self.queue();
         // Hand the buffer back for the next batch: fresh memory costs a page fault per
@@ -317,14 +328,28 @@ impl Pipeline {
         }
     }
 
-    fn write_and_apply(
+    fn write_and_apply<B: Batch>(
         &self,
         batch: &[u8],
         pending: &[(u64, Mutation)],
-        first: u64,
-        last: u64,
+        (first, last): (u64, u64),
         mode: DurabilityMode,
-        apply: &ApplyFn,
+        b: &B,
+    ) -> Result<(), Outcome> {
+        // Nothing is written yet: failing here only fails these writes.
+        let prepared = b.prepare(pending).map_err(Outcome::Retryable)?;
+        if let Err(e) = self.write_batch(batch, (first, last), mode) {
+            b.abandon(prepared);
+            return Err(e);
+        }
+        b.apply(pending, prepared).map_err(Outcome::Fatal)
+    }
+
+    fn write_batch(
+        &self,
+        batch: &[u8],
+        (first, last): (u64, u64),
+        mode: DurabilityMode,
     ) -> Result<(), Outcome> {
         {
             let mut wal = self.wal();
@@ -346,7 +371,7 @@ impl Pipeline {
                 }
             }
         }
-        apply(pending).map_err(Outcome::Fatal)
+        Ok(())
     }
 
     /// Make everything written durable now (fsync(2) on a handle, the periodic tick).

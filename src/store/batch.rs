@@ -1,0 +1,137 @@
+//! The store's side of group commit (`wal::group_commit::Batch`): what a batch needs before
+//! its record is written, and applying it once it is durable.
+//!
+//! Applying a durable record must not fail for want of a resource, or the store stops
+//! taking writes until a restart. So `prepare` gets, before anything is written, every file
+//! the batch's apply will create (new live versions, a staged replace's file) and, with
+//! FUSE passthrough, a copy of each live version this batch appends to that a reader pins
+//! (see `state::pins`). Running out of descriptors then fails the batch's writers with
+//! EMFILE and the next write tries again.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::live::LiveVersion;
+use super::model::Bucket;
+use super::mutation::{Mutation, Op};
+use super::partition::ByType;
+use super::wal::group_commit::Batch;
+use super::{apply, Change, Store};
+use crate::error::Result;
+use crate::ioc::IocType;
+
+/// What `prepare` set up for one batch.
+#[derive(Default)]
+pub struct Prepared {
+    /// Types whose live set the batch appends to (pins held off until the apply).
+    appending: Vec<IocType>,
+    /// Copies of pinned versions: (type, the version copied, the copy).
+    copies: Vec<(IocType, u64, Arc<LiveVersion>)>,
+}
+
+/// Files a batch's apply may create: (live versions, staged-replace files), and the live
+/// types it appends to.
+fn needs(batch: &[(u64, Mutation)]) -> (usize, usize, Vec<IocType>) {
+    let (mut live, mut staged) = (0, 0);
+    let mut appending = ByType::<bool>::default();
+    for (_, m) in batch {
+        match &m.op {
+            Op::Append { ty, .. }
+            | Op::Import {
+                bucket: Bucket::Live,
+                ty,
+                ..
+            } => appending[*ty] = true,
+            Op::Replace { .. } | Op::ReplaceEnd { .. } => live += 1,
+            Op::ReplacePart { stage: 0, .. } => staged += 1,
+            Op::Remove { items } => {
+                let mut types = ByType::<bool>::default();
+                items.iter().for_each(|(ty, _)| types[*ty] = true);
+                live += IocType::ALL.iter().filter(|&&t| types[t]).count();
+            }
+            Op::Age { .. } => live += IocType::ALL.len(),
+            _ => {}
+        }
+    }
+    let types = IocType::ALL.into_iter().filter(|&t| appending[t]).collect();
+    (live, staged, types)
+}
+
+impl Batch for Store {
+    type Prepared = Prepared;
+
+    fn prepare(&self, batch: &[(u64, Mutation)]) -> Result<Prepared> {
+        let (live, staged, appending) = needs(batch);
+        let (live_storage, staging) = self.state().storages();
+        live_storage.reserve(live)?;
+        staging.reserve(staged)?;
+        if !self.config().mount.passthrough || appending.is_empty() {
+            return Ok(Prepared::default());
+        }
+        let bases: Vec<Arc<LiveVersion>> = {
+            let mut st = self.state_mut();
+            appending.iter().map(|&ty| st.begin_append(ty)).collect()
+        };
+        let mut prepared = Prepared {
+            appending,
+            copies: Vec::new(),
+        };
+        for v in bases.into_iter().filter(|v| v.has_passthrough_readers()) {
+            // Pinned: it can't grow, so it is copied without any lock.
+            let id = self.state().new_id();
+            match v.copy(id, self.clock.now()) {
+                Ok(copy) => prepared.copies.push((v.ty, v.id, copy)),
+                Err(e) => {
+                    self.abandon(prepared);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    fn apply(&self, batch: &[(u64, Mutation)], prepared: Prepared) -> Result<()> {
+        let mut changes = Vec::new();
+        let applied = {
+            let mut st = self.state_mut();
+            for (ty, base, copy) in prepared.copies {
+                st.offer_successor(ty, base, copy);
+            }
+            let before = st.version_ids();
+            let applied = batch.iter().try_for_each(|(seq, m)| {
+                let applied = apply::apply(&mut st, *seq, m, &self.cache)?;
+                self.counters
+                    .appended_lines
+                    .fetch_add(applied.added, Ordering::Relaxed);
+                changes.extend(applied.new_versions.into_iter().map(|(bucket, ty)| Change {
+                    bucket,
+                    ty,
+                    superseded: before[bucket][ty],
+                }));
+                Ok(())
+            });
+            for ty in prepared.appending {
+                st.end_append(ty);
+            }
+            applied
+        };
+        applied?;
+        changes.sort_by_key(|c| (c.bucket, c.ty));
+        changes.dedup();
+        self.notify(&changes);
+        for hook in crate::sync::read(&self.applied_hooks).iter() {
+            hook();
+        }
+        Ok(())
+    }
+
+    fn abandon(&self, prepared: Prepared) {
+        if prepared.appending.is_empty() {
+            return;
+        }
+        let mut st = self.state_mut();
+        for ty in prepared.appending {
+            st.end_append(ty);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! A [`LiveVersion`]: the bytes of one version of a live file, in a memfd or an unnamed
+//! file ([`Storage`]), published by length so readers only ever see whole lines.
+//!
+//! Passthrough readers (the kernel reading the file itself) pin a version: it must not grow
+//! under them, so appends go to a copy. That copy ([`LiveVersion::copy`]) is made before
+//! the state lock is taken (see `Store::prepare`), never under it: a reader reopening after
+//! every append must not make every writer and reader wait for a whole-file copy.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{IoContext, Result};
+use crate::ioc::IocType;
+
+/// Where the bytes of live versions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Anonymous memory (memfd): no disk I/O.
+    Memfd,
+    /// Unnamed files (O_TMPFILE) in this directory, on the data directory's filesystem:
+    /// FUSE passthrough reads them at that filesystem's page-cache speed, and the kernel
+    /// can write their pages out under memory pressure.
+    Tmpfile(PathBuf),
+}
+
+/// Files made ahead of need ([`Storage::reserve`]), taken by [`Storage::create`].
+static SPARES: Mutex<Vec<(Storage, File)>> = Mutex::new(Vec::new());
+
+impl Storage {
+    /// A new, empty file of this kind (for a version, or a staged replace): a spare one if
+    /// there is one.
+    pub fn create(&self, ty: IocType) -> Result<File> {
+        let mut spares = crate::sync::lock(&SPARES);
+        if let Some(at) = spares.iter().position(|(s, _)| s == self) {
+            return Ok(spares.swap_remove(at).1);
+        }
+        drop(spares);
+        self.make().ctx(|| match self {
+            Storage::Memfd => format!("memfd_create for live/{}", ty.file_name()),
+            Storage::Tmpfile(dir) => format!(
+                "create an unnamed file in {} for live/{}",
+                dir.display(),
+                ty.file_name()
+            ),
+        })
+    }
+
+    /// Make sure `n` files can be had without opening one: a batch whose apply needs new
+    /// files gets them before its record is written, so running out of descriptors fails
+    /// the request (EMFILE) instead of leaving a durable record that can't be applied.
+    pub fn reserve(&self, n: usize) -> Result<()> {
+        let have = crate::sync::lock(&SPARES)
+            .iter()
+            .filter(|(s, _)| s == self)
+            .count();
+        for _ in have..n {
+            let file = self.make().ctx(|| "create a file for a new live version")?;
+            crate::sync::lock(&SPARES).push((self.clone(), file));
+        }
+        Ok(())
+    }
+
+    fn make(&self) -> std::io::Result<File> {
+        match self {
+            Storage::Memfd => {
+                nix::sys::memfd::memfd_create("iocfs-live", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                    .map(File::from)
+                    .map_err(std::io::Error::from)
+            }
+            Storage::Tmpfile(dir) => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+                .mode(0o600)
+                .open(dir),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LiveVersion {
+    /// Unique among all versions of all files (an inode-like identity).
+    pub id: u64,
+    pub ty: IocType,
+    file: File,
+    storage: Storage,
+    len: AtomicU64,
+    lines: AtomicU64,
+    mtime: AtomicU64,
+    /// Descriptors reading this version through FUSE passthrough: the kernel reads the
+    /// file directly, up to its size, so while any are open the version must not grow
+    /// (an append in progress would show a partial line) — appends make a new version.
+    passthrough_readers: AtomicUsize,
+}
+
+impl LiveVersion {
+    pub fn new(
+        id: u64,
+        ty: IocType,
+        content: &[u8],
+        lines: u64,
+        mtime: u64,
+        storage: &Storage,
+    ) -> Result<Arc<LiveVersion>> {
+        let file = storage.create(ty)?;
+        file.write_all_at(content, 0)
+            .ctx(|| format!("fill the content of live/{}", ty.file_name()))?;
+        Ok(Arc::new(LiveVersion {
+            id,
+            ty,
+            file,
+            storage: storage.clone(),
+            len: AtomicU64::new(content.len() as u64),
+            lines: AtomicU64::new(lines),
+            mtime: AtomicU64::new(mtime),
+            passthrough_readers: AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Count a passthrough reader in (call with the state lock held, so no append is
+    /// halfway) or out.
+    pub fn passthrough_opened(&self) {
+        self.passthrough_readers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn passthrough_closed(&self) {
+        let _ = self
+            .passthrough_readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    pub fn has_passthrough_readers(&self) -> bool {
+        self.passthrough_readers.load(Ordering::Acquire) > 0
+    }
+
+    /// A new version (id `new_id`) holding this one's bytes as they are now. Pinned
+    /// versions never grow, so this needs no lock when the version is pinned; otherwise the
+    /// caller checks the length is still the same before using the copy.
+    pub fn copy(&self, new_id: u64, mtime: u64) -> Result<Arc<LiveVersion>> {
+        crate::failpoint::pause("live::copy");
+        let file = self.storage.create(self.ty)?;
+        let len = self.len();
+        let lines = self.lines();
+        let mut copied = 0u64;
+        while copied < len {
+            let chunk = self.read_at(copied, (len - copied).min(8 << 20) as usize)?;
+            file.write_all_at(&chunk, copied)
+                .ctx(|| format!("copy live/{} into a new version", self.ty.file_name()))?;
+            copied += chunk.len() as u64;
+        }
+        Ok(Arc::new(LiveVersion {
+            id: new_id,
+            ty: self.ty,
+            file,
+            storage: self.storage.clone(),
+            len: AtomicU64::new(len),
+            lines: AtomicU64::new(lines),
+            mtime: AtomicU64::new(mtime),
+            passthrough_readers: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Bytes a reader may see: always whole lines.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Acquire)
+    }
+
+    pub fn mtime(&self) -> u64 {
+        self.mtime.load(Ordering::Acquire)
+    }
+
+    /// The file holding the bytes, for FUSE passthrough.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Read up to `size` bytes at `offset`, never past the published length.
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let end = self.len().min(offset.saturating_add(size as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .ctx(|| format!("read memfd of live/{} at {offset}", self.ty.file_name()))?;
+        Ok(buf)
+    }
+
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        self.read_at(0, self.len() as usize)
+    }
+
+    /// Fill a version that no reader can see yet (a replace being built), whole lines.
+    pub fn fill(&self, bytes: &[u8], lines: u64, mtime: u64) -> Result<()> {
+        self.append(bytes, lines, mtime)
+    }
+
+    /// Extend the version with whole lines. Only the engine's apply path calls this, one
+    /// caller at a time (it holds the state lock), so the length can't move underneath it.
+    pub(super) fn append(&self, bytes: &[u8], lines: u64, mtime: u64) -> Result<()> {
+        let at = self.len();
+        self.file
+            .write_all_at(bytes, at)
+            .ctx(|| format!("append to memfd of live/{} at {at}", self.ty.file_name()))?;
+        self.lines.fetch_add(lines, Ordering::AcqRel);
+        self.mtime.store(mtime, Ordering::Release);
+        self.len.store(at + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+}
