@@ -132,6 +132,14 @@ impl BlockCache {
         inner.evict();
     }
 
+    /// Hits and misses so far, without the cache lock.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn stats(&self) -> CacheStats {
         let inner = self.lock();
         CacheStats {

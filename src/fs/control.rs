@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,17 +14,57 @@ use super::{errno, IocFs, NO_TTL};
 use crate::clock::rfc3339;
 use crate::ioc;
 
+/// `.iocfs/stats.json` as last built, with what it was built from. Every `stat` and open
+/// of the file shares it: it is rebuilt only when something it shows has changed (a second
+/// of uptime included, so it is never more than a second old), and building it walks no
+/// tier blocks and takes no lock that a WAL fsync holds.
+#[derive(Default)]
+pub struct StatsSnapshot {
+    last: Mutex<Option<(StatsKey, Arc<Vec<u8>>)>>,
+    builds: AtomicU64,
+}
+
+/// Everything a rebuild would show differently: the store's change count, time, the
+/// cache's and scratch files' figures, failure.
+type StatsKey = [u64; 8];
+
 impl IocFs {
-    pub(super) fn stats_bytes(&self) -> Vec<u8> {
+    fn stats_key(&self) -> StatsKey {
+        let (hits, misses) = self.store.cache.counts();
+        [
+            self.store.changes(),
+            self.store.clock.now(),
+            self.store.uptime_secs(),
+            hits,
+            misses,
+            self.nodes.scratch_pool.bytes(),
+            self.nodes.scratch_list().len() as u64,
+            u64::from(self.store.is_failed()),
+        ]
+    }
+
+    pub(super) fn stats_bytes(&self) -> Arc<Vec<u8>> {
+        let key = self.stats_key();
+        // Held while building: concurrent opens wait for this build and share it.
+        let mut last = crate::sync::lock(&self.stats.last);
+        if let Some((k, bytes)) = &*last {
+            if *k == key {
+                return bytes.clone();
+            }
+        }
+        let builds = self.stats.builds.fetch_add(1, Ordering::Relaxed) + 1;
         let mut stats = crate::store::stats::stats(&self.store);
         stats["views"] = self.views.stats();
         stats["scratch"] = json!({
             "files": self.nodes.scratch_list().len(),
             "bytes": self.nodes.scratch_pool.bytes(),
         });
+        stats["stats_json"] = json!({ "builds": builds });
         let mut out = serde_json::to_vec_pretty(&stats).unwrap_or_default();
         out.push(b'\n');
-        out
+        let bytes = Arc::new(out);
+        *last = Some((key, bytes.clone()));
+        bytes
     }
 
     pub(super) fn health_bytes(&self) -> Vec<u8> {

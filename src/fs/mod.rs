@@ -82,6 +82,7 @@ pub struct IocFs {
     views: Arc<Views>,
     view_dirs: std::sync::Mutex<views::ViewDirs>,
     pins: nodes::Pins,
+    stats: control::StatsSnapshot,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -111,6 +112,7 @@ impl IocFs {
             views,
             view_dirs: Default::default(),
             pins: Default::default(),
+            stats: Default::default(),
         }
     }
 }

@@ -124,7 +124,7 @@ impl IocFs {
                 return Ok((Handle::Ctl(Default::default()), direct));
             }
             STATS | HEALTH if writable => return Err(Errno::EACCES),
-            STATS => return Ok((Handle::Bytes(Arc::new(self.stats_bytes())), read_only)),
+            STATS => return Ok((Handle::Bytes(self.stats_bytes()), read_only)),
             HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), read_only)),
             _ => {}
         }

@@ -115,6 +115,7 @@ impl Batch for Store {
             }
             applied
         };
+        self.changed();
         applied?;
         changes.sort_by_key(|c| (c.bucket, c.ty));
         changes.dedup();

@@ -5,7 +5,7 @@
 //! next one of the same kind about the same subject (a file, a thread), and cleared when
 //! the condition ends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::sync::lock;
@@ -87,6 +87,8 @@ impl Problem {
 #[derive(Default)]
 pub struct Health {
     problems: Mutex<Vec<Problem>>,
+    /// Bumped by every change (so a stats snapshot knows it is stale).
+    changes: AtomicU64,
     /// A write failed with ENOSPC and none has succeeded since: kept apart from the list so
     /// that every successful write does not take its lock.
     disk_full: AtomicBool,
@@ -98,11 +100,22 @@ impl Health {
         let mut all = lock(&self.problems);
         all.retain(|q| !(q.kind == p.kind && q.subject == p.subject));
         all.push(p);
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The condition behind every problem of `kind` is over.
     pub fn clear(&self, kind: Kind) {
-        lock(&self.problems).retain(|q| q.kind != kind);
+        let mut all = lock(&self.problems);
+        let before = all.len();
+        all.retain(|q| q.kind != kind);
+        if all.len() != before {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Changes so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     pub fn has(&self, kind: Kind) -> bool {

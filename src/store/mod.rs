@@ -93,6 +93,8 @@ pub struct Store {
     pub recovery: recovery::Report,
     /// Largest piece of a staged replace ([`mutation::REPLACE_PART`]; smaller in tests).
     replace_part: AtomicUsize,
+    /// Bumped by everything stats.json shows that has no counter of its own.
+    changes: AtomicU64,
     /// Held (flock) for the life of the store.
     _lock: nix::fcntl::Flock<File>,
 }
@@ -109,6 +111,7 @@ impl Store {
         self.pipeline
             .set_batch_window(config.durability.batch_window);
         *sync::write(&self.config) = config;
+        self.changed();
     }
 
     pub fn limits(&self) -> Limits {
@@ -258,11 +261,23 @@ impl Store {
 
     pub fn count_rejected(&self, ty: IocType, n: u64) {
         self.counters.rejected[ty].fetch_add(n, Ordering::Relaxed);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes to what stats.json shows (except time, and the cache's own counters): equal
+    /// values mean an earlier snapshot is still true.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed) + self.health.changes()
     }
 
     /// Group-commit the backing files that lag the state (see `flush`).
     pub fn commit(&self) -> Result<Option<CommitInfo>> {
         let result = self.flusher.commit(self);
+        self.changed();
         match &result {
             Ok(_) => self.health.clear(Kind::Commit),
             Err(e) => self
@@ -276,6 +291,7 @@ impl Store {
     /// can skip rescanning those files.
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
         let result = self.flusher.checkpoint(self);
+        self.changed();
         match &result {
             Ok(_) => self.health.clear(Kind::Checkpoint),
             Err(e) => self.health.set(Problem::new(
@@ -330,6 +346,7 @@ impl Store {
         );
         self.pipeline.set_fatal(&problem.line());
         self.health.set(problem);
+        self.changed();
     }
 
     /// True once writes are refused until a restart (the WAL failed, the store did, or a

@@ -84,6 +84,7 @@ impl Store {
             started: Instant::now(),
             recovery: recovered.report,
             replace_part: std::sync::atomic::AtomicUsize::new(super::mutation::REPLACE_PART),
+            changes: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         });
         store.adopt(recovered.foreign)?;

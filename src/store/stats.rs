@@ -7,7 +7,6 @@ use serde_json::{json, Map, Value};
 use crate::clock::rfc3339;
 use crate::ioc::IocType;
 use crate::store::model::Bucket;
-use crate::store::tier::BlockData;
 use crate::store::Store;
 
 pub fn stats(store: &Store) -> Value {
@@ -27,15 +26,7 @@ pub fn stats(store: &Store) -> Value {
                     }
                     Some(tier) => {
                         let v = st.tier(tier, ty);
-                        let stored: u64 = v
-                            .blocks()
-                            .iter()
-                            .map(|blk| match &blk.data {
-                                BlockData::Stored { member_len, .. } => u64::from(*member_len),
-                                BlockData::Mem { .. } => 0,
-                            })
-                            .sum();
-                        (v.lines(), v.size(), stored)
+                        (v.lines(), v.size(), v.stored_bytes())
                     }
                 };
                 lines_sum += lines;

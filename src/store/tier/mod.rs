@@ -181,6 +181,8 @@ pub struct TierVersion {
     starts: Vec<u64>,
     size: u64,
     lines: u64,
+    /// Compressed bytes of the blocks held in a committed file (stats, without a walk).
+    stored: u64,
     pub mtime: u64,
     by_id: HashMap<u32, usize>,
 }
@@ -196,11 +198,15 @@ impl TierVersion {
         let mut starts = Vec::with_capacity(blocks.len());
         let mut size = 0u64;
         let mut lines = 0u64;
+        let mut stored = 0u64;
         let mut by_id = HashMap::with_capacity(blocks.len());
         for (pos, b) in blocks.iter().enumerate() {
             starts.push(size);
             size += u64::from(b.raw_len);
             lines += u64::from(b.lines);
+            if let BlockData::Stored { member_len, .. } = &b.data {
+                stored += u64::from(*member_len);
+            }
             by_id.insert(b.id, pos);
         }
         Arc::new(TierVersion {
@@ -211,6 +217,7 @@ impl TierVersion {
             starts,
             size,
             lines,
+            stored,
             mtime,
             by_id,
         })
@@ -227,6 +234,10 @@ impl TierVersion {
 
     pub fn lines(&self) -> u64 {
         self.lines
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored
     }
 
     pub fn blocks(&self) -> &[Block] {

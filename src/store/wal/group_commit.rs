@@ -20,7 +20,8 @@
 //! leave a record the next mount rejects (large replaces are journaled in pieces instead).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,6 +58,39 @@ pub struct Pipeline {
     clock: std::sync::Arc<dyn Clock>,
     /// Largest payload accepted: [`record::MAX_PAYLOAD`], lower only in tests.
     max_payload: AtomicUsize,
+    /// The log's size and segment count as of the last release of `wal`: stats read these,
+    /// never the WAL mutex, which a leader holds across its fsync.
+    wal_bytes: AtomicU64,
+    wal_segments: AtomicUsize,
+}
+
+/// The WAL, locked; its size figures are published when the lock is released.
+struct WalGuard<'a> {
+    files: MutexGuard<'a, WalFiles>,
+    pipeline: &'a Pipeline,
+}
+
+impl Deref for WalGuard<'_> {
+    type Target = WalFiles;
+    fn deref(&self) -> &WalFiles {
+        &self.files
+    }
+}
+
+impl DerefMut for WalGuard<'_> {
+    fn deref_mut(&mut self) -> &mut WalFiles {
+        &mut self.files
+    }
+}
+
+impl Drop for WalGuard<'_> {
+    fn drop(&mut self) {
+        let (bytes, segments) = self.files.size();
+        self.pipeline.wal_bytes.store(bytes, Ordering::Relaxed);
+        self.pipeline
+            .wal_segments
+            .store(segments, Ordering::Relaxed);
+    }
 }
 
 struct Queue {
@@ -91,6 +125,7 @@ impl Pipeline {
         clock: std::sync::Arc<dyn Clock>,
     ) -> Pipeline {
         let next_seq = wal.next_seq();
+        let (bytes, segments) = wal.size();
         Pipeline {
             queue: Mutex::new(Queue {
                 next_seq,
@@ -112,6 +147,8 @@ impl Pipeline {
             mode: Mutex::new((mode, batch_window)),
             clock,
             max_payload: AtomicUsize::new(record::MAX_PAYLOAD),
+            wal_bytes: AtomicU64::new(bytes),
+            wal_segments: AtomicUsize::new(segments),
         }
     }
 
@@ -130,8 +167,11 @@ impl Pipeline {
         crate::sync::lock(&self.queue)
     }
 
-    fn wal(&self) -> MutexGuard<'_, WalFiles> {
-        crate::sync::lock(&self.wal)
+    fn wal(&self) -> WalGuard<'_> {
+        WalGuard {
+            files: crate::sync::lock(&self.wal),
+            pipeline: self,
+        }
     }
 
     /// Durability settings can change on reload, except the mode's loss guarantees are
@@ -429,8 +469,12 @@ impl Pipeline {
         self.queue().next_seq
     }
 
+    /// Bytes and segments of the log, without waiting for a leader's fsync.
     pub fn wal_size(&self) -> (u64, usize) {
-        self.wal().size()
+        (
+            self.wal_bytes.load(Ordering::Relaxed),
+            self.wal_segments.load(Ordering::Relaxed),
+        )
     }
 
     pub fn retire_upto(&self, seq: u64) -> Result<usize> {

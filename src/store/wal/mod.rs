@@ -282,6 +282,7 @@ impl WalFiles {
             return Ok(());
         }
         let started = Instant::now();
+        failpoint::pause("wal::sync");
         let synced = failpoint::check("wal::sync").and_then(|()| self.file.sync_data());
         let took = started.elapsed();
         if took > self.slow_sync {

@@ -1,0 +1,81 @@
+//! Hostile readers of the control files (README "Hostile local users and files"): what
+//! reading `.iocfs/` (stats.json, lookup/) costs everyone else, and who may read it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+mod common;
+
+use std::fs;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{poll_until, Daemon, READY_TIMEOUT};
+
+fn stats(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap()
+}
+
+fn builds(d: &Daemon) -> u64 {
+    stats(d)["stats_json"]["builds"].as_u64().unwrap()
+}
+
+/// Item 6: every `stat` and open of stats.json shares one snapshot, rebuilt only when
+/// something it shows changed; and building one never waits for a WAL fsync.
+#[cfg(feature = "testing")]
+#[test]
+fn stats_json_is_one_shared_snapshot_that_never_waits_for_the_wal() {
+    let pause = tempfile::tempdir().unwrap();
+    let Some(d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .env("IOCFS_PAUSE_DIR", pause.path())
+        .start()
+    else {
+        return;
+    };
+    d.append_lines("live/ipv4.txt", &["192.0.2.1"]);
+    let first = builds(&d);
+    let started = Instant::now();
+    for _ in 0..500 {
+        fs::metadata(d.path(".iocfs/stats.json")).unwrap();
+        d.read(".iocfs/stats.json");
+    }
+    let seconds = started.elapsed().as_secs();
+    let rebuilt = builds(&d) - first;
+    assert!(
+        rebuilt <= seconds + 2,
+        "1000 stats and opens in {seconds} s rebuilt stats.json {rebuilt} times"
+    );
+    // A change shows at once.
+    d.append_lines("live/ipv4.txt", &["192.0.2.2"]);
+    assert_eq!(stats(&d)["buckets"]["live"]["ipv4"]["lines"], 2);
+
+    // A writer's batch stuck in its WAL fsync (holding the WAL): stats.json is still served.
+    let gate = pause.path().join("wal::sync");
+    fs::write(&gate, b"").unwrap();
+    let path = d.path("live/ipv4.txt");
+    let writer = std::thread::spawn(move || {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"192.0.2.3\n"))
+    });
+    let reached = pause.path().join("wal::sync.reached");
+    let paused = poll_until(READY_TIMEOUT, || reached.exists().then_some(()));
+    // Time moved: the snapshot must be rebuilt now, while the WAL is held.
+    d.ctl("clock +1s").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stats_path = d.path(".iocfs/stats.json");
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::read(&stats_path).map(|b| b.len()));
+    });
+    let served = rx.recv_timeout(Duration::from_secs(10));
+    fs::remove_file(&gate).unwrap();
+    assert!(paused.is_some(), "the append did not reach its fsync");
+    assert!(
+        served.is_ok_and(|r| r.is_ok()),
+        "stats.json waited for the WAL fsync"
+    );
+    writer.join().unwrap().unwrap();
+    assert_eq!(d.lines("live/ipv4.txt").len(), 3);
+}
