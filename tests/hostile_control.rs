@@ -79,3 +79,41 @@ fn stats_json_is_one_shared_snapshot_that_never_waits_for_the_wal() {
     writer.join().unwrap().unwrap();
     assert_eq!(d.lines("live/ipv4.txt").len(), 3);
 }
+
+/// Item 7: lookup entries take their inode numbers from the counter versions use (one id
+/// space: no count of stats can make a lookup entry's number a file version's), and a value
+/// keeps its inode while the kernel holds it (a `stat` loop allocates nothing).
+#[test]
+fn lookup_inodes_share_the_version_id_space_and_are_reused_per_value() {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["192.0.2.1"]);
+    let ino = |rel: &str| fs::metadata(d.path(rel)).unwrap().ino();
+    let first = ino(".iocfs/lookup/192.0.2.1");
+    for _ in 0..1000 {
+        assert_eq!(
+            ino(".iocfs/lookup/192.0.2.1"),
+            first,
+            "a stat made a new inode"
+        );
+    }
+    let mut seen = HashSet::from([first]);
+    let mut previous = ino("live/ipv4.txt");
+    for i in 0..50 {
+        d.sh_ok(&format!("echo 198.51.100.{i} > live/ipv4.txt"));
+        let version = ino("live/ipv4.txt");
+        let entry = ino(&format!(".iocfs/lookup/198.51.100.{i}"));
+        assert!(
+            seen.insert(version) && seen.insert(entry),
+            "inode given twice"
+        );
+        // One counter: an entry made after a version has a larger number than it.
+        assert!(
+            previous < version && version < entry,
+            "{previous} {version} {entry}"
+        );
+        previous = entry;
+    }
+    assert_eq!(d.lines("live/ipv4.txt"), ["198.51.100.49"]);
+}

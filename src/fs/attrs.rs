@@ -141,7 +141,9 @@ impl IocFs {
             Some(Node::View(f)) => self.view_version_attr(ino, &f),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
-            Some(Node::Lookup(bytes)) => Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL)),
+            Some(Node::Lookup(bytes, _)) => {
+                Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL))
+            }
             None => self.current_version(ino).ok_or(Errno::ENOENT),
         }
     }

@@ -93,9 +93,10 @@ impl IocFs {
         });
         let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
         bytes.push(b'\n');
-        let ino = self.nodes.allocate();
+        let key = Arc::new((ty, value.into_bytes()));
+        let ino = self.nodes.lookup_ino(&key);
         let attr = self.snapshot_attr(ino, bytes.len() as u64);
-        self.nodes.remember(ino, Node::Lookup(Arc::new(bytes)));
+        self.nodes.remember(ino, Node::Lookup(Arc::new(bytes), key));
         Ok((attr, NO_TTL))
     }
 

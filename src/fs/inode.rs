@@ -3,8 +3,9 @@
 //! Fixed inodes: the directories and the `.iocfs` files. Every version of a live or tier
 //! file is its own inode (the version's id), so a descriptor opened before a replacement
 //! keeps reading — and fstat'ing — the old version, and the kernel page cache (kept across
-//! opens of tier files) is never stale. Scratch files and lookup entries get ids from a
-//! counter between the two ranges.
+//! opens of tier files) is never stale. Scratch files and lookup entries take their ids
+//! from the same 64-bit counter as versions (the store's), so no two can ever be equal,
+//! however many are made; a lookup entry keeps its inode while the kernel holds it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +20,8 @@ pub const HEALTH: INodeNo = INodeNo(8);
 pub const CTL: INodeNo = INodeNo(9);
 pub const LOOKUP_DIR: INodeNo = INodeNo(10);
 pub const VIEWS_DIR: INodeNo = INodeNo(11);
-/// Scratch files and lookup entries: from here up to the first version id.
-pub const FIRST_DYNAMIC: u64 = 1 << 20;
+/// Versions, scratch files and lookup entries: one counter, from here up.
+pub const FIRST_DYNAMIC: u64 = crate::store::recovery::FIRST_VERSION_ID;
 
 pub const CONTROL_DIR_NAME: &str = ".iocfs";
 pub const VIEWS_DIR_NAME: &str = "views";

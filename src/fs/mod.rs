@@ -98,10 +98,11 @@ impl IocFs {
             file_mode: (c.mount.file_mode & 0o7777) as u16,
         };
         let mounted_at = store.clock.now();
+        let ids = store.id_source();
         IocFs {
             store,
             owner,
-            nodes: Nodes::new(inode::FIRST_DYNAMIC),
+            nodes: Nodes::new(ids),
             handles: Handles::default(),
             inval,
             mounted_at,

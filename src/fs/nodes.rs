@@ -31,8 +31,8 @@ pub enum Node {
     /// A scratch inode renamed onto a type file: the kernel's dentry points at it until the
     /// invalidation lands, so it stands for the live file meanwhile.
     LiveAlias(IocType),
-    /// `.iocfs/lookup/VALUE`: the JSON answer, fixed at lookup time.
-    Lookup(Arc<Vec<u8>>),
+    /// `.iocfs/lookup/VALUE`: the JSON answer, fixed at lookup time, and the value.
+    Lookup(Arc<Vec<u8>>, Arc<LookupKey>),
     /// One version of a view file: its persisted id is the inode number.
     View(Arc<ViewFile>),
 }
@@ -42,25 +42,38 @@ struct Entry {
     lookups: u64,
 }
 
+/// What a lookup entry is about: (type, normalized value).
+pub type LookupKey = (IocType, Vec<u8>);
+
 #[derive(Default)]
 pub struct Nodes {
     map: Mutex<HashMap<INodeNo, Entry>>,
+    /// The inode of each lookup entry the kernel holds, so a value keeps its inode.
+    lookups: Mutex<HashMap<Arc<LookupKey>, INodeNo>>,
     scratch_names: Mutex<HashMap<OsString, ScratchRef>>,
     /// The memory of all scratch files, named or not.
     pub scratch_pool: Arc<ScratchPool>,
-    next: AtomicU64,
+    /// The store's id counter (shared with versions: see `inode`).
+    next: Arc<AtomicU64>,
 }
 
 impl Nodes {
-    pub fn new(first_dynamic: u64) -> Nodes {
+    pub fn new(ids: Arc<AtomicU64>) -> Nodes {
         Nodes {
-            next: AtomicU64::new(first_dynamic),
+            next: ids,
             ..Default::default()
         }
     }
 
     pub fn allocate(&self) -> INodeNo {
         INodeNo(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The inode of the lookup entry for `key`: the one the kernel holds, or a new one.
+    pub fn lookup_ino(&self, key: &Arc<LookupKey>) -> INodeNo {
+        *lock(&self.lookups)
+            .entry(key.clone())
+            .or_insert_with(|| self.allocate())
     }
 
     /// Count one kernel lookup of `ino`.
@@ -79,7 +92,16 @@ impl Nodes {
         if let Some(e) = map.get_mut(&ino) {
             e.lookups = e.lookups.saturating_sub(n);
             if e.lookups == 0 {
-                map.remove(&ino);
+                if let Some(Entry {
+                    node: Node::Lookup(_, key),
+                    ..
+                }) = map.remove(&ino)
+                {
+                    let mut lookups = lock(&self.lookups);
+                    if lookups.get(&key) == Some(&ino) {
+                        lookups.remove(&key);
+                    }
+                }
             }
         }
     }

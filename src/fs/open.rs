@@ -171,8 +171,8 @@ impl IocFs {
                 Handle::View(f),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
-            Some(Node::Lookup(_)) if writable => Err(Errno::EACCES),
-            Some(Node::Lookup(b)) => Ok((Handle::Bytes(b), read_only)),
+            Some(Node::Lookup(..)) if writable => Err(Errno::EACCES),
+            Some(Node::Lookup(b, _)) => Ok((Handle::Bytes(b), read_only)),
             None => Err(Errno::ENOENT),
         }
     }

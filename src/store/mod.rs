@@ -395,6 +395,12 @@ impl Store {
     pub fn next_seq(&self) -> u64 {
         self.pipeline.next_seq()
     }
+
+    /// The counter version ids come from; the FUSE layer numbers its other inodes from it
+    /// too, so no inode number is ever given twice.
+    pub fn id_source(&self) -> Arc<AtomicU64> {
+        self.state().id_source()
+    }
 }
 
 impl Engine for Store {

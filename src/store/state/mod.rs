@@ -167,6 +167,10 @@ impl State {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    pub fn id_source(&self) -> Arc<AtomicU64> {
+        self.ids.clone()
+    }
+
     pub fn key(&self, ty: IocType, value: &[u8]) -> Key {
         Key::of(self.seed, ty, value)
     }
