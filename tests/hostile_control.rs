@@ -117,3 +117,65 @@ fn lookup_inodes_share_the_version_id_space_and_are_reused_per_value() {
     }
     assert_eq!(d.lines("live/ipv4.txt"), ["198.51.100.49"]);
 }
+
+/// Run `sh -c cmd` as nobody:nogroup; (success, stderr).
+fn as_nobody(cmd: &str) -> (bool, String) {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Item 8: stats.json, health and lookup/ follow `mount.file_mode` and `mount.gid` like the
+/// lists do: with 0640, a local user outside the group can't read them, nor test whether a
+/// value is stored; one in the group can.
+#[test]
+fn control_files_follow_file_mode_so_others_cannot_test_membership() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for (gid, in_group) in [(0, false), (65534, true)] {
+        let Some(d) = Daemon::builder()
+            .config(&format!(
+                "[mount]\nallow_other = true\nfile_mode = \"0640\"\ngid = {gid}\n"
+            ))
+            .start()
+        else {
+            return;
+        };
+        fs::set_permissions(d.root(), fs::Permissions::from_mode(0o755)).unwrap();
+        d.append_lines("live/ipv4.txt", &["192.0.2.1"]);
+        let mode = |rel: &str| fs::metadata(d.path(rel)).unwrap().mode() & 0o7777;
+        assert_eq!(mode(".iocfs/stats.json"), 0o440);
+        assert_eq!(mode(".iocfs/health"), 0o440);
+        assert_eq!(mode(".iocfs/lookup"), 0o550);
+        assert_eq!(mode(".iocfs/lookup/192.0.2.1"), 0o440);
+        assert_eq!(fs::metadata(d.path(".iocfs/lookup")).unwrap().gid(), gid);
+        for rel in [
+            "live/ipv4.txt",
+            ".iocfs/stats.json",
+            ".iocfs/health",
+            ".iocfs/lookup/192.0.2.1",
+        ] {
+            let (ok, err) = as_nobody(&format!("cat {} >/dev/null", d.path(rel).display()));
+            assert_eq!(ok, in_group, "gid {gid}: nobody reading {rel}: {err}");
+        }
+        // Membership by stat alone (no read): refused too outside the group.
+        let (ok, err) = as_nobody(&format!(
+            "test -e {}",
+            d.path(".iocfs/lookup/192.0.2.1").display()
+        ));
+        assert_eq!(ok, in_group, "gid {gid}: nobody testing lookup/: {err}");
+        assert_eq!(d.read(".iocfs/health"), "ok\n", "root reads");
+    }
+}

@@ -16,12 +16,14 @@ use crate::store::live::LiveVersion;
 use crate::store::model::{Bucket, Tier};
 
 impl IocFs {
-    /// A read-only file generated on demand (stats.json, health, lookup entries).
+    /// A read-only file generated on demand (stats.json, health, lookup entries): readable
+    /// by whom `mount.file_mode` lets read the lists, no one else (a 0640 mount must not let
+    /// every local user test whether a value is stored).
     pub(super) fn snapshot_attr(&self, ino: INodeNo, len: u64) -> FileAttr {
         inode::attr(
             ino,
             FileType::RegularFile,
-            0o444,
+            self.owner.file_mode & 0o444,
             len,
             self.store.clock.now(),
             &self.owner,
@@ -29,10 +31,17 @@ impl IocFs {
     }
 
     pub(super) fn dir_attr(&self, ino: INodeNo) -> FileAttr {
+        let perm = if ino == LOOKUP_DIR {
+            // Searchable by those who may read the lists: r-x for each r of file_mode.
+            let read = self.owner.file_mode & 0o444;
+            read | read >> 2
+        } else {
+            inode::dir_perm(ino)
+        };
         inode::attr(
             ino,
             FileType::Directory,
-            inode::dir_perm(ino),
+            perm,
             0,
             self.mounted_at,
             &self.owner,
