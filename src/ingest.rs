@@ -5,10 +5,6 @@
 //! dropped. Rejections carry the line number (counted per handle, from 1) and an escaped
 //! excerpt, and are logged with a rate limit so a hostile feed can't flood the journal.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use crate::ioc::{self, Invalid, IocType, Limits, Line, MAX_LINE_LEN};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,37 +236,15 @@ pub fn read_line_bounded(
     }
 }
 
-/// At most this many rejection lines are logged per minute; the rest are counted and summed
-/// up when the minute ends.
-const LOG_BUDGET_PER_MINUTE: u64 = 100;
-
-static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-static WINDOW: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
-
-/// Log one rejection ("live/ipv4.txt line 3: not an IPv4 address: 'foo'"), rate-limited.
+/// Log one rejection ("live/ipv4.txt line 3: not an IPv4 address: 'foo'"), within the
+/// budget of log lines requests may cause (see `lograte`).
 pub fn log_rejection(file: &str, r: &Rejection, action: &str) {
-    let mut window = crate::sync::lock(&WINDOW);
-    let now = Instant::now();
-    let (start, logged) = window.get_or_insert((now, 0));
-    if now.duration_since(*start) > Duration::from_secs(60) {
-        let dropped = SUPPRESSED.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            log::warn!("{dropped} more rejected lines were not logged in the last minute");
-        }
-        *start = now;
-        *logged = 0;
-    }
-    if *logged < LOG_BUDGET_PER_MINUTE {
-        *logged += 1;
-        log::warn!(
+    crate::lograte::warn(|| {
+        format!(
             "{action} {file} line {}: {}: \"{}\"",
-            r.line_no,
-            r.why,
-            r.excerpt
-        );
-    } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-    }
+            r.line_no, r.why, r.excerpt
+        )
+    });
 }
 
 #[cfg(test)]

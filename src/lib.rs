@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod fs;
 pub mod ingest;
 pub mod ioc;
+pub mod lograte;
 pub mod metrics;
 pub mod reserved;
 pub mod secure;

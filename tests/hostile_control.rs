@@ -179,3 +179,72 @@ fn control_files_follow_file_mode_so_others_cannot_test_membership() {
         assert_eq!(d.read(".iocfs/health"), "ok\n", "root reads");
     }
 }
+
+/// Flip the stored CRC32 of the first block of `data/<rel>.gz` (a checksum-valid header,
+/// damaged data): the block is quarantined at mount and reads of it fail with EIO.
+#[cfg(feature = "testing")]
+fn damage_first_block(data: &std::path::Path, rel: &str) {
+    use std::os::unix::fs::FileExt;
+    let path = data.join(format!("{rel}.gz"));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let index = iocfs::store::tier::format::read_index(&file).unwrap();
+    let b = &index.blocks[0];
+    let crc_at = b.offset + u64::from(b.header.member_len) - 8;
+    let mut crc = [0u8; 1];
+    file.read_exact_at(&mut crc, crc_at).unwrap();
+    file.write_all_at(&[crc[0] ^ 0xff], crc_at).unwrap();
+}
+
+/// Item 12: a reader of a quarantined block can make one log line per read; those lines
+/// share the budget of request-caused lines, so the journal keeps room for what matters
+/// (a WAL failure is still logged right after).
+#[cfg(feature = "testing")]
+#[test]
+fn a_reader_of_a_damaged_block_cannot_flood_the_log() {
+    let Some(mut d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .config("[aging]\ninterval = \"3650d\"\n")
+        .start()
+    else {
+        return;
+    };
+    let doms: Vec<String> = (0..2000).map(|i| format!("d{i}.example.org")).collect();
+    d.append_bulk("live/domain.txt", &doms);
+    d.ctl("clock +25h").unwrap();
+    d.ctl("age").unwrap();
+    d.ctl("commit").unwrap();
+    assert!(d.stop().success());
+    damage_first_block(&d.data(), "chaud/domain.txt");
+    d.restart();
+    let path = d.path("chaud/domain.txt");
+    for _ in 0..300 {
+        let r = fs::read(&path);
+        assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+    }
+    assert!(
+        d.read(".iocfs/health").starts_with("tier"),
+        "{}",
+        d.read(".iocfs/health")
+    );
+    let lines = d.log().matches("read chaud/domain.txt").count();
+    assert!(
+        (1..=100).contains(&lines),
+        "300 failed reads made {lines} log lines"
+    );
+    d.ctl("failpoint wal::sync eio").unwrap();
+    assert!(fs::OpenOptions::new()
+        .append(true)
+        .open(d.path("live/ipv4.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"192.0.2.1\n"))
+        .is_err());
+    assert!(
+        d.log().contains("WAL failure"),
+        "the WAL failure was not logged:\n{}",
+        d.log()
+    );
+}

@@ -13,6 +13,7 @@ use super::nodes::Node;
 use super::{errno, IocFs, NO_TTL};
 use crate::clock::rfc3339;
 use crate::ioc;
+use crate::lograte;
 
 /// `.iocfs/stats.json` as last built, with what it was built from. Every `stat` and open
 /// of the file shares it: it is rebuilt only when something it shows has changed (a second
@@ -156,7 +157,10 @@ impl IocFs {
                     match ioc::classify(v.as_bytes(), &limits) {
                         Some((ty, norm)) => items.push((ty, norm.into_bytes())),
                         None => {
-                            log::warn!("ctl remove: {v:?} is not a valid indicator");
+                            let v = ioc::escape_excerpt(v.as_bytes(), 200);
+                            lograte::warn(|| {
+                                format!("ctl remove: \"{v}\" is not a valid indicator")
+                            });
                             return Err(Errno::EINVAL);
                         }
                     }
@@ -168,13 +172,16 @@ impl IocFs {
             _ => match self.test_command(cmd, &args) {
                 Some(r) => r,
                 None => {
-                    log::warn!("ctl: unknown command {line:?} (expected age, commit, checkpoint, remove VALUE…, refresh-views, release-view NAME)");
+                    let line = ioc::escape_excerpt(line.as_bytes(), 200);
+                    lograte::warn(|| {
+                        format!("ctl: unknown command \"{line}\" (expected age, commit, checkpoint, remove VALUE…, refresh-views, release-view NAME)")
+                    });
                     return Err(Errno::EINVAL);
                 }
             },
         };
         result.map_err(|e| {
-            log::warn!("ctl {cmd}: {e}");
+            lograte::warn(|| format!("ctl {cmd}: {e}"));
             errno(&e)
         })
     }

@@ -308,10 +308,12 @@ impl Filesystem for IocFs {
                     // Superseded since the open began (see `retry`), or a batch is about to
                     // append to it: served by the daemon.
                     Ok(None) => {}
-                    Err(e) => log::warn!(
-                        "passthrough open of live/{}: {e}; served by the daemon",
-                        v.ty.file_name()
-                    ),
+                    Err(e) => crate::lograte::warn(|| {
+                        format!(
+                            "passthrough open of live/{}: {e}; served by the daemon",
+                            v.ty.file_name()
+                        )
+                    }),
                 }
                 self.pins.release(uid, v.id);
                 reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen)
@@ -400,7 +402,7 @@ impl Filesystem for IocFs {
             Some(Handle::LiveWrite(w)) => {
                 // The last flush also settles what waited for this release.
                 if let Err(e) = self.flush_live(&w, None) {
-                    log::warn!("closing a live handle: {e:?}");
+                    crate::lograte::warn(|| format!("closing a live handle: {e:?}"));
                 }
             }
             Some(Handle::LivePassthrough(v, _backing, uid)) => {

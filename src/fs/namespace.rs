@@ -72,10 +72,10 @@ impl IocFs {
     /// Resize a scratch file's data, within the memory bound for all scratch files.
     pub(super) fn resize_scratch(&self, s: &mut Scratch, len: usize) -> Result<(), Errno> {
         s.resize(len).inspect_err(|_| {
-            log::warn!(
-                "scratch files in live/ would exceed {} bytes; refused",
-                self.nodes.scratch_pool.bytes()
-            )
+            let held = self.nodes.scratch_pool.bytes();
+            crate::lograte::warn(|| {
+                format!("scratch files in live/ would exceed {held} bytes; refused")
+            })
         })
     }
 

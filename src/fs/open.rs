@@ -13,6 +13,7 @@ use super::inode::{
 use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
 use crate::ioc::IocType;
+use crate::lograte;
 use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
 
@@ -80,11 +81,14 @@ impl IocFs {
                 self.store
                     .read_tier(&r.version, offset, size, sequential)
                     .map_err(|e| {
-                        log::error!(
-                            "read {}/{} at {offset}: {e}",
-                            r.version.tier,
-                            r.version.ty.file_name()
-                        );
+                        // Once per read of a damaged block: health says it once for good.
+                        lograte::error(|| {
+                            format!(
+                                "read {}/{} at {offset}: {e}",
+                                r.version.tier,
+                                r.version.ty.file_name()
+                            )
+                        });
                         errno(&e)
                     })
             }

@@ -10,6 +10,7 @@ use super::{errno, inode, Inval, IocFs};
 use crate::config::OnInvalid;
 use crate::ingest::{self, Ingested};
 use crate::ioc::IocType;
+use crate::lograte;
 use crate::store::live::LiveVersion;
 use crate::store::partition::ByType;
 use crate::store::staged::StagedReplace;
@@ -82,16 +83,18 @@ impl IocFs {
         match &w.mode {
             WriteMode::Replace { poisoned: true, .. } => return Err(Errno::EINVAL),
             WriteMode::Replace { .. } if offset != w.next_offset => {
-                log::warn!(
-                    "{file}: write at offset {offset} in a replace handle that is at {}; rejected",
-                    w.next_offset
-                );
+                let at = w.next_offset;
+                lograte::warn(|| {
+                    format!("{file}: write at offset {offset} in a replace handle that is at {at}; rejected")
+                });
                 return Err(Errno::EINVAL);
             }
             WriteMode::Append if !w.o_append && offset != w.next_offset => {
                 let end = self.store.live(w.ty).len();
                 if offset != end {
-                    log::warn!("{file}: write at offset {offset} is neither the end of the file ({end}) nor a replace; rejected");
+                    lograte::warn(|| {
+                        format!("{file}: write at offset {offset} is neither the end of the file ({end}) nor a replace; rejected")
+                    });
                     return Err(Errno::EINVAL);
                 }
             }
@@ -169,7 +172,9 @@ impl IocFs {
                 // A large replace journals its pieces as they come; if one can't be, the
                 // handle applies nothing (like one that saw an invalid line).
                 if let Err(e) = staged.push(&self.store, &values) {
-                    log::warn!("live/{file}: staging a replace: {e}; it will not be applied");
+                    lograte::warn(|| {
+                        format!("live/{file}: staging a replace: {e}; it will not be applied")
+                    });
                     *poisoned = true;
                     return Err(errno(&e));
                 }
@@ -354,10 +359,12 @@ impl IocFs {
                 .map(|_| ())
                 .map_err(|e| errno(&e));
         }
-        log::warn!(
-            "live/{}: truncate to {size} bytes refused (only 0 empties the set)",
-            ty.file_name()
-        );
+        lograte::warn(|| {
+            format!(
+                "live/{}: truncate to {size} bytes refused (only 0 empties the set)",
+                ty.file_name()
+            )
+        });
         Err(Errno::EINVAL)
     }
 
@@ -370,10 +377,10 @@ impl IocFs {
         let mut s = crate::sync::lock(s);
         s.write_at(offset, data).inspect_err(|e| {
             if *e == Errno::ENOSPC {
-                log::warn!(
-                    "scratch files in live/ hold {} bytes, the most they may; write refused",
-                    self.nodes.scratch_pool.bytes()
-                );
+                let held = self.nodes.scratch_pool.bytes();
+                lograte::warn(|| {
+                    format!("scratch files in live/ hold {held} bytes, the most they may; write refused")
+                });
             }
         })?;
         s.mtime = self.store.clock.now();

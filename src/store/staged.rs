@@ -70,10 +70,12 @@ impl StagedReplace {
         if let Some(stage) = self.stage.take() {
             if let Err(e) = store.submit(Op::ReplaceAbort { stage }) {
                 // The stage stays open until a restart drops it (it is never applied).
-                log::warn!(
-                    "live/{}: journaling the abort of a staged replace: {e}",
-                    self.ty.file_name()
-                );
+                crate::lograte::warn(|| {
+                    format!(
+                        "live/{}: journaling the abort of a staged replace: {e}",
+                        self.ty.file_name()
+                    )
+                });
             }
         }
     }
