@@ -300,6 +300,17 @@ fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
 
 /// Drop the kernel's cached attributes of `ino`. Attributes only (offset -1): no page or
 /// directory lock is taken, so this never waits for a client (see VERSION_TTL in fs).
+///
+/// The change hook calls this from the WAL batch leader, before the change is
+/// acknowledged, while other FUSE workers may be waiting for that batch. It can't deadlock
+/// them: the kernel's handler (`fuse_reverse_inval_inode`) looks the inode up, bumps its
+/// attribute version and marks its attributes stale; only a non-negative offset would
+/// invalidate pages, which waits for pages locked by READs in flight (that would need a
+/// worker to answer them). Looking the inode up waits only for an inode being evicted,
+/// and an inode with a READ in flight has an open file, so it is not being evicted.
+/// `tests/hostile_control.rs` (`inode_invalidation_never_waits_for_a_read_in_flight`)
+/// checks it: with two workers, one stuck in a READ of a tier file, a change superseding
+/// that very inode is acknowledged.
 fn inval_attrs(notifier: &fuser::Notifier, ino: INodeNo) {
     if let Err(e) = notifier.inval_inode(ino, -1, 0) {
         log::debug!("invalidate inode {}: {e}", ino.0);

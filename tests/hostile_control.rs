@@ -248,3 +248,50 @@ fn a_reader_of_a_damaged_block_cannot_flood_the_log() {
         d.log()
     );
 }
+
+/// Item 14 (suspected deadlock, ruled out): the batch leader sends the kernel an inode
+/// invalidation while other workers may wait for it. With only two workers, one stuck
+/// answering a READ of a tier file (its page locked in the kernel), a change that supersedes
+/// that very inode must still be acknowledged: the invalidation (attributes only) does not
+/// wait for the READ.
+#[cfg(feature = "testing")]
+#[test]
+fn inode_invalidation_never_waits_for_a_read_in_flight() {
+    let pause = tempfile::tempdir().unwrap();
+    let Some(d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .config("[aging]\ninterval = \"3650d\"\n[mount]\nthreads = 2\n")
+        .env("IOCFS_PAUSE_DIR", pause.path())
+        .start()
+    else {
+        return;
+    };
+    let doms: Vec<String> = (0..2000).map(|i| format!("d{i}.example.org")).collect();
+    d.append_bulk("live/domain.txt", &doms);
+    d.ctl("clock +25h").unwrap();
+    d.ctl("age").unwrap();
+    // Not read through the mount yet: the reader's READ goes to the daemon, not the cache.
+    assert_eq!(stats(&d)["buckets"]["chaud"]["domain"]["lines"], 2000);
+    let gate = pause.path().join("tier::read");
+    let reached = pause.path().join("tier::read.reached");
+    fs::write(&gate, b"").unwrap();
+    let path = d.path("chaud/domain.txt");
+    let reader = std::thread::spawn(move || fs::read_to_string(path));
+    let stuck = poll_until(READY_TIMEOUT, || reached.exists().then_some(()));
+    let (tx, rx) = mpsc::channel();
+    let ctl = d.path(".iocfs/ctl");
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::write(ctl, "remove d0.example.org\n"));
+    });
+    let acknowledged = rx.recv_timeout(Duration::from_secs(10));
+    fs::remove_file(&gate).unwrap();
+    assert!(stuck.is_some(), "the READ never reached the daemon");
+    assert!(
+        acknowledged.is_ok_and(|r| r.is_ok()),
+        "a change waited for a READ in flight: the invalidation deadlocks"
+    );
+    let old = reader.join().unwrap().unwrap();
+    assert_eq!(old.lines().count(), 2000, "the reader's version, whole");
+    assert_eq!(d.lines("chaud/domain.txt").len(), 1999);
+}

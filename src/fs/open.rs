@@ -77,6 +77,7 @@ impl IocFs {
                     .map_err(|e| errno(&e))
             }
             Handle::Tier(r) => {
+                crate::failpoint::pause("tier::read");
                 let sequential = r.next.swap(offset + size as u64, Ordering::Relaxed) == offset;
                 self.store
                     .read_tier(&r.version, offset, size, sequential)
