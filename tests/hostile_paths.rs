@@ -404,3 +404,42 @@ fn the_demo_uses_a_private_directory_it_created() {
         .file_type()
         .is_symlink());
 }
+
+/// Item 9: `iocfs check` holds the data directory's lock for its whole run (before, it let go
+/// right after testing it): a daemon starting meanwhile refuses, so it and a repair never
+/// work on the same files.
+#[cfg(feature = "testing")]
+#[test]
+fn check_holds_the_data_dir_lock_for_its_whole_run() {
+    let Some(mut d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["locked.example"]);
+    assert!(d.stop().success());
+    let pause = tempfile::tempdir().unwrap();
+    for args in [&["check"][..], &["check", "--repair"]] {
+        let gate = pause.path().join("check::locked");
+        let reached = pause.path().join("check::locked.reached");
+        fs::write(&gate, b"").unwrap();
+        let mut check = Command::new(BIN)
+            .args(args)
+            .arg(d.data())
+            .env("IOCFS_PAUSE_DIR", pause.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let paused = poll_until(READY_TIMEOUT, || reached.exists().then_some(()));
+        let refused = paused.map(|()| mount_refused(d.root(), &d.data(), &d.mnt()));
+        let (ok, second) = iocfs(&[&"check", &d.data()]);
+        fs::remove_file(&gate).unwrap();
+        let _ = fs::remove_file(&reached);
+        let status = wait_timeout(&mut check, READY_TIMEOUT).expect("check finishes");
+        assert!(paused.is_some(), "{args:?} never reached its pause");
+        assert!(refused.unwrap().contains("in use"), "{args:?}");
+        assert!(
+            !ok && second.contains("in use"),
+            "a second check ran: {second}"
+        );
+        assert!(status.success(), "{args:?}");
+    }
+    d.restart();
+    assert_eq!(d.lines("live/domain.txt"), ["locked.example"]);
+}

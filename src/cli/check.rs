@@ -27,7 +27,7 @@ use crate::store::recovery::{self, Mode};
 use crate::store::state::State;
 use crate::store::tier;
 use crate::store::wal::segment;
-use crate::store::{checkpoint, Store};
+use crate::store::{checkpoint, DataDirLock, Store};
 
 #[derive(Debug, Default)]
 pub struct CheckReport {
@@ -68,7 +68,10 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<Che
             data.display()
         )));
     }
-    ensure_not_mounted(data)?;
+    // Held for the whole run: a daemon (re)starting meanwhile refuses, so it and a repair
+    // never touch the same files.
+    let lock = lock_for_check(data, repair)?;
+    crate::failpoint::pause("check::locked");
     if !repair {
         return check(config, progress);
     }
@@ -83,6 +86,7 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<Che
             Arc::new(config.clone()),
             Arc::new(SystemClock),
             Mode::Salvage,
+            lock.as_ref(),
         )?;
         repaired.extend(store.recovery.findings.iter().cloned());
         store.mark_all_dirty();
@@ -98,19 +102,24 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<Che
     Ok(report)
 }
 
-fn ensure_not_mounted(data: &Path) -> Result<()> {
-    let path = data.join("LOCK");
-    let Ok(file) = fs::OpenOptions::new().read(true).write(true).open(&path) else {
-        return Ok(());
-    };
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(_) => Ok(()),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked(format!(
+/// The data directory's lock, for the whole check. A read-only one (a backup on read-only
+/// media) that can't take a lock file is checked without: no daemon can be writing to it.
+fn lock_for_check(data: &Path, repair: bool) -> Result<Option<DataDirLock>> {
+    match DataDirLock::take(data) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(Error::Locked(_)) => Err(Error::Locked(format!(
             "{} is in use by a running iocfs (pid {}); stop it before checking",
             data.display(),
-            fs::read_to_string(&path).unwrap_or_default().trim()
+            fs::read_to_string(data.join("LOCK"))
+                .unwrap_or_default()
+                .trim()
         ))),
-        Err((_, e)) => Err(Error::io(format!("flock {}", path.display()), e.into())),
+        Err(Error::Io { source, .. })
+            if !repair && matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -29,7 +29,6 @@ pub mod stats;
 pub mod tier;
 pub mod wal;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -46,6 +45,7 @@ use flush::{Engine, Flusher};
 use health::{Health, Kind, Problem};
 use model::{Bucket, Policy};
 use mutation::Op;
+pub use open::DataDirLock;
 use partition::ByType;
 use state::State;
 use wal::group_commit::Pipeline;
@@ -95,8 +95,8 @@ pub struct Store {
     replace_part: AtomicUsize,
     /// Bumped by everything stats.json shows that has no counter of its own.
     changes: AtomicU64,
-    /// Held (flock) for the life of the store.
-    _lock: nix::fcntl::Flock<File>,
+    /// Held (flock) for the life of the store, unless its opener holds it.
+    _lock: Option<DataDirLock>,
 }
 
 impl Store {

@@ -20,14 +20,16 @@ impl Store {
     /// Lock the data directory, recover the state (last commit + WAL replay) and get ready
     /// to take writes.
     pub fn open(config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
-        Store::open_with(config, clock, recovery::Mode::Mount)
+        Store::open_with(config, clock, recovery::Mode::Mount, None)
     }
 
-    /// Open in a given recovery mode (`Salvage` for `iocfs check --repair`).
+    /// Open in a given recovery mode (`Salvage` for `iocfs check --repair`). `held`: the
+    /// caller already holds the data directory's lock (and keeps it past the store's life).
     pub fn open_with(
         config: Arc<Config>,
         clock: Arc<dyn Clock>,
         mode: recovery::Mode,
+        held: Option<&DataDirLock>,
     ) -> Result<Arc<Store>> {
         // Other local users must not be able to plant anything where iocfs writes.
         let data_dir = crate::secure::ensure_trusted_dir(&config.data_dir, "data directory")?;
@@ -43,7 +45,10 @@ impl Store {
         for sub in SUBDIRS {
             crate::secure::subdir(&data_dir, sub, true)?;
         }
-        let lock = lock_data_dir(&data_dir)?;
+        let lock = match held {
+            Some(_) => None,
+            None => Some(DataDirLock::take(&data_dir)?),
+        };
         let cache = Arc::new(BlockCache::new(config.cache.size));
         let recovered = recovery::recover(&data_dir, &config, &cache, mode, &|_| {})
             .map_err(|e| needs_repair(e, &data_dir))?;
@@ -155,33 +160,40 @@ pub fn open_lock_file(data_dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Take `DATA/LOCK` with flock so a second daemon on the same data refuses to start.
-fn lock_data_dir(data_dir: &Path) -> Result<nix::fcntl::Flock<File>> {
-    use std::io::Write;
-    let path = data_dir.join("LOCK");
-    let file = open_lock_file(data_dir)?;
-    let mut locked =
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(Error::Locked(format!(
-                    "data directory {} is in use by another iocfs{}; stop it first",
-                    data_dir.display(),
-                    holder
-                        .trim()
-                        .parse::<u32>()
-                        .map(|p| format!(" (pid {p})"))
-                        .unwrap_or_default()
-                )));
-            }
-            Err((_, errno)) => {
-                return Err(Error::io(format!("flock {}", path.display()), errno.into()))
-            }
-        };
-    locked
-        .set_len(0)
-        .and_then(|()| writeln!(*locked, "{}", std::process::id()))
-        .ctx(|| format!("write {}", path.display()))?;
-    Ok(locked)
+/// `DATA/LOCK`, held with flock while a daemon, `check` or `import` works on the data
+/// directory: a second one refuses to start, and a restarting daemon and a repair never
+/// touch the same files.
+pub struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+impl DataDirLock {
+    /// Take the lock (writing our pid in the file), or say who holds it.
+    pub fn take(data_dir: &Path) -> Result<DataDirLock> {
+        use std::io::Write;
+        let path = data_dir.join("LOCK");
+        let file = open_lock_file(data_dir)?;
+        let mut locked =
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => locked,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    return Err(Error::Locked(format!(
+                        "data directory {} is in use by another iocfs{}; stop it first",
+                        data_dir.display(),
+                        holder
+                            .trim()
+                            .parse::<u32>()
+                            .map(|p| format!(" (pid {p})"))
+                            .unwrap_or_default()
+                    )));
+                }
+                Err((_, errno)) => {
+                    return Err(Error::io(format!("flock {}", path.display()), errno.into()))
+                }
+            };
+        locked
+            .set_len(0)
+            .and_then(|()| writeln!(*locked, "{}", std::process::id()))
+            .ctx(|| format!("write {}", path.display()))?;
+        Ok(DataDirLock(locked))
+    }
 }
