@@ -75,6 +75,8 @@ impl Error {
                 // Out of descriptors fails that request, not the store (README "Reliability").
                 Some(libc::EMFILE) => libc::EMFILE,
                 Some(libc::ENFILE) => libc::ENFILE,
+                // A batch refused before it was written hands its writers this error.
+                Some(libc::EFBIG) => libc::EFBIG,
                 _ => libc::EIO,
             },
             Error::Corruption { .. } | Error::Failed(_) | Error::Panicked { .. } => libc::EIO,

@@ -207,6 +207,13 @@ impl IocFs {
                 }
                 Some(Ok(()))
             }
+            ("live-slot-limit", [lines]) => match lines.parse() {
+                Ok(n) => {
+                    self.store.set_live_slot_limit(n);
+                    Some(Ok(()))
+                }
+                Err(_) => bad(),
+            },
             ("scratch-limit", [bytes]) => match bytes.parse() {
                 Ok(n) => {
                     self.nodes.scratch_pool.set_limit(n);

@@ -57,10 +57,65 @@ fn needs(batch: &[(u64, Mutation)]) -> (usize, usize, Vec<IocType>) {
     (live, staged, types)
 }
 
+/// Lines in `values`, or a bound on them that is cheap when far from `room`.
+fn lines_within(values: &[u8], room: usize) -> usize {
+    // Every line takes at least two bytes ("x\n").
+    if values.len() / 2 <= room {
+        return values.len() / 2;
+    }
+    memchr::memchr_iter(b'\n', values).count()
+}
+
+impl Store {
+    /// Refuse (EFBIG, before anything is journaled) a batch that could give a live set more
+    /// lines than its slot ids can number. Lines that turn out to be known are counted too:
+    /// this errs on the side of refusing, and only near 2^27 lines.
+    fn check_room(&self, batch: &[(u64, Mutation)]) -> Result<()> {
+        let st = self.state();
+        let mut room = ByType::<usize>::default();
+        let mut limit = ByType::<usize>::default();
+        for ty in IocType::ALL {
+            room[ty] = st.live_room(ty);
+            limit[ty] = st.live(ty).lines() + room[ty];
+        }
+        for (_, m) in batch {
+            let (ty, lines) = match &m.op {
+                Op::Append { ty, values } => (*ty, lines_within(values, room[*ty])),
+                Op::Import {
+                    bucket: Bucket::Live,
+                    ty,
+                    times,
+                    ..
+                } => (*ty, times.len()),
+                // A replace starts the set over.
+                Op::Replace { ty, values } => {
+                    room[*ty] = limit[*ty];
+                    (*ty, lines_within(values, room[*ty]))
+                }
+                Op::ReplaceEnd { ty, stage, values } => {
+                    room[*ty] = limit[*ty];
+                    let staged = st.stage_lines(*stage) as usize;
+                    (*ty, staged + lines_within(values, room[*ty]))
+                }
+                _ => continue,
+            };
+            if lines > room[ty] {
+                return Err(crate::error::Error::TooLarge(format!(
+                    "live/{} would hold more lines than a live set can; refused",
+                    ty.file_name()
+                )));
+            }
+            room[ty] -= lines;
+        }
+        Ok(())
+    }
+}
+
 impl Batch for Store {
     type Prepared = Prepared;
 
     fn prepare(&self, batch: &[(u64, Mutation)]) -> Result<Prepared> {
+        self.check_room(batch)?;
         let (live, staged, appending) = needs(batch);
         let (live_storage, staging) = self.state().storages();
         live_storage.reserve(live)?;

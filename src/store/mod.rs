@@ -192,6 +192,11 @@ impl Store {
         self.submit(Op::Replace { ty, values })
     }
 
+    /// Test builds (`live-slot-limit` in ctl): fewer lines per live set, to reach the bound.
+    pub fn set_live_slot_limit(&self, lines: usize) {
+        self.state_mut().set_live_slot_limit(lines);
+    }
+
     /// How many bytes of lines a staged replace journals per record.
     pub fn replace_part_size(&self) -> usize {
         self.replace_part.load(Ordering::Relaxed)

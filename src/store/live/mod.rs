@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use version::{LiveVersion, Storage};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// First and last sighting, Unix seconds.
 pub type Times = (u32, u32);
@@ -37,7 +37,13 @@ pub struct LiveSet {
     deferred: Option<(Vec<u8>, u64, u64)>,
     /// A copy of the version with this id, for an append while it is pinned.
     successor: Option<(u64, Arc<LiveVersion>)>,
+    /// Most lines the set may hold: slot ids must fit an index entry ([`MAX_LIVE_LINES`];
+    /// lower in tests).
+    slot_limit: usize,
 }
+
+/// Most lines a live set can hold: its slot ids are 27 bits in an index entry.
+pub const MAX_LIVE_LINES: usize = crate::store::model::MAX_LOC_ID as usize + 1;
 
 /// Deferred appends are written out once this many bytes are gathered: large enough to
 /// make the writes few, small enough that the buffer is reused rather than grown (fresh
@@ -60,7 +66,18 @@ impl LiveSet {
             min_last: u32::MAX,
             deferred: None,
             successor: None,
+            slot_limit: MAX_LIVE_LINES,
         }
+    }
+
+    /// Lines that can still be added before the set is full.
+    pub fn room(&self) -> usize {
+        self.slot_limit.saturating_sub(self.order.len())
+    }
+
+    /// Test builds (`live-slot-limit` in ctl): a smaller bound, to reach it.
+    pub fn set_slot_limit(&mut self, limit: usize) {
+        self.slot_limit = limit.min(MAX_LIVE_LINES);
     }
 
     pub fn lines(&self) -> usize {
@@ -82,26 +99,35 @@ impl LiveSet {
         }
     }
 
-    fn alloc(&mut self, times: Times) -> u32 {
-        self.min_last = self.min_last.min(times.1);
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = times;
-                slot
-            }
-            None => {
+    /// A slot for a line: a freed one, or a new one while ids stay in range (an id past it
+    /// would alias another line's in the index). Writes are checked against [`Self::room`]
+    /// before they are journaled, so this failing means a bug, never a user's write.
+    fn alloc(&mut self, times: Times) -> Result<u32> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.slots.len() < self.slot_limit => {
                 self.slots.push(times);
                 (self.slots.len() - 1) as u32
             }
-        }
+            None => {
+                return Err(Error::TooLarge(format!(
+                    "live/{} holds {} lines, the most a live set can",
+                    self.version.ty.file_name(),
+                    self.slot_limit
+                )))
+            }
+        };
+        self.slots[slot as usize] = times;
+        self.min_last = self.min_last.min(times.1);
+        Ok(slot)
     }
 
     /// Take the slot of a line about to be appended (lines are pushed in file order);
     /// `publish` then writes the lines' bytes.
-    pub fn push_line(&mut self, times: Times) -> u32 {
-        let slot = self.alloc(times);
+    pub fn push_line(&mut self, times: Times) -> Result<u32> {
+        let slot = self.alloc(times)?;
         self.order.push(slot);
-        slot
+        Ok(slot)
     }
 
     /// Write the bytes of the `lines` pushed since the last publish; readers see them now.
@@ -190,7 +216,10 @@ impl LiveSet {
         mtime: u64,
         new_id: impl FnOnce() -> u64,
     ) -> Result<Vec<u32>> {
-        let slots: Vec<u32> = times.iter().map(|&t| self.push_line(t)).collect();
+        let slots = times
+            .iter()
+            .map(|&t| self.push_line(t))
+            .collect::<Result<Vec<u32>>>()?;
         self.publish(values, times.len() as u64, mtime, new_id)?;
         Ok(slots)
     }
@@ -301,11 +330,16 @@ impl LiveSet {
     /// new slots in line order. Old slot ids become invalid.
     pub fn install(&mut self, version: Arc<LiveVersion>, times: &[Times]) -> Result<Vec<u32>> {
         let deferring = self.deferred.is_some();
+        let limit = self.slot_limit;
         *self = LiveSet::empty(version);
+        self.slot_limit = limit;
         if deferring {
             self.start_deferring();
         }
-        let slots: Vec<u32> = times.iter().map(|&t| self.alloc(t)).collect();
+        let slots = times
+            .iter()
+            .map(|&t| self.alloc(t))
+            .collect::<Result<Vec<u32>>>()?;
         self.order = slots.clone();
         Ok(slots)
     }
@@ -335,7 +369,7 @@ mod tests {
             let held = s.version.clone();
             held.passthrough_opened();
             assert!(s.publish(b"2.2.2.2\n", 1, 6, || 7).unwrap());
-            s.push_line((2, 2));
+            s.push_line((2, 2)).unwrap();
             assert_eq!(
                 held.read_all().unwrap(),
                 b"1.1.1.1\n",

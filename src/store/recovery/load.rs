@@ -156,6 +156,13 @@ impl Loader<'_> {
         let meta_path = self.path(Bucket::Live, &live_format::meta_name(ty.file_name()));
         let meta_bytes = fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
         let (meta, times) = live_format::decode(&meta_bytes, &meta_path)?;
+        if times.len() > crate::store::live::MAX_LIVE_LINES {
+            return Err(Error::corruption(
+                &meta_path,
+                None,
+                format!("{} lines, more than a live set can hold", times.len()),
+            ));
+        }
         (self.on_loaded)((text.len() + meta_bytes.len()) as u64);
         check_generation(&meta_path, (meta.generation, meta.applied_seq), part)?;
         if text.len() as u64 != meta.text_len || crc32c::crc32c(&text) != meta.text_crc {

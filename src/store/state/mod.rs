@@ -302,14 +302,14 @@ impl State {
                         let (tier, _) = self.dir.get(&block).copied().ok_or_else(|| {
                             Error::Invalid(format!("internal: block {block} is in no tier"))
                         })?;
-                        let slot = live.push_line((meta.first_seen, now));
+                        let slot = live.push_line((meta.first_seen, now))?;
                         *meta = Meta::new(0, 0, Loc::Live { ty, slot });
                         Ok(Sighting::Promoted { tier, block })
                     }
                 }
             }
             Entry::Vacant(e) => {
-                let slot = live.push_line((now, now));
+                let slot = live.push_line((now, now))?;
                 e.insert(Meta::new(0, 0, Loc::Live { ty, slot }));
                 Ok(Sighting::Added)
             }

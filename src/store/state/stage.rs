@@ -22,6 +22,8 @@ pub struct Stage {
     file: File,
     /// Bytes staged (whole lines).
     pub len: u64,
+    /// Lines staged.
+    pub lines: u64,
 }
 
 /// Staged bytes are read back in pieces of about this size.
@@ -67,7 +69,15 @@ impl State {
         let id = if stage == 0 { seq } else { stage };
         if stage == 0 {
             let file = self.staging.create(ty)?;
-            self.stages.insert(id, Stage { ty, file, len: 0 });
+            self.stages.insert(
+                id,
+                Stage {
+                    ty,
+                    file,
+                    len: 0,
+                    lines: 0,
+                },
+            );
         }
         let st = self
             .stages
@@ -78,7 +88,25 @@ impl State {
             .write_all_at(values, st.len)
             .ctx(|| format!("stage a replace of live/{}", ty.file_name()))?;
         st.len += values.len() as u64;
+        st.lines += memchr::memchr_iter(b'\n', values).count() as u64;
         Ok(())
+    }
+
+    /// Lines staged so far by stage `id` (0 if there is none).
+    pub fn stage_lines(&self, id: u64) -> u64 {
+        self.stages.get(&id).map_or(0, |st| st.lines)
+    }
+
+    /// Lines the live set of `ty` can still take.
+    pub fn live_room(&self, ty: IocType) -> usize {
+        self.live[ty].room()
+    }
+
+    /// Test builds (`live-slot-limit` in ctl): fewer lines per live set, to reach the bound.
+    pub fn set_live_slot_limit(&mut self, limit: usize) {
+        for set in self.live.values_mut() {
+            set.set_slot_limit(limit);
+        }
     }
 
     pub fn has_stage(&self, id: u64) -> bool {
