@@ -159,6 +159,14 @@ pub fn walk_blocks(file: &File, damage: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<T
                 break;
             }
         };
+        // Allocated only once the file is known to hold that much.
+        if u64::from(header.member_len) > len - offset {
+            damage.push(format!(
+                "block {} at offset {offset} runs past the end of the file ({} bytes); nothing after it could be read",
+                header.block_id, header.member_len
+            ));
+            break;
+        }
         let mut member = vec![0u8; header.member_len as usize];
         let mut raw = Vec::new();
         let decoded = file

@@ -172,6 +172,17 @@ impl Loader<'_> {
                 "content does not match its checksum in the .meta sidecar",
             ));
         }
+        let lines = tier::lines(&text).count();
+        if lines != times.len() || text.last().is_some_and(|&b| b != b'\n') {
+            return Err(Error::corruption(
+                &text_path,
+                None,
+                format!(
+                    "{lines} lines, but its .meta sidecar has times for {}",
+                    times.len()
+                ),
+            ));
+        }
         for line in self.state.load_live(ty, &text, &times)? {
             self.out.findings.push(format!(
                 "live/{}: duplicate line \"{}\"",
@@ -209,7 +220,24 @@ impl Loader<'_> {
             .snapshot
             .as_mut()
             .and_then(|s| s.parts.remove(&(tier, ty)))
-            .filter(|p| p.generation == part.generation);
+            .filter(|p| p.generation == part.generation)
+            .filter(|p| {
+                // Checksums prove what was written, not that it fits: every entry must point
+                // at a block of this file, or the snapshot is not used for it.
+                let ids: std::collections::HashSet<u32> =
+                    index.blocks.iter().map(|b| b.header.block_id).collect();
+                let fits = p.entries.iter().all(|(_, m)| {
+                    matches!(m.loc(), Loc::Block { ty: t, block } if t == ty && ids.contains(&block))
+                });
+                if !fits {
+                    log::warn!(
+                        "checkpoint entries of {}/{} point outside its file; reading the file instead",
+                        bucket.name(),
+                        bucket.backing_name(ty)
+                    );
+                }
+                fits
+            });
         let mut doomed: KeyMap<u32> = KeyMap::default();
         if let Some(snap) = &snapshot {
             self.out.from_snapshot += 1;

@@ -7,6 +7,7 @@
 //! except ENOSPC/EDQUOT, where the unsynced tail is truncated away and fsync'd again: if that
 //! succeeds nothing unacknowledged remains on disk and writing may resume once space is freed.
 
+mod damage;
 pub mod group_commit;
 mod mapped;
 pub mod record;

@@ -111,7 +111,7 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
             break;
         }
         // A bad record. If any valid record follows, this is damage in the middle of the log.
-        if let Some(at) = find_valid_record_after(bytes, pos, next_seq) {
+        if let Some(at) = super::damage::find_valid_record_after(bytes, pos, next_seq) {
             return Err(Error::corruption(
                 path,
                 Some(pos as u64),
@@ -126,20 +126,6 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
         records,
         valid_len: pos,
         torn: None,
-    })
-}
-
-/// Look for a valid record starting anywhere after `bad`. Only offsets whose sequence field
-/// is plausible are fully checked, which keeps this linear in practice.
-fn find_valid_record_after(bytes: &[u8], bad: usize, next_seq: Option<u64>) -> Option<usize> {
-    let plausible = |seq: u64| match next_seq {
-        Some(n) => seq >= n && seq - n < (1 << 32),
-        None => seq != 0,
-    };
-    (bad + 1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find(|&at| {
-        let rest = &bytes[at..];
-        record::peek_seq(rest).is_some_and(plausible)
-            && matches!(record::decode(rest), Decoded::Record { .. })
     })
 }
 

@@ -4,9 +4,9 @@
 use libdeflater::Decompressor;
 
 use super::{
-    bad, check_crc, corrupt, ensure, truncated, BlockHeader, FormatError, Kind, Member, Trailer,
-    FEXTRA, FIXED_HEADER_LEN, GZ_HEADER, GZ_TAIL_LEN, MAX_BLOCK_LINES, MIN_DEFLATE_LEN,
-    SUBFIELD_HEADER_LEN, VERSION,
+    bad, check_crc, corrupt, ensure, max_member_len, truncated, BlockHeader, FormatError, Kind,
+    Member, Trailer, FEXTRA, FIXED_HEADER_LEN, GZ_HEADER, GZ_TAIL_LEN, MAX_BLOCK_LINES,
+    MAX_RAW_LEN, MIN_DEFLATE_LEN, SUBFIELD_HEADER_LEN, VERSION,
 };
 
 /// Bounds-checked little-endian reader over an extra-field payload.
@@ -115,9 +115,12 @@ fn parse_block(
     let (block_id, lines, raw_len) = (field()?, field()?, field()?);
     let (member_len, base_first, base_last) = (field()?, field()?, field()?);
     let what = || format!("{lines} lines, {raw_len} bytes, member_len {member_len}");
-    let fits = (member_len as usize) >= header_len + MIN_DEFLATE_LEN + GZ_TAIL_LEN;
-    let ok =
-        lines as usize <= MAX_BLOCK_LINES && raw_len >= lines && (lines == 0) == (raw_len == 0);
+    let fits = (member_len as usize) >= header_len + MIN_DEFLATE_LEN + GZ_TAIL_LEN
+        && u64::from(member_len) <= max_member_len(raw_len);
+    let ok = lines as usize <= MAX_BLOCK_LINES
+        && raw_len >= lines
+        && raw_len <= MAX_RAW_LEN
+        && (lines == 0) == (raw_len == 0);
     ensure!(ok && fits, bad(offset, what()));
 
     let bad_ts = || bad(offset, "bad timestamp varint");
