@@ -590,9 +590,27 @@ fn unit_keeps_the_mount_visible_and_matches_the_daemon() {
     assert!(one("CapabilityBoundingSet")
         .split_whitespace()
         .any(|c| c == "CAP_SYS_ADMIN"));
-    assert!(one("SystemCallFilter")
-        .split_whitespace()
-        .any(|s| s == "@mount"));
+    // An allow-list that has mount(2), then what is taken out of it again.
+    let filters = service_values(&unit, "SystemCallFilter");
+    assert_eq!(filters.len(), 2, "{filters:?}");
+    assert!(filters[0].split_whitespace().any(|s| s == "@mount"));
+    assert_eq!(filters[1], "~@privileged @resources");
+    assert_eq!(one("IPAddressDeny"), "any");
+    assert_eq!(one("LimitCORE"), "0");
+    // Room for the most FUSE workers the config allows, plus the daemon's own threads.
+    assert!(one("TasksMax").parse::<u32>().unwrap() >= 256 + 32);
+    let bytes = |v: String| -> u64 {
+        let (n, unit) = v.split_at(v.len() - 1);
+        n.parse::<u64>().unwrap()
+            << match unit {
+                "M" => 20,
+                "G" => 30,
+                other => panic!("unit {other}"),
+            }
+    };
+    let (high, max) = (bytes(one("MemoryHigh")), bytes(one("MemoryMax")));
+    // At least twice the 740 MiB measured with 10 million indicators (README).
+    assert!(high >= 2 * (740 << 20) && high < max, "{high} {max}");
     assert!(one("RestrictAddressFamilies")
         .split_whitespace()
         .any(|s| s == "AF_UNIX"));
