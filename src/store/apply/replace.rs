@@ -23,7 +23,7 @@ pub(super) fn replace(
     values: &[u8],
     cache: &BlockCache,
 ) -> Result<Applied> {
-    let mut r = Replacer::new(state, ty, ts)?;
+    let mut r = Replacer::new(state, ty, ts, memchr::memchr_iter(b'\n', values).count())?;
     r.feed(state, values)?;
     r.finish(state, seq, cache)
 }
@@ -38,7 +38,8 @@ pub(super) fn replace_end(
     cache: &BlockCache,
 ) -> Result<Applied> {
     let staged = state.take_stage(stage, ty)?;
-    let mut r = Replacer::new(state, ty, ts)?;
+    let lines = staged.lines as usize + memchr::memchr_iter(b'\n', values).count();
+    let mut r = Replacer::new(state, ty, ts, lines)?;
     staged.for_each_chunk(|chunk| r.feed(state, chunk))?;
     r.feed(state, values)?;
     r.finish(state, seq, cache)
@@ -59,14 +60,18 @@ struct Replacer {
 }
 
 impl Replacer {
-    fn new(state: &State, ty: IocType, ts: u64) -> Result<Replacer> {
+    /// `lines`: how many the new set may have, to size everything once (growing tables
+    /// of millions by doubling would hold two copies at each step).
+    fn new(state: &State, ty: IocType, ts: u64, lines: usize) -> Result<Replacer> {
+        let mut wanted = KeyMap::default();
+        wanted.reserve(lines);
         Ok(Replacer {
             ty,
             ts,
             version: state.new_live_version(ty, ts)?,
-            wanted: KeyMap::default(),
-            keys: Vec::new(),
-            times: Vec::new(),
+            wanted,
+            keys: Vec::with_capacity(lines),
+            times: Vec::with_capacity(lines),
             leaving: Leaving::default(),
             applied: Applied::default(),
             buf: Vec::new(),
@@ -120,7 +125,7 @@ impl Replacer {
             ..
         } = self;
         applied.removed =
-            state.replace_live(ty, version, &keys, &times, |k| wanted.contains_key(k))?;
+            state.replace_live(ty, version, &keys, times, |k| wanted.contains_key(k))?;
         state.mark(Bucket::Live, ty, seq);
         applied.new_versions.push((Bucket::Live, ty));
         leaving.apply(state, seq, ts, cache, &mut applied)?;

@@ -300,9 +300,9 @@ impl LiveSet {
         &mut self,
         new_id: u64,
         values: &[u8],
-        times: &[Times],
+        times: Vec<Times>,
         mtime: u64,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<()> {
         let version = LiveVersion::new(
             new_id,
             self.version.ty,
@@ -326,9 +326,17 @@ impl LiveSet {
         )
     }
 
-    /// Make `version` (filled with the lines of `times`, in order) the whole set; returns the
-    /// new slots in line order. Old slot ids become invalid.
-    pub fn install(&mut self, version: Arc<LiveVersion>, times: &[Times]) -> Result<Vec<u32>> {
+    /// Make `version` (filled with the lines of `times`, in order) the whole set; its lines
+    /// take slots 0, 1, 2… in order. Old slot ids become invalid.
+    pub fn install(&mut self, version: Arc<LiveVersion>, times: Vec<Times>) -> Result<()> {
+        if times.len() > self.slot_limit {
+            return Err(Error::TooLarge(format!(
+                "live/{} would hold {} lines, more than a live set can ({})",
+                version.ty.file_name(),
+                times.len(),
+                self.slot_limit
+            )));
+        }
         let deferring = self.deferred.is_some();
         let limit = self.slot_limit;
         *self = LiveSet::empty(version);
@@ -336,20 +344,41 @@ impl LiveSet {
         if deferring {
             self.start_deferring();
         }
-        let slots = times
-            .iter()
-            .map(|&t| self.alloc(t))
-            .collect::<Result<Vec<u32>>>()?;
-        self.order = slots.clone();
-        Ok(slots)
+        self.min_last = times.iter().map(|t| t.1).min().unwrap_or(u32::MAX);
+        self.order = (0..times.len() as u32).collect();
+        // The times become the slot table as they are (a replace of millions of lines
+        // does not copy them).
+        self.slots = times;
+        Ok(())
     }
 
-    /// Iterate (value, slot) over the current content; used at load and by checks.
+    /// Iterate (value, slot) over the current content; used at load and by checks. The
+    /// bytes are read in pieces: a set of gigabytes is never copied whole.
     pub fn for_each_line(&self, mut f: impl FnMut(&[u8], u32)) -> Result<()> {
-        let content = self.content()?;
-        for (line, &slot) in content.split_inclusive(|&b| b == b'\n').zip(&self.order) {
-            f(line.strip_suffix(b"\n").unwrap_or(line), slot);
+        const PIECE: usize = 4 << 20;
+        let mut order = self.order.iter();
+        let mut each = |text: &[u8]| {
+            for line in text.split_inclusive(|&b| b == b'\n') {
+                if let Some(&slot) = order.next() {
+                    f(line.strip_suffix(b"\n").unwrap_or(line), slot);
+                }
+            }
+        };
+        let len = self.version.len();
+        let mut at = 0u64;
+        let mut carry: Vec<u8> = Vec::new();
+        while at < len {
+            let piece = self.version.read_at(at, PIECE)?;
+            at += piece.len() as u64;
+            carry.extend_from_slice(&piece);
+            let cut = memchr::memrchr(b'\n', &carry).map_or(0, |nl| nl + 1);
+            each(&carry[..cut]);
+            carry.drain(..cut);
         }
+        if let Some((bytes, _, _)) = &self.deferred {
+            carry.extend_from_slice(bytes);
+        }
+        each(&carry);
         Ok(())
     }
 }

@@ -15,9 +15,9 @@ impl State {
     /// were already indexed (duplicates: the file was not written by iocfs as it is).
     pub fn load_live(&mut self, ty: IocType, text: &[u8], times: &[Times]) -> Result<Vec<Vec<u8>>> {
         let id = self.new_id();
-        let slots = self.live[ty].replace(id, text, times, 0)?;
+        self.live[ty].replace(id, text, times.to_vec(), 0)?;
         let mut duplicates = Vec::new();
-        for (line, slot) in tier::lines(text).zip(slots) {
+        for (line, slot) in tier::lines(text).zip(0u32..) {
             let key = self.key(ty, line);
             if self
                 .index

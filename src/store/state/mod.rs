@@ -354,7 +354,7 @@ impl State {
         ty: IocType,
         version: Arc<LiveVersion>,
         keys: &[Key],
-        times: &[Times],
+        times: Vec<Times>,
         kept: impl Fn(&Key) -> bool,
     ) -> Result<u64> {
         let seed = self.seed;
@@ -368,8 +368,10 @@ impl State {
         for key in &gone {
             self.index.remove(key);
         }
-        let slots = self.live[ty].install(version, times)?;
-        for (&key, slot) in keys.iter().zip(slots) {
+        // One table of the final size, not a doubling (and a copy) per power of two.
+        self.index.reserve(keys.len());
+        self.live[ty].install(version, times)?;
+        for (&key, slot) in keys.iter().zip(0u32..) {
             self.index
                 .insert(key, Meta::new(0, 0, Loc::Live { ty, slot }));
         }
