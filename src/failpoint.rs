@@ -4,7 +4,7 @@
 //!
 //! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`; panics:
 //! `apply::panic`, `aging::panic` (see [`panic_if`]); pauses (see [`pause`]): `backup::pause`,
-//! `wal::sync`, `live::copy`, `tier::read`, `check::locked`.
+//! `wal::sync_pause`, `live::copy`, `tier::read`, `check::locked`.
 
 use std::io;
 

@@ -51,7 +51,7 @@ fn stats_json_is_one_shared_snapshot_that_never_waits_for_the_wal() {
     assert_eq!(stats(&d)["buckets"]["live"]["ipv4"]["lines"], 2);
 
     // A writer's batch stuck in its WAL fsync (holding the WAL): stats.json is still served.
-    let gate = pause.path().join("wal::sync");
+    let gate = pause.path().join("wal::sync_pause");
     fs::write(&gate, b"").unwrap();
     let path = d.path("live/ipv4.txt");
     let writer = std::thread::spawn(move || {
@@ -60,7 +60,7 @@ fn stats_json_is_one_shared_snapshot_that_never_waits_for_the_wal() {
             .open(path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"192.0.2.3\n"))
     });
-    let reached = pause.path().join("wal::sync.reached");
+    let reached = pause.path().join("wal::sync_pause.reached");
     let paused = poll_until(READY_TIMEOUT, || reached.exists().then_some(()));
     // Time moved: the snapshot must be rebuilt now, while the WAL is held.
     d.ctl("clock +1s").unwrap();

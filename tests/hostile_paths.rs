@@ -443,3 +443,35 @@ fn check_holds_the_data_dir_lock_for_its_whole_run() {
     d.restart();
     assert_eq!(d.lines("live/domain.txt"), ["locked.example"]);
 }
+
+/// A backup writes as root into its destination: one another user controls (or a directory
+/// above it they control) is refused like a data directory.
+#[test]
+fn backup_refuses_a_destination_other_users_can_tamper_with() {
+    let Some(mut d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["kept.example"]);
+    assert!(d.stop().success());
+    let theirs = d.root().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    chown(&theirs, NOBODY);
+    let (ok, text) = iocfs(&[&"backup", &"--data", &d.data(), &theirs.join("dest")]);
+    assert!(
+        !ok && text.contains("theirs") && text.contains("nobody"),
+        "{text}"
+    );
+    assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0);
+    let planted = d.root().join("planted");
+    fs::create_dir(&planted).unwrap();
+    chown(&planted, NOBODY);
+    let (ok, text) = iocfs(&[&"backup", &"--data", &d.data(), &planted]);
+    assert!(
+        !ok && text.contains(&format!("chown 0 {}", planted.display())),
+        "{text}"
+    );
+    let good = d.root().join("good");
+    let (ok, text) = iocfs(&[&"backup", &"--data", &d.data(), &good]);
+    assert!(ok, "{text}");
+    assert!(fs::read_to_string(good.join("live/domain.txt"))
+        .unwrap()
+        .contains("kept.example"));
+}

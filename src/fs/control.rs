@@ -25,15 +25,16 @@ pub struct StatsSnapshot {
     builds: AtomicU64,
 }
 
-/// Everything a rebuild would show differently: the store's change count, time, the
-/// cache's and scratch files' figures, failure.
-type StatsKey = [u64; 8];
+/// Everything a rebuild would show differently: the store's and the views' change counts,
+/// time, the cache's and scratch files' figures, failure.
+type StatsKey = [u64; 9];
 
 impl IocFs {
     fn stats_key(&self) -> StatsKey {
         let (hits, misses) = self.store.cache.counts();
         [
             self.store.changes(),
+            self.views.changes(),
             self.store.clock.now(),
             self.store.uptime_secs(),
             hits,

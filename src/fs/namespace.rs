@@ -110,13 +110,15 @@ impl IocFs {
         match inode::dir_bucket(parent) {
             Some(Bucket::Live) => {
                 if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
-                    log::warn!(
-                        "unlink of live/{f} refused (EPERM): the nine type files always exist \
-                         (rm, and mv or install from another file system, unlink first); to \
-                         replace the set use `cp NEW live/{f}` or `> live/{f}`, or write a file \
-                         inside live/ and rename it onto live/{f}; to empty it, `: > live/{f}`",
-                        f = ty.file_name()
-                    );
+                    crate::lograte::warn(|| {
+                        format!(
+                            "unlink of live/{f} refused (EPERM): the nine type files always exist \
+                             (rm, and mv or install from another file system, unlink first); to \
+                             replace the set use `cp NEW live/{f}` or `> live/{f}`, or write a file \
+                             inside live/ and rename it onto live/{f}; to empty it, `: > live/{f}`",
+                            f = ty.file_name()
+                        )
+                    });
                     return Err(Errno::EPERM);
                 }
                 if self.nodes.unlink_scratch(name) {
@@ -152,11 +154,13 @@ impl IocFs {
             });
         }
         if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
-            log::warn!(
-                "rename of live/{} refused (EPERM): type files never move; copy it instead \
-                 (`cp live/{0} NEW`)",
-                ty.file_name()
-            );
+            crate::lograte::warn(|| {
+                format!(
+                    "rename of live/{} refused (EPERM): type files never move; copy it instead \
+                     (`cp live/{0} NEW`)",
+                    ty.file_name()
+                )
+            });
             return Err(Errno::EPERM);
         }
         if flags.contains(RenameFlags::RENAME_EXCHANGE)

@@ -96,8 +96,11 @@ impl Store {
     }
 }
 
-/// DEST must not exist, or be an empty directory; it gets the layout and the marker.
+/// DEST must not exist, or be an empty directory; it gets the layout and the marker. Like a
+/// data directory, it must be out of other users' reach (`secure`): whatever they planted
+/// there would be written through by root.
 fn prepare(dest: &Path) -> Result<()> {
+    crate::secure::trusted_parent(dest, "backup destination")?;
     match fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -108,18 +111,23 @@ fn prepare(dest: &Path) -> Result<()> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir(dest).ctx(|| format!("create {}", dest.display()))?;
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dest)
+                .ctx(|| format!("create {}", dest.display()))?;
         }
         Err(e) => return Err(Error::io(format!("open {}", dest.display()), e)),
     }
+    crate::secure::trusted_dir(dest, "backup destination")?;
     fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .ctx(|| format!("chmod {}", dest.display()))?;
     let marker = dest.join(INCOMPLETE);
-    fs::write(
-        &marker,
-        "an iocfs backup is being written here; if this file is still present, it did not finish\n",
-    )
-    .ctx(|| format!("write {}", marker.display()))?;
+    crate::atomic::create_new(&marker, 0o600)?
+        .write_all(
+            b"an iocfs backup is being written here; if this file is still present, it did not finish\n",
+        )
+        .ctx(|| format!("write {}", marker.display()))?;
     for sub in SUBDIRS {
         let dir = dest.join(sub);
         fs::create_dir(&dir).ctx(|| format!("create {}", dir.display()))?;
@@ -138,10 +146,11 @@ fn place(from: &Path, to: &Path, report: &mut BackupReport) -> Result<()> {
     match fs::hard_link(from, to) {
         Ok(()) => report.linked += 1,
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            fs::copy(from, to).ctx(|| format!("copy {} to {}", from.display(), to.display()))?;
-            File::open(to)
-                .and_then(|f| f.sync_all())
-                .ctx(|| format!("fsync {}", to.display()))?;
+            let mut out = crate::atomic::create_new(to, 0o644)?;
+            File::open(from)
+                .and_then(|mut f| std::io::copy(&mut f, &mut out))
+                .and_then(|_| out.sync_all())
+                .ctx(|| format!("copy {} to {}", from.display(), to.display()))?;
             report.copied += 1;
         }
         Err(e) => {
@@ -188,11 +197,7 @@ fn write_log(dir: &Path, manifest: &Manifest, now: u64) -> Result<()> {
     };
     record::encode_with(seq, &mut bytes, |out| m.encode(out));
     let path = dir.join(segment::file_name(seq));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .ctx(|| format!("create {}", path.display()))?;
+    let mut f = crate::atomic::create_new(&path, 0o644)?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .ctx(|| format!("write {}", path.display()))

@@ -142,8 +142,8 @@ pub struct Disk {
 
 impl Disk {
     pub fn open(data_dir: &Path) -> Result<Disk> {
-        let dir = data_dir.join("views");
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        // A directory of ours, like the data directory's others (`secure`).
+        let dir = crate::secure::subdir(data_dir, "views", true)?;
         let disk = Disk { dir };
         // Builds a crash interrupted.
         for view in disk.views_on_disk() {
@@ -203,8 +203,7 @@ impl Disk {
 
     /// A temp file in the view's directory to write a new version into.
     pub fn stage(&self, view: &str, ty: IocType) -> Result<Staged> {
-        let dir = self.view_dir(view);
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let dir = crate::secure::subdir(&self.dir, view, true)?;
         // Unique: a held build keeps its staged file while later ones are staged.
         static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -213,13 +212,7 @@ impl Disk {
             ty.file_name(),
             &format!("b{}-{n}", std::process::id()),
         );
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .ctx(|| format!("create {}", path.display()))?;
+        let file = atomic::create_new(&path, 0o644)?;
         Ok(Staged {
             out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
             path,

@@ -54,6 +54,9 @@ pub struct Views {
     hooks: RwLock<Vec<SupersededHook>>,
     wake: Condvar,
     woken: Mutex<bool>,
+    /// Bumped whenever what `stats` or `problems` shows changes (a shared stats.json
+    /// snapshot knows it is stale).
+    changes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -117,6 +120,7 @@ impl Views {
             hooks: RwLock::new(Vec::new()),
             wake: Condvar::new(),
             woken: Mutex::new(false),
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -128,7 +132,13 @@ impl Views {
     /// build pass.
     pub fn set_config(&self, config: ViewsConfig) {
         *write(&self.config) = Arc::new(config);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         self.wake();
+    }
+
+    /// Changes to what `stats` and `problems` show, so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     pub fn on_superseded(&self, hook: SupersededHook) {
@@ -238,6 +248,7 @@ impl Views {
         st.expires = expires;
         st.last = Some(info);
         st.held = held;
+        self.changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -295,6 +306,7 @@ impl Views {
         let mtime = store.clock.now().max(previous + 1);
         let file = self.disk.commit(name, ty, staged, ino, mtime, entries)?;
         let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
+        self.changes.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = old {
             for hook in read(&self.hooks).iter() {
                 hook(old.ino);

@@ -283,7 +283,7 @@ impl WalFiles {
             return Ok(());
         }
         let started = Instant::now();
-        failpoint::pause("wal::sync");
+        failpoint::pause("wal::sync_pause");
         let synced = failpoint::check("wal::sync").and_then(|()| self.file.sync_data());
         let took = started.elapsed();
         if took > self.slow_sync {
