@@ -19,7 +19,7 @@ fn mount_shows_four_buckets_of_nine_files_and_control_files() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     top.sort();
-    assert_eq!(top, [".iocfs", "chaud", "froid", "live", "tiede"]);
+    assert_eq!(top, [".iocfs", "chaud", "froid", "live", "tiede", "views"]);
     let mut want: Vec<&str> = TYPE_FILES.to_vec();
     want.sort();
     for bucket in BUCKETS {
