@@ -6,15 +6,21 @@
 mod common;
 
 use std::fs;
+#[cfg(feature = "testing")]
 use std::sync::mpsc;
+#[cfg(feature = "testing")]
 use std::time::{Duration, Instant};
 
-use common::{poll_until, Daemon, READY_TIMEOUT};
+use common::Daemon;
+#[cfg(feature = "testing")]
+use common::{poll_until, READY_TIMEOUT};
 
+#[cfg(feature = "testing")]
 fn stats(d: &Daemon) -> serde_json::Value {
     serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap()
 }
 
+#[cfg(feature = "testing")]
 fn builds(d: &Daemon) -> u64 {
     stats(d)["stats_json"]["builds"].as_u64().unwrap()
 }

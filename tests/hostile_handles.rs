@@ -93,6 +93,7 @@ fn stats(d: &Daemon) -> serde_json::Value {
     serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap()
 }
 
+#[cfg(feature = "testing")]
 fn scratch_bytes(d: &Daemon) -> u64 {
     stats(d)["scratch"]["bytes"].as_u64().unwrap()
 }

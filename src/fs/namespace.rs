@@ -13,7 +13,7 @@ use super::{errno, inode, IocFs};
 use crate::config::OnInvalid;
 use crate::ingest;
 use crate::ioc::{self, IocType};
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, Target};
 use crate::store::staged::StagedReplace;
 
 /// Scratch files live in memory (their bytes are bounded by `scratch::ScratchPool`); this
@@ -219,7 +219,7 @@ impl IocFs {
         } else {
             "skipped invalid line in"
         };
-        let mut staged = StagedReplace::new(ty);
+        let mut staged = StagedReplace::new(Target::Live, ty);
         let mut partial = Vec::new();
         let mut skipping = false;
         let mut line_no = 1;

@@ -12,6 +12,7 @@ use crate::ingest::{self, Ingested};
 use crate::ioc::IocType;
 use crate::lograte;
 use crate::store::live::LiveVersion;
+use crate::store::model::Target;
 use crate::store::partition::ByType;
 use crate::store::staged::StagedReplace;
 
@@ -47,7 +48,7 @@ impl IocFs {
         let replace = flags.0 & libc::O_TRUNC != 0;
         let mode = if replace {
             WriteMode::Replace {
-                staged: StagedReplace::new(ty),
+                staged: StagedReplace::new(Target::Live, ty),
                 poisoned: false,
                 written: false,
             }
@@ -336,7 +337,7 @@ impl IocFs {
                     staged.abort(&self.store);
                 }
                 w.mode = WriteMode::Replace {
-                    staged: StagedReplace::new(ty),
+                    staged: StagedReplace::new(Target::Live, ty),
                     poisoned: false,
                     written: true,
                 };

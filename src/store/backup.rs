@@ -18,12 +18,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::model::Bucket;
+use super::model::PartId;
 use super::mutation::{Manifest, Mutation, Op};
 use super::wal::{record, segment};
 use super::{recovery, Store, SUBDIRS};
 use crate::error::{Error, IoContext, Result};
-use crate::ioc::IocType;
 
 /// Present while a backup is being made; a data directory holding it is refused.
 pub const INCOMPLETE: &str = "BACKUP-INCOMPLETE";
@@ -48,15 +47,13 @@ impl Store {
                 upto: manifest.upto,
                 ..BackupReport::default()
             };
-            for bucket in Bucket::ALL {
-                for ty in IocType::ALL {
-                    if manifest.part(bucket, ty).generation == 0 {
-                        continue;
-                    }
-                    for name in recovery::backing_names(bucket, ty) {
-                        let rel = Path::new(bucket.name()).join(name);
-                        place(&self.data_dir.join(&rel), &dest.join(&rel), &mut report)?;
-                    }
+            for id in PartId::all() {
+                if manifest.file_of(id).generation == 0 {
+                    continue;
+                }
+                for name in recovery::backing_names(id) {
+                    let rel = Path::new(id.dir()).join(name);
+                    place(&self.data_dir.join(&rel), &dest.join(&rel), &mut report)?;
                 }
             }
             crate::failpoint::pause("backup::pause");

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::live::LiveVersion;
-use super::model::Bucket;
+use super::model::{Bucket, PartId, Target};
 use super::mutation::{Mutation, Op};
 use super::partition::ByType;
 use super::wal::group_commit::Batch;
@@ -36,7 +36,11 @@ fn needs(batch: &[(u64, Mutation)]) -> (usize, usize, Vec<IocType>) {
     let mut appending = ByType::<bool>::default();
     for (_, m) in batch {
         match &m.op {
-            Op::Append { ty, .. }
+            Op::Append {
+                target: Target::Live,
+                ty,
+                ..
+            }
             | Op::Import {
                 bucket: Bucket::Live,
                 ty,
@@ -72,40 +76,54 @@ impl Store {
     /// this errs on the side of refusing, and only near 2^27 lines.
     fn check_room(&self, batch: &[(u64, Mutation)]) -> Result<()> {
         let st = self.state();
-        let mut room = ByType::<usize>::default();
-        let mut limit = ByType::<usize>::default();
+        // Per target (live, allow) and type: lines that can still be added, and the most.
+        let mut room = [ByType::<usize>::default(), ByType::<usize>::default()];
+        let mut limit = [ByType::<usize>::default(), ByType::<usize>::default()];
         for ty in IocType::ALL {
-            room[ty] = st.live_room(ty);
-            limit[ty] = st.live(ty).lines() + room[ty];
+            room[0][ty] = st.live_room(ty);
+            limit[0][ty] = st.live(ty).lines() + room[0][ty];
+            room[1][ty] = st.allow(ty).room();
+            limit[1][ty] = st.allow(ty).lines() + room[1][ty];
         }
         for (_, m) in batch {
-            let (ty, lines) = match &m.op {
-                Op::Append { ty, values } => (*ty, lines_within(values, room[*ty])),
+            let (t, ty, lines) = match &m.op {
+                Op::Append { target, ty, values } => {
+                    let t = usize::from(target.code());
+                    (t, *ty, lines_within(values, room[t][*ty]))
+                }
                 Op::Import {
                     bucket: Bucket::Live,
                     ty,
                     times,
                     ..
-                } => (*ty, times.len()),
+                } => (0, *ty, times.len()),
                 // A replace starts the set over.
-                Op::Replace { ty, values } => {
-                    room[*ty] = limit[*ty];
-                    (*ty, lines_within(values, room[*ty]))
+                Op::Replace { target, ty, values } => {
+                    let t = usize::from(target.code());
+                    room[t][*ty] = limit[t][*ty];
+                    (t, *ty, lines_within(values, room[t][*ty]))
                 }
-                Op::ReplaceEnd { ty, stage, values } => {
-                    room[*ty] = limit[*ty];
+                Op::ReplaceEnd {
+                    target,
+                    ty,
+                    stage,
+                    values,
+                } => {
+                    let t = usize::from(target.code());
+                    room[t][*ty] = limit[t][*ty];
                     let staged = st.stage_lines(*stage) as usize;
-                    (*ty, staged + lines_within(values, room[*ty]))
+                    (t, *ty, staged + lines_within(values, room[t][*ty]))
                 }
                 _ => continue,
             };
-            if lines > room[ty] {
+            if lines > room[t][ty] {
+                let dir = if t == 0 { "live" } else { "allow" };
                 return Err(crate::error::Error::TooLarge(format!(
-                    "live/{} would hold more lines than a live set can; refused",
+                    "{dir}/{} would hold more lines than a set can; refused",
                     ty.file_name()
                 )));
             }
-            room[ty] -= lines;
+            room[t][ty] -= lines;
         }
         Ok(())
     }
@@ -159,9 +177,12 @@ impl Batch for Store {
                     .appended_lines
                     .fetch_add(applied.added, Ordering::Relaxed);
                 changes.extend(applied.new_versions.into_iter().map(|(bucket, ty)| Change {
-                    bucket,
-                    ty,
+                    part: PartId::Bucket(bucket, ty),
                     superseded: before[bucket][ty],
+                }));
+                changes.extend(applied.superseded_allow.into_iter().map(|(ty, id)| Change {
+                    part: PartId::Allow(ty),
+                    superseded: id,
                 }));
                 Ok(())
             });
@@ -172,7 +193,7 @@ impl Batch for Store {
         };
         self.changed();
         applied?;
-        changes.sort_by_key(|c| (c.bucket, c.ty));
+        changes.sort_by_key(|c| c.superseded);
         changes.dedup();
         self.notify(&changes);
         for hook in crate::sync::read(&self.applied_hooks).iter() {

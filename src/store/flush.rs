@@ -29,7 +29,7 @@ use crate::ioc::IocType;
 use crate::store::checkpoint;
 use crate::store::live::format::{self as live_format, LiveMeta};
 use crate::store::live::{LiveVersion, Times};
-use crate::store::model::{Bucket, Tier};
+use crate::store::model::{PartId, Tier};
 use crate::store::mutation::{Manifest, Op, PartFile};
 use crate::store::state::State;
 use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
@@ -146,10 +146,11 @@ impl Flusher {
 }
 
 enum Snap {
-    Live {
+    /// A raw-text partition: a live file or an allowlist.
+    Text {
         /// The partition's change count at the snapshot.
         count: u64,
-        ty: IocType,
+        part: PartId,
         version: Arc<LiveVersion>,
         len: u64,
         times: Vec<Times>,
@@ -167,8 +168,7 @@ type Placement = HashMap<BlockIdent, (u64, u32, u32)>;
 
 /// A written, fsync'd temp file waiting for its rename.
 struct Written {
-    bucket: Bucket,
-    ty: IocType,
+    id: PartId,
     part: PartFile,
     renames: Vec<(PathBuf, PathBuf)>,
     bytes: u64,
@@ -185,29 +185,33 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     let started = Instant::now();
     let (upto, mut manifest, snaps, stage_floor) = {
         let st = store.state();
-        let dirty = st.changes().dirty();
+        let dirty = st.changes().dirty_parts();
         if dirty.is_empty() {
             return Ok(None);
         }
         let snaps: Vec<Snap> = dirty
             .into_iter()
-            .map(|(bucket, ty)| match bucket.tier() {
-                None => {
-                    let set = st.live(ty);
-                    Snap::Live {
-                        count: st.changes().count(bucket, ty),
-                        ty,
-                        version: set.version.clone(),
-                        len: set.version.len(),
-                        times: set.times_in_order(),
-                    }
+            .map(|part| {
+                let count = st.changes().part_count(part);
+                let text = |set: &crate::store::live::LiveSet| Snap::Text {
+                    count,
+                    part,
+                    version: set.version.clone(),
+                    len: set.version.len(),
+                    times: set.times_in_order(),
+                };
+                match part {
+                    PartId::Allow(ty) => text(st.allow(ty).set()),
+                    PartId::Bucket(bucket, ty) => match bucket.tier() {
+                        None => text(st.live(ty)),
+                        Some(tier) => Snap::Tier {
+                            count,
+                            tier,
+                            ty,
+                            version: st.tier(tier, ty).clone(),
+                        },
+                    },
                 }
-                Some(tier) => Snap::Tier {
-                    count: st.changes().count(bucket, ty),
-                    tier,
-                    ty,
-                    version: st.tier(tier, ty).clone(),
-                },
             })
             .collect();
         (
@@ -221,13 +225,13 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     let mut written = Vec::new();
     for snap in snaps {
         let result = match snap {
-            Snap::Live {
+            Snap::Text {
                 count,
-                ty,
+                part,
                 version,
                 len,
                 times,
-            } => write_live(store, &tag, upto, ty, &version, len, &times).map(|w| (w, count)),
+            } => write_text(store, &tag, upto, part, &version, len, &times).map(|w| (w, count)),
             Snap::Tier {
                 count,
                 tier,
@@ -248,7 +252,7 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     }
     manifest.upto = upto;
     for w in &written {
-        manifest.set_part(w.bucket, w.ty, w.part);
+        manifest.set_file_of(w.id, w.part);
     }
     if let Err(e) = store.journal(Op::Commit {
         manifest: Box::new(manifest),
@@ -311,17 +315,18 @@ fn new_generation() -> u64 {
     h.finish() | 1
 }
 
-fn write_live(
+/// A live file or an allowlist: the text as is, and its sidecar of line times.
+fn write_text(
     store: &dyn Engine,
     tag: &str,
     upto: u64,
-    ty: IocType,
+    id: PartId,
     version: &LiveVersion,
     len: u64,
     times: &[Times],
 ) -> Result<Written> {
-    let dir = store.data_dir().join(Bucket::Live.name());
-    let name = Bucket::Live.backing_name(ty);
+    let dir = store.data_dir().join(id.dir());
+    let name = id.backing_name();
     let text_tmp = atomic::temp_path(&dir, &name, tag);
     let mut crc = 0u32;
     atomic::write_synced(&text_tmp, |w| {
@@ -359,8 +364,7 @@ fn write_live(
         return Err(e);
     }
     Ok(Written {
-        bucket: Bucket::Live,
-        ty,
+        id,
         part,
         renames: vec![(text_tmp, dir.join(&name)), (meta_tmp, dir.join(meta_name))],
         bytes: len + encoded.len() as u64,
@@ -428,8 +432,7 @@ fn write_tier(
         generation,
     });
     Ok(Written {
-        bucket,
-        ty,
+        id: PartId::Bucket(bucket, ty),
         part: PartFile {
             applied_seq: upto,
             generation,
@@ -469,11 +472,14 @@ fn member_bytes(
 fn rebase(store: &dyn Engine, written: &[Written]) {
     let mut st = store.state_mut();
     for w in written {
-        st.changes_mut().committed_to(w.bucket, w.ty, w.count);
-        let (Some((file, placed)), Some(tier)) = (&w.tier, w.bucket.tier()) else {
+        st.changes_mut().part_committed_to(w.id, w.count);
+        let (Some((file, placed)), PartId::Bucket(bucket, ty)) = (&w.tier, w.id) else {
             continue;
         };
-        let current = st.tier(tier, w.ty).clone();
+        let Some(tier) = bucket.tier() else {
+            continue;
+        };
+        let current = st.tier(tier, ty).clone();
         let mut moved = false;
         let blocks: Vec<Block> = current
             .blocks()
@@ -495,7 +501,7 @@ fn rebase(store: &dyn Engine, written: &[Written]) {
             })
             .collect();
         if moved {
-            st.rebase_tier(tier, w.ty, blocks);
+            st.rebase_tier(tier, ty, blocks);
         }
     }
 }
@@ -579,6 +585,7 @@ mod tests {
         let flusher = Flusher::default();
         assert!(flusher.commit(&engine).unwrap().is_none(), "nothing lags");
         let seq = engine.apply(Op::Append {
+            target: crate::store::model::Target::Live,
             ty: IocType::Domain,
             values: b"a.example.com\nb.example.com\n".to_vec(),
         });

@@ -43,7 +43,8 @@ use crate::sync;
 pub use flush::{CheckpointInfo, CommitInfo};
 use flush::{Engine, Flusher};
 use health::{Health, Kind, Problem};
-use model::{Bucket, Policy};
+pub use model::PartId;
+use model::{Bucket, Policy, Target};
 use mutation::Op;
 pub use open::DataDirLock;
 use partition::ByType;
@@ -51,7 +52,15 @@ use state::State;
 use wal::group_commit::Pipeline;
 
 /// The data directory layout (docs/internals.md, "Data directory").
-pub const SUBDIRS: [&str; 6] = ["live", "chaud", "tiede", "froid", "wal", "checkpoint"];
+pub const SUBDIRS: [&str; 7] = [
+    "live",
+    "chaud",
+    "tiede",
+    "froid",
+    "allow",
+    "wal",
+    "checkpoint",
+];
 
 /// Called with each [`Change`] (see [`Store::on_change`]).
 pub type ChangeHook = Box<dyn Fn(&Change) + Send + Sync>;
@@ -62,8 +71,7 @@ pub type AppliedHook = Box<dyn Fn() + Send + Sync>;
 /// the version it superseded, so a `stat` by name finds out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
-    pub bucket: Bucket,
-    pub ty: IocType,
+    pub part: PartId,
     /// The version (inode) that was current before.
     pub superseded: u64,
 }
@@ -183,13 +191,13 @@ impl Store {
 
     /// Append normalized lines ("v\n"…) to a live file.
     pub fn append(&self, ty: IocType, values: Vec<u8>) -> Result<u64> {
-        self.submit(Op::Append { ty, values })
+        self.append_to(Target::Live, ty, values)
     }
 
     /// Make normalized lines the whole live set of a type (at most one replace piece; larger
     /// sets go through [`staged::StagedReplace`]).
     pub fn replace(&self, ty: IocType, values: Vec<u8>) -> Result<u64> {
-        self.submit(Op::Replace { ty, values })
+        self.replace_to(Target::Live, ty, values)
     }
 
     /// Test builds (`live-slot-limit` in ctl): fewer lines per live set, to reach the bound.
@@ -208,6 +216,16 @@ impl Store {
         self.pipeline.set_max_payload(bytes);
         let piece = (self.pipeline.max_payload() / 4).max(crate::ioc::MAX_LINE_LEN + 1);
         self.replace_part.store(piece, Ordering::Relaxed);
+    }
+
+    /// Append normalized lines to a writable set (live, allow).
+    pub fn append_to(&self, target: Target, ty: IocType, values: Vec<u8>) -> Result<u64> {
+        self.submit(Op::Append { target, ty, values })
+    }
+
+    /// Make normalized lines the whole writable set of a type (live, allow).
+    pub fn replace_to(&self, target: Target, ty: IocType, values: Vec<u8>) -> Result<u64> {
+        self.submit(Op::Replace { target, ty, values })
     }
 
     /// Delete indicators from any bucket; returns how many were stored.
@@ -256,8 +274,7 @@ impl Store {
         };
         if let Some(superseded) = superseded {
             self.notify(&[Change {
-                bucket: Bucket::Live,
-                ty,
+                part: PartId::Bucket(Bucket::Live, ty),
                 superseded,
             }]);
         }

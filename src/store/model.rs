@@ -9,6 +9,79 @@ use crate::ioc::IocType;
 
 pub use crate::bucket::{Bucket, Tier};
 
+/// Where a write to a writable file goes: the live set of its type, or the allowlist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Live,
+    Allow,
+}
+
+impl Target {
+    pub fn code(self) -> u8 {
+        match self {
+            Target::Live => 0,
+            Target::Allow => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Target> {
+        match code {
+            0 => Some(Target::Live),
+            1 => Some(Target::Allow),
+            _ => None,
+        }
+    }
+
+    /// The directory of the mount its files are in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Target::Live => "live",
+            Target::Allow => "allow",
+        }
+    }
+}
+
+/// A partition with a backing file: a bucket's file of one type, or an allowlist file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PartId {
+    Bucket(Bucket, IocType),
+    Allow(IocType),
+}
+
+impl PartId {
+    /// The data directory's subdirectory its files are in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            PartId::Bucket(b, _) => b.name(),
+            PartId::Allow(_) => Target::Allow.dir(),
+        }
+    }
+
+    pub fn ty(self) -> IocType {
+        match self {
+            PartId::Bucket(_, ty) | PartId::Allow(ty) => ty,
+        }
+    }
+
+    /// Its backing file's name; raw-text partitions (live, allow) also have a sidecar.
+    pub fn backing_name(self) -> String {
+        match self {
+            PartId::Bucket(b, ty) => b.backing_name(ty),
+            PartId::Allow(ty) => ty.file_name().to_string(),
+        }
+    }
+
+    /// Every partition, buckets first.
+    pub fn all() -> impl Iterator<Item = PartId> {
+        let buckets = Bucket::ALL.into_iter().flat_map(|b| {
+            IocType::ALL
+                .into_iter()
+                .map(move |ty| PartId::Bucket(b, ty))
+        });
+        buckets.chain(IocType::ALL.into_iter().map(PartId::Allow))
+    }
+}
+
 /// Retention thresholds in seconds (README "Buckets and aging"), carried in each aging record so replay
 /// reaches the same result even if the config changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

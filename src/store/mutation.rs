@@ -4,17 +4,21 @@
 //!
 //! ```text
 //! u64 LE  ts (Unix seconds)
-//! u8      tag: 1 append, 2 replace, 3 remove, 4 age, 5 import, 6 commit,
-//!              7 replace part, 8 replace end, 9 replace abort
+//! u8      tag: 1 append, 2 replace, 3 remove, 4 age, 5 import, 6 commit (v1),
+//!              7 replace part, 8 replace end, 9 replace abort (1, 2, 7, 8: to live/),
+//!              10 append, 11 replace, 12 replace part, 13 replace end (to a target),
+//!              14 commit
 //! ...     body (below); byte strings are u32 LE length + bytes
-//!   append/replace: u8 type, bytes values ("v1\nv2\n": normalized, one per line)
+//!   append/replace: [u8 target,] u8 type, bytes values ("v1\nv2\n": normalized lines)
 //!   remove:         u32 count, then count × (u8 type, bytes value)
 //!   age:            4 × u64 policy thresholds in seconds
 //!   import:         u8 bucket, u8 type, bytes values, u32 count, count × (u32 first, u32 last)
 //!   commit:         the manifest (see `Manifest::encode`)
-//!   part/end:       u8 type, u64 stage, bytes values
+//!   part/end:       [u8 target,] u8 type, u64 stage, bytes values
 //!   abort:          u64 stage
 //! ```
+//! Targets: 0 live, 1 allow (`model::Target`). Writes to live keep the tags they had before
+//! targets existed, so logs written by older versions replay unchanged.
 //!
 //! A replace larger than [`REPLACE_PART`] is journaled in pieces (a *stage*): parts, then an
 //! end record that makes them the set. A stage is named by the sequence number of its first
@@ -22,7 +26,7 @@
 //! so a crash midway leaves the old set (see `state::stage`).
 
 use crate::ioc::IocType;
-use crate::store::model::{Bucket, Policy};
+use crate::store::model::{Bucket, PartId, Policy, Target};
 use crate::store::partition::{ByBucket, ByType};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,10 +37,19 @@ pub struct Mutation {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Lines appended to a live file: new ones are added, known ones are sighted.
-    Append { ty: IocType, values: Vec<u8> },
-    /// The whole live set of a type, from a replace handle or a renamed scratch file.
-    Replace { ty: IocType, values: Vec<u8> },
+    /// Lines appended to a writable file: to live, new ones are added and known ones
+    /// sighted; to the allowlist, new ones are allowed.
+    Append {
+        target: Target,
+        ty: IocType,
+        values: Vec<u8>,
+    },
+    /// The whole set of a type, from a replace handle or a renamed scratch file.
+    Replace {
+        target: Target,
+        ty: IocType,
+        values: Vec<u8>,
+    },
     /// `remove VALUE…` from ctl: deleted from whatever bucket holds them.
     Remove { items: Vec<(IocType, Vec<u8>)> },
     /// One aging step at `ts` under this policy.
@@ -53,12 +66,14 @@ pub enum Op {
     /// One piece of a large replace, kept aside until its `ReplaceEnd`. `stage` is the
     /// sequence number of the stage's first part, 0 in that first part itself.
     ReplacePart {
+        target: Target,
         ty: IocType,
         stage: u64,
         values: Vec<u8>,
     },
-    /// The last piece: the stage's parts and `values` become the whole live set of `ty`.
+    /// The last piece: the stage's parts and `values` become the whole set of `ty`.
     ReplaceEnd {
+        target: Target,
         ty: IocType,
         stage: u64,
         values: Vec<u8>,
@@ -72,7 +87,7 @@ pub enum Op {
 pub const REPLACE_PART: usize = 16 << 20;
 
 /// The tags of the stage records (recovery reads them from before the last commit too).
-const STAGE_TAGS: [u8; 3] = [7, 8, 9];
+const STAGE_TAGS: [u8; 5] = [7, 8, 9, 12, 13];
 
 /// Whether an encoded payload is a stage record, without decoding it.
 pub fn is_stage_record(payload: &[u8]) -> bool {
@@ -85,6 +100,8 @@ pub struct Manifest {
     /// Every record up to this sequence is reflected in the backing files.
     pub upto: u64,
     pub parts: ByBucket<ByType<PartFile>>,
+    /// The allowlist files.
+    pub allow: ByType<PartFile>,
 }
 
 /// Identity of one committed backing file. `generation == 0`: no file (empty partition).
@@ -103,6 +120,23 @@ impl Manifest {
         self.parts[bucket][ty] = part;
     }
 
+    /// The committed file of any partition, allowlists included.
+    pub fn file_of(&self, part: PartId) -> PartFile {
+        match part {
+            PartId::Bucket(b, ty) => self.parts[b][ty],
+            PartId::Allow(ty) => self.allow[ty],
+        }
+    }
+
+    pub fn set_file_of(&mut self, part: PartId, file: PartFile) {
+        match part {
+            PartId::Bucket(b, ty) => self.parts[b][ty] = file,
+            PartId::Allow(ty) => self.allow[ty] = file,
+        }
+    }
+
+    /// `upto`, the bucket files (bucket × type, 16 bytes each), then (commit v2) a count
+    /// and that many extra entries: kind u8 (1: allowlist), type u8, applied_seq, generation.
     fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.upto);
         for row in self.parts.values() {
@@ -111,9 +145,28 @@ impl Manifest {
                 put_u64(out, p.generation);
             }
         }
+        put_u32(out, self.allow.values().count() as u32);
+        for (ty, p) in self.allow.iter() {
+            out.push(1);
+            out.push(ty.code());
+            put_u64(out, p.applied_seq);
+            put_u64(out, p.generation);
+        }
     }
 
-    fn decode(r: &mut Reader<'_>) -> Option<Manifest> {
+    fn encoded_len(&self) -> usize {
+        8 + 16
+            * self
+                .parts
+                .values()
+                .map(|row| row.values().count())
+                .sum::<usize>()
+            + 4
+            + 18 * self.allow.values().count()
+    }
+
+    /// `v2`: with the extra entries (commit records of tag 14).
+    fn decode(r: &mut Reader<'_>, v2: bool) -> Option<Manifest> {
         let mut m = Manifest {
             upto: r.u64()?,
             ..Default::default()
@@ -126,6 +179,19 @@ impl Manifest {
                 };
             }
         }
+        if v2 {
+            for _ in 0..r.u32()? {
+                let (kind, ty) = (r.u8()?, IocType::from_code(r.u8()?)?);
+                let part = PartFile {
+                    applied_seq: r.u64()?,
+                    generation: r.u64()?,
+                };
+                match kind {
+                    1 => m.allow[ty] = part,
+                    _ => return None,
+                }
+            }
+        }
         Some(m)
     }
 }
@@ -134,12 +200,14 @@ impl Mutation {
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.ts);
         match &self.op {
-            Op::Append { ty, values } | Op::Replace { ty, values } => {
-                out.push(if matches!(self.op, Op::Append { .. }) {
-                    1
+            Op::Append { target, ty, values } | Op::Replace { target, ty, values } => {
+                let append = matches!(self.op, Op::Append { .. });
+                if *target == Target::Live {
+                    out.push(if append { 1 } else { 2 });
                 } else {
-                    2
-                });
+                    out.push(if append { 10 } else { 11 });
+                    out.push(target.code());
+                }
                 out.push(ty.code());
                 put_bytes(out, values);
             }
@@ -179,15 +247,28 @@ impl Mutation {
                 }
             }
             Op::Commit { manifest } => {
-                out.push(6);
+                out.push(14);
                 manifest.encode(out);
             }
-            Op::ReplacePart { ty, stage, values } | Op::ReplaceEnd { ty, stage, values } => {
-                out.push(if matches!(self.op, Op::ReplacePart { .. }) {
-                    7
+            Op::ReplacePart {
+                target,
+                ty,
+                stage,
+                values,
+            }
+            | Op::ReplaceEnd {
+                target,
+                ty,
+                stage,
+                values,
+            } => {
+                let part = matches!(self.op, Op::ReplacePart { .. });
+                if *target == Target::Live {
+                    out.push(if part { 7 } else { 8 });
                 } else {
-                    8
-                });
+                    out.push(if part { 12 } else { 13 });
+                    out.push(target.code());
+                }
                 out.push(ty.code());
                 put_u64(out, *stage);
                 put_bytes(out, values);
@@ -203,20 +284,15 @@ impl Mutation {
     /// before it takes memory or a sequence number).
     pub fn encoded_len(&self) -> usize {
         let body = match &self.op {
-            Op::Append { values, .. } | Op::Replace { values, .. } => 1 + 4 + values.len(),
+            Op::Append { target, values, .. } | Op::Replace { target, values, .. } => {
+                usize::from(*target != Target::Live) + 1 + 4 + values.len()
+            }
             Op::Remove { items } => 4 + items.iter().map(|(_, v)| 1 + 4 + v.len()).sum::<usize>(),
             Op::Age { .. } => 4 * 8,
             Op::Import { values, times, .. } => 2 + 4 + values.len() + 4 + times.len() * 8,
-            Op::Commit { manifest } => {
-                8 + 16
-                    * manifest
-                        .parts
-                        .values()
-                        .map(|row| row.values().count())
-                        .sum::<usize>()
-            }
-            Op::ReplacePart { values, .. } | Op::ReplaceEnd { values, .. } => {
-                1 + 8 + 4 + values.len()
+            Op::Commit { manifest } => manifest.encoded_len(),
+            Op::ReplacePart { target, values, .. } | Op::ReplaceEnd { target, values, .. } => {
+                usize::from(*target != Target::Live) + 1 + 8 + 4 + values.len()
             }
             Op::ReplaceAbort { .. } => 8,
         };
@@ -229,14 +305,20 @@ impl Mutation {
         let mut r = Reader(payload);
         let ts = r.u64()?;
         let op = match r.u8()? {
-            1 => Op::Append {
-                ty: IocType::from_code(r.u8()?)?,
-                values: r.bytes()?.to_vec(),
-            },
-            2 => Op::Replace {
-                ty: IocType::from_code(r.u8()?)?,
-                values: r.bytes()?.to_vec(),
-            },
+            tag @ (1 | 2 | 10 | 11) => {
+                let target = if tag < 10 {
+                    Target::Live
+                } else {
+                    Target::from_code(r.u8()?)?
+                };
+                let ty = IocType::from_code(r.u8()?)?;
+                let values = r.bytes()?.to_vec();
+                if tag == 1 || tag == 10 {
+                    Op::Append { target, ty, values }
+                } else {
+                    Op::Replace { target, ty, values }
+                }
+            }
             3 => {
                 let n = r.u32()? as usize;
                 let mut items = Vec::with_capacity(n.min(1 << 16));
@@ -269,17 +351,32 @@ impl Mutation {
                     times,
                 }
             }
-            6 => Op::Commit {
-                manifest: Box::new(Manifest::decode(&mut r)?),
+            tag @ (6 | 14) => Op::Commit {
+                manifest: Box::new(Manifest::decode(&mut r, tag == 14)?),
             },
-            tag @ (7 | 8) => {
+            tag @ (7 | 8 | 12 | 13) => {
+                let target = if tag < 10 {
+                    Target::Live
+                } else {
+                    Target::from_code(r.u8()?)?
+                };
                 let ty = IocType::from_code(r.u8()?)?;
                 let stage = r.u64()?;
                 let values = r.bytes()?.to_vec();
-                if tag == 7 {
-                    Op::ReplacePart { ty, stage, values }
+                if tag == 7 || tag == 12 {
+                    Op::ReplacePart {
+                        target,
+                        ty,
+                        stage,
+                        values,
+                    }
                 } else {
-                    Op::ReplaceEnd { ty, stage, values }
+                    Op::ReplaceEnd {
+                        target,
+                        ty,
+                        stage,
+                        values,
+                    }
                 }
             }
             9 => Op::ReplaceAbort { stage: r.u64()? },
@@ -365,14 +462,30 @@ mod tests {
                 generation: 7,
             },
         );
+        manifest.allow[IocType::Domain] = PartFile {
+            applied_seq: 97,
+            generation: 5,
+        };
         for op in [
             Op::Append {
+                target: Target::Live,
                 ty: IocType::Ipv4,
                 values: b"1.2.3.4\n5.6.7.8\n".to_vec(),
             },
+            Op::Append {
+                target: Target::Allow,
+                ty: IocType::Ipv4,
+                values: b"10.0.0.0/8\n".to_vec(),
+            },
             Op::Replace {
+                target: Target::Live,
                 ty: IocType::Domain,
                 values: Vec::new(),
+            },
+            Op::Replace {
+                target: Target::Allow,
+                ty: IocType::Domain,
+                values: b"good.example\n".to_vec(),
             },
             Op::Remove {
                 items: vec![
@@ -398,14 +511,28 @@ mod tests {
                 manifest: Box::new(manifest),
             },
             Op::ReplacePart {
+                target: Target::Live,
                 ty: IocType::Sha256,
                 stage: 0,
                 values: b"ab\n".to_vec(),
             },
+            Op::ReplacePart {
+                target: Target::Allow,
+                ty: IocType::Sha256,
+                stage: 3,
+                values: b"ab\n".to_vec(),
+            },
             Op::ReplaceEnd {
+                target: Target::Live,
                 ty: IocType::Url,
                 stage: 77,
                 values: Vec::new(),
+            },
+            Op::ReplaceEnd {
+                target: Target::Allow,
+                ty: IocType::Url,
+                stage: 79,
+                values: b"http://ok/\n".to_vec(),
             },
             Op::ReplaceAbort { stage: 78 },
         ] {
@@ -421,5 +548,39 @@ mod tests {
         let mut buf = 5u64.to_le_bytes().to_vec();
         buf.push(99);
         assert_eq!(Mutation::decode(&buf), None);
+    }
+
+    #[test]
+    fn records_from_before_targets_and_allowlists_decode() {
+        // An append of the previous release: tag 1, no target byte.
+        let mut old = 7u64.to_le_bytes().to_vec();
+        old.push(1);
+        old.push(IocType::Ipv4.code());
+        put_bytes(&mut old, b"1.2.3.4\n");
+        assert_eq!(
+            Mutation::decode(&old).map(|m| m.op),
+            Some(Op::Append {
+                target: Target::Live,
+                ty: IocType::Ipv4,
+                values: b"1.2.3.4\n".to_vec()
+            })
+        );
+        // A commit record of the previous release: tag 6, bucket files only.
+        let mut commit = 8u64.to_le_bytes().to_vec();
+        commit.push(6);
+        put_u64(&mut commit, 41);
+        for i in 0..36u64 {
+            put_u64(&mut commit, i);
+            put_u64(&mut commit, 100 + i);
+        }
+        let Some(Op::Commit { manifest }) = Mutation::decode(&commit).map(|m| m.op) else {
+            panic!("a v1 commit record must decode");
+        };
+        assert_eq!(manifest.upto, 41);
+        assert_eq!(
+            manifest.part(Bucket::Froid, IocType::Sha512).generation,
+            135
+        );
+        assert!(manifest.allow.values().all(|p| p.generation == 0));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use super::health::{Health, Kind, Problem};
+use super::model::{PartId, Target};
 use super::recovery::{self, Foreign};
 use super::tier::prefetch::Prefetcher;
 use super::wal::group_commit::Pipeline;
@@ -100,19 +101,26 @@ impl Store {
     /// dropped into live/) as imports, so the next commit rewrites them in iocfs's format.
     fn adopt(&self, foreign: Vec<Foreign>) -> Result<()> {
         for f in foreign {
-            log::info!("adopting {} into {}/{}", f.path.display(), f.bucket, f.ty);
+            let ty = f.part.ty();
+            log::info!("adopting {} into {}/{ty}", f.path.display(), f.part.dir());
             for chunk in f.chunks {
-                self.submit(Op::Import {
-                    bucket: f.bucket,
-                    ty: f.ty,
-                    values: chunk.values,
-                    times: chunk.times,
+                self.submit(match f.part {
+                    PartId::Bucket(bucket, _) => Op::Import {
+                        bucket,
+                        ty,
+                        values: chunk.values,
+                        times: chunk.times,
+                    },
+                    // The allowlist keeps no history worth importing: its values are allowed now.
+                    PartId::Allow(_) => Op::Append {
+                        target: Target::Allow,
+                        ty,
+                        values: chunk.values,
+                    },
                 })?;
             }
             // Even if nothing was new, the file must be rewritten in iocfs's format.
-            let mut st = self.state_mut();
-            let seq = st.applied_seq();
-            st.mark(f.bucket, f.ty, seq);
+            self.state_mut().changes_mut().mark_part(f.part);
         }
         Ok(())
     }

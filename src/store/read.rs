@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::health::{Kind, Problem};
 use super::live::{LiveVersion, Times};
-use super::model::{Bucket, Tier};
+use super::model::{Bucket, PartId, Tier};
 use super::state::State;
 use super::tier::TierVersion;
 use super::Store;
@@ -24,6 +24,26 @@ pub enum PartitionSnapshot {
 }
 
 impl Store {
+    /// The current allowlist version of `ty`.
+    pub fn allow_version(&self, ty: IocType) -> Arc<LiveVersion> {
+        self.state().allow(ty).version().clone()
+    }
+
+    /// The allowlist of `ty` as it is now, and its change count (see `change_count`).
+    pub fn allow_snapshot(&self, ty: IocType) -> (Arc<LiveVersion>, u64) {
+        let st = self.state();
+        (
+            st.allow(ty).version().clone(),
+            st.changes().part_count(PartId::Allow(ty)),
+        )
+    }
+
+    /// When an exact value was allowed (first and last written), if it is.
+    pub fn allowed(&self, ty: IocType, value: &[u8]) -> Option<Times> {
+        let st = self.state();
+        st.allow(ty).times(&st.key(ty, value))
+    }
+
     pub fn live(&self, ty: IocType) -> Arc<LiveVersion> {
         self.state().live(ty).version.clone()
     }

@@ -10,11 +10,13 @@
 
 use crate::error::Result;
 use crate::ioc::IocType;
+use crate::store::model::Target;
 use crate::store::mutation::Op;
 use crate::store::Store;
 
 #[derive(Debug)]
 pub struct StagedReplace {
+    target: Target,
     ty: IocType,
     /// The stage's name once its first part is journaled.
     stage: Option<u64>,
@@ -23,8 +25,9 @@ pub struct StagedReplace {
 }
 
 impl StagedReplace {
-    pub fn new(ty: IocType) -> StagedReplace {
+    pub fn new(target: Target, ty: IocType) -> StagedReplace {
         StagedReplace {
+            target,
             ty,
             stage: None,
             pending: Vec::new(),
@@ -42,6 +45,7 @@ impl StagedReplace {
                 .map_or(self.pending.len(), |nl| nl + 1);
             let piece: Vec<u8> = self.pending.drain(..cut).collect();
             let seq = store.submit(Op::ReplacePart {
+                target: self.target,
                 ty: self.ty,
                 stage: self.stage.unwrap_or(0),
                 values: piece,
@@ -55,8 +59,9 @@ impl StagedReplace {
     pub fn finish(&mut self, store: &Store) -> Result<u64> {
         let values = std::mem::take(&mut self.pending);
         match self.stage.take() {
-            None => store.replace(self.ty, values),
+            None => store.replace_to(self.target, self.ty, values),
             Some(stage) => store.submit(Op::ReplaceEnd {
+                target: self.target,
                 ty: self.ty,
                 stage,
                 values,
@@ -72,7 +77,8 @@ impl StagedReplace {
                 // The stage stays open until a restart drops it (it is never applied).
                 crate::lograte::warn(|| {
                     format!(
-                        "live/{}: journaling the abort of a staged replace: {e}",
+                        "{}/{}: journaling the abort of a staged replace: {e}",
+                        self.target.dir(),
                         self.ty.file_name()
                     )
                 });

@@ -4,6 +4,7 @@
 //! both change the state only through [`State`]'s methods.
 
 mod aging;
+mod allow;
 mod replace;
 mod writes;
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use crate::cache::BlockCache;
 use crate::error::Result;
 use crate::ioc::IocType;
-use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Tier};
+use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Target, Tier};
 use crate::store::mutation::{Mutation, Op};
 use crate::store::state::State;
 
@@ -21,6 +22,8 @@ use crate::store::state::State;
 pub struct Applied {
     /// Partitions that got a new version (not a mere append).
     pub new_versions: Vec<(Bucket, IocType)>,
+    /// Allowlist versions this mutation superseded: (type, version id).
+    pub superseded_allow: Vec<(IocType, u64)>,
     pub added: u64,
     pub sighted: u64,
     pub promoted: u64,
@@ -33,14 +36,52 @@ pub struct Applied {
 pub fn apply(state: &mut State, seq: u64, m: &Mutation, cache: &BlockCache) -> Result<Applied> {
     crate::failpoint::panic_if("apply::panic");
     let applied = match &m.op {
-        Op::Append { ty, values } => writes::append(state, seq, m.ts, *ty, values, cache)?,
-        Op::Replace { ty, values } => replace::replace(state, seq, m.ts, *ty, values, cache)?,
-        Op::ReplacePart { ty, stage, values } => {
-            state.stage_part(seq, *ty, *stage, values)?;
+        Op::Append {
+            target: Target::Live,
+            ty,
+            values,
+        } => writes::append(state, seq, m.ts, *ty, values, cache)?,
+        Op::Replace {
+            target: Target::Live,
+            ty,
+            values,
+        } => replace::replace(state, seq, m.ts, *ty, values, cache)?,
+        Op::Append {
+            target: Target::Allow,
+            ty,
+            values,
+        } => allow::append(state, m.ts, *ty, values)?,
+        Op::Replace {
+            target: Target::Allow,
+            ty,
+            values,
+        } => allow::replace(state, m.ts, *ty, &mut |f| f(values))?,
+        Op::ReplacePart {
+            target,
+            ty,
+            stage,
+            values,
+        } => {
+            state.stage_part(seq, (*target, *ty), *stage, values)?;
             Applied::default()
         }
-        Op::ReplaceEnd { ty, stage, values } => {
-            replace::replace_end(state, seq, m.ts, (*ty, *stage), values, cache)?
+        Op::ReplaceEnd {
+            target: Target::Live,
+            ty,
+            stage,
+            values,
+        } => replace::replace_end(state, seq, m.ts, (*ty, *stage), values, cache)?,
+        Op::ReplaceEnd {
+            target: Target::Allow,
+            ty,
+            stage,
+            values,
+        } => {
+            let staged = state.take_stage(*stage, (Target::Allow, *ty))?;
+            allow::replace(state, m.ts, *ty, &mut |f| {
+                staged.for_each_chunk(&mut *f)?;
+                f(values)
+            })?
         }
         Op::ReplaceAbort { stage } => {
             state.drop_stage(*stage);

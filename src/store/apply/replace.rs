@@ -8,7 +8,7 @@ use crate::clock::to_u32;
 use crate::error::Result;
 use crate::ioc::IocType;
 use crate::store::live::{LiveVersion, Times};
-use crate::store::model::{Bucket, Key, KeyMap};
+use crate::store::model::{Bucket, Key, KeyMap, Target};
 use crate::store::state::{Found, State};
 use crate::store::tier;
 
@@ -37,7 +37,7 @@ pub(super) fn replace_end(
     values: &[u8],
     cache: &BlockCache,
 ) -> Result<Applied> {
-    let staged = state.take_stage(stage, ty)?;
+    let staged = state.take_stage(stage, (Target::Live, ty))?;
     let lines = staged.lines as usize + memchr::memchr_iter(b'\n', values).count();
     let mut r = Replacer::new(state, ty, ts, lines)?;
     staged.for_each_chunk(|chunk| r.feed(state, chunk))?;

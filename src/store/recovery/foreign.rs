@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::error::{IoContext, Result};
 use crate::ioc::{self, IocType, Limits, MAX_LINE_LEN};
 use crate::store::live::Times;
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, PartId};
 use crate::store::tier::{self, format};
 
 /// Lines per import record: keeps WAL records and replay memory bounded.
@@ -73,7 +73,10 @@ pub struct Read {
 /// Lines of `path` for `ty`. A blocked tier file keeps its own times (and is walked member
 /// by member, so a damaged one yields every block before and after the damage that still
 /// reads); anything else gets `mtime` as first and last seen.
-pub fn read(bucket: Bucket, ty: IocType, path: &Path, mtime: u32, limits: &Limits) -> Result<Read> {
+pub fn read(id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read> {
+    let ty = id.ty();
+    // Live and allowlist files are raw text; the tiers' are gzip.
+    let text = matches!(id, PartId::Bucket(Bucket::Live, _) | PartId::Allow(_));
     let mut out = Chunks {
         ty,
         limits,
@@ -86,7 +89,7 @@ pub fn read(bucket: Bucket, ty: IocType, path: &Path, mtime: u32, limits: &Limit
     let n = file
         .read_at(&mut head, 0)
         .ctx(|| format!("read {}", path.display()))?;
-    let kind = if bucket == Bucket::Live {
+    let kind = if text {
         format::Kind::NotGzip
     } else {
         format::probe_kind(&head[..n])
@@ -108,7 +111,7 @@ pub fn read(bucket: Bucket, ty: IocType, path: &Path, mtime: u32, limits: &Limit
             let reader: Box<dyn std::io::Read> = if kind == format::Kind::PlainGzip {
                 Box::new(flate2::read::MultiGzDecoder::new(file))
             } else {
-                if bucket != Bucket::Live {
+                if !text {
                     log::warn!("{}: not gzip; reading it as plain text", path.display());
                 }
                 Box::new(file)

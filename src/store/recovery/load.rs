@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ioc::{self, IocType, Limits};
 use crate::store::checkpoint::Snapshot;
 use crate::store::live::format as live_format;
-use crate::store::model::{Bucket, KeyMap, Loc, Tier};
+use crate::store::model::{Bucket, KeyMap, Loc, PartId, Tier};
 use crate::store::mutation::{Manifest, PartFile};
 use crate::store::state::State;
 use crate::store::tier::{self, format, Block, BlockData, TierFile};
@@ -63,16 +63,17 @@ pub fn load_all(
         },
     };
     // Younger buckets first: an indicator found again in an older one is a stale copy.
-    for bucket in Bucket::ALL {
-        for ty in IocType::ALL {
-            let part = manifest.part(bucket, ty);
-            let loaded = match bucket.tier() {
-                None => loader.live(ty, part),
+    for id in PartId::all() {
+        let part = manifest.file_of(id);
+        let loaded = match id {
+            PartId::Bucket(bucket, ty) => match bucket.tier() {
+                None => loader.text(id, part),
                 Some(tier) => loader.tier(tier, ty, part, cache),
-            };
-            if let Err(e) = loaded {
-                loader.damaged(bucket, ty, e)?;
-            }
+            },
+            PartId::Allow(_) => loader.text(id, part),
+        };
+        if let Err(e) = loaded {
+            loader.damaged(id, e)?;
         }
     }
     Ok(loader.out)
@@ -81,8 +82,8 @@ pub fn load_all(
 impl Loader<'_> {
     /// The file a partition's commit wrote. `iocfs check` reads the pending temp of an
     /// unfinished commit where the mount would have renamed it.
-    fn path(&self, bucket: Bucket, name: &str) -> PathBuf {
-        let dir = self.data_dir.join(bucket.name());
+    fn path(&self, subdir: &str, name: &str) -> PathBuf {
+        let dir = self.data_dir.join(subdir);
         if self.mode == Mode::ReadOnly {
             let tmp = commit_temp(&dir, name, self.manifest.upto);
             if tmp.exists() {
@@ -93,7 +94,7 @@ impl Loader<'_> {
     }
 
     /// A committed file that won't load: refuse the mount, report it, or salvage it.
-    fn damaged(&mut self, bucket: Bucket, ty: IocType, e: Error) -> Result<()> {
+    fn damaged(&mut self, id: PartId, e: Error) -> Result<()> {
         match self.mode {
             Mode::Mount => Err(Error::Invalid(format!(
                 "{e}\nthe data in {} needs attention: run `iocfs check --repair {}`",
@@ -106,8 +107,8 @@ impl Loader<'_> {
             }
             Mode::Salvage => {
                 let mut moved = Vec::new();
-                for name in super::backing_names(bucket, ty) {
-                    let path = self.data_dir.join(bucket.name()).join(&name);
+                for name in super::backing_names(id) {
+                    let path = self.data_dir.join(id.dir()).join(&name);
                     if path.exists() {
                         moved.push(move_to_lost_found(self.data_dir, &path)?);
                     }
@@ -118,7 +119,7 @@ impl Loader<'_> {
                 let mut salvaged = 0;
                 if let Some(copy) = text {
                     let mtime = fs::metadata(copy).map(|m| mtime_of(&m)).unwrap_or(0);
-                    let read = foreign::read(bucket, ty, copy, mtime, &self.limits)?;
+                    let read = foreign::read(id, copy, mtime, &self.limits)?;
                     salvaged = read.chunks.iter().map(|c| c.times.len()).sum::<usize>();
                     self.out.findings.extend(
                         read.damage
@@ -126,13 +127,12 @@ impl Loader<'_> {
                             .map(|d| format!("{}: {d}", copy.display())),
                     );
                     self.out.foreign.push(Foreign {
-                        bucket,
-                        ty,
+                        part: id,
                         path: copy.clone(),
                         chunks: read.chunks,
                     });
                 }
-                self.state.mark(bucket, ty, 0);
+                self.state.changes_mut().mark_part(id);
                 self.out.findings.push(format!(
                     "{e}; moved to {} and re-imported the {salvaged} lines that still read",
                     self.data_dir.join("lost+found").display()
@@ -142,18 +142,17 @@ impl Loader<'_> {
         }
     }
 
-    fn live(&mut self, ty: IocType, part: PartFile) -> Result<()> {
-        let text_path = self.path(Bucket::Live, ty.file_name());
+    /// A raw-text partition: a live file or an allowlist, with its `.meta` sidecar.
+    fn text(&mut self, id: PartId, part: PartFile) -> Result<()> {
+        let name = id.backing_name();
         if part.generation == 0 {
-            return self.maybe_foreign(
-                Bucket::Live,
-                ty,
-                &self.data_dir.join("live").join(ty.file_name()),
-            );
+            let path = self.data_dir.join(id.dir()).join(&name);
+            return self.maybe_foreign(id, &path);
         }
+        let text_path = self.path(id.dir(), &name);
         let text = fs::read(&text_path)
             .ctx(|| format!("read {} (listed in the last commit)", text_path.display()))?;
-        let meta_path = self.path(Bucket::Live, &live_format::meta_name(ty.file_name()));
+        let meta_path = self.path(id.dir(), &live_format::meta_name(&name));
         let meta_bytes = fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
         let (meta, times) = live_format::decode(&meta_bytes, &meta_path)?;
         if times.len() > crate::store::live::MAX_LIVE_LINES {
@@ -183,10 +182,14 @@ impl Loader<'_> {
                 ),
             ));
         }
-        for line in self.state.load_live(ty, &text, &times)? {
+        let duplicates = match id {
+            PartId::Allow(ty) => self.state.load_allow(ty, &text, &times)?,
+            PartId::Bucket(_, ty) => self.state.load_live(ty, &text, &times)?,
+        };
+        for line in duplicates {
             self.out.findings.push(format!(
-                "live/{}: duplicate line \"{}\"",
-                ty.file_name(),
+                "{}/{name}: duplicate line \"{}\"",
+                id.dir(),
                 ioc::escape_excerpt(&line, 80)
             ));
         }
@@ -197,9 +200,10 @@ impl Loader<'_> {
         let bucket = tier.bucket();
         let name = bucket.backing_name(ty);
         if part.generation == 0 {
-            return self.maybe_foreign(bucket, ty, &self.data_dir.join(bucket.name()).join(&name));
+            let path = self.data_dir.join(bucket.name()).join(&name);
+            return self.maybe_foreign(PartId::Bucket(bucket, ty), &path);
         }
-        let path = self.path(bucket, &name);
+        let path = self.path(bucket.name(), &name);
         let file = File::open(&path)
             .ctx(|| format!("open {} (listed in the last commit)", path.display()))?;
         let index = format::read_index(&file)
@@ -381,7 +385,7 @@ impl Loader<'_> {
     }
 
     /// A file where the last commit wrote none: read it for import.
-    fn maybe_foreign(&mut self, bucket: Bucket, ty: IocType, path: &Path) -> Result<()> {
+    fn maybe_foreign(&mut self, id: PartId, path: &Path) -> Result<()> {
         let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -397,10 +401,9 @@ impl Loader<'_> {
             ));
             return Ok(());
         }
-        let read = foreign::read(bucket, ty, path, mtime_of(&meta), &self.limits)?;
+        let read = foreign::read(id, path, mtime_of(&meta), &self.limits)?;
         self.out.foreign.push(Foreign {
-            bucket,
-            ty,
+            part: id,
             path: path.to_path_buf(),
             chunks: read.chunks,
         });

@@ -19,11 +19,11 @@ use crate::atomic;
 use crate::cache::BlockCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ioc::{IocType, Limits};
+use crate::ioc::Limits;
 use crate::store::index::Index;
 use crate::store::live::format;
 use crate::store::live::Storage;
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, PartId, Target};
 use crate::store::mutation::{self, Manifest, Mutation, Op};
 use crate::store::state::State;
 use crate::store::wal::{self, WalFiles};
@@ -63,8 +63,7 @@ pub struct Report {
 
 /// Lines of a file no commit wrote, to be imported.
 pub struct Foreign {
-    pub bucket: Bucket,
-    pub ty: IocType,
+    pub part: PartId,
     pub path: PathBuf,
     pub chunks: Vec<ImportChunk>,
 }
@@ -178,8 +177,13 @@ pub fn recover(
         }
         match decode(r)?.op {
             Op::ReplaceEnd { stage, .. } | Op::ReplaceAbort { stage } => state.drop_stage(stage),
-            Op::ReplacePart { ty, stage, values } if stage == 0 || state.has_stage(stage) => {
-                state.stage_part(r.seq, ty, stage, &values)?
+            Op::ReplacePart {
+                target,
+                ty,
+                stage,
+                values,
+            } if stage == 0 || state.has_stage(stage) => {
+                state.stage_part(r.seq, (target, ty), stage, &values)?
             }
             _ => {}
         }
@@ -218,10 +222,11 @@ pub fn recover(
     state.defer_live_writes(false)?;
     // A replace whose end record never became durable: its writer went away with the
     // daemon (the replace was not acknowledged), so the old set stands.
-    for (stage, ty, bytes) in state.abandon_stages() {
+    for (stage, (target, ty), bytes) in state.abandon_stages() {
         log::warn!(
-            "recovery: a replace of live/{} ({bytes} bytes staged from record {stage}) was \
-             still being written when iocfs stopped; discarded, the set is as before it",
+            "recovery: a replace of {}/{} ({bytes} bytes staged from record {stage}) was \
+             still being written when iocfs stopped; discarded, the file is as before it",
+            target.dir(),
             ty.file_name()
         );
         report.abandoned_replaces += 1;
@@ -240,7 +245,12 @@ pub fn recover(
 
 /// The first line `append` will look up (it skips empty lines the same way).
 fn prefetch_first_line(state: &State, m: &Mutation) {
-    if let Op::Append { ty, values } = &m.op {
+    if let Op::Append {
+        target: Target::Live,
+        ty,
+        values,
+    } = &m.op
+    {
         if let Some(first) = crate::store::tier::lines(values).find(|v| !v.is_empty()) {
             state.prefetch(&state.key(*ty, first));
         }
@@ -276,7 +286,7 @@ fn staging_storage(data_dir: &Path) -> Storage {
     }
 }
 
-const SUBDIRS_WITH_TEMPS: [&str; 5] = ["live", "chaud", "tiede", "froid", "checkpoint"];
+const SUBDIRS_WITH_TEMPS: [&str; 6] = ["live", "chaud", "tiede", "froid", "allow", "checkpoint"];
 
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -285,12 +295,12 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// Backing files a partition's commit wrote: live has the text and its sidecar.
-pub fn backing_names(bucket: Bucket, ty: IocType) -> Vec<String> {
-    let name = bucket.backing_name(ty);
-    match bucket {
-        Bucket::Live => vec![format::meta_name(&name), name],
-        _ => vec![name],
+/// Backing files a partition's commit wrote: raw text (live, allow) has a sidecar too.
+pub fn backing_names(part: PartId) -> Vec<String> {
+    let name = part.backing_name();
+    match part {
+        PartId::Bucket(Bucket::Live, _) | PartId::Allow(_) => vec![format::meta_name(&name), name],
+        PartId::Bucket(..) => vec![name],
     }
 }
 
@@ -302,26 +312,26 @@ pub fn commit_temp(dir: &Path, name: &str, upto: u64) -> PathBuf {
 /// The newest commit record is durable but a crash may have come before all its renames.
 fn finish_renames(data_dir: &Path, manifest: &Manifest) -> Result<usize> {
     let mut done = 0;
-    for bucket in Bucket::ALL {
-        let dir = data_dir.join(bucket.name());
-        let mut renamed = false;
-        for ty in IocType::ALL {
-            let part = manifest.part(bucket, ty);
-            if part.generation == 0 || part.applied_seq != manifest.upto {
-                continue;
-            }
-            for name in backing_names(bucket, ty) {
-                let tmp = commit_temp(&dir, &name, manifest.upto);
-                if tmp.exists() {
-                    atomic::rename(&tmp, &dir.join(&name))?;
-                    renamed = true;
-                    done += 1;
+    let mut dirs: Vec<&str> = Vec::new();
+    for id in PartId::all() {
+        let part = manifest.file_of(id);
+        if part.generation == 0 || part.applied_seq != manifest.upto {
+            continue;
+        }
+        let dir = data_dir.join(id.dir());
+        for name in backing_names(id) {
+            let tmp = commit_temp(&dir, &name, manifest.upto);
+            if tmp.exists() {
+                atomic::rename(&tmp, &dir.join(&name))?;
+                if !dirs.contains(&id.dir()) {
+                    dirs.push(id.dir());
                 }
+                done += 1;
             }
         }
-        if renamed {
-            atomic::fsync_dir(&dir)?;
-        }
+    }
+    for dir in dirs {
+        atomic::fsync_dir(&data_dir.join(dir))?;
     }
     if done > 0 {
         log::warn!(

@@ -3,13 +3,14 @@
 //! hands it back once the file is in place, so changes made meanwhile keep it lagging.
 
 use crate::ioc::IocType;
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, PartId};
 use crate::store::partition::{ByBucket, ByType};
 
 #[derive(Default)]
 pub struct ChangeCounts {
     changes: ByBucket<ByType<u64>>,
     committed: ByBucket<ByType<u64>>,
+    allow: ByType<(u64, u64)>,
 }
 
 impl ChangeCounts {
@@ -40,12 +41,56 @@ impl ChangeCounts {
             .collect()
     }
 
+    /// Every partition whose backing file lags, allowlists included.
+    pub fn dirty_parts(&self) -> Vec<PartId> {
+        let buckets = self
+            .dirty()
+            .into_iter()
+            .map(|(b, ty)| PartId::Bucket(b, ty));
+        let allow = IocType::ALL
+            .into_iter()
+            .filter(|&ty| self.allow[ty].0 != self.allow[ty].1)
+            .map(PartId::Allow);
+        buckets.chain(allow).collect()
+    }
+
+    /// Make a partition's backing file lag (see `mark`).
+    pub fn mark_part(&mut self, part: PartId) {
+        match part {
+            PartId::Bucket(b, ty) => self.mark(b, ty),
+            PartId::Allow(ty) => self.mark_allow(ty),
+        }
+    }
+
+    pub fn mark_allow(&mut self, ty: IocType) {
+        self.allow[ty].0 += 1;
+    }
+
+    /// The change count of a partition (see `count`).
+    pub fn part_count(&self, part: PartId) -> u64 {
+        match part {
+            PartId::Bucket(b, ty) => self.count(b, ty),
+            PartId::Allow(ty) => self.allow[ty].0,
+        }
+    }
+
+    /// A commit wrote `part` as it was at change count `count`.
+    pub fn part_committed_to(&mut self, part: PartId, count: u64) {
+        match part {
+            PartId::Bucket(b, ty) => self.committed_to(b, ty, count),
+            PartId::Allow(ty) => self.allow[ty].1 = count,
+        }
+    }
+
     /// Make every backing file lag, so the next commit rewrites them all (repair).
     pub fn mark_all(&mut self) {
         for b in Bucket::ALL {
             for ty in IocType::ALL {
                 self.mark(b, ty);
             }
+        }
+        for ty in IocType::ALL {
+            self.mark_allow(ty);
         }
     }
 }

@@ -9,11 +9,14 @@
 //! Changed only by apply (one mutation at a time, in sequence order, under the store's
 //! write lock) and by recovery before the store opens; everything else reads it.
 
+mod allow;
+pub use allow::Chunks;
 mod dirty;
 mod load;
 mod pins;
 mod stage;
 
+pub use allow::AllowSet;
 pub use dirty::ChangeCounts;
 pub use stage::Stage;
 
@@ -77,6 +80,8 @@ pub struct State {
     seed: u64,
     index: Index,
     live: ByType<LiveSet>,
+    /// What views never serve (README "Allowlist").
+    allow: ByType<AllowSet>,
     tiers: ByTier<ByType<Arc<TierVersion>>>,
     /// Which tier partition holds each block.
     dir: HashMap<u32, (Tier, IocType)>,
@@ -132,11 +137,15 @@ impl State {
         let live = Per::try_from_fn(|ty| {
             LiveVersion::new(next(), ty, b"", 0, 0, storage).map(LiveSet::empty)
         })?;
+        let allow = Per::try_from_fn(|ty| {
+            LiveVersion::new(next(), ty, b"", 0, 0, &Storage::Memfd).map(AllowSet::empty)
+        })?;
         let tiers = Per::from_fn(|tier| Per::from_fn(|ty| TierVersion::empty(next(), tier, ty)));
         Ok(State {
             seed,
             index: Index::default(),
             live,
+            allow,
             tiers,
             dir: HashMap::new(),
             next_block_id: 1,

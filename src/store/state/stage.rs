@@ -14,11 +14,13 @@ use super::State;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::live::Storage;
+use crate::store::model::Target;
 
 /// The parts of one replace received so far.
 #[derive(Debug)]
 pub struct Stage {
-    pub ty: IocType,
+    /// Where the replace goes, and of which type.
+    pub to: (Target, IocType),
     file: File,
     /// Bytes staged (whole lines).
     pub len: u64,
@@ -40,8 +42,9 @@ impl Stage {
             buf.resize(keep + want, 0);
             self.file.read_exact_at(&mut buf[keep..], at).ctx(|| {
                 format!(
-                    "read staged replace of live/{} at {at}",
-                    self.ty.file_name()
+                    "read staged replace of {}/{} at {at}",
+                    self.to.0.dir(),
+                    self.to.1.file_name()
                 )
             })?;
             at += want as u64;
@@ -65,14 +68,21 @@ impl State {
     }
 
     /// Keep one part of a staged replace. `stage` 0 opens a new stage named `seq`.
-    pub fn stage_part(&mut self, seq: u64, ty: IocType, stage: u64, values: &[u8]) -> Result<()> {
+    pub fn stage_part(
+        &mut self,
+        seq: u64,
+        to: (Target, IocType),
+        stage: u64,
+        values: &[u8],
+    ) -> Result<()> {
+        let ty = to.1;
         let id = if stage == 0 { seq } else { stage };
         if stage == 0 {
             let file = self.staging.create(ty)?;
             self.stages.insert(
                 id,
                 Stage {
-                    ty,
+                    to,
                     file,
                     len: 0,
                     lines: 0,
@@ -82,8 +92,8 @@ impl State {
         let st = self
             .stages
             .get_mut(&id)
-            .filter(|st| st.ty == ty)
-            .ok_or_else(|| missing(id, ty))?;
+            .filter(|st| st.to == to)
+            .ok_or_else(|| missing(id, to))?;
         st.file
             .write_all_at(values, st.len)
             .ctx(|| format!("stage a replace of live/{}", ty.file_name()))?;
@@ -114,10 +124,10 @@ impl State {
     }
 
     /// The parts of stage `id`, which ends now.
-    pub fn take_stage(&mut self, id: u64, ty: IocType) -> Result<Stage> {
+    pub fn take_stage(&mut self, id: u64, to: (Target, IocType)) -> Result<Stage> {
         match self.stages.remove(&id) {
-            Some(st) if st.ty == ty => Ok(st),
-            _ => Err(missing(id, ty)),
+            Some(st) if st.to == to => Ok(st),
+            _ => Err(missing(id, to)),
         }
     }
 
@@ -132,18 +142,19 @@ impl State {
     }
 
     /// End of recovery: stages whose writer went away with the daemon are dropped unapplied.
-    /// Returns (stage, type, bytes) of each.
-    pub fn abandon_stages(&mut self) -> Vec<(u64, IocType, u64)> {
+    /// Returns (stage, where it went, bytes) of each.
+    pub fn abandon_stages(&mut self) -> Vec<(u64, (Target, IocType), u64)> {
         std::mem::take(&mut self.stages)
             .into_iter()
-            .map(|(id, st)| (id, st.ty, st.len))
+            .map(|(id, st)| (id, st.to, st.len))
             .collect()
     }
 }
 
-fn missing(id: u64, ty: IocType) -> Error {
+fn missing(id: u64, (target, ty): (Target, IocType)) -> Error {
     Error::Invalid(format!(
-        "internal: no staged replace {id} of live/{} (its first parts are missing from the log)",
+        "internal: no staged replace {id} of {}/{} (its first parts are missing from the log)",
+        target.dir(),
         ty.file_name()
     ))
 }
@@ -164,13 +175,21 @@ mod tests {
         for (i, seq) in (10..40u64).enumerate() {
             let part = format!("{}{i}\n", "0".repeat(200_000 + i)).into_bytes();
             let stage = if i == 0 { 0 } else { 10 };
-            st.stage_part(seq, IocType::Md5, stage, &part).unwrap();
+            st.stage_part(seq, (Target::Live, IocType::Md5), stage, &part)
+                .unwrap();
             want.extend_from_slice(&part);
         }
         assert_eq!(st.open_stage_floor(), Some(10));
-        assert!(st.stage_part(50, IocType::Md5, 11, b"x\n").is_err());
-        assert!(st.stage_part(50, IocType::Sha1, 10, b"x\n").is_err());
-        let stage = st.take_stage(10, IocType::Md5).unwrap();
+        assert!(st
+            .stage_part(50, (Target::Live, IocType::Md5), 11, b"x\n")
+            .is_err());
+        assert!(st
+            .stage_part(50, (Target::Live, IocType::Sha1), 10, b"x\n")
+            .is_err());
+        assert!(st
+            .stage_part(50, (Target::Allow, IocType::Md5), 10, b"x\n")
+            .is_err());
+        let stage = st.take_stage(10, (Target::Live, IocType::Md5)).unwrap();
         assert_eq!(st.open_stage_floor(), None);
         let mut got = Vec::new();
         stage
@@ -181,7 +200,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(got, want);
-        st.stage_part(60, IocType::Url, 0, b"u\n").unwrap();
-        assert_eq!(st.abandon_stages(), vec![(60, IocType::Url, 2)]);
+        st.stage_part(60, (Target::Allow, IocType::Url), 0, b"u\n")
+            .unwrap();
+        assert_eq!(
+            st.abandon_stages(),
+            vec![(60, (Target::Allow, IocType::Url), 2)]
+        );
     }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::ioc::IocType;
-use crate::store::model::{Bucket, Tier};
+use crate::store::model::{Bucket, Target, Tier};
 use crate::store::Store;
+
+mod allow;
 
 const T0: u64 = 1_700_000_000;
 const HOUR: u64 = 3600;
@@ -446,7 +448,7 @@ fn a_staged_replace_applies_only_at_its_end_and_a_reopen_drops_an_unfinished_one
             .flat_map(|i| format!("h{i}.example\n").into_bytes())
             .collect()
     };
-    let mut r = StagedReplace::new(IocType::Domain);
+    let mut r = StagedReplace::new(Target::Live, IocType::Domain);
     r.push(&store, &lines(0)).unwrap();
     r.push(&store, &lines(4000)).unwrap();
     assert!(r.pending_len() < 64 << 10, "full pieces were journaled");
@@ -462,10 +464,10 @@ fn a_staged_replace_applies_only_at_its_end_and_a_reopen_drops_an_unfinished_one
         want
     );
     // An aborted one applies nothing; an unfinished one is dropped by the next open.
-    let mut aborted = StagedReplace::new(IocType::Domain);
+    let mut aborted = StagedReplace::new(Target::Live, IocType::Domain);
     aborted.push(&store, &lines(9000)).unwrap();
     aborted.abort(&store);
-    let mut unfinished = StagedReplace::new(IocType::Domain);
+    let mut unfinished = StagedReplace::new(Target::Live, IocType::Domain);
     unfinished.push(&store, &lines(20000)).unwrap();
     drop(store);
     let store = f.open();
