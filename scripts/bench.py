@@ -1287,7 +1287,7 @@ class Bench:
                 before = os.stat(view)
                 t = time.perf_counter()
                 fd = os.open(os.path.join(d.mnt, "live/ipv4.txt"), os.O_WRONLY | os.O_APPEND)
-                os.write(fd, f"192.0.{k // 250}.{k % 250 + 1}\n".encode())
+                os.write(fd, f"5.0.{k // 250}.{k % 250 + 1}\n".encode())
                 os.close(fd)
                 lat_rebuild.append(time.perf_counter() - t)
                 while True:

@@ -12,17 +12,20 @@ use std::time::Duration;
 use common::{poll_until, Daemon, BUCKETS, TYPE_FILES};
 
 #[test]
-fn mount_shows_four_buckets_of_nine_files_and_control_files() {
+fn mount_shows_four_buckets_and_the_allowlist_of_nine_files_and_control_files() {
     let Some(d) = Daemon::start() else { return };
     let mut top: Vec<String> = std::fs::read_dir(d.mnt())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     top.sort();
-    assert_eq!(top, [".iocfs", "chaud", "froid", "live", "tiede", "views"]);
+    assert_eq!(
+        top,
+        [".iocfs", "allow", "chaud", "froid", "live", "tiede", "views"]
+    );
     let mut want: Vec<&str> = TYPE_FILES.to_vec();
     want.sort();
-    for bucket in BUCKETS {
+    for bucket in BUCKETS.iter().chain(&["allow"]) {
         let mut names: Vec<String> = std::fs::read_dir(d.path(bucket))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

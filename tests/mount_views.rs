@@ -11,20 +11,6 @@ use std::time::Duration;
 use common::{errno_of, poll_until, Daemon, READY_TIMEOUT, TYPE_FILES};
 use nix::sys::signal::Signal;
 
-/// Poll until `rel` reads `want` (views are rebuilt in the background).
-fn eventually(d: &Daemon, rel: &str, want: &str) {
-    let got = poll_until(READY_TIMEOUT, || {
-        let got = std::fs::read_to_string(d.path(rel)).unwrap_or_default();
-        (got == want).then_some(got)
-    });
-    assert_eq!(
-        got.as_deref(),
-        Some(want),
-        "{rel} never became {want:?}; it is {:?}",
-        std::fs::read_to_string(d.path(rel))
-    );
-}
-
 /// The sorted names in a directory of the mount.
 fn listing(d: &Daemon, rel: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(d.path(rel))
@@ -52,8 +38,8 @@ fn the_all_view_lists_every_type_in_canonical_order_and_is_read_only() {
     })
     .expect("views/all lists the nine files");
     assert_eq!(d.read("views/all/ipv4.txt"), "");
-    d.sh_ok("printf '10.0.0.10\\n10.0.0.2\\n9.9.9.9\\n' >> live/ipv4.txt");
-    eventually(&d, "views/all/ipv4.txt", "9.9.9.9\n10.0.0.2\n10.0.0.10\n");
+    d.sh_ok("printf '11.0.0.10\\n11.0.0.2\\n9.9.9.9\\n' >> live/ipv4.txt");
+    d.eventually("views/all/ipv4.txt", "9.9.9.9\n11.0.0.2\n11.0.0.10\n");
     // Read-only, whatever the tool.
     for cmd in [
         "echo 1.1.1.1 >> views/all/ipv4.txt",
@@ -72,7 +58,7 @@ fn the_all_view_lists_every_type_in_canonical_order_and_is_read_only() {
     }
     let f = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
     assert_eq!(f.mode() & 0o777, 0o444, "file_mode without write bits");
-    assert_eq!(f.len(), "9.9.9.9\n10.0.0.2\n10.0.0.10\n".len() as u64);
+    assert_eq!(f.len(), "9.9.9.9\n11.0.0.2\n11.0.0.10\n".len() as u64);
 }
 
 #[test]
@@ -87,13 +73,12 @@ fn a_configured_view_selects_caps_aggregates_and_formats() {
         (listing(&d, "views/fw") == ["ipv4.txt", "url.txt"]).then_some(())
     })
     .expect("views/fw lists its two files");
-    d.sh_ok("printf '10.0.0.0/25\\n10.0.0.128/25\\n' >> live/ipv4.txt");
-    eventually(&d, "views/fw/ipv4.txt", "10.0.0.0/24\n");
+    d.sh_ok("printf '11.0.0.0/25\\n11.0.0.128/25\\n' >> live/ipv4.txt");
+    d.eventually("views/fw/ipv4.txt", "11.0.0.0/24\n");
     d.sh_ok(
         "printf 'https://evil.example.com:443/x\\nhttp://bad.example.net/y\\n' >> live/url.txt",
     );
-    eventually(
-        &d,
+    d.eventually(
         "views/fw/url.txt",
         "bad.example.net/y\nevil.example.com/x\n",
     );
@@ -118,8 +103,8 @@ fn an_unchanged_list_keeps_its_version_across_a_restart_and_changes_with_the_lis
     else {
         return;
     };
-    d.sh_ok("echo 198.51.100.7 >> live/ipv4.txt");
-    eventually(&d, "views/all/ipv4.txt", "198.51.100.7\n");
+    d.sh_ok("echo 6.51.100.7 >> live/ipv4.txt");
+    d.eventually("views/all/ipv4.txt", "6.51.100.7\n");
     let before = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
     d.ctl("clock +1h").unwrap();
     d.ctl("refresh-views").unwrap();
@@ -131,8 +116,8 @@ fn an_unchanged_list_keeps_its_version_across_a_restart_and_changes_with_the_lis
         (after.ino(), after.mtime(), after.len()),
         (before.ino(), before.mtime(), before.len())
     );
-    d.sh_ok("echo 198.51.100.8 >> live/ipv4.txt");
-    eventually(&d, "views/all/ipv4.txt", "198.51.100.7\n198.51.100.8\n");
+    d.sh_ok("echo 6.51.100.8 >> live/ipv4.txt");
+    d.eventually("views/all/ipv4.txt", "6.51.100.7\n6.51.100.8\n");
     let changed = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
     assert_ne!(changed.ino(), before.ino());
     assert_eq!(
@@ -150,7 +135,7 @@ fn a_held_rebuild_shows_in_health_until_released() {
     };
     let ten: String = (0..10).map(|i| format!("d{i}.example.com\n")).collect();
     std::fs::write(d.path("live/domain.txt"), &ten).unwrap();
-    eventually(&d, "views/guarded/domain.txt", &ten);
+    d.eventually("views/guarded/domain.txt", &ten);
     d.sh_ok(": > live/domain.txt");
     let health = poll_until(READY_TIMEOUT, || {
         let h = d.read(".iocfs/health");
@@ -188,9 +173,9 @@ fn sighup_adds_changes_and_removes_views() {
         d.signal(Signal::SIGHUP);
     };
     reload(&format!("{FAST}[views.dns]\ntypes = [\"domain\"]\n"));
-    eventually(&d, "views/dns/domain.txt", "a.example.org\n");
+    d.eventually("views/dns/domain.txt", "a.example.org\n");
     reload(&format!("{FAST}[views.dns]\ntypes = [\"domain\"]\nplaceholder = \"# none\"\nbuckets = [\"froid\"]\n"));
-    eventually(&d, "views/dns/domain.txt", "# none\n");
+    d.eventually("views/dns/domain.txt", "# none\n");
     reload(FAST);
     let gone = poll_until(READY_TIMEOUT, || {
         (!d.path("views/dns").exists()).then_some(())

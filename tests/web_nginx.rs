@@ -222,8 +222,8 @@ fn nginx_serves_views_with_etags_that_change_exactly_when_the_list_does() {
         unprivileged.is_some(),
         "nginx workers must run as an unprivileged user"
     );
-    d.sh_ok("printf '203.0.113.9\\n198.51.100.1\\n' >> live/ipv4.txt");
-    let want = b"198.51.100.1\n203.0.113.9\n";
+    d.sh_ok("printf '7.0.113.9\\n6.51.100.1\\n' >> live/ipv4.txt");
+    let want = b"6.51.100.1\n7.0.113.9\n";
     let headers = wait_for_body(&n, "/views/all/ipv4.txt", want);
     assert_eq!(std::fs::read(d.path("views/all/ipv4.txt")).unwrap(), want);
     let etag = headers["etag"].clone();
@@ -233,7 +233,7 @@ fn nginx_serves_views_with_etags_that_change_exactly_when_the_list_does() {
     let (status, _, _) = n.get("/views/all/ipv4.txt", &[("If-Modified-Since", &modified)]);
     assert_eq!(status, 304);
     // A re-sighting changes nothing a firewall fetches.
-    d.sh_ok("echo 203.0.113.9 >> live/ipv4.txt");
+    d.sh_ok("echo 7.0.113.9 >> live/ipv4.txt");
     d.ctl("refresh-views").unwrap();
     assert_eq!(
         n.get("/views/all/ipv4.txt", &[("If-None-Match", &etag)]).0,
@@ -247,11 +247,11 @@ fn nginx_serves_views_with_etags_that_change_exactly_when_the_list_does() {
     assert_eq!((status, body.as_slice()), (200, &want[..]));
     assert_eq!(after["etag"], etag, "same list, same ETag after a restart");
     // The list changes: 200 with a new ETag.
-    d.sh_ok("echo 192.0.2.44 >> live/ipv4.txt");
+    d.sh_ok("echo 4.0.2.44 >> live/ipv4.txt");
     let changed = wait_for_body(
         &n,
         "/views/all/ipv4.txt",
-        b"192.0.2.44\n198.51.100.1\n203.0.113.9\n",
+        b"4.0.2.44\n6.51.100.1\n7.0.113.9\n",
     );
     assert_ne!(changed["etag"], etag);
     let (status, _, _) = n.get("/views/all/ipv4.txt", &[("If-None-Match", &etag)]);
@@ -260,7 +260,7 @@ fn nginx_serves_views_with_etags_that_change_exactly_when_the_list_does() {
     wait_for_body(
         &n,
         "/views/fw/ipv4.txt",
-        b"192.0.2.44\n198.51.100.1\n203.0.113.9\n",
+        b"4.0.2.44\n6.51.100.1\n7.0.113.9\n",
     );
     assert_eq!(n.get("/live/ipv4.txt", &[]).0, 200);
     assert_eq!(n.get("/.iocfs/stats.json", &[]).0, 404);
@@ -291,7 +291,7 @@ fn under_appends_replaces_and_aging_every_response_is_one_whole_version() {
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let ip = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+                let ip = format!("11.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
                 d.sh_ok(&format!("echo {ip} >> live/ipv4.txt"));
             }
         });

@@ -3,6 +3,7 @@
 //! ```toml
 //! [views]
 //! refresh = "5s"            # longest a view lags behind the buckets
+//! suppress_reserved = true  # never serve special-purpose addresses (`reserved`)
 //! [views.fw]
 //! types = ["ipv4", "domain"]  # default: all nine
 //! buckets = ["live", "chaud"] # default: all four
@@ -36,6 +37,8 @@ pub struct Views {
     /// Longest a view lags behind the buckets: a view is rebuilt when its inputs changed
     /// and its last build is at least this old.
     pub refresh: Duration,
+    /// Leave the special-purpose address ranges (`crate::reserved`) out of every view.
+    pub suppress_reserved: bool,
     /// By name; always holds [`ALL_VIEW`] (the built-in one unless redefined).
     pub defs: BTreeMap<String, View>,
 }
@@ -46,6 +49,7 @@ impl Default for Views {
         defs.insert(ALL_VIEW.to_string(), View::default());
         Views {
             refresh: Duration::from_secs(5),
+            suppress_reserved: true,
             defs,
         }
     }
@@ -137,6 +141,7 @@ pub fn valid_view_name(name: &str) -> bool {
 /// Read `[views]` into `views` (absent keys keep their defaults).
 pub(super) fn parse(mut s: Section<'_>, views: &mut Views) -> Result<(), ConfigError> {
     s.set("refresh", &mut views.refresh, duration)?;
+    s.set("suppress_reserved", &mut views.suppress_reserved, boolean)?;
     for (name, mut t) in s.named_tables()? {
         if !valid_view_name(name) {
             return Err(ConfigError::invalid(

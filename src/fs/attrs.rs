@@ -6,14 +6,14 @@ use std::time::Duration;
 use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
 
 use super::inode::{
-    self, version, Owner, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS,
-    VIEWS_DIR, VIEWS_DIR_NAME,
+    self, version, Owner, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH,
+    LOOKUP_DIR, ROOT, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::Node;
 use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
-use crate::store::model::{Bucket, Tier};
+use crate::store::model::{Bucket, Target, Tier};
 
 impl IocFs {
     /// A read-only file generated on demand (stats.json, health, lookup entries): readable
@@ -114,6 +114,7 @@ impl IocFs {
             || ino == CONTROL_DIR
             || ino == LOOKUP_DIR
             || ino == VIEWS_DIR
+            || ino == ALLOW_DIR
         {
             return Ok((self.dir_attr(ino), STABLE_TTL));
         }
@@ -132,7 +133,7 @@ impl IocFs {
             // so fstat on a descriptor held across a replacement reports the size that
             // descriptor reads (the kernel does not say which it is; see VERSION_TTL).
             Some(Node::Live(v)) => {
-                let current = self.store.live(v.ty);
+                let current = self.store.current(v.of());
                 if current.id != v.id && !self.handles.holds(ino) {
                     Ok((self.live_attr(version(current.id), &current), NO_TTL))
                 } else {
@@ -149,7 +150,7 @@ impl IocFs {
             }
             Some(Node::View(f)) => self.view_version_attr(ino, &f),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
-            Some(Node::LiveAlias(ty)) => Ok((self.live_attr(ino, &self.store.live(ty)), NO_TTL)),
+            Some(Node::LiveAlias(of)) => Ok((self.live_attr(ino, &self.store.current(of)), NO_TTL)),
             Some(Node::Lookup(bytes, _)) => {
                 Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL))
             }
@@ -160,9 +161,11 @@ impl IocFs {
     /// Attributes of an inode the kernel knows from readdir only: a current version.
     pub(super) fn current_version(&self, ino: INodeNo) -> Option<(FileAttr, Duration)> {
         for ty in IocType::ALL {
-            let v = self.store.live(ty);
-            if version(v.id) == ino {
-                return Some((self.live_attr(ino, &v), VERSION_TTL));
+            for target in [Target::Live, Target::Allow] {
+                let v = self.store.current((target, ty));
+                if version(v.id) == ino {
+                    return Some((self.live_attr(ino, &v), VERSION_TTL));
+                }
             }
             for tier in Tier::ALL {
                 let t = self.store.tier(tier, ty);
@@ -187,6 +190,7 @@ impl IocFs {
         match (parent, text) {
             (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),
             (ROOT, Some(VIEWS_DIR_NAME)) => return Ok((self.dir_attr(VIEWS_DIR), STABLE_TTL)),
+            (ROOT, Some(ALLOW_DIR_NAME)) => return Ok((self.dir_attr(ALLOW_DIR), STABLE_TTL)),
             (ROOT, Some(n)) => {
                 return Bucket::from_name(n)
                     .map(|b| (self.dir_attr(inode::bucket_dir(b)), STABLE_TTL))
@@ -205,26 +209,26 @@ impl IocFs {
         if let Some(found) = self.lookup_view(parent, name) {
             return found;
         }
-        let Some(bucket) = inode::dir_bucket(parent) else {
-            return Err(Errno::ENOENT);
-        };
-        if let Some(ty) = text.and_then(IocType::from_file_name) {
-            let Some(tier) = bucket.tier() else {
-                let v = self.store.live(ty);
+        let ty = text.and_then(IocType::from_file_name);
+        if let Some(dir) = inode::writable_dir(parent) {
+            if let Some(ty) = ty {
+                let v = self.store.current((dir, ty));
                 self.nodes.remember(version(v.id), Node::Live(v.clone()));
                 return Ok((self.live_attr(version(v.id), &v), VERSION_TTL));
-            };
-            let v = self.store.tier(tier, ty);
-            self.nodes.remember(version(v.id), Node::Tier(v.clone()));
-            return Ok((self.tier_attr(&v), VERSION_TTL));
-        }
-        if bucket == Bucket::Live {
-            if let Some(s) = self.nodes.scratch(name) {
+            }
+            if let Some(s) = self.nodes.scratch(dir, name) {
                 let attr = self.scratch_attr(&s);
                 self.nodes.remember(attr.ino, Node::Scratch(s));
                 return Ok((attr, NO_TTL));
             }
+            return Err(Errno::ENOENT);
         }
-        Err(Errno::ENOENT)
+        let tier = inode::dir_bucket(parent).and_then(Bucket::tier);
+        let (Some(tier), Some(ty)) = (tier, ty) else {
+            return Err(Errno::ENOENT);
+        };
+        let v = self.store.tier(tier, ty);
+        self.nodes.remember(version(v.id), Node::Tier(v.clone()));
+        Ok((self.tier_attr(&v), VERSION_TTL))
     }
 }

@@ -40,7 +40,7 @@ impl IocFs {
             hits,
             misses,
             self.nodes.scratch_pool.bytes(),
-            self.nodes.scratch_list().len() as u64,
+            self.nodes.scratch_count() as u64,
             u64::from(self.store.is_failed()),
         ]
     }
@@ -58,7 +58,7 @@ impl IocFs {
         let mut stats = crate::store::stats::stats(&self.store);
         stats["views"] = self.views.stats();
         stats["scratch"] = json!({
-            "files": self.nodes.scratch_list().len(),
+            "files": self.nodes.scratch_count(),
             "bytes": self.nodes.scratch_pool.bytes(),
         });
         stats["stats_json"] = json!({ "builds": builds });

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::store::model::Bucket;
+use crate::store::model::{Bucket, Target};
 
 pub const ROOT: INodeNo = INodeNo(1);
 pub const CONTROL_DIR: INodeNo = INodeNo(6);
@@ -20,11 +20,30 @@ pub const HEALTH: INodeNo = INodeNo(8);
 pub const CTL: INodeNo = INodeNo(9);
 pub const LOOKUP_DIR: INodeNo = INodeNo(10);
 pub const VIEWS_DIR: INodeNo = INodeNo(11);
+pub const ALLOW_DIR: INodeNo = INodeNo(12);
 /// Versions, scratch files and lookup entries: one counter, from here up.
 pub const FIRST_DYNAMIC: u64 = crate::store::recovery::FIRST_VERSION_ID;
 
 pub const CONTROL_DIR_NAME: &str = ".iocfs";
 pub const VIEWS_DIR_NAME: &str = "views";
+pub const ALLOW_DIR_NAME: &str = "allow";
+
+/// The directories whose type files take writes (and scratch files): live/ and allow/.
+pub fn writable_dir(ino: INodeNo) -> Option<Target> {
+    match ino {
+        ALLOW_DIR => Some(Target::Allow),
+        _ if dir_bucket(ino) == Some(Bucket::Live) => Some(Target::Live),
+        _ => None,
+    }
+}
+
+/// The directory inode of a writable file's target.
+pub fn target_dir(target: Target) -> INodeNo {
+    match target {
+        Target::Live => bucket_dir(Bucket::Live),
+        Target::Allow => ALLOW_DIR,
+    }
+}
 
 pub fn bucket_dir(bucket: Bucket) -> INodeNo {
     INodeNo(2 + u64::from(bucket.code()))
@@ -95,12 +114,13 @@ pub fn attr(
     }
 }
 
-/// Directory permissions: live takes new (scratch) files; tiers and the control tree don't.
+/// Directory permissions: live/ and allow/ take new (scratch) files; tiers and the control
+/// tree don't.
 pub fn dir_perm(ino: INodeNo) -> u16 {
-    match dir_bucket(ino) {
-        Some(Bucket::Live) => 0o755,
-        _ if ino == ROOT => 0o755,
-        _ => 0o555,
+    if ino == ROOT || writable_dir(ino).is_some() {
+        0o755
+    } else {
+        0o555
     }
 }
 
@@ -110,7 +130,16 @@ mod tests {
 
     #[test]
     fn fixed_inodes_do_not_overlap() {
-        let mut all = vec![ROOT, CONTROL_DIR, STATS, HEALTH, CTL, LOOKUP_DIR, VIEWS_DIR];
+        let mut all = vec![
+            ROOT,
+            CONTROL_DIR,
+            STATS,
+            HEALTH,
+            CTL,
+            LOOKUP_DIR,
+            VIEWS_DIR,
+            ALLOW_DIR,
+        ];
         all.extend(Bucket::ALL.map(bucket_dir));
         let mut sorted = all.clone();
         sorted.sort();

@@ -32,7 +32,6 @@ use fuser::{
 
 use crate::error::Error;
 use crate::ioc::IocType;
-use crate::store::model::Bucket;
 use crate::store::Store;
 use crate::views::Views;
 use inode::Owner;
@@ -291,7 +290,10 @@ impl Filesystem for IocFs {
             _ => self.retries.opened(req.pid()),
         }
         match opened {
-            Ok((Handle::LiveRead(v), fopen)) if self.passthrough => {
+            // Allowlists are small and read by views in the daemon: never passthrough.
+            Ok((Handle::LiveRead(v), fopen))
+                if self.passthrough && v.target == crate::store::model::Target::Live =>
+            {
                 let uid = req.uid();
                 if !self.pins.admit(uid, v.id) {
                     // Bounded per uid (see `Pins`): served by the daemon, pinning nothing.
@@ -571,9 +573,9 @@ impl Filesystem for IocFs {
         reply: ReplyCreate,
     ) {
         // A type file always exists; a create race on one is an open.
-        if inode::dir_bucket(parent) == Some(Bucket::Live) {
+        if let Some(dir) = inode::writable_dir(parent) {
             if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
-                let v = self.store.live(ty);
+                let v = self.store.current((dir, ty));
                 let ino = inode::version(v.id);
                 self.nodes.remember(ino, Node::Live(v));
                 return match self.open_inode(req, ino, OpenFlags(flags)) {

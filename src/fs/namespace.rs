@@ -1,6 +1,6 @@
-//! Names in the mount: scratch files in live/ (created, renamed, unlinked) and the errors
-//! for everything else (README "What a write means": type files can't be removed or renamed away, tiers are
-//! read-only, no directories are made).
+//! Names in the mount: scratch files in live/ and allow/ (created, renamed, unlinked) and
+//! the errors for everything else (README "What a write means": type files can't be removed
+//! or renamed away, tiers are read-only, no directories are made).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -44,6 +44,11 @@ impl IocFs {
         }
     }
 
+    /// Tiers and views are read-only (EROFS); elsewhere a refused change is EPERM.
+    fn is_read_only(&self, dir: INodeNo) -> bool {
+        inode::dir_bucket(dir).is_some_and(|b| b != Bucket::Live) || self.is_read_only_dir(dir)
+    }
+
     /// `views/` and the views under it take no new names.
     pub(super) fn is_read_only_dir(&self, dir: INodeNo) -> bool {
         dir == inode::VIEWS_DIR || self.view_of_dir(dir).is_some()
@@ -73,9 +78,7 @@ impl IocFs {
     pub(super) fn resize_scratch(&self, s: &mut Scratch, len: usize) -> Result<(), Errno> {
         s.resize(len).inspect_err(|_| {
             let held = self.nodes.scratch_pool.bytes();
-            crate::lograte::warn(|| {
-                format!("scratch files in live/ would exceed {held} bytes; refused")
-            })
+            crate::lograte::warn(|| format!("scratch files would exceed {held} bytes; refused"))
         })
     }
 
@@ -86,14 +89,14 @@ impl IocFs {
         name: &OsStr,
         mode: u32,
     ) -> Result<ScratchRef, Errno> {
-        if inode::dir_bucket(parent) != Some(Bucket::Live) {
+        let Some(dir) = inode::writable_dir(parent) else {
             return Err(self.refusal(parent));
-        }
+        };
         check_name_len(name)?;
-        if self.nodes.scratch(name).is_some() {
+        if self.nodes.scratch(dir, name).is_some() {
             return Err(Errno::EEXIST);
         }
-        if self.nodes.scratch_list().len() >= MAX_SCRATCH_FILES {
+        if self.nodes.scratch_count() >= MAX_SCRATCH_FILES {
             return Err(Errno::ENOSPC);
         }
         let scratch = Arc::new(Mutex::new(Scratch::new(
@@ -102,38 +105,41 @@ impl IocFs {
             self.store.clock.now(),
             self.nodes.scratch_pool.clone(),
         )));
-        self.nodes.add_scratch(name.to_os_string(), scratch.clone());
+        self.nodes
+            .add_scratch(dir, name.to_os_string(), scratch.clone());
         Ok(scratch)
     }
 
     pub(super) fn remove_name(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
-        match inode::dir_bucket(parent) {
-            Some(Bucket::Live) => {
-                if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
-                    crate::lograte::warn(|| {
-                        format!(
-                            "unlink of live/{f} refused (EPERM): the nine type files always exist \
-                             (rm, and mv or install from another file system, unlink first); to \
-                             replace the set use `cp NEW live/{f}` or `> live/{f}`, or write a file \
-                             inside live/ and rename it onto live/{f}; to empty it, `: > live/{f}`",
-                            f = ty.file_name()
-                        )
-                    });
-                    return Err(Errno::EPERM);
-                }
-                if self.nodes.unlink_scratch(name) {
-                    Ok(())
-                } else {
-                    Err(Errno::ENOENT)
-                }
-            }
-            Some(_) => Err(Errno::EROFS),
-            None => Err(self.refusal(parent)),
+        let Some(dir) = inode::writable_dir(parent) else {
+            return Err(if self.is_read_only(parent) {
+                Errno::EROFS
+            } else {
+                self.refusal(parent)
+            });
+        };
+        if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
+            crate::lograte::warn(|| {
+                format!(
+                    "unlink of {d}/{f} refused (EPERM): the nine type files always exist \
+                     (rm, and mv or install from another file system, unlink first); to \
+                     replace the set use `cp NEW {d}/{f}` or `> {d}/{f}`, or write a file \
+                     inside {d}/ and rename it onto {d}/{f}; to empty it, `: > {d}/{f}`",
+                    d = dir.dir(),
+                    f = ty.file_name()
+                )
+            });
+            return Err(Errno::EPERM);
+        }
+        if self.nodes.unlink_scratch(dir, name) {
+            Ok(())
+        } else {
+            Err(Errno::ENOENT)
         }
     }
 
-    /// Renames inside live/: scratch → type file replaces that set (after validation),
-    /// scratch → scratch moves it. Type files never move.
+    /// Renames inside and between live/ and allow/: scratch → type file replaces that set
+    /// (after validation), scratch → scratch moves it. Type files never move.
     pub(super) fn rename_entry(
         &self,
         parent: INodeNo,
@@ -142,23 +148,23 @@ impl IocFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Errno> {
-        let live = Some(Bucket::Live);
-        if inode::dir_bucket(parent) != live || inode::dir_bucket(newparent) != live {
-            let tier = |p| {
-                inode::dir_bucket(p).is_some_and(|b| b != Bucket::Live) || self.is_read_only_dir(p)
-            };
-            return Err(if tier(parent) || tier(newparent) {
-                Errno::EROFS
-            } else {
-                Errno::EPERM
-            });
-        }
+        let (Some(from), Some(to)) = (inode::writable_dir(parent), inode::writable_dir(newparent))
+        else {
+            return Err(
+                if self.is_read_only(parent) || self.is_read_only(newparent) {
+                    Errno::EROFS
+                } else {
+                    Errno::EPERM
+                },
+            );
+        };
         if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
             crate::lograte::warn(|| {
                 format!(
-                    "rename of live/{} refused (EPERM): type files never move; copy it instead \
-                     (`cp live/{0} NEW`)",
-                    ty.file_name()
+                    "rename of {d}/{f} refused (EPERM): type files never move; copy it instead \
+                     (`cp {d}/{f} NEW`)",
+                    d = from.dir(),
+                    f = ty.file_name()
                 )
             });
             return Err(Errno::EPERM);
@@ -169,39 +175,41 @@ impl IocFs {
             return Err(Errno::EINVAL);
         }
         check_name_len(newname)?;
-        let Some(scratch) = self.nodes.scratch(name) else {
+        let Some(scratch) = self.nodes.scratch(from, name) else {
             return Err(Errno::ENOENT);
         };
         if let Some(ty) = newname.to_str().and_then(IocType::from_file_name) {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return Err(Errno::EEXIST);
             }
-            self.replace_from_scratch(ty, &scratch, name)?;
+            self.replace_from_scratch((to, ty), &scratch, (from, name))?;
             // Its lines are the set now: the buffer goes once no descriptor holds it.
-            self.nodes.unlink_scratch(name);
+            self.nodes.unlink_scratch(from, name);
             let ino = crate::sync::lock(&scratch).ino;
             // The kernel now maps the type file's name to the scratch inode; make that inode
-            // stand for the live file (always its current version, attributes uncached).
-            self.nodes.set(ino, Node::LiveAlias(ty));
+            // stand for the type file (always its current version, attributes uncached).
+            self.nodes.set(ino, Node::LiveAlias((to, ty)));
             return Ok(());
         }
-        if self.nodes.scratch(newname).is_some() && flags.contains(RenameFlags::RENAME_NOREPLACE) {
+        if self.nodes.scratch(to, newname).is_some()
+            && flags.contains(RenameFlags::RENAME_NOREPLACE)
+        {
             return Err(Errno::EEXIST);
         }
         // The file keeps its name's bytes as it moves; the one it replaces is let go.
-        self.nodes.take_scratch(name);
-        self.nodes.unlink_scratch(newname);
-        self.nodes.add_scratch(newname.to_os_string(), scratch);
+        self.nodes.take_scratch(from, name);
+        self.nodes.unlink_scratch(to, newname);
+        self.nodes.add_scratch(to, newname.to_os_string(), scratch);
         Ok(())
     }
 
-    /// Validate a whole scratch file and make it the live set of `ty`. The file is read in
-    /// pieces under its lock (no copy of it), and a large one is journaled in pieces.
+    /// Validate a whole scratch file and make it the whole set of a type file. The file is
+    /// read in pieces under its lock (no copy of it), and a large one is journaled in pieces.
     fn replace_from_scratch(
         &self,
-        ty: IocType,
+        (target, ty): (Target, IocType),
         scratch: &ScratchRef,
-        name: &OsStr,
+        (dir, name): (Target, &OsStr),
     ) -> Result<(), Errno> {
         const PIECE: usize = 1 << 20;
         let s = crate::sync::lock(scratch);
@@ -210,8 +218,10 @@ impl IocFs {
         // The name is as hostile as the content: escaped like the excerpt, so a name
         // holding a newline or an escape sequence can't forge or garble log lines.
         let file = format!(
-            "live/{} (renamed onto live/{})",
+            "{}/{} (renamed onto {}/{})",
+            dir.dir(),
             ioc::escape_excerpt(name.as_bytes(), 4 * NAME_MAX),
+            target.dir(),
             ty.file_name()
         );
         let action = if reject {
@@ -219,7 +229,7 @@ impl IocFs {
         } else {
             "skipped invalid line in"
         };
-        let mut staged = StagedReplace::new(Target::Live, ty);
+        let mut staged = StagedReplace::new(target, ty);
         let mut partial = Vec::new();
         let mut skipping = false;
         let mut line_no = 1;

@@ -16,6 +16,7 @@ use crate::sync::lock;
 
 use crate::ioc::IocType;
 use crate::store::live::LiveVersion;
+use crate::store::model::Target;
 use crate::store::staged::StagedReplace;
 use crate::store::tier::TierVersion;
 use crate::views::disk::ViewFile;
@@ -28,9 +29,9 @@ pub enum Node {
     Live(Arc<LiveVersion>),
     Tier(Arc<TierVersion>),
     Scratch(ScratchRef),
-    /// A scratch inode renamed onto a type file: the kernel's dentry points at it until the
-    /// invalidation lands, so it stands for the live file meanwhile.
-    LiveAlias(IocType),
+    /// A scratch inode renamed onto a type file (of live/ or allow/): the kernel's dentry
+    /// points at it until the invalidation lands, so it stands for that file meanwhile.
+    LiveAlias((Target, IocType)),
     /// `.iocfs/lookup/VALUE`: the JSON answer, fixed at lookup time, and the value.
     Lookup(Arc<Vec<u8>>, Arc<LookupKey>),
     /// One version of a view file: its persisted id is the inode number.
@@ -50,7 +51,8 @@ pub struct Nodes {
     map: Mutex<HashMap<INodeNo, Entry>>,
     /// The inode of each lookup entry the kernel holds, so a value keeps its inode.
     lookups: Mutex<HashMap<Arc<LookupKey>, INodeNo>>,
-    scratch_names: Mutex<HashMap<OsString, ScratchRef>>,
+    /// Scratch files by directory (live/, allow/) and name.
+    scratch_names: Mutex<HashMap<(Target, OsString), ScratchRef>>,
     /// The memory of all scratch files, named or not.
     pub scratch_pool: Arc<ScratchPool>,
     /// The store's id counter (shared with versions: see `inode`).
@@ -116,29 +118,38 @@ impl Nodes {
         }
     }
 
-    pub fn scratch(&self, name: &OsStr) -> Option<ScratchRef> {
-        lock(&self.scratch_names).get(name).cloned()
+    pub fn scratch(&self, dir: Target, name: &OsStr) -> Option<ScratchRef> {
+        lock(&self.scratch_names)
+            .get(&(dir, name.to_os_string()))
+            .cloned()
     }
 
-    pub fn scratch_list(&self) -> Vec<(OsString, INodeNo)> {
+    /// The scratch files of one directory.
+    pub fn scratch_list(&self, dir: Target) -> Vec<(OsString, INodeNo)> {
         lock(&self.scratch_names)
             .iter()
-            .map(|(n, s)| (n.clone(), lock(s).ino))
+            .filter(|((d, _), _)| *d == dir)
+            .map(|((_, n), s)| (n.clone(), lock(s).ino))
             .collect()
     }
 
-    pub fn add_scratch(&self, name: OsString, scratch: ScratchRef) {
-        lock(&self.scratch_names).insert(name, scratch);
+    /// Scratch files in all directories.
+    pub fn scratch_count(&self) -> usize {
+        lock(&self.scratch_names).len()
     }
 
-    /// Take a name out of the directory (the file keeps its bytes: see `Scratch`).
-    pub fn take_scratch(&self, name: &OsStr) -> Option<ScratchRef> {
-        lock(&self.scratch_names).remove(name)
+    pub fn add_scratch(&self, dir: Target, name: OsString, scratch: ScratchRef) {
+        lock(&self.scratch_names).insert((dir, name), scratch);
+    }
+
+    /// Take a name out of its directory (the file keeps its bytes: see `Scratch`).
+    pub fn take_scratch(&self, dir: Target, name: &OsStr) -> Option<ScratchRef> {
+        lock(&self.scratch_names).remove(&(dir, name.to_os_string()))
     }
 
     /// The name is gone for good: unlinked, or renamed over by another scratch file.
-    pub fn unlink_scratch(&self, name: &OsStr) -> bool {
-        match self.take_scratch(name) {
+    pub fn unlink_scratch(&self, dir: Target, name: &OsStr) -> bool {
+        match self.take_scratch(dir, name) {
             Some(s) => {
                 lock(&s).unlinked();
                 true
@@ -173,9 +184,10 @@ pub struct TierReader {
     pub next: AtomicU64,
 }
 
-/// A writable handle on a live type file (README "What a write means").
+/// A writable handle on a type file of live/ or allow/ (README "What a write means").
 #[derive(Debug)]
 pub struct LiveWriter {
+    pub target: Target,
     pub ty: IocType,
     /// The inode this handle was opened on.
     pub ino: INodeNo,
@@ -194,6 +206,18 @@ pub struct LiveWriter {
     pub pending: Option<u64>,
     /// Who wrote through it and who closed it without writing (see `flush_live`).
     pub closers: super::write::Closers,
+}
+
+impl LiveWriter {
+    /// What it writes to.
+    pub fn of(&self) -> (Target, IocType) {
+        (self.target, self.ty)
+    }
+
+    /// Its file's path in the mount, for messages.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.target.dir(), self.ty.file_name())
+    }
 }
 
 #[derive(Debug)]

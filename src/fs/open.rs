@@ -7,8 +7,8 @@ use std::sync::Arc;
 use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyOpen, Request};
 
 use super::inode::{
-    self, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT, STATS, VIEWS_DIR,
-    VIEWS_DIR_NAME,
+    self, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT,
+    STATS, VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
@@ -50,7 +50,7 @@ impl IocFs {
     pub(super) fn handle_size(&self, h: &Handle) -> u64 {
         match h {
             Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => v.len(),
-            Handle::LiveWrite(w) => self.store.live(crate::sync::lock(w).ty).len(),
+            Handle::LiveWrite(w) => self.store.current(crate::sync::lock(w).of()).len(),
             Handle::Tier(r) => r.version.size(),
             Handle::View(f) => f.len,
             Handle::Scratch(s) => crate::sync::lock(s).data().len() as u64,
@@ -70,9 +70,9 @@ impl IocFs {
                 v.read_at(offset, size).map_err(|e| errno(&e))
             }
             Handle::LiveWrite(w) => {
-                let ty = crate::sync::lock(w).ty;
+                let of = crate::sync::lock(w).of();
                 self.store
-                    .live(ty)
+                    .current(of)
                     .read_at(offset, size)
                     .map_err(|e| errno(&e))
             }
@@ -163,9 +163,10 @@ impl IocFs {
                 drop(guard);
                 Ok((Handle::Scratch(s), direct))
             }
-            Some(Node::LiveAlias(ty)) => {
-                Ok((self.open_live(&self.store.live(ty), flags, None)?, direct))
-            }
+            Some(Node::LiveAlias(of)) => Ok((
+                self.open_live(&self.store.current(of), flags, None)?,
+                direct,
+            )),
             Some(Node::View(_)) if writable => Err(Errno::EROFS),
             Some(Node::View(f))
                 if self.view_superseded(&f) && !self.retries.is_retry(req.pid(), ino) =>
@@ -196,6 +197,7 @@ impl IocFs {
             }
             out.push((CONTROL_DIR, FileType::Directory, CONTROL_DIR_NAME.into()));
             out.push((VIEWS_DIR, FileType::Directory, VIEWS_DIR_NAME.into()));
+            out.push((ALLOW_DIR, FileType::Directory, ALLOW_DIR_NAME.into()));
         } else if ino == CONTROL_DIR {
             for i in [STATS, HEALTH, CTL] {
                 out.push((
@@ -212,22 +214,22 @@ impl IocFs {
                 out[1].0 = VIEWS_DIR;
             }
             out.extend(entries);
-        } else if let Some(bucket) = inode::dir_bucket(ino) {
+        } else if let Some(dir) = inode::writable_dir(ino) {
             for ty in IocType::ALL {
-                let file_ino = inode::version(match bucket.tier() {
-                    None => self.store.live(ty).id,
-                    Some(tier) => self.store.tier(tier, ty).id,
-                });
+                let file_ino = inode::version(self.store.current((dir, ty)).id);
                 out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
             }
-            if bucket == Bucket::Live {
-                let mut scratch = self.nodes.scratch_list();
-                scratch.sort();
-                out.extend(
-                    scratch
-                        .into_iter()
-                        .map(|(n, i)| (i, FileType::RegularFile, n)),
-                );
+            let mut scratch = self.nodes.scratch_list(dir);
+            scratch.sort();
+            out.extend(
+                scratch
+                    .into_iter()
+                    .map(|(n, i)| (i, FileType::RegularFile, n)),
+            );
+        } else if let Some(tier) = inode::dir_bucket(ino).and_then(Bucket::tier) {
+            for ty in IocType::ALL {
+                let file_ino = inode::version(self.store.tier(tier, ty).id);
+                out.push((file_ino, FileType::RegularFile, ty.file_name().into()));
             }
         } else {
             return Err(Errno::ENOTDIR);

@@ -1,5 +1,5 @@
-//! Writes to live files (README "What a write means"): append and replace handles, truncation, and the
-//! validation errors users see.
+//! Writes to the type files of live/ and allow/ (README "What a write means"): append and
+//! replace handles, truncation, and the validation errors users see.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,11 +13,11 @@ use crate::ioc::IocType;
 use crate::lograte;
 use crate::store::live::LiveVersion;
 use crate::store::model::Target;
-use crate::store::partition::ByType;
 use crate::store::staged::StagedReplace;
+use std::collections::HashMap;
 
 impl IocFs {
-    /// Open a live version. Only the current version opens: a stale one answers ESTALE so
+    /// Open a version of a live or allowlist file. Only the current version opens: a stale one answers ESTALE so
     /// the kernel looks the name up again (an open after a change sees the change), unless
     /// this is the kernel's retry by thread `tid` (see `retry`). It first waits a moment for
     /// a release that just-closed handles still wait for (see `Pending`).
@@ -27,10 +27,10 @@ impl IocFs {
         flags: OpenFlags,
         tid: Option<u32>,
     ) -> Result<Handle, Errno> {
-        let ty = v.ty;
+        let (target, ty) = v.of();
         self.pending
-            .wait(ty, flags.acc_mode() != OpenAccMode::O_RDONLY);
-        let current = self.store.live(ty);
+            .wait(v.of(), flags.acc_mode() != OpenAccMode::O_RDONLY);
+        let current = self.store.current(v.of());
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
             if current.id == v.id {
                 return Ok(Handle::LiveRead(current));
@@ -42,13 +42,17 @@ impl IocFs {
         }
         // The kernel fails (EIO) a plain open of an inode that passthrough readers hold: move
         // the writer to a fresh version of the same bytes; ESTALE makes it look up again.
-        if self.passthrough && self.store.rotate_live_if_held(ty).map_err(|e| errno(&e))? {
+        // (Allowlists are never served by passthrough.)
+        if self.passthrough
+            && target == Target::Live
+            && self.store.rotate_live_if_held(ty).map_err(|e| errno(&e))?
+        {
             return Err(Errno::ESTALE);
         }
         let replace = flags.0 & libc::O_TRUNC != 0;
         let mode = if replace {
             WriteMode::Replace {
-                staged: StagedReplace::new(Target::Live, ty),
+                staged: StagedReplace::new(target, ty),
                 poisoned: false,
                 written: false,
             }
@@ -56,6 +60,7 @@ impl IocFs {
             WriteMode::Append
         };
         Ok(Handle::LiveWrite(Arc::new(Mutex::new(LiveWriter {
+            target,
             ty,
             ino: inode::version(v.id),
             mode,
@@ -80,7 +85,7 @@ impl IocFs {
     ) -> Result<(), Errno> {
         let mut w = crate::sync::lock(w);
         w.closers.wrote(owner);
-        let file = format!("live/{}", w.ty.file_name());
+        let file = w.name();
         match &w.mode {
             WriteMode::Replace { poisoned: true, .. } => return Err(Errno::EINVAL),
             WriteMode::Replace { .. } if offset != w.next_offset => {
@@ -91,7 +96,7 @@ impl IocFs {
                 return Err(Errno::EINVAL);
             }
             WriteMode::Append if !w.o_append && offset != w.next_offset => {
-                let end = self.store.live(w.ty).len();
+                let end = self.store.current(w.of()).len();
                 if offset != end {
                     lograte::warn(|| {
                         format!("{file}: write at offset {offset} is neither the end of the file ({end}) nor a replace; rejected")
@@ -151,14 +156,16 @@ impl IocFs {
     }
 
     fn apply_lines(&self, w: &mut LiveWriter, values: Vec<u8>) -> Result<(), Errno> {
-        let file = w.ty.file_name();
+        let file = w.name();
         match &mut w.mode {
             WriteMode::Append => {
                 if !values.is_empty() {
-                    self.store.append(w.ty, values).map_err(|e| errno(&e))?;
+                    self.store
+                        .append_to(w.target, w.ty, values)
+                        .map_err(|e| errno(&e))?;
                     // The kernel refreshes the size of the inode written through; if the
                     // lines went to a newer version, that one's cached size is stale.
-                    let current = inode::version(self.store.live(w.ty).id);
+                    let current = inode::version(self.store.current(w.of()).id);
                     if current != w.ino {
                         let _ = self.inval.send(Inval::Inode(current));
                     }
@@ -174,7 +181,7 @@ impl IocFs {
                 // handle applies nothing (like one that saw an invalid line).
                 if let Err(e) = staged.push(&self.store, &values) {
                     lograte::warn(|| {
-                        format!("live/{file}: staging a replace: {e}; it will not be applied")
+                        format!("{file}: staging a replace: {e}; it will not be applied")
                     });
                     *poisoned = true;
                     return Err(errno(&e));
@@ -204,8 +211,8 @@ impl IocFs {
         closer: Option<u64>,
     ) -> Result<(), Errno> {
         let mut w = crate::sync::lock(w);
-        let file = format!("live/{}", w.ty.file_name());
-        let ty = w.ty;
+        let file = w.name();
+        let of = w.of();
         let open_line = !w.partial.is_empty();
         let (replace, poisoned, written) = match &w.mode {
             WriteMode::Replace {
@@ -226,7 +233,7 @@ impl IocFs {
             AtClose::Wait => {
                 // Each close may be the last: opens right after it wait for the release.
                 self.settle_pending(&mut w);
-                w.pending = Some(self.pending.add(ty, open_line));
+                w.pending = Some(self.pending.add(of, open_line));
                 return Ok(());
             }
             AtClose::Apply => {}
@@ -268,7 +275,7 @@ impl IocFs {
     /// This handle no longer keeps opens of its file waiting.
     pub(super) fn settle_pending(&self, w: &mut LiveWriter) {
         if let Some(id) = w.pending.take() {
-            self.pending.done(w.ty, id);
+            self.pending.done(w.of(), id);
         }
     }
 
@@ -285,17 +292,17 @@ impl IocFs {
         fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
         let _ = touched;
-        let live_type = match self.nodes.get(ino) {
-            Some(Node::Live(v)) => Some(v.ty),
-            Some(Node::LiveAlias(ty)) => Some(ty),
+        let type_file = match self.nodes.get(ino) {
+            Some(Node::Live(v)) => Some(v.of()),
+            Some(Node::LiveAlias(of)) => Some(of),
             _ => None,
         };
-        if let Some(ty) = live_type {
+        if let Some(of) = type_file {
             if mode.is_some() || uid.is_some() || gid.is_some() {
                 return Err(Errno::EPERM);
             }
             if let Some(size) = size {
-                self.truncate_live(ty, size, fh)?;
+                self.truncate_live(of, size, fh)?;
             }
             return self.attr_of(ino, fh).map(|(a, _)| a);
         }
@@ -329,7 +336,12 @@ impl IocFs {
     /// Only emptying is meaningful for a set of lines: through a handle it makes the handle
     /// a replace (applied at close); by path it empties the set now. Truncating to the
     /// current size is a no-op; anything else is EINVAL.
-    fn truncate_live(&self, ty: IocType, size: u64, fh: Option<FileHandle>) -> Result<(), Errno> {
+    fn truncate_live(
+        &self,
+        (target, ty): (Target, IocType),
+        size: u64,
+        fh: Option<FileHandle>,
+    ) -> Result<(), Errno> {
         if let Some(Handle::LiveWrite(w)) = fh.and_then(|fh| self.handles.get(fh)) {
             let mut w = crate::sync::lock(&w);
             if size == 0 {
@@ -337,7 +349,7 @@ impl IocFs {
                     staged.abort(&self.store);
                 }
                 w.mode = WriteMode::Replace {
-                    staged: StagedReplace::new(Target::Live, ty),
+                    staged: StagedReplace::new(target, ty),
                     poisoned: false,
                     written: true,
                 };
@@ -349,20 +361,21 @@ impl IocFs {
                 return Ok(());
             }
         }
-        let len = self.store.live(ty).len();
+        let len = self.store.current((target, ty)).len();
         if size == len {
             return Ok(());
         }
         if size == 0 {
             return self
                 .store
-                .replace(ty, Vec::new())
+                .replace_to(target, ty, Vec::new())
                 .map(|_| ())
                 .map_err(|e| errno(&e));
         }
         lograte::warn(|| {
             format!(
-                "live/{}: truncate to {size} bytes refused (only 0 empties the set)",
+                "{}/{}: truncate to {size} bytes refused (only 0 empties the set)",
+                target.dir(),
                 ty.file_name()
             )
         });
@@ -380,7 +393,7 @@ impl IocFs {
             if *e == Errno::ENOSPC {
                 let held = self.nodes.scratch_pool.bytes();
                 lograte::warn(|| {
-                    format!("scratch files in live/ hold {held} bytes, the most they may; write refused")
+                    format!("scratch files hold {held} bytes, the most they may; write refused")
                 });
             }
         })?;
@@ -446,7 +459,7 @@ impl Closers {
 /// held after closing one copy) delays opens once, not every open from then on.
 #[derive(Default)]
 pub struct Pending {
-    entries: Mutex<ByType<Vec<PendingClose>>>,
+    entries: Mutex<HashMap<(Target, IocType), Vec<PendingClose>>>,
     next: std::sync::atomic::AtomicU64,
     settled: std::sync::Condvar,
 }
@@ -462,28 +475,39 @@ struct PendingClose {
 const PENDING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Pending {
-    fn add(&self, ty: IocType, open_line: bool) -> u64 {
+    fn add(&self, of: (Target, IocType), open_line: bool) -> u64 {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::sync::lock(&self.entries)[ty].push(PendingClose {
-            id,
-            at: std::time::Instant::now(),
-            open_line,
-        });
+        crate::sync::lock(&self.entries)
+            .entry(of)
+            .or_default()
+            .push(PendingClose {
+                id,
+                at: std::time::Instant::now(),
+                open_line,
+            });
         id
     }
 
-    fn done(&self, ty: IocType, id: u64) {
-        crate::sync::lock(&self.entries)[ty].retain(|p| p.id != id);
+    fn done(&self, of: (Target, IocType), id: u64) {
+        let mut entries = crate::sync::lock(&self.entries);
+        if let Some(list) = entries.get_mut(&of) {
+            list.retain(|p| p.id != id);
+            if list.is_empty() {
+                entries.remove(&of);
+            }
+        }
         self.settled.notify_all();
     }
 
-    /// Wait (briefly) for the releases an open of `ty` must follow.
-    pub fn wait(&self, ty: IocType, writer: bool) {
+    /// Wait (briefly) for the releases an open of a type file must follow.
+    pub fn wait(&self, of: (Target, IocType), writer: bool) {
         let mut entries = crate::sync::lock(&self.entries);
         loop {
             let now = std::time::Instant::now();
-            let until = entries[ty]
-                .iter()
+            let until = entries
+                .get(&of)
+                .into_iter()
+                .flatten()
                 .filter(|p| writer || p.open_line)
                 .map(|p| p.at + PENDING_WAIT)
                 .filter(|&end| end > now)

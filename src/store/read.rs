@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::health::{Kind, Problem};
 use super::live::{LiveVersion, Times};
-use super::model::{Bucket, PartId, Tier};
+use super::model::{Bucket, PartId, Target, Tier};
 use super::state::State;
 use super::tier::TierVersion;
 use super::Store;
@@ -24,6 +24,15 @@ pub enum PartitionSnapshot {
 }
 
 impl Store {
+    /// The current version of a writable file: `live/<type>.txt` or `allow/<type>.txt`.
+    pub fn current(&self, (target, ty): (Target, IocType)) -> Arc<LiveVersion> {
+        let st = self.state();
+        match target {
+            Target::Live => st.live(ty).version.clone(),
+            Target::Allow => st.allow(ty).version().clone(),
+        }
+    }
+
     /// The current allowlist version of `ty`.
     pub fn allow_version(&self, ty: IocType) -> Arc<LiveVersion> {
         self.state().allow(ty).version().clone()
@@ -36,6 +45,11 @@ impl Store {
             st.allow(ty).version().clone(),
             st.changes().part_count(PartId::Allow(ty)),
         )
+    }
+
+    /// How many times the allowlist of `ty` changed since the store opened.
+    pub fn allow_change_count(&self, ty: IocType) -> u64 {
+        self.state().changes().part_count(PartId::Allow(ty))
     }
 
     /// When an exact value was allowed (first and last written), if it is.

@@ -10,13 +10,15 @@
 //! rebuild that would remove more than `max_shrink` of a file's entries at once is held
 //! (health says so) until `release-view NAME`.
 //!
-//! Building one file: `select` (buckets, max_age) → `render` (max_entries newest first,
-//! format, aggregation, canonical order) → publish or hold.
+//! Building one file: `select` (buckets, max_age) → `suppress` (allowlist, reserved ranges)
+//! → `render` (max_entries newest first, format, aggregation, canonical order) → publish or
+//! hold.
 
 pub mod disk;
 pub mod format;
 pub mod render;
 pub mod select;
+pub mod suppress;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,7 @@ type FileKey = (String, IocType);
 
 pub struct Views {
     disk: Disk,
+    allow: suppress::AllowIndexes,
     config: RwLock<Arc<ViewsConfig>>,
     published: RwLock<BTreeMap<FileKey, Arc<ViewFile>>>,
     files: Mutex<BTreeMap<FileKey, FileState>>,
@@ -73,6 +76,9 @@ struct FileState {
 #[derive(Clone, PartialEq)]
 struct Inputs {
     counts: Vec<u64>,
+    /// Change counts of the allowlists the file is filtered by (`suppress::inputs_of`).
+    allow: Vec<u64>,
+    suppress_reserved: bool,
     def: View,
 }
 
@@ -112,6 +118,7 @@ impl Views {
         }
         Ok(Views {
             disk,
+            allow: suppress::AllowIndexes::default(),
             config: RwLock::new(Arc::new(config.clone())),
             published: RwLock::new(published),
             files: Mutex::new(BTreeMap::new()),
@@ -191,6 +198,8 @@ impl Views {
                     .collect();
                 let inputs = Inputs {
                     counts,
+                    allow: allow_counts(store, ty),
+                    suppress_reserved: config.suppress_reserved,
                     def: def.clone(),
                 };
                 let (stale, since) = {
@@ -228,12 +237,20 @@ impl Views {
         let now = store.clock.now();
         let (parts, counts) = store.snapshot_type(&def.buckets, ty);
         inputs.counts = counts;
-        let selected = select::select(def, ty, &parts, now, &store.cache)?;
+        let mut selected = select::select(def, ty, &parts, now, &store.cache)?;
         drop(parts);
         let (expires, unreadable) = (selected.expires, selected.unreadable_blocks);
+        let picked = selected.len() as u64;
+        inputs.allow = allow_counts(store, ty);
+        let suppression = self
+            .allow
+            .rules(store, ty, inputs.suppress_reserved)?
+            .apply(&mut selected);
         let mut staged = self.disk.stage(name, ty)?;
-        let stats = render::render(def, ty, selected, &mut staged)
+        let mut stats = render::render(def, ty, selected, &mut staged)
             .map_err(|e| Error::io(format!("write views/{name}/{}", ty.file_name()), e))?;
+        stats.selected = picked;
+        stats.suppression = suppression;
         let info = BuildInfo {
             stats: stats.clone(),
             at: now,
@@ -416,6 +433,14 @@ impl Views {
         }
         Value::Object(out)
     }
+}
+
+/// The change counts of the allowlists a file of `ty` is filtered by.
+fn allow_counts(store: &Store, ty: IocType) -> Vec<u64> {
+    suppress::inputs_of(ty)
+        .iter()
+        .map(|&t| store.allow_change_count(t))
+        .collect()
 }
 
 /// How many entries of `current` a new content would no longer list.

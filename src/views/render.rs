@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::format::{self, Formatted};
 use super::select::{text_of, Selected, Values};
+use super::suppress::Suppressed;
 use crate::cidr::{self, Net};
 use crate::config::views::View;
 use crate::ioc::IocType;
@@ -27,6 +28,9 @@ pub struct FileStats {
     pub format_dropped: u64,
     /// Rewritten by the format (scheme or default port removed).
     pub format_rewritten: u64,
+    /// What the allowlist and the reserved ranges took out (before `max_entries`).
+    #[serde(flatten)]
+    pub suppression: Suppressed,
 }
 
 /// Write the file for `selected` to `out`.
@@ -36,10 +40,7 @@ pub fn render(
     selected: Selected,
     out: &mut impl Write,
 ) -> io::Result<FileStats> {
-    let mut stats = FileStats {
-        selected: selected.len() as u64,
-        ..FileStats::default()
-    };
+    let mut stats = FileStats::default();
     let cap = view.max_entries.map(|m| m as usize);
     match selected.values {
         Values::Nets(mut nets) => {

@@ -512,6 +512,20 @@ impl Daemon {
         split_lines(&self.read(rel), rel)
     }
 
+    /// Poll until `rel` reads `want` (views are rebuilt in the background).
+    pub fn eventually(&self, rel: &str, want: &str) {
+        let got = poll_until(READY_TIMEOUT, || {
+            let got = std::fs::read_to_string(self.path(rel)).unwrap_or_default();
+            (got == want).then_some(got)
+        });
+        assert_eq!(
+            got.as_deref(),
+            Some(want),
+            "{rel} never became {want:?}; it is {:?}",
+            std::fs::read_to_string(self.path(rel))
+        );
+    }
+
     /// Write `command` to `.iocfs/ctl` in one write().
     pub fn ctl(&self, command: &str) -> io::Result<()> {
         let mut f = OpenOptions::new()

@@ -274,7 +274,7 @@ impl LiveSet {
         }
         self.version = LiveVersion::new(
             new_id,
-            self.version.ty,
+            self.version.of(),
             &kept,
             order.len() as u64,
             mtime,
@@ -305,7 +305,7 @@ impl LiveSet {
     ) -> Result<()> {
         let version = LiveVersion::new(
             new_id,
-            self.version.ty,
+            self.version.of(),
             values,
             times.len() as u64,
             mtime,
@@ -318,7 +318,7 @@ impl LiveSet {
     pub fn new_version(&self, new_id: u64, mtime: u64) -> Result<Arc<LiveVersion>> {
         LiveVersion::new(
             new_id,
-            self.version.ty,
+            self.version.of(),
             b"",
             0,
             mtime,
@@ -392,8 +392,17 @@ mod tests {
     fn an_append_under_a_passthrough_reader_makes_a_new_version() {
         let dir = tempfile::tempdir().unwrap();
         for storage in [Storage::Memfd, Storage::Tmpfile(dir.path().to_path_buf())] {
-            let mut s =
-                LiveSet::empty(LiveVersion::new(1, IocType::Ipv4, b"", 0, 0, &storage).unwrap());
+            let mut s = LiveSet::empty(
+                LiveVersion::new(
+                    1,
+                    (crate::store::model::Target::Live, IocType::Ipv4),
+                    b"",
+                    0,
+                    0,
+                    &storage,
+                )
+                .unwrap(),
+            );
             s.append(b"1.1.1.1\n", &[(1, 1)], 5, || 99).unwrap();
             let held = s.version.clone();
             held.passthrough_opened();
@@ -415,8 +424,17 @@ mod tests {
     }
 
     fn set(content: &[u8], times: &[Times]) -> LiveSet {
-        let mut s =
-            LiveSet::empty(LiveVersion::new(1, IocType::Ipv4, b"", 0, 0, &Storage::Memfd).unwrap());
+        let mut s = LiveSet::empty(
+            LiveVersion::new(
+                1,
+                (crate::store::model::Target::Live, IocType::Ipv4),
+                b"",
+                0,
+                0,
+                &Storage::Memfd,
+            )
+            .unwrap(),
+        );
         s.append(content, times, 5, || 99).unwrap();
         s
     }

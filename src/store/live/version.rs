@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, Result};
 use crate::ioc::IocType;
+use crate::store::model::Target;
 
 /// Where the bytes of live versions are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,19 +35,18 @@ static SPARES: Mutex<Vec<(Storage, File)>> = Mutex::new(Vec::new());
 impl Storage {
     /// A new, empty file of this kind (for a version, or a staged replace): a spare one if
     /// there is one.
-    pub fn create(&self, ty: IocType) -> Result<File> {
+    /// `name` (e.g. `live/ipv4.txt`) says what the file is for, in errors.
+    pub fn create(&self, name: &str) -> Result<File> {
         let mut spares = crate::sync::lock(&SPARES);
         if let Some(at) = spares.iter().position(|(s, _)| s == self) {
             return Ok(spares.swap_remove(at).1);
         }
         drop(spares);
         self.make().ctx(|| match self {
-            Storage::Memfd => format!("memfd_create for live/{}", ty.file_name()),
-            Storage::Tmpfile(dir) => format!(
-                "create an unnamed file in {} for live/{}",
-                dir.display(),
-                ty.file_name()
-            ),
+            Storage::Memfd => format!("memfd_create for {name}"),
+            Storage::Tmpfile(dir) => {
+                format!("create an unnamed file in {} for {name}", dir.display())
+            }
         })
     }
 
@@ -86,6 +86,8 @@ impl Storage {
 pub struct LiveVersion {
     /// Unique among all versions of all files (an inode-like identity).
     pub id: u64,
+    /// The file it is a version of: a live file, or an allowlist.
+    pub target: Target,
     pub ty: IocType,
     file: File,
     storage: Storage,
@@ -101,17 +103,19 @@ pub struct LiveVersion {
 impl LiveVersion {
     pub fn new(
         id: u64,
-        ty: IocType,
+        (target, ty): (Target, IocType),
         content: &[u8],
         lines: u64,
         mtime: u64,
         storage: &Storage,
     ) -> Result<Arc<LiveVersion>> {
-        let file = storage.create(ty)?;
+        let name = format!("{}/{}", target.dir(), ty.file_name());
+        let file = storage.create(&name)?;
         file.write_all_at(content, 0)
-            .ctx(|| format!("fill the content of live/{}", ty.file_name()))?;
+            .ctx(|| format!("fill the content of {name}"))?;
         Ok(Arc::new(LiveVersion {
             id,
+            target,
             ty,
             file,
             storage: storage.clone(),
@@ -149,18 +153,19 @@ impl LiveVersion {
     /// caller checks the length is still the same before using the copy.
     pub fn copy(&self, new_id: u64, mtime: u64) -> Result<Arc<LiveVersion>> {
         crate::failpoint::pause("live::copy");
-        let file = self.storage.create(self.ty)?;
+        let file = self.storage.create(&self.name())?;
         let len = self.len();
         let lines = self.lines();
         let mut copied = 0u64;
         while copied < len {
             let chunk = self.read_at(copied, (len - copied).min(8 << 20) as usize)?;
             file.write_all_at(&chunk, copied)
-                .ctx(|| format!("copy live/{} into a new version", self.ty.file_name()))?;
+                .ctx(|| format!("copy {} into a new version", self.name()))?;
             copied += chunk.len() as u64;
         }
         Ok(Arc::new(LiveVersion {
             id: new_id,
+            target: self.target,
             ty: self.ty,
             file,
             storage: self.storage.clone(),
@@ -169,6 +174,16 @@ impl LiveVersion {
             mtime: AtomicU64::new(mtime),
             passthrough_readers: AtomicUsize::new(0),
         }))
+    }
+
+    /// Its path in the mount, for messages: `live/ipv4.txt`, `allow/domain.txt`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.target.dir(), self.ty.file_name())
+    }
+
+    /// What it is a version of.
+    pub fn of(&self) -> (Target, IocType) {
+        (self.target, self.ty)
     }
 
     /// Bytes a reader may see: always whole lines.
@@ -202,7 +217,7 @@ impl LiveVersion {
         let mut buf = vec![0u8; (end - offset) as usize];
         self.file
             .read_exact_at(&mut buf, offset)
-            .ctx(|| format!("read memfd of live/{} at {offset}", self.ty.file_name()))?;
+            .ctx(|| format!("read the content of {} at {offset}", self.name()))?;
         Ok(buf)
     }
 
@@ -221,7 +236,7 @@ impl LiveVersion {
         let at = self.len();
         self.file
             .write_all_at(bytes, at)
-            .ctx(|| format!("append to memfd of live/{} at {at}", self.ty.file_name()))?;
+            .ctx(|| format!("append to the content of {} at {at}", self.name()))?;
         self.lines.fetch_add(lines, Ordering::AcqRel);
         self.mtime.store(mtime, Ordering::Release);
         self.len.store(at + bytes.len() as u64, Ordering::Release);

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::ioc::IocType;
 use crate::store::index::{Entry, Index};
 use crate::store::live::{LiveSet, LiveVersion, Storage, Times};
-use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Loc, Meta, Tier, MAX_LOC_ID};
+use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Loc, Meta, Target, Tier, MAX_LOC_ID};
 use crate::store::mutation::Manifest;
 use crate::store::partition::{ByBucket, ByTier, ByType, Per};
 use crate::store::tier::{self, Block, TierVersion};
@@ -135,10 +135,11 @@ impl State {
     ) -> Result<State> {
         let next = || ids.fetch_add(1, Ordering::Relaxed);
         let live = Per::try_from_fn(|ty| {
-            LiveVersion::new(next(), ty, b"", 0, 0, storage).map(LiveSet::empty)
+            LiveVersion::new(next(), (Target::Live, ty), b"", 0, 0, storage).map(LiveSet::empty)
         })?;
         let allow = Per::try_from_fn(|ty| {
-            LiveVersion::new(next(), ty, b"", 0, 0, &Storage::Memfd).map(AllowSet::empty)
+            LiveVersion::new(next(), (Target::Allow, ty), b"", 0, 0, &Storage::Memfd)
+                .map(AllowSet::empty)
         })?;
         let tiers = Per::from_fn(|tier| Per::from_fn(|ty| TierVersion::empty(next(), tier, ty)));
         Ok(State {
@@ -164,7 +165,7 @@ impl State {
 
     /// Whether versions can be created in `storage` (O_TMPFILE needs filesystem support).
     pub fn probe_storage(storage: &Storage) -> Result<()> {
-        LiveVersion::new(0, IocType::Ipv4, b"", 0, 0, storage).map(|_| ())
+        LiveVersion::new(0, (Target::Live, IocType::Ipv4), b"", 0, 0, storage).map(|_| ())
     }
 
     pub fn seed(&self) -> u64 {

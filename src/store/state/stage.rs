@@ -78,7 +78,9 @@ impl State {
         let ty = to.1;
         let id = if stage == 0 { seq } else { stage };
         if stage == 0 {
-            let file = self.staging.create(ty)?;
+            let file =
+                self.staging
+                    .create(&format!("a replace of {}/{}", to.0.dir(), ty.file_name()))?;
             self.stages.insert(
                 id,
                 Stage {

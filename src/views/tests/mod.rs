@@ -11,12 +11,16 @@ use crate::config::Config;
 use crate::store::model::Bucket;
 use crate::store::mutation::Op;
 
+mod allow;
+
 const T0: u64 = 1_700_000_000;
 const DAY: u64 = 86_400;
 
 struct Fixture {
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
+    /// Off unless a test is about it: these tests list documentation and private ranges.
+    suppress_reserved: bool,
 }
 
 impl Fixture {
@@ -24,6 +28,7 @@ impl Fixture {
         Fixture {
             dir: tempfile::tempdir().unwrap(),
             clock: Arc::new(ManualClock::new(T0)),
+            suppress_reserved: false,
         }
     }
 
@@ -34,6 +39,7 @@ impl Fixture {
         };
         c.tiers.block_size = 4096;
         c.views.refresh = Duration::ZERO;
+        c.views.suppress_reserved = self.suppress_reserved;
         for (name, v) in views {
             c.views.defs.insert(name.to_string(), v.clone());
         }
