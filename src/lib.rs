@@ -18,6 +18,7 @@ pub mod fs;
 pub mod ingest;
 pub mod ioc;
 pub mod lograte;
+pub mod lookup;
 pub mod metrics;
 pub mod reserved;
 pub mod secure;

@@ -159,3 +159,40 @@ fn reserved_addresses_appended_to_live_are_in_no_view() {
         3
     );
 }
+
+#[test]
+fn lookup_finds_covered_values_and_says_what_keeps_them_out_of_views() {
+    let Some(d) = start() else { return };
+    d.sh_ok("printf '8.8.0.0/16\\n10.0.0.0/8\\n' >> live/ipv4.txt");
+    d.sh_ok("echo '*.evil.example' >> live/domain.txt");
+    d.sh_ok("echo 8.8.8.0/24 >> allow/ipv4.txt");
+    d.eventually("views/all/ipv4.txt", "8.8.0.0/21\n8.8.9.0/24\n8.8.10.0/23\n8.8.12.0/22\n8.8.16.0/20\n8.8.32.0/19\n8.8.64.0/18\n8.8.128.0/17\n");
+    let lookup = |v: &str| -> serde_json::Value {
+        serde_json::from_str(&d.read(&format!(".iocfs/lookup/{v}"))).unwrap()
+    };
+    let a = lookup("8.8.4.4");
+    assert_eq!(a["bucket"], serde_json::Value::Null, "{a}");
+    assert_eq!(a["covered_by"][0]["value"], "8.8.0.0/16");
+    assert_eq!(a["covered_by"][0]["bucket"], "live");
+    assert_eq!(a["views"], serde_json::json!(["all"]));
+    let a = lookup("8.8.8.8");
+    assert_eq!(a["allowed_by"]["entry"], "8.8.8.0/24", "{a}");
+    assert_eq!(a["views"], serde_json::json!([]));
+    let a = lookup("10.1.2.3");
+    assert_eq!(a["allowed_by"]["list"], "reserved", "{a}");
+    let a = lookup("www.evil.example");
+    assert_eq!(a["covered_by"][0]["value"], "*.evil.example", "{a}");
+    assert_eq!(a["views"], serde_json::json!(["all"]));
+    // Neither stored nor covered.
+    for absent in ["9.9.9.9", "good.example", "8.8.0.0%2F15"] {
+        assert_eq!(
+            errno_of(std::fs::metadata(
+                d.path(&format!(".iocfs/lookup/{absent}"))
+            )),
+            libc::ENOENT,
+            "{absent}"
+        );
+    }
+    // A listed network, by its `%2F` name.
+    assert_eq!(lookup("8.8.0.0%2F16")["bucket"], "live");
+}

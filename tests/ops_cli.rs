@@ -410,6 +410,7 @@ fn stats_prints_a_table_and_json() {
     let Some(d) = Daemon::start() else { return };
     d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2", "3.3.3.3"]);
     d.append_lines("live/domain.txt", &["a.example", "b.example"]);
+    d.append_lines("allow/domain.txt", &["ok.example"]);
     let (ok, text) = iocfs(&[Path::new("stats"), &d.mnt()]);
     assert!(ok, "iocfs stats: {text}");
     let row = |name: &str| -> Vec<String> {
@@ -420,10 +421,13 @@ fn stats_prints_a_table_and_json() {
             .map(String::from)
             .collect()
     };
-    assert_eq!(row("type"), ["type", "live", "chaud", "tiede", "froid"]);
-    assert_eq!(row("ipv4"), ["ipv4", "3", "0", "0", "0"]);
-    assert_eq!(row("domain"), ["domain", "2", "0", "0", "0"]);
-    assert_eq!(row("total"), ["total", "5", "0", "0", "0"]);
+    assert_eq!(
+        row("type"),
+        ["type", "live", "chaud", "tiede", "froid", "allow"]
+    );
+    assert_eq!(row("ipv4"), ["ipv4", "3", "0", "0", "0", "0"]);
+    assert_eq!(row("domain"), ["domain", "2", "0", "0", "0", "1"]);
+    assert_eq!(row("total"), ["total", "5", "0", "0", "0", "1"]);
 
     let (ok, json) = iocfs(&[Path::new("stats"), Path::new("--json"), &d.mnt()]);
     assert!(ok, "iocfs stats --json: {json}");
@@ -431,6 +435,7 @@ fn stats_prints_a_table_and_json() {
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("stats --json: {e}: {json}"));
     assert_eq!(v["buckets"]["live"]["ipv4"]["lines"], 3, "{json}");
     assert_eq!(v["buckets"]["live"]["total"]["lines"], 5, "{json}");
+    assert_eq!(v["allow"]["domain"]["lines"], 1, "{json}");
 
     let (ok, text) = iocfs(&[Path::new("stats"), &d.root().join("data")]);
     assert!(

@@ -8,14 +8,16 @@ use serde_json::Value;
 use crate::ioc::IocType;
 use crate::store::model::Bucket;
 
-/// `iocfs stats`: indicators per bucket and type, then the engine's vital signs.
+/// `iocfs stats`: indicators per bucket and type (and allowlist lines), then the engine's
+/// vital signs.
 pub fn stats_table(v: &Value) -> String {
     let mut out = String::new();
     out.push_str(&format!("{:<8}", "type"));
     for b in Bucket::ALL {
         out.push_str(&format!("{:>12}", b.name()));
     }
-    out.push('\n');
+    out.push_str(&format!("{:>12}\n", "allow"));
+    let allowed = |row: &str| v["allow"][row]["lines"].as_u64().unwrap_or(0);
     let rows = IocType::ALL.iter().map(|t| t.name()).chain(["total"]);
     for row in rows {
         out.push_str(&format!("{row:<8}"));
@@ -23,7 +25,11 @@ pub fn stats_table(v: &Value) -> String {
             let n = v["buckets"][b.name()][row]["lines"].as_u64().unwrap_or(0);
             out.push_str(&format!("{n:>12}"));
         }
-        out.push('\n');
+        let allow = match row {
+            "total" => IocType::ALL.iter().map(|t| allowed(t.name())).sum(),
+            _ => allowed(row),
+        };
+        out.push_str(&format!("{allow:>12}\n"));
     }
     let cache = &v["cache"];
     out.push_str(&format!(

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::nodes::Node;
 use super::{errno, IocFs, NO_TTL};
-use crate::clock::rfc3339;
 use crate::ioc;
 use crate::lograte;
 
@@ -81,21 +80,14 @@ impl IocFs {
             .collect()
     }
 
-    /// `.iocfs/lookup/VALUE`: exists iff VALUE is stored; `/` in values is written `%2F`.
+    /// `.iocfs/lookup/VALUE`: exists iff VALUE is stored or covered (see `crate::lookup`);
+    /// `/` in values is written `%2F`.
     pub(super) fn lookup_entry(&self, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
         let raw = percent_decode(name.as_bytes()).ok_or(Errno::ENOENT)?;
-        let (ty, value) = ioc::classify(&raw, &self.store.limits()).ok_or(Errno::ENOENT)?;
-        let (bucket, (first, last)) = self.store.find(ty, value.as_bytes()).ok_or(Errno::ENOENT)?;
-        let body = json!({
-            "value": value,
-            "type": ty.name(),
-            "bucket": bucket.name(),
-            "first_seen": rfc3339(first.into()),
-            "last_seen": rfc3339(last.into()),
-        });
-        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let answer = crate::lookup::lookup(&self.store, &self.views, &raw).ok_or(Errno::ENOENT)?;
+        let mut bytes = serde_json::to_vec(&answer.body).unwrap_or_default();
         bytes.push(b'\n');
-        let key = Arc::new((ty, value.into_bytes()));
+        let key = Arc::new((answer.ty, answer.value.into_bytes()));
         let ino = self.nodes.lookup_ino(&key);
         let attr = self.snapshot_attr(ino, bytes.len() as u64);
         self.nodes.remember(ino, Node::Lookup(Arc::new(bytes), key));

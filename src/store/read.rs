@@ -113,6 +113,26 @@ impl Store {
         self.state().find(ty, value)
     }
 
+    /// [`find`](Self::find) for several values of one type, under one lock.
+    pub fn find_each<S: AsRef<[u8]>>(
+        &self,
+        ty: IocType,
+        values: &[S],
+    ) -> Vec<Option<(Bucket, Times)>> {
+        let st = self.state();
+        values.iter().map(|v| st.find(ty, v.as_ref())).collect()
+    }
+
+    /// Which of `values` the allowlist of `ty` holds as is, under one lock.
+    pub fn allowed_each<S: AsRef<[u8]>>(&self, ty: IocType, values: &[S]) -> Vec<bool> {
+        let st = self.state();
+        let allow = st.allow(ty);
+        values
+            .iter()
+            .map(|v| allow.contains(&st.key(ty, v.as_ref())))
+            .collect()
+    }
+
     /// A consistent copy of one partition: the state lock is held only to clone the version
     /// (and, for live, its times), never while values are read.
     pub fn snapshot(&self, bucket: Bucket, ty: IocType) -> PartitionSnapshot {

@@ -13,6 +13,7 @@ pub fn stats(store: &Store) -> Value {
     let config = store.config();
     let mut buckets = Map::new();
     let mut total_indicators = 0u64;
+    let mut allow = Map::new();
     let (aging, applied_seq, dirty) = {
         let st = store.state();
         for b in Bucket::ALL {
@@ -44,10 +45,17 @@ pub fn stats(store: &Store) -> Value {
             total_indicators += lines_sum;
             buckets.insert(b.name().into(), Value::Object(per_type));
         }
+        for ty in IocType::ALL {
+            let v = st.allow(ty).version();
+            allow.insert(
+                ty.name().into(),
+                json!({"lines": v.lines(), "bytes": v.len()}),
+            );
+        }
         let aging = st.last_aging().map(
             |(at, r)| json!({"at": rfc3339(*at), "moved": r.moved, "whole_blocks": r.whole_blocks}),
         );
-        (aging, st.applied_seq(), st.changes().dirty().len())
+        (aging, st.applied_seq(), st.changes().dirty_parts().len())
     };
     let cache = store.cache.stats();
     let lookups = cache.hits + cache.misses;
@@ -73,6 +81,7 @@ pub fn stats(store: &Store) -> Value {
         "uptime_secs": store.uptime_secs(),
         "indicators": total_indicators,
         "buckets": buckets,
+        "allow": allow,
         "cache": {
             "hits": cache.hits,
             "misses": cache.misses,

@@ -33,6 +33,8 @@ pub struct ViewFile {
     pub entries: u64,
     pub hash: u128,
     file: File,
+    /// What an address file covers, once a lookup or the views thread asked (`lookup`).
+    pub(super) coverage: std::sync::OnceLock<crate::cidr::IntervalSet>,
 }
 
 impl ViewFile {
@@ -198,6 +200,7 @@ impl Disk {
             entries: meta.entries,
             hash: hash(&content),
             file,
+            coverage: std::sync::OnceLock::new(),
         })
     }
 
@@ -266,6 +269,7 @@ impl Disk {
             entries,
             hash: content_hash,
             file,
+            coverage: std::sync::OnceLock::new(),
         })
     }
 

@@ -16,6 +16,7 @@
 
 pub mod disk;
 pub mod format;
+mod lookup;
 pub mod render;
 pub mod select;
 pub mod suppress;
@@ -160,6 +161,11 @@ impl Views {
     /// The types a view serves.
     pub fn types(&self, view: &str) -> Option<Vec<IocType>> {
         self.config().defs.get(view).map(|d| d.types.clone())
+    }
+
+    /// The index of the allowlist of `ty` the builds use (see `suppress`).
+    pub fn allow_index(&self, store: &Store, ty: IocType) -> Result<Arc<suppress::AllowIndex>> {
+        self.allow.get(store, ty)
     }
 
     /// The current version of a view file (None before its first build).

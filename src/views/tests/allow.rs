@@ -217,3 +217,81 @@ fn removing_an_allow_line_brings_the_values_back_at_the_next_rebuild() {
         format!("{}\n{}\n", "a".repeat(64), "b".repeat(64))
     );
 }
+
+#[test]
+fn lookup_answers_as_a_firewall_matches() {
+    use crate::lookup::lookup;
+    let mut fx = Fixture::new();
+    fx.suppress_reserved = true;
+    let fw = View {
+        types: vec![IocType::Ipv4, IocType::Domain],
+        aggregate: true,
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("fw", fw)]);
+    store
+        .append(
+            IocType::Ipv4,
+            lines(&["8.0.0.0/16", "8.0.3.0/24", "10.9.0.0/16"]),
+        )
+        .unwrap();
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Ipv4,
+        &["8.0.0.0/8"],
+        2 * DAY,
+    );
+    store
+        .append(
+            IocType::Domain,
+            lines(&["*.example.com", "*.example.net", "plain.example.org"]),
+        )
+        .unwrap();
+    allow(&store, IocType::Ipv4, &["8.0.3.0/24"]);
+    allow(&store, IocType::Domain, &["ok.example.net"]);
+    views.rebuild(&store, false).unwrap();
+    let get = |v: &str| lookup(&store, &views, v.as_bytes()).map(|a| a.body);
+
+    // Not stored, covered by two stored networks: most specific first, with their buckets.
+    let a = get("8.0.1.2").unwrap();
+    assert_eq!(a["bucket"], serde_json::Value::Null);
+    let covered: Vec<(&str, &str)> = a["covered_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["value"].as_str().unwrap(), c["bucket"].as_str().unwrap()))
+        .collect();
+    assert_eq!(covered, [("8.0.0.0/16", "live"), ("8.0.0.0/8", "chaud")]);
+    assert_eq!(a["allowed_by"], serde_json::Value::Null);
+    assert_eq!(a["views"], serde_json::json!(["all", "fw"]));
+    // Stored, but allowed: in no view, and lookup says by what.
+    let a = get("8.0.3.0/24").unwrap();
+    assert_eq!(a["bucket"], "live");
+    assert_eq!(a["allowed_by"]["entry"], "8.0.3.0/24");
+    assert_eq!(a["allowed_by"]["file"], "allow/ipv4.txt");
+    assert_eq!(a["views"], serde_json::json!([]));
+    let a = get("8.0.3.9").unwrap();
+    assert_eq!(a["allowed_by"]["entry"], "8.0.3.0/24");
+    // Reserved.
+    let a = get("10.9.1.1").unwrap();
+    assert_eq!(a["allowed_by"]["list"], "reserved");
+    assert_eq!(a["allowed_by"]["entry"], "10.0.0.0/8");
+    // Neither stored nor covered: absent.
+    assert!(get("9.9.9.9").is_none());
+    assert!(get("www.example.org").is_none());
+    // A name under a stored wildcard; a wildcard with an allowed name under it.
+    let a = get("a.b.example.com").unwrap();
+    assert_eq!(a["covered_by"][0]["value"], "*.example.com");
+    assert_eq!(a["views"], serde_json::json!(["all", "fw"]));
+    let a = get("*.example.net").unwrap();
+    assert_eq!(a["allowed_by"]["entry"], "ok.example.net");
+    assert_eq!(a["allowed_by"]["conflict"], true);
+    assert_eq!(a["views"], serde_json::json!([]));
+    let a = get("ok.example.net").unwrap();
+    assert_eq!(a["allowed_by"]["entry"], "ok.example.net");
+    assert_eq!(
+        get("plain.example.org").unwrap()["views"],
+        serde_json::json!(["all", "fw"])
+    );
+}
