@@ -389,3 +389,94 @@ impl Rules<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// 192.0.0.0/22: a reserved /24 with two servable exceptions, a public /24, the reserved
+    /// TEST-NET-1, another public /24.
+    const BASE: u128 = 0xc000_0000;
+
+    fn net((off, host): (u128, u8)) -> Net {
+        Net::new(false, BASE + off, 32 - host).unwrap()
+    }
+
+    fn addrs(nets: impl IntoIterator<Item = Net>) -> BTreeSet<u128> {
+        nets.into_iter().flat_map(|n| n.addr()..=n.last()).collect()
+    }
+
+    fn rules<'a>(allowed: &[Net], reserved: Option<&'a IntervalSet>) -> Rules<'a> {
+        let mut by_type: ByType<Option<Arc<AllowIndex>>> = ByType::default();
+        by_type[IocType::Ipv4] = Some(Arc::new(AllowIndex::Nets(IntervalSet::build(
+            allowed.iter().copied(),
+        ))));
+        Rules {
+            ty: IocType::Ipv4,
+            by_type,
+            reserved,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// What a view serves is what was listed minus what is allowed or reserved, address
+        /// for address; every listed network is counted once.
+        #[test]
+        fn served_addresses_are_listed_minus_allowed_minus_reserved(
+            listed in prop::collection::vec((0u128..1024, prop_oneof![0u8..=2, 3u8..=9]), 0..20),
+            allowed in prop::collection::vec((0u128..1024, prop_oneof![0u8..=3, 4u8..=8]), 0..8),
+            reserved_on in any::<bool>(),
+        ) {
+            let listed: Vec<Net> = listed.into_iter().map(net).collect();
+            let allowed: Vec<Net> = allowed.into_iter().map(net).collect();
+            let reserved = crate::reserved::set();
+            let r = rules(&allowed, reserved_on.then_some(&reserved));
+            let mut sel = Selected {
+                values: Values::Nets(listed.iter().map(|&n| (n, 1)).collect()),
+                expires: None,
+                unreadable_blocks: 0,
+                unparsable: 0,
+            };
+            let s = r.apply(&mut sel);
+            let Values::Nets(served) = sel.values else { unreachable!() };
+            let mut blocked = addrs(allowed.iter().copied());
+            if reserved_on {
+                let all = addrs([Net::new(false, BASE, 22).unwrap()]);
+                blocked.extend(all.into_iter().filter(|&a| {
+                    reserved.contains_net(&Net::new(false, a, 32).unwrap())
+                }));
+            }
+            let want: BTreeSet<u128> = addrs(listed.iter().copied())
+                .difference(&blocked)
+                .copied()
+                .collect();
+            prop_assert_eq!(addrs(served.iter().map(|(n, _)| *n)), want);
+            let kept = listed
+                .iter()
+                .filter(|n| !addrs([**n]).iter().any(|a| blocked.contains(a)))
+                .count() as u64;
+            prop_assert_eq!(
+                s.suppressed_allow + s.suppressed_reserved + s.trimmed + kept,
+                listed.len() as u64
+            );
+            if !reserved_on {
+                prop_assert_eq!(s.suppressed_reserved, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn exact_sets_find_their_values_only() {
+        let set = ExactSet::build(b"a\nbb\nbb\n\nccc\n".to_vec());
+        for v in [&b"a"[..], b"bb", b"ccc"] {
+            assert!(set.contains(v));
+        }
+        for v in [&b""[..], b"b", b"cc", b"a\n"] {
+            assert!(!set.contains(v), "{v:?}");
+        }
+    }
+}
