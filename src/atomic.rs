@@ -11,15 +11,10 @@
 //! so a name planted ahead of iocfs (a symlink to /etc/shadow) is never followed or
 //! truncated: it is removed (the link itself) and the file created anew.
 
-use std::ffi::OsStr;
-use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
-
+use crate::disk::{Disk, Handle, Writer};
 use crate::error::{Error, IoContext, Result};
 
 const TEMP_SUFFIX: &str = ".tmp";
@@ -35,81 +30,39 @@ pub fn is_temp_name(name: &str) -> bool {
 }
 
 /// fsync a directory, making renames, creations and deletions in it durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn fsync_dir(disk: &Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir)
         .ctx(|| format!("fsync directory {}", dir.display()))
-}
-
-/// A directory, opened without following a symlink at its last component.
-pub fn open_dir(dir: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| format!("open directory {}", dir.display()))
-}
-
-fn split(path: &Path) -> Result<(&Path, &OsStr)> {
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => Ok((dir, name)),
-        _ => Err(Error::Invalid(format!(
-            "internal: {} names no file in a directory",
-            path.display()
-        ))),
-    }
 }
 
 /// Create the new file `path` for reading and writing (mode `mode`): never through a symlink,
 /// never over an existing file. A leftover of the same name (a temp a crash left, or anything
 /// planted there) is unlinked first, the name only, whatever it points to.
-pub fn create_new(path: &Path, mode: u32) -> Result<File> {
-    let (dir, name) = split(path)?;
-    let dir_fd = open_dir(dir)?;
-    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-    let mode = Mode::from_bits_truncate(mode);
-    let create = || nix::fcntl::openat(&dir_fd, name, flags | OFlag::O_CLOEXEC, mode);
-    let fd = match create() {
-        Err(nix::errno::Errno::EEXIST) => {
-            log::warn!("{}: removing a leftover in the way", path.display());
-            nix::unistd::unlinkat(&dir_fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
-                .ctx(|| format!("remove {}", path.display()))?;
-            create()
-        }
-        other => other,
-    }
-    .ctx(|| format!("create {}", path.display()))?;
-    Ok(File::from(fd))
+pub fn create_new(disk: &Disk, path: &Path, mode: u32) -> Result<Handle> {
+    disk.create_new(path, mode)
+        .ctx(|| format!("create {}", path.display()))
 }
 
 /// Open an existing regular file of iocfs's for writing, never through a symlink.
-pub fn open_existing(path: &Path) -> Result<File> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| format!("open {}", path.display()))?;
-    let file = File::from(fd);
-    let md = file.metadata().ctx(|| format!("stat {}", path.display()))?;
-    if !md.is_file() {
-        return Err(Error::Unsafe(format!(
-            "{} is not a regular file; fix: move it away",
-            path.display()
-        )));
-    }
-    Ok(file)
+pub fn open_existing(disk: &Disk, path: &Path) -> Result<Handle> {
+    disk.open_rw(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::InvalidInput {
+            Error::Unsafe(format!("{}: {e}", path.display()))
+        } else {
+            Error::io(format!("open {}", path.display()), e)
+        }
+    })
 }
 
 /// Create `path` (see [`create_new`]), fill it with `write`, flush and fsync it.
 /// Returns the open file so callers can keep reading the version they wrote.
 pub fn write_synced(
+    disk: &Disk,
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<File> {
-    let file = create_new(path, 0o644)?;
-    let mut out = BufWriter::with_capacity(1 << 20, &file);
+) -> Result<Handle> {
+    let file = create_new(disk, path, 0o644)?;
+    let mut out = BufWriter::with_capacity(1 << 20, Writer::new(&*file));
     write(&mut out)
         .and_then(|()| out.flush())
         .ctx(|| format!("write {}", path.display()))?;
@@ -120,47 +73,50 @@ pub fn write_synced(
 }
 
 /// Rename without the directory fsync: for a group of renames, fsync each directory once after.
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).ctx(|| format!("rename {} to {}", from.display(), to.display()))
+pub fn rename(disk: &Disk, from: &Path, to: &Path) -> Result<()> {
+    disk.rename(from, to)
+        .ctx(|| format!("rename {} to {}", from.display(), to.display()))
 }
 
 /// Durably replace `dir/name` with what `write` produces. On error the old file is untouched
 /// and the temp file is removed.
 pub fn replace_file(
+    disk: &Disk,
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<File> {
+) -> Result<Handle> {
     let tmp = temp_path(dir, name, &std::process::id().to_string());
-    let result = write_synced(&tmp, write).and_then(|file| {
-        rename(&tmp, &dir.join(name))?;
-        fsync_dir(dir)?;
+    let result = write_synced(disk, &tmp, write).and_then(|file| {
+        rename(disk, &tmp, &dir.join(name))?;
+        fsync_dir(disk, dir)?;
         Ok(file)
     });
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = disk.remove_file(&tmp);
     }
     result
 }
 
 /// Remove temp files left by a crash; returns their names for the log.
-pub fn remove_leftover_temps(dir: &Path) -> Result<Vec<String>> {
+pub fn remove_leftover_temps(disk: &Disk, dir: &Path) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    let entries = match fs::read_dir(dir) {
+    let entries = match disk.read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
         Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
     };
     for entry in entries {
-        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let name = entry.name.to_string_lossy().into_owned();
         if is_temp_name(&name) {
-            fs::remove_file(entry.path()).ctx(|| format!("remove {}", entry.path().display()))?;
+            let path = dir.join(&entry.name);
+            disk.remove_file(&path)
+                .ctx(|| format!("remove {}", path.display()))?;
             removed.push(name);
         }
     }
     if !removed.is_empty() {
-        fsync_dir(dir)?;
+        fsync_dir(disk, dir)?;
     }
     Ok(removed)
 }
@@ -168,14 +124,19 @@ pub fn remove_leftover_temps(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::process::{Command, Stdio};
     use std::time::Duration;
+
+    fn real() -> Disk {
+        Disk::real()
+    }
 
     #[test]
     fn replace_writes_new_content_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), b"old").unwrap();
-        replace_file(dir.path(), "f", |w| w.write_all(b"new")).unwrap();
+        replace_file(&real(), dir.path(), "f", |w| w.write_all(b"new")).unwrap();
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"new");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -184,7 +145,7 @@ mod tests {
     fn failed_write_keeps_old_file() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), b"old").unwrap();
-        let err = replace_file(dir.path(), "f", |w| {
+        let err = replace_file(&real(), dir.path(), "f", |w| {
             w.write_all(b"partial")?;
             Err(io::Error::other("boom"))
         })
@@ -201,12 +162,12 @@ mod tests {
         fs::write(&victim, b"secret").unwrap();
         let tmp = temp_path(dir.path(), "f", "c9");
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-        write_synced(&tmp, |w| w.write_all(b"mine")).unwrap();
+        write_synced(&real(), &tmp, |w| w.write_all(b"mine")).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"secret");
         assert!(!fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(&tmp).unwrap(), b"mine");
         std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
-        assert!(open_existing(&dir.path().join("link")).is_err());
+        assert!(open_existing(&real(), &dir.path().join("link")).is_err());
         assert_eq!(fs::read(&victim).unwrap(), b"secret");
     }
 
@@ -215,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(temp_path(dir.path(), "ipv4.txt", "c7"), b"x").unwrap();
         fs::write(dir.path().join("ipv4.txt"), b"keep").unwrap();
-        let removed = remove_leftover_temps(dir.path()).unwrap();
+        let removed = remove_leftover_temps(&real(), dir.path()).unwrap();
         assert_eq!(removed, vec![".ipv4.txt.c7.tmp".to_string()]);
         assert!(dir.path().join("ipv4.txt").exists());
     }
@@ -230,7 +191,7 @@ mod tests {
         let dir = PathBuf::from(dir);
         for round in 0u64.. {
             let body = format!("{round}\n").repeat(20_000);
-            replace_file(&dir, "f", |w| w.write_all(body.as_bytes())).unwrap();
+            replace_file(&real(), &dir, "f", |w| w.write_all(body.as_bytes())).unwrap();
         }
     }
 

@@ -71,7 +71,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     log_recovery(&store);
     // The versions published before the last stop are served at once; the views thread
     // rebuilds every file in the background (an identical build keeps its version).
-    let views = Arc::new(Views::open(&config.data_dir, &config.views)?);
+    let views = Arc::new(Views::open(&store.disk, &config.data_dir, &config.views)?);
 
     let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
     let fs = IocFs::new(store.clone(), views.clone(), inval_tx);

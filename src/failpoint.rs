@@ -2,11 +2,13 @@
 //! `testing` feature can arm one (through `.iocfs/ctl`: `failpoint NAME ERRNO|off`); in release
 //! builds `check` compiles to nothing.
 //!
-//! Names in use: `wal::write`, `wal::zero_fill`, `wal::sync`, `commit::write`; panics:
+//! I/O failpoints sit on the I/O seam ([`io`], called by `disk::real`): `wal::write`,
+//! `wal::zero_fill`, `wal::sync`, `commit::write`. Panics:
 //! `apply::panic`, `aging::panic` (see [`panic_if`]); pauses (see [`pause`]): `backup::pause`,
 //! `wal::sync_pause`, `live::copy`, `tier::read`, `check::locked`.
 
 use std::io;
+use std::path::Path;
 
 #[cfg(feature = "testing")]
 mod armed {
@@ -31,6 +33,50 @@ pub fn check(name: &str) -> io::Result<()> {
     }
     let _ = name;
     Ok(())
+}
+
+/// The operations of the I/O seam that failpoints can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    Write,
+    /// The WAL's zeros written ahead of its records.
+    Zeros,
+    /// fdatasync.
+    SyncData,
+}
+
+/// Called by the real file system before `op` on `path`: fails with the errno of the
+/// failpoint that names it, if armed. `wal::write`, `wal::zero_fill` and `wal::sync` are a
+/// write, a zero fill and an fdatasync of a WAL segment; `commit::write` a write of a commit's
+/// temp file (`.<name>.c<seq>.tmp` in a bucket directory).
+#[inline]
+pub fn io(op: IoOp, path: &Path) -> io::Result<()> {
+    #[cfg(feature = "testing")]
+    if let Some(name) = io_name(op, path) {
+        return check(name);
+    }
+    let _ = (op, path);
+    Ok(())
+}
+
+#[cfg(feature = "testing")]
+fn io_name(op: IoOp, path: &Path) -> Option<&'static str> {
+    let dir = path.parent()?.file_name()?.to_str()?;
+    let name = path.file_name()?.to_str()?;
+    match (op, dir) {
+        (IoOp::Write, "wal") => Some("wal::write"),
+        (IoOp::Zeros, "wal") => Some("wal::zero_fill"),
+        (IoOp::SyncData, "wal") => Some("wal::sync"),
+        (IoOp::Write, "live" | "chaud" | "tiede" | "froid") => {
+            let tag = name.strip_suffix(".tmp")?.rsplit('.').next()?;
+            let digits = tag.strip_prefix('c')?;
+            (name.starts_with('.')
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then_some("commit::write")
+        }
+        _ => None,
+    }
 }
 
 /// Panic if `name` is armed (any errno arms it): how tests exercise the crash policy.

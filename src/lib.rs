@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod crash;
 pub mod daemon;
+pub mod disk;
 pub mod domainset;
 pub mod error;
 pub mod failpoint;

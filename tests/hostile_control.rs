@@ -197,7 +197,11 @@ fn damage_first_block(data: &std::path::Path, rel: &str) {
         .write(true)
         .open(&path)
         .unwrap();
-    let index = iocfs::store::tier::format::read_index(&file).unwrap();
+    let index = iocfs::store::tier::format::read_index(&iocfs::disk::real::RealFile::new(
+        file.try_clone().unwrap(),
+        &path,
+    ))
+    .unwrap();
     let b = &index.blocks[0];
     let crc_at = b.offset + u64::from(b.header.member_len) - 8;
     let mut crc = [0u8; 1];

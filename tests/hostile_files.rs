@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{errno_of, wal_records_end, wal_segments, Daemon, BIN, READY_TIMEOUT};
+use iocfs::disk::real::RealFile;
 use iocfs::store::tier::format;
 
 const QUIET: &str = "[aging]\ninterval = \"3650d\"\n";
@@ -84,7 +85,7 @@ fn block_ids_out_of_range_are_refused_at_mount_naming_the_file() {
     for bad_id in [u32::MAX, 1 << 27, 0] {
         let Some(mut d) = start() else { return };
         let path = chaud_file(&mut d);
-        let file = File::open(&path).unwrap();
+        let file = RealFile::new(File::open(&path).unwrap(), &path);
         let first = format::read_index(&file).unwrap().blocks[0].offset;
         patch_block_header(&path, first, |p| {
             p[2..6].copy_from_slice(&bad_id.to_le_bytes())
@@ -115,7 +116,7 @@ fn block_ids_out_of_range_are_refused_at_mount_naming_the_file() {
 fn a_block_claiming_gigabytes_is_refused_before_it_is_allocated() {
     let Some(mut d) = start() else { return };
     let path = chaud_file(&mut d);
-    let file = File::open(&path).unwrap();
+    let file = RealFile::new(File::open(&path).unwrap(), &path);
     let index = format::read_index(&file).unwrap();
     let b = &index.blocks[0];
     let huge: u32 = 0xF000_0000;
@@ -149,7 +150,7 @@ fn an_adopted_file_with_a_member_past_its_end_is_read_up_to_there() {
         // Make it a file no commit wrote: another partition's name, not in the manifest.
         let foreign = d.data().join("chaud/url.txt.gz");
         fs::copy(&path, &foreign).unwrap();
-        let first = &format::read_index(&File::open(&foreign).unwrap())
+        let first = &format::read_index(&RealFile::new(File::open(&foreign).unwrap(), &foreign))
             .unwrap()
             .blocks[0];
         let claim = if past_any {

@@ -140,6 +140,7 @@ fn tier_files(data: &Path) -> Vec<(PathBuf, String, Vec<format::IndexedBlock>)> 
             let Ok(file) = File::open(&path) else {
                 continue;
             };
+            let file = iocfs::disk::real::RealFile::new(file, &path);
             let index =
                 format::read_index(&file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if !index.blocks.is_empty() {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::cache::BlockCache;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::model::{Bucket, Loc, Tier};
@@ -83,6 +84,7 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<Che
     progress.phase("recovering and rewriting every backing file");
     {
         let store = Store::open_with(
+            Disk::real(),
             Arc::new(config.clone()),
             Arc::new(SystemClock),
             Mode::Salvage,
@@ -144,7 +146,14 @@ fn check(config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
         done.set(done.get() + n);
         progress.loaded(done.get().min(total), total);
     };
-    let recovered = match recovery::recover(data, config, &cache, Mode::ReadOnly, &on_loaded) {
+    let recovered = match recovery::recover(
+        &Disk::real(),
+        data,
+        config,
+        &cache,
+        Mode::ReadOnly,
+        &on_loaded,
+    ) {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(e.to_string());
@@ -192,7 +201,7 @@ fn committed_bytes(data: &Path) -> u64 {
 /// Frame-level check of every segment. False when the log is damaged before its tail.
 fn check_wal(data: &Path, report: &mut CheckReport) -> Result<bool> {
     let dir = data.join("wal");
-    let segments = segment::list(&dir)?;
+    let segments = segment::list(&Disk::real(), &dir)?;
     let mut next: Option<u64> = None;
     let mut records = 0usize;
     let mut bytes = 0u64;
@@ -272,7 +281,7 @@ fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Cut the log at its first damaged record; keep the cut bytes in lost+found.
 fn repair_wal(data: &Path) -> Result<Vec<String>> {
     let dir = data.join("wal");
-    let segments = segment::list(&dir)?;
+    let segments = segment::list(&Disk::real(), &dir)?;
     let mut done = Vec::new();
     let mut next: Option<u64> = None;
     for (i, (first, path)) in segments.iter().enumerate() {
@@ -298,7 +307,7 @@ fn repair_wal(data: &Path) -> Result<Vec<String>> {
                 kept.display()
             ));
             for (_, later) in &segments[i + 1..] {
-                let moved = recovery::move_to_lost_found(data, later)?;
+                let moved = recovery::move_to_lost_found(&Disk::real(), data, later)?;
                 done.push(format!(
                     "{}: after the damage, records in it are dropped; kept as {}",
                     later.display(),
@@ -324,15 +333,16 @@ fn first_bad_offset(buf: &[u8], path: &Path, first: u64) -> usize {
 }
 
 fn cut_segment(data: &Path, path: &Path, buf: &[u8], at: usize) -> Result<PathBuf> {
-    let lf = recovery::lost_found(data)?;
+    let disk = Disk::real();
+    let lf = recovery::lost_found(&disk, data)?;
     let name = format!(
         "{}.cut-at-{at}",
         path.file_name().unwrap_or_default().to_string_lossy()
     );
-    crate::atomic::replace_file(&lf, &name, |w| {
+    crate::atomic::replace_file(&disk, &lf, &name, |w| {
         w.write_all(buf.get(at..).unwrap_or_default())
     })?;
-    let file = crate::atomic::open_existing(path)?;
+    let file = crate::atomic::open_existing(&disk, path)?;
     file.set_len(at as u64)
         .and_then(|()| file.sync_all())
         .ctx(|| format!("truncate {}", path.display()))?;
@@ -345,7 +355,7 @@ fn repair_checkpoints(data: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for path in checkpoint_files(&data.join("checkpoint"))? {
         let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
-        let moved = recovery::move_to_lost_found(data, &path)?;
+        let moved = recovery::move_to_lost_found(&Disk::real(), data, &path)?;
         if let Err(e) = checkpoint::decode(&bytes, &path) {
             done.push(format!("{e}; moved to {}", moved.display()));
         }

@@ -32,7 +32,11 @@ impl IocFs {
         if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
             return Ok(Some(id));
         }
-        match reply.open_backing(v.fd()) {
+        let Some(fd) = v.fd() else {
+            v.passthrough_closed();
+            return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+        };
+        match reply.open_backing(fd) {
             Ok(id) => {
                 let id = Arc::new(id);
                 cache.retain(|_, w| w.strong_count() > 0);

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
+use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::model::{Bucket, Key, Loc, Meta, Tier};
@@ -86,33 +87,33 @@ pub fn encode(state: &State) -> (u64, Vec<u8>) {
 }
 
 /// Write a snapshot and drop the older ones beyond the newest `KEEP`.
-pub fn write(dir: &Path, upto: u64, bytes: &[u8]) -> Result<PathBuf> {
+pub fn write(disk: &Disk, dir: &Path, upto: u64, bytes: &[u8]) -> Result<PathBuf> {
     let name = format!("{upto:020}{SUFFIX}");
-    atomic::replace_file(dir, &name, |w| w.write_all(bytes))?;
-    let mut all = list(dir)?;
+    atomic::replace_file(disk, dir, &name, |w| w.write_all(bytes))?;
+    let mut all = list(disk, dir)?;
     all.sort();
     while all.len() > KEEP {
         let (_, old) = all.remove(0);
-        std::fs::remove_file(&old).ctx(|| format!("remove {}", old.display()))?;
+        disk.remove_file(&old)
+            .ctx(|| format!("remove {}", old.display()))?;
     }
     Ok(dir.join(name))
 }
 
-fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+fn list(disk: &Disk, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match disk.read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
     };
     for entry in entries {
-        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let name = entry.name.to_string_lossy().into_owned();
         if let Some(upto) = name
             .strip_suffix(SUFFIX)
             .and_then(|d| d.parse::<u64>().ok())
         {
-            out.push((upto, entry.path()));
+            out.push((upto, dir.join(&entry.name)));
         }
     }
     Ok(out)
@@ -120,8 +121,8 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 /// The newest snapshot that reads back whole and is not ahead of the log (`max_upto`, the
 /// last commit); damaged ones are reported and skipped.
-pub fn newest_valid(dir: &Path, max_upto: u64) -> Result<Option<Snapshot>> {
-    let mut all = list(dir)?;
+pub fn newest_valid(disk: &Disk, dir: &Path, max_upto: u64) -> Result<Option<Snapshot>> {
+    let mut all = list(disk, dir)?;
     all.sort();
     while let Some((upto, path)) = all.pop() {
         if upto > max_upto {
@@ -131,7 +132,9 @@ pub fn newest_valid(dir: &Path, max_upto: u64) -> Result<Option<Snapshot>> {
             );
             continue;
         }
-        let bytes = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        let bytes = disk
+            .read(&path)
+            .ctx(|| format!("read {}", path.display()))?;
         match decode(&bytes, &path) {
             Ok(s) => return Ok(Some(s)),
             Err(e) => log::warn!("ignoring damaged checkpoint: {e}; falling back to an older one or to the tier files"),

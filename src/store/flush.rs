@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crate::atomic;
+use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::failpoint;
 use crate::ioc::IocType;
 use crate::store::checkpoint;
 use crate::store::live::format::{self as live_format, LiveMeta};
@@ -37,6 +37,7 @@ use crate::sync::lock;
 
 /// What a flush needs from the engine it flushes: the store, or a test's stand-in.
 pub trait Engine {
+    fn disk(&self) -> &Disk;
     fn data_dir(&self) -> &Path;
     fn state(&self) -> RwLockReadGuard<'_, State>;
     fn state_mut(&self) -> RwLockWriteGuard<'_, State>;
@@ -114,7 +115,12 @@ impl Flusher {
         self.commit(engine)?;
         let started = Instant::now();
         let (upto, bytes) = checkpoint::encode(&engine.state());
-        let path = checkpoint::write(&engine.data_dir().join("checkpoint"), upto, &bytes)?;
+        let path = checkpoint::write(
+            engine.disk(),
+            &engine.data_dir().join("checkpoint"),
+            upto,
+            &bytes,
+        )?;
         let info = CheckpointInfo {
             at: engine.now(),
             upto,
@@ -245,7 +251,7 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
                 written.push(w)
             }
             Err(e) => {
-                remove_temps(&written);
+                remove_temps(store.disk(), &written);
                 return Err(e);
             }
         }
@@ -257,13 +263,13 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     if let Err(e) = store.journal(Op::Commit {
         manifest: Box::new(manifest),
     }) {
-        remove_temps(&written);
+        remove_temps(store.disk(), &written);
         return Err(e);
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     for w in &written {
         for (from, to) in &w.renames {
-            if let Err(e) = atomic::rename(from, to) {
+            if let Err(e) = atomic::rename(store.disk(), from, to) {
                 store.fail(&format!("commit {upto} could not finish ({e})"));
                 return Err(e);
             }
@@ -275,7 +281,7 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
         }
     }
     for dir in &dirs {
-        if let Err(e) = atomic::fsync_dir(dir) {
+        if let Err(e) = atomic::fsync_dir(store.disk(), dir) {
             store.fail(&format!("commit {upto} could not finish ({e})"));
             return Err(e);
         }
@@ -300,10 +306,10 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     Ok(Some(info))
 }
 
-fn remove_temps(written: &[Written]) {
+fn remove_temps(disk: &Disk, written: &[Written]) {
     for w in written {
         for (from, _) in &w.renames {
-            let _ = std::fs::remove_file(from);
+            let _ = disk.remove_file(from);
         }
     }
 }
@@ -329,8 +335,7 @@ fn write_text(
     let name = id.backing_name();
     let text_tmp = atomic::temp_path(&dir, &name, tag);
     let mut crc = 0u32;
-    atomic::write_synced(&text_tmp, |w| {
-        failpoint::check("commit::write")?;
+    atomic::write_synced(store.disk(), &text_tmp, |w| {
         let mut at = 0u64;
         while at < len {
             let chunk = version
@@ -359,8 +364,8 @@ fn write_text(
     let meta_name = live_format::meta_name(&name);
     let meta_tmp = atomic::temp_path(&dir, &meta_name, tag);
     let encoded = live_format::encode(&meta, times);
-    if let Err(e) = atomic::write_synced(&meta_tmp, |w| w.write_all(&encoded)) {
-        let _ = std::fs::remove_file(&text_tmp);
+    if let Err(e) = atomic::write_synced(store.disk(), &meta_tmp, |w| w.write_all(&encoded)) {
+        let _ = store.disk().remove_file(&text_tmp);
         return Err(e);
     }
     Ok(Written {
@@ -390,8 +395,7 @@ fn write_tier(
     let generation = new_generation();
     let mut placed = HashMap::with_capacity(version.blocks().len());
     let mut total = 0u64;
-    let file = atomic::write_synced(&tmp, |w| {
-        failpoint::check("commit::write")?;
+    let file = atomic::write_synced(store.disk(), &tmp, |w| {
         let mut compressor = libdeflater::Compressor::new(
             libdeflater::CompressionLvl::new(level).unwrap_or_default(),
         );
@@ -520,6 +524,7 @@ mod tests {
     /// The engine a flush needs, without a WAL or a pipeline: journaled records are
     /// applied directly.
     struct Bare {
+        disk: Disk,
         dir: tempfile::TempDir,
         state: RwLock<State>,
         cache: BlockCache,
@@ -535,6 +540,7 @@ mod tests {
             }
             let state = State::new(7, Arc::new(AtomicU64::new(1 << 32)), 4096, &Storage::Memfd);
             Bare {
+                disk: Disk::real(),
                 dir,
                 state: RwLock::new(state.unwrap()),
                 cache: BlockCache::new(1 << 20),
@@ -555,6 +561,9 @@ mod tests {
     }
 
     impl Engine for Bare {
+        fn disk(&self) -> &Disk {
+            &self.disk
+        }
         fn data_dir(&self) -> &Path {
             self.dir.path()
         }

@@ -37,6 +37,7 @@ use std::time::Instant;
 use crate::cache::BlockCache;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::ioc::{IocType, Limits};
 use crate::sync;
@@ -84,6 +85,9 @@ pub struct Counters {
 }
 
 pub struct Store {
+    /// Where every file of the store is read and written (the real file system, or in
+    /// tests a simulated disk).
+    pub disk: Disk,
     pub data_dir: PathBuf,
     config: RwLock<Arc<Config>>,
     pub clock: Arc<dyn Clock>,
@@ -426,6 +430,9 @@ impl Store {
 }
 
 impl Engine for Store {
+    fn disk(&self) -> &Disk {
+        &self.disk
+    }
     fn data_dir(&self) -> &Path {
         &self.data_dir
     }

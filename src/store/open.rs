@@ -1,7 +1,6 @@
 //! Opening a data directory: lay it out, lock it, recover the state (last commit + WAL
 //! replay), start the pipeline, and adopt files that no commit wrote.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -15,27 +14,34 @@ use super::{flush::Flusher, mutation::Op, Counters, Store, SUBDIRS};
 use crate::cache::BlockCache;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::error::{Error, IoContext, Result};
+use crate::disk::{Disk, LockGuard};
+use crate::error::{Error, Result};
 
 impl Store {
     /// Lock the data directory, recover the state (last commit + WAL replay) and get ready
     /// to take writes.
     pub fn open(config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
-        Store::open_with(config, clock, recovery::Mode::Mount, None)
+        Store::open_on(Disk::real(), config, clock)
+    }
+
+    /// Open on a given file system (tests: the simulated disk of `disk::sim`).
+    pub fn open_on(disk: Disk, config: Arc<Config>, clock: Arc<dyn Clock>) -> Result<Arc<Store>> {
+        Store::open_with(disk, config, clock, recovery::Mode::Mount, None)
     }
 
     /// Open in a given recovery mode (`Salvage` for `iocfs check --repair`). `held`: the
     /// caller already holds the data directory's lock (and keeps it past the store's life).
     pub fn open_with(
+        disk: Disk,
         config: Arc<Config>,
         clock: Arc<dyn Clock>,
         mode: recovery::Mode,
         held: Option<&DataDirLock>,
     ) -> Result<Arc<Store>> {
         // Other local users must not be able to plant anything where iocfs writes.
-        let data_dir = crate::secure::ensure_trusted_dir(&config.data_dir, "data directory")?;
+        let data_dir = disk.trusted_dir(&config.data_dir, "data directory", true)?;
         let marker = data_dir.join(super::backup::INCOMPLETE);
-        if marker.exists() {
+        if disk.exists(&marker) {
             return Err(Error::Invalid(format!(
                 "{} is an incomplete backup ({} is still there: the backup that made it did not finish); \
                  make a new backup instead of using this one",
@@ -44,14 +50,14 @@ impl Store {
             )));
         }
         for sub in SUBDIRS {
-            crate::secure::subdir(&data_dir, sub, true)?;
+            disk.subdir(&data_dir, sub, true)?;
         }
         let lock = match held {
             Some(_) => None,
-            None => Some(DataDirLock::take(&data_dir)?),
+            None => Some(DataDirLock::take_on(&disk, &data_dir)?),
         };
         let cache = Arc::new(BlockCache::new(config.cache.size));
-        let recovered = recovery::recover(&data_dir, &config, &cache, mode, &|_| {})
+        let recovered = recovery::recover(&disk, &data_dir, &config, &cache, mode, &|_| {})
             .map_err(|e| needs_repair(e, &data_dir))?;
         let wal = recovered
             .wal
@@ -75,6 +81,7 @@ impl Store {
             ));
         }
         let store = Arc::new(Store {
+            disk,
             data_dir,
             config: RwLock::new(config),
             clock,
@@ -142,66 +149,18 @@ fn needs_repair(e: Error, data_dir: &Path) -> Error {
     }
 }
 
-/// Open `DATA/LOCK`, creating it if missing, never through a symlink.
-pub fn open_lock_file(data_dir: &Path) -> Result<File> {
-    use nix::fcntl::OFlag;
-    let path = data_dir.join("LOCK");
-    let dir = crate::atomic::open_dir(data_dir)?;
-    let fd = nix::fcntl::openat(
-        &dir,
-        "LOCK",
-        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o640),
-    )
-    .ctx(|| format!("open {}", path.display()))?;
-    let file = File::from(fd);
-    if !file
-        .metadata()
-        .ctx(|| format!("stat {}", path.display()))?
-        .is_file()
-    {
-        return Err(Error::Unsafe(format!(
-            "{} is not a regular file; fix: remove it",
-            path.display()
-        )));
-    }
-    Ok(file)
-}
-
 /// `DATA/LOCK`, held with flock while a daemon, `check` or `import` works on the data
 /// directory: a second one refuses to start, and a restarting daemon and a repair never
 /// touch the same files.
-pub struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+pub struct DataDirLock(#[allow(dead_code)] LockGuard);
 
 impl DataDirLock {
     /// Take the lock (writing our pid in the file), or say who holds it.
     pub fn take(data_dir: &Path) -> Result<DataDirLock> {
-        use std::io::Write;
-        let path = data_dir.join("LOCK");
-        let file = open_lock_file(data_dir)?;
-        let mut locked =
-            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(locked) => locked,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    return Err(Error::Locked(format!(
-                        "data directory {} is in use by another iocfs{}; stop it first",
-                        data_dir.display(),
-                        holder
-                            .trim()
-                            .parse::<u32>()
-                            .map(|p| format!(" (pid {p})"))
-                            .unwrap_or_default()
-                    )));
-                }
-                Err((_, errno)) => {
-                    return Err(Error::io(format!("flock {}", path.display()), errno.into()))
-                }
-            };
-        locked
-            .set_len(0)
-            .and_then(|()| writeln!(*locked, "{}", std::process::id()))
-            .ctx(|| format!("write {}", path.display()))?;
-        Ok(DataDirLock(locked))
+        DataDirLock::take_on(&Disk::real(), data_dir)
+    }
+
+    pub fn take_on(disk: &Disk, data_dir: &Path) -> Result<DataDirLock> {
+        disk.lock(data_dir).map(DataDirLock)
     }
 }

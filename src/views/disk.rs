@@ -9,14 +9,13 @@
 //! files are derived data — losing one costs a rebuild and one changed ETag, never an
 //! indicator.
 
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
+use crate::disk::{Disk as Fs, FileHandle, Handle, Kind};
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 
@@ -32,7 +31,7 @@ pub struct ViewFile {
     pub mtime: u64,
     pub entries: u64,
     pub hash: u128,
-    file: File,
+    file: Handle,
     /// What an address file covers, once a lookup or the views thread asked (`lookup`).
     pub(super) coverage: std::sync::OnceLock<crate::cidr::IntervalSet>,
 }
@@ -56,8 +55,8 @@ impl ViewFile {
     }
 
     /// The file, for FUSE passthrough.
-    pub fn file(&self) -> &File {
-        &self.file
+    pub fn file(&self) -> &dyn FileHandle {
+        &*self.file
     }
 }
 
@@ -78,7 +77,8 @@ pub fn hash(bytes: &[u8]) -> u128 {
 /// [`Disk::commit`], its file is removed.
 pub struct Staged {
     /// None once committed.
-    out: Option<std::io::BufWriter<File>>,
+    out: Option<std::io::BufWriter<Out>>,
+    fs: Fs,
     path: PathBuf,
     hasher: xxhash_rust::xxh3::Xxh3,
     len: u64,
@@ -104,12 +104,13 @@ impl Staged {
         let out = self.writer().ctx(|| format!("read {path}"))?;
         out.flush().ctx(|| format!("write {path}"))?;
         out.get_ref()
+            .file
             .read_exact_at(&mut buf, 0)
             .ctx(|| format!("read {path}"))?;
         Ok(buf)
     }
 
-    fn writer(&mut self) -> std::io::Result<&mut std::io::BufWriter<File>> {
+    fn writer(&mut self) -> std::io::Result<&mut std::io::BufWriter<Out>> {
         self.out
             .as_mut()
             .ok_or_else(|| std::io::Error::other("staged view file already committed"))
@@ -132,24 +133,49 @@ impl std::io::Write for Staged {
 impl Drop for Staged {
     fn drop(&mut self) {
         if self.out.is_some() {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.fs.remove_file(&self.path);
         }
+    }
+}
+
+/// Sequential writes to a staged file.
+struct Out {
+    file: Handle,
+    at: u64,
+}
+
+impl std::io::Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// `DATA/views`.
 pub struct Disk {
+    fs: Fs,
     dir: PathBuf,
 }
 
 impl Disk {
-    pub fn open(data_dir: &Path) -> Result<Disk> {
+    pub fn open(fs: &Fs, data_dir: &Path) -> Result<Disk> {
         // A directory of ours, like the data directory's others (`secure`).
-        let dir = crate::secure::subdir(data_dir, "views", true)?;
-        let disk = Disk { dir };
+        let (dir, created) = fs.subdir(data_dir, "views", true)?;
+        if created {
+            atomic::fsync_dir(fs, data_dir)?;
+        }
+        let disk = Disk {
+            fs: fs.clone(),
+            dir,
+        };
         // Builds a crash interrupted.
         for view in disk.views_on_disk() {
-            atomic::remove_leftover_temps(&disk.view_dir(&view))?;
+            atomic::remove_leftover_temps(fs, &disk.view_dir(&view))?;
         }
         Ok(disk)
     }
@@ -167,7 +193,7 @@ impl Disk {
         let dir = self.view_dir(view);
         let meta_path = dir.join(Self::meta_name(ty));
         let text_path = dir.join(ty.file_name());
-        let meta: Meta = match std::fs::read(&meta_path) {
+        let meta: Meta = match self.fs.read(&meta_path) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(m) => m,
                 Err(e) => {
@@ -181,7 +207,7 @@ impl Disk {
                 return None;
             }
         };
-        let content = std::fs::read(&text_path).ok()?;
+        let content = self.fs.read(&text_path).ok()?;
         let hash_hex = format!("{:032x}", hash(&content));
         if content.len() as u64 != meta.len || hash_hex != meta.hash {
             log::warn!(
@@ -190,7 +216,7 @@ impl Disk {
             );
             return None;
         }
-        let file = File::open(&text_path).ok()?;
+        let file = self.fs.open_read(&text_path).ok()?;
         Some(ViewFile {
             ino: meta.ino,
             view: view.to_string(),
@@ -206,7 +232,10 @@ impl Disk {
 
     /// A temp file in the view's directory to write a new version into.
     pub fn stage(&self, view: &str, ty: IocType) -> Result<Staged> {
-        let dir = crate::secure::subdir(&self.dir, view, true)?;
+        let (dir, created) = self.fs.subdir(&self.dir, view, true)?;
+        if created {
+            atomic::fsync_dir(&self.fs, &self.dir)?;
+        }
         // Unique: a held build keeps its staged file while later ones are staged.
         static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -215,9 +244,13 @@ impl Disk {
             ty.file_name(),
             &format!("b{}-{n}", std::process::id()),
         );
-        let file = atomic::create_new(&path, 0o644)?;
+        let file = atomic::create_new(&self.fs, &path, 0o644)?;
         Ok(Staged {
-            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            out: Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                Out { file, at: 0 },
+            )),
+            fs: self.fs.clone(),
             path,
             hasher: xxhash_rust::xxh3::Xxh3::new(),
             len: 0,
@@ -241,15 +274,22 @@ impl Disk {
             .writer()
             .ctx(|| format!("commit {}", path.display()))?;
         out.flush().ctx(|| format!("write {}", path.display()))?;
-        let file = out
-            .get_ref()
-            .try_clone()
-            .ctx(|| format!("reopen {}", path.display()))?;
-        file.sync_all()
+        out.get_ref()
+            .file
+            .sync_all()
             .ctx(|| format!("fsync {}", path.display()))?;
-        atomic::rename(&path, &dir.join(ty.file_name()))?;
-        staged.out = None; // renamed: nothing to remove on drop
-        atomic::fsync_dir(&dir)?;
+        atomic::rename(&self.fs, &path, &dir.join(ty.file_name()))?;
+        // Renamed: nothing to remove on drop.
+        let file = match staged.out.take().map(std::io::BufWriter::into_inner) {
+            Some(Ok(out)) => out.file,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "internal: {} lost its file",
+                    path.display()
+                )))
+            }
+        };
+        atomic::fsync_dir(&self.fs, &dir)?;
         let meta = Meta {
             ino,
             mtime,
@@ -259,7 +299,9 @@ impl Disk {
         };
         let encoded = serde_json::to_vec(&meta)
             .map_err(|e| Error::Invalid(format!("encode view metadata: {e}")))?;
-        atomic::replace_file(&dir, &Self::meta_name(ty), |w| w.write_all(&encoded))?;
+        atomic::replace_file(&self.fs, &dir, &Self::meta_name(ty), |w| {
+            w.write_all(&encoded)
+        })?;
         Ok(ViewFile {
             ino,
             view: view.to_string(),
@@ -278,7 +320,7 @@ impl Disk {
         let dir = self.view_dir(view);
         for ty in IocType::ALL.into_iter().filter(|t| !keep.contains(t)) {
             for name in [ty.file_name().to_string(), Self::meta_name(ty)] {
-                match std::fs::remove_file(dir.join(&name)) {
+                match self.fs.remove_file(&dir.join(&name)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
@@ -288,19 +330,20 @@ impl Disk {
             }
         }
         if keep.is_empty() {
-            let _ = std::fs::remove_dir(&dir);
+            let _ = self.fs.remove_dir(&dir);
         }
         Ok(())
     }
 
     /// Names of the view directories on disk.
     pub fn views_on_disk(&self) -> Vec<String> {
-        std::fs::read_dir(&self.dir)
+        self.fs
+            .read_dir(&self.dir)
             .map(|entries| {
                 entries
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .filter_map(|e| e.file_name().into_string().ok())
+                    .into_iter()
+                    .filter(|e| e.kind == Kind::Dir)
+                    .filter_map(|e| e.name.into_string().ok())
                     .collect()
             })
             .unwrap_or_default()

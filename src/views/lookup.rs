@@ -132,7 +132,7 @@ mod tests {
 
     fn file(lines: &[String]) -> (tempfile::TempDir, ViewFile) {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path()).unwrap();
+        let disk = Disk::open(&crate::disk::Disk::real(), dir.path()).unwrap();
         let mut staged = disk.stage("t", IocType::Domain).unwrap();
         for l in lines {
             writeln!(staged, "{l}").unwrap();

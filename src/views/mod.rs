@@ -105,8 +105,12 @@ pub struct BuildInfo {
 
 impl Views {
     /// Open `DATA/views` and take up the versions published before the last stop.
-    pub fn open(data_dir: &std::path::Path, config: &ViewsConfig) -> Result<Views> {
-        let disk = Disk::open(data_dir)?;
+    pub fn open(
+        fs: &crate::disk::Disk,
+        data_dir: &std::path::Path,
+        config: &ViewsConfig,
+    ) -> Result<Views> {
+        let disk = Disk::open(fs, data_dir)?;
         let mut published = BTreeMap::new();
         let mut next = FIRST_VIEW_INO;
         for (name, def) in &config.defs {

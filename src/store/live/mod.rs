@@ -391,7 +391,10 @@ mod tests {
     #[test]
     fn an_append_under_a_passthrough_reader_makes_a_new_version() {
         let dir = tempfile::tempdir().unwrap();
-        for storage in [Storage::Memfd, Storage::Tmpfile(dir.path().to_path_buf())] {
+        for storage in [
+            Storage::Memfd,
+            Storage::Tmpfile(crate::disk::Disk::real(), dir.path().to_path_buf()),
+        ] {
             let mut s = LiveSet::empty(
                 LiveVersion::new(
                     1,

@@ -7,13 +7,12 @@
 //! every append must not make every writer and reader wait for a whole-file copy.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::disk::{real::RealFile, Disk, Handle};
 use crate::error::{IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::model::Target;
@@ -21,22 +20,22 @@ use crate::store::model::Target;
 /// Where the bytes of live versions are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
-    /// Anonymous memory (memfd): no disk I/O.
+    /// Anonymous memory (memfd): no disk I/O, so outside the I/O seam (`disk`).
     Memfd,
     /// Unnamed files (O_TMPFILE) in this directory, on the data directory's filesystem:
     /// FUSE passthrough reads them at that filesystem's page-cache speed, and the kernel
     /// can write their pages out under memory pressure.
-    Tmpfile(PathBuf),
+    Tmpfile(Disk, PathBuf),
 }
 
 /// Files made ahead of need ([`Storage::reserve`]), taken by [`Storage::create`].
-static SPARES: Mutex<Vec<(Storage, File)>> = Mutex::new(Vec::new());
+static SPARES: Mutex<Vec<(Storage, Handle)>> = Mutex::new(Vec::new());
 
 impl Storage {
     /// A new, empty file of this kind (for a version, or a staged replace): a spare one if
     /// there is one.
     /// `name` (e.g. `live/ipv4.txt`) says what the file is for, in errors.
-    pub fn create(&self, name: &str) -> Result<File> {
+    pub fn create(&self, name: &str) -> Result<Handle> {
         let mut spares = crate::sync::lock(&SPARES);
         if let Some(at) = spares.iter().position(|(s, _)| s == self) {
             return Ok(spares.swap_remove(at).1);
@@ -44,7 +43,7 @@ impl Storage {
         drop(spares);
         self.make().ctx(|| match self {
             Storage::Memfd => format!("memfd_create for {name}"),
-            Storage::Tmpfile(dir) => {
+            Storage::Tmpfile(_, dir) => {
                 format!("create an unnamed file in {} for {name}", dir.display())
             }
         })
@@ -65,19 +64,14 @@ impl Storage {
         Ok(())
     }
 
-    fn make(&self) -> std::io::Result<File> {
+    fn make(&self) -> std::io::Result<Handle> {
         match self {
             Storage::Memfd => {
                 nix::sys::memfd::memfd_create("iocfs-live", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                    .map(File::from)
+                    .map(|fd| RealFile::boxed(File::from(fd), "(memfd)"))
                     .map_err(std::io::Error::from)
             }
-            Storage::Tmpfile(dir) => std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-                .mode(0o600)
-                .open(dir),
+            Storage::Tmpfile(disk, dir) => disk.create_unnamed(dir),
         }
     }
 }
@@ -89,7 +83,7 @@ pub struct LiveVersion {
     /// The file it is a version of: a live file, or an allowlist.
     pub target: Target,
     pub ty: IocType,
-    file: File,
+    file: Handle,
     storage: Storage,
     len: AtomicU64,
     lines: AtomicU64,
@@ -203,9 +197,9 @@ impl LiveVersion {
         self.mtime.load(Ordering::Acquire)
     }
 
-    /// The file holding the bytes, for FUSE passthrough.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+    /// The file holding the bytes, for FUSE passthrough (None on a simulated disk).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.file.fd()
     }
 
     /// Read up to `size` bytes at `offset`, never past the published length.

@@ -2,11 +2,10 @@
 //! file dropped into live/, a damaged file being salvaged) into normalized lines with times,
 //! ready to be journaled as imports.
 
-use std::fs::File;
 use std::io::BufReader;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::disk::{Disk, FileHandle, Reader};
 use crate::error::{IoContext, Result};
 use crate::ioc::{self, IocType, Limits, MAX_LINE_LEN};
 use crate::store::live::Times;
@@ -73,7 +72,7 @@ pub struct Read {
 /// Lines of `path` for `ty`. A blocked tier file keeps its own times (and is walked member
 /// by member, so a damaged one yields every block before and after the damage that still
 /// reads); anything else gets `mtime` as first and last seen.
-pub fn read(id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read> {
+pub fn read(disk: &Disk, id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read> {
     let ty = id.ty();
     // Live and allowlist files are raw text; the tiers' are gzip.
     let text = matches!(id, PartId::Bucket(Bucket::Live, _) | PartId::Allow(_));
@@ -84,7 +83,9 @@ pub fn read(id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read
         chunks: Vec::new(),
     };
     let mut damage = Vec::new();
-    let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
+    let file = disk
+        .open_read(path)
+        .ctx(|| format!("open {}", path.display()))?;
     let mut head = [0u8; format::PROBE_LEN];
     let n = file
         .read_at(&mut head, 0)
@@ -97,7 +98,7 @@ pub fn read(id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read
     match kind {
         format::Kind::Blocked => {
             let mut line_no = 0;
-            for block in walk_blocks(&file, &mut damage) {
+            for block in walk_blocks(&*file, &mut damage) {
                 for (line, times) in tier::lines(&block.0).zip(&block.1) {
                     line_no += 1;
                     out.push(line, *times, line_no);
@@ -109,12 +110,12 @@ pub fn read(id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read
         }
         format::Kind::PlainGzip | format::Kind::NotGzip => {
             let reader: Box<dyn std::io::Read> = if kind == format::Kind::PlainGzip {
-                Box::new(flate2::read::MultiGzDecoder::new(file))
+                Box::new(flate2::read::MultiGzDecoder::new(Reader::new(file)))
             } else {
                 if !text {
                     log::warn!("{}: not gzip; reading it as plain text", path.display());
                 }
-                Box::new(file)
+                Box::new(Reader::new(file))
             };
             let mut reader = BufReader::with_capacity(1 << 20, reader);
             let mut line = Vec::new();
@@ -143,9 +144,9 @@ pub fn read(id: PartId, path: &Path, mtime: u32, limits: &Limits) -> Result<Read
 
 /// Every block member of a blocked file that inflates and checks out, in order, walking
 /// member by member: a damaged member is skipped when its length is still readable.
-pub fn walk_blocks(file: &File, damage: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<Times>)> {
+pub fn walk_blocks(file: &dyn FileHandle, damage: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<Times>)> {
     let mut blocks = Vec::new();
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = file.size().unwrap_or(0);
     let mut offset = 0u64;
     let mut decompressor = libdeflater::Decompressor::new();
     while offset < len {

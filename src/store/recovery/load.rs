@@ -1,13 +1,12 @@
 //! Loading the committed backing files listed by the newest commit record into the state.
 
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::foreign;
 use super::{commit_temp, move_to_lost_found, Foreign, Mode};
 use crate::cache::BlockCache;
+use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::{self, IocType, Limits};
 use crate::store::checkpoint::Snapshot;
@@ -27,6 +26,7 @@ pub struct Loaded {
 
 struct Loader<'a> {
     state: &'a mut State,
+    disk: &'a Disk,
     data_dir: &'a Path,
     manifest: &'a Manifest,
     limits: Limits,
@@ -39,6 +39,7 @@ struct Loader<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn load_all(
     state: &mut State,
+    disk: &Disk,
     data_dir: &Path,
     manifest: &Manifest,
     limits: Limits,
@@ -49,6 +50,7 @@ pub fn load_all(
 ) -> Result<Loaded> {
     let mut loader = Loader {
         state,
+        disk,
         data_dir,
         manifest,
         limits,
@@ -86,7 +88,7 @@ impl Loader<'_> {
         let dir = self.data_dir.join(subdir);
         if self.mode == Mode::ReadOnly {
             let tmp = commit_temp(&dir, name, self.manifest.upto);
-            if tmp.exists() {
+            if self.disk.exists(&tmp) {
                 return tmp;
             }
         }
@@ -109,8 +111,8 @@ impl Loader<'_> {
                 let mut moved = Vec::new();
                 for name in super::backing_names(id) {
                     let path = self.data_dir.join(id.dir()).join(&name);
-                    if path.exists() {
-                        moved.push(move_to_lost_found(self.data_dir, &path)?);
+                    if self.disk.exists(&path) {
+                        moved.push(move_to_lost_found(self.disk, self.data_dir, &path)?);
                     }
                 }
                 let text = moved
@@ -118,8 +120,8 @@ impl Loader<'_> {
                     .find(|p| !p.to_string_lossy().ends_with(".meta"));
                 let mut salvaged = 0;
                 if let Some(copy) = text {
-                    let mtime = fs::metadata(copy).map(|m| mtime_of(&m)).unwrap_or(0);
-                    let read = foreign::read(id, copy, mtime, &self.limits)?;
+                    let mtime = self.disk.metadata(copy).map(|m| mtime_of(&m)).unwrap_or(0);
+                    let read = foreign::read(self.disk, id, copy, mtime, &self.limits)?;
                     salvaged = read.chunks.iter().map(|c| c.times.len()).sum::<usize>();
                     self.out.findings.extend(
                         read.damage
@@ -150,10 +152,15 @@ impl Loader<'_> {
             return self.maybe_foreign(id, &path);
         }
         let text_path = self.path(id.dir(), &name);
-        let text = fs::read(&text_path)
+        let text = self
+            .disk
+            .read(&text_path)
             .ctx(|| format!("read {} (listed in the last commit)", text_path.display()))?;
         let meta_path = self.path(id.dir(), &live_format::meta_name(&name));
-        let meta_bytes = fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
+        let meta_bytes = self
+            .disk
+            .read(&meta_path)
+            .ctx(|| format!("read {}", meta_path.display()))?;
         let (meta, times) = live_format::decode(&meta_bytes, &meta_path)?;
         if times.len() > crate::store::live::MAX_LIVE_LINES {
             return Err(Error::corruption(
@@ -204,9 +211,11 @@ impl Loader<'_> {
             return self.maybe_foreign(PartId::Bucket(bucket, ty), &path);
         }
         let path = self.path(bucket.name(), &name);
-        let file = File::open(&path)
+        let file = self
+            .disk
+            .open_read(&path)
             .ctx(|| format!("open {} (listed in the last commit)", path.display()))?;
-        let index = format::read_index(&file)
+        let index = format::read_index(&*file)
             .map_err(|e| Error::corruption(&path, e.offset(), e.to_string()))?;
         check_generation(
             &path,
@@ -343,7 +352,7 @@ impl Loader<'_> {
             } = &block.data
             {
                 let bytes = file.read_member(*offset, *member_len)?;
-                let lf = super::lost_found(self.data_dir)?;
+                let lf = super::lost_found(self.disk, self.data_dir)?;
                 let target = lf.join(format!(
                     "{}_{}_block{}.gz",
                     bucket.name(),
@@ -351,6 +360,7 @@ impl Loader<'_> {
                     block.id
                 ));
                 crate::atomic::replace_file(
+                    self.disk,
                     &lf,
                     &target.file_name().unwrap_or_default().to_string_lossy(),
                     |w| w.write_all(&bytes),
@@ -386,12 +396,12 @@ impl Loader<'_> {
 
     /// A file where the last commit wrote none: read it for import.
     fn maybe_foreign(&mut self, id: PartId, path: &Path) -> Result<()> {
-        let meta = match fs::metadata(path) {
+        let meta = match self.disk.metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
         };
-        if meta.len() == 0 {
+        if meta.len == 0 {
             return Ok(());
         }
         if self.mode == Mode::ReadOnly {
@@ -401,7 +411,7 @@ impl Loader<'_> {
             ));
             return Ok(());
         }
-        let read = foreign::read(id, path, mtime_of(&meta), &self.limits)?;
+        let read = foreign::read(self.disk, id, path, mtime_of(&meta), &self.limits)?;
         self.out.foreign.push(Foreign {
             part: id,
             path: path.to_path_buf(),
@@ -411,8 +421,8 @@ impl Loader<'_> {
     }
 }
 
-fn mtime_of(meta: &fs::Metadata) -> u32 {
-    u32::try_from(meta.mtime().max(0)).unwrap_or(u32::MAX)
+fn mtime_of(meta: &crate::disk::Metadata) -> u32 {
+    u32::try_from(meta.mtime.max(0)).unwrap_or(u32::MAX)
 }
 
 fn check_generation(path: &Path, found: (u64, u64), part: PartFile) -> Result<()> {

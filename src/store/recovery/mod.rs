@@ -18,6 +18,7 @@ pub use foreign::{ImportChunk, IMPORT_CHUNK_LINES};
 use crate::atomic;
 use crate::cache::BlockCache;
 use crate::config::Config;
+use crate::disk::{Disk, Kind};
 use crate::error::{Error, Result};
 use crate::ioc::Limits;
 use crate::store::index::Index;
@@ -79,6 +80,7 @@ pub struct Recovered {
 /// Recover the state of `data_dir`. `on_loaded` is told the bytes of each committed file
 /// part (a tier block, a live file) as it is loaded, for progress.
 pub fn recover(
+    disk: &Disk,
     data_dir: &Path,
     config: &Config,
     cache: &BlockCache,
@@ -89,11 +91,12 @@ pub fn recover(
     let wal_dir = data_dir.join("wal");
     let (wal, records, wal_report) = match mode {
         Mode::ReadOnly => {
-            let (records, report, _) = wal::read_log(&wal_dir, false)?;
+            let (records, report, _) = wal::read_log(disk, &wal_dir, false)?;
             (None, records, report)
         }
         _ => {
-            let (wal, records, report) = WalFiles::open(&wal_dir, config.durability.segment_size)?;
+            let (wal, records, report) =
+                WalFiles::open(disk, &wal_dir, config.durability.segment_size)?;
             (Some(wal), records, report)
         }
     };
@@ -124,34 +127,34 @@ pub fn recover(
         ..Default::default()
     };
     if mode == Mode::ReadOnly {
-        report_temps(data_dir, &manifest, &mut report)?;
+        report_temps(disk, data_dir, &manifest, &mut report)?;
     } else {
-        report.finished_renames = finish_renames(data_dir, &manifest)?;
+        report.finished_renames = finish_renames(disk, data_dir, &manifest)?;
         for dir in SUBDIRS_WITH_TEMPS {
             let dir = data_dir.join(dir);
             report.removed_temps += if mode == Mode::Salvage {
-                keep_temps_in_lost_found(data_dir, &dir)?.len()
+                keep_temps_in_lost_found(disk, data_dir, &dir)?.len()
             } else {
-                atomic::remove_leftover_temps(&dir)?.len()
+                atomic::remove_leftover_temps(disk, &dir)?.len()
             };
         }
     }
 
-    let snapshot = checkpoint::newest_valid(&data_dir.join("checkpoint"), manifest.upto)?;
+    let snapshot = checkpoint::newest_valid(disk, &data_dir.join("checkpoint"), manifest.upto)?;
     let seed = snapshot.as_ref().map_or_else(random_seed, |s| s.seed);
     let ids = Arc::new(AtomicU64::new(FIRST_VERSION_ID));
     let mut state = State::new(
         seed,
         ids,
         config.tiers.block_size as usize,
-        &live_storage(data_dir, config),
+        &live_storage(disk, data_dir, config),
     )?;
     let limits = Limits {
         min_prefix_v4: config.ingest.min_prefix_v4,
         min_prefix_v6: config.ingest.min_prefix_v6,
     };
     let loaded = load::load_all(
-        &mut state, data_dir, &manifest, limits, snapshot, mode, cache, on_loaded,
+        &mut state, disk, data_dir, &manifest, limits, snapshot, mode, cache, on_loaded,
     )?;
     report.from_checkpoint = loaded.from_snapshot;
     report.findings.extend(loaded.findings);
@@ -166,7 +169,7 @@ pub fn recover(
         report.findings.push(what);
         state.drop_from_tier(manifest.upto, 0, tier, ty, &doomed, cache)?;
     }
-    state.set_staging(staging_storage(data_dir));
+    state.set_staging(staging_storage(disk, data_dir));
     // Parts of a replace still open at the last commit precede it in the log (retirement
     // keeps them from its first part on, see `flush`): stage them again; their end record,
     // if durable, follows. Parts of stages that ended by then may have lost their first
@@ -259,11 +262,11 @@ fn prefetch_first_line(state: &State, m: &Mutation) {
 
 /// Live versions live in unnamed files on the data directory's filesystem when served by
 /// FUSE passthrough (as fast to read as any file there), in memory otherwise.
-fn live_storage(data_dir: &Path, config: &Config) -> Storage {
+fn live_storage(disk: &Disk, data_dir: &Path, config: &Config) -> Storage {
     if !config.mount.passthrough {
         return Storage::Memfd;
     }
-    let tmp = Storage::Tmpfile(data_dir.join("live"));
+    let tmp = Storage::Tmpfile(disk.clone(), data_dir.join("live"));
     match State::probe_storage(&tmp) {
         Ok(()) => tmp,
         Err(e) => {
@@ -275,8 +278,8 @@ fn live_storage(data_dir: &Path, config: &Config) -> Storage {
 
 /// Staged replaces go to unnamed files on the data directory's filesystem (disk, not
 /// memory) when it supports them.
-fn staging_storage(data_dir: &Path) -> Storage {
-    let tmp = Storage::Tmpfile(data_dir.join("live"));
+fn staging_storage(disk: &Disk, data_dir: &Path) -> Storage {
+    let tmp = Storage::Tmpfile(disk.clone(), data_dir.join("live"));
     match State::probe_storage(&tmp) {
         Ok(()) => tmp,
         Err(e) => {
@@ -310,7 +313,7 @@ pub fn commit_temp(dir: &Path, name: &str, upto: u64) -> PathBuf {
 }
 
 /// The newest commit record is durable but a crash may have come before all its renames.
-fn finish_renames(data_dir: &Path, manifest: &Manifest) -> Result<usize> {
+fn finish_renames(disk: &Disk, data_dir: &Path, manifest: &Manifest) -> Result<usize> {
     let mut done = 0;
     let mut dirs: Vec<&str> = Vec::new();
     for id in PartId::all() {
@@ -321,8 +324,8 @@ fn finish_renames(data_dir: &Path, manifest: &Manifest) -> Result<usize> {
         let dir = data_dir.join(id.dir());
         for name in backing_names(id) {
             let tmp = commit_temp(&dir, &name, manifest.upto);
-            if tmp.exists() {
-                atomic::rename(&tmp, &dir.join(&name))?;
+            if disk.exists(&tmp) {
+                atomic::rename(disk, &tmp, &dir.join(&name))?;
                 if !dirs.contains(&id.dir()) {
                     dirs.push(id.dir());
                 }
@@ -331,7 +334,7 @@ fn finish_renames(data_dir: &Path, manifest: &Manifest) -> Result<usize> {
         }
     }
     for dir in dirs {
-        atomic::fsync_dir(&data_dir.join(dir))?;
+        atomic::fsync_dir(disk, &data_dir.join(dir))?;
     }
     if done > 0 {
         log::warn!(
@@ -343,14 +346,20 @@ fn finish_renames(data_dir: &Path, manifest: &Manifest) -> Result<usize> {
 }
 
 /// `iocfs check`: say what a mount would finish or remove.
-fn report_temps(data_dir: &Path, manifest: &Manifest, report: &mut Report) -> Result<()> {
+fn report_temps(
+    disk: &Disk,
+    data_dir: &Path,
+    manifest: &Manifest,
+    report: &mut Report,
+) -> Result<()> {
     for dir in SUBDIRS_WITH_TEMPS {
         let dir = data_dir.join(dir);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = disk.read_dir(&dir) else {
             continue;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for entry in entries {
+            let name = entry.name.to_string_lossy().into_owned();
+            let path = dir.join(&entry.name);
             if !atomic::is_temp_name(&name) {
                 continue;
             }
@@ -358,12 +367,12 @@ fn report_temps(data_dir: &Path, manifest: &Manifest, report: &mut Report) -> Re
             report.findings.push(if pending {
                 format!(
                     "{}: the last commit's rename is unfinished (a mount or --repair finishes it)",
-                    entry.path().display()
+                    path.display()
                 )
             } else {
                 format!(
                     "{}: leftover temp file (a mount removes it)",
-                    entry.path().display()
+                    path.display()
                 )
             });
         }
@@ -373,37 +382,41 @@ fn report_temps(data_dir: &Path, manifest: &Manifest, report: &mut Report) -> Re
 
 /// Where `--repair` keeps a copy of everything it removes: a directory of its own, never a
 /// symlink someone planted.
-pub fn lost_found(data_dir: &Path) -> Result<PathBuf> {
-    crate::secure::subdir(data_dir, "lost+found", true)
+pub fn lost_found(disk: &Disk, data_dir: &Path) -> Result<PathBuf> {
+    let (path, created) = disk.subdir(data_dir, "lost+found", true)?;
+    if created {
+        atomic::fsync_dir(disk, data_dir)?;
+    }
+    Ok(path)
 }
 
 /// Move a file into `lost+found/`, under a name that says where it came from.
-pub fn move_to_lost_found(data_dir: &Path, path: &Path) -> Result<PathBuf> {
-    let lf = lost_found(data_dir)?;
+pub fn move_to_lost_found(disk: &Disk, data_dir: &Path, path: &Path) -> Result<PathBuf> {
+    let lf = lost_found(disk, data_dir)?;
     let rel = path.strip_prefix(data_dir).unwrap_or(path);
     let name = rel.to_string_lossy().replace('/', "_");
     let mut target = lf.join(&name);
     let mut n = 1;
-    while std::fs::symlink_metadata(&target).is_ok() {
+    while disk.exists(&target) {
         target = lf.join(format!("{name}.{n}"));
         n += 1;
     }
-    atomic::rename(path, &target)?;
+    atomic::rename(disk, path, &target)?;
     if let Some(dir) = path.parent() {
-        atomic::fsync_dir(dir)?;
+        atomic::fsync_dir(disk, dir)?;
     }
-    atomic::fsync_dir(&lf)?;
+    atomic::fsync_dir(disk, &lf)?;
     Ok(target)
 }
 
-fn keep_temps_in_lost_found(data_dir: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+fn keep_temps_in_lost_found(disk: &Disk, data_dir: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut moved = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = disk.read_dir(dir) else {
         return Ok(moved);
     };
-    for entry in entries.flatten() {
-        if atomic::is_temp_name(&entry.file_name().to_string_lossy()) {
-            moved.push(move_to_lost_found(data_dir, &entry.path())?);
+    for entry in entries.into_iter().filter(|e| e.kind != Kind::Dir) {
+        if atomic::is_temp_name(&entry.name.to_string_lossy()) {
+            moved.push(move_to_lost_found(disk, data_dir, &dir.join(&entry.name))?);
         }
     }
     Ok(moved)

@@ -7,10 +7,8 @@
 //! nothing here needs to be durable. A stage holds back WAL retirement (`open_stage_floor`):
 //! its parts must still be in the log when a restart replays its end record.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use super::State;
+use crate::disk::Handle;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::live::Storage;
@@ -21,7 +19,7 @@ use crate::store::model::Target;
 pub struct Stage {
     /// Where the replace goes, and of which type.
     pub to: (Target, IocType),
-    file: File,
+    file: Handle,
     /// Bytes staged (whole lines).
     pub len: u64,
     /// Lines staged.
@@ -172,7 +170,10 @@ mod tests {
         let mut st =
             State::new(1, Arc::new(AtomicU64::new(1 << 32)), 4096, &Storage::Memfd).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        st.set_staging(Storage::Tmpfile(dir.path().to_path_buf()));
+        st.set_staging(Storage::Tmpfile(
+            crate::disk::Disk::real(),
+            dir.path().to_path_buf(),
+        ));
         let mut want = Vec::new();
         for (i, seq) in (10..40u64).enumerate() {
             let part = format!("{}{i}\n", "0".repeat(200_000 + i)).into_bytes();

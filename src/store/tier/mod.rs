@@ -12,12 +12,11 @@ pub mod format;
 pub mod prefetch;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cache::BlockCache;
+use crate::disk::Handle;
 use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::live::Times;
@@ -28,7 +27,7 @@ use crate::store::model::Tier;
 pub struct TierFile {
     pub id: u64,
     pub path: PathBuf,
-    pub file: File,
+    pub file: Handle,
     pub applied_seq: u64,
     pub generation: u64,
 }

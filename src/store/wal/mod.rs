@@ -9,21 +9,18 @@
 
 mod damage;
 pub mod group_commit;
-mod mapped;
 pub mod record;
 pub mod segment;
 
-use std::fs::{self, File};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::atomic::fsync_dir;
+use crate::disk::{Bytes, Disk, Handle};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
-use mapped::Mapped;
 
 /// Batches of at least this many bytes extend the file themselves (see `zero_fill_for`).
 const ZERO_FILL_MAX_BATCH: usize = 256 << 10;
@@ -33,7 +30,7 @@ const ZERO_FILL_MAX_BATCH: usize = 256 << 10;
 #[derive(Debug, Clone)]
 pub struct Record {
     pub seq: u64,
-    segment: Arc<Mapped>,
+    segment: Arc<Bytes>,
     payload: Range<usize>,
 }
 
@@ -64,11 +61,12 @@ pub struct Segment {
 
 #[derive(Debug)]
 pub struct WalFiles {
+    disk: Disk,
     dir: PathBuf,
     segment_size: u64,
     closed: Vec<Segment>,
     active: Segment,
-    file: File,
+    file: Handle,
     synced_len: u64,
     /// Length of the active file: bytes from `active.len` to here are zeros written ahead.
     zeroed_end: u64,
@@ -88,12 +86,13 @@ pub enum SyncError {
 /// Every record of the log in `dir`, after dealing with a torn tail: truncated when
 /// `truncate_torn` (mounting), only reported otherwise (`iocfs check`).
 pub fn read_log(
+    disk: &Disk,
     dir: &Path,
     truncate_torn: bool,
 ) -> Result<(Vec<Record>, RecoveryReport, Vec<Segment>)> {
-    let listed = match segment::list(dir) {
+    let listed = match segment::list(disk, dir) {
         Ok(l) => l,
-        Err(_) if !dir.exists() => Vec::new(),
+        Err(_) if !disk.exists(dir) => Vec::new(),
         Err(e) => return Err(e),
     };
     let mut report = RecoveryReport {
@@ -105,7 +104,7 @@ pub fn read_log(
     let mut next_seq: Option<u64> = None;
     for (i, (first_seq, path)) in listed.iter().enumerate() {
         let is_last = i + 1 == listed.len();
-        let bytes = Mapped::open(path)?;
+        let bytes = disk.map(path).ctx(|| format!("map {}", path.display()))?;
         if let Some(expected) = next_seq {
             if *first_seq != expected {
                 return Err(Error::corruption(
@@ -129,7 +128,7 @@ pub fn read_log(
                     bytes.len() - scan.valid_len,
                     scan.valid_len
                 );
-                truncate_synced(path, len)?;
+                truncate_synced(disk, path, len)?;
             }
             report.truncated = Some((path.clone(), len, why));
         }
@@ -158,27 +157,31 @@ pub fn read_log(
 impl WalFiles {
     /// Open the log in `dir`, scanning every segment. Returns the records after the torn-tail
     /// repair, or a corruption error naming the file and offset.
-    pub fn open(dir: &Path, segment_size: u64) -> Result<(WalFiles, Vec<Record>, RecoveryReport)> {
-        let (records, report, mut segments) = read_log(dir, true)?;
+    pub fn open(
+        disk: &Disk,
+        dir: &Path,
+        segment_size: u64,
+    ) -> Result<(WalFiles, Vec<Record>, RecoveryReport)> {
+        let (records, report, mut segments) = read_log(disk, dir, true)?;
         let (active, file) = match segments.pop() {
             Some(seg) if seg.len >= segment::HEADER_LEN as u64 => {
-                let file = open_append(&seg.path)?;
+                let file = crate::atomic::open_existing(disk, &seg.path)?;
                 (seg, file)
             }
             Some(seg) => {
                 // A segment whose header was cut by a crash: start it again.
-                create_segment(dir, seg.first_seq)?
+                create_segment(disk, dir, seg.first_seq)?
             }
-            None => create_segment(dir, 1)?,
+            None => create_segment(disk, dir, 1)?,
         };
         let synced_len = active.len;
         let zeroed_end = file
-            .metadata()
+            .size()
             .ctx(|| format!("stat {}", active.path.display()))?
-            .len()
             .max(active.len);
         Ok((
             WalFiles {
+                disk: disk.clone(),
                 dir: dir.to_path_buf(),
                 segment_size: segment_size.max(1 << 16),
                 closed: segments,
@@ -215,8 +218,7 @@ impl WalFiles {
                 log::debug!("zero-fill of {}: {e}", self.active.path.display());
             }
         }
-        let written =
-            failpoint::check("wal::write").and_then(|()| self.file.write_all_at(bytes, at));
+        let written = self.file.write_all_at(bytes, at);
         if let Err(e) = written {
             // Cut off whatever part did reach the file. If even that fails the file's tail is
             // unknown and the caller must treat it as fatal.
@@ -245,18 +247,14 @@ impl WalFiles {
     /// zeros go out `ZERO_FILL` bytes at a time and are flushed by the next sync.
     fn zero_fill_for(&mut self, end: u64) -> std::io::Result<()> {
         const ZERO_FILL: u64 = 1 << 20;
-        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
         if end <= self.zeroed_end {
             return Ok(());
         }
-        failpoint::check("wal::zero_fill")?;
         let target = end.div_ceil(ZERO_FILL) * ZERO_FILL;
         let target = target.min(self.segment_size.max(end));
-        while self.zeroed_end < target {
-            let n = (target - self.zeroed_end).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..n], self.zeroed_end)?;
-            self.zeroed_end += n as u64;
-        }
+        self.file
+            .write_zeros(self.zeroed_end, target - self.zeroed_end)?;
+        self.zeroed_end = target;
         Ok(())
     }
 
@@ -284,7 +282,7 @@ impl WalFiles {
         }
         let started = Instant::now();
         failpoint::pause("wal::sync_pause");
-        let synced = failpoint::check("wal::sync").and_then(|()| self.file.sync_data());
+        let synced = self.file.sync_data();
         let took = started.elapsed();
         if took > self.slow_sync {
             log::warn!(
@@ -343,7 +341,7 @@ impl WalFiles {
             return Err(e);
         }
         // The closed segment keeps its zero-filled end: it scans as unused space.
-        let (seg, file) = create_segment(&self.dir, first_seq)?;
+        let (seg, file) = create_segment(&self.disk, &self.dir, first_seq)?;
         let old = std::mem::replace(&mut self.active, seg);
         self.closed.push(old);
         self.file = file;
@@ -361,10 +359,12 @@ impl WalFiles {
             .unwrap_or(self.closed.len());
         let retired: Vec<Segment> = self.closed.drain(..keep_from).collect();
         for seg in &retired {
-            fs::remove_file(&seg.path).ctx(|| format!("remove {}", seg.path.display()))?;
+            self.disk
+                .remove_file(&seg.path)
+                .ctx(|| format!("remove {}", seg.path.display()))?;
         }
         if !retired.is_empty() {
-            fsync_dir(&self.dir)?;
+            fsync_dir(&self.disk, &self.dir)?;
         }
         Ok(retired.len())
     }
@@ -384,14 +384,10 @@ impl Drop for WalFiles {
     }
 }
 
-fn open_append(path: &Path) -> Result<File> {
-    crate::atomic::open_existing(path)
-}
-
-fn create_segment(dir: &Path, first_seq: u64) -> Result<(Segment, File)> {
+fn create_segment(disk: &Disk, dir: &Path, first_seq: u64) -> Result<(Segment, Handle)> {
     let path = dir.join(segment::file_name(first_seq));
-    let file = crate::atomic::write_synced(&path, |w| w.write_all(&segment::header()))?;
-    fsync_dir(dir)?;
+    let file = crate::atomic::write_synced(disk, &path, |w| w.write_all(&segment::header()))?;
+    fsync_dir(disk, dir)?;
     Ok((
         Segment {
             first_seq,
@@ -403,8 +399,8 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(Segment, File)> {
     ))
 }
 
-fn truncate_synced(path: &Path, len: u64) -> Result<()> {
-    let file = open_append(path)?;
+fn truncate_synced(disk: &Disk, path: &Path, len: u64) -> Result<()> {
+    let file = crate::atomic::open_existing(disk, path)?;
     file.set_len(len)
         .and_then(|()| file.sync_all())
         .ctx(|| format!("truncate {} to {len}", path.display()))
@@ -413,6 +409,7 @@ fn truncate_synced(path: &Path, len: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn append(wal: &mut WalFiles, payloads: &[&[u8]]) {
         let first = wal.next_seq();
@@ -428,12 +425,12 @@ mod tests {
     #[test]
     fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, recs, _) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        let (mut wal, recs, _) = WalFiles::open(&Disk::real(), dir.path(), 1 << 20).unwrap();
         assert!(recs.is_empty());
         append(&mut wal, &[b"one", b"two"]);
         append(&mut wal, &[b"three"]);
         drop(wal);
-        let (wal, recs, report) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        let (wal, recs, report) = WalFiles::open(&Disk::real(), dir.path(), 1 << 20).unwrap();
         assert_eq!(
             recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 2, 3]
@@ -446,7 +443,7 @@ mod tests {
     #[test]
     fn records_are_written_over_zeros_and_a_crash_leaves_only_unused_space() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        let (mut wal, _, _) = WalFiles::open(&Disk::real(), dir.path(), 4 << 20).unwrap();
         append(&mut wal, &[b"one", b"two"]);
         let path = wal.active.path.clone();
         let logical = wal.active.len;
@@ -456,7 +453,7 @@ mod tests {
         assert!(bytes[logical as usize..].iter().all(|&b| b == 0));
         // A crash (no Drop): the zeros stay, and read as the unused end of the segment.
         std::mem::forget(wal);
-        let (mut wal, recs, report) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        let (mut wal, recs, report) = WalFiles::open(&Disk::real(), dir.path(), 4 << 20).unwrap();
         assert_eq!(recs.len(), 2);
         assert!(report.truncated.is_none());
         assert_eq!((wal.active.len, wal.zeroed_end), (logical, 1 << 20));
@@ -470,7 +467,7 @@ mod tests {
         let end = wal.active.len;
         drop(wal);
         assert_eq!(fs::metadata(&path).unwrap().len(), end);
-        let (wal, recs, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        let (wal, recs, _) = WalFiles::open(&Disk::real(), dir.path(), 4 << 20).unwrap();
         assert_eq!(
             recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
             (1..=8).collect::<Vec<_>>()
@@ -481,7 +478,7 @@ mod tests {
     #[test]
     fn a_large_batch_extends_the_file_itself_and_small_ones_zero_fill_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = WalFiles::open(dir.path(), 16 << 20).unwrap();
+        let (mut wal, _, _) = WalFiles::open(&Disk::real(), dir.path(), 16 << 20).unwrap();
         let path = wal.active.path.clone();
         let big = vec![7u8; 3 << 20];
         append(&mut wal, &[&big]);
@@ -490,7 +487,7 @@ mod tests {
         append(&mut wal, &[b"small"]);
         assert_eq!(fs::metadata(&path).unwrap().len(), 4 << 20);
         drop(wal);
-        let (_, recs, report) = WalFiles::open(dir.path(), 16 << 20).unwrap();
+        let (_, recs, report) = WalFiles::open(&Disk::real(), dir.path(), 16 << 20).unwrap();
         assert_eq!(recs.len(), 2);
         assert!(report.truncated.is_none());
         assert_eq!(recs[0].payload().len(), 3 << 20);
@@ -502,7 +499,7 @@ mod tests {
     #[test]
     fn a_failed_zero_fill_never_overwrites_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        let (mut wal, _, _) = WalFiles::open(&Disk::real(), dir.path(), 4 << 20).unwrap();
         append(&mut wal, &[b"within the first MiB"]);
         let big = vec![5u8; 1 << 20];
         // Armed only while this append runs; any other test's WAL merely skips zero-filling.
@@ -516,7 +513,7 @@ mod tests {
         wal.sync().unwrap();
         append(&mut wal, &[b"after the big one"]);
         std::mem::forget(wal);
-        let (_, recs, report) = WalFiles::open(dir.path(), 4 << 20).unwrap();
+        let (_, recs, report) = WalFiles::open(&Disk::real(), dir.path(), 4 << 20).unwrap();
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[1].payload(), big);
         assert!(report.truncated.is_none());
@@ -525,7 +522,7 @@ mod tests {
     #[test]
     fn rotation_and_retirement() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = WalFiles::open(dir.path(), 1 << 16).unwrap();
+        let (mut wal, _, _) = WalFiles::open(&Disk::real(), dir.path(), 1 << 16).unwrap();
         let big = vec![7u8; 40_000];
         for _ in 0..6 {
             append(&mut wal, &[&big]);
@@ -534,7 +531,7 @@ mod tests {
         let retired = wal.retire_upto(4).unwrap();
         assert!(retired >= 1);
         drop(wal);
-        let (wal, recs, _) = WalFiles::open(dir.path(), 1 << 16).unwrap();
+        let (wal, recs, _) = WalFiles::open(&Disk::real(), dir.path(), 1 << 16).unwrap();
         assert!(recs.first().unwrap().seq <= 5);
         assert_eq!(recs.last().unwrap().seq, 6);
         assert_eq!(wal.next_seq(), 7);
@@ -543,7 +540,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        let (mut wal, _, _) = WalFiles::open(&Disk::real(), dir.path(), 1 << 20).unwrap();
         append(&mut wal, &[b"keep me", b"cut me"]);
         let path = wal.active.path.clone();
         drop(wal);
@@ -554,13 +551,13 @@ mod tests {
             .unwrap()
             .set_len(len - 2)
             .unwrap();
-        let (mut wal, recs, report) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        let (mut wal, recs, report) = WalFiles::open(&Disk::real(), dir.path(), 1 << 20).unwrap();
         assert_eq!(recs.len(), 1);
         assert!(report.truncated.is_some());
         // Appending after the repair continues the sequence cleanly.
         append(&mut wal, &[b"after"]);
         drop(wal);
-        let (_, recs, report) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        let (_, recs, report) = WalFiles::open(&Disk::real(), dir.path(), 1 << 20).unwrap();
         assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
         assert!(report.truncated.is_none());
     }
@@ -568,14 +565,16 @@ mod tests {
     #[test]
     fn corruption_mid_log_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = WalFiles::open(dir.path(), 1 << 20).unwrap();
+        let (mut wal, _, _) = WalFiles::open(&Disk::real(), dir.path(), 1 << 20).unwrap();
         append(&mut wal, &[b"first", b"second", b"third"]);
         let path = wal.active.path.clone();
         drop(wal);
         let mut bytes = fs::read(&path).unwrap();
         bytes[segment::HEADER_LEN + 18] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let err = WalFiles::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        let err = WalFiles::open(&Disk::real(), dir.path(), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&path.display().to_string()) && err.contains("offset 16"),
             "{err}"

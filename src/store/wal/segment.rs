@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Decoded, HEADER_LEN as RECORD_HEADER_LEN};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"IOCFSWAL";
@@ -130,14 +131,14 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
 }
 
 /// Segments in a directory, sorted by first sequence number.
-pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub fn list(disk: &Disk, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    let entries = disk
+        .read_dir(dir)
+        .map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        if let Some(first) = entry.file_name().to_str().and_then(parse_name) {
-            found.push((first, entry.path()));
+        if let Some(first) = entry.name.to_str().and_then(parse_name) {
+            found.push((first, dir.join(&entry.name)));
         }
     }
     found.sort();

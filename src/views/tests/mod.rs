@@ -49,7 +49,7 @@ impl Fixture {
     fn open(&self, views: &[(&str, View)]) -> (Arc<Store>, Views) {
         let c = self.config(views);
         let store = Store::open(Arc::new(c.clone()), self.clock.clone() as Arc<dyn Clock>).unwrap();
-        let v = Views::open(self.dir.path(), &c.views).unwrap();
+        let v = Views::open(&crate::disk::Disk::real(), self.dir.path(), &c.views).unwrap();
         (store, v)
     }
 }
@@ -321,7 +321,7 @@ fn rebuilds_are_lazy_and_wait_for_refresh() {
     let mut c = fx.config(&[]);
     c.views.refresh = Duration::from_secs(3600);
     let store = Store::open(Arc::new(c.clone()), fx.clock.clone() as Arc<dyn Clock>).unwrap();
-    let views = Views::open(fx.dir.path(), &c.views).unwrap();
+    let views = Views::open(&crate::disk::Disk::real(), fx.dir.path(), &c.views).unwrap();
     store
         .append(IocType::Md5, lines(&[&"a".repeat(32)]))
         .unwrap();

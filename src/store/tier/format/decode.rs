@@ -241,7 +241,7 @@ pub fn probe_kind(first_bytes: &[u8]) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileExt;
+    use crate::disk::FileHandle;
 
     use libdeflater::Compressor;
 
@@ -303,7 +303,7 @@ mod tests {
             .map(|b| (b.offset as usize, b.header.data_offset as usize))
             .collect();
         ranges.push((trailer_at, TRAILER_MEMBER_LEN - 10));
-        let file = tempfile::tempfile().unwrap();
+        let file = temp_file(b"");
         for (start, header_len) in ranges {
             for bit in 0..header_len * 8 {
                 let mut bad = image.clone();

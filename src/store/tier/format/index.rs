@@ -1,8 +1,8 @@
 //! Walking a whole tier file member by member, without inflating: [`read_index`].
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use crate::disk::FileHandle;
 
 use super::data_offset_of;
 use super::decode::parse_member;
@@ -25,7 +25,7 @@ pub struct FileIndex {
     pub file_len: u64,
 }
 
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
+fn read_at(file: &dyn FileHandle, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
     file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => truncated(offset), // the file shrank under us
         _ => FormatError::Io {
@@ -40,13 +40,13 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), FormatError> 
 /// then its extra field, then hop by member_len), without inflating anything. Checks: every
 /// member parses, block members precede exactly one trailer member which ends exactly at EOF,
 /// trailer totals (blocks, lines, raw_bytes) match the sum over blocks. Errors name the offset.
-pub fn read_index(file: &File) -> Result<FileIndex, FormatError> {
+pub fn read_index(file: &dyn FileHandle) -> Result<FileIndex, FormatError> {
     let io_err = |source| FormatError::Io {
         path: None,
         offset: 0,
         source,
     };
-    let file_len = file.metadata().map_err(io_err)?.len();
+    let file_len = file.size().map_err(io_err)?;
     let mut buf = Vec::with_capacity(1024); // reused: no per-member allocation but timestamps
     let mut blocks = Vec::new();
     let (mut off, mut lines, mut raw_bytes) = (0u64, 0u64, 0u64);
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn truncation_at_every_offset_errors() {
         let image = build(&sample_blocks());
-        let file = tempfile::tempfile().unwrap();
+        let file = temp_file(b"");
         for len in 0..image.len() {
             file.set_len(0).unwrap();
             file.write_all_at(&image[..len], 0).unwrap();

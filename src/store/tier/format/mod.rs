@@ -286,8 +286,8 @@ use ensure;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::File;
-    use std::os::unix::fs::FileExt;
+    use crate::disk::real::RealFile;
+    use crate::disk::FileHandle;
 
     use libdeflater::{CompressionLvl, Decompressor};
 
@@ -349,8 +349,9 @@ mod tests {
         b.finish(42, 0xdead_beef)
     }
 
-    pub(super) fn temp_file(bytes: &[u8]) -> File {
-        let f = tempfile::tempfile().unwrap();
+    /// A file of the real file system holding `bytes`, as the engine opens one.
+    pub(crate) fn temp_file(bytes: &[u8]) -> RealFile {
+        let f = RealFile::new(tempfile::tempfile().unwrap(), "(test)");
         f.write_all_at(bytes, 0).unwrap();
         f
     }
@@ -360,7 +361,7 @@ mod tests {
     }
 
     /// Index + decode everything, concatenating block contents.
-    pub(super) fn decode_all(file: &File) -> Result<Vec<u8>, FormatError> {
+    pub(super) fn decode_all(file: &dyn FileHandle) -> Result<Vec<u8>, FormatError> {
         let index = read_index(file)?;
         let mut d = Decompressor::new();
         let (mut all, mut out) = (Vec::new(), Vec::new());
@@ -432,8 +433,7 @@ mod tests {
         let blocks = sample_blocks();
         let image = build(&blocks);
         let expected = concat(&blocks);
-        let file = tempfile::tempfile().unwrap();
-        file.write_all_at(&image, 0).unwrap();
+        let file = temp_file(&image);
         for bit in 0..image.len() * 8 {
             let byte = bit / 8;
             let flipped = [image[byte] ^ (1 << (bit % 8))];

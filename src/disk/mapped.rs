@@ -1,4 +1,4 @@
-//! A segment file mapped read-only for the recovery scan.
+//! A WAL segment mapped read-only for the recovery scan (the real file system's `map`).
 //!
 //! Reading a log of tens of MiB into a `Vec` copies it out of the page cache into fresh
 //! anonymous memory, a page fault and a zeroed page per 4 KiB; that was a tenth of a replay.
@@ -19,8 +19,6 @@ use std::ptr::NonNull;
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
-use crate::error::{IoContext, Result};
-
 pub struct Mapped {
     /// None for an empty file (a zero-length mapping is not allowed).
     map: Option<(NonNull<u8>, NonZeroUsize)>,
@@ -33,16 +31,13 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    pub fn open(path: &Path) -> Result<Mapped> {
-        let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
-        let len = file
-            .metadata()
-            .ctx(|| format!("stat {}", path.display()))?
-            .len();
+    pub fn open(path: &Path) -> std::io::Result<Mapped> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
         let len = usize::try_from(len).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "file larger than memory")
-        });
-        let Some(len) = NonZeroUsize::new(len.ctx(|| format!("map {}", path.display()))?) else {
+        })?;
+        let Some(len) = NonZeroUsize::new(len) else {
             return Ok(Mapped { map: None });
         };
         // SAFETY: a new private read-only mapping of a file we opened; it aliases no Rust
@@ -57,8 +52,7 @@ impl Mapped {
                 0,
             )
         }
-        .map_err(std::io::Error::from)
-        .ctx(|| format!("map {}", path.display()))?;
+        .map_err(std::io::Error::from)?;
         Ok(Mapped {
             map: Some((ptr.cast(), len)),
         })
