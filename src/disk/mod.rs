@@ -18,6 +18,8 @@
 
 mod mapped;
 pub mod real;
+#[cfg(feature = "testing")]
+pub mod sim;
 
 use std::ffi::OsString;
 use std::fmt;
