@@ -74,7 +74,7 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<Che
     let lock = lock_for_check(data, repair)?;
     crate::failpoint::pause("check::locked");
     if !repair {
-        return check(config, progress);
+        return check(&Disk::real(), config, progress);
     }
     let mut repaired = Vec::new();
     progress.phase("repairing the write-ahead log");
@@ -99,7 +99,7 @@ pub fn run(config: &Config, repair: bool, progress: &dyn Progress) -> Result<Che
             store.last_commit().map_or(0, |c| c.upto)
         ));
     }
-    let mut report = check(config, progress)?;
+    let mut report = check(&Disk::real(), config, progress)?;
     report.repaired = repaired;
     Ok(report)
 }
@@ -125,13 +125,24 @@ fn lock_for_check(data: &Path, repair: bool) -> Result<Option<DataDirLock>> {
     }
 }
 
-fn check(config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
+/// The check of a data directory on any file system (the power-cut simulator checks its
+/// crash images with it), without a lock or progress.
+pub fn check_on(disk: &Disk, config: &Config) -> Result<CheckReport> {
+    struct Quiet;
+    impl Progress for Quiet {
+        fn phase(&self, _: &str) {}
+        fn loaded(&self, _: u64, _: u64) {}
+    }
+    check(disk, config, &Quiet)
+}
+
+fn check(disk: &Disk, config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
     let data = &config.data_dir;
     let mut report = CheckReport::default();
     progress.phase("scanning the write-ahead log");
-    let wal_ok = check_wal(data, &mut report)?;
+    let wal_ok = check_wal(disk, data, &mut report)?;
     progress.phase("reading checkpoints");
-    check_checkpoints(data, &mut report)?;
+    check_checkpoints(disk, data, &mut report)?;
     if !wal_ok {
         report.problems.push(
             "the committed files can't be checked against a damaged log: run with --repair".into(),
@@ -140,20 +151,14 @@ fn check(config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
     }
     progress.phase("loading committed files");
     let cache = BlockCache::new(config.cache.size);
-    let total = committed_bytes(data);
+    let total = committed_bytes(disk, data);
     let done = Cell::new(0u64);
     let on_loaded = |n: u64| {
         done.set(done.get() + n);
         progress.loaded(done.get().min(total), total);
     };
-    let recovered = match recovery::recover(
-        &Disk::real(),
-        data,
-        config,
-        &cache,
-        Mode::ReadOnly,
-        &on_loaded,
-    ) {
+    let recovered = match recovery::recover(disk, data, config, &cache, Mode::ReadOnly, &on_loaded)
+    {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(e.to_string());
@@ -187,26 +192,27 @@ fn check(config: &Config, progress: &dyn Progress) -> Result<CheckReport> {
 }
 
 /// Bytes of the backing files under the bucket directories: what loading will read.
-fn committed_bytes(data: &Path) -> u64 {
+fn committed_bytes(disk: &Disk, data: &Path) -> u64 {
     Bucket::ALL
         .iter()
-        .filter_map(|b| fs::read_dir(data.join(b.name())).ok())
-        .flat_map(|dir| dir.flatten())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+        .map(|b| data.join(b.name()))
+        .filter_map(|dir| Some((disk.read_dir(&dir).ok()?, dir)))
+        .flat_map(|(entries, dir)| entries.into_iter().map(move |e| dir.join(e.name)))
+        .filter_map(|path| disk.metadata(&path).ok())
+        .filter(|m| m.kind == crate::disk::Kind::File)
+        .map(|m| m.len)
         .sum()
 }
 
 /// Frame-level check of every segment. False when the log is damaged before its tail.
-fn check_wal(data: &Path, report: &mut CheckReport) -> Result<bool> {
+fn check_wal(disk: &Disk, data: &Path, report: &mut CheckReport) -> Result<bool> {
     let dir = data.join("wal");
-    let segments = segment::list(&Disk::real(), &dir)?;
+    let segments = segment::list(disk, &dir)?;
     let mut next: Option<u64> = None;
     let mut records = 0usize;
     let mut bytes = 0u64;
     for (i, (first, path)) in segments.iter().enumerate() {
-        let buf = fs::read(path).ctx(|| format!("read {}", path.display()))?;
+        let buf = disk.read(path).ctx(|| format!("read {}", path.display()))?;
         if let Some(expected) = next.filter(|&n| n != *first) {
             report.problems.push(format!(
                 "{}: starts at sequence {first}, expected {expected}: records are missing",
@@ -246,10 +252,12 @@ fn check_wal(data: &Path, report: &mut CheckReport) -> Result<bool> {
     Ok(true)
 }
 
-fn check_checkpoints(data: &Path, report: &mut CheckReport) -> Result<()> {
+fn check_checkpoints(disk: &Disk, data: &Path, report: &mut CheckReport) -> Result<()> {
     let dir = data.join("checkpoint");
-    for path in checkpoint_files(&dir)? {
-        let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+    for path in checkpoint_files(disk, &dir)? {
+        let bytes = disk
+            .read(&path)
+            .ctx(|| format!("read {}", path.display()))?;
         match checkpoint::decode(&bytes, &path) {
             Ok(s) => report.summary.push(format!(
                 "checkpoint {}: sequence {}, {} partitions",
@@ -265,12 +273,12 @@ fn check_checkpoints(data: &Path, report: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
-fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+fn checkpoint_files(disk: &Disk, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".ckpt") {
-                out.push(e.path());
+    if let Ok(entries) = disk.read_dir(dir) {
+        for e in entries {
+            if e.name.to_string_lossy().ends_with(".ckpt") {
+                out.push(dir.join(e.name));
             }
         }
     }
@@ -353,7 +361,7 @@ fn cut_segment(data: &Path, path: &Path, buf: &[u8], at: usize) -> Result<PathBu
 /// generations), so all of them are set aside; a fresh one is written at the end.
 fn repair_checkpoints(data: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for path in checkpoint_files(&data.join("checkpoint"))? {
+    for path in checkpoint_files(&Disk::real(), &data.join("checkpoint"))? {
         let bytes = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
         let moved = recovery::move_to_lost_found(&Disk::real(), data, &path)?;
         if let Err(e) = checkpoint::decode(&bytes, &path) {

@@ -14,8 +14,12 @@ pub enum Choices {
     Nothing,
     /// Everything (what a killed process leaves: the page cache survives).
     Everything,
+    /// Every byte written, but none of the unsynced metadata operations: the data reached
+    /// the disk, the journal did not.
+    DataNotNames,
     /// Seeded: a prefix of the unsynced metadata operations, and for each file one of its
-    /// possible sizes and, per unsynced page, its new bytes, its synced bytes or zeros.
+    /// possible sizes and, per unsynced page, its new bytes or its synced ones (zeros past
+    /// the synced size).
     Random(u64),
 }
 
@@ -59,7 +63,7 @@ impl SimDisk {
             _ => None,
         };
         let keep = match (&choices, rng.as_mut()) {
-            (Choices::Nothing, _) => 0,
+            (Choices::Nothing | Choices::DataNotNames, _) => 0,
             (Choices::Random(_), Some(rng)) => rng.below(inner.pending.len() as u64 + 1) as usize,
             _ => inner.pending.len(),
         };
@@ -130,10 +134,11 @@ fn survivor(node: &Node, choices: Choices, rng: Option<&mut Rng>) -> Vec<u8> {
             page_of(&node.synced, p, chunk);
             continue;
         }
-        match rng.below(3) {
-            0 => page_of(&node.data, p, chunk),
-            1 => page_of(&node.synced, p, chunk),
-            _ => {}
+        // Past the synced size the synced bytes are zeros: an extension whose data was lost.
+        if rng.below(2) == 0 {
+            page_of(&node.data, p, chunk);
+        } else {
+            page_of(&node.synced, p, chunk);
         }
     }
     out

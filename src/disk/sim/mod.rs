@@ -9,8 +9,10 @@
 //!
 //! - **File data.** Bytes written to a file and not yet covered by an `fsync`/`fdatasync` of
 //!   that file may be lost, whole or per 4 KiB page: each page written since the file's last
-//!   sync comes back as it is now, as it was at that sync, or as zeros. Pages never written
-//!   since the sync come back as they were then.
+//!   sync comes back as it is now or as it was at that sync, where bytes past the synced size
+//!   read as zeros (an unsynced region of a file that grew may read back as zeros). Pages
+//!   never written since the sync come back as they were then; a synced byte that was not
+//!   overwritten never changes (a file system does not lose allocated blocks).
 //! - **File size.** A size change (a write past the end, `set_len`) not yet covered by a sync
 //!   of the file may be lost: the file comes back at its synced size or at any size it had
 //!   since (the bytes past what was written then read as zeros).

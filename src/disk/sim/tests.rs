@@ -56,7 +56,11 @@ fn unsynced_writes_come_back_new_old_or_zero_per_page_at_any_size_they_had() {
             seen.insert(page[0]);
         }
     }
-    assert_eq!(seen, [0, 1, 2].into(), "new, old and zero pages all occur");
+    assert_eq!(
+        seen,
+        [0, 1, 2].into(),
+        "new and old pages occur, and zeros past the synced size"
+    );
 }
 
 #[test]
