@@ -260,6 +260,15 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
     for w in &written {
         manifest.set_file_of(w.id, w.part);
     }
+    // The temps' names must be durable before the record that names them: a power cut
+    // after the record would otherwise leave a commit whose files never existed.
+    if let Err(e) = sync_dirs(
+        store.disk(),
+        written.iter().flat_map(|w| &w.renames).map(|r| &r.0),
+    ) {
+        remove_temps(store.disk(), &written);
+        return Err(e);
+    }
     if let Err(e) = store.journal(Op::Commit {
         manifest: Box::new(manifest),
     }) {
@@ -304,6 +313,15 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
         info.millis
     );
     Ok(Some(info))
+}
+
+/// fsync the directory of each path, once.
+fn sync_dirs<'a>(disk: &Disk, paths: impl Iterator<Item = &'a PathBuf>) -> Result<()> {
+    let mut dirs: Vec<&Path> = paths.filter_map(|p| p.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.into_iter()
+        .try_for_each(|dir| atomic::fsync_dir(disk, dir))
 }
 
 fn remove_temps(disk: &Disk, written: &[Written]) {
