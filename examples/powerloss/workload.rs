@@ -160,8 +160,11 @@ impl Workload {
 pub fn run(action: &Action, store: &Store, clock: &Arc<ManualClock>) -> Result<()> {
     match action {
         Action::Append(ty, values) => store.append(*ty, values.clone()).map(drop),
-        Action::Replace(ty, values) => store.replace(*ty, values.clone()).map(drop),
-        Action::Staged(ty, values) => {
+        // As the FUSE layer does: a set past one record's piece is journaled in pieces.
+        Action::Replace(ty, values) if values.len() <= store.replace_part_size() => {
+            store.replace(*ty, values.clone()).map(drop)
+        }
+        Action::Replace(ty, values) | Action::Staged(ty, values) => {
             let mut staged = StagedReplace::new(*ty);
             let pushed = values
                 .chunks(1024)
