@@ -71,6 +71,11 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
     };
     match bytes.get(..HEADER_LEN) {
         None => return torn_or_corrupt(0, "segment header incomplete".into()),
+        // A new segment's header is fsync'd before any record goes to it: zeros there are a
+        // creation that a power cut interrupted, and only the last segment can be that new.
+        Some(h) if is_last && h.iter().all(|&b| b == 0) => {
+            return torn_or_corrupt(0, "segment header never written".into())
+        }
         Some(h) if h != header() => {
             return Err(Error::corruption(
                 path,
@@ -111,8 +116,12 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
         if rest.iter().all(|&b| b == 0) {
             break;
         }
-        // A bad record. If any valid record follows, this is damage in the middle of the log.
-        if let Some(at) = super::damage::find_valid_record_after(bytes, pos, next_seq) {
+        // A bad record. If any valid record follows, this is damage in the middle of the log,
+        // unless a page between them reads as zeros: a write a power cut lost while a later
+        // page of the same unsynced write reached the disk (a torn tail, in the last segment).
+        if let Some(at) = super::damage::find_valid_record_after(bytes, pos, next_seq)
+            .filter(|&at| !(is_last && lost_page_between(bytes, pos, at)))
+        {
             return Err(Error::corruption(
                 path,
                 Some(pos as u64),
@@ -128,6 +137,24 @@ pub fn scan(bytes: &[u8], path: &Path, mut next_seq: Option<u64>, is_last: bool)
         valid_len: pos,
         torn: None,
     })
+}
+
+/// What a lost write leaves between a bad record at `bad` and a valid one at `valid`: a
+/// page (4 KiB, aligned in the file) that reads as zeros from `bad`, or from its start, to
+/// its end. Records are written once, over zeros (the zero fill, or a size extended past
+/// what reached the disk), so an unwritten page reads as zeros. A record's own bytes can't:
+/// a header has a nonzero sequence, a payload is text and times, never a zero page.
+fn lost_page_between(bytes: &[u8], bad: usize, valid: usize) -> bool {
+    const PAGE: usize = 4096;
+    let mut page = bad / PAGE * PAGE;
+    while page < valid {
+        let (from, end) = (page.max(bad), (page + PAGE).min(bytes.len()));
+        if from < end && bytes[from..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        page += PAGE;
+    }
+    false
 }
 
 /// Segments in a directory, sorted by first sequence number.
@@ -155,6 +182,18 @@ mod tests {
             record::encode(*seq, payload, &mut buf);
         }
         buf
+    }
+
+    #[test]
+    fn a_last_segment_whose_header_a_power_cut_lost_is_torn_not_corrupt() {
+        let zeros = [0u8; HEADER_LEN];
+        let found = scan(&zeros, Path::new("s"), Some(1), true).unwrap();
+        assert_eq!((found.valid_len, found.records.len()), (0, 0));
+        assert!(found.torn.is_some());
+        assert!(scan(&zeros, Path::new("s"), Some(1), false).is_err());
+        let mut flipped = header();
+        flipped[3] ^= 1;
+        assert!(scan(&flipped, Path::new("s"), Some(1), true).is_err());
     }
 
     #[test]
@@ -217,6 +256,38 @@ mod tests {
         let scan = scan(&buf, Path::new("s"), Some(1), true).unwrap();
         assert_eq!(scan.records.len(), 1);
         assert!(scan.torn.is_some());
+    }
+
+    #[test]
+    fn a_zero_page_before_valid_records_is_a_lost_write_in_the_last_segment_only() {
+        let mut buf = header().to_vec();
+        for seq in 1..=3u64 {
+            record::encode(seq, &vec![b'x'; 3000], &mut buf);
+        }
+        // The second page (4096..8192) never reached the disk; the third did.
+        buf[4096..8192].fill(0);
+        let found = scan(&buf, Path::new("s"), Some(1), true).unwrap();
+        assert_eq!(found.records.len(), 1, "the record before the hole stays");
+        assert!(found.torn.is_some());
+        assert!(scan(&buf, Path::new("s"), Some(1), false).is_err());
+        // Zeros from the bad record to the end of its page: the old end of a page whose
+        // new bytes were lost.
+        let mut partial = header().to_vec();
+        record::encode(1, b"synced", &mut partial);
+        let synced = partial.len();
+        for seq in 2..=4u64 {
+            record::encode(seq, &vec![b'y'; 3000], &mut partial);
+        }
+        partial[synced..4096].fill(0);
+        let found = scan(&partial, Path::new("s"), Some(1), true).unwrap();
+        assert_eq!((found.records.len(), found.valid_len), (1, synced));
+        // A flipped bit is no lost write: still damage in the middle of the log.
+        let mut flipped = header().to_vec();
+        for seq in 1..=3u64 {
+            record::encode(seq, &vec![b'x'; 3000], &mut flipped);
+        }
+        flipped[5000] ^= 1;
+        assert!(scan(&flipped, Path::new("s"), Some(1), true).is_err());
     }
 
     #[test]
