@@ -11,7 +11,7 @@ use iocfs::clock::ManualClock;
 use iocfs::disk::sim::Rng;
 use iocfs::error::Result;
 use iocfs::ioc::IocType;
-use iocfs::store::model::Bucket;
+use iocfs::store::model::{Bucket, Target};
 use iocfs::store::mutation::Op;
 use iocfs::store::staged::StagedReplace;
 use iocfs::store::Store;
@@ -26,6 +26,8 @@ pub const TYPES: [IocType; 3] = [IocType::Ipv4, IocType::Domain, IocType::Sha256
 #[derive(Debug, Clone)]
 pub enum Action {
     Append(IocType, Vec<u8>),
+    /// Lines appended to the allowlist (`allow/<type>.txt`).
+    Allow(IocType, Vec<u8>),
     Replace(IocType, Vec<u8>),
     /// A replace journaled in pieces (the record limit is lowered: see `driver_config`).
     Staged(IocType, Vec<u8>),
@@ -41,6 +43,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Append(..) => "append",
+            Action::Allow(..) => "allowlist append",
             Action::Replace(..) => "replace",
             Action::Staged(..) => "staged replace",
             Action::Remove(..) => "remove",
@@ -123,9 +126,13 @@ impl Workload {
         let roll = self.rng.below(100);
         let ty = self.ty();
         match roll {
-            0..=39 => {
+            0..=35 => {
                 let n = 1 + self.rng.below(8);
                 Action::Append(ty, self.lines(ty, n, 30))
+            }
+            36..=39 => {
+                let n = 1 + self.rng.below(3);
+                Action::Allow(ty, self.lines(ty, n, 50))
             }
             40..=47 => {
                 let extra = self.rng.below(6);
@@ -160,12 +167,15 @@ impl Workload {
 pub fn run(action: &Action, store: &Store, clock: &Arc<ManualClock>) -> Result<()> {
     match action {
         Action::Append(ty, values) => store.append(*ty, values.clone()).map(drop),
+        Action::Allow(ty, values) => store
+            .append_to(Target::Allow, *ty, values.clone())
+            .map(drop),
         // As the FUSE layer does: a set past one record's piece is journaled in pieces.
         Action::Replace(ty, values) if values.len() <= store.replace_part_size() => {
             store.replace(*ty, values.clone()).map(drop)
         }
         Action::Replace(ty, values) | Action::Staged(ty, values) => {
-            let mut staged = StagedReplace::new(*ty);
+            let mut staged = StagedReplace::new(Target::Live, *ty);
             let pushed = values
                 .chunks(1024)
                 .try_for_each(|piece| staged.push(store, piece));
@@ -195,9 +205,9 @@ pub fn run(action: &Action, store: &Store, clock: &Arc<ManualClock>) -> Result<(
     }
 }
 
-/// What the store serves: live files byte for byte (their order is part of the promise),
-/// tier files as sorted lines (a block layout is not).
-pub type Contents = BTreeMap<(Bucket, IocType), Vec<u8>>;
+/// What the store serves: live and allowlist files byte for byte (their order is part of
+/// the promise), tier files as sorted lines (a block layout is not). Keyed by directory.
+pub type Contents = BTreeMap<(&'static str, IocType), Vec<u8>>;
 
 pub fn contents(store: &Store) -> Result<Contents> {
     let mut out = Contents::new();
@@ -221,8 +231,14 @@ pub fn contents(store: &Store) -> Result<Contents> {
                 }
             };
             if !bytes.is_empty() {
-                out.insert((bucket, ty), bytes);
+                out.insert((bucket.name(), ty), bytes);
             }
+        }
+    }
+    for ty in TYPES {
+        let bytes = store.allow_version(ty).read_all()?;
+        if !bytes.is_empty() {
+            out.insert(("allow", ty), bytes);
         }
     }
     Ok(out)
