@@ -150,7 +150,7 @@ fn sigkill_before_a_staged_replace_ends_leaves_the_old_set_and_after_keeps_the_n
         "the unfinished replace applied"
     );
     assert!(
-        d.log().contains("discarded, the set is as before it"),
+        d.log().contains("discarded, the file is as before it"),
         "{}",
         d.log()
     );
