@@ -434,6 +434,23 @@ def timed_cmd(cmd, stdout=subprocess.DEVNULL, shell=False):
     return dt
 
 
+def open_read_close_each(paths):
+    """Latency (ns, sorted) of open + one read of up to 4 KiB + close of each path."""
+    buf = bytearray(4096)
+    pc = time.perf_counter_ns
+    lat = []
+    for path in paths:
+        t = pc()
+        fd = os.open(path, os.O_RDONLY)
+        k = os.readv(fd, [buf])
+        os.close(fd)
+        lat.append(pc() - t)
+        if k <= 0:
+            raise RuntimeError(f"empty answer reading {path}")
+    lat.sort()
+    return lat
+
+
 def pct(sorted_vals, p):
     if not sorted_vals:
         return float("nan")
@@ -960,21 +977,8 @@ class Bench:
         for i in range(per):
             with open(os.path.join(bdir, f"v{i}"), "wb") as f:
                 f.write(body)
-        buf = bytearray(4096)
         pc = time.perf_counter_ns
-
-        def read_each(paths):
-            lat = []
-            for path in paths:
-                t = pc()
-                fd = os.open(path, os.O_RDONLY)
-                k = os.readv(fd, [buf])
-                os.close(fd)
-                lat.append(pc() - t)
-                if k <= 0:
-                    raise RuntimeError(f"empty lookup answer for {path}")
-            lat.sort()
-            return lat
+        read_each = open_read_close_each
 
         def stat_each(paths):
             lat = []
@@ -1314,6 +1318,106 @@ class Bench:
                    fmt_ms(lr * 1e9), fmt_ms(lq * 1e9), ratio_s(lq / lr), "≥ 0.8×",
                    lq / lr >= 0.8)
 
+    def allowlist(self):
+        """The allowlist at feed sizes. A view rebuilt right after its allowlist changed (so the
+        allowlist's index is rebuilt too), with 100,000 allow entries over 1M listed ipv4 lines
+        and over 1M domains, next to the same rebuild with an empty allowlist; and lookup/ADDRESS
+        of addresses inside 100,000 stored networks (covered, not stored as such), next to
+        reading a plain small file. Shapes as in feeds: listed networks /16 to /28, most of them
+        /24; allowed, half listed values, half networks /24 to /32 (a CDN's /24, a service's
+        address) or parent domains. A listed network with an allowed part is served minus it,
+        as up to 32 - prefix networks: that is the cost over the empty allowlist."""
+        n = 100_000 if self.quick else 1_000_000
+        k = n // 10
+        n_nets = 20_000 if self.quick else 100_000
+        rounds = 3 if self.quick else 5
+        r = random.Random(SEED + 7)
+        src, data = self.p("src-allow"), self.p("data-allow")
+        os.makedirs(os.path.join(src, "live"), exist_ok=True)
+        ipv4 = gen_type("ipv4", 0, n)
+        nets = set()
+        while len(nets) < n_nets:
+            length = r.choice((16, 18, 20, 22, 23, 24, 24, 24, 25, 26, 27, 28))
+            addr = r.getrandbits(32) & (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+            nets.add((addr, length))
+        nets = sorted(nets)
+        dotted = lambda x: f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}"  # noqa: E731
+        domains = gen_type("domain", 0, n)
+        with open(os.path.join(src, "live", "ipv4.txt"), "w") as f:
+            f.write("\n".join(ipv4 + [f"{dotted(a)}/{l}" for a, l in nets]) + "\n")
+        with open(os.path.join(src, "live", "domain.txt"), "w") as f:
+            f.write("\n".join(domains) + "\n")
+        self.import_(data, src)
+        allow_v4 = r.sample(ipv4, k // 2)
+        while len(allow_v4) < k:
+            length = r.choice((24, 24, 28, 29, 30, 31, 32, 32))
+            allow_v4.append(f"{dotted(r.getrandbits(32) & (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF)}/{length}")
+        allow_dom = r.sample(domains, k // 2)
+        parents = [d.split(".", 1)[1] for d in r.sample(domains, k) if d.count(".") >= 2]
+        allow_dom += parents[: k - len(allow_dom)]
+        cfg = self.cfg("allow.toml", "[views]\nrefresh = \"1h\"\n"
+                       "[views.all]\ntypes = [\"ipv4\", \"domain\"]\n")
+        d = Daemon(self.bin, data, self.p("mnt-allow"), cfg, self.p("iocfs-allow.log"))
+        d.start()
+        try:
+            def builds():
+                d.ctl("refresh-views")
+                v = d.stats()["views"]["all"]
+                return {ty: v[ty]["last_build"] for ty in ("ipv4", "domain")}
+
+            base = {"ipv4": [], "domain": []}
+            for _ in range(rounds):
+                for ty, b in builds().items():
+                    base[ty].append(b["millis"] / 1000)
+            for ty, lines in (("ipv4", allow_v4), ("domain", allow_dom)):
+                with open(os.path.join(d.mnt, "allow", f"{ty}.txt"), "w") as f:
+                    f.write("\n".join(lines) + "\n")
+            with_allow = {"ipv4": [], "domain": []}
+            last = None
+            for i in range(rounds):
+                # A change to each allowlist: the next build indexes it again.
+                with open(os.path.join(d.mnt, "allow", "ipv4.txt"), "a") as f:
+                    f.write(f"{dotted(0x05000000 + i)}\n")
+                with open(os.path.join(d.mnt, "allow", "domain.txt"), "a") as f:
+                    f.write(f"round{i}.allowed.example\n")
+                last = builds()
+                for ty, b in last.items():
+                    with_allow[ty].append(b["millis"] / 1000)
+            listed = {"ipv4": len(ipv4) + n_nets, "domain": len(domains)}
+            for ty in ("ipv4", "domain"):
+                b = last[ty]
+                if not b.get("suppressed_allow"):
+                    raise RuntimeError(f"the {ty} view suppressed nothing: {b}")
+                t_, b_ = median(sorted(with_allow[ty])), median(sorted(base[ty]))
+                self.t.add(f"view rebuild after an allowlist change, {k:,} allow entries over "
+                           f"{listed[ty]:,} {ty} (median of {rounds}; {b['suppressed_allow']:,} suppressed, "
+                           f"{b.get('trimmed', 0):,} trimmed, {b['entries']:,} served)",
+                           fmt_t(t_), f"{fmt_t(b_)} same rebuild, empty allowlist", ratio_s(b_ / t_),
+                           "≤ 0.5 s", t_ <= 0.5)
+            # lookup/ADDRESS: an address inside each of 5,000 stored networks, each asked once
+            per = 2500 if self.quick else 5000
+            picks = r.sample(nets, per)
+            ldir = os.path.join(d.mnt, ".iocfs/lookup")
+            paths = [os.path.join(ldir, dotted(a + r.randrange(1 << (32 - l)))) for a, l in picks]
+            bdir = self.p("plain-lookup-nets")
+            os.makedirs(bdir, exist_ok=True)
+            for i in range(per):
+                with open(os.path.join(bdir, f"v{i}"), "wb") as f:
+                    f.write(b'{"value":"1.2.3.4","type":"ipv4","bucket":null,"covered_by":[{"value":"1.2.0.0/16","bucket":"live"}],"allowed_by":null,"views":["all"]}')
+            with open(paths[0]) as f:
+                answer = json.load(f)
+            if not answer.get("covered_by"):
+                raise RuntimeError(f"lookup of an address in a stored network: {answer}")
+            a = open_read_close_each(paths)
+            b = open_read_close_each([os.path.join(bdir, f"v{i}") for i in range(per)])
+            a99, b99 = pct(a, 99), pct(b, 99)
+            self.t.add(f"lookup/ADDRESS covered by one of {n_nets:,} stored networks: p99 (p50), "
+                       f"{per:,} distinct addresses",
+                       f"{fmt_ms(a99)} ({fmt_ms(pct(a, 50))})", f"{fmt_ms(b99)} ({fmt_ms(pct(b, 50))}) plain file",
+                       ratio_s(b99 / a99), "p99 ≤ 0.2 ms", a99 <= 0.2e6)
+        finally:
+            d.stop()
+
     def web(self):
         """nginx (the shipped site, www-data workers) serving views/all/ipv4.txt with 50,000
         addresses to `wrk -c32`, against the same nginx serving a plain copy of the bytes."""
@@ -1480,6 +1584,7 @@ class Bench:
         step(["aging"], self.aging)
         step(["recovery"], self.recovery)
         step(["view build", "view rebuild", "append latency while views rebuild"], self.views)
+        step(["view rebuild after an allowlist change", "lookup/ADDRESS covered"], self.allowlist)
         step(["nginx serving views"], self.web)
         step(["daemon VmRSS"], self.memory)
         return machine

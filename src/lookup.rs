@@ -177,13 +177,15 @@ fn address_allowed(store: &Store, net: Net, limits: &Limits, reserved: bool) -> 
     } else {
         IocType::Ipv4
     };
-    let candidates: Vec<String> = std::iter::once(net)
-        .chain(supernets(net, limits))
-        .map(|n| n.to_string())
-        .collect();
-    let hits = store.allowed_each(family, &candidates);
-    if let Some((c, _)) = candidates.iter().zip(hits).find(|(_, hit)| *hit) {
-        return Some(allow_entry(family, c, false));
+    if store.allow_lines(family) > 0 {
+        let candidates: Vec<String> = std::iter::once(net)
+            .chain(supernets(net, limits))
+            .map(|n| n.to_string())
+            .collect();
+        let hits = store.allowed_each(family, &candidates);
+        if let Some((c, _)) = candidates.iter().zip(hits).find(|(_, hit)| *hit) {
+            return Some(allow_entry(family, c, false));
+        }
     }
     if !reserved {
         return None;

@@ -120,13 +120,29 @@ impl Store {
         values: &[S],
     ) -> Vec<Option<(Bucket, Times)>> {
         let st = self.state();
-        values.iter().map(|v| st.find(ty, v.as_ref())).collect()
+        // Each probe is a cache miss in a large index: fetch them all at once.
+        let keys: Vec<_> = values.iter().map(|v| st.key(ty, v.as_ref())).collect();
+        keys.iter().for_each(|k| st.prefetch(k));
+        keys.iter()
+            .map(|k| {
+                let found = st.locate(ty, k).ok().flatten()?;
+                Some((found.bucket(), found.times()))
+            })
+            .collect()
+    }
+
+    /// Lines in the allowlist of `ty`.
+    pub fn allow_lines(&self, ty: IocType) -> usize {
+        self.state().allow(ty).lines()
     }
 
     /// Which of `values` the allowlist of `ty` holds as is, under one lock.
     pub fn allowed_each<S: AsRef<[u8]>>(&self, ty: IocType, values: &[S]) -> Vec<bool> {
         let st = self.state();
         let allow = st.allow(ty);
+        if allow.lines() == 0 {
+            return vec![false; values.len()];
+        }
         values
             .iter()
             .map(|v| allow.contains(&st.key(ty, v.as_ref())))

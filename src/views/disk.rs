@@ -34,6 +34,8 @@ pub struct ViewFile {
     file: Handle,
     /// What an address file covers, once a lookup or the views thread asked (`lookup`).
     pub(super) coverage: std::sync::OnceLock<crate::cidr::IntervalSet>,
+    /// The sparse index of any other file's sorted lines, likewise (`lookup`).
+    pub(super) line_index: std::sync::OnceLock<super::lookup::LineIndex>,
 }
 
 impl ViewFile {
@@ -227,6 +229,7 @@ impl Disk {
             hash: hash(&content),
             file,
             coverage: std::sync::OnceLock::new(),
+            line_index: std::sync::OnceLock::new(),
         })
     }
 
@@ -312,6 +315,7 @@ impl Disk {
             hash: content_hash,
             file,
             coverage: std::sync::OnceLock::new(),
+            line_index: std::sync::OnceLock::new(),
         })
     }
 

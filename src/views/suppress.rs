@@ -278,26 +278,30 @@ impl Rules<'_> {
         let mut pieces = Vec::new();
         let mut trimmed_to = Vec::new();
         nets.retain(|(net, seen)| {
-            if allow.contains_net(net) {
+            // Most listed networks touch neither set: two binary searches decide.
+            let in_allow = allow.intersects(net);
+            let in_reserved = reserved.intersects(net);
+            if !in_allow && !in_reserved {
+                return true;
+            }
+            if in_allow && allow.contains_net(net) {
                 s.suppressed_allow += 1;
                 return false;
             }
-            if reserved.contains_net(net) {
+            if in_reserved && reserved.contains_net(net) {
                 s.suppressed_reserved += 1;
                 return false;
-            }
-            let in_allow = allow.intersects(net);
-            if !in_allow && !reserved.intersects(net) {
-                return true;
             }
             // Served minus what either covers.
             pieces.clear();
             allow.subtract_into(net, &mut pieces);
-            let mut rest = Vec::new();
+            let before = trimmed_to.len();
             for p in &pieces {
+                let mut rest = Vec::new();
                 reserved.subtract_into(p, &mut rest);
+                trimmed_to.extend(rest.into_iter().map(|r| (r, *seen)));
             }
-            if rest.is_empty() {
+            if trimmed_to.len() == before {
                 // Covered by the two together.
                 if in_allow {
                     s.suppressed_allow += 1;
@@ -306,7 +310,6 @@ impl Rules<'_> {
                 }
             } else {
                 s.trimmed += 1;
-                trimmed_to.extend(rest.into_iter().map(|p| (p, *seen)));
             }
             false
         });
