@@ -41,6 +41,18 @@ pub enum Error {
     /// A path iocfs would trust is open to other users (or is not what it should be).
     #[error("{0}")]
     Unsafe(String),
+    /// No such thing (a source by that name).
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already (a source declared twice).
+    #[error("{0}")]
+    Exists(String),
+    /// It still holds something (a source that lists indicators).
+    #[error("{0}")]
+    NotEmpty(String),
+    /// A fixed-size table is full (63 declared sources).
+    #[error("{0}")]
+    Full(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -85,6 +97,10 @@ impl Error {
             Error::Locked(_) => libc::EBUSY,
             Error::TooLarge(_) => libc::EFBIG,
             Error::Unsafe(_) => libc::EPERM,
+            Error::NotFound(_) => libc::ENOENT,
+            Error::Exists(_) => libc::EEXIST,
+            Error::NotEmpty(_) => libc::ENOTEMPTY,
+            Error::Full(_) => libc::ENOSPC,
         }
     }
 

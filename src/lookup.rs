@@ -63,12 +63,17 @@ pub fn lookup(store: &Store, views: &Views, raw: &[u8]) -> Option<Answer> {
         .map(|(v, (bucket, times))| {
             let mut entry = json!({ "value": v });
             stored_fields(&mut entry, Some((*bucket, *times)));
+            entry["sources"] = json!(store.sources_of(ty, v.as_bytes()).unwrap_or_default());
             entry
         })
         .collect();
     let listed: Vec<String> = covered.iter().map(|(v, _)| (*v).clone()).collect();
     let mut body = json!({ "value": value, "type": ty.name() });
     stored_fields(&mut body, exact);
+    // Who lists it as is (empty when only covered); each covering entry says its own.
+    body["sources"] = json!(exact
+        .and_then(|_| store.sources_of(ty, value.as_bytes()))
+        .unwrap_or_default());
     body["covered_by"] = Value::Array(covered_by);
     body["allowed_by"] = allowed_by(store, views, ty, &value, &limits).unwrap_or(Value::Null);
     body["views"] = json!(views.including(ty, &value, &listed));

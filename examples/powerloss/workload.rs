@@ -194,6 +194,7 @@ pub fn run(action: &Action, store: &Store, clock: &Arc<ManualClock>) -> Result<(
                 ty: *ty,
                 values: values.clone(),
                 times: times.clone(),
+                source: iocfs::store::model::LOCAL,
             })
             .map(drop),
         Action::Age(secs) => {

@@ -313,6 +313,7 @@ fn submit(
         ty,
         values: std::mem::take(values),
         times: vec![(mtime, mtime); *count],
+        source: crate::store::model::LOCAL,
     })?;
     *count = 0;
     Ok(())

@@ -7,7 +7,7 @@ use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
 
 use super::inode::{
     self, version, Owner, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH,
-    LOOKUP_DIR, ROOT, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
+    LOOKUP_DIR, ROOT, SOURCES_DIR, SOURCES_DIR_NAME, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::Node;
 use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
@@ -103,6 +103,15 @@ impl IocFs {
         }
     }
 
+    /// The target of a directory whose type files take writes: live/, allow/, and the
+    /// folder of a source while it is declared.
+    pub(super) fn writable(&self, ino: INodeNo) -> Option<Target> {
+        match inode::writable_dir(ino)? {
+            Target::Source(id) if self.store.source_name(id).is_none() => None,
+            t => Some(t),
+        }
+    }
+
     /// Attributes of any inode, with the entry TTL the kernel may keep them for.
     pub(super) fn attr_of(
         &self,
@@ -115,8 +124,16 @@ impl IocFs {
             || ino == LOOKUP_DIR
             || ino == VIEWS_DIR
             || ino == ALLOW_DIR
+            || ino == SOURCES_DIR
         {
             return Ok((self.dir_attr(ino), STABLE_TTL));
+        }
+        if inode::dir_source(ino).is_some() {
+            // A source's folder lives as long as the source: never cached past an rmdir.
+            return match self.writable(ino) {
+                Some(_) => Ok((self.dir_attr(ino), NO_TTL)),
+                None => Err(Errno::ENOENT),
+            };
         }
         if self.view_of_dir(ino).is_some() {
             return Ok((self.dir_attr(ino), VERSION_TTL));
@@ -161,7 +178,11 @@ impl IocFs {
     /// Attributes of an inode the kernel knows from readdir only: a current version.
     pub(super) fn current_version(&self, ino: INodeNo) -> Option<(FileAttr, Duration)> {
         for ty in IocType::ALL {
-            for target in [Target::Live, Target::Allow] {
+            let sources = self.store.source_names().into_iter();
+            for target in [Target::Live, Target::Allow]
+                .into_iter()
+                .chain(sources.map(|(id, _)| Target::Source(id)))
+            {
                 let v = self.store.current((target, ty));
                 if version(v.id) == ino {
                     return Some((self.live_attr(ino, &v), VERSION_TTL));
@@ -191,6 +212,13 @@ impl IocFs {
             (ROOT, Some(CONTROL_DIR_NAME)) => return Ok((self.dir_attr(CONTROL_DIR), STABLE_TTL)),
             (ROOT, Some(VIEWS_DIR_NAME)) => return Ok((self.dir_attr(VIEWS_DIR), STABLE_TTL)),
             (ROOT, Some(ALLOW_DIR_NAME)) => return Ok((self.dir_attr(ALLOW_DIR), STABLE_TTL)),
+            (ROOT, Some(SOURCES_DIR_NAME)) => return Ok((self.dir_attr(SOURCES_DIR), STABLE_TTL)),
+            (SOURCES_DIR, Some(n)) => {
+                return match self.store.declared_source(n) {
+                    Ok(id) => Ok((self.dir_attr(inode::source_dir(id)), NO_TTL)),
+                    Err(_) => Err(Errno::ENOENT),
+                }
+            }
             (ROOT, Some(n)) => {
                 return Bucket::from_name(n)
                     .map(|b| (self.dir_attr(inode::bucket_dir(b)), STABLE_TTL))
@@ -210,7 +238,7 @@ impl IocFs {
             return found;
         }
         let ty = text.and_then(IocType::from_file_name);
-        if let Some(dir) = inode::writable_dir(parent) {
+        if let Some(dir) = self.writable(parent) {
             if let Some(ty) = ty {
                 let v = self.store.current((dir, ty));
                 self.nodes.remember(version(v.id), Node::Live(v.clone()));

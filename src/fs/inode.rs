@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::store::model::{Bucket, Target};
+use crate::store::model::{Bucket, SourceId, Target, MAX_SOURCES};
 
 pub const ROOT: INodeNo = INodeNo(1);
 pub const CONTROL_DIR: INodeNo = INodeNo(6);
@@ -21,19 +21,24 @@ pub const CTL: INodeNo = INodeNo(9);
 pub const LOOKUP_DIR: INodeNo = INodeNo(10);
 pub const VIEWS_DIR: INodeNo = INodeNo(11);
 pub const ALLOW_DIR: INodeNo = INodeNo(12);
+pub const SOURCES_DIR: INodeNo = INodeNo(13);
+/// `sources/<name>/`: this plus the source's id (1..=63).
+const SOURCE_DIR_BASE: u64 = 64;
 /// Versions, scratch files and lookup entries: one counter, from here up.
 pub const FIRST_DYNAMIC: u64 = crate::store::recovery::FIRST_VERSION_ID;
 
 pub const CONTROL_DIR_NAME: &str = ".iocfs";
 pub const VIEWS_DIR_NAME: &str = "views";
 pub const ALLOW_DIR_NAME: &str = "allow";
+pub const SOURCES_DIR_NAME: &str = "sources";
 
-/// The directories whose type files take writes (and scratch files): live/ and allow/.
+/// The directories whose type files take writes (and scratch files): live/, allow/ and
+/// each source's folder (whether that source is declared is the caller's to check).
 pub fn writable_dir(ino: INodeNo) -> Option<Target> {
     match ino {
         ALLOW_DIR => Some(Target::Allow),
         _ if dir_bucket(ino) == Some(Bucket::Live) => Some(Target::Live),
-        _ => None,
+        _ => dir_source(ino).map(Target::Source),
     }
 }
 
@@ -42,7 +47,20 @@ pub fn target_dir(target: Target) -> INodeNo {
     match target {
         Target::Live => bucket_dir(Bucket::Live),
         Target::Allow => ALLOW_DIR,
+        Target::Source(id) => source_dir(id),
     }
+}
+
+pub fn source_dir(id: SourceId) -> INodeNo {
+    INodeNo(SOURCE_DIR_BASE + u64::from(id))
+}
+
+/// The source whose folder `ino` is.
+pub fn dir_source(ino: INodeNo) -> Option<SourceId> {
+    let id = ino.0.checked_sub(SOURCE_DIR_BASE)?;
+    (1..=MAX_SOURCES as u64)
+        .contains(&id)
+        .then_some(id as SourceId)
 }
 
 pub fn bucket_dir(bucket: Bucket) -> INodeNo {
@@ -117,7 +135,7 @@ pub fn attr(
 /// Directory permissions: live/ and allow/ take new (scratch) files; tiers and the control
 /// tree don't.
 pub fn dir_perm(ino: INodeNo) -> u16 {
-    if ino == ROOT || writable_dir(ino).is_some() {
+    if ino == ROOT || ino == SOURCES_DIR || writable_dir(ino).is_some() {
         0o755
     } else {
         0o555
@@ -139,8 +157,10 @@ mod tests {
             LOOKUP_DIR,
             VIEWS_DIR,
             ALLOW_DIR,
+            SOURCES_DIR,
         ];
         all.extend(Bucket::ALL.map(bucket_dir));
+        all.extend((1..=MAX_SOURCES as SourceId).map(source_dir));
         let mut sorted = all.clone();
         sorted.sort();
         sorted.dedup();
@@ -150,5 +170,11 @@ mod tests {
             assert_eq!(dir_bucket(bucket_dir(b)), Some(b));
         }
         assert_eq!(dir_bucket(ROOT), None);
+        for id in 1..=MAX_SOURCES as SourceId {
+            assert_eq!(dir_source(source_dir(id)), Some(id));
+            assert_eq!(writable_dir(source_dir(id)), Some(Target::Source(id)));
+        }
+        assert_eq!(dir_source(SOURCES_DIR), None);
+        assert_eq!(dir_source(INodeNo(SOURCE_DIR_BASE)), None);
     }
 }

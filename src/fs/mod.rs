@@ -222,16 +222,26 @@ impl Filesystem for IocFs {
         }
     }
 
+    /// `mkdir sources/NAME` declares a source; nothing else makes directories.
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refusal(parent));
+        if parent != inode::SOURCES_DIR {
+            return reply.error(self.refusal(parent));
+        }
+        match self.source_admin(req, name, |store, name| store.declare_source(name)) {
+            Ok(id) => {
+                let attr = self.dir_attr(inode::source_dir(id));
+                reply.entry(&NO_TTL, &attr, Generation(0));
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -241,8 +251,15 @@ impl Filesystem for IocFs {
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refusal(parent));
+    /// `rmdir sources/NAME` removes a source that lists nothing (ENOTEMPTY otherwise).
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if parent != inode::SOURCES_DIR {
+            return reply.error(self.refusal(parent));
+        }
+        match self.source_admin(req, name, |store, name| store.remove_source(name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn symlink(
@@ -573,7 +590,7 @@ impl Filesystem for IocFs {
         reply: ReplyCreate,
     ) {
         // A type file always exists; a create race on one is an open.
-        if let Some(dir) = inode::writable_dir(parent) {
+        if let Some(dir) = self.writable(parent) {
             if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
                 let v = self.store.current((dir, ty));
                 let ino = inode::version(v.id);

@@ -44,6 +44,37 @@ impl IocFs {
         }
     }
 
+    /// `mkdir`/`rmdir` in sources/: root or the mount's configured owner only; the store's
+    /// refusal as its errno (EEXIST, ENOTEMPTY, ENOENT, ENOSPC at 63 sources, EINVAL for a
+    /// bad name), logged within the request log budget.
+    pub(super) fn source_admin<T>(
+        &self,
+        req: &fuser::Request,
+        name: &std::ffi::OsStr,
+        f: impl FnOnce(&crate::store::Store, &str) -> crate::error::Result<T>,
+    ) -> Result<T, Errno> {
+        if req.uid() != 0 && req.uid() != self.owner.uid {
+            return Err(Errno::EACCES);
+        }
+        let Some(name) = name.to_str() else {
+            return Err(Errno::EINVAL);
+        };
+        f(&self.store, name).map_err(|e| {
+            if !matches!(
+                e,
+                crate::error::Error::Exists(_) | crate::error::Error::NotFound(_)
+            ) {
+                crate::lograte::warn(|| {
+                    format!(
+                        "sources/{}: {e}",
+                        crate::ioc::escape_excerpt(name.as_bytes(), 80)
+                    )
+                });
+            }
+            Errno::from_i32(e.errno())
+        })
+    }
+
     /// Tiers and views are read-only (EROFS); elsewhere a refused change is EPERM.
     fn is_read_only(&self, dir: INodeNo) -> bool {
         inode::dir_bucket(dir).is_some_and(|b| b != Bucket::Live) || self.is_read_only_dir(dir)
@@ -89,7 +120,7 @@ impl IocFs {
         name: &OsStr,
         mode: u32,
     ) -> Result<ScratchRef, Errno> {
-        let Some(dir) = inode::writable_dir(parent) else {
+        let Some(dir) = self.writable(parent) else {
             return Err(self.refusal(parent));
         };
         check_name_len(name)?;
@@ -111,7 +142,7 @@ impl IocFs {
     }
 
     pub(super) fn remove_name(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
-        let Some(dir) = inode::writable_dir(parent) else {
+        let Some(dir) = self.writable(parent) else {
             return Err(if self.is_read_only(parent) {
                 Errno::EROFS
             } else {
@@ -148,8 +179,7 @@ impl IocFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Errno> {
-        let (Some(from), Some(to)) = (inode::writable_dir(parent), inode::writable_dir(newparent))
-        else {
+        let (Some(from), Some(to)) = (self.writable(parent), self.writable(newparent)) else {
             return Err(
                 if self.is_read_only(parent) || self.is_read_only(newparent) {
                     Errno::EROFS
@@ -250,7 +280,8 @@ impl IocFs {
             for r in &got.rejected {
                 ingest::log_rejection(&file, r, action);
             }
-            self.store.count_rejected(ty, got.rejected.len() as u64);
+            self.store
+                .count_rejected((target, ty), got.rejected.len() as u64);
             if reject && !got.rejected.is_empty() {
                 staged.abort(&self.store);
                 return Err(Errno::EINVAL);

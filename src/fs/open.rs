@@ -8,7 +8,7 @@ use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyO
 
 use super::inode::{
     self, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT,
-    STATS, VIEWS_DIR, VIEWS_DIR_NAME,
+    SOURCES_DIR, SOURCES_DIR_NAME, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
@@ -202,6 +202,11 @@ impl IocFs {
             out.push((CONTROL_DIR, FileType::Directory, CONTROL_DIR_NAME.into()));
             out.push((VIEWS_DIR, FileType::Directory, VIEWS_DIR_NAME.into()));
             out.push((ALLOW_DIR, FileType::Directory, ALLOW_DIR_NAME.into()));
+            out.push((SOURCES_DIR, FileType::Directory, SOURCES_DIR_NAME.into()));
+        } else if ino == SOURCES_DIR {
+            for (id, name) in self.store.source_names() {
+                out.push((inode::source_dir(id), FileType::Directory, name.into()));
+            }
         } else if ino == CONTROL_DIR {
             for i in [STATS, HEALTH, CTL] {
                 out.push((
@@ -218,7 +223,10 @@ impl IocFs {
                 out[1].0 = VIEWS_DIR;
             }
             out.extend(entries);
-        } else if let Some(dir) = inode::writable_dir(ino) {
+        } else if let Some(dir) = self.writable(ino) {
+            if matches!(dir, crate::store::model::Target::Source(_)) {
+                out[1].0 = SOURCES_DIR;
+            }
             for ty in IocType::ALL {
                 let file_ino = inode::version(self.store.current((dir, ty)).id);
                 out.push((file_ino, FileType::RegularFile, ty.file_name().into()));

@@ -145,7 +145,7 @@ impl IocFs {
         for r in &got.rejected {
             ingest::log_rejection(file, r, action);
         }
-        self.store.count_rejected(w.ty, got.rejected.len() as u64);
+        self.store.count_rejected(w.of(), got.rejected.len() as u64);
         if !reject {
             return Ok(());
         }

@@ -37,7 +37,7 @@ fn needs(batch: &[(u64, Mutation)]) -> (usize, usize, Vec<IocType>) {
     for (_, m) in batch {
         match &m.op {
             Op::Append {
-                target: Target::Live,
+                target: Target::Live | Target::Source(_),
                 ty,
                 ..
             }
@@ -46,6 +46,20 @@ fn needs(batch: &[(u64, Mutation)]) -> (usize, usize, Vec<IocType>) {
                 ty,
                 ..
             } => appending[*ty] = true,
+            // A source's replace may remove live lines (a version) and append new ones.
+            Op::Replace {
+                target: Target::Source(_),
+                ty,
+                ..
+            }
+            | Op::ReplaceEnd {
+                target: Target::Source(_),
+                ty,
+                ..
+            } => {
+                live += 1;
+                appending[*ty] = true;
+            }
             Op::Replace { .. } | Op::ReplaceEnd { .. } => live += 1,
             Op::ReplacePart { stage: 0, .. } => staged += 1,
             Op::Remove { items } => {
@@ -59,6 +73,16 @@ fn needs(batch: &[(u64, Mutation)]) -> (usize, usize, Vec<IocType>) {
     }
     let types = IocType::ALL.into_iter().filter(|&t| appending[t]).collect();
     (live, staged, types)
+}
+
+/// Which set a target's lines end up in: 0 live (a source's new lines go there), 1 allow.
+fn set_of(target: Target) -> usize {
+    usize::from(target == Target::Allow)
+}
+
+/// Whether a replace of `target` starts its set over (a source's only adds to live).
+fn starts_over(target: Target) -> bool {
+    !matches!(target, Target::Source(_))
 }
 
 /// Lines in `values`, or a bound on them that is cheap when far from `room`.
@@ -88,7 +112,7 @@ impl Store {
         for (_, m) in batch {
             let (t, ty, lines) = match &m.op {
                 Op::Append { target, ty, values } => {
-                    let t = usize::from(target.code());
+                    let t = set_of(*target);
                     (t, *ty, lines_within(values, room[t][*ty]))
                 }
                 Op::Import {
@@ -99,8 +123,10 @@ impl Store {
                 } => (0, *ty, times.len()),
                 // A replace starts the set over.
                 Op::Replace { target, ty, values } => {
-                    let t = usize::from(target.code());
-                    room[t][*ty] = limit[t][*ty];
+                    let t = set_of(*target);
+                    if starts_over(*target) {
+                        room[t][*ty] = limit[t][*ty];
+                    }
                     (t, *ty, lines_within(values, room[t][*ty]))
                 }
                 Op::ReplaceEnd {
@@ -109,8 +135,10 @@ impl Store {
                     stage,
                     values,
                 } => {
-                    let t = usize::from(target.code());
-                    room[t][*ty] = limit[t][*ty];
+                    let t = set_of(*target);
+                    if starts_over(*target) {
+                        room[t][*ty] = limit[t][*ty];
+                    }
                     let staged = st.stage_lines(*stage) as usize;
                     (t, *ty, staged + lines_within(values, room[t][*ty]))
                 }

@@ -31,6 +31,7 @@ use crate::store::live::format::{self as live_format, LiveMeta};
 use crate::store::live::{LiveVersion, Times};
 use crate::store::model::{PartId, Tier};
 use crate::store::mutation::{Manifest, Op, PartFile};
+use crate::store::provenance_file::ProvenanceFile;
 use crate::store::state::State;
 use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
 use crate::sync::lock;
@@ -167,6 +168,12 @@ enum Snap {
         ty: IocType,
         version: Arc<TierVersion>,
     },
+    /// A provenance file, encoded but for its applied_seq and generation.
+    Provenance {
+        count: u64,
+        ty: IocType,
+        file: ProvenanceFile,
+    },
 }
 
 /// Where each block of a new tier file landed: member offset, length, data offset.
@@ -207,6 +214,17 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
                     times: set.times_in_order(),
                 };
                 match part {
+                    PartId::Sources(ty) => Snap::Provenance {
+                        count,
+                        ty,
+                        file: ProvenanceFile {
+                            seed: st.seed(),
+                            registry: st.provenance().declared(),
+                            times: st.provenance().written(ty),
+                            entries: st.non_local(ty),
+                            ..Default::default()
+                        },
+                    },
                     PartId::Allow(ty) => text(st.allow(ty).set()),
                     PartId::Bucket(bucket, ty) => match bucket.tier() {
                         None => text(st.live(ty)),
@@ -244,6 +262,9 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
                 ty,
                 version,
             } => write_tier(store, &tag, upto, tier, ty, &version).map(|w| (w, count)),
+            Snap::Provenance { count, ty, file } => {
+                write_provenance(store, &tag, upto, ty, file).map(|w| (w, count))
+            }
         };
         match result {
             Ok((mut w, count)) => {
@@ -337,6 +358,37 @@ fn new_generation() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     h.finish() | 1
+}
+
+/// A provenance file (see `provenance_file`).
+fn write_provenance(
+    store: &dyn Engine,
+    tag: &str,
+    upto: u64,
+    ty: IocType,
+    mut file: ProvenanceFile,
+) -> Result<Written> {
+    let id = PartId::Sources(ty);
+    let dir = store.data_dir().join(id.dir());
+    let name = id.backing_name();
+    let tmp = atomic::temp_path(&dir, &name, tag);
+    let part = PartFile {
+        applied_seq: upto,
+        generation: new_generation(),
+    };
+    file.applied_seq = part.applied_seq;
+    file.generation = part.generation;
+    let encoded = file.encode();
+    atomic::write_synced(store.disk(), &tmp, |w| w.write_all(&encoded))?;
+    Ok(Written {
+        id,
+        part,
+        renames: vec![(tmp, dir.join(name))],
+        bytes: encoded.len() as u64,
+        tier: None,
+        _written_version: None,
+        count: 0,
+    })
 }
 
 /// A live file or an allowlist: the text as is, and its sidecar of line times.

@@ -1,4 +1,4 @@
-//! The indicator index: key → metadata, one 24-byte slot per indicator.
+//! The indicator index: key → metadata and source set, one 28-byte slot per indicator.
 //!
 //! Open addressing with linear probing in one flat array. Why not `std::collections::HashMap`:
 //! its slot is 25 bytes (a control byte each) and it only grows by doubling, while this
@@ -19,11 +19,16 @@ use crate::store::model::{Key, Meta};
 struct Slot {
     key: Key,
     meta: Meta,
+    /// Which sources list the indicator: an id of the state's interned source sets, 0 for
+    /// the common `{local}` (`state::provenance`). Kept when `insert` moves the indicator
+    /// (aging, a promotion); a new key starts at 0.
+    sources: u32,
 }
 
 const EMPTY: Slot = Slot {
     key: Key::EMPTY,
     meta: Meta::ZERO,
+    sources: 0,
 };
 
 /// Grow when more than 4/5 full: an insert of a new key scans to the end of its run,
@@ -131,6 +136,30 @@ impl Index {
         }
     }
 
+    /// The source-set id of `key`, if indexed.
+    pub fn sources(&self, key: &Key) -> Option<u32> {
+        match self.probe(key) {
+            (i, true) => Some(self.slots[i].sources),
+            _ => None,
+        }
+    }
+
+    /// Set the source-set id of an indexed key; returns the old one (None: not indexed).
+    pub fn set_sources(&mut self, key: &Key, sources: u32) -> Option<u32> {
+        match self.probe(key) {
+            (i, true) => Some(std::mem::replace(&mut self.slots[i].sources, sources)),
+            _ => None,
+        }
+    }
+
+    /// Entries whose source set is not `{local}`: (key, meta, source-set id).
+    pub fn with_sources(&self) -> impl Iterator<Item = (&Key, &Meta, u32)> {
+        self.slots
+            .iter()
+            .filter(|s| s.sources != 0 && !s.key.is_empty())
+            .map(|s| (&s.key, &s.meta, s.sources))
+    }
+
     pub fn contains_key(&self, key: &Key) -> bool {
         self.probe(key).1
     }
@@ -158,11 +187,16 @@ impl Index {
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Meta> {
+        self.remove_with_sources(key).map(|(meta, _)| meta)
+    }
+
+    /// Remove `key`, returning its metadata and source-set id.
+    pub fn remove_with_sources(&mut self, key: &Key) -> Option<(Meta, u32)> {
         let (mut hole, found) = self.probe(key);
         if !found {
             return None;
         }
-        let meta = self.slots[hole].meta;
+        let removed = (self.slots[hole].meta, self.slots[hole].sources);
         // Shift back every following entry of the run that may move into the hole.
         let cap = self.slots.len();
         let mut j = self.next(hole);
@@ -177,7 +211,7 @@ impl Index {
         }
         self.slots[hole] = EMPTY;
         self.len -= 1;
-        Some(meta)
+        Some(removed)
     }
 
     /// Make room for `more` entries without growing.
@@ -278,6 +312,10 @@ impl OccupiedEntry<'_> {
     pub fn get_mut(&mut self) -> &mut Meta {
         &mut self.index.slots[self.at].meta
     }
+
+    pub fn sources_mut(&mut self) -> &mut u32 {
+        &mut self.index.slots[self.at].sources
+    }
 }
 
 pub struct VacantEntry<'a> {
@@ -289,9 +327,14 @@ pub struct VacantEntry<'a> {
 impl VacantEntry<'_> {
     /// Room was reserved when the entry was made, so the slot found stays valid.
     pub fn insert(self, meta: Meta) {
+        self.insert_with_sources(meta, 0);
+    }
+
+    pub fn insert_with_sources(self, meta: Meta, sources: u32) {
         self.index.slots[self.at] = Slot {
             key: self.key,
             meta,
+            sources,
         };
         self.index.len += 1;
     }
@@ -324,7 +367,7 @@ mod tests {
         assert_eq!(EMPTY.key.words(), [0, 0, 0]);
         let m = EMPTY.meta;
         assert_eq!((m.first_seen, m.last_seen, m.loc_bits()), (0, 0, 0));
-        assert_eq!(std::mem::size_of::<Slot>(), 24, "no padding");
+        assert_eq!(std::mem::size_of::<Slot>(), 28, "no padding");
         let slots = empty_slots(100_000);
         assert_eq!(slots.len(), 100_000);
         assert!(slots.iter().all(|s| s.key.is_empty()));
@@ -382,6 +425,6 @@ mod tests {
         assert!(
             (0..100_000u64).all(|i| idx.get(&key(i)).map(|m| m.last_seen) == Some(i as u32 + 2))
         );
-        assert!(idx.memory() <= 100_000 * 24 * 2 + 24 * 16);
+        assert!(idx.memory() <= 100_000 * 28 * 2 + 28 * 16);
     }
 }

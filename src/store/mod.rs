@@ -17,12 +17,15 @@ pub mod flush;
 pub mod health;
 pub mod index;
 pub mod live;
+pub mod manifest;
 pub mod model;
 pub mod mutation;
 mod open;
 pub mod partition;
+pub mod provenance_file;
 pub mod read;
 pub mod recovery;
+pub mod sources;
 pub mod staged;
 pub mod state;
 pub mod stats;
@@ -53,12 +56,13 @@ use state::State;
 use wal::group_commit::Pipeline;
 
 /// The data directory layout (docs/internals.md, "Data directory").
-pub const SUBDIRS: [&str; 7] = [
+pub const SUBDIRS: [&str; 8] = [
     "live",
     "chaud",
     "tiede",
     "froid",
     "allow",
+    "sources",
     "wal",
     "checkpoint",
 ];
@@ -78,10 +82,22 @@ pub struct Change {
 }
 
 /// Counters that are not part of the durable state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     pub rejected: ByType<AtomicU64>,
+    /// Rejected lines written to each source's files (`local`: live/).
+    pub rejected_by_source: [AtomicU64; 64],
     pub appended_lines: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rejected: ByType::default(),
+            rejected_by_source: std::array::from_fn(|_| AtomicU64::new(0)),
+            appended_lines: AtomicU64::new(0),
+        }
+    }
 }
 
 pub struct Store {
@@ -107,6 +123,8 @@ pub struct Store {
     replace_part: AtomicUsize,
     /// Bumped by everything stats.json shows that has no counter of its own.
     changes: AtomicU64,
+    /// Declaring and removing sources, and the lists they read as.
+    sources: sources::SourceRegistryLock,
     /// Held (flock) for the life of the store, unless its opener holds it.
     _lock: Option<DataDirLock>,
 }
@@ -285,8 +303,12 @@ impl Store {
         Ok(superseded.is_some())
     }
 
-    pub fn count_rejected(&self, ty: IocType, n: u64) {
+    /// Lines written to a `target`'s `ty` file that were refused.
+    pub fn count_rejected(&self, (target, ty): (Target, IocType), n: u64) {
         self.counters.rejected[ty].fetch_add(n, Ordering::Relaxed);
+        if let Some(source) = target.source() {
+            self.counters.rejected_by_source[usize::from(source)].fetch_add(n, Ordering::Relaxed);
+        }
         self.changed();
     }
 

@@ -9,18 +9,30 @@ use crate::ioc::IocType;
 
 pub use crate::bucket::{Bucket, Tier};
 
-/// Where a write to a writable file goes: the live set of its type, or the allowlist.
+/// Where a write to a writable file goes: the live set of its type (a sighting by `local`),
+/// the allowlist, or a declared source's list (`sources/<name>/`, by the source's id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     Live,
     Allow,
+    Source(SourceId),
 }
+
+/// A source's number: 0 is the built-in `local` (writes to live/), 1..=63 declared ones.
+pub type SourceId = u8;
+/// The built-in source of writes to live/ and of everything stored before sources existed.
+pub const LOCAL: SourceId = 0;
+/// Declared sources besides `local` (a source set is a 64-bit set).
+pub const MAX_SOURCES: usize = 63;
+/// Target codes from here up name a source (code - SOURCE_CODE = its id).
+const SOURCE_CODE: u8 = 64;
 
 impl Target {
     pub fn code(self) -> u8 {
         match self {
             Target::Live => 0,
             Target::Allow => 1,
+            Target::Source(id) => SOURCE_CODE + id,
         }
     }
 
@@ -28,15 +40,28 @@ impl Target {
         match code {
             0 => Some(Target::Live),
             1 => Some(Target::Allow),
+            c if c > SOURCE_CODE && usize::from(c - SOURCE_CODE) <= MAX_SOURCES => {
+                Some(Target::Source(c - SOURCE_CODE))
+            }
             _ => None,
         }
     }
 
-    /// The directory of the mount its files are in.
+    /// The directory of the mount its files are in (a source's: under `sources/`).
     pub fn dir(self) -> &'static str {
         match self {
             Target::Live => "live",
             Target::Allow => "allow",
+            Target::Source(_) => "sources",
+        }
+    }
+
+    /// The source a write to this target counts for (the allowlist: none).
+    pub fn source(self) -> Option<SourceId> {
+        match self {
+            Target::Live => Some(LOCAL),
+            Target::Allow => None,
+            Target::Source(id) => Some(id),
         }
     }
 }
@@ -46,6 +71,8 @@ impl Target {
 pub enum PartId {
     Bucket(Bucket, IocType),
     Allow(IocType),
+    /// Which sources list each indicator of a type, and the source registry.
+    Sources(IocType),
 }
 
 impl PartId {
@@ -54,12 +81,13 @@ impl PartId {
         match self {
             PartId::Bucket(b, _) => b.name(),
             PartId::Allow(_) => Target::Allow.dir(),
+            PartId::Sources(_) => "sources",
         }
     }
 
     pub fn ty(self) -> IocType {
         match self {
-            PartId::Bucket(_, ty) | PartId::Allow(ty) => ty,
+            PartId::Bucket(_, ty) | PartId::Allow(ty) | PartId::Sources(ty) => ty,
         }
     }
 
@@ -68,17 +96,20 @@ impl PartId {
         match self {
             PartId::Bucket(b, ty) => b.backing_name(ty),
             PartId::Allow(ty) => ty.file_name().to_string(),
+            PartId::Sources(ty) => format!("{}.sources", ty.name()),
         }
     }
 
-    /// Every partition, buckets first.
+    /// Every partition, buckets first (provenance last: it names indicators of the buckets).
     pub fn all() -> impl Iterator<Item = PartId> {
         let buckets = Bucket::ALL.into_iter().flat_map(|b| {
             IocType::ALL
                 .into_iter()
                 .map(move |ty| PartId::Bucket(b, ty))
         });
-        buckets.chain(IocType::ALL.into_iter().map(PartId::Allow))
+        buckets
+            .chain(IocType::ALL.into_iter().map(PartId::Allow))
+            .chain(IocType::ALL.into_iter().map(PartId::Sources))
     }
 }
 

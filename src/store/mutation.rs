@@ -7,17 +7,20 @@
 //! u8      tag: 1 append, 2 replace, 3 remove, 4 age, 5 import, 6 commit (v1),
 //!              7 replace part, 8 replace end, 9 replace abort (1, 2, 7, 8: to live/),
 //!              10 append, 11 replace, 12 replace part, 13 replace end (to a target),
-//!              14 commit
+//!              14 commit, 15 import (by a source), 16 declare source, 17 remove source
 //! ...     body (below); byte strings are u32 LE length + bytes
 //!   append/replace: [u8 target,] u8 type, bytes values ("v1\nv2\n": normalized lines)
 //!   remove:         u32 count, then count × (u8 type, bytes value)
 //!   age:            4 × u64 policy thresholds in seconds
-//!   import:         u8 bucket, u8 type, bytes values, u32 count, count × (u32 first, u32 last)
+//!   import:         [u8 source,] u8 bucket, u8 type, bytes values, u32 count,
+//!                   count × (u32 first, u32 last)
+//!   declare source: u8 id, bytes name
+//!   remove source:  u8 id
 //!   commit:         the manifest (see `Manifest::encode`)
 //!   part/end:       [u8 target,] u8 type, u64 stage, bytes values
 //!   abort:          u64 stage
 //! ```
-//! Targets: 0 live, 1 allow (`model::Target`). Writes to live keep the tags they had before
+//! Targets: 0 live, 1 allow, 64 + id a source (`model::Target`). Writes to live keep the tags they had before
 //! targets existed, so logs written by older versions replay unchanged.
 //!
 //! A replace larger than [`REPLACE_PART`] is journaled in pieces (a *stage*): parts, then an
@@ -26,8 +29,8 @@
 //! so a crash midway leaves the old set (see `state::stage`).
 
 use crate::ioc::IocType;
-use crate::store::model::{Bucket, PartId, Policy, Target};
-use crate::store::partition::{ByBucket, ByType};
+pub use crate::store::manifest::{Manifest, PartFile};
+use crate::store::model::{Bucket, Policy, SourceId, Target};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mutation {
@@ -60,7 +63,13 @@ pub enum Op {
         ty: IocType,
         values: Vec<u8>,
         times: Vec<(u32, u32)>,
+        /// Who lists them from now on (`local` unless `import --source`).
+        source: SourceId,
     },
+    /// `mkdir sources/NAME`: the source `id` exists from now on.
+    DeclareSource { id: SourceId, name: String },
+    /// `rmdir sources/NAME` of a source that lists nothing.
+    RemoveSource { id: SourceId },
     /// A group commit of backing files: they now hold the state at `manifest.upto`.
     Commit { manifest: Box<Manifest> },
     /// One piece of a large replace, kept aside until its `ReplaceEnd`. `stage` is the
@@ -92,108 +101,6 @@ const STAGE_TAGS: [u8; 5] = [7, 8, 9, 12, 13];
 /// Whether an encoded payload is a stage record, without decoding it.
 pub fn is_stage_record(payload: &[u8]) -> bool {
     payload.get(8).is_some_and(|t| STAGE_TAGS.contains(t))
-}
-
-/// The backing file each partition (bucket × type) should have on disk after a commit.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Manifest {
-    /// Every record up to this sequence is reflected in the backing files.
-    pub upto: u64,
-    pub parts: ByBucket<ByType<PartFile>>,
-    /// The allowlist files.
-    pub allow: ByType<PartFile>,
-}
-
-/// Identity of one committed backing file. `generation == 0`: no file (empty partition).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct PartFile {
-    pub applied_seq: u64,
-    pub generation: u64,
-}
-
-impl Manifest {
-    pub fn part(&self, bucket: Bucket, ty: IocType) -> PartFile {
-        self.parts[bucket][ty]
-    }
-
-    pub fn set_part(&mut self, bucket: Bucket, ty: IocType, part: PartFile) {
-        self.parts[bucket][ty] = part;
-    }
-
-    /// The committed file of any partition, allowlists included.
-    pub fn file_of(&self, part: PartId) -> PartFile {
-        match part {
-            PartId::Bucket(b, ty) => self.parts[b][ty],
-            PartId::Allow(ty) => self.allow[ty],
-        }
-    }
-
-    pub fn set_file_of(&mut self, part: PartId, file: PartFile) {
-        match part {
-            PartId::Bucket(b, ty) => self.parts[b][ty] = file,
-            PartId::Allow(ty) => self.allow[ty] = file,
-        }
-    }
-
-    /// `upto`, the bucket files (bucket × type, 16 bytes each), then (commit v2) a count
-    /// and that many extra entries: kind u8 (1: allowlist), type u8, applied_seq, generation.
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.upto);
-        for row in self.parts.values() {
-            for p in row.values() {
-                put_u64(out, p.applied_seq);
-                put_u64(out, p.generation);
-            }
-        }
-        put_u32(out, self.allow.values().count() as u32);
-        for (ty, p) in self.allow.iter() {
-            out.push(1);
-            out.push(ty.code());
-            put_u64(out, p.applied_seq);
-            put_u64(out, p.generation);
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
-        8 + 16
-            * self
-                .parts
-                .values()
-                .map(|row| row.values().count())
-                .sum::<usize>()
-            + 4
-            + 18 * self.allow.values().count()
-    }
-
-    /// `v2`: with the extra entries (commit records of tag 14).
-    fn decode(r: &mut Reader<'_>, v2: bool) -> Option<Manifest> {
-        let mut m = Manifest {
-            upto: r.u64()?,
-            ..Default::default()
-        };
-        for row in m.parts.values_mut() {
-            for p in row.values_mut() {
-                *p = PartFile {
-                    applied_seq: r.u64()?,
-                    generation: r.u64()?,
-                };
-            }
-        }
-        if v2 {
-            for _ in 0..r.u32()? {
-                let (kind, ty) = (r.u8()?, IocType::from_code(r.u8()?)?);
-                let part = PartFile {
-                    applied_seq: r.u64()?,
-                    generation: r.u64()?,
-                };
-                match kind {
-                    1 => m.allow[ty] = part,
-                    _ => return None,
-                }
-            }
-        }
-        Some(m)
-    }
 }
 
 impl Mutation {
@@ -235,8 +142,14 @@ impl Mutation {
                 ty,
                 values,
                 times,
+                source,
             } => {
-                out.push(5);
+                if *source == crate::store::model::LOCAL {
+                    out.push(5);
+                } else {
+                    out.push(15);
+                    out.push(*source);
+                }
                 out.push(bucket.code());
                 out.push(ty.code());
                 put_bytes(out, values);
@@ -277,6 +190,15 @@ impl Mutation {
                 out.push(9);
                 put_u64(out, *stage);
             }
+            Op::DeclareSource { id, name } => {
+                out.push(16);
+                out.push(*id);
+                put_bytes(out, name.as_bytes());
+            }
+            Op::RemoveSource { id } => {
+                out.push(17);
+                out.push(*id);
+            }
         }
     }
 
@@ -289,7 +211,21 @@ impl Mutation {
             }
             Op::Remove { items } => 4 + items.iter().map(|(_, v)| 1 + 4 + v.len()).sum::<usize>(),
             Op::Age { .. } => 4 * 8,
-            Op::Import { values, times, .. } => 2 + 4 + values.len() + 4 + times.len() * 8,
+            Op::Import {
+                values,
+                times,
+                source,
+                ..
+            } => {
+                usize::from(*source != crate::store::model::LOCAL)
+                    + 2
+                    + 4
+                    + values.len()
+                    + 4
+                    + times.len() * 8
+            }
+            Op::DeclareSource { name, .. } => 1 + 4 + name.len(),
+            Op::RemoveSource { .. } => 1,
             Op::Commit { manifest } => manifest.encoded_len(),
             Op::ReplacePart { target, values, .. } | Op::ReplaceEnd { target, values, .. } => {
                 usize::from(*target != Target::Live) + 1 + 8 + 4 + values.len()
@@ -335,7 +271,14 @@ impl Mutation {
                     froid_retention: r.u64()?,
                 },
             },
-            5 => {
+            tag @ (5 | 15) => {
+                let source = if tag == 15 {
+                    let id = r.u8()?;
+                    (id != 0 && usize::from(id) <= crate::store::model::MAX_SOURCES)
+                        .then_some(id)?
+                } else {
+                    crate::store::model::LOCAL
+                };
                 let bucket = Bucket::from_code(r.u8()?)?;
                 let ty = IocType::from_code(r.u8()?)?;
                 let values = r.bytes()?.to_vec();
@@ -349,8 +292,16 @@ impl Mutation {
                     ty,
                     values,
                     times,
+                    source,
                 }
             }
+            16 => {
+                let id = r.u8()?;
+                let name = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+                (id != 0 && usize::from(id) <= crate::store::model::MAX_SOURCES).then_some(())?;
+                Op::DeclareSource { id, name }
+            }
+            17 => Op::RemoveSource { id: r.u8()? },
             tag @ (6 | 14) => Op::Commit {
                 manifest: Box::new(Manifest::decode(&mut r, tag == 14)?),
             },
@@ -386,11 +337,11 @@ impl Mutation {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
+pub(super) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
@@ -399,28 +350,28 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
         self.0 = rest;
         Some(head)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(super) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         self.take(4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_le_bytes)
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         self.take(8)
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes)
     }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
         self.take(n)
     }
@@ -466,6 +417,11 @@ mod tests {
             applied_seq: 97,
             generation: 5,
         };
+        let mut with_sources = manifest.clone();
+        with_sources.sources[IocType::Md5] = PartFile {
+            applied_seq: 96,
+            generation: 4,
+        };
         for op in [
             Op::Append {
                 target: Target::Live,
@@ -506,9 +462,36 @@ mod tests {
                 ty: IocType::Email,
                 values: b"a@b.c\n".to_vec(),
                 times: vec![(1, 2)],
+                source: crate::store::model::LOCAL,
+            },
+            Op::Import {
+                bucket: Bucket::Chaud,
+                ty: IocType::Email,
+                values: b"a@b.c\n".to_vec(),
+                times: vec![(1, 2)],
+                source: 5,
+            },
+            Op::DeclareSource {
+                id: 63,
+                name: "abuse_ch".into(),
+            },
+            Op::RemoveSource { id: 63 },
+            Op::Append {
+                target: Target::Source(1),
+                ty: IocType::Ipv4,
+                values: b"1.2.3.4\n".to_vec(),
+            },
+            Op::ReplaceEnd {
+                target: Target::Source(63),
+                ty: IocType::Url,
+                stage: 79,
+                values: b"http://ok/\n".to_vec(),
             },
             Op::Commit {
-                manifest: Box::new(manifest),
+                manifest: Box::new(manifest.clone()),
+            },
+            Op::Commit {
+                manifest: Box::new(with_sources),
             },
             Op::ReplacePart {
                 target: Target::Live,

@@ -98,6 +98,7 @@ impl Store {
             recovery: recovered.report,
             replace_part: std::sync::atomic::AtomicUsize::new(super::mutation::REPLACE_PART),
             changes: std::sync::atomic::AtomicU64::new(0),
+            sources: Default::default(),
             _lock: lock,
         });
         store.adopt(recovered.foreign)?;
@@ -117,9 +118,11 @@ impl Store {
                         ty,
                         values: chunk.values,
                         times: chunk.times,
+                        source: crate::store::model::LOCAL,
                     },
                     // The allowlist keeps no history worth importing: its values are allowed now.
-                    PartId::Allow(_) => Op::Append {
+                    // Provenance files are never foreign (see `recovery::foreign`).
+                    PartId::Allow(_) | PartId::Sources(_) => Op::Append {
                         target: Target::Allow,
                         ty,
                         values: chunk.values,

@@ -24,12 +24,16 @@ pub enum PartitionSnapshot {
 }
 
 impl Store {
-    /// The current version of a writable file: `live/<type>.txt` or `allow/<type>.txt`.
+    /// The current version of a writable file: `live/<type>.txt`, `allow/<type>.txt` or
+    /// `sources/<name>/<type>.txt`.
     pub fn current(&self, (target, ty): (Target, IocType)) -> Arc<LiveVersion> {
+        if let Target::Source(id) = target {
+            return self.source_version(id, ty);
+        }
         let st = self.state();
         match target {
-            Target::Live => st.live(ty).version.clone(),
             Target::Allow => st.allow(ty).version().clone(),
+            _ => st.live(ty).version.clone(),
         }
     }
 

@@ -189,8 +189,11 @@ fn age_live(
     for (value, times, key) in removed {
         let target = policy.aged_target(ts, Bucket::Live, times.1);
         report.count(Bucket::Live, target, 1);
-        if let Some(dst) = target.and_then(Bucket::tier) {
-            incoming[dst].1.push((value, times, key));
+        match target.and_then(Bucket::tier) {
+            Some(dst) => incoming[dst].1.push((value, times, key)),
+            None => {
+                state.forget(ty, &key);
+            }
         }
     }
     state.mark(Bucket::Live, ty, seq);

@@ -6,6 +6,7 @@
 mod aging;
 mod allow;
 mod replace;
+mod sources;
 mod writes;
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use crate::cache::BlockCache;
 use crate::error::Result;
 use crate::ioc::IocType;
-use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Target, Tier};
+use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Target, Tier, LOCAL};
 use crate::store::mutation::{Mutation, Op};
 use crate::store::state::State;
 
@@ -40,7 +41,59 @@ pub fn apply(state: &mut State, seq: u64, m: &Mutation, cache: &BlockCache) -> R
             target: Target::Live,
             ty,
             values,
-        } => writes::append(state, seq, m.ts, *ty, values, cache)?,
+        } => writes::append(state, seq, m.ts, (*ty, LOCAL), values, cache)?,
+        // A write that raced the removal of its (then empty) source is dropped.
+        Op::Append {
+            target: Target::Source(id),
+            ..
+        }
+        | Op::Replace {
+            target: Target::Source(id),
+            ..
+        } if !state.accepts(*id) => {
+            log::warn!("a write to source id {id}, removed meanwhile, was dropped");
+            Applied::default()
+        }
+        Op::Append {
+            target: Target::Source(id),
+            ty,
+            values,
+        } => sources::append(state, (seq, m.ts), (*ty, *id), values, cache)?,
+        Op::Replace {
+            target: Target::Source(id),
+            ty,
+            values,
+        } => sources::replace(state, (seq, m.ts), (*ty, *id), &mut |f| f(values), cache)?,
+        Op::ReplaceEnd {
+            target: Target::Source(id),
+            ty,
+            stage,
+            values,
+        } => {
+            let staged = state.take_stage(*stage, (Target::Source(*id), *ty))?;
+            if !state.accepts(*id) {
+                log::warn!("a replace of source id {id}, removed meanwhile, was dropped");
+                return finish(state, seq, Applied::default());
+            }
+            sources::replace(
+                state,
+                (seq, m.ts),
+                (*ty, *id),
+                &mut |f| {
+                    staged.for_each_chunk(&mut *f)?;
+                    f(values)
+                },
+                cache,
+            )?
+        }
+        Op::DeclareSource { id, name } => {
+            state.declare_source(*id, name, m.ts);
+            Applied::default()
+        }
+        Op::RemoveSource { id } => {
+            state.remove_source(*id);
+            Applied::default()
+        }
         Op::Replace {
             target: Target::Live,
             ty,
@@ -93,13 +146,27 @@ pub fn apply(state: &mut State, seq: u64, m: &Mutation, cache: &BlockCache) -> R
             ty,
             values,
             times,
-        } => writes::import(state, seq, m.ts, *bucket, *ty, values, times, cache)?,
+            source,
+        } => writes::import(
+            state,
+            seq,
+            m.ts,
+            (*bucket, *source),
+            *ty,
+            values,
+            times,
+            cache,
+        )?,
         Op::Age { policy } => aging::age(state, seq, m.ts, policy, cache)?,
         Op::Commit { manifest } => {
             state.set_manifest(manifest.as_ref().clone());
             Applied::default()
         }
     };
+    finish(state, seq, applied)
+}
+
+fn finish(state: &mut State, seq: u64, applied: Applied) -> Result<Applied> {
     state.set_applied_seq(seq);
     Ok(applied)
 }

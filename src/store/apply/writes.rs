@@ -9,17 +9,18 @@ use crate::error::Result;
 use crate::ioc::IocType;
 use crate::store::index::Index;
 use crate::store::live::Times;
-use crate::store::model::{Bucket, KeyMap};
-use crate::store::state::{Found, Sighting, State};
+use crate::store::model::{Bucket, Key, KeyMap, SourceId, LOCAL};
+use crate::store::state::{bit, Found, Sighting, State};
 use crate::store::tier;
 
 /// New lines are appended in order; known live lines are sighted (last_seen = now); lines
-/// found in a tier move back to live keeping their first_seen.
+/// found in a tier move back to live keeping their first_seen. Every line is listed by
+/// `source` from now on.
 pub(super) fn append(
     state: &mut State,
     seq: u64,
     ts: u64,
-    ty: IocType,
+    (ty, source): (IocType, SourceId),
     values: &[u8],
     cache: &BlockCache,
 ) -> Result<Applied> {
@@ -42,7 +43,7 @@ pub(super) fn append(
         if let Some(next) = keys.get(i + Index::PREFETCH_AHEAD) {
             state.prefetch(next);
         }
-        match state.sight_or_add(ty, key, now) {
+        match state.sight_or_add(ty, key, now, source) {
             Ok(Sighting::Sighted) => {
                 applied.sighted += 1;
                 continue;
@@ -88,11 +89,26 @@ pub(super) fn remove(
     items: &[(IocType, Vec<u8>)],
     cache: &BlockCache,
 ) -> Result<Applied> {
+    let keys: Vec<(IocType, Key)> = items
+        .iter()
+        .map(|(ty, value)| (*ty, state.key(*ty, value)))
+        .collect();
+    remove_keys(state, seq, ts, &keys, cache)
+}
+
+/// Delete indicators, by key, from whichever bucket holds them. Unknown keys are ignored.
+pub(super) fn remove_keys(
+    state: &mut State,
+    seq: u64,
+    ts: u64,
+    keys: &[(IocType, Key)],
+    cache: &BlockCache,
+) -> Result<Applied> {
     let mut applied = Applied::default();
     let mut live_doomed: HashMap<IocType, KeyMap<()>> = HashMap::new();
     let mut leaving = Leaving::default();
-    for (ty, value) in items {
-        let key = state.key(*ty, value);
+    for &(ty, key) in keys {
+        let ty = &ty;
         match state.locate(*ty, &key)? {
             None => continue,
             Some(Found::Live { .. }) => {
@@ -124,12 +140,13 @@ pub(super) fn remove(
 
 /// Adopt indicators into `bucket` with their own times (plain gzip tier files, `import`).
 /// An indicator already in a younger bucket stays there; one in an older bucket moves here.
+/// Every imported indicator is listed by `source` from then on.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn import(
     state: &mut State,
     seq: u64,
     ts: u64,
-    bucket: Bucket,
+    (bucket, source): (Bucket, SourceId),
     ty: IocType,
     values: &[u8],
     times: &[Times],
@@ -142,6 +159,7 @@ pub(super) fn import(
     let mut live_times = Vec::new();
     let mut live_keys = Vec::new();
     let mut seen: KeyMap<()> = KeyMap::default();
+    let mut new_keys: KeyMap<()> = KeyMap::default();
     for (value, &t) in tier::lines(values).zip(times) {
         let key = state.key(ty, value);
         if value.is_empty() || seen.insert(key, ()).is_some() {
@@ -158,7 +176,10 @@ pub(super) fn import(
             }
             // Live is the youngest bucket: a live indicator always stays (arm above).
             Some(Found::Live { .. }) => continue,
-            None => applied.added += 1,
+            None => {
+                applied.added += 1;
+                new_keys.insert(key, ());
+            }
         }
         match bucket.tier() {
             None => {
@@ -179,6 +200,16 @@ pub(super) fn import(
     if let Some(tier) = bucket.tier().filter(|_| !lines.is_empty()) {
         state.add_to_tier(seq, ts, tier, ty, Vec::new(), lines, cache)?;
         applied.new_versions.push((bucket, ty));
+    }
+    // Until some indicator has another source, every one is `{local}` and stays so.
+    let attributed = source != LOCAL || state.provenance().in_use();
+    for key in seen.keys().filter(|_| attributed) {
+        if new_keys.contains_key(key) {
+            // New ones were indexed as `{local}`: the import's source alone lists them.
+            state.set_sources(ty, key, bit(source));
+        } else {
+            state.add_source(ty, key, source);
+        }
     }
     Ok(applied)
 }

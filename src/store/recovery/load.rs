@@ -13,6 +13,7 @@ use crate::store::checkpoint::Snapshot;
 use crate::store::live::format as live_format;
 use crate::store::model::{Bucket, KeyMap, Loc, PartId, Tier};
 use crate::store::mutation::{Manifest, PartFile};
+use crate::store::provenance_file::ProvenanceFile;
 use crate::store::state::State;
 use crate::store::tier::{self, format, Block, BlockData, TierFile};
 
@@ -34,6 +35,28 @@ struct Loader<'a> {
     snapshot: Option<Snapshot>,
     on_loaded: &'a dyn Fn(u64),
     out: Loaded,
+}
+
+/// The key seed of the committed provenance files, if there are any.
+pub fn provenance_seed(disk: &Disk, data_dir: &Path, manifest: &Manifest) -> Option<u64> {
+    IocType::ALL.into_iter().find_map(|ty| {
+        let id = PartId::Sources(ty);
+        if manifest.file_of(id).generation == 0 {
+            return None;
+        }
+        let dir = data_dir.join(id.dir());
+        let name = id.backing_name();
+        // `iocfs check` reads an unfinished commit's temp where the mount would rename it.
+        let tmp = super::commit_temp(&dir, &name, manifest.upto);
+        let path = if disk.exists(&tmp) {
+            tmp
+        } else {
+            dir.join(name)
+        };
+        disk.read(&path)
+            .ok()
+            .and_then(|b| ProvenanceFile::seed_of(&b))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -73,6 +96,7 @@ pub fn load_all(
                 Some(tier) => loader.tier(tier, ty, part, cache),
             },
             PartId::Allow(_) => loader.text(id, part),
+            PartId::Sources(ty) => loader.provenance(ty, part),
         };
         if let Err(e) = loaded {
             loader.damaged(id, e)?;
@@ -192,6 +216,7 @@ impl Loader<'_> {
         let duplicates = match id {
             PartId::Allow(ty) => self.state.load_allow(ty, &text, &times)?,
             PartId::Bucket(_, ty) => self.state.load_live(ty, &text, &times)?,
+            PartId::Sources(_) => Vec::new(),
         };
         for line in duplicates {
             self.out.findings.push(format!(
@@ -200,6 +225,38 @@ impl Loader<'_> {
                 ioc::escape_excerpt(&line, 80)
             ));
         }
+        Ok(())
+    }
+
+    /// The provenance of `ty` (after every bucket: it names their indicators). No file:
+    /// every indicator of the type is `local`'s, as in a data dir from before sources.
+    fn provenance(&mut self, ty: IocType, part: PartFile) -> Result<()> {
+        if part.generation == 0 {
+            return Ok(());
+        }
+        let id = PartId::Sources(ty);
+        let path = self.path(id.dir(), &id.backing_name());
+        let bytes = self
+            .disk
+            .read(&path)
+            .ctx(|| format!("read {} (listed in the last commit)", path.display()))?;
+        (self.on_loaded)(bytes.len() as u64);
+        let file = ProvenanceFile::decode(&bytes, &path)?;
+        check_generation(&path, (file.generation, file.applied_seq), part)?;
+        if file.seed != self.state.seed() {
+            return Err(Error::corruption(
+                &path,
+                None,
+                "keyed under another seed than the other provenance files",
+            ));
+        }
+        for (id, info) in file.registry {
+            if self.state.provenance().info(id).is_none() {
+                self.state.restore_source(id, info);
+            }
+        }
+        self.state
+            .restore_provenance(ty, &file.entries, &file.times);
         Ok(())
     }
 

@@ -140,8 +140,22 @@ pub fn recover(
         }
     }
 
-    let snapshot = checkpoint::newest_valid(disk, &data_dir.join("checkpoint"), manifest.upto)?;
-    let seed = snapshot.as_ref().map_or_else(random_seed, |s| s.seed);
+    let mut snapshot = checkpoint::newest_valid(disk, &data_dir.join("checkpoint"), manifest.upto)?;
+    // Provenance files name indicators by key: the index must use their seed, and a
+    // checkpoint made under another one can't be used (the files are the truth).
+    let provenance_seed = load::provenance_seed(disk, data_dir, &manifest);
+    if let (Some(p), Some(s)) = (provenance_seed, snapshot.as_ref()) {
+        if s.seed != p {
+            log::info!(
+                "checkpoint {} was made under another key seed than the provenance files; rescanning",
+                s.path.display()
+            );
+            snapshot = None;
+        }
+    }
+    let seed = provenance_seed
+        .or(snapshot.as_ref().map(|s| s.seed))
+        .unwrap_or_else(random_seed);
     let ids = Arc::new(AtomicU64::new(FIRST_VERSION_ID));
     let mut state = State::new(
         seed,
@@ -289,7 +303,15 @@ fn staging_storage(disk: &Disk, data_dir: &Path) -> Storage {
     }
 }
 
-const SUBDIRS_WITH_TEMPS: [&str; 6] = ["live", "chaud", "tiede", "froid", "allow", "checkpoint"];
+const SUBDIRS_WITH_TEMPS: [&str; 7] = [
+    "live",
+    "chaud",
+    "tiede",
+    "froid",
+    "allow",
+    "sources",
+    "checkpoint",
+];
 
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -303,7 +325,7 @@ pub fn backing_names(part: PartId) -> Vec<String> {
     let name = part.backing_name();
     match part {
         PartId::Bucket(Bucket::Live, _) | PartId::Allow(_) => vec![format::meta_name(&name), name],
-        PartId::Bucket(..) => vec![name],
+        PartId::Bucket(..) | PartId::Sources(_) => vec![name],
     }
 }
 

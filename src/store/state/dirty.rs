@@ -11,6 +11,7 @@ pub struct ChangeCounts {
     changes: ByBucket<ByType<u64>>,
     committed: ByBucket<ByType<u64>>,
     allow: ByType<(u64, u64)>,
+    sources: ByType<(u64, u64)>,
 }
 
 impl ChangeCounts {
@@ -51,7 +52,11 @@ impl ChangeCounts {
             .into_iter()
             .filter(|&ty| self.allow[ty].0 != self.allow[ty].1)
             .map(PartId::Allow);
-        buckets.chain(allow).collect()
+        let sources = IocType::ALL
+            .into_iter()
+            .filter(|&ty| self.sources[ty].0 != self.sources[ty].1)
+            .map(PartId::Sources);
+        buckets.chain(allow).chain(sources).collect()
     }
 
     /// Make a partition's backing file lag (see `mark`).
@@ -59,7 +64,12 @@ impl ChangeCounts {
         match part {
             PartId::Bucket(b, ty) => self.mark(b, ty),
             PartId::Allow(ty) => self.mark_allow(ty),
+            PartId::Sources(ty) => self.mark_sources(ty),
         }
+    }
+
+    pub fn mark_sources(&mut self, ty: IocType) {
+        self.sources[ty].0 += 1;
     }
 
     pub fn mark_allow(&mut self, ty: IocType) {
@@ -71,6 +81,7 @@ impl ChangeCounts {
         match part {
             PartId::Bucket(b, ty) => self.count(b, ty),
             PartId::Allow(ty) => self.allow[ty].0,
+            PartId::Sources(ty) => self.sources[ty].0,
         }
     }
 
@@ -79,6 +90,7 @@ impl ChangeCounts {
         match part {
             PartId::Bucket(b, ty) => self.committed_to(b, ty, count),
             PartId::Allow(ty) => self.allow[ty].1 = count,
+            PartId::Sources(ty) => self.sources[ty].1 = count,
         }
     }
 
@@ -91,6 +103,7 @@ impl ChangeCounts {
         }
         for ty in IocType::ALL {
             self.mark_allow(ty);
+            self.mark_sources(ty);
         }
     }
 }

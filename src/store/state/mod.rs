@@ -14,7 +14,10 @@ pub use allow::Chunks;
 mod dirty;
 mod load;
 mod pins;
+mod provenance;
 mod stage;
+
+pub use provenance::{bit, valid_name, Provenance, SourceInfo, SourceTimes, LOCAL_NAME, LOCAL_SET};
 
 pub use allow::AllowSet;
 pub use dirty::ChangeCounts;
@@ -29,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::ioc::IocType;
 use crate::store::index::{Entry, Index};
 use crate::store::live::{LiveSet, LiveVersion, Storage, Times};
-use crate::store::model::{AgingReport, Bucket, Key, KeyMap, Loc, Meta, Target, Tier, MAX_LOC_ID};
+use crate::store::model::{
+    AgingReport, Bucket, Key, KeyMap, Loc, Meta, SourceId, Target, Tier, LOCAL, MAX_LOC_ID,
+};
 use crate::store::mutation::Manifest;
 use crate::store::partition::{ByBucket, ByTier, ByType, Per};
 use crate::store::tier::{self, Block, TierVersion};
@@ -102,6 +107,8 @@ pub struct State {
     staging: Storage,
     /// Per type: batches between their prepare and their apply (no new passthrough pins).
     appending: ByType<usize>,
+    /// The source sets of the index's slots, the declared sources and their counts.
+    provenance: Provenance,
 }
 
 #[derive(Default)]
@@ -160,6 +167,7 @@ impl State {
             stages: BTreeMap::new(),
             staging: Storage::Memfd,
             appending: ByType::default(),
+            provenance: Provenance::default(),
         })
     }
 
@@ -298,10 +306,25 @@ impl State {
     /// One line of an append, in one index probe (the bulk-ingest hot path): sight it if it
     /// is live, give it a live slot if it is new or in a tier. Call [`State::publish_live`]
     /// with the bytes of the lines that got a slot, in the same order.
-    pub fn sight_or_add(&mut self, ty: IocType, key: Key, now: u32) -> Result<Sighting> {
+    /// `source` lists it from now on.
+    pub fn sight_or_add(
+        &mut self,
+        ty: IocType,
+        key: Key,
+        now: u32,
+        source: SourceId,
+    ) -> Result<Sighting> {
         let live = &mut self.live[ty];
         match self.index.entry(key) {
             Entry::Occupied(mut e) => {
+                let id = e.sources_mut();
+                if source != LOCAL || *id != 0 {
+                    let set = self.provenance.set(*id);
+                    if set & bit(source) == 0 {
+                        *id = self.provenance.changed(ty, set, set | bit(source));
+                        self.changes.mark_sources(ty);
+                    }
+                }
                 let meta = e.get_mut();
                 match meta.loc() {
                     Loc::Live { slot, .. } => {
@@ -320,7 +343,13 @@ impl State {
             }
             Entry::Vacant(e) => {
                 let slot = live.push_line((now, now))?;
-                e.insert(Meta::new(0, 0, Loc::Live { ty, slot }));
+                let meta = Meta::new(0, 0, Loc::Live { ty, slot });
+                if source == LOCAL {
+                    e.insert(meta);
+                } else {
+                    e.insert_with_sources(meta, self.provenance.added(ty, bit(source)));
+                    self.changes.mark_sources(ty);
+                }
                 Ok(Sighting::Added)
             }
         }
@@ -376,7 +405,7 @@ impl State {
             }
         })?;
         for key in &gone {
-            self.index.remove(key);
+            self.forget(ty, key);
         }
         // One table of the final size, not a doubling (and a copy) per power of two.
         self.index.reserve(keys.len());
@@ -417,14 +446,15 @@ impl State {
             !doomed.contains_key(&Key::of(seed, ty, v))
         })?;
         for r in &removed {
-            self.index.remove(&Key::of(seed, ty, &r.value));
+            self.forget(ty, &Key::of(seed, ty, &r.value));
         }
         Ok(!removed.is_empty())
     }
 
     /// Take the live lines of `ty` for which `keep(times)` is false out of the set (a new
-    /// version) and out of the index, returning them with their keys: aging hands each to
-    /// [`State::add_to_tier`] or lets it go.
+    /// version), returning them with their keys: aging hands each to [`State::add_to_tier`]
+    /// (which re-points its index entry, keeping its sources) or lets it go
+    /// ([`State::forget`]). Until then their index entries point at slots that are gone.
     pub fn take_live(
         &mut self,
         ty: IocType,
@@ -437,7 +467,6 @@ impl State {
             .into_iter()
             .map(|r| {
                 let key = self.key(ty, &r.value);
-                self.index.remove(&key);
                 (r.value, r.times, key)
             })
             .collect())
@@ -450,8 +479,15 @@ impl State {
             return Ok(None);
         };
         let found = self.found(ty, &meta)?;
-        self.index.remove(key);
+        self.forget(ty, key);
         Ok(Some(found))
+    }
+
+    /// Drop an indicator's index entry (it is no longer stored anywhere).
+    pub fn forget(&mut self, ty: IocType, key: &Key) -> Option<Meta> {
+        let (meta, sources) = self.index.remove_with_sources(key)?;
+        self.sources_forgotten(ty, sources);
+        Some(meta)
     }
 
     /// Times of an indicator stored in a tier block (the block's own copy may be older).

@@ -10,6 +10,7 @@ use crate::store::model::{Bucket, Target, Tier};
 use crate::store::Store;
 
 mod allow;
+mod sources;
 
 const T0: u64 = 1_700_000_000;
 const HOUR: u64 = 3600;

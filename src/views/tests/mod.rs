@@ -75,6 +75,7 @@ fn import(store: &Store, bucket: Bucket, ty: IocType, values: &[&str], age: u64)
             ty,
             values: lines(values),
             times: vec![(t, t); values.len()],
+            source: crate::store::model::LOCAL,
         })
         .unwrap();
 }

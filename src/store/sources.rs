@@ -1,0 +1,257 @@
+//! Sources at the store's surface (README "Sources"): declaring and removing them, the
+//! read of what one lists now, and who lists an indicator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::live::{LiveVersion, Storage};
+use super::model::{PartId, SourceId, Target, Tier, LOCAL};
+use super::mutation::Op;
+use super::state::{valid_name, SourceTimes, State};
+use super::Store;
+use crate::error::{Error, Result};
+use crate::ioc::IocType;
+use crate::sync::lock;
+
+/// The last read version of each source file, with the provenance change count of its
+/// type it reflects.
+type SourceVersions = HashMap<(SourceId, IocType), (u64, Arc<LiveVersion>)>;
+
+/// One at a time: a declaration or removal is checked, then journaled, and no other can
+/// slip in between (apply must not see a conflicting record).
+#[derive(Default)]
+pub struct SourceRegistryLock {
+    registry: Mutex<()>,
+    versions: Mutex<SourceVersions>,
+}
+
+/// What stats.json shows of one source.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceStats {
+    pub name: String,
+    /// Stored indicators it lists.
+    pub listed: u64,
+    /// Unix seconds, 0: never.
+    pub last_append: u64,
+    pub last_replace: u64,
+    pub declared: u64,
+    /// Lines its writes carried since the daemon started.
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+impl Store {
+    /// `mkdir sources/NAME`.
+    pub fn declare_source(&self, name: &str) -> Result<SourceId> {
+        if !valid_name(name) {
+            return Err(Error::Invalid(format!(
+                "{name:?} can't name a source: use 1 to 64 of a-z, 0-9, '_' and '-' (and not 'local')"
+            )));
+        }
+        let _one_at_a_time = lock(&self.sources.registry);
+        let id = {
+            let st = self.state();
+            if st.provenance().id_of(name).is_some() {
+                return Err(Error::Exists(format!("source {name} exists already")));
+            }
+            st.provenance().free_id().ok_or_else(|| {
+                Error::Full(format!(
+                    "source {name}: {} sources are declared already, the most there can be",
+                    super::model::MAX_SOURCES
+                ))
+            })?
+        };
+        self.submit(Op::DeclareSource {
+            id,
+            name: name.to_string(),
+        })?;
+        log::info!("source {name} declared (id {id})");
+        Ok(id)
+    }
+
+    /// `rmdir sources/NAME`: only a source that lists nothing.
+    pub fn remove_source(&self, name: &str) -> Result<()> {
+        let _one_at_a_time = lock(&self.sources.registry);
+        let id = self.declared_source(name)?;
+        if self.state().source_lists_any(id) {
+            return Err(not_empty(name));
+        }
+        self.submit(Op::RemoveSource { id })?;
+        // A write that raced this request may have made it list something again.
+        if self.state().provenance().info(id).is_some() {
+            return Err(not_empty(name));
+        }
+        log::info!("source {name} removed");
+        Ok(())
+    }
+
+    /// The id of a declared source (not `local`, which has no folder).
+    pub fn declared_source(&self, name: &str) -> Result<SourceId> {
+        match self.state().provenance().id_of(name) {
+            Some(id) if id != LOCAL => Ok(id),
+            _ => Err(Error::NotFound(format!("no source named {name}"))),
+        }
+    }
+
+    /// The declared sources, by id.
+    pub fn source_names(&self) -> Vec<(SourceId, String)> {
+        self.state()
+            .provenance()
+            .declared()
+            .into_iter()
+            .map(|(id, i)| (id, i.name))
+            .collect()
+    }
+
+    /// The name of a source by id, while it is declared.
+    pub fn source_name(&self, id: SourceId) -> Option<String> {
+        self.state().provenance().info(id).map(|i| i.name.clone())
+    }
+
+    /// Who lists a stored indicator, `local` first (None: not stored).
+    pub fn sources_of(&self, ty: IocType, value: &[u8]) -> Option<Vec<String>> {
+        let st = self.state();
+        let set = st.sources_of(&st.key(ty, value))?;
+        Some(st.provenance().names_of(set))
+    }
+
+    /// What `sources/<id>/<ty>.txt` reads now: the values the source lists, in canonical
+    /// order (addresses numerically, the rest bytewise). Built when its type's provenance
+    /// changed since the last read; a tier block that can't be read leaves its lines out
+    /// (logged), as views do.
+    pub fn source_version(&self, id: SourceId, ty: IocType) -> Arc<LiveVersion> {
+        let count = self.state().changes().part_count(PartId::Sources(ty));
+        if let Some((c, v)) = lock(&self.sources.versions).get(&(id, ty)) {
+            if *c == count {
+                return v.clone();
+            }
+        }
+        let st = self.state();
+        // Counted again under the same lock the content is read under.
+        let count = st.changes().part_count(PartId::Sources(ty));
+        let (mut values, unreadable) = listed_values(&st, id, ty, &self.cache);
+        let new_id = st.new_id();
+        drop(st);
+        if unreadable > 0 {
+            log::warn!(
+                "sources: {unreadable} unreadable tier blocks left out of a source list of {ty}"
+            );
+        }
+        sort_canonical(ty, &mut values);
+        let mut text = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+        for v in &values {
+            text.extend_from_slice(v);
+            text.push(b'\n');
+        }
+        let now = self.clock.now();
+        let version = match LiveVersion::new(
+            new_id,
+            (Target::Source(id), ty),
+            &text,
+            values.len() as u64,
+            now,
+            &Storage::Memfd,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("sources: can't hold a source list of {ty} in memory: {e}");
+                return lock(&self.sources.versions)
+                    .get(&(id, ty))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| self.current((Target::Live, ty)));
+            }
+        };
+        lock(&self.sources.versions).insert((id, ty), (count, version.clone()));
+        version
+    }
+
+    /// Per source, for stats.json: `local` first.
+    pub fn source_stats(&self) -> Vec<SourceStats> {
+        let st = self.state();
+        let p = st.provenance();
+        let stored: u64 = IocType::ALL.into_iter().map(|ty| st.stored_lines(ty)).sum();
+        p.sources()
+            .map(|(id, info)| {
+                let times = IocType::ALL.into_iter().map(|ty| p.times(ty, id)).fold(
+                    SourceTimes::default(),
+                    |a, t| SourceTimes {
+                        last_append: a.last_append.max(t.last_append),
+                        last_replace: a.last_replace.max(t.last_replace),
+                    },
+                );
+                let listed = if id == LOCAL {
+                    stored.saturating_sub(
+                        IocType::ALL.into_iter().map(|ty| p.lacking_local(ty)).sum(),
+                    )
+                } else {
+                    IocType::ALL.into_iter().map(|ty| p.listed(ty, id)).sum()
+                };
+                SourceStats {
+                    name: info.name.clone(),
+                    listed,
+                    last_append: times.last_append,
+                    last_replace: times.last_replace,
+                    declared: info.declared,
+                    accepted: p.accepted(id),
+                    rejected: self.counters.rejected_by_source[usize::from(id)]
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+fn not_empty(name: &str) -> Error {
+    Error::NotEmpty(format!(
+        "source {name} still lists indicators: replace its files with empty ones first"
+    ))
+}
+
+/// The values of the stored indicators of `ty` that `id` lists, and how many tier blocks
+/// could not be read.
+fn listed_values(
+    st: &State,
+    id: SourceId,
+    ty: IocType,
+    cache: &crate::cache::BlockCache,
+) -> (Vec<Vec<u8>>, usize) {
+    let keys = st.keys_listed_by(ty, id);
+    let mut out = Vec::with_capacity(keys.len());
+    let mut unreadable = 0;
+    if keys.is_empty() {
+        return (out, 0);
+    }
+    let mut take = |v: &[u8]| {
+        if keys.contains_key(&st.key(ty, v)) {
+            out.push(v.to_vec());
+        }
+    };
+    if st.live(ty).for_each_line(|v, _| take(v)).is_err() {
+        unreadable += 1;
+    }
+    for tier in Tier::ALL {
+        for block in st.tier(tier, ty).blocks() {
+            match block.raw(cache) {
+                Ok(raw) => crate::store::tier::lines(&raw).for_each(&mut take),
+                Err(_) => unreadable += 1,
+            }
+        }
+    }
+    (out, unreadable)
+}
+
+/// Addresses and networks numerically, everything else bytewise.
+fn sort_canonical(ty: IocType, values: &mut [Vec<u8>]) {
+    if matches!(ty, IocType::Ipv4 | IocType::Ipv6) {
+        values.sort_by_cached_key(|v| {
+            (
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<crate::cidr::Net>().ok()),
+                v.clone(),
+            )
+        });
+    } else {
+        values.sort_unstable();
+    }
+}

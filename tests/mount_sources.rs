@@ -1,0 +1,180 @@
+//! Mounted tests of sources/ (DESIGN §9, README "Sources"): mkdir declares a feed, its
+//! files are written like live ones with the feed as provenance, a replace is the feed's
+//! whole list (withdrawing what it no longer lists), and all of it survives SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+mod common;
+
+use common::{errno_of, Daemon, TYPE_FILES};
+
+fn start() -> Option<Daemon> {
+    Daemon::builder()
+        .config("[views]\nrefresh = \"0s\"\n")
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .start()
+}
+
+fn lookup(d: &Daemon, value: &str) -> Option<serde_json::Value> {
+    std::fs::read_to_string(d.path(&format!(".iocfs/lookup/{value}")))
+        .ok()
+        .map(|s| serde_json::from_str(&s).unwrap())
+}
+
+fn sources_of(d: &Daemon, value: &str) -> Vec<String> {
+    lookup(d, value)
+        .map(|j| serde_json::from_value(j["sources"].clone()).unwrap())
+        .unwrap_or_default()
+}
+
+#[test]
+fn mkdir_declares_a_source_whose_files_are_written_like_live_ones() {
+    let Some(d) = start() else { return };
+    assert!(std::fs::read_dir(d.path("sources"))
+        .unwrap()
+        .next()
+        .is_none());
+    std::fs::create_dir(d.path("sources/abuse_ch")).unwrap();
+    assert_eq!(
+        errno_of(std::fs::create_dir(d.path("sources/abuse_ch"))),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno_of(std::fs::create_dir(d.path("sources/Bad.Name"))),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(std::fs::create_dir(d.path("sources/local"))),
+        libc::EINVAL
+    );
+    assert_eq!(errno_of(std::fs::create_dir(d.path("live/x"))), libc::EPERM);
+    let mut names: Vec<String> = std::fs::read_dir(d.path("sources/abuse_ch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<&str> = TYPE_FILES.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+
+    // Append: sightings by the source, normalized and validated like live.
+    d.sh_ok("printf '5.0.0.9\\n5.0.0.1\\n' >> sources/abuse_ch/ipv4.txt");
+    assert!(!d
+        .sh("echo nope >> sources/abuse_ch/ipv4.txt")
+        .status
+        .success());
+    assert_eq!(
+        d.read("sources/abuse_ch/ipv4.txt"),
+        "5.0.0.1\n5.0.0.9\n",
+        "sorted"
+    );
+    assert_eq!(
+        d.read("live/ipv4.txt"),
+        "5.0.0.9\n5.0.0.1\n",
+        "sightings live"
+    );
+    assert_eq!(sources_of(&d, "5.0.0.1"), ["abuse_ch"]);
+    d.sh_ok("echo 5.0.0.1 >> live/ipv4.txt");
+    assert_eq!(sources_of(&d, "5.0.0.1"), ["local", "abuse_ch"]);
+
+    // Replace by `>`, `cp`, `sed -i` and a renamed scratch file: the source's whole list.
+    d.sh_ok("printf '5.0.0.2\\n5.0.0.1\\n' > sources/abuse_ch/ipv4.txt");
+    assert_eq!(d.read("sources/abuse_ch/ipv4.txt"), "5.0.0.1\n5.0.0.2\n");
+    assert!(
+        lookup(&d, "5.0.0.9").is_none(),
+        "withdrawn by its only source"
+    );
+    let src = d.root().join("feed.txt");
+    std::fs::write(&src, "5.0.0.3\n5.0.0.2\n").unwrap();
+    d.sh_ok(&format!("cp {} sources/abuse_ch/ipv4.txt", src.display()));
+    assert_eq!(d.read("sources/abuse_ch/ipv4.txt"), "5.0.0.2\n5.0.0.3\n");
+    assert_eq!(sources_of(&d, "5.0.0.1"), ["local"], "local keeps it");
+    d.sh_ok("sed -i '/5.0.0.2/d' sources/abuse_ch/ipv4.txt");
+    assert_eq!(d.read("sources/abuse_ch/ipv4.txt"), "5.0.0.3\n");
+    d.sh_ok("echo 5.0.0.4 > sources/abuse_ch/new.txt && mv sources/abuse_ch/new.txt sources/abuse_ch/ipv4.txt");
+    assert_eq!(d.read("sources/abuse_ch/ipv4.txt"), "5.0.0.4\n");
+    assert_eq!(d.read("live/ipv4.txt"), "5.0.0.1\n5.0.0.4\n");
+    d.eventually("views/all/ipv4.txt", "5.0.0.1\n5.0.0.4\n");
+
+    // rmdir: only once it lists nothing; the nine names can't be removed.
+    assert_eq!(
+        errno_of(std::fs::remove_file(d.path("sources/abuse_ch/ipv4.txt"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_dir(d.path("sources/abuse_ch"))),
+        libc::ENOTEMPTY
+    );
+    d.sh_ok(": > sources/abuse_ch/ipv4.txt");
+    assert_eq!(d.read("live/ipv4.txt"), "5.0.0.1\n");
+    std::fs::remove_dir(d.path("sources/abuse_ch")).unwrap();
+    assert_eq!(
+        errno_of(std::fs::metadata(d.path("sources/abuse_ch"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_dir(d.path("sources/abuse_ch"))),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn an_unprivileged_user_can_neither_declare_nor_remove_a_source() {
+    let Some(d) = start() else { return };
+    std::fs::create_dir(d.path("sources/feed")).unwrap();
+    let as_nobody = |cmd: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .current_dir(d.mnt())
+            .output()
+            .unwrap()
+    };
+    assert!(!as_nobody("mkdir sources/other").status.success());
+    assert!(!as_nobody("rmdir sources/feed").status.success());
+    assert!(d.path("sources/feed").is_dir());
+    assert!(!d.path("sources/other").exists());
+}
+
+#[test]
+fn sources_and_their_lists_survive_sigkill_with_and_without_a_commit() {
+    let Some(mut d) = start() else { return };
+    std::fs::create_dir(d.path("sources/a")).unwrap();
+    std::fs::create_dir(d.path("sources/b")).unwrap();
+    d.append_lines("sources/a/domain.txt", &["x.example", "y.example"]);
+    d.append_lines("sources/b/domain.txt", &["y.example", "z.example"]);
+    d.kill9();
+    d.restart();
+    assert_eq!(d.read("sources/a/domain.txt"), "x.example\ny.example\n");
+    assert_eq!(sources_of(&d, "y.example"), ["a", "b"]);
+    d.ctl("commit").unwrap();
+    d.sh_ok("echo z.example > sources/a/domain.txt");
+    d.kill9();
+    d.restart();
+    assert_eq!(d.read("sources/a/domain.txt"), "z.example\n");
+    assert_eq!(
+        sources_of(&d, "x.example"),
+        Vec::<String>::new(),
+        "withdrawn"
+    );
+    assert_eq!(sources_of(&d, "y.example"), ["b"]);
+    assert_eq!(sources_of(&d, "z.example"), ["a", "b"]);
+    d.ctl("checkpoint").unwrap();
+    assert!(d.stop().success());
+    d.restart();
+    let mut dirs: Vec<String> = std::fs::read_dir(d.path("sources"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["a", "b"]);
+    assert_eq!(sources_of(&d, "z.example"), ["a", "b"]);
+    assert!(d.stop().success());
+}
