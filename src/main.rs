@@ -74,6 +74,10 @@ enum Command {
         /// Config file (ingest limits).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Attribute every imported indicator to this source (declared if it is not);
+        /// default: local, as writes to live/.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
         /// The folder holding live/, chaud/, tiede/, froid/.
         src: PathBuf,
     },
@@ -144,7 +148,12 @@ fn main() -> ExitCode {
             config,
             data,
         } => offline(config, data, false, |c| check(c, repair)),
-        Command::Import { data, config, src } => offline(config, data, true, |c| import(c, &src)),
+        Command::Import {
+            data,
+            config,
+            source,
+            src,
+        } => offline(config, data, true, |c| import(c, &src, source.as_deref())),
         Command::Backup {
             mount,
             data,
@@ -226,7 +235,7 @@ fn check(config: &Config, repair: bool) -> ExitCode {
     }
 }
 
-fn import(config: &Config, src: &Path) -> ExitCode {
+fn import(config: &Config, src: &Path, source: Option<&str>) -> ExitCode {
     let total = match iocfs::cli::import::scan_source(src) {
         Ok(source) => source.bytes,
         Err(e) => {
@@ -235,7 +244,7 @@ fn import(config: &Config, src: &Path) -> ExitCode {
         }
     };
     let bar = progress::Bar::new(total);
-    let result = iocfs::cli::import::run(config, src, &|read| bar.set(read));
+    let result = iocfs::cli::import::run(config, src, source, &|read| bar.set(read));
     bar.finish();
     match result {
         Ok(report) => {

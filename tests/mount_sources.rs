@@ -178,3 +178,97 @@ fn sources_and_their_lists_survive_sigkill_with_and_without_a_commit() {
     assert_eq!(sources_of(&d, "z.example"), ["a", "b"]);
     assert!(d.stop().success());
 }
+
+/// A data directory written by the release before sources (tests/fixtures/README.md) opens
+/// with every indicator where it was, with its times, attributed to `local`; the append
+/// that was only in its log is replayed.
+#[test]
+fn a_data_dir_from_before_sources_opens_unchanged_and_all_local() {
+    let Some(mut d) = start() else { return };
+    assert!(d.stop().success());
+    std::fs::remove_dir_all(d.data()).unwrap();
+    std::fs::create_dir(d.data()).unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-f7fcd3c");
+    common::copy_dir(&fixture, &d.data());
+    d.restart();
+    assert_eq!(d.read("live/ipv4.txt"), "5.1.0.1\n5.1.0.2\n5.1.0.0/24\n");
+    assert_eq!(d.read("live/domain.txt"), "old-live.example\n");
+    assert_eq!(d.read("live/email.txt"), "someone@replayed.example\n");
+    assert_eq!(
+        d.read("chaud/domain.txt"),
+        "chaud.example\n*.wild.example\n"
+    );
+    assert_eq!(d.read("tiede/ipv4.txt"), "5.2.0.1\n");
+    assert_eq!(d.read("froid/url.txt"), "http://froid.example/x\n");
+    for (value, bucket, seen) in [
+        ("5.1.0.2", "live", "2023-11-14T22:13:20Z"),
+        ("chaud.example", "chaud", "2023-11-13T18:26:40Z"),
+        ("5.2.0.1", "tiede", "2023-11-03T08:26:40Z"),
+        (
+            "http:%2F%2Ffroid.example%2Fx",
+            "froid",
+            "2023-10-11T04:53:20Z",
+        ),
+    ] {
+        let j = lookup(&d, value).unwrap_or_else(|| panic!("{value} is not stored"));
+        assert_eq!(j["bucket"], bucket, "{value}");
+        assert_eq!(j["first_seen"], seen, "{value}");
+        assert_eq!(j["last_seen"], seen, "{value}");
+        assert_eq!(j["sources"], serde_json::json!(["local"]), "{value}");
+    }
+    assert_eq!(sources_of(&d, "someone@replayed.example"), ["local"]);
+    let stats: serde_json::Value = serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap();
+    assert_eq!(
+        stats["sources"]["local"]["listed"], 9,
+        "8 imported, 1 replayed"
+    );
+    // Nothing about sources was written until a source is used.
+    d.ctl("commit").unwrap();
+    assert!(common::files_with_ext(&d.data().join("sources"), "sources").is_empty());
+    std::fs::create_dir(d.path("sources/feed")).unwrap();
+    // A snapshot (replace) that lists a stored indicator attributes it without sighting it.
+    d.sh_ok("echo chaud.example > sources/feed/domain.txt");
+    assert_eq!(sources_of(&d, "chaud.example"), ["local", "feed"]);
+    d.ctl("commit").unwrap();
+    assert!(!common::files_with_ext(&d.data().join("sources"), "sources").is_empty());
+    assert!(d.stop().success());
+    d.restart();
+    assert_eq!(sources_of(&d, "chaud.example"), ["local", "feed"]);
+    assert_eq!(
+        lookup(&d, "chaud.example").unwrap()["bucket"],
+        "chaud",
+        "not a sighting of its time"
+    );
+}
+
+/// `iocfs import --source NAME` attributes what it imports to NAME (declared if needed).
+#[test]
+fn import_with_a_source_attributes_the_imported_indicators() {
+    let Some(mut d) = start() else { return };
+    assert!(d.stop().success());
+    let src = d.root().join("feed");
+    std::fs::create_dir_all(src.join("chaud")).unwrap();
+    std::fs::write(src.join("chaud/domain.txt"), "fed.example\nboth.example\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iocfs"))
+        .args(["import", "--source", "partner_misp", "--config"])
+        .arg(d.config_path())
+        .arg("--data")
+        .arg(d.data())
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.restart();
+    d.append_lines("live/domain.txt", &["both.example"]);
+    assert_eq!(sources_of(&d, "fed.example"), ["partner_misp"]);
+    assert_eq!(sources_of(&d, "both.example"), ["local", "partner_misp"]);
+    assert_eq!(
+        d.read("sources/partner_misp/domain.txt"),
+        "both.example\nfed.example\n"
+    );
+}

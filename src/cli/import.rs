@@ -188,8 +188,14 @@ pub fn scan_source(src: &Path) -> Result<Source> {
     })
 }
 
-/// Import `src` into `config.data_dir`. `progress` is told how many source bytes were read.
-pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<ImportReport> {
+/// Import `src` into `config.data_dir`, attributed to `source` (declared if it is not;
+/// None: `local`). `progress` is told how many source bytes were read.
+pub fn run(
+    config: &Config,
+    src: &Path,
+    source: Option<&str>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ImportReport> {
     let Source {
         files,
         unknown,
@@ -197,6 +203,13 @@ pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Resu
         ..
     } = scan_source(src)?;
     let store = Store::open(Arc::new(config.clone()), Arc::new(SystemClock))?;
+    let source = match source {
+        None => crate::store::model::LOCAL,
+        Some(name) => match store.declared_source(name) {
+            Ok(id) => id,
+            Err(_) => store.declare_source(name)?,
+        },
+    };
     let limits = store.limits();
     let mut report = ImportReport {
         unknown,
@@ -274,13 +287,13 @@ pub fn run(config: &Config, src: &Path, progress: &(dyn Fn(u64) + Sync)) -> Resu
                 }
             }
             if count >= IMPORT_CHUNK_LINES {
-                submit(&store, bucket, ty, &mut values, &mut count, mtime)?;
+                submit(&store, (bucket, source), ty, &mut values, &mut count, mtime)?;
                 progress(read_total.load(Ordering::Relaxed));
                 fr.imported += IMPORT_CHUNK_LINES as u64;
             }
         }
         fr.imported += count as u64;
-        submit(&store, bucket, ty, &mut values, &mut count, mtime)?;
+        submit(&store, (bucket, source), ty, &mut values, &mut count, mtime)?;
         progress(read_total.load(Ordering::Relaxed));
         report.files.push(fr);
     }
@@ -299,7 +312,7 @@ fn is_symlink_now(path: &Path) -> bool {
 
 fn submit(
     store: &Store,
-    bucket: Bucket,
+    (bucket, source): (Bucket, crate::store::model::SourceId),
     ty: IocType,
     values: &mut Vec<u8>,
     count: &mut usize,
@@ -313,7 +326,7 @@ fn submit(
         ty,
         values: std::mem::take(values),
         times: vec![(mtime, mtime); *count],
-        source: crate::store::model::LOCAL,
+        source,
     })?;
     *count = 0;
     Ok(())

@@ -20,6 +20,7 @@
 //!   is rejected because `644` and `0o644` are indistinguishable once parsed.
 
 mod parse;
+pub mod sources;
 mod units;
 pub mod views;
 
@@ -69,6 +70,7 @@ pub struct Config {
     pub mount: MountOptions,
     pub log: LogConfig,
     pub views: views::Views,
+    pub sources: sources::Sources,
 }
 
 /// Ages since an indicator's last sighting at which it moves down a bucket;
@@ -205,6 +207,7 @@ impl Default for Config {
                 level: "info".to_string(),
             },
             views: views::Views::default(),
+            sources: sources::Sources::default(),
         }
     }
 }
@@ -393,6 +396,9 @@ impl Config {
         }
         if let Some(s) = top.table("views")? {
             views::parse(s, &mut cfg.views)?;
+        }
+        if let Some(s) = top.table("sources")? {
+            sources::parse(s, &mut cfg.sources)?;
         }
         top.finish()?;
         cfg.validate()?;

@@ -13,6 +13,8 @@
 //! format = "panos"            # plain | panos
 //! placeholder = "# empty"     # the one line an empty file serves instead
 //! max_shrink = 0.5            # hold the last version when a rebuild drops more than this
+//! sources = ["abuse_ch"]      # only indicators one of these sources lists
+//! min_sources = 2             # only indicators at least this many sources list
 //! ```
 //! A view named `all` (every bucket, every type, plain) exists unless the file defines one.
 
@@ -72,6 +74,10 @@ pub struct View {
     /// Hold the last version when a rebuild would remove more than this fraction of a
     /// file's entries at once (None: never hold).
     pub max_shrink: Option<Fraction>,
+    /// Only indicators one of these sources lists (empty: any).
+    pub sources: Vec<String>,
+    /// Only indicators at least this many sources list (`local` counts).
+    pub min_sources: u32,
 }
 
 impl Default for View {
@@ -85,7 +91,16 @@ impl Default for View {
             format: ViewFormat::Plain,
             placeholder: String::new(),
             max_shrink: None,
+            sources: Vec::new(),
+            min_sources: 1,
         }
+    }
+}
+
+impl View {
+    /// Whether the view selects by source (its builds then need provenance).
+    pub fn by_source(&self) -> bool {
+        !self.sources.is_empty() || self.min_sources > 1
     }
 }
 
@@ -197,6 +212,28 @@ fn parse_view(t: &mut Section<'_>, v: &mut View) -> Result<(), ConfigError> {
         }
         Ok(Some(Fraction::from_f64(f)))
     })?;
+    t.set("sources", &mut v.sources, |x| {
+        let list = x
+            .as_array()
+            .ok_or("expected an array of source names")?
+            .iter()
+            .map(|n| match n.as_str() {
+                Some(n) if n == crate::store::state::LOCAL_NAME || crate::store::state::valid_name(n) => {
+                    Ok(n.to_string())
+                }
+                _ => Err(format!(
+                    "expected source names (1 to 64 of a-z, 0-9, '_' and '-', or \"local\"), got {n}"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err("expected at least one source (leave the key out for any)".into());
+        }
+        Ok(list)
+    })?;
+    t.set("min_sources", &mut v.min_sources, |x| {
+        integer(x, 1, Some(crate::store::model::MAX_SOURCES as i64 + 1))
+    })?;
     Ok(())
 }
 
@@ -301,10 +338,16 @@ mod tests {
                 "did you mean \"types\"",
             ),
             (
-                "[views.fw]\nsources = [\"x\"]",
+                "[views.fw]\nsources = [\"X\"]",
                 "views.fw.sources",
-                "unknown key",
+                "source names",
             ),
+            (
+                "[views.fw]\nsources = []",
+                "views.fw.sources",
+                "at least one",
+            ),
+            ("[views.fw]\nmin_sources = 0", "views.fw.min_sources", "1"),
             ("[views.Fw]\naggregate = true", "views.Fw", "a-z, 0-9"),
             ("[views]\nfw = 3", "views.fw", "expected a table"),
         ] {

@@ -30,6 +30,8 @@ pub enum Kind {
     /// The store stopped taking writes for another reason (a commit that could not
     /// finish): a restart recovers.
     Failed,
+    /// A feed with `expect_every` stopped writing (or was never declared).
+    Source,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Panic => "panic",
             Kind::Failed => "failed",
             Kind::View => "view",
+            Kind::Source => "source",
         }
     }
 }

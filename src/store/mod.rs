@@ -364,7 +364,13 @@ impl Store {
 
     /// Have the next commit rewrite every backing file (repair).
     pub fn mark_all_dirty(&self) {
-        self.state_mut().changes_mut().mark_all();
+        let mut st = self.state_mut();
+        st.changes_mut().mark_all();
+        if st.provenance().in_use() {
+            for ty in IocType::ALL {
+                st.changes_mut().mark_sources(ty);
+            }
+        }
     }
 
     /// Refuse user writes from now on (EROFS); commits still run.
@@ -424,6 +430,7 @@ impl Store {
                 out.push(format!("wal: {why}; restart iocfs to recover"));
             }
         }
+        problems.extend(self.stale_sources());
         out.extend(problems.iter().map(Problem::line));
         out
     }

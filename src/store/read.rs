@@ -5,12 +5,39 @@ use std::sync::Arc;
 
 use super::health::{Kind, Problem};
 use super::live::{LiveVersion, Times};
-use super::model::{Bucket, PartId, Target, Tier};
+use super::model::{Bucket, Key, KeyMap, PartId, SourceId, Target, Tier};
 use super::state::State;
 use super::tier::TierVersion;
 use super::Store;
 use crate::error::{Error, Result};
 use crate::ioc::IocType;
+
+/// Who lists each indicator of one type, readable without the state lock.
+pub struct ProvenanceSnapshot {
+    seed: u64,
+    /// The indicators whose set is not `{local}`.
+    sets: KeyMap<u64>,
+    /// Every source (`local` too) by name.
+    names: std::collections::HashMap<String, SourceId>,
+}
+
+impl ProvenanceSnapshot {
+    /// The set of sources `names` stand for (undeclared names: none).
+    pub fn mask(&self, names: &[String]) -> u64 {
+        names
+            .iter()
+            .filter_map(|n| self.names.get(n))
+            .fold(0, |m, &id| m | super::state::bit(id))
+    }
+
+    /// The sources of a stored value of `ty`.
+    pub fn sources_of(&self, ty: IocType, value: &[u8]) -> u64 {
+        self.sets
+            .get(&Key::of(self.seed, ty, value))
+            .copied()
+            .unwrap_or(super::state::LOCAL_SET)
+    }
+}
 
 /// One partition as it was at one instant, readable without the state lock.
 pub enum PartitionSnapshot {
@@ -49,6 +76,12 @@ impl Store {
             st.allow(ty).version().clone(),
             st.changes().part_count(PartId::Allow(ty)),
         )
+    }
+
+    /// How many times a partition (a provenance file's content included) changed since
+    /// the store opened.
+    pub fn change_count_of(&self, part: PartId) -> u64 {
+        self.state().changes().part_count(part)
     }
 
     /// How many times the allowlist of `ty` changed since the store opened.
@@ -171,6 +204,27 @@ impl Store {
             .iter()
             .map(|&b| (snapshot_of(&st, b, ty), st.changes().count(b, ty)))
             .unzip()
+    }
+
+    /// The provenance of `ty` as it is now (for a view that selects by source), with its
+    /// change count. Taken with the state lock held like `snapshot_type`: call it right
+    /// after, and a change between them moves the count, so the view is built again.
+    pub fn provenance_snapshot(&self, ty: IocType) -> (ProvenanceSnapshot, u64) {
+        let st = self.state();
+        let sets = st.non_local(ty).into_iter().collect();
+        let names = st
+            .provenance()
+            .sources()
+            .map(|(id, i)| (i.name.clone(), id))
+            .collect();
+        (
+            ProvenanceSnapshot {
+                seed: st.seed(),
+                sets,
+                names,
+            },
+            st.changes().part_count(PartId::Sources(ty)),
+        )
     }
 
     /// How many times a partition changed since the store opened: a derived output (a view)

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::health::{Kind, Problem};
 use super::live::{LiveVersion, Storage};
 use super::model::{PartId, SourceId, Target, Tier, LOCAL};
 use super::mutation::Op;
@@ -198,6 +199,62 @@ impl Store {
                 }
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// `[sources.NAME] expect_every`: a source with no successful write for twice that
+    /// (since it was declared, if it never wrote), or one configured but not declared.
+    pub(super) fn stale_sources(&self) -> Vec<Problem> {
+        let config = self.config();
+        let now = self.clock.now();
+        let st = self.state();
+        let p = st.provenance();
+        let mut out = Vec::new();
+        for (name, def) in &config.sources.defs {
+            let Some(every) = def.expect_every else {
+                continue;
+            };
+            let Some(id) = p.id_of(name).filter(|&id| id != LOCAL) else {
+                out.push(Problem::about(
+                    Kind::Source,
+                    name.clone(),
+                    format!("configured but not declared (mkdir MOUNT/sources/{name})"),
+                ));
+                continue;
+            };
+            let last = IocType::ALL
+                .into_iter()
+                .map(|ty| {
+                    let t = p.times(ty, id);
+                    t.last_append.max(t.last_replace)
+                })
+                .max()
+                .unwrap_or(0);
+            let since = if last > 0 {
+                last
+            } else {
+                p.info(id).map_or(0, |i| i.declared)
+            };
+            let quiet = now.saturating_sub(since);
+            if quiet > 2 * every.as_secs() {
+                let what = if last > 0 {
+                    "no write"
+                } else {
+                    "no write since it was declared"
+                };
+                out.push(Problem::about(
+                    Kind::Source,
+                    name.clone(),
+                    format!(
+                        "{what} for {} (expected every {})",
+                        humantime::format_duration(std::time::Duration::from_secs(quiet)),
+                        humantime::format_duration(every)
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
 

@@ -82,6 +82,7 @@ pub fn stats(store: &Store) -> Value {
         "indicators": total_indicators,
         "buckets": buckets,
         "allow": allow,
+        "sources": sources(store),
         "cache": {
             "hits": cache.hits,
             "misses": cache.misses,
@@ -114,4 +115,25 @@ pub fn stats(store: &Store) -> Value {
         },
         "problems": store.problems(),
     })
+}
+
+/// Per source (`local` first): indicators listed, last append and replace (null: never),
+/// lines accepted and rejected since the daemon started.
+fn sources(store: &Store) -> Value {
+    let at = |t: u64| (t > 0).then(|| rfc3339(t));
+    let mut out = Map::new();
+    for s in store.source_stats() {
+        out.insert(
+            s.name.clone(),
+            json!({
+                "listed": s.listed,
+                "last_append": at(s.last_append),
+                "last_replace": at(s.last_replace),
+                "declared": at(s.declared),
+                "accepted_lines": s.accepted,
+                "rejected_lines": s.rejected,
+            }),
+        );
+    }
+    Value::Object(out)
 }

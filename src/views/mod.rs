@@ -77,6 +77,8 @@ struct FileState {
 #[derive(Clone, PartialEq)]
 struct Inputs {
     counts: Vec<u64>,
+    /// The provenance change count of the type, for a view that selects by source.
+    provenance: Option<u64>,
     /// Change counts of the allowlists the file is filtered by (`suppress::inputs_of`).
     allow: Vec<u64>,
     suppress_reserved: bool,
@@ -208,6 +210,9 @@ impl Views {
                     .collect();
                 let inputs = Inputs {
                     counts,
+                    provenance: def
+                        .by_source()
+                        .then(|| store.change_count_of(crate::store::PartId::Sources(ty))),
                     allow: allow_counts(store, ty),
                     suppress_reserved: config.suppress_reserved,
                     def: def.clone(),
@@ -247,7 +252,13 @@ impl Views {
         let now = store.clock.now();
         let (parts, counts) = store.snapshot_type(&def.buckets, ty);
         inputs.counts = counts;
-        let mut selected = select::select(def, ty, &parts, now, &store.cache)?;
+        let filter = def.by_source().then(|| {
+            let (provenance, count) = store.provenance_snapshot(ty);
+            inputs.provenance = Some(count);
+            select::SourceFilter::of(def, provenance)
+        });
+        let mut selected = select::select(def, ty, &parts, now, (&store.cache, filter.as_ref()))?;
+        drop(filter);
         drop(parts);
         let (expires, unreadable) = (selected.expires, selected.unreadable_blocks);
         let picked = selected.len() as u64;

@@ -11,7 +11,7 @@ use crate::cidr::Net;
 use crate::config::views::View;
 use crate::error::Result;
 use crate::ioc::IocType;
-use crate::store::read::PartitionSnapshot;
+use crate::store::read::{PartitionSnapshot, ProvenanceSnapshot};
 use crate::store::tier;
 
 /// A value in the arena, and when it was last seen.
@@ -65,15 +65,40 @@ pub fn is_ip(ty: IocType) -> bool {
     matches!(ty, IocType::Ipv4 | IocType::Ipv6)
 }
 
+/// Which indicators a view that selects by source keeps.
+pub struct SourceFilter {
+    pub provenance: ProvenanceSnapshot,
+    /// At least one of these (0: any).
+    pub any_of: u64,
+    pub min_sources: u32,
+}
+
+impl SourceFilter {
+    pub fn of(view: &View, provenance: ProvenanceSnapshot) -> SourceFilter {
+        SourceFilter {
+            any_of: provenance.mask(&view.sources),
+            provenance,
+            min_sources: view.min_sources,
+        }
+    }
+
+    fn keeps(&self, ty: IocType, value: &[u8], listed: bool) -> bool {
+        let set = self.provenance.sources_of(ty, value);
+        // A `sources` list that names no declared source selects nothing.
+        (!listed || set & self.any_of != 0) && set.count_ones() >= self.min_sources
+    }
+}
+
 /// Select from `parts` (snapshots of one type's partitions taken at one instant) what
-/// `view` includes at time `now`.
+/// `view` includes at time `now` (and, for a view by source, what `sources` keeps).
 pub fn select(
     view: &View,
     ty: IocType,
     parts: &[PartitionSnapshot],
     now: u64,
-    cache: &BlockCache,
+    (cache, sources): (&BlockCache, Option<&SourceFilter>),
 ) -> Result<Selected> {
+    let listed = !view.sources.is_empty();
     let mut out = Selected {
         values: if is_ip(ty) {
             Values::Nets(Vec::new())
@@ -93,6 +118,9 @@ pub fn select(
     let take = |out: &mut Selected, buf: &[u8], times: &[(u32, u32)]| {
         for (line, t) in tier::lines(buf).zip(times) {
             if line.is_empty() || !keep(t.1) {
+                continue;
+            }
+            if sources.is_some_and(|f| !f.keeps(ty, line, listed)) {
                 continue;
             }
             if let Some(m) = max_age {

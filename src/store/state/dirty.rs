@@ -94,7 +94,8 @@ impl ChangeCounts {
         }
     }
 
-    /// Make every backing file lag, so the next commit rewrites them all (repair).
+    /// Make every backing file lag, so the next commit rewrites them all (repair); the
+    /// provenance files are the caller's (they exist only once sources are used).
     pub fn mark_all(&mut self) {
         for b in Bucket::ALL {
             for ty in IocType::ALL {
@@ -103,7 +104,6 @@ impl ChangeCounts {
         }
         for ty in IocType::ALL {
             self.mark_allow(ty);
-            self.mark_sources(ty);
         }
     }
 }

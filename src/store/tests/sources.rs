@@ -213,3 +213,68 @@ fn a_data_dir_without_provenance_files_is_all_local() {
     assert_eq!(stats.len(), 1);
     assert_eq!((stats[0].name.as_str(), stats[0].listed), ("local", 1));
 }
+
+fn feed_problem(store: &Store) -> String {
+    let p = store.problems();
+    p.into_iter()
+        .find(|p| p.starts_with("source feed"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn health_reports_a_source_quiet_for_twice_its_expect_every_and_stats_count_it() {
+    let fx = Fixture::new();
+    let mut c = (*fx.config()).clone();
+    for name in ["feed", "ghost"] {
+        c.sources.defs.insert(
+            name.into(),
+            crate::config::sources::SourceConfig {
+                expect_every: Some(std::time::Duration::from_secs(HOUR)),
+            },
+        );
+    }
+    let open = || Store::open(Arc::new(c.clone()), fx.clock.clone() as Arc<dyn Clock>).unwrap();
+    let store = open();
+    assert_eq!(store.problems().len(), 2, "neither is declared");
+    let id = store.declare_source("feed").unwrap();
+    assert_eq!(
+        store.problems(),
+        ["source ghost: configured but not declared (mkdir MOUNT/sources/ghost)"]
+    );
+    fx.clock.set(T0 + 2 * HOUR);
+    assert_eq!(
+        store.problems().len(),
+        1,
+        "twice expect_every is still fine"
+    );
+    fx.clock.set(T0 + 2 * HOUR + 1);
+    assert_eq!(
+        store.problems()[0],
+        "source feed: no write since it was declared for 2h 1s (expected every 1h)"
+    );
+    store
+        .append_to(
+            Target::Source(id),
+            IocType::Md5,
+            vec![b'a'; 32].into_iter().chain([b'\n']).collect(),
+        )
+        .unwrap();
+    assert_eq!(store.problems().len(), 1, "the write counts");
+    let stats = store.source_stats();
+    let feed = stats.iter().find(|s| s.name == "feed").unwrap();
+    assert_eq!(
+        (feed.listed, feed.last_append, feed.accepted),
+        (1, T0 + 2 * HOUR + 1, 1)
+    );
+    store.commit().unwrap();
+    drop(store);
+    // The write time is durable: quiet again only 2h after it, across a restart.
+    fx.clock.set(T0 + 4 * HOUR + 1);
+    let store = open();
+    assert_eq!(store.problems().len(), 1);
+    fx.clock.set(T0 + 4 * HOUR + 2);
+    assert_eq!(
+        feed_problem(&store),
+        "source feed: no write for 2h 1s (expected every 1h)"
+    );
+}

@@ -12,6 +12,7 @@ use crate::store::model::Bucket;
 use crate::store::mutation::Op;
 
 mod allow;
+mod sources;
 
 const T0: u64 = 1_700_000_000;
 const DAY: u64 = 86_400;
