@@ -1,9 +1,11 @@
 //! Measures the engine's resident memory per indicator (DESIGN §5 target: ≤ 64 bytes per
 //! indicator amortized). Loads N distinct indicators through the engine (no mount), ages
 //! them into the tiers, commits, and reports the growth of VmRSS with a 1 MiB block cache.
-//! Run by `scripts/index-memory`; prints one line per phase.
+//! Run by `scripts/index-memory`; prints one line per phase. With `sources`, every
+//! indicator is written by a feed (`sources/feed_a`) and a third also by a second one, so
+//! each slot holds a source set other than `{local}`.
 //!
-//!   cargo run --release --features testing --example index_memory -- 10000000
+//!   cargo run --release --features testing --example index_memory -- 10000000 [sources]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -45,6 +47,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.durability.mode = iocfs::config::DurabilityMode::Periodic;
     let clock = Arc::new(ManualClock::new(1_700_000_000));
     let store = Store::open(Arc::new(config), clock.clone() as Arc<dyn Clock>)?;
+    let by_sources = std::env::args().nth(2).as_deref() == Some("sources");
+    let feeds = if by_sources {
+        Some((
+            store.declare_source("feed_a")?,
+            store.declare_source("feed_b")?,
+        ))
+    } else {
+        None
+    };
     let base = rss_bytes();
     // Realistic mix by count: a third each of IPv4 addresses, domains and SHA-256 hashes.
     let chunk = 200_000u64;
@@ -77,15 +88,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ),
             }
         }
-        store.append(IocType::Ipv4, ips)?;
-        store.append(IocType::Domain, domains)?;
-        store.append(IocType::Sha256, hashes)?;
+        match feeds {
+            None => {
+                store.append(IocType::Ipv4, ips)?;
+                store.append(IocType::Domain, domains)?;
+                store.append(IocType::Sha256, hashes)?;
+            }
+            Some((a, b)) => {
+                use iocfs::store::model::Target;
+                store.append_to(Target::Source(a), IocType::Ipv4, ips.clone())?;
+                store.append_to(Target::Source(a), IocType::Domain, domains)?;
+                store.append_to(Target::Source(a), IocType::Sha256, hashes)?;
+                store.append_to(Target::Source(b), IocType::Ipv4, ips)?;
+            }
+        }
         i = end;
     }
     store.commit()?;
     let live = rss_bytes();
     println!(
-        "indicators={n} phase=live rss_growth={} bytes_per_indicator={:.1}",
+        "indicators={n} phase=live{} rss_growth={} bytes_per_indicator={:.1}",
+        if by_sources { " sources" } else { "" },
         live.saturating_sub(base),
         live.saturating_sub(base) as f64 / n as f64
     );
@@ -94,7 +117,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.commit()?;
     let tiers = rss_bytes();
     println!(
-        "indicators={n} phase=tiers rss_growth={} bytes_per_indicator={:.1}",
+        "indicators={n} phase=tiers{} rss_growth={} bytes_per_indicator={:.1}",
+        if by_sources { " sources" } else { "" },
         tiers.saturating_sub(base),
         tiers.saturating_sub(base) as f64 / n as f64
     );

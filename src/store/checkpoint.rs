@@ -56,7 +56,7 @@ pub fn encode(state: &State) -> (u64, Vec<u8>) {
         if let Loc::Block { ty, block } = meta.loc() {
             if let Some((tier, _)) = state.block_tier(block) {
                 if let Some(list) = clean.get_mut(&(tier, ty)) {
-                    list.push((*key, *meta));
+                    list.push((key, *meta));
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! The indicator index: key → metadata and source set, one 28-byte slot per indicator.
+//! The indicator index: key → metadata and source set, one 24-byte slot per indicator
+//! (the source-set id rides in the 16 bits of the key's last word that keys leave unused).
 //!
 //! Open addressing with linear probing in one flat array. Why not `std::collections::HashMap`:
 //! its slot is 25 bytes (a control byte each) and it only grows by doubling, while this
@@ -17,18 +18,33 @@ use crate::store::model::{Key, Meta};
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Slot {
-    key: Key,
+    /// The key, tagged with which sources list the indicator: an id of the state's interned
+    /// source sets, 0 for the common `{local}` (`state::provenance`). The tag is kept when
+    /// `insert` moves the indicator (aging, a promotion); a new key starts at 0.
+    tagged: Key,
     meta: Meta,
-    /// Which sources list the indicator: an id of the state's interned source sets, 0 for
-    /// the common `{local}` (`state::provenance`). Kept when `insert` moves the indicator
-    /// (aging, a promotion); a new key starts at 0.
-    sources: u32,
 }
 
+impl Slot {
+    fn key(&self) -> Key {
+        self.tagged.untag().0
+    }
+
+    fn sources(&self) -> u32 {
+        u32::from(self.tagged.untag().1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.key().is_empty()
+    }
+}
+
+/// Most source-set ids a slot can hold (`u16`).
+pub const MAX_SOURCE_SETS: usize = 1 << 16;
+
 const EMPTY: Slot = Slot {
-    key: Key::EMPTY,
+    tagged: Key::EMPTY,
     meta: Meta::ZERO,
-    sources: 0,
 };
 
 /// Grow when more than 4/5 full: an insert of a new key scans to the end of its run,
@@ -84,10 +100,10 @@ impl Index {
         let mut i = self.home(key);
         loop {
             let slot = &self.slots[i];
-            if slot.key == *key {
+            if slot.key() == *key {
                 return (i, true);
             }
-            if slot.key.is_empty() {
+            if slot.is_empty() {
                 return (i, false);
             }
             i = self.next(i);
@@ -139,25 +155,37 @@ impl Index {
     /// The source-set id of `key`, if indexed.
     pub fn sources(&self, key: &Key) -> Option<u32> {
         match self.probe(key) {
-            (i, true) => Some(self.slots[i].sources),
+            (i, true) => Some(self.slots[i].sources()),
             _ => None,
         }
     }
 
-    /// Set the source-set id of an indexed key; returns the old one (None: not indexed).
+    /// Set the source-set id (below [`MAX_SOURCE_SETS`]) of an indexed key; returns the
+    /// old one (None: not indexed).
     pub fn set_sources(&mut self, key: &Key, sources: u32) -> Option<u32> {
         match self.probe(key) {
-            (i, true) => Some(std::mem::replace(&mut self.slots[i].sources, sources)),
+            (i, true) => {
+                let old = self.slots[i].sources();
+                self.slots[i].tagged = key.tagged(sources as u16);
+                Some(old)
+            }
             _ => None,
         }
     }
 
     /// Entries whose source set is not `{local}`: (key, meta, source-set id).
-    pub fn with_sources(&self) -> impl Iterator<Item = (&Key, &Meta, u32)> {
+    pub fn with_sources(&self) -> impl Iterator<Item = (Key, &Meta, u32)> {
         self.slots
             .iter()
-            .filter(|s| s.sources != 0 && !s.key.is_empty())
-            .map(|s| (&s.key, &s.meta, s.sources))
+            .filter(|s| s.sources() != 0)
+            .map(|s| (s.key(), &s.meta, s.sources()))
+    }
+
+    /// Give every slot's source-set id a new number.
+    pub fn remap_sources(&mut self, mut f: impl FnMut(u32) -> u32) {
+        for slot in self.slots.iter_mut().filter(|s| s.sources() != 0) {
+            slot.tagged = slot.key().tagged(f(slot.sources()) as u16);
+        }
     }
 
     pub fn contains_key(&self, key: &Key) -> bool {
@@ -196,12 +224,12 @@ impl Index {
         if !found {
             return None;
         }
-        let removed = (self.slots[hole].meta, self.slots[hole].sources);
+        let removed = (self.slots[hole].meta, self.slots[hole].sources());
         // Shift back every following entry of the run that may move into the hole.
         let cap = self.slots.len();
         let mut j = self.next(hole);
-        while !self.slots[j].key.is_empty() {
-            let home = self.home(&self.slots[j].key);
+        while !self.slots[j].is_empty() {
+            let home = self.home(&self.slots[j].key());
             let dist = |a: usize, b: usize| (b + cap - a) % cap;
             if dist(home, j) >= dist(hole, j) {
                 self.slots[hole] = self.slots[j];
@@ -230,17 +258,17 @@ impl Index {
             };
         }
         let old = std::mem::replace(&mut self.slots, empty_slots(cap));
-        for slot in old.into_iter().filter(|s| !s.key.is_empty()) {
-            let (i, _) = self.probe(&slot.key);
+        for slot in old.into_iter().filter(|s| !s.is_empty()) {
+            let (i, _) = self.probe(&slot.key());
             self.slots[i] = slot;
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Meta)> {
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &Meta)> {
         self.slots
             .iter()
-            .filter(|s| !s.key.is_empty())
-            .map(|s| (&s.key, &s.meta))
+            .filter(|s| !s.is_empty())
+            .map(|s| (s.key(), &s.meta))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Meta> {
@@ -313,8 +341,14 @@ impl OccupiedEntry<'_> {
         &mut self.index.slots[self.at].meta
     }
 
-    pub fn sources_mut(&mut self) -> &mut u32 {
-        &mut self.index.slots[self.at].sources
+    pub fn sources(&self) -> u32 {
+        self.index.slots[self.at].sources()
+    }
+
+    /// Set the source-set id (below [`MAX_SOURCE_SETS`]).
+    pub fn set_sources(&mut self, sources: u32) {
+        let slot = &mut self.index.slots[self.at];
+        slot.tagged = slot.key().tagged(sources as u16);
     }
 }
 
@@ -332,9 +366,8 @@ impl VacantEntry<'_> {
 
     pub fn insert_with_sources(self, meta: Meta, sources: u32) {
         self.index.slots[self.at] = Slot {
-            key: self.key,
+            tagged: self.key.tagged(sources as u16),
             meta,
-            sources,
         };
         self.index.len += 1;
     }
@@ -364,13 +397,13 @@ mod tests {
 
     #[test]
     fn an_empty_slot_is_all_zero_bytes() {
-        assert_eq!(EMPTY.key.words(), [0, 0, 0]);
+        assert_eq!(EMPTY.tagged.words(), [0, 0, 0]);
         let m = EMPTY.meta;
         assert_eq!((m.first_seen, m.last_seen, m.loc_bits()), (0, 0, 0));
-        assert_eq!(std::mem::size_of::<Slot>(), 28, "no padding");
+        assert_eq!(std::mem::size_of::<Slot>(), 24, "no padding");
         let slots = empty_slots(100_000);
         assert_eq!(slots.len(), 100_000);
-        assert!(slots.iter().all(|s| s.key.is_empty()));
+        assert!(slots.iter().all(|s| s.is_empty()));
         assert!(empty_slots(0).is_empty());
     }
 
@@ -425,6 +458,6 @@ mod tests {
         assert!(
             (0..100_000u64).all(|i| idx.get(&key(i)).map(|m| m.last_seen) == Some(i as u32 + 2))
         );
-        assert!(idx.memory() <= 100_000 * 28 * 2 + 28 * 16);
+        assert!(idx.memory() <= 100_000 * 24 * 2 + 24 * 16);
     }
 }

@@ -171,18 +171,23 @@ impl AgingReport {
     }
 }
 
-/// 96-bit digest of (type, normalized value). Values of tier indicators are not kept in
-/// memory, so the index is keyed by this digest. It is seeded per process (never stored),
-/// so crafted inputs can't aim at collisions; accidental ones among 10^8 keys have a
-/// probability around 10^-13.
+/// 80-bit digest of (type, normalized value). Values of tier indicators are not kept in
+/// memory, so the index is keyed by this digest. It is seeded per process (never stored
+/// but in the data directory's checkpoint and provenance files), so crafted inputs can't
+/// aim at collisions; accidental ones among 10^8 keys have a probability around 4·10^-9.
+/// The upper 16 bits of the last word are always zero: the index keeps an indicator's
+/// source-set id there, so a slot stays 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key([u32; 3]);
+
+/// The bits of the last word a key uses.
+const KEY_HIGH_MASK: u32 = 0xFFFF;
 
 impl Key {
     pub fn of(seed: u64, ty: IocType, value: &[u8]) -> Key {
         let type_seed = seed ^ (u64::from(ty.code()) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let h = xxhash_rust::xxh3::xxh3_128_with_seed(value, type_seed);
-        let key = Key([h as u32, (h >> 32) as u32, (h >> 64) as u32]);
+        let key = Key([h as u32, (h >> 32) as u32, (h >> 64) as u32 & KEY_HIGH_MASK]);
         // The all-zero key marks an empty index slot.
         if key == Key::EMPTY {
             Key([1, 0, 0])
@@ -208,8 +213,23 @@ impl Key {
         self.0
     }
 
+    /// A key from stored words. Snapshots written when keys had 96 bits hold the same
+    /// digests with more high bits: masking them gives the keys `Key::of` makes now.
     pub fn from_words(words: [u32; 3]) -> Key {
-        Key(words)
+        Key([words[0], words[1], words[2] & KEY_HIGH_MASK])
+    }
+
+    /// The key with a 16-bit tag in its unused bits (an index slot's source-set id).
+    pub(crate) fn tagged(self, tag: u16) -> Key {
+        Key([self.0[0], self.0[1], self.0[2] | (u32::from(tag) << 16)])
+    }
+
+    /// The key without its tag, and the tag.
+    pub(crate) fn untag(self) -> (Key, u16) {
+        (
+            Key([self.0[0], self.0[1], self.0[2] & KEY_HIGH_MASK]),
+            (self.0[2] >> 16) as u16,
+        )
     }
 }
 

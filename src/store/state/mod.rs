@@ -317,11 +317,18 @@ impl State {
         let live = &mut self.live[ty];
         match self.index.entry(key) {
             Entry::Occupied(mut e) => {
-                let id = e.sources_mut();
-                if source != LOCAL || *id != 0 {
-                    let set = self.provenance.set(*id);
+                let id = e.sources();
+                if source != LOCAL || id != 0 {
+                    let set = self.provenance.set(id);
                     if set & bit(source) == 0 {
-                        *id = self.provenance.changed(ty, set, set | bit(source));
+                        match self.provenance.changed(ty, set, set | bit(source)) {
+                            Some(new) => e.set_sources(new),
+                            // The table of sets is full: the slow path compacts it.
+                            None => {
+                                self.add_source(ty, &key, source);
+                                return self.sight_or_add(ty, key, now, source);
+                            }
+                        }
                         self.changes.mark_sources(ty);
                     }
                 }
@@ -344,11 +351,21 @@ impl State {
             Entry::Vacant(e) => {
                 let slot = live.push_line((now, now))?;
                 let meta = Meta::new(0, 0, Loc::Live { ty, slot });
-                if source == LOCAL {
-                    e.insert(meta);
-                } else {
-                    e.insert_with_sources(meta, self.provenance.added(ty, bit(source)));
-                    self.changes.mark_sources(ty);
+                match (source == LOCAL)
+                    .then_some(0)
+                    .or_else(|| self.provenance.added(ty, bit(source)))
+                {
+                    Some(id) => {
+                        e.insert_with_sources(meta, id);
+                        if id != 0 {
+                            self.changes.mark_sources(ty);
+                        }
+                    }
+                    // The table of sets is full: the slow path compacts it.
+                    None => {
+                        e.insert(meta);
+                        self.set_sources(ty, &key, bit(source));
+                    }
                 }
                 Ok(Sighting::Added)
             }

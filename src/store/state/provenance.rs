@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use super::State;
 use crate::ioc::IocType;
+use crate::store::index::MAX_SOURCE_SETS;
 use crate::store::model::{Key, KeyMap, Loc, SourceId, LOCAL, MAX_SOURCES};
 use crate::store::partition::ByType;
 
@@ -88,14 +89,18 @@ impl Provenance {
         self.sets.get(id as usize).copied().unwrap_or(LOCAL_SET)
     }
 
-    fn intern(&mut self, set: u64) -> u32 {
+    /// The id of `set`; None when the table is full (see `State::compact_source_sets`).
+    fn intern(&mut self, set: u64) -> Option<u32> {
         if let Some(&id) = self.ids.get(&set) {
-            return id;
+            return Some(id);
+        }
+        if self.sets.len() >= MAX_SOURCE_SETS {
+            return None;
         }
         let id = self.sets.len() as u32;
         self.sets.push(set);
         self.ids.insert(set, id);
-        id
+        Some(id)
     }
 
     /// Keep the counts right when an indicator of `ty` goes from set `old` to `new` (None:
@@ -129,15 +134,18 @@ impl Provenance {
     }
 
     /// An indicator of `ty` goes from set `old` to `new`: the id of `new`.
-    pub fn changed(&mut self, ty: IocType, old: u64, new: u64) -> u32 {
+    /// (None: the table is full; nothing was counted).
+    pub fn changed(&mut self, ty: IocType, old: u64, new: u64) -> Option<u32> {
+        let id = self.intern(new)?;
         self.count_change(ty, Some(old), Some(new));
-        self.intern(new)
+        Some(id)
     }
 
-    /// A new indicator of `ty` has set `set`: its id.
-    pub fn added(&mut self, ty: IocType, set: u64) -> u32 {
+    /// A new indicator of `ty` has set `set`: its id (None: the table is full).
+    pub fn added(&mut self, ty: IocType, set: u64) -> Option<u32> {
+        let id = self.intern(set)?;
         self.count_change(ty, None, Some(set));
-        self.intern(set)
+        Some(id)
     }
 
     pub fn info(&self, id: SourceId) -> Option<&SourceInfo> {
@@ -244,7 +252,9 @@ impl State {
     /// Make `set` the sources of a stored indicator of `ty`. An empty set is not stored:
     /// the caller removes such an indicator instead.
     pub fn set_sources(&mut self, ty: IocType, key: &Key, set: u64) {
-        let id = self.provenance.intern(set);
+        let Some(id) = self.intern_set(set) else {
+            return;
+        };
         if let Some(old) = self.index.set_sources(key, id) {
             if old != id {
                 let old = self.provenance.set(old);
@@ -252,6 +262,46 @@ impl State {
                 self.changes.mark_sources(ty);
             }
         }
+    }
+
+    /// The id of `set`, compacting the table of sets when it is full. None (logged) only
+    /// when more than 65,535 distinct sets are in use at once: the change is not recorded.
+    fn intern_set(&mut self, set: u64) -> Option<u32> {
+        if let Some(id) = self.provenance.intern(set) {
+            return Some(id);
+        }
+        self.compact_source_sets();
+        let id = self.provenance.intern(set);
+        if id.is_none() {
+            crate::lograte::error(|| {
+                format!(
+                    "sources: more than {} distinct combinations of sources are in use; \
+                     a change of an indicator's sources was not recorded",
+                    MAX_SOURCE_SETS - 1
+                )
+            });
+        }
+        id
+    }
+
+    /// Renumber the interned sets to the ones the index uses.
+    fn compact_source_sets(&mut self) {
+        let mut used: HashMap<u32, u32> = HashMap::from([(0, 0)]);
+        let mut sets = vec![LOCAL_SET];
+        for (_, _, id) in self.index.with_sources() {
+            used.entry(id).or_insert_with(|| {
+                sets.push(self.provenance.set(id));
+                (sets.len() - 1) as u32
+            });
+        }
+        self.index
+            .remap_sources(|id| used.get(&id).copied().unwrap_or(0));
+        self.provenance.ids = sets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (*s, i as u32))
+            .collect();
+        self.provenance.sets = sets;
     }
 
     /// `source` lists a stored indicator of `ty` (an append, a listing in a replace).
@@ -281,9 +331,9 @@ impl State {
         if source == LOCAL {
             for (key, meta) in self.index.iter() {
                 if meta.loc().ty() == ty {
-                    let set = self.sources_of(key).unwrap_or(LOCAL_SET);
+                    let set = self.sources_of(&key).unwrap_or(LOCAL_SET);
                     if set & LOCAL_SET != 0 {
-                        out.insert(*key, set);
+                        out.insert(key, set);
                     }
                 }
             }
@@ -294,7 +344,7 @@ impl State {
             if set & bit(source) != 0
                 && matches!(meta.loc(), Loc::Live { ty: t, .. } | Loc::Block { ty: t, .. } if t == ty)
             {
-                out.insert(*key, set);
+                out.insert(key, set);
             }
         }
         out
@@ -306,7 +356,7 @@ impl State {
         self.index
             .with_sources()
             .filter(|(_, meta, _)| meta.loc().ty() == ty)
-            .map(|(key, _, id)| (*key, self.provenance.set(id)))
+            .map(|(key, _, id)| (key, self.provenance.set(id)))
             .collect()
     }
 
@@ -420,6 +470,44 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_of_sets_is_compacted_to_the_sets_in_use() {
+        use crate::store::live::Storage;
+        use crate::store::model::{Loc, Meta};
+        let ids = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1 << 32));
+        let mut st = State::new(7, ids, 4096, &Storage::Memfd).unwrap();
+        let ty = IocType::Domain;
+        let keys: Vec<Key> = (0..3u32)
+            .map(|i| {
+                let key = st.key(ty, format!("d{i}.example").as_bytes());
+                st.index
+                    .insert(key, Meta::new(1, 1, Loc::Block { ty, block: i }));
+                key
+            })
+            .collect();
+        st.set_sources(ty, &keys[0], bit(1));
+        st.set_sources(ty, &keys[1], bit(2) | LOCAL_SET);
+        // Every other id is taken by sets no indicator has any more.
+        let mut filler = 1u64 << 40;
+        while st.provenance.sets.len() < MAX_SOURCE_SETS {
+            st.provenance.intern(filler);
+            filler += 2;
+        }
+        st.set_sources(ty, &keys[2], bit(3));
+        assert_eq!(
+            st.provenance.sets.len(),
+            4,
+            "local, the two in use, the new one"
+        );
+        assert_eq!(st.sources_of(&keys[0]), Some(bit(1)));
+        assert_eq!(st.sources_of(&keys[1]), Some(bit(2) | LOCAL_SET));
+        assert_eq!(st.sources_of(&keys[2]), Some(bit(3)));
+        assert_eq!(
+            (st.provenance.listed(ty, 1), st.provenance.listed(ty, 3)),
+            (1, 1)
+        );
+    }
+
+    #[test]
     fn counts_follow_changes() {
         let mut p = Provenance::default();
         let ty = IocType::Ipv4;
@@ -435,9 +523,9 @@ mod tests {
             (p.listed(ty, 3), p.listed(ty, 5), p.lacking_local(ty)),
             (0, 0, 0)
         );
-        assert_eq!(p.intern(LOCAL_SET), 0);
-        let a = p.intern(bit(1));
-        assert_eq!(p.intern(bit(1)), a);
+        assert_eq!(p.intern(LOCAL_SET), Some(0));
+        let a = p.intern(bit(1)).unwrap();
+        assert_eq!(p.intern(bit(1)), Some(a));
         assert_eq!(p.set(a), bit(1));
     }
 }
