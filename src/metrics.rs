@@ -90,11 +90,13 @@ pub fn render(stats: &Value) -> String {
         &[("version", stats["version"].as_str().unwrap_or("?"))],
         1.0,
     );
+    // A start time rather than an uptime (which Prometheus derives as time() minus it): the
+    // text then changes only when something it counts does.
     e.single(
-        "iocfs_uptime_seconds",
+        "iocfs_start_time_seconds",
         "gauge",
-        "Seconds since the daemon started.",
-        num(&stats["uptime_secs"]),
+        "When the daemon started, in Unix seconds.",
+        timestamp(&stats["started"]),
     );
     buckets(&mut e, &stats["buckets"]);
     cache(&mut e, &stats["cache"]);
@@ -403,7 +405,7 @@ mod tests {
 
     fn sample() -> Value {
         json!({
-            "version": "0.1.0", "uptime_secs": 12,
+            "version": "0.1.0", "uptime_secs": 12, "started": "2026-12-03T08:00:00Z",
             "buckets": {"live": {"ipv4": {"lines": 3, "bytes": 30, "stored_bytes": 30},
                                   "total": {"lines": 3, "bytes": 30, "stored_bytes": 30}},
                         "chaud": {"url": {"lines": 1, "bytes": 20, "stored_bytes": 12}}},
@@ -426,6 +428,7 @@ mod tests {
         let text = render(&sample());
         for want in [
             "iocfs_info{version=\"0.1.0\"} 1",
+            "iocfs_start_time_seconds 1796284800",
             "iocfs_indicators{bucket=\"live\",type=\"ipv4\"} 3",
             "iocfs_stored_bytes{bucket=\"chaud\",type=\"url\"} 12",
             "# TYPE iocfs_cache_hits_total counter",

@@ -281,7 +281,7 @@ impl IocFs {
                 ingest::log_rejection(&file, r, action);
             }
             self.store
-                .count_rejected((target, ty), got.rejected.len() as u64);
+                .count_rejected((target, ty), got.rejected.iter().map(|r| &r.why));
             if reject && !got.rejected.is_empty() {
                 staged.abort(&self.store);
                 return Err(Errno::EINVAL);

@@ -145,7 +145,8 @@ impl IocFs {
         for r in &got.rejected {
             ingest::log_rejection(file, r, action);
         }
-        self.store.count_rejected(w.of(), got.rejected.len() as u64);
+        self.store
+            .count_rejected(w.of(), got.rejected.iter().map(|r| &r.why));
         if !reject {
             return Ok(());
         }

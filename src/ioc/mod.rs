@@ -254,6 +254,42 @@ impl Invalid {
     }
 }
 
+/// Names of the reasons a line is rejected, as stats.json and the metrics count them.
+pub const REASONS: [&str; 12] = [
+    "too_long",
+    "nul",
+    "utf8",
+    "control",
+    "invisible_format",
+    "whitespace",
+    "wrong_type",
+    "too_broad",
+    "non_ascii_domain",
+    "hash_length",
+    "not_hex",
+    "malformed",
+];
+
+impl InvalidKind {
+    /// Position of this reason's name in [`REASONS`].
+    pub fn reason(&self) -> usize {
+        match self {
+            InvalidKind::TooLong => 0,
+            InvalidKind::Nul => 1,
+            InvalidKind::Utf8 => 2,
+            InvalidKind::Control => 3,
+            InvalidKind::InvisibleFormat(_) => 4,
+            InvalidKind::Whitespace => 5,
+            InvalidKind::WrongType { .. } => 6,
+            InvalidKind::TooBroad { .. } => 7,
+            InvalidKind::NonAsciiDomain => 8,
+            InvalidKind::HashLength { .. } => 9,
+            InvalidKind::NotHex { .. } => 10,
+            InvalidKind::Malformed(_) => 11,
+        }
+    }
+}
+
 impl From<InvalidKind> for Invalid {
     fn from(kind: InvalidKind) -> Self {
         Invalid { kind }

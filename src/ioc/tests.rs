@@ -502,3 +502,38 @@ fn invalid_messages() {
         let _: &dyn std::error::Error = &e;
     }
 }
+
+#[test]
+fn every_rejection_has_a_reason_name_for_the_counters() {
+    let long = "a".repeat(MAX_LINE_LEN + 1);
+    let not_hex = "g".repeat(32);
+    let cases: &[(IocType, &[u8], &str)] = &[
+        (IocType::Domain, long.as_bytes(), "too_long"),
+        (IocType::Domain, b"a\0b.com", "nul"),
+        (IocType::Domain, b"a\xffb.com", "utf8"),
+        (IocType::Domain, b"a\x01b.com", "control"),
+        (
+            IocType::Url,
+            "http://a.com/\u{202e}x".as_bytes(),
+            "invisible_format",
+        ),
+        (IocType::Domain, b"evil .com", "whitespace"),
+        (IocType::Ipv4, b"evil.example.com", "wrong_type"),
+        (IocType::Ipv4, b"1.0.0.0/4", "too_broad"),
+        (
+            IocType::Domain,
+            "ex\u{e4}mple.com".as_bytes(),
+            "non_ascii_domain",
+        ),
+        (IocType::Md5, b"abcdef", "hash_length"),
+        (IocType::Md5, not_hex.as_bytes(), "not_hex"),
+        (IocType::Ipv4, b"1.2.3", "malformed"),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for &(ty, input, want) in cases {
+        let why = normalize(ty, input, &lim()).expect_err(want);
+        assert_eq!(REASONS[why.kind().reason()], want, "{ty} {input:?}: {why}");
+        seen.insert(want);
+    }
+    assert_eq!(seen.len(), REASONS.len(), "every reason is reachable");
+}

@@ -204,6 +204,12 @@ impl Batch for Store {
                 self.counters
                     .appended_lines
                     .fetch_add(applied.added, Ordering::Relaxed);
+                if let Some(aging) = &applied.aging {
+                    let mut moved = crate::sync::lock(&self.counters.aging_moved);
+                    for (step, n) in &aging.moved {
+                        *moved.entry(step.clone()).or_default() += n;
+                    }
+                }
                 changes.extend(applied.new_versions.into_iter().map(|(bucket, ty)| Change {
                     part: PartId::Bucket(bucket, ty),
                     superseded: before[bucket][ty],

@@ -79,6 +79,7 @@ pub struct Flusher {
     last_commit: Mutex<Option<CommitInfo>>,
     last_checkpoint: Mutex<Option<CheckpointInfo>>,
     commits: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 impl Flusher {
@@ -134,6 +135,7 @@ impl Flusher {
             info.bytes,
             info.millis
         );
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_checkpoint) = Some(info.clone());
         Ok(info)
     }
@@ -149,6 +151,11 @@ impl Flusher {
     /// Commits done since the store opened.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints written since the store opened.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
     }
 }
 

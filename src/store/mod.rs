@@ -42,7 +42,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::ioc::{IocType, Limits};
+use crate::ioc::{Invalid, IocType, Limits};
 use crate::sync;
 pub use flush::{CheckpointInfo, CommitInfo};
 use flush::{Engine, Flusher};
@@ -87,7 +87,12 @@ pub struct Counters {
     pub rejected: ByType<AtomicU64>,
     /// Rejected lines written to each source's files (`local`: live/).
     pub rejected_by_source: [AtomicU64; 64],
+    /// The same by reason: positions in [`crate::ioc::REASONS`].
+    pub rejected_by_reason: ByType<[AtomicU64; crate::ioc::REASONS.len()]>,
     pub appended_lines: AtomicU64,
+    /// Indicators aging moved since the store opened (recovery's replay not counted), by
+    /// "from->to" ("froid->gone": dropped).
+    pub aging_moved: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Default for Counters {
@@ -95,7 +100,9 @@ impl Default for Counters {
         Counters {
             rejected: ByType::default(),
             rejected_by_source: std::array::from_fn(|_| AtomicU64::new(0)),
+            rejected_by_reason: ByType::default(),
             appended_lines: AtomicU64::new(0),
+            aging_moved: Default::default(),
         }
     }
 }
@@ -118,6 +125,8 @@ pub struct Store {
     flusher: Flusher,
     health: Health,
     started: Instant,
+    /// The clock's time when the store opened (Unix seconds).
+    started_at: u64,
     pub recovery: recovery::Report,
     /// Largest piece of a staged replace ([`mutation::REPLACE_PART`]; smaller in tests).
     replace_part: AtomicUsize,
@@ -303,13 +312,26 @@ impl Store {
         Ok(superseded.is_some())
     }
 
-    /// Lines written to a `target`'s `ty` file that were refused.
-    pub fn count_rejected(&self, (target, ty): (Target, IocType), n: u64) {
-        self.counters.rejected[ty].fetch_add(n, Ordering::Relaxed);
-        if let Some(source) = target.source() {
-            self.counters.rejected_by_source[usize::from(source)].fetch_add(n, Ordering::Relaxed);
+    /// Lines written to a `target`'s `ty` file refused (or skipped) as invalid, counted per
+    /// type, per reason, and per source (`local`: live/).
+    pub fn count_rejected<'a>(
+        &self,
+        (target, ty): (Target, IocType),
+        why: impl IntoIterator<Item = &'a Invalid>,
+    ) {
+        let mut n = 0;
+        for w in why {
+            self.counters.rejected_by_reason[ty][w.kind().reason()].fetch_add(1, Ordering::Relaxed);
+            n += 1;
         }
-        self.changed();
+        if n > 0 {
+            self.counters.rejected[ty].fetch_add(n, Ordering::Relaxed);
+            if let Some(source) = target.source() {
+                self.counters.rejected_by_source[usize::from(source)]
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            self.changed();
+        }
     }
 
     fn changed(&self) {
@@ -360,6 +382,15 @@ impl Store {
 
     pub fn commits(&self) -> u64 {
         self.flusher.commits()
+    }
+
+    pub fn checkpoints(&self) -> u64 {
+        self.flusher.checkpoints()
+    }
+
+    /// How long the WAL's fsyncs took (read without waiting for one).
+    pub fn wal_fsyncs(&self) -> &wal::fsync_stats::FsyncHistogram {
+        self.pipeline.fsync_histogram()
     }
 
     /// Have the next commit rewrite every backing file (repair).
@@ -437,6 +468,11 @@ impl Store {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// When the store opened, by its clock (Unix seconds).
+    pub fn started_at(&self) -> u64 {
+        self.started_at
     }
 
     pub fn uptime_secs(&self) -> u64 {

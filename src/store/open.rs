@@ -80,6 +80,7 @@ impl Store {
                 ),
             ));
         }
+        let started_at = clock.now();
         let store = Arc::new(Store {
             disk,
             data_dir,
@@ -95,6 +96,7 @@ impl Store {
             flusher: Flusher::default(),
             health,
             started: Instant::now(),
+            started_at,
             recovery: recovered.report,
             replace_part: std::sync::atomic::AtomicUsize::new(super::mutation::REPLACE_PART),
             changes: std::sync::atomic::AtomicU64::new(0),

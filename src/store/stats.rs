@@ -68,6 +68,21 @@ pub fn stats(store: &Store) -> Value {
         rejected.insert(ty.name().into(), n.into());
     }
     rejected.insert("total".into(), rejected_total.into());
+    let mut by_reason = Map::new();
+    for ty in IocType::ALL {
+        let mut reasons = Map::new();
+        for (name, n) in crate::ioc::REASONS
+            .iter()
+            .zip(&store.counters.rejected_by_reason[ty])
+        {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                reasons.insert((*name).into(), n.into());
+            }
+        }
+        by_reason.insert(ty.name().into(), Value::Object(reasons));
+    }
+    let moved_total = crate::sync::lock(&store.counters.aging_moved).clone();
     let commit = store.last_commit().map(|c| {
         json!({"at": rfc3339(c.at), "upto": c.upto, "files": c.files, "bytes": c.bytes, "millis": c.millis})
     });
@@ -79,6 +94,7 @@ pub fn stats(store: &Store) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "now": rfc3339(store.clock.now()),
         "uptime_secs": store.uptime_secs(),
+        "started": rfc3339(store.started_at()),
         "indicators": total_indicators,
         "buckets": buckets,
         "allow": allow,
@@ -97,15 +113,17 @@ pub fn stats(store: &Store) -> Value {
             "bytes": wal_bytes,
             "segments": wal_segments,
             "mode": config.durability.mode.as_str(),
+            "fsync_seconds": store.wal_fsyncs().to_json(),
         },
         "commit": {
             "last": commit,
             "count": store.commits(),
             "lagging_files": dirty,
         },
-        "checkpoint": {"last": checkpoint},
-        "aging": {"last": aging},
+        "checkpoint": {"last": checkpoint, "count": store.checkpoints()},
+        "aging": {"last": aging, "moved_total": moved_total},
         "rejected_lines": rejected,
+        "rejected_by_reason": by_reason,
         "recovery": {
             "committed_upto": r.committed_upto,
             "replayed": r.replayed,

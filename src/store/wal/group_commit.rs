@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::config::DurabilityMode;
 use crate::error::{Error, Result};
 use crate::store::mutation::{Mutation, Op};
+use crate::store::wal::fsync_stats::FsyncHistogram;
 use crate::store::wal::{record, SyncError, WalFiles};
 
 /// The largest batch buffer kept for reuse.
@@ -62,6 +63,7 @@ pub struct Pipeline {
     /// never the WAL mutex, which a leader holds across its fsync.
     wal_bytes: AtomicU64,
     wal_segments: AtomicUsize,
+    fsyncs: std::sync::Arc<FsyncHistogram>,
 }
 
 /// The WAL, locked; its size figures are published when the lock is released.
@@ -126,6 +128,7 @@ impl Pipeline {
     ) -> Pipeline {
         let next_seq = wal.next_seq();
         let (bytes, segments) = wal.size();
+        let fsyncs = wal.fsync_histogram();
         Pipeline {
             queue: Mutex::new(Queue {
                 next_seq,
@@ -149,6 +152,7 @@ impl Pipeline {
             max_payload: AtomicUsize::new(record::MAX_PAYLOAD),
             wal_bytes: AtomicU64::new(bytes),
             wal_segments: AtomicUsize::new(segments),
+            fsyncs,
         }
     }
 
@@ -475,6 +479,11 @@ impl Pipeline {
             self.wal_bytes.load(Ordering::Relaxed),
             self.wal_segments.load(Ordering::Relaxed),
         )
+    }
+
+    /// How long the log's fsyncs took, without waiting for a leader's fsync.
+    pub fn fsync_histogram(&self) -> &FsyncHistogram {
+        &self.fsyncs
     }
 
     pub fn retire_upto(&self, seq: u64) -> Result<usize> {

@@ -8,6 +8,7 @@
 //! succeeds nothing unacknowledged remains on disk and writing may resume once space is freed.
 
 mod damage;
+pub mod fsync_stats;
 pub mod group_commit;
 pub mod record;
 pub mod segment;
@@ -21,6 +22,7 @@ use crate::atomic::fsync_dir;
 use crate::disk::{Bytes, Disk, Handle};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
+use fsync_stats::FsyncHistogram;
 
 /// Batches of at least this many bytes extend the file themselves (see `zero_fill_for`).
 const ZERO_FILL_MAX_BATCH: usize = 256 << 10;
@@ -72,6 +74,8 @@ pub struct WalFiles {
     zeroed_end: u64,
     /// fsyncs slower than this are logged.
     slow_sync: Duration,
+    /// Every fsync of appended records, timed (shared with stats, which never lock the log).
+    fsyncs: Arc<FsyncHistogram>,
 }
 
 /// Outcome of a failed sync, telling the pipeline whether it may go on.
@@ -190,10 +194,16 @@ impl WalFiles {
                 synced_len,
                 zeroed_end,
                 slow_sync: Duration::from_millis(100),
+                fsyncs: Arc::default(),
             },
             records,
             report,
         ))
+    }
+
+    /// The timings of this log's fsyncs.
+    pub fn fsync_histogram(&self) -> Arc<FsyncHistogram> {
+        self.fsyncs.clone()
     }
 
     /// The sequence number the next record must carry.
@@ -284,6 +294,7 @@ impl WalFiles {
         failpoint::pause("wal::sync_pause");
         let synced = self.file.sync_data();
         let took = started.elapsed();
+        self.fsyncs.observe(took);
         if took > self.slow_sync {
             log::warn!(
                 "slow WAL fsync: {} ms on {}",
