@@ -154,7 +154,7 @@ fn as_nobody(cmd: &str) -> (bool, String) {
     )
 }
 
-/// Item 8: stats.json, health and lookup/ follow `mount.file_mode` and `mount.gid` like the
+/// Item 8: stats.json, metrics, health and lookup/ follow `mount.file_mode` and `mount.gid` like the
 /// lists do: with 0640, a local user outside the group can't read them, nor test whether a
 /// value is stored; one in the group can.
 #[test]
@@ -173,6 +173,7 @@ fn control_files_follow_file_mode_so_others_cannot_test_membership() {
         d.append_lines("live/ipv4.txt", &["192.0.2.1"]);
         let mode = |rel: &str| fs::metadata(d.path(rel)).unwrap().mode() & 0o7777;
         assert_eq!(mode(".iocfs/stats.json"), 0o440);
+        assert_eq!(mode(".iocfs/metrics"), 0o440);
         assert_eq!(mode(".iocfs/health"), 0o440);
         assert_eq!(mode(".iocfs/lookup"), 0o550);
         assert_eq!(mode(".iocfs/lookup/192.0.2.1"), 0o440);
@@ -180,6 +181,7 @@ fn control_files_follow_file_mode_so_others_cannot_test_membership() {
         for rel in [
             "live/ipv4.txt",
             ".iocfs/stats.json",
+            ".iocfs/metrics",
             ".iocfs/health",
             ".iocfs/lookup/192.0.2.1",
         ] {

@@ -2,7 +2,8 @@
 //! shipped site (examples/nginx/iocfs.conf) and its worker as the unprivileged www-data,
 //! on the default config. Bodies equal the files, ETags give 304 until the list changes
 //! and survive a restart that changed nothing, and under appends, replaces and aging
-//! every response is whole lines of one version.
+//! every response is whole lines of one version. `/metrics` serves `.iocfs/metrics` as
+//! Prometheus scrapes it.
 //!
 //! Needs nginx (`.ci/run` installs it); without it the test is skipped, unless
 //! `IOCFS_REQUIRE_FUSE=1`, where it fails.
@@ -51,6 +52,7 @@ impl Nginx {
         )
         .unwrap()
         .replace("root /srv/iocfs;", &format!("root {};", mnt.display()))
+        .replace("alias /srv/iocfs/", &format!("alias {}/", mnt.display()))
         .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
         .replace("listen [::]:8080;", "")
         .replace(
@@ -358,4 +360,56 @@ fn under_appends_replaces_and_aging_every_response_is_one_whole_version() {
         versions > 3,
         "the lists changed while fetched ({versions} versions)"
     );
+}
+
+#[test]
+fn nginx_serves_the_metrics_to_prometheus() {
+    // Nothing in the background changes the figures while they are compared (no aging step
+    // or checkpoint is due; the view is rebuilt at once).
+    let Some(d) = mount(
+        "[views]\nrefresh = \"0s\"\n[aging]\ninterval = \"1h\"\n\
+         [durability]\ncheckpoint_interval = \"1h\"\n",
+    ) else {
+        return;
+    };
+    let Some(n) = Nginx::start(&d.mnt()) else {
+        return;
+    };
+    d.sh_ok("printf '5.1.2.3\\n45.67.89.10\\n' >> live/ipv4.txt");
+    d.ctl("commit").unwrap();
+    let view_built = "iocfs_view_entries{view=\"all\",type=\"ipv4\"} 2";
+    poll_until(READY_TIMEOUT, || {
+        d.read(".iocfs/metrics")
+            .lines()
+            .any(|l| l == view_built)
+            .then_some(())
+    })
+    .expect("the view is built");
+    let on_mount = d.read(".iocfs/metrics");
+    let (status, headers, body) = n.get("/metrics", &[]);
+    assert_eq!(
+        status,
+        200,
+        "{headers:?} {}",
+        String::from_utf8_lossy(&body)
+    );
+    // The exposition format's content type, as Prometheus expects it.
+    assert_eq!(headers["content-type"], "text/plain; version=0.0.4");
+    assert_eq!(
+        headers["content-length"].parse::<usize>().unwrap(),
+        body.len()
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(
+        text, on_mount,
+        "nginx serves the file as the mount reads it"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "iocfs_indicators{bucket=\"live\",type=\"ipv4\"} 2"),
+        "{text}"
+    );
+    // Only that file: the other control files stay unreachable.
+    assert_eq!(n.get("/.iocfs/metrics", &[]).0, 404);
+    assert_eq!(n.get("/metrics/", &[]).0, 404);
 }

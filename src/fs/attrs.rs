@@ -7,7 +7,7 @@ use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
 
 use super::inode::{
     self, version, Owner, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH,
-    LOOKUP_DIR, ROOT, SOURCES_DIR, SOURCES_DIR_NAME, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
+    LOOKUP_DIR, METRICS, ROOT, SOURCES_DIR, SOURCES_DIR_NAME, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::Node;
 use super::{IocFs, NO_TTL, STABLE_TTL, VERSION_TTL};
@@ -16,7 +16,7 @@ use crate::store::live::LiveVersion;
 use crate::store::model::{Bucket, Target, Tier};
 
 impl IocFs {
-    /// A read-only file generated on demand (stats.json, health, lookup entries): readable
+    /// A read-only file generated on demand (stats.json, metrics, health, lookup entries): readable
     /// by whom `mount.file_mode` lets read the lists, no one else (a 0640 mount must not let
     /// every local user test whether a value is stored).
     pub(super) fn snapshot_attr(&self, ino: INodeNo, len: u64) -> FileAttr {
@@ -98,6 +98,7 @@ impl IocFs {
                 },
             ),
             STATS => self.snapshot_attr(ino, self.stats_bytes().len() as u64),
+            METRICS => self.snapshot_attr(ino, self.metrics_bytes().len() as u64),
             HEALTH => self.snapshot_attr(ino, self.health_bytes().len() as u64),
             _ => self.dir_attr(ino),
         }
@@ -138,7 +139,7 @@ impl IocFs {
         if self.view_of_dir(ino).is_some() {
             return Ok((self.dir_attr(ino), VERSION_TTL));
         }
-        if matches!(ino, STATS | HEALTH | CTL) {
+        if matches!(ino, STATS | METRICS | HEALTH | CTL) {
             return Ok((self.control_attr(ino), NO_TTL));
         }
         let _ = fh;
@@ -225,7 +226,7 @@ impl IocFs {
                     .ok_or(Errno::ENOENT)
             }
             (CONTROL_DIR, Some(n)) => {
-                return [STATS, HEALTH, CTL, LOOKUP_DIR]
+                return [STATS, METRICS, HEALTH, CTL, LOOKUP_DIR]
                     .into_iter()
                     .find(|&i| inode::control_name(i) == Some(n))
                     .map(|i| self.attr_of(i, None))

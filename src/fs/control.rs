@@ -1,4 +1,5 @@
-//! The `.iocfs` control tree (README "The control files"): stats.json, health, ctl and lookup/.
+//! The `.iocfs` control tree (README "The control files"): stats.json, metrics, health, ctl
+//! and lookup/.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{Errno, FileAttr, Request};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::nodes::Node;
 use super::{errno, IocFs, NO_TTL};
@@ -17,16 +18,23 @@ use crate::lograte;
 /// `.iocfs/stats.json` as last built, with what it was built from. Every `stat` and open
 /// of the file shares it: it is rebuilt only when something it shows has changed (a second
 /// of uptime included, so it is never more than a second old), and building it walks no
-/// tier blocks and takes no lock that a WAL fsync holds.
+/// tier blocks and takes no lock that a WAL fsync holds. `.iocfs/metrics` is rendered from
+/// it and kept the same way; its text shows no clock (a start time, not an uptime), so time
+/// alone does not change it: its size at `stat` is what an open right after reads (a web
+/// server sends that many bytes).
 #[derive(Default)]
 pub struct StatsSnapshot {
-    last: Mutex<Option<(StatsKey, Arc<Vec<u8>>)>>,
+    last: Mutex<Option<(StatsKey, Built)>>,
+    metrics: Mutex<Option<(StatsKey, Arc<Vec<u8>>)>>,
     builds: AtomicU64,
 }
 
 /// Everything a rebuild would show differently: the store's and the views' change counts,
-/// time, the cache's and scratch files' figures, failure.
-type StatsKey = [u64; 9];
+/// WAL fsyncs, time, the cache's and scratch files' figures, failure.
+type StatsKey = [u64; 10];
+
+/// A built snapshot: the stats and their stats.json bytes.
+type Built = (Arc<Value>, Arc<Vec<u8>>);
 
 impl IocFs {
     fn stats_key(&self) -> StatsKey {
@@ -34,6 +42,7 @@ impl IocFs {
         [
             self.store.changes(),
             self.views.changes(),
+            self.store.wal_fsyncs().count(),
             self.store.clock.now(),
             self.store.uptime_secs(),
             hits,
@@ -44,18 +53,23 @@ impl IocFs {
         ]
     }
 
-    pub(super) fn stats_bytes(&self) -> Arc<Vec<u8>> {
+    /// The shared stats snapshot: its value and its stats.json bytes.
+    fn stats_snapshot(&self) -> Built {
         let key = self.stats_key();
         // Held while building: concurrent opens wait for this build and share it.
         let mut last = crate::sync::lock(&self.stats.last);
-        if let Some((k, bytes)) = &*last {
+        if let Some((k, built)) = &*last {
             if *k == key {
-                return bytes.clone();
+                return built.clone();
             }
         }
         let builds = self.stats.builds.fetch_add(1, Ordering::Relaxed) + 1;
         let mut stats = crate::store::stats::stats(&self.store);
         stats["views"] = self.views.stats();
+        // The same problems as .iocfs/health.
+        if let Some(problems) = stats["problems"].as_array_mut() {
+            problems.extend(self.views.problems().iter().map(|p| json!(p.line())));
+        }
         stats["scratch"] = json!({
             "files": self.nodes.scratch_count(),
             "bytes": self.nodes.scratch_pool.bytes(),
@@ -63,7 +77,26 @@ impl IocFs {
         stats["stats_json"] = json!({ "builds": builds });
         let mut out = serde_json::to_vec_pretty(&stats).unwrap_or_default();
         out.push(b'\n');
-        let bytes = Arc::new(out);
+        let built = (Arc::new(stats), Arc::new(out));
+        *last = Some((key, built.clone()));
+        built
+    }
+
+    pub(super) fn stats_bytes(&self) -> Arc<Vec<u8>> {
+        self.stats_snapshot().1
+    }
+
+    /// `.iocfs/metrics`: the stats snapshot in the Prometheus text format.
+    pub(super) fn metrics_bytes(&self) -> Arc<Vec<u8>> {
+        let key = self.stats_key();
+        let mut last = crate::sync::lock(&self.stats.metrics);
+        if let Some((k, bytes)) = &*last {
+            if *k == key {
+                return bytes.clone();
+            }
+        }
+        let (stats, _) = self.stats_snapshot();
+        let bytes = Arc::new(crate::metrics::render(&stats).into_bytes());
         *last = Some((key, bytes.clone()));
         bytes
     }

@@ -24,6 +24,7 @@ pub const ALLOW_DIR: INodeNo = INodeNo(12);
 pub const SOURCES_DIR: INodeNo = INodeNo(13);
 /// `sources/<name>/`: this plus the source's id (1..=63).
 const SOURCE_DIR_BASE: u64 = 64;
+pub const METRICS: INodeNo = INodeNo(14);
 /// Versions, scratch files and lookup entries: one counter, from here up.
 pub const FIRST_DYNAMIC: u64 = crate::store::recovery::FIRST_VERSION_ID;
 
@@ -78,6 +79,7 @@ pub fn dir_bucket(ino: INodeNo) -> Option<Bucket> {
 pub fn control_name(ino: INodeNo) -> Option<&'static str> {
     match ino {
         STATS => Some("stats.json"),
+        METRICS => Some("metrics"),
         HEALTH => Some("health"),
         CTL => Some("ctl"),
         LOOKUP_DIR => Some("lookup"),
@@ -152,6 +154,7 @@ mod tests {
             ROOT,
             CONTROL_DIR,
             STATS,
+            METRICS,
             HEALTH,
             CTL,
             LOOKUP_DIR,

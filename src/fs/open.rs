@@ -7,8 +7,8 @@ use std::sync::Arc;
 use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyOpen, Request};
 
 use super::inode::{
-    self, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR, ROOT,
-    SOURCES_DIR, SOURCES_DIR_NAME, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
+    self, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR,
+    METRICS, ROOT, SOURCES_DIR, SOURCES_DIR_NAME, STATS, VIEWS_DIR, VIEWS_DIR_NAME,
 };
 use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
@@ -132,8 +132,9 @@ impl IocFs {
                 }
                 return Ok((Handle::Ctl(Default::default()), direct));
             }
-            STATS | HEALTH if writable => return Err(Errno::EACCES),
+            STATS | METRICS | HEALTH if writable => return Err(Errno::EACCES),
             STATS => return Ok((Handle::Bytes(self.stats_bytes()), read_only)),
+            METRICS => return Ok((Handle::Bytes(self.metrics_bytes()), read_only)),
             HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), read_only)),
             _ => {}
         }
@@ -208,7 +209,7 @@ impl IocFs {
                 out.push((inode::source_dir(id), FileType::Directory, name.into()));
             }
         } else if ino == CONTROL_DIR {
-            for i in [STATS, HEALTH, CTL] {
+            for i in [STATS, METRICS, HEALTH, CTL] {
                 out.push((
                     i,
                     FileType::RegularFile,
