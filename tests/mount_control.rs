@@ -164,3 +164,71 @@ fn lseek_finds_data_everywhere_and_the_hole_at_the_end() {
     }
     assert!(!d.log().contains("Not Implemented"), "{}", d.log());
 }
+
+/// A whole mount copies as root with tar, rsync -a and cp -r: every file can be read (ctl
+/// lists its commands), each tool exits 0, the copies hold the lists, and none of them makes
+/// the daemon log a "Not Implemented" operation (lseek, copy_file_range…).
+#[test]
+fn tar_rsync_and_cp_of_a_whole_mount_exit_0_and_log_nothing_unimplemented() {
+    if std::process::Command::new("rsync")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var_os("IOCFS_REQUIRE_FUSE").is_some_and(|v| v == "1") {
+            panic!("IOCFS_REQUIRE_FUSE=1 but rsync is missing (apt-get install rsync)");
+        }
+        eprintln!("SKIP: rsync not installed");
+        return;
+    }
+    // A manual clock: the control files' times do not move while tar reads them.
+    let Some(d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .start()
+    else {
+        return;
+    };
+    d.append_lines("live/domain.txt", &["old.example.com", "older.example.com"]);
+    d.ctl("clock +2d").unwrap();
+    d.ctl("age").unwrap();
+    d.append_lines("live/ipv4.txt", &["5.1.2.3", "45.67.89.10"]);
+    d.ctl("commit").unwrap();
+    let root = d.root().display().to_string();
+    let tar = d.sh_ok(&format!(
+        "tar -cf {root}/all.tar . && tar -tf {root}/all.tar"
+    ));
+    let listed = String::from_utf8_lossy(&tar.stdout).into_owned();
+    for want in [
+        "./.iocfs/ctl",
+        "./.iocfs/metrics",
+        "./.iocfs/stats.json",
+        "./chaud/domain.txt",
+        "./live/ipv4.txt",
+        "./froid/sha512.txt",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == want),
+            "{want} not in:\n{listed}"
+        );
+    }
+    std::fs::create_dir(d.root().join("untarred")).unwrap();
+    d.sh_ok(&format!("tar -xf {root}/all.tar -C {root}/untarred"));
+    d.sh_ok(&format!("rsync -a ./ {root}/rsynced/"));
+    d.sh_ok(&format!("cp -r . {root}/copied"));
+    let help = d.read(".iocfs/ctl");
+    for copy in ["untarred", "rsynced", "copied"] {
+        let at = |rel: &str| std::fs::read_to_string(d.root().join(copy).join(rel)).unwrap();
+        assert_eq!(
+            at("chaud/domain.txt"),
+            "old.example.com\nolder.example.com\n",
+            "{copy}"
+        );
+        assert_eq!(at("live/ipv4.txt"), "5.1.2.3\n45.67.89.10\n", "{copy}");
+        assert_eq!(at(".iocfs/ctl"), help, "{copy}");
+        assert_eq!(at("live/domain.txt"), "", "{copy}");
+    }
+    let log = d.log();
+    assert!(!log.contains("Not Implemented"), "{log}");
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
+}
