@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{poll_until, Daemon, BUCKETS, TYPE_FILES};
 
 #[test]
-fn mount_shows_four_buckets_and_the_allowlist_of_nine_files_and_control_files() {
+fn mount_shows_four_buckets_the_allowlist_of_nine_files_sources_and_control_files() {
     let Some(d) = Daemon::start() else { return };
     let mut top: Vec<String> = std::fs::read_dir(d.mnt())
         .unwrap()
@@ -21,7 +21,7 @@ fn mount_shows_four_buckets_and_the_allowlist_of_nine_files_and_control_files() 
     top.sort();
     assert_eq!(
         top,
-        [".iocfs", "allow", "chaud", "froid", "live", "tiede", "views"]
+        [".iocfs", "allow", "chaud", "froid", "live", "sources", "tiede", "views"]
     );
     let mut want: Vec<&str> = TYPE_FILES.to_vec();
     want.sort();

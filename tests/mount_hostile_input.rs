@@ -535,7 +535,7 @@ fn scratch_files(r: &mut Run) {
     root.sort();
     assert_eq!(
         root,
-        [".iocfs", "allow", "chaud", "froid", "live", "tiede", "views"]
+        [".iocfs", "allow", "chaud", "froid", "live", "sources", "tiede", "views"]
     );
     // Scratch files are held in memory: none of their names is on disk, none was decoded
     // into a path.
