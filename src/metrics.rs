@@ -105,6 +105,7 @@ pub fn render(stats: &Value) -> String {
     aging(&mut e, &stats["aging"]);
     rejections(&mut e, stats);
     views(&mut e, &stats["views"]);
+    sources(&mut e, &stats["sources"]);
     e.single(
         "iocfs_health_problems",
         "gauge",
@@ -304,6 +305,49 @@ fn rejections(e: &mut Exposition, stats: &Value) {
         for (ty, n) in objects(&stats["rejected_lines"]).filter(|(t, _)| *t != "total") {
             if let Some(n) = num(n) {
                 e.sample(name, &[("type", ty), ("reason", "any")], n);
+            }
+        }
+    }
+}
+
+fn sources(e: &mut Exposition, v: &Value) {
+    let name = "iocfs_source_indicators";
+    e.family(
+        name,
+        "gauge",
+        "Stored indicators a source lists (local: written to live/).",
+    );
+    for (source, s) in objects(v) {
+        if let Some(x) = num(&s["listed"]) {
+            e.sample(name, &[("source", source)], x);
+        }
+    }
+    let name = "iocfs_source_lines_total";
+    e.family(
+        name,
+        "counter",
+        "Lines written to a source's files since start, accepted or rejected.",
+    );
+    for (source, s) in objects(v) {
+        for (outcome, field) in [
+            ("accepted", "accepted_lines"),
+            ("rejected", "rejected_lines"),
+        ] {
+            if let Some(x) = num(&s[field]) {
+                e.sample(name, &[("source", source), ("outcome", outcome)], x);
+            }
+        }
+    }
+    let name = "iocfs_source_last_write_timestamp_seconds";
+    e.family(
+        name,
+        "gauge",
+        "When a source last appended or replaced a list (absent: never).",
+    );
+    for (source, s) in objects(v) {
+        for (kind, field) in [("append", "last_append"), ("replace", "last_replace")] {
+            if let Some(x) = timestamp(&s[field]) {
+                e.sample(name, &[("source", source), ("kind", kind)], x);
             }
         }
     }

@@ -94,6 +94,9 @@ fn fill(d: &Daemon) {
         .unwrap()
         .write_all(b"evil.example.com\n");
     assert_eq!(errno_of(wrong), libc::EINVAL);
+    std::fs::create_dir(d.path("sources/feed")).unwrap();
+    d.sh_ok("printf '5.1.2.3\\n45.9.9.9\\n' > sources/feed/ipv4.txt");
+    assert!(!d.sh("echo nope >> sources/feed/ipv4.txt").status.success());
     d.ctl("checkpoint").unwrap();
     assert_eq!(
         d.lines("chaud/domain.txt"),
@@ -111,12 +114,12 @@ fn metrics_hold_the_stats_and_promtool_accepts_them() {
     // The view is rebuilt in the background: wait for it.
     let text = poll_until(READY_TIMEOUT, || {
         let text = d.read(".iocfs/metrics");
-        (sample(&text, "iocfs_view_entries{view=\"all\",type=\"ipv4\"}") == Some(3.0))
+        (sample(&text, "iocfs_view_entries{view=\"all\",type=\"ipv4\"}") == Some(4.0))
             .then_some(text)
     })
     .unwrap_or_else(|| {
         panic!(
-            "view all/ipv4 never reached 3 entries:\n{}",
+            "view all/ipv4 never reached 4 entries:\n{}",
             d.read(".iocfs/metrics")
         )
     });
@@ -124,7 +127,42 @@ fn metrics_hold_the_stats_and_promtool_accepts_them() {
 
     assert_eq!(
         must(&text, "iocfs_indicators{bucket=\"live\",type=\"ipv4\"}"),
-        3.0
+        4.0
+    );
+    // Per source: what it lists, its lines, when it last wrote (the manual clock's time).
+    assert_eq!(must(&text, "iocfs_source_indicators{source=\"feed\"}"), 2.0);
+    assert_eq!(
+        must(&text, "iocfs_source_indicators{source=\"local\"}"),
+        5.0
+    );
+    assert_eq!(
+        must(
+            &text,
+            "iocfs_source_lines_total{source=\"feed\",outcome=\"accepted\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        must(
+            &text,
+            "iocfs_source_lines_total{source=\"feed\",outcome=\"rejected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        must(
+            &text,
+            "iocfs_source_last_write_timestamp_seconds{source=\"feed\",kind=\"replace\"}"
+        ),
+        1_700_000_000.0 + 2.0 * 86_400.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "iocfs_source_last_write_timestamp_seconds{source=\"feed\",kind=\"append\"}"
+        ),
+        None,
+        "never appended"
     );
     assert_eq!(
         must(&text, "iocfs_indicators{bucket=\"chaud\",type=\"domain\"}"),
@@ -191,7 +229,7 @@ fn metrics_hold_the_stats_and_promtool_accepts_them() {
         stats["rejected_by_reason"]["ipv4"]["wrong_type"], 1,
         "{stats}"
     );
-    assert_eq!(stats["rejected_lines"]["ipv4"], 1, "{stats}");
+    assert_eq!(stats["rejected_lines"]["ipv4"], 2, "{stats}");
     assert!(
         stats["wal"]["fsync_seconds"]["count"]
             .as_u64()
@@ -370,7 +408,7 @@ fn node_exporters_textfile_collector_serves_the_copy_the_shipped_service_makes()
         );
         assert_eq!(
             must(&scraped, "iocfs_indicators{bucket=\"live\",type=\"ipv4\"}"),
-            3.0 + f64::from(round),
+            4.0 + f64::from(round),
             "round {round}:\n{scraped}"
         );
         assert!(must(&scraped, "iocfs_wal_fsync_seconds_count") > 0.0);
