@@ -1110,6 +1110,81 @@ class Bench:
                    f"{fmt_rate(b, 'lines/s')} ({fmt_t(rdt)}) raw 1 MiB write+fdatasync",
                    ratio_s(a / b), "≥ 3 M lines/s", a >= 3e6)
 
+    def sources(self):
+        """Feeds through sources/. (1) Bulk ingest of the domain feed by `cat feed >>` into
+        sources/feed/domain.txt and into live/domain.txt, each on a fresh data dir, rounds
+        interleaved (median): a source's append is a live append plus its provenance.
+        (2) A feed's snapshot replacing its list: a source listing N ipv4 lines gets a list of
+        N lines of which half are new (so half of the old ones are withdrawn and removed from
+        the store), by `cp`; baseline, the same `cp` onto live/ipv4.txt of a store holding the
+        old list as live lines (a replace of the same size)."""
+        rounds = 2 if self.quick else 3
+        feed = self.p("corpus", "domain.txt")
+        nlines = self.counts["domain"]
+        times = {"sources": [], "live": []}
+        for i in range(rounds):
+            for kind in ("live", "sources"):
+                tag = f"{kind}{i}"
+                d = Daemon(self.bin, self.p(f"data-src-{tag}"), self.p(f"mnt-src-{tag}"), self.default_cfg,
+                           self.p(f"iocfs-src-{tag}.log"))
+                d.start()
+                try:
+                    if kind == "sources":
+                        os.mkdir(os.path.join(d.mnt, "sources", "feed"))
+                        target = os.path.join(d.mnt, "sources/feed/domain.txt")
+                    else:
+                        target = os.path.join(d.mnt, "live/domain.txt")
+                    times[kind].append(timed_cmd(f"cat '{feed}' >> '{target}'", shell=True))
+                    st = d.stats()
+                    got = st["buckets"]["live"]["domain"]["lines"]
+                    if got != nlines:
+                        raise RuntimeError(f"{kind} ingest stored {got} of {nlines} lines")
+                    if kind == "sources" and st["sources"]["feed"]["listed"] != nlines:
+                        raise RuntimeError(f"the source lists {st['sources']['feed']['listed']} of {nlines}")
+                finally:
+                    d.stop()
+                shutil.rmtree(self.p(f"data-src-{tag}"), ignore_errors=True)
+        ts, tl = median(sorted(times["sources"])), median(sorted(times["live"]))
+        self.t.add(f"bulk ingest `cat feed >> sources/feed/domain.txt` ({nlines:,} lines; median of {rounds}, "
+                   f"interleaved)", f"{fmt_rate(nlines / ts, 'lines/s')} ({fmt_t(ts)})",
+                   f"{fmt_rate(nlines / tl, 'lines/s')} ({fmt_t(tl)}) the same into live/domain.txt",
+                   ratio_s(tl / ts), "≥ 0.9× live", tl / ts >= 0.9)
+
+        n = 200_000 if self.quick else 1_000_000
+        old = gen_type("ipv4", 0, n)
+        new = old[: n // 2] + gen_type("ipv4", n, n + n // 2)
+        src = self.p("src-snapshot")
+        os.makedirs(os.path.join(src, "live"), exist_ok=True)
+        with open(os.path.join(src, "live", "ipv4.txt"), "w") as f:
+            f.write("\n".join(old) + "\n")
+        snapshot = self.p("snapshot-ipv4.txt")
+        with open(snapshot, "w") as f:
+            f.write("\n".join(new) + "\n")
+        dt = {}
+        for kind in ("sources", "live"):
+            data = self.p(f"data-snap-{kind}")
+            cmd = [self.bin, "import", "--data", data, src] + (["--source", "feed"] if kind == "sources" else [])
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"iocfs import failed ({r.returncode}): {r.stderr[-1000:]}")
+            d = Daemon(self.bin, data, self.p(f"mnt-snap-{kind}"), self.default_cfg, self.p(f"iocfs-snap-{kind}.log"))
+            d.start()
+            try:
+                rel = "sources/feed/ipv4.txt" if kind == "sources" else "live/ipv4.txt"
+                dt[kind] = timed_cmd(["cp", snapshot, os.path.join(d.mnt, rel)])
+                st = d.stats()
+                got = st["buckets"]["live"]["ipv4"]["lines"]
+                if got != len(new):
+                    raise RuntimeError(f"after the {kind} snapshot live holds {got} of {len(new)} lines")
+                if kind == "sources" and st["sources"]["feed"]["listed"] != len(new):
+                    raise RuntimeError(f"the source lists {st['sources']['feed']['listed']} of {len(new)}")
+            finally:
+                d.stop()
+        self.t.add(f"a feed's snapshot `cp` onto sources/feed/ipv4.txt: {n:,} lines, half of them new "
+                   f"({n // 2:,} withdrawn and removed)", fmt_t(dt["sources"]),
+                   f"{fmt_t(dt['live'])} the same cp onto live/ipv4.txt", ratio_s(dt["live"] / dt["sources"]),
+                   "≤ 2 s", dt["sources"] <= 2.0)
+
     def aging(self):
         """Import N indicators into chaud with a 10-days-old mtime, then time one `age`."""
         n = 100_000 if self.quick else 1_000_000
@@ -1581,6 +1656,7 @@ class Bench:
                 except Exception as e:  # noqa: BLE001
                     t.note(f"WARNING: stopping the main daemon: {e}")
         step(["bulk ingest"], self.bulk_ingest)
+        step(["bulk ingest `cat feed >> sources", "a feed's snapshot"], self.sources)
         step(["aging"], self.aging)
         step(["recovery"], self.recovery)
         step(["view build", "view rebuild", "append latency while views rebuild"], self.views)
