@@ -30,8 +30,8 @@ impl IocFs {
         let (target, ty) = v.of();
         self.pending
             .wait(v.of(), flags.acc_mode() != OpenAccMode::O_RDONLY);
-        let current = self.store.current(v.of());
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
+            let current = self.store.current(v.of());
             if current.id == v.id {
                 return Ok(Handle::LiveRead(current));
             }
@@ -165,10 +165,17 @@ impl IocFs {
                         .append_to(w.target, w.ty, values)
                         .map_err(|e| errno(&e))?;
                     // The kernel refreshes the size of the inode written through; if the
-                    // lines went to a newer version, that one's cached size is stale.
-                    let current = inode::version(self.store.current(w.of()).id);
-                    if current != w.ino {
-                        let _ = self.inval.send(Inval::Inode(current));
+                    // lines went to a newer version, that one's cached size is stale. A
+                    // source's file is its sorted list, built when read: the size the kernel
+                    // computed for the written inode is a guess, so drop it (building the list
+                    // here would cost a pass over the source on every write).
+                    if let Target::Source(_) = w.target {
+                        let _ = self.inval.send(Inval::Inode(w.ino));
+                    } else {
+                        let current = inode::version(self.store.current(w.of()).id);
+                        if current != w.ino {
+                            let _ = self.inval.send(Inval::Inode(current));
+                        }
                     }
                 }
             }

@@ -130,7 +130,7 @@ impl Store {
         let st = self.state();
         // Counted again under the same lock the content is read under.
         let count = st.changes().part_count(PartId::Sources(ty));
-        let (mut values, unreadable) = listed_values(&st, id, ty, &self.cache);
+        let (text, lines, unreadable) = listed_text(&st, id, ty, &self.cache);
         let new_id = st.new_id();
         drop(st);
         if unreadable > 0 {
@@ -138,18 +138,12 @@ impl Store {
                 "sources: {unreadable} unreadable tier blocks left out of a source list of {ty}"
             );
         }
-        sort_canonical(ty, &mut values);
-        let mut text = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum());
-        for v in &values {
-            text.extend_from_slice(v);
-            text.push(b'\n');
-        }
         let now = self.clock.now();
         let version = match LiveVersion::new(
             new_id,
             (Target::Source(id), ty),
             &text,
-            values.len() as u64,
+            lines,
             now,
             &Storage::Memfd,
         ) {
@@ -264,25 +258,32 @@ fn not_empty(name: &str) -> Error {
     ))
 }
 
-/// The values of the stored indicators of `ty` that `id` lists, and how many tier blocks
-/// could not be read.
-fn listed_values(
+/// What `id` lists of `ty` as the file's text (canonical order) and its line count, and
+/// how many tier blocks could not be read. Each stored line is keyed and its slot's source
+/// set checked; the values go to one arena (a million small allocations and their frees
+/// cost more than the rest together).
+fn listed_text(
     st: &State,
     id: SourceId,
     ty: IocType,
     cache: &crate::cache::BlockCache,
-) -> (Vec<Vec<u8>>, usize) {
-    let keys = st.keys_listed_by(ty, id);
-    let mut out = Vec::with_capacity(keys.len());
-    let mut unreadable = 0;
-    if keys.is_empty() {
-        return (out, 0);
+) -> (Vec<u8>, u64, usize) {
+    if id != LOCAL && st.provenance().listed(ty, id) == 0 {
+        return (Vec::new(), 0, 0);
     }
+    let want = super::state::bit(id);
+    let mut arena = Vec::new();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut take = |v: &[u8]| {
-        if keys.contains_key(&st.key(ty, v)) {
-            out.push(v.to_vec());
+        if st
+            .sources_of(&st.key(ty, v))
+            .is_some_and(|set| set & want != 0)
+        {
+            spans.push((arena.len(), v.len()));
+            arena.extend_from_slice(v);
         }
     };
+    let mut unreadable = 0;
     if st.live(ty).for_each_line(|v, _| take(v)).is_err() {
         unreadable += 1;
     }
@@ -294,21 +295,27 @@ fn listed_values(
             }
         }
     }
-    (out, unreadable)
-}
-
-/// Addresses and networks numerically, everything else bytewise.
-fn sort_canonical(ty: IocType, values: &mut [Vec<u8>]) {
+    let value = |&(at, len): &(usize, usize)| &arena[at..at + len];
+    // Addresses and networks numerically, everything else bytewise.
     if matches!(ty, IocType::Ipv4 | IocType::Ipv6) {
-        values.sort_by_cached_key(|v| {
-            (
-                std::str::from_utf8(v)
+        let mut keyed: Vec<(Option<crate::cidr::Net>, (usize, usize))> = spans
+            .iter()
+            .map(|s| {
+                let net = std::str::from_utf8(value(s))
                     .ok()
-                    .and_then(|s| s.parse::<crate::cidr::Net>().ok()),
-                v.clone(),
-            )
-        });
+                    .and_then(|t| t.parse().ok());
+                (net, *s)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| value(&a.1).cmp(value(&b.1))));
+        spans = keyed.into_iter().map(|(_, s)| s).collect();
     } else {
-        values.sort_unstable();
+        spans.sort_unstable_by(|a, b| value(a).cmp(value(b)));
     }
+    let mut text = Vec::with_capacity(arena.len() + spans.len());
+    for s in &spans {
+        text.extend_from_slice(value(s));
+        text.push(b'\n');
+    }
+    (text, spans.len() as u64, unreadable)
 }
