@@ -184,14 +184,30 @@ fn check(image: &SimDisk, allowed: &[&Contents], now: u64) -> Verdict {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        // The files whose content differs from the closest acknowledged state.
+        let differ: Vec<String> = allowed
+            .iter()
+            .map(|a| {
+                let mut keys: Vec<String> = a
+                    .keys()
+                    .chain(got.keys())
+                    .filter(|k| a.get(*k) != got.get(*k))
+                    .map(|(dir, ty)| format!("{dir}/{ty}"))
+                    .collect();
+                keys.dedup();
+                keys
+            })
+            .min_by_key(Vec::len)
+            .unwrap_or_default();
         return Err((
             format!(
                 "served state is none of the acknowledged ones: {} acknowledged indicators lost ({}), \
-                 {} came back or appeared ({}), or moved between buckets",
+                 {} came back or appeared ({}), or moved between buckets; differing: {}",
                 lost.len(),
                 show(&lost),
                 back.len(),
-                show(&back)
+                show(&back),
+                differ.join(" ")
             ),
             !lost.is_empty(),
         ));

@@ -14,6 +14,7 @@ use iocfs::ioc::IocType;
 use iocfs::store::model::{Bucket, Target};
 use iocfs::store::mutation::Op;
 use iocfs::store::staged::StagedReplace;
+use iocfs::store::state::LOCAL_NAME;
 use iocfs::store::Store;
 
 /// The manual clock's start: 2023-11-14T22:13:20Z.
@@ -37,7 +38,16 @@ pub enum Action {
     Age(u64),
     Commit,
     Checkpoint,
+    /// `mkdir sources/NAME`.
+    Declare(&'static str),
+    /// Lines appended to a source's file: sightings by it.
+    SourceAppend(&'static str, IocType, Vec<u8>),
+    /// A source's whole list of a type (journaled in pieces when large).
+    SourceReplace(&'static str, IocType, Vec<u8>),
 }
+
+/// The feeds the workload writes as.
+pub const FEEDS: [&str; 2] = ["feed_a", "feed_b"];
 
 impl Action {
     pub fn name(&self) -> &'static str {
@@ -51,6 +61,9 @@ impl Action {
             Action::Age(_) => "age",
             Action::Commit => "commit",
             Action::Checkpoint => "checkpoint",
+            Action::Declare(_) => "declare source",
+            Action::SourceAppend(..) => "source append",
+            Action::SourceReplace(..) => "source replace",
         }
     }
 
@@ -63,6 +76,7 @@ impl Action {
 pub struct Workload {
     rng: Rng,
     made: u64,
+    declared: usize,
 }
 
 fn value(ty: IocType, n: u64) -> Vec<u8> {
@@ -82,6 +96,7 @@ impl Workload {
         Workload {
             rng: Rng::new(seed),
             made: 0,
+            declared: 0,
         }
     }
 
@@ -122,13 +137,47 @@ impl Workload {
         out
     }
 
+    /// Part of what `feed` lists of `ty`, some new lines and some known ones.
+    fn feed_set(&mut self, store: &Store, feed: &str, ty: IocType, extra: u64) -> Vec<u8> {
+        let listed = store
+            .declared_source(feed)
+            .map(|id| store.source_version(id, ty).read_all().unwrap_or_default())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for line in listed.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if self.rng.chance(70) {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+        }
+        out.extend(self.lines(ty, extra, 40));
+        out
+    }
+
     pub fn next(&mut self, store: &Store) -> Action {
+        if self.declared < FEEDS.len() {
+            self.declared += 1;
+            return Action::Declare(FEEDS[self.declared - 1]);
+        }
         let roll = self.rng.below(100);
         let ty = self.ty();
+        let feed = FEEDS[self.rng.below(FEEDS.len() as u64) as usize];
         match roll {
-            0..=35 => {
+            0..=27 => {
                 let n = 1 + self.rng.below(8);
                 Action::Append(ty, self.lines(ty, n, 30))
+            }
+            28..=31 => {
+                let n = 1 + self.rng.below(6);
+                Action::SourceAppend(feed, ty, self.lines(ty, n, 40))
+            }
+            32..=35 => {
+                let extra = if self.rng.chance(20) {
+                    250
+                } else {
+                    self.rng.below(6)
+                };
+                Action::SourceReplace(feed, ty, self.feed_set(store, feed, ty, extra))
             }
             36..=39 => {
                 let n = 1 + self.rng.below(3);
@@ -163,9 +212,41 @@ impl Workload {
     }
 }
 
+/// A replace as the FUSE layer journals it: one record, or pieces past one record's piece.
+fn replace_as_fuse(store: &Store, target: Target, ty: IocType, values: &[u8]) -> Result<()> {
+    if values.len() <= store.replace_part_size() {
+        return store.replace_to(target, ty, values.to_vec()).map(drop);
+    }
+    let mut staged = StagedReplace::new(target, ty);
+    let pushed = values
+        .chunks(1024)
+        .try_for_each(|piece| staged.push(store, piece));
+    match pushed {
+        Ok(()) => staged.finish(store).map(drop),
+        Err(e) => {
+            staged.abort(store);
+            Err(e)
+        }
+    }
+}
+
 /// Run an action; Ok means acknowledged.
 pub fn run(action: &Action, store: &Store, clock: &Arc<ManualClock>) -> Result<()> {
     match action {
+        Action::Declare(name) => match store.declared_source(name) {
+            Ok(_) => Ok(()),
+            Err(_) => store.declare_source(name).map(drop),
+        },
+        Action::SourceAppend(feed, ty, values) => {
+            let id = store.declared_source(feed)?;
+            store
+                .append_to(Target::Source(id), *ty, values.clone())
+                .map(drop)
+        }
+        Action::SourceReplace(feed, ty, values) => {
+            let id = store.declared_source(feed)?;
+            replace_as_fuse(store, Target::Source(id), *ty, values)
+        }
         Action::Append(ty, values) => store.append(*ty, values.clone()).map(drop),
         Action::Allow(ty, values) => store
             .append_to(Target::Allow, *ty, values.clone())
@@ -242,12 +323,40 @@ pub fn contents(store: &Store) -> Result<Contents> {
             out.insert(("allow", ty), bytes);
         }
     }
+    // Who lists what: each feed's list and local's, sorted; and which feeds are declared
+    // (a lost declaration shows even when the feed lists nothing).
+    let declared: Vec<u8> = store
+        .source_names()
+        .iter()
+        .flat_map(|(_, n)| n.bytes().chain([b'\n']))
+        .collect();
+    if !declared.is_empty() {
+        out.insert(("sources/declared", IocType::Ipv4), declared);
+    }
+    for (name, key) in [
+        (LOCAL_NAME, "sources/local"),
+        (FEEDS[0], "sources/feed_a"),
+        (FEEDS[1], "sources/feed_b"),
+    ] {
+        let id = match store.declared_source(name) {
+            Ok(id) => id,
+            Err(_) if name == LOCAL_NAME => iocfs::store::model::LOCAL,
+            Err(_) => continue,
+        };
+        for ty in TYPES {
+            let bytes = store.source_version(id, ty).read_all()?;
+            if !bytes.is_empty() {
+                out.insert((key, ty), bytes);
+            }
+        }
+    }
     Ok(out)
 }
 
 /// Every (type, value) stored, whatever its bucket.
 pub fn values(c: &Contents) -> std::collections::BTreeSet<(IocType, Vec<u8>)> {
     c.iter()
+        .filter(|((dir, _), _)| !dir.starts_with("sources/"))
         .flat_map(|((_, ty), bytes)| {
             bytes
                 .split(|&b| b == b'\n')

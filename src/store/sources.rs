@@ -121,7 +121,7 @@ impl Store {
     /// changed since the last read; a tier block that can't be read leaves its lines out
     /// (logged), as views do.
     pub fn source_version(&self, id: SourceId, ty: IocType) -> Arc<LiveVersion> {
-        let count = self.state().changes().part_count(PartId::Sources(ty));
+        let count = list_count(&self.state(), id, ty);
         if let Some((c, v)) = lock(&self.sources.versions).get(&(id, ty)) {
             if *c == count {
                 return v.clone();
@@ -129,7 +129,7 @@ impl Store {
         }
         let st = self.state();
         // Counted again under the same lock the content is read under.
-        let count = st.changes().part_count(PartId::Sources(ty));
+        let count = list_count(&st, id, ty);
         let (text, lines, unreadable) = listed_text(&st, id, ty, &self.cache);
         let new_id = st.new_id();
         drop(st);
@@ -250,6 +250,19 @@ impl Store {
         }
         out
     }
+}
+
+/// What a source's list of `ty` depends on: the type's provenance changes; for `local`,
+/// whose new indicators take no provenance entry, every change to the type's buckets too.
+fn list_count(st: &State, id: SourceId, ty: IocType) -> u64 {
+    let provenance = st.changes().part_count(PartId::Sources(ty));
+    if id != LOCAL {
+        return provenance;
+    }
+    crate::store::model::Bucket::ALL
+        .into_iter()
+        .map(|b| st.changes().count(b, ty))
+        .fold(provenance, u64::wrapping_add)
 }
 
 fn not_empty(name: &str) -> Error {
