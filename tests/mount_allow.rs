@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{errno_of, Daemon, TYPE_FILES};
+use common::{errno_of, Daemon};
 
 const FAST: &str = "[views]\nrefresh = \"0s\"\n";
 
@@ -20,14 +20,10 @@ fn start() -> Option<Daemon> {
 #[test]
 fn allow_files_are_written_like_live_files_and_validated() {
     let Some(d) = start() else { return };
-    let mut names: Vec<String> = std::fs::read_dir(d.path("allow"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    let mut want: Vec<&str> = TYPE_FILES.to_vec();
-    want.sort();
-    assert_eq!(names, want);
+    assert_eq!(
+        common::names_in(&d.path("allow")),
+        common::type_files_sorted()
+    );
     // Append, normalized like live (host bits zeroed, case folded, comments dropped).
     d.sh_ok("echo 8.8.8.77/24 >> allow/ipv4.txt");
     d.sh_ok("printf 'Good.Example.COM.\\n# a comment\\n' >> allow/domain.txt");

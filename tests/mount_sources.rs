@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{errno_of, Daemon, TYPE_FILES};
+use common::{errno_of, Daemon};
 
 fn start() -> Option<Daemon> {
     Daemon::builder()
@@ -49,14 +49,10 @@ fn mkdir_declares_a_source_whose_files_are_written_like_live_ones() {
         libc::EINVAL
     );
     assert_eq!(errno_of(std::fs::create_dir(d.path("live/x"))), libc::EPERM);
-    let mut names: Vec<String> = std::fs::read_dir(d.path("sources/abuse_ch"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    let mut want: Vec<&str> = TYPE_FILES.to_vec();
-    want.sort();
-    assert_eq!(names, want);
+    assert_eq!(
+        common::names_in(&d.path("sources/abuse_ch")),
+        common::type_files_sorted()
+    );
 
     // Append: sightings by the source, normalized and validated like live.
     d.sh_ok("printf '5.0.0.9\\n5.0.0.1\\n' >> sources/abuse_ch/ipv4.txt");
@@ -169,12 +165,7 @@ fn sources_and_their_lists_survive_sigkill_with_and_without_a_commit() {
     d.ctl("checkpoint").unwrap();
     assert!(d.stop().success());
     d.restart();
-    let mut dirs: Vec<String> = std::fs::read_dir(d.path("sources"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    dirs.sort();
-    assert_eq!(dirs, ["a", "b"]);
+    assert_eq!(common::names_in(&d.path("sources")), ["a", "b"]);
     assert_eq!(sources_of(&d, "z.example"), ["a", "b"]);
     assert!(d.stop().success());
 }

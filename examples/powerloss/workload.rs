@@ -212,9 +212,15 @@ impl Workload {
     }
 }
 
-/// A replace as the FUSE layer journals it: one record, or pieces past one record's piece.
-fn replace_as_fuse(store: &Store, target: Target, ty: IocType, values: &[u8]) -> Result<()> {
-    if values.len() <= store.replace_part_size() {
+/// A replace as the FUSE layer journals it: one record, or pieces past one record's piece
+/// (or always, `staged`).
+fn replace_as_fuse(
+    store: &Store,
+    (target, ty): (Target, IocType),
+    values: &[u8],
+    staged: bool,
+) -> Result<()> {
+    if !staged && values.len() <= store.replace_part_size() {
         return store.replace_to(target, ty, values.to_vec()).map(drop);
     }
     let mut staged = StagedReplace::new(target, ty);
@@ -245,29 +251,15 @@ pub fn run(action: &Action, store: &Store, clock: &Arc<ManualClock>) -> Result<(
         }
         Action::SourceReplace(feed, ty, values) => {
             let id = store.declared_source(feed)?;
-            replace_as_fuse(store, Target::Source(id), *ty, values)
+            replace_as_fuse(store, (Target::Source(id), *ty), values, false)
         }
         Action::Append(ty, values) => store.append(*ty, values.clone()).map(drop),
         Action::Allow(ty, values) => store
             .append_to(Target::Allow, *ty, values.clone())
             .map(drop),
         // As the FUSE layer does: a set past one record's piece is journaled in pieces.
-        Action::Replace(ty, values) if values.len() <= store.replace_part_size() => {
-            store.replace(*ty, values.clone()).map(drop)
-        }
-        Action::Replace(ty, values) | Action::Staged(ty, values) => {
-            let mut staged = StagedReplace::new(Target::Live, *ty);
-            let pushed = values
-                .chunks(1024)
-                .try_for_each(|piece| staged.push(store, piece));
-            match pushed {
-                Ok(()) => staged.finish(store).map(drop),
-                Err(e) => {
-                    staged.abort(store);
-                    Err(e)
-                }
-            }
-        }
+        Action::Replace(ty, values) => replace_as_fuse(store, (Target::Live, *ty), values, false),
+        Action::Staged(ty, values) => replace_as_fuse(store, (Target::Live, *ty), values, true),
         Action::Remove(items) => store.remove(items.clone()).map(drop),
         Action::Import(bucket, ty, values, times) => store
             .submit(Op::Import {

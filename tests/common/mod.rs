@@ -123,6 +123,23 @@ pub fn wal_records_end(seg: &[u8]) -> usize {
     last + 16 + u32::from_le_bytes(seg[last..last + 4].try_into().unwrap()) as usize
 }
 
+/// The names in a directory, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The nine type files' names, sorted (what `names_in` gives for a bucket).
+pub fn type_files_sorted() -> Vec<&'static str> {
+    let mut want = TYPE_FILES.to_vec();
+    want.sort();
+    want
+}
+
 /// Copy a data directory tree (to save or restore one); `LOCK` is left out, since it is
 /// the running daemon's and a daemon creates it when missing.
 pub fn copy_dir(from: &Path, to: &Path) {

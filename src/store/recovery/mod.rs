@@ -130,7 +130,7 @@ pub fn recover(
         report_temps(disk, data_dir, &manifest, &mut report)?;
     } else {
         report.finished_renames = finish_renames(disk, data_dir, &manifest)?;
-        for dir in SUBDIRS_WITH_TEMPS {
+        for dir in subdirs_with_temps() {
             let dir = data_dir.join(dir);
             report.removed_temps += if mode == Mode::Salvage {
                 keep_temps_in_lost_found(disk, data_dir, &dir)?.len()
@@ -303,15 +303,11 @@ fn staging_storage(disk: &Disk, data_dir: &Path) -> Storage {
     }
 }
 
-const SUBDIRS_WITH_TEMPS: [&str; 7] = [
-    "live",
-    "chaud",
-    "tiede",
-    "froid",
-    "allow",
-    "sources",
-    "checkpoint",
-];
+/// The data directory's subdirectories a commit or checkpoint writes temps into (all but
+/// the log's).
+fn subdirs_with_temps() -> impl Iterator<Item = &'static str> {
+    crate::store::SUBDIRS.into_iter().filter(|&d| d != "wal")
+}
 
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -374,7 +370,7 @@ fn report_temps(
     manifest: &Manifest,
     report: &mut Report,
 ) -> Result<()> {
-    for dir in SUBDIRS_WITH_TEMPS {
+    for dir in subdirs_with_temps() {
         let dir = data_dir.join(dir);
         let Ok(entries) = disk.read_dir(&dir) else {
             continue;
