@@ -1,0 +1,176 @@
+//! Large inputs against ipnet, and timing.
+
+use super::props::assert_minimal;
+use super::*;
+
+// ---- Timing (release): cargo test --release --lib cidr::tests::perf -- --ignored --nocapture
+
+/// splitmix64: a fixed, dependency-free input generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// 80% single addresses, 20% networks /16 to /31.
+    fn v4_net(&mut self) -> Net {
+        let r = self.next();
+        let len = if r % 5 == 0 { 16 + (r >> 8) % 16 } else { 32 };
+        Net::new(false, u128::from(r >> 32), len as u8).unwrap_or_else(|| panic!("{r}"))
+    }
+}
+
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (std::time::Duration, T) {
+    let mut best = None;
+    let mut out = None;
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        let r = f();
+        let d = t.elapsed();
+        best = Some(best.map_or(d, |b: std::time::Duration| b.min(d)));
+        out = Some(r);
+    }
+    (
+        best.unwrap_or_default(),
+        out.unwrap_or_else(|| panic!("no run")),
+    )
+}
+
+fn to_ipnet(x: &Net) -> ipnet::IpNet {
+    let addr = if x.v6 {
+        IpAddr::V6(Ipv6Addr::from(x.addr))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(x.addr as u32))
+    };
+    ipnet::IpNet::new(addr, x.len).unwrap_or_else(|e| panic!("{x}: {e}"))
+}
+
+fn from_ipnet(x: &ipnet::IpNet) -> Net {
+    Net::from(x.network()).with_len(x.prefix_len())
+}
+
+impl Net {
+    fn with_len(self, len: u8) -> Net {
+        Net::new(self.v6, self.addr, len).unwrap_or_else(|| panic!("{self}/{len}"))
+    }
+}
+
+#[test]
+fn radix_sort_orders_by_start() {
+    let mut rng = Rng(3);
+    for n in [0usize, 1, 4095, 4096, 50_000] {
+        // Few distinct starts, so equal starts with different ends are common.
+        let mut v: Vec<u64> = (0..n).map(|_| rng.next() & 0xf00f_0f0f_ffff_ffff).collect();
+        let mut want = v.clone();
+        sort_by_start(&mut v);
+        assert!(v.windows(2).all(|w| w[0] >> 32 <= w[1] >> 32), "n = {n}");
+        v.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(v, want);
+    }
+}
+
+/// Inputs large enough for the radix path, checked against `ipnet::IpNet::aggregate`.
+#[test]
+fn large_inputs_agree_with_ipnet() {
+    let mut rng = Rng(11);
+    let mut nets = Vec::new();
+    for _ in 0..30_000 {
+        let r = rng.next();
+        let len = (r % 13) as u8;
+        // Dense: inside 10.0.0.0/12 and 2001:db8::/108, so most of them merge.
+        nets.push(Net::new(false, 0x0a00_0000 | u128::from(r >> 44), 20 + len));
+        nets.push(Net::new(
+            true,
+            (0x2001_0db8 << 96) | u128::from(r >> 44),
+            116 + len,
+        ));
+    }
+    for _ in 0..5_000 {
+        let (a, b) = (rng.next(), rng.next());
+        nets.push(Net::new(false, u128::from(a >> 32), 8 + (b % 25) as u8));
+        nets.push(Net::new(
+            true,
+            u128::from(a) << 64 | u128::from(b),
+            16 + (b % 113) as u8,
+        ));
+    }
+    let nets: Vec<Net> = nets.into_iter().flatten().collect();
+    let ours = aggregate(nets.iter().copied());
+    assert_minimal(&ours);
+    let ipnets: Vec<ipnet::IpNet> = nets.iter().map(to_ipnet).collect();
+    let mut theirs: Vec<Net> = ipnet::IpNet::aggregate(&ipnets)
+        .iter()
+        .map(from_ipnet)
+        .collect();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    let set = IntervalSet::build(nets.iter().copied());
+    assert!(nets.iter().all(|x| set.contains_net(x)));
+}
+
+#[test]
+#[ignore = "timing; run with --release"]
+fn perf() {
+    use ipnet::IpNet;
+    let mut rng = Rng(42);
+    let nets: Vec<Net> = (0..1_000_000).map(|_| rng.v4_net()).collect();
+
+    let (ours_t, ours) = best_of(5, || aggregate(nets.iter().copied()));
+    let ipnets: Vec<IpNet> = nets.iter().map(to_ipnet).collect();
+    let (theirs_t, theirs) = best_of(5, || IpNet::aggregate(&ipnets));
+    let mut theirs: Vec<Net> = theirs.iter().map(from_ipnet).collect();
+    theirs.sort();
+    assert_eq!(ours, theirs, "ipnet disagrees");
+    println!(
+        "aggregate 1M mixed IPv4 -> {} nets: ours {ours_t:?}, ipnet {theirs_t:?} ({:.1}x)",
+        ours.len(),
+        theirs_t.as_secs_f64() / ours_t.as_secs_f64()
+    );
+
+    let singles: Vec<Net> = (0..1_000_000)
+        .map(|_| Net::new(false, u128::from(rng.next() >> 32), 32).unwrap_or_else(|| panic!()))
+        .collect();
+    let (t, out) = best_of(5, || aggregate(singles.iter().copied()));
+    println!(
+        "aggregate 1M random IPv4 addresses -> {} nets: {t:?}",
+        out.len()
+    );
+
+    let lines: Vec<String> = nets.iter().map(Net::to_string).collect();
+    let (t, text) = best_of(3, || {
+        let parsed = lines.iter().filter_map(|l| l.parse::<Net>().ok());
+        let mut text = String::new();
+        for x in aggregate(parsed) {
+            use std::fmt::Write as _;
+            let _ = writeln!(text, "{x}");
+        }
+        text
+    });
+    println!(
+        "parse 1M lines + aggregate + render {} bytes: {t:?}",
+        text.len()
+    );
+
+    let allowed: Vec<Net> = (0..100_000).map(|_| rng.v4_net()).collect();
+    let (t, set) = best_of(5, || IntervalSet::build(allowed.iter().copied()));
+    println!(
+        "build IntervalSet of 100k nets -> {} intervals: {t:?}",
+        set.interval_count()
+    );
+    let queries: Vec<Net> = (0..1_000_000).map(|_| rng.v4_net()).collect();
+    let (t, hits) = best_of(5, || queries.iter().filter(|q| set.contains_net(q)).count());
+    println!("1M contains_net queries: {hits} hits, {t:?}");
+    let (t, hits) = best_of(5, || queries.iter().filter(|q| set.intersects(q)).count());
+    println!("1M intersects queries: {hits} hits, {t:?}");
+    let (t, out) = best_of(3, || difference(nets.iter().copied(), &set));
+    println!(
+        "difference(1M listed, 100k allowed) -> {} nets: {t:?}",
+        out.len()
+    );
+}
