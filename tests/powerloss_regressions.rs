@@ -109,3 +109,62 @@ fn power_cut_during_a_batch_fsync_that_keeps_a_later_page_is_a_torn_tail() {
         );
     }
 }
+
+/// A new WAL segment's header write failed (ENOSPC): the append failed, and the next
+/// (small) record went on in the current segment with the sequence number the failed
+/// segment's name claimed. The half-made file stayed, and recovery refused the log
+/// ("segment starts at sequence 94 but the previous one ended at 94"). The file is now
+/// removed when its creation fails; and recovery drops a last segment that holds no
+/// record and is named inside the previous one's records (a creation cut by power).
+#[test]
+fn a_segment_whose_creation_failed_never_claims_the_records_that_follow() {
+    use iocfs::store::wal::{record, WalFiles};
+    let disk = SimDisk::new();
+    let wal_dir = Path::new("/wal");
+    disk.disk().create_dir(wal_dir, 0o750).unwrap();
+    // The smallest segments (64 KiB): a second 40,000-byte record needs a new one.
+    let (mut wal, _, _) = WalFiles::open(&disk.disk(), wal_dir, 1 << 16).unwrap();
+    let rec = |seq: u64, len: usize| {
+        let mut out = Vec::new();
+        record::encode(seq, &vec![b'a'; len], &mut out);
+        out
+    };
+    wal.append(1, 1, &rec(1, 40_000)).unwrap();
+    wal.sync().map_err(|_| "fdatasync").unwrap();
+    // The creation of segment 2 fails at its header's write.
+    disk.set_observer(Some(Box::new(|_: &SimDisk, _, step, path: &Path| {
+        (step == Step::Write && path.ends_with("00000000000000000002.wal"))
+            .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+    })));
+    assert!(wal.append(2, 2, &rec(2, 40_000)).is_err());
+    disk.set_observer(None);
+    assert!(
+        !disk
+            .disk()
+            .exists(&wal_dir.join("00000000000000000002.wal")),
+        "the half-made segment is removed"
+    );
+    // A small record 2 still fits in segment 1.
+    wal.append(2, 2, &rec(2, 100)).unwrap();
+    wal.sync().map_err(|_| "fdatasync").unwrap();
+    drop(wal);
+    let (_, records, _) = WalFiles::open(&disk.disk(), wal_dir, 1 << 16)
+        .unwrap_or_else(|e| panic!("recovery refused: {e}"));
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+
+    // Recovery's side: such a file left behind (header only) is dropped, not refused.
+    let image = disk.crash_image(Choices::Random(1));
+    iocfs::atomic::write_synced(
+        &image.disk(),
+        &wal_dir.join("00000000000000000002.wal"),
+        |w| w.write_all(&iocfs::store::wal::segment::header()),
+    )
+    .unwrap();
+    let (_, records, report) = WalFiles::open(&image.disk(), wal_dir, 1 << 16)
+        .unwrap_or_else(|e| panic!("recovery refused: {e}"));
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+    assert!(report.truncated.is_some());
+    assert!(!image
+        .disk()
+        .exists(&wal_dir.join("00000000000000000002.wal")));
+}

@@ -296,6 +296,9 @@ fn observe(
             } else {
                 libc::EIO
             };
+            if std::env::var_os("POWERLOSS_TRACE").is_some() {
+                eprintln!("fault at step {n}: {kind:?} of {}", _path.display());
+            }
             return Some(io::Error::from_raw_os_error(errno));
         }
         None
@@ -424,7 +427,10 @@ fn fault_run(o: &Opts, run: u64, fault: u64, states: &[Contents], tally: &mut Ta
     let mut allowed: Vec<&Contents> = vec![&states[states.len() - 1]];
     for i in 0..o.actions as usize {
         let action = work.next(&store);
-        if run_action(&action, &store, &clock).is_err() {
+        if let Err(e) = run_action(&action, &store, &clock) {
+            if std::env::var_os("POWERLOSS_TRACE").is_some() {
+                eprintln!("action {i} ({}) failed: {e}", action.name());
+            }
             allowed = vec![&states[i], &states[i + 1]];
             break;
         }

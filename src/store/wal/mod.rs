@@ -110,6 +110,23 @@ pub fn read_log(
         let is_last = i + 1 == listed.len();
         let bytes = disk.map(path).ctx(|| format!("map {}", path.display()))?;
         if let Some(expected) = next_seq {
+            // A last segment named inside the previous one's records and holding none is a
+            // creation that failed or was cut before its first record (the records went on
+            // in the previous segment): it is dropped, like a torn tail.
+            if is_last && *first_seq < expected && segment::holds_no_record(&bytes, path) {
+                let why = format!(
+                    "segment {} holds no record and its sequence {first_seq} is already in the previous one: a segment creation that did not complete",
+                    path.display()
+                );
+                if truncate_torn {
+                    log::warn!("WAL: {why}; removing it");
+                    disk.remove_file(path)
+                        .ctx(|| format!("remove {}", path.display()))?;
+                    fsync_dir(disk, dir)?;
+                }
+                report.truncated = Some((path.clone(), 0, why));
+                break;
+            }
             if *first_seq != expected {
                 return Err(Error::corruption(
                     path,
@@ -397,8 +414,21 @@ impl Drop for WalFiles {
 
 fn create_segment(disk: &Disk, dir: &Path, first_seq: u64) -> Result<(Segment, Handle)> {
     let path = dir.join(segment::file_name(first_seq));
-    let file = crate::atomic::write_synced(disk, &path, |w| w.write_all(&segment::header()))?;
-    fsync_dir(disk, dir)?;
+    // A segment that could not be made is removed again: the records meant for it go on in
+    // the current segment, and a file left behind would claim their sequence numbers
+    // (recovery refused such a log: found by scripts/powerloss, ENOSPC on the header).
+    let abandon = |e: Error| {
+        if disk.remove_file(&path).is_ok() {
+            let _ = fsync_dir(disk, dir);
+        }
+        e
+    };
+    let file = crate::atomic::write_synced(disk, &path, |w| w.write_all(&segment::header()))
+        .map_err(abandon)?;
+    if let Err(e) = fsync_dir(disk, dir) {
+        drop(file);
+        return Err(abandon(e));
+    }
     Ok((
         Segment {
             first_seq,

@@ -16,6 +16,15 @@ pub const VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 16;
 const SUFFIX: &str = ".wal";
 
+/// Whether a segment's bytes hold no valid record (an incomplete, zero or whole header
+/// followed by nothing valid).
+pub fn holds_no_record(bytes: &[u8], path: &Path) -> bool {
+    match scan(bytes, path, None, true) {
+        Ok(found) => found.records.is_empty(),
+        Err(_) => bytes.iter().all(|&b| b == 0),
+    }
+}
+
 pub fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(MAGIC);
