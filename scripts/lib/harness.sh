@@ -9,7 +9,8 @@ run_harness() {
   shift 2
   for a in "$@"; do
     case "$a" in
-      -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      # The script's header: its comment lines after the shebang.
+      -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     esac
   done
 
