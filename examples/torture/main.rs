@@ -2,37 +2,55 @@
 //! `--features testing` build on a manual clock) that SIGKILLs the daemon at random moments,
 //! remounts it and checks the served state against a model of what was acknowledged.
 //!
-//! Between two kills these threads run against the mount:
+//! Two feeds are declared at the start (`mkdir sources/feed_a`, `sources/feed_b`; DESIGN
+//! §9). Between two kills these threads run against the mount:
 //! - three appenders: `O_APPEND` opens, 1–4 write()s of 1–50 lines each, new and already
-//!   known indicators of four types (ipv4, domain, url, sha256);
+//!   known indicators of four types (ipv4, domain, url, sha256), half of the time to
+//!   `live/` (sightings by `local`), otherwise to a feed's file (sightings by that feed);
 //! - a replacer: `cp` of a set built from the model (keeps part of the live set, drops the
 //!   rest, adds new ones and promotes some tier ones), `sed -i '/pattern/d'`, or
 //!   `remove VALUE…` in `.iocfs/ctl`;
+//! - a feed replacer (`sources.rs`): a feed's new list of one type by `cp` or by a scratch
+//!   file renamed onto the name (most of what it lists, the rest withdrawn; a few stored
+//!   indicators it didn't list, tier ones included; a few new ones), `sed -i '/pattern/d'`
+//!   (withdraws a group), and now and then `rmdir` of a feed that lists something
+//!   (`ENOTEMPTY`);
 //! - a clock thread: `clock +Nh`, `age`, `commit`, `checkpoint` in `.iocfs/ctl`;
-//! - a reader: `.iocfs/lookup/VALUE`, whole files of every bucket, stats.json.
+//! - a reader: `.iocfs/lookup/VALUE`, whole files of every bucket and feed, stats.json.
 //!
 //! The model keeps, per indicator, the set of states the daemon may be in: absent, or
-//! present in a bucket with a last-seen time. An acknowledged operation maps every possible
-//! state to its result; one whose outcome is unknown because the daemon was killed while it
-//! was in flight adds its result to the possible states (either outcome is fine) until a
-//! later acknowledged operation decides it again. Operations that don't commute are
-//! serialized (the clock/age thread excludes all writers; `cp`, `sed -i` and `remove`
-//! exclude appenders of their type), so the model's order is the daemon's order.
+//! present in a bucket with a last-seen time and a source set (`local`, `feed_a`,
+//! `feed_b`). An acknowledged operation maps every possible state to its result: an append
+//! adds its source (live/: `local`); a replace of live/ keeps the sets of what it keeps and
+//! gives new ones `{local}`; a feed's replace adds the feed to what it lists (bucket and
+//! times unchanged, new ones live with `{feed}`), takes it from what it no longer lists,
+//! and drops one left with no source; `remove` drops; aging keeps sets. One whose outcome
+//! is unknown because the daemon was killed while it was in flight adds its result to the
+//! possible states (either outcome is fine) until a later acknowledged operation decides
+//! it again. Operations that don't commute are serialized (the clock/age thread excludes
+//! all writers; `cp`, `sed -i`, `remove` and every feed replace exclude appenders of their
+//! type to every target, and each other), so the model's order is the daemon's order.
 //!
 //! After each kill: restart on the same data dir with the manual clock at the largest value
-//! ever written, then check (a) every indicator against its possible states (a certainly
-//! present one missing counts as lost), (b) no line is served twice over the 36 files, and
-//! sampled lookups give the modelled bucket and last-seen time, (c) after one more `age`
-//! every indicator is in the bucket its age demands. Every 10 kills and at the end: SIGTERM
-//! (exit 0), `iocfs check DATA` (clean), restart.
+//! ever written, then check (a) every indicator against its possible states: its bucket
+//! from the 36 bucket files and which feeds list it from the feeds' files must be one
+//! possible state (a certainly present one missing counts as lost; a bucket that is
+//! possible with feeds that are not counts as sources_wrong), (b) no line is served twice
+//! over the 36 files, the feeds' files are sorted canonically and `sources/` holds exactly
+//! the two feeds, and 200 sampled lookups (half certainly present, half among those a feed
+//! may list) give a possible (bucket, last seen, sources), `local` included, (c) after one
+//! more `age`, (a) again and every indicator is in the bucket its age demands. Every 10
+//! kills and at the end: SIGTERM (exit 0), `iocfs check DATA` (clean), restart.
 //!
 //! `--exclusive-commits` turns background commits and checkpoints off and has the clock
 //! thread run `commit`/`checkpoint` while no mutation is in flight: a way to tell races of
 //! the group commit with writers from everything else.
 //!
-//! The last line is `torture: kills=N acknowledged=M lost=L duplicated=D check=clean|failed
-//! seed=S`; `acknowledged` counts acknowledged mutations (append write()s, replacements,
-//! removals). The exit status is non-zero on any violation, listed above that line.
+//! The last line is `torture: kills=N acknowledged=M lost=L duplicated=D sources_wrong=W
+//! check=clean|failed seed=S`; `acknowledged` counts acknowledged mutations (append
+//! write()s, replacements, removals, to live/ and the feeds); `sources_wrong` counts
+//! indicators whose sources (feed files or lookup) are no possible state. The exit status is
+//! non-zero on any violation, listed above that line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -44,11 +62,13 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 #[path = "../common/mod.rs"]
 mod common;
 mod model;
+mod sources;
 mod verify;
 mod workload;
 
 use common::{Daemon, Rng};
 use model::{bucket_for, describe, value, Model, St, DAY, HOUR, T0};
+use sources::{declare, scan_listed, source_replacer, FEEDS};
 use verify::{scan, Checker, Tally};
 use workload::{appender, clock_thread, reader, replacer, Shared};
 
@@ -181,6 +201,8 @@ impl Run {
             }
             let rng = Rng::derive(seed, round, 10);
             s.spawn(move || replacer(sh, rng, round));
+            let rng = Rng::derive(seed, round, 13);
+            s.spawn(move || source_replacer(sh, rng, round));
             let rng = Rng::derive(seed, round, 11);
             s.spawn(move || clock_thread(sh, rng, max_step, exclusive));
             let rng = Rng::derive(seed, round, 12);
@@ -225,6 +247,8 @@ impl Run {
         let health = std::fs::read_to_string(mnt.join(".iocfs/health"))
             .map_err(|e| format!("read health: {e}"))?;
         let served = scan(&mnt)?;
+        let mut problems = Vec::new();
+        let listed = scan_listed(&mnt, &mut problems)?;
         {
             let model = self.shared.model();
             let mut c = Checker {
@@ -235,7 +259,10 @@ impl Run {
             if health != "ok\n" {
                 c.other(format!("health after restart: {health:?}"));
             }
-            c.against_model(&model, &served);
+            for p in problems {
+                c.other(p);
+            }
+            c.against_model(&model, &served, &listed);
             c.lookups(&model, &mnt, &mut self.rng);
         }
         // (c) one more aging step at the restarted clock.
@@ -252,11 +279,16 @@ impl Run {
             shown: 0,
             ctx: format!("{ctx}, after age"),
         };
-        c.against_model(&model, &served);
+        let mut problems = Vec::new();
+        let listed = scan_listed(&mnt, &mut problems)?;
+        for p in problems {
+            c.other(p);
+        }
+        c.against_model(&model, &served, &listed);
         // The model's own invariant: a known state is where its age puts it.
         for (k, states) in model.entries() {
             for s in states {
-                if let St::At(b, l) = *s {
+                if let St::At(b, l, _) = *s {
                     if Some(b) != bucket_for(model.clock, l) {
                         c.other(format!(
                             "model bug: {} in {} at clock T0{:+}h",
@@ -301,10 +333,13 @@ impl Run {
     fn progress(&self, started: Instant) {
         let m = self.shared.model();
         let (p, a, u) = m.census();
+        let [fa, fb] = m.feed_census();
         println!(
             "torture: {} kills in {:.0} s (restarts {:.0} s, checks {:.0} s, SIGTERM+check cycles {:.0} s): \
-             {} acknowledged ({} lines), {} in flight at a kill; \
-             model {p} present, {a} absent, {u} uncertain; clock T0+{}d; violations {}",
+             {} acknowledged ({} lines, {} by the feeds), {} in flight at a kill; \
+             model {p} present, {a} absent, {u} uncertain, {fa} listed by {}, {fb} by {}; \
+             feed replaces withdrew {} from every bucket, unlisted {} kept by another source, \
+             listed {} in a tier; clock T0+{}d; violations {}",
             self.kills,
             started.elapsed().as_secs_f64(),
             self.spent[0].as_secs_f64(),
@@ -312,15 +347,22 @@ impl Run {
             self.spent[2].as_secs_f64(),
             self.shared.acked.load(Ordering::Relaxed),
             self.shared.acked_lines.load(Ordering::Relaxed),
+            self.shared.source_acked.load(Ordering::Relaxed),
             self.shared.in_flight_at_kill.load(Ordering::Relaxed),
+            FEEDS[0],
+            FEEDS[1],
+            m.feed_stats.withdrawn,
+            m.feed_stats.kept,
+            m.feed_stats.listed_in_tier,
             (m.clock - T0) / DAY,
-            self.tally.lost + self.tally.duplicated + self.tally.other,
+            self.tally.lost + self.tally.duplicated + self.tally.sources_wrong + self.tally.other,
         );
     }
 
     fn go(&mut self) -> Result<(), String> {
         let started = Instant::now();
         self.restart()?;
+        declare(&self.shared.mnt)?;
         for k in 1..=self.args.kills {
             self.round(k);
             let ctx = format!("kill {k}");
@@ -392,6 +434,7 @@ fn main() {
             violations: Mutex::new(Vec::new()),
             acked: AtomicU64::new(0),
             acked_lines: AtomicU64::new(0),
+            source_acked: AtomicU64::new(0),
             in_flight_at_kill: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             clock_allowance: AtomicU64::new(0),
@@ -417,7 +460,8 @@ fn main() {
         }
     }
     let t = &run.tally;
-    let failed = result.is_err() || t.lost + t.duplicated + t.other > 0 || t.check_failed;
+    let failed =
+        result.is_err() || t.lost + t.duplicated + t.sources_wrong + t.other > 0 || t.check_failed;
     println!(
         "torture: {} operations sent, {} iocfs checks, {:.1} s; daemon log {}",
         run.shared.ops.load(Ordering::Relaxed),
@@ -428,16 +472,17 @@ fn main() {
     if failed {
         run.daemon.print_errors();
         println!(
-            "torture: FAILED ({} lost, {} duplicated, {} other violations)",
-            t.lost, t.duplicated, t.other
+            "torture: FAILED ({} lost, {} duplicated, {} with wrong sources, {} other violations)",
+            t.lost, t.duplicated, t.sources_wrong, t.other
         );
     }
     println!(
-        "torture: kills={} acknowledged={} lost={} duplicated={} check={} seed={}",
+        "torture: kills={} acknowledged={} lost={} duplicated={} sources_wrong={} check={} seed={}",
         run.kills,
         run.shared.acked.load(Ordering::Relaxed),
         t.lost,
         t.duplicated,
+        t.sources_wrong,
         if t.check_failed { "failed" } else { "clean" },
         run.args.seed
     );

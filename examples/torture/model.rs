@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::common::{Rng, BUCKETS};
+use crate::sources::{set_names, FeedStats, Set, LOCAL};
 
 /// The manual clock's start: 2023-11-14T22:13:20Z.
 pub(crate) const T0: u64 = 1_700_000_000;
@@ -63,15 +64,24 @@ pub(crate) fn bucket_for(now: u64, last: u64) -> Option<u8> {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub(crate) enum St {
     Absent,
-    /// In bucket (0 live … 3 froid), last seen at.
-    At(u8, u64),
+    /// In bucket (0 live … 3 froid), last seen at, listed by the sources of the set (never
+    /// empty: see `sources::Set`).
+    At(u8, u64, Set),
 }
 
 impl St {
     pub(crate) fn bucket(self) -> Option<u8> {
         match self {
             St::Absent => None,
-            St::At(b, _) => Some(b),
+            St::At(b, _, _) => Some(b),
+        }
+    }
+
+    /// The sources listing it (empty when absent).
+    pub(crate) fn set(self) -> Set {
+        match self {
+            St::Absent => 0,
+            St::At(_, _, set) => set,
         }
     }
 }
@@ -81,10 +91,11 @@ pub(crate) fn describe(states: &[St]) -> String {
         .iter()
         .map(|s| match s {
             St::Absent => "absent".to_string(),
-            St::At(b, l) => format!(
-                "{} (last seen T0{:+}h)",
+            St::At(b, l, set) => format!(
+                "{} (last seen T0{:+}h, sources {})",
                 BUCKETS[usize::from(*b)],
-                (*l as i64 - T0 as i64) / HOUR as i64
+                (*l as i64 - T0 as i64) / HOUR as i64,
+                set_names(*set).join("+")
             ),
         })
         .collect();
@@ -104,6 +115,7 @@ pub(crate) struct Model {
     pub(crate) clock: u64,
     /// The largest value ever written to the clock (acknowledged or not).
     pub(crate) max_clock: u64,
+    pub(crate) feed_stats: FeedStats,
 }
 
 /// Apply `f` to every possible state; when the outcome is unknown (`certain` false) the old
@@ -156,9 +168,11 @@ impl Model {
         map_states(states, certain, f);
     }
 
-    pub(crate) fn append(&mut self, keys: &[Key], now: u64, certain: bool) {
+    /// A sighting of `keys` by the sources of `by` (`LOCAL` for live/, one feed for its
+    /// files): live, last seen now, listed by them too.
+    pub(crate) fn append(&mut self, keys: &[Key], now: u64, by: Set, certain: bool) {
         for &k in keys {
-            self.update(k, certain, |_| St::At(LIVE, now));
+            self.update(k, certain, |s| St::At(LIVE, now, s.set() | by));
         }
     }
 
@@ -169,7 +183,9 @@ impl Model {
     }
 
     /// `set` becomes the live set of `ty`: live lines in it keep their times, others in it
-    /// are sighted now; live lines not in it are deleted; tier lines not in it stay.
+    /// are sighted now; live lines not in it are deleted; tier lines not in it stay. Stored
+    /// ones keep their sources (a replace of live/ is not a sighting by `local`); new ones
+    /// are listed by `local` alone.
     pub(crate) fn replace(&mut self, ty: u8, set: &HashSet<u32>, now: u64, certain: bool) {
         let map = &mut self.ioc[usize::from(ty)];
         for &id in set {
@@ -178,12 +194,13 @@ impl Model {
         for (id, states) in map.iter_mut() {
             if set.contains(id) {
                 map_states(states, certain, |s| match s {
-                    St::At(LIVE, l) => St::At(LIVE, l),
-                    _ => St::At(LIVE, now),
+                    St::At(LIVE, ..) => s,
+                    St::At(_, _, set) => St::At(LIVE, now, set),
+                    St::Absent => St::At(LIVE, now, LOCAL),
                 });
             } else {
                 map_states(states, certain, |s| match s {
-                    St::At(LIVE, _) => St::Absent,
+                    St::At(LIVE, ..) => St::Absent,
                     other => other,
                 });
             }
@@ -197,20 +214,21 @@ impl Model {
             .filter(|(id, _)| group(**id) == g)
         {
             map_states(states, certain, |s| match s {
-                St::At(LIVE, _) => St::Absent,
+                St::At(LIVE, ..) => St::Absent,
                 other => other,
             });
         }
     }
 
-    /// One aging step at `now`: indicators move to older buckets only, or are dropped.
+    /// One aging step at `now`: indicators move to older buckets only (keeping their
+    /// sources), or are dropped.
     pub(crate) fn age(&mut self, now: u64, certain: bool) {
         for states in self.ioc.iter_mut().flat_map(|m| m.values_mut()) {
             map_states(states, certain, |s| match s {
                 St::Absent => St::Absent,
-                St::At(b, l) => match bucket_for(now, l) {
+                St::At(b, l, set) => match bucket_for(now, l) {
                     None => St::Absent,
-                    Some(nb) => St::At(nb.max(b), l),
+                    Some(nb) => St::At(nb.max(b), l, set),
                 },
             });
         }

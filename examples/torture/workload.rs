@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::common::{Rng, BUCKETS, TYPE_FILES};
 use crate::model::{sed_script, type_file, value, Key, Model, St, HOUR, LIVE};
+use crate::sources::{feed_bit, Set, FEEDS, LOCAL};
 
 pub(crate) struct Shared {
     pub(crate) mnt: PathBuf,
@@ -19,14 +20,16 @@ pub(crate) struct Shared {
     /// Held for writing while the clock moves or aging runs; every mutation holds it for
     /// reading, so the clock is constant during a mutation.
     pub(crate) clock_lock: RwLock<()>,
-    /// Per type: appends hold it for reading (they commute), replacements and removals for
-    /// writing.
+    /// Per type: appends (to live/ or a feed) hold it for reading (they commute),
+    /// replacements (of live/ or a feed's list) and removals for writing.
     pub(crate) type_locks: [RwLock<()>; 4],
     /// Set just before the daemon is killed: errors after it are the kill's.
     pub(crate) stop: AtomicBool,
     pub(crate) violations: Mutex<Vec<String>>,
     pub(crate) acked: AtomicU64,
     pub(crate) acked_lines: AtomicU64,
+    /// Of `acked`, those by a feed (appends to and replaces of its files).
+    pub(crate) source_acked: AtomicU64,
     pub(crate) in_flight_at_kill: AtomicU64,
     pub(crate) ops: AtomicU64,
     /// Seconds the clock may still move this round.
@@ -85,16 +88,24 @@ pub(crate) fn wr<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Appends batches of new and known indicators until the daemon is killed.
+/// Appends batches of new and known indicators until the daemon is killed: half of the
+/// time to live/ (sightings by `local`), otherwise to a feed's file (sightings by it).
 pub(crate) fn appender(sh: &Shared, mut rng: Rng) {
     while !sh.stopped() {
         let ty = rng.below(4) as u8;
+        let (dir, by): (PathBuf, Set) = match rng.below(4) {
+            0 | 1 => ("live".into(), LOCAL),
+            f => {
+                let f = (f - 2) as usize;
+                (PathBuf::from("sources").join(FEEDS[f]), feed_bit(f))
+            }
+        };
         let _clock = rd(&sh.clock_lock);
         let _ty = rd(&sh.type_locks[usize::from(ty)]);
         if sh.stopped() {
             return;
         }
-        let path = sh.mnt.join("live").join(type_file(ty));
+        let path = sh.mnt.join(dir).join(type_file(ty));
         let mut f = match OpenOptions::new().append(true).open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -136,8 +147,11 @@ pub(crate) fn appender(sh: &Shared, mut rng: Rng) {
             sh.ops.fetch_add(1, Ordering::Relaxed);
             match f.write(text.as_bytes()) {
                 Ok(len) if len == text.len() => {
-                    sh.model().append(&keys, now, true);
+                    sh.model().append(&keys, now, by, true);
                     sh.ack(keys.len());
+                    if by != LOCAL {
+                        sh.source_acked.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(len) => {
                     sh.violation(format!(
@@ -149,7 +163,7 @@ pub(crate) fn appender(sh: &Shared, mut rng: Rng) {
                 }
                 Err(e) => {
                     sh.failed(&format!("append to {}", path.display()), &e.to_string());
-                    sh.model().append(&keys, now, false);
+                    sh.model().append(&keys, now, by, false);
                     return;
                 }
             }
@@ -345,7 +359,8 @@ pub(crate) fn lookup_name(v: &str) -> String {
     v.replace('/', "%2F")
 }
 
-/// Lookups and whole-file reads; only checks that they work and give whole lines.
+/// Lookups and whole-file reads (buckets, feeds); only checks that they work and give whole
+/// lines.
 pub(crate) fn reader(sh: &Shared, mut rng: Rng) {
     while !sh.stopped() {
         let pick = rng.below(100);
@@ -370,10 +385,12 @@ pub(crate) fn reader(sh: &Shared, mut rng: Rng) {
                 }
             }
         } else {
-            let path = if pick < 97 {
-                let b = BUCKETS[rng.below(4) as usize];
-                let f = TYPE_FILES[rng.below(9) as usize];
-                sh.mnt.join(b).join(f)
+            let f = TYPE_FILES[rng.below(9) as usize];
+            let path = if pick < 85 {
+                sh.mnt.join(BUCKETS[rng.below(4) as usize]).join(f)
+            } else if pick < 97 {
+                let feed = FEEDS[rng.below(2) as usize];
+                sh.mnt.join("sources").join(feed).join(f)
             } else {
                 sh.mnt.join(".iocfs/stats.json")
             };
