@@ -18,6 +18,9 @@
 //! - a clock thread: `clock +Nh`, `age`, `commit`, `checkpoint` in `.iocfs/ctl`;
 //! - a reader: `.iocfs/lookup/VALUE`, whole files of every bucket and feed, stats.json.
 //!
+//! The WAL record limit is lowered after each start (`record-limit`), so most replaces are
+//! journaled in pieces and kills land inside them.
+//!
 //! The model keeps, per indicator, the set of states the daemon may be in: absent, or
 //! present in a bucket with a last-seen time and a source set (`local`, `feed_a`,
 //! `feed_b`). An acknowledged operation maps every possible state to its result: an append
@@ -91,6 +94,10 @@ const CONCURRENT_COMMITS: &str = "commit_interval = \"300ms\"\ncheckpoint_interv
 /// `--exclusive-commits`: only the ctl commands of the clock thread commit, while no
 /// mutation runs.
 const EXCLUSIVE_COMMITS: &str = "commit_interval = \"3650d\"\ncheckpoint_interval = \"3650d\"";
+
+/// The WAL record limit (test builds: `record-limit` in ctl), far above any append write
+/// of the workload (at most 50 lines).
+const RECORD_LIMIT: usize = 64 << 10;
 
 /// How far the clock moves over a whole run: past froid_retention, so drops happen too.
 const CLOCK_BUDGET: u64 = 500 * DAY;
@@ -171,7 +178,10 @@ impl Run {
             m.clock = m.max_clock;
             m.clock
         };
-        self.daemon.start(Some(clock))
+        self.daemon.start(Some(clock))?;
+        // Replaces over a quarter of it are journaled in pieces (a stage, then its end):
+        // lowered so that most `cp`s are, and a kill often lands inside one. Not persistent.
+        self.ctl(&format!("record-limit {RECORD_LIMIT}"))
     }
 
     fn ctl(&self, cmd: &str) -> Result<(), String> {
