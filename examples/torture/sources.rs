@@ -177,9 +177,9 @@ pub(crate) fn declare(mnt: &Path) -> Result<(), String> {
 
 /// Replaces a feed's list of one type (`cp`, a scratch file renamed onto the name, or
 /// `sed -i '/…/d'`), now and then tries `rmdir` of a feed that lists something, until the
-/// daemon is killed. Each holds its type's lock for writing:
-/// a replace can remove indicators, so it must not run beside appenders of its type (to
-/// any target) nor other replaces or removals of it.
+/// daemon is killed. Each holds its type's lock for writing: a replace can remove
+/// indicators, so it must not run beside appenders of its type (to any target) nor other
+/// replaces or removals of it.
 pub(crate) fn source_replacer(sh: &Shared, mut rng: Rng, round: u64) {
     let mut n = 0;
     while !sh.stopped() {
