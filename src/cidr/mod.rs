@@ -164,21 +164,6 @@ impl From<IpAddr> for Net {
     }
 }
 
-/// Decimal `0..=max` without sign or leading zero, as `ioc::net` accepts it.
-fn parse_prefix(s: &str, max: u8) -> Option<u8> {
-    let b = s.as_bytes();
-    if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if b.len() > 1 && b.first() == Some(&b'0') {
-        return None;
-    }
-    let n = b
-        .iter()
-        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
-    u8::try_from(n).ok().filter(|&n| n <= max)
-}
-
 impl FromStr for Net {
     type Err = ParseNetError;
 
@@ -198,7 +183,7 @@ impl FromStr for Net {
         let bits = family_bits(v6);
         let len = match prefix {
             None => bits,
-            Some(p) => parse_prefix(p, bits).ok_or(ParseNetError)?,
+            Some(p) => crate::ioc::parse_prefix(p, bits).ok_or(ParseNetError)?,
         };
         Net::new(v6, addr, len).ok_or(ParseNetError)
     }

@@ -73,6 +73,7 @@
 mod hash;
 mod names;
 mod net;
+pub(crate) use net::parse_prefix;
 #[cfg(test)]
 mod props;
 

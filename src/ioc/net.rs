@@ -6,8 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{Invalid, InvalidKind};
 
-/// Decimal prefix length `0..=max`, no sign or leading zero.
-fn parse_prefix(s: &str, max: u8) -> Option<u8> {
+/// Decimal prefix length `0..=max`, no sign or leading zero (also what `cidr::Net` parses:
+/// stored values are what this accepted).
+pub(crate) fn parse_prefix(s: &str, max: u8) -> Option<u8> {
     let b = s.as_bytes();
     if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_digit) {
         return None;
