@@ -136,6 +136,41 @@ pub(crate) fn map_states(states: &mut Vec<St>, certain: bool, f: impl Fn(St) -> 
 }
 
 impl Model {
+    /// A new set of ids of `ty` for a replace: about 3 in 4 of the indicators `keep` holds
+    /// for in some possible state, up to `others` (a range) of the other stored ones, and
+    /// `new` (a range) new ones. Ids are visited in order, so a seed gives the same set.
+    pub(crate) fn pick_set(
+        &mut self,
+        ty: u8,
+        rng: &mut Rng,
+        keep: impl Fn(&St) -> bool,
+        (others, new): ((u64, u64), (u64, u64)),
+    ) -> HashSet<u32> {
+        let mut set = HashSet::new();
+        let mut rest = Vec::new();
+        let mut mine: Vec<(u32, &Vec<St>)> = self.ioc[usize::from(ty)]
+            .iter()
+            .map(|(&id, s)| (id, s))
+            .collect();
+        mine.sort_unstable();
+        for (id, states) in mine {
+            if states.iter().any(&keep) {
+                if rng.chance(0.75) {
+                    set.insert(id);
+                }
+            } else if states.iter().any(|s| s.bucket().is_some()) {
+                rest.push(id);
+            }
+        }
+        for _ in 0..rng.range(others.0, others.1).min(rest.len() as u64) {
+            set.insert(rest[rng.below(rest.len() as u64) as usize]);
+        }
+        for _ in 0..rng.range(new.0, new.1) {
+            set.insert(self.alloc(ty).1);
+        }
+        set
+    }
+
     pub(crate) fn alloc(&mut self, ty: u8) -> Key {
         let id = self.next_id[usize::from(ty)];
         self.next_id[usize::from(ty)] += 1;

@@ -290,29 +290,7 @@ pub(crate) fn source_replacer(sh: &Shared, mut rng: Rng, round: u64) {
 /// stored indicators it doesn't list (from any bucket), a few new ones.
 fn new_list(m: &mut Model, ty: u8, f: usize, rng: &mut Rng) -> HashSet<u32> {
     let fb = feed_bit(f);
-    let mut list = HashSet::new();
-    let mut others = Vec::new();
-    let mut mine: Vec<(u32, &Vec<St>)> = m.ioc[usize::from(ty)]
-        .iter()
-        .map(|(&id, s)| (id, s))
-        .collect();
-    mine.sort_unstable();
-    for (id, states) in mine {
-        if states.iter().any(|s| s.set() & fb != 0) {
-            if rng.chance(0.75) {
-                list.insert(id);
-            }
-        } else if states.iter().any(|s| s.bucket().is_some()) {
-            others.push(id);
-        }
-    }
-    for _ in 0..rng.range(0, 8).min(others.len() as u64) {
-        list.insert(others[rng.below(others.len() as u64) as usize]);
-    }
-    for _ in 0..rng.range(0, 10) {
-        list.insert(m.alloc(ty).1);
-    }
-    list
+    m.pick_set(ty, rng, |s| s.set() & fb != 0, ((0, 8), (0, 10)))
 }
 
 // ---------------------------------------------------------------------------------------

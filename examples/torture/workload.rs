@@ -1,6 +1,5 @@
 //! The workload: the threads that run against the mount between two kills.
 
-use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -10,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use crate::common::{Rng, BUCKETS, TYPE_FILES};
-use crate::model::{sed_script, type_file, value, Key, Model, St, HOUR, LIVE};
+use crate::model::{sed_script, type_file, value, Key, Model, HOUR, LIVE};
 use crate::sources::{feed_bit, Set, FEEDS, LOCAL};
 
 pub(crate) struct Shared {
@@ -205,28 +204,12 @@ pub(crate) fn replacer(sh: &Shared, mut rng: Rng, round: u64) {
             // cp: keep part of what may be live, add new ones, promote a few from tiers.
             let (set, now) = {
                 let mut m = sh.model();
-                let mut set = HashSet::new();
-                let mut tier = Vec::new();
-                let mut mine: Vec<(u32, &Vec<St>)> = m.ioc[usize::from(ty)]
-                    .iter()
-                    .map(|(&id, s)| (id, s))
-                    .collect();
-                mine.sort_unstable();
-                for (id, states) in mine {
-                    if states.iter().any(|s| s.bucket() == Some(LIVE)) {
-                        if rng.chance(0.75) {
-                            set.insert(id);
-                        }
-                    } else if states.iter().any(|s| s.bucket().is_some()) {
-                        tier.push(id);
-                    }
-                }
-                for _ in 0..rng.range(0, 5).min(tier.len() as u64) {
-                    set.insert(tier[rng.below(tier.len() as u64) as usize]);
-                }
-                for _ in 0..rng.range(1, 15) {
-                    set.insert(m.alloc(ty).1);
-                }
+                let set = m.pick_set(
+                    ty,
+                    &mut rng,
+                    |s| s.bucket() == Some(LIVE),
+                    ((0, 5), (1, 15)),
+                );
                 (set, m.clock)
             };
             let mut ids: Vec<u32> = set.iter().copied().collect();
