@@ -11,7 +11,7 @@ use std::sync::mpsc;
 #[cfg(feature = "testing")]
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{as_nobody, Daemon};
 #[cfg(feature = "testing")]
 use common::{poll_until, READY_TIMEOUT};
 
@@ -132,26 +132,6 @@ fn lookup_inodes_share_the_version_id_space_and_are_reused_per_value() {
         previous = entry;
     }
     assert_eq!(d.lines("live/ipv4.txt"), ["198.51.100.49"]);
-}
-
-/// Run `sh -c cmd` as nobody:nogroup; (success, stderr).
-fn as_nobody(cmd: &str) -> (bool, String) {
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            cmd,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Item 8: stats.json, metrics, health and lookup/ follow `mount.file_mode` and `mount.gid` like the

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{errno_of, Daemon};
+use common::{as_nobody, errno_of, Daemon};
 
 fn start() -> Option<Daemon> {
     Daemon::builder()
@@ -119,22 +119,9 @@ fn mkdir_declares_a_source_whose_files_are_written_like_live_ones() {
 fn an_unprivileged_user_can_neither_declare_nor_remove_a_source() {
     let Some(d) = start() else { return };
     std::fs::create_dir(d.path("sources/feed")).unwrap();
-    let as_nobody = |cmd: &str| {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-                cmd,
-            ])
-            .current_dir(d.mnt())
-            .output()
-            .unwrap()
-    };
-    assert!(!as_nobody("mkdir sources/other").status.success());
-    assert!(!as_nobody("rmdir sources/feed").status.success());
+    let mnt = d.mnt().display().to_string();
+    assert!(!as_nobody(&format!("mkdir {mnt}/sources/other")).0);
+    assert!(!as_nobody(&format!("rmdir {mnt}/sources/feed")).0);
     assert!(d.path("sources/feed").is_dir());
     assert!(!d.path("sources/other").exists());
 }

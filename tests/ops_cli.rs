@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{wait_timeout, Daemon, BIN, READY_TIMEOUT};
+use common::{as_nobody, wait_timeout, Daemon, BIN, READY_TIMEOUT};
 
 /// Run `iocfs ARGS…`; (success, stdout + stderr).
 fn iocfs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
@@ -442,26 +442,6 @@ fn stats_prints_a_table_and_json() {
         !ok,
         "iocfs stats on a directory that is not a mount: {text}"
     );
-}
-
-/// `sh -c CMD` as nobody (uid/gid 65534, no groups); (success, stderr).
-fn as_nobody(cmd: &str) -> (bool, String) {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            cmd,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run setpriv");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn aging_last(d: &Daemon) -> serde_json::Value {

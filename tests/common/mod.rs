@@ -123,6 +123,26 @@ pub fn wal_records_end(seg: &[u8]) -> usize {
     last + 16 + u32::from_le_bytes(seg[last..last + 4].try_into().unwrap()) as usize
 }
 
+/// `sh -c CMD` as nobody (uid/gid 65534, no groups); (success, stderr).
+pub fn as_nobody(cmd: &str) -> (bool, String) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run setpriv");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The names in a directory, sorted.
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
