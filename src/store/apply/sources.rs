@@ -44,9 +44,7 @@ pub(super) fn replace(
                 continue;
             }
             lines += 1;
-            if state.sources_of(&key).is_some() {
-                state.add_source(ty, &key, source);
-            } else {
+            if !state.add_source(ty, &key, source) {
                 new_values.extend_from_slice(value);
                 new_values.push(b'\n');
             }

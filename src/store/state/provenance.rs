@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::State;
 use crate::ioc::IocType;
 use crate::store::index::MAX_SOURCE_SETS;
-use crate::store::model::{Key, KeyMap, Loc, SourceId, LOCAL, MAX_SOURCES};
+use crate::store::model::{Key, KeyMap, SourceId, LOCAL, MAX_SOURCES};
 use crate::store::partition::ByType;
 
 /// Bit `id` of a source set.
@@ -305,12 +305,15 @@ impl State {
     }
 
     /// `source` lists a stored indicator of `ty` (an append, a listing in a replace).
-    pub fn add_source(&mut self, ty: IocType, key: &Key, source: SourceId) {
-        if let Some(set) = self.sources_of(key) {
-            if set & bit(source) == 0 {
-                self.set_sources(ty, key, set | bit(source));
-            }
+    /// False: no indicator with `key` is stored.
+    pub fn add_source(&mut self, ty: IocType, key: &Key, source: SourceId) -> bool {
+        let Some(set) = self.sources_of(key) else {
+            return false;
+        };
+        if set & bit(source) == 0 {
+            self.set_sources(ty, key, set | bit(source));
         }
+        true
     }
 
     /// An indicator of `ty` with source-set id `id` left the store.
@@ -322,28 +325,16 @@ impl State {
         }
     }
 
-    /// The keys of the stored indicators of `ty` that `source` lists, with their sets.
+    /// The keys of the stored indicators of `ty` that feed `source` (not `local`, which
+    /// every `{local}` slot lists without an entry) lists, with their sets.
     pub fn keys_listed_by(&self, ty: IocType, source: SourceId) -> KeyMap<u64> {
         let mut out = KeyMap::default();
-        if source != LOCAL && self.provenance.listed(ty, source) == 0 {
-            return out;
-        }
-        if source == LOCAL {
-            for (key, meta) in self.index.iter() {
-                if meta.loc().ty() == ty {
-                    let set = self.sources_of(&key).unwrap_or(LOCAL_SET);
-                    if set & LOCAL_SET != 0 {
-                        out.insert(key, set);
-                    }
-                }
-            }
+        if self.provenance.listed(ty, source) == 0 {
             return out;
         }
         for (key, meta, id) in self.index.with_sources() {
             let set = self.provenance.set(id);
-            if set & bit(source) != 0
-                && matches!(meta.loc(), Loc::Live { ty: t, .. } | Loc::Block { ty: t, .. } if t == ty)
-            {
+            if set & bit(source) != 0 && meta.loc().ty() == ty {
                 out.insert(key, set);
             }
         }
