@@ -32,6 +32,9 @@ pub struct ProvenanceFile {
 }
 
 impl ProvenanceFile {
+    /// Bytes up to and including the seed (magic, applied_seq, generation, seed).
+    pub const SEED_END: usize = 32;
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 20);
         out.extend_from_slice(MAGIC);
@@ -123,7 +126,13 @@ impl ProvenanceFile {
     /// The seed of a file without decoding the rest (recovery picks the index seed first).
     pub fn seed_of(bytes: &[u8]) -> Option<u64> {
         (bytes.get(..8)? == MAGIC)
-            .then(|| bytes.get(24..32)?.try_into().ok().map(u64::from_le_bytes))
+            .then(|| {
+                bytes
+                    .get(24..Self::SEED_END)?
+                    .try_into()
+                    .ok()
+                    .map(u64::from_le_bytes)
+            })
             .flatten()
     }
 }

@@ -53,9 +53,12 @@ pub fn provenance_seed(disk: &Disk, data_dir: &Path, manifest: &Manifest) -> Opt
         } else {
             dir.join(name)
         };
-        disk.read(&path)
+        // Only the header: the whole file is read once, by `Loader::provenance`.
+        let mut head = [0u8; ProvenanceFile::SEED_END];
+        disk.open_read(&path)
+            .and_then(|f| f.read_exact_at(&mut head, 0))
             .ok()
-            .and_then(|b| ProvenanceFile::seed_of(&b))
+            .and_then(|()| ProvenanceFile::seed_of(&head))
     })
 }
 
