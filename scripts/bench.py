@@ -1204,37 +1204,67 @@ class Bench:
         self.t.add(f"grep -c over all tier files, cold ({tb / MiB:.0f} MiB) vs zgrep -c on the .gz",
                    t_runs(io), t_runs(zg), ratio_s(b / a), "≥ 5×", b / a >= 5)
 
-    def bulk_ingest(self):
-        """`cat feed >> MNT/live/domain.txt` on a fresh data dir (default config, always mode)."""
-        feed = self.p("corpus", "domain.txt")
-        nlines = self.counts["domain"]
-        nbytes = os.path.getsize(feed)
-        d = Daemon(self.bin, self.p("data-ingest"), self.p("mnt-ingest"), self.default_cfg,
-                   self.p("iocfs-ingest.log"))
-        d.start()
-        try:
-            target = os.path.join(d.mnt, "live/domain.txt")
-            dt = timed_cmd(f"cat '{feed}' >> '{target}'", shell=True)
-            got = d.stats()["buckets"]["live"]["domain"]["lines"]
-            if got != nlines:
-                raise RuntimeError(f"ingest stored {got} of {nlines} lines")
-        finally:
-            d.stop()
-        # raw: the same bytes written to a plain file in 1 MiB write()s, each followed by
-        # fdatasync (every write durable, as iocfs's always mode promises)
-        plain = self.p("plain-ingest.txt")
+    def ingest_name(self, ty, nlines=None):
+        """The name of a bulk ingest row (up to its size in MiB, known once the feed exists):
+        the corpus's domain file when nlines is None, else the nlines-line feed of ty."""
+        if nlines is None:
+            return f"bulk ingest `cat feed >> live/domain.txt` ({type_counts(self.n)['domain']:,} lines"
+        return f"bulk ingest `cat feed >> live/{ty}.txt`, {nlines:,}-line {ty} feed"
+
+    def feed(self, ty, nlines):
+        """WORK/feed-TYPE-N.txt: lines 0..N of the corpus generator of ty (distinct values),
+        written once."""
+        path = self.p(f"feed-{ty}-{nlines}.txt")
+        if not os.path.exists(path):
+            t = time.monotonic()
+            with open(path + ".tmp", "wb") as f:
+                for a in range(0, nlines, 500000):
+                    f.write(("\n".join(gen_type(ty, a, min(nlines, a + 500000))) + "\n").encode())
+            os.rename(path + ".tmp", path)
+            self.t.note(f"{nlines:,}-line {ty} feed generated in {time.monotonic() - t:.1f} s")
+        return path
+
+    def bulk_ingest(self, ty=None, nlines=None):
+        """`cat feed >> MNT/live/TYPE.txt` into a fresh daemon (fresh data dir, default config,
+        always mode), against the same bytes written to a plain file in 1 MiB write()s each
+        followed by fdatasync (every write durable, as always mode promises); runs interleaved
+        (iocfs, raw, iocfs, raw...), a fresh data dir and daemon for each, medians compared.
+        The feed: the corpus's domain file (ty None), or an nlines-line feed of ty. Every run
+        must leave exactly the feed's line count in stats.json (no row passes by losing lines)."""
+        if ty is None:
+            ty, feed, nlines = "domain", self.p("corpus", "domain.txt"), self.counts["domain"]
+            name = f"{self.ingest_name(None)}, {os.path.getsize(feed) / MiB:.0f} MiB)"
+        else:
+            feed = self.feed(ty, nlines)
+            name = f"{self.ingest_name(ty, nlines)} ({os.path.getsize(feed) / MiB:.0f} MiB)"
+        rounds = 2 if self.quick else 3
         data = open(feed, "rb").read()
-        t = time.perf_counter()
-        fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        for off in range(0, len(data), MiB):
-            os.write(fd, data[off:off + MiB])
-            os.fdatasync(fd)
-        os.close(fd)
-        rdt = time.perf_counter() - t
-        a, b = nlines / dt, nlines / rdt
-        self.t.add(f"bulk ingest `cat feed >> live/domain.txt` ({nlines:,} lines, {nbytes / MiB:.0f} MiB)",
-                   f"{fmt_rate(a, 'lines/s')} ({fmt_t(dt)})",
-                   f"{fmt_rate(b, 'lines/s')} ({fmt_t(rdt)}) raw 1 MiB write+fdatasync",
+        plain = self.p("plain-ingest.txt")
+        io, raw = [], []
+        for i in range(rounds):
+            dd = self.p(f"data-ingest-{ty}")
+            d = Daemon(self.bin, dd, self.p("mnt-ingest"), self.default_cfg, self.p(f"iocfs-ingest-{ty}.log"))
+            d.start()
+            try:
+                target = os.path.join(d.mnt, f"live/{ty}.txt")
+                io.append(timed_cmd(f"cat '{feed}' >> '{target}'", shell=True))
+                got = d.stats()["buckets"]["live"][ty]["lines"]
+                if got != nlines:
+                    raise RuntimeError(f"ingest run {i + 1} stored {got} of {nlines} lines")
+            finally:
+                d.stop()
+            shutil.rmtree(dd)
+            t = time.perf_counter()
+            fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            for off in range(0, len(data), MiB):
+                os.write(fd, data[off:off + MiB])
+                os.fdatasync(fd)
+            os.close(fd)
+            raw.append(time.perf_counter() - t)
+            os.unlink(plain)
+        a, b = nlines / median(io), nlines / median(raw)
+        self.t.add(name, f"{fmt_rate(a, 'lines/s')} ({fmt_t(median(io))}; {runs(io, fmt_t)})",
+                   f"{fmt_rate(b, 'lines/s')} ({fmt_t(median(raw))}; {runs(raw, fmt_t)}) raw 1 MiB write+fdatasync",
                    ratio_s(a / b), "≥ 3 M lines/s", a >= 3e6)
 
     def sources(self):
@@ -1817,7 +1847,10 @@ class Bench:
                     self.main.stop()
                 except Exception as e:  # noqa: BLE001
                     t.note(f"WARNING: stopping the main daemon: {e}")
-        step(["bulk ingest"], self.bulk_ingest)
+        feed_n = 300_000 if self.quick else 3_000_000
+        step([self.ingest_name(None)], self.bulk_ingest)
+        step([self.ingest_name("ipv4", feed_n)], self.bulk_ingest, "ipv4", feed_n)
+        step([self.ingest_name("domain", feed_n)], self.bulk_ingest, "domain", feed_n)
         step(["bulk ingest `cat feed >> sources", "a feed's snapshot"], self.sources)
         step(["aging"], self.aging)
         step(["recovery"], self.recovery)
