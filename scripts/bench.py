@@ -803,15 +803,30 @@ class Bench:
         return "\n".join(lines)
 
     # -- setup -----------------------------------------------------------------------
-    def make_corpus(self):
-        log(f"generating corpus: {self.n:,} indicators (and {self.big_n:,} for the memory row)")
+    def make_corpus(self, main, big):
+        """The n-indicator corpus (main) and the big one (big: memory and recovery rows), only
+        those the selected rows read; both in one pass when both are wanted."""
+        if not (main or big):
+            return
         t = time.monotonic()
-        write_corpus(self.p("corpus-big"), self.big_n, self.p("corpus"), self.n)
+        if main and big:
+            log(f"generating corpus: {self.n:,} indicators (and {self.big_n:,} for the memory row)")
+            write_corpus(self.p("corpus-big"), self.big_n, self.p("corpus"), self.n)
+        elif main:
+            log(f"generating corpus: {self.n:,} indicators")
+            write_corpus(self.p("corpus"), self.n)
+        else:
+            log(f"generating corpus: {self.big_n:,} indicators (memory and recovery rows)")
+            write_corpus(self.p("corpus-big"), self.big_n)
+        dt = time.monotonic() - t
+        if not main:
+            self.t.note(f"corpus: {self.big_n:,} indicators generated in {dt:.1f} s")
+            return
         self.counts = type_counts(self.n)
         self.corpus_bytes = sum(os.path.getsize(self.p("corpus", f"{ty}.txt")) for ty in self.counts)
         self.t.note(f"corpus: {self.n:,} indicators, {self.corpus_bytes / 1e6:.1f} MB "
-                    f"({', '.join(f'{ty} {c:,}' for ty, c in self.counts.items())}); "
-                    f"generated with the {self.big_n:,}-indicator corpus in {time.monotonic() - t:.1f} s")
+                    f"({', '.join(f'{ty} {c:,}' for ty, c in self.counts.items())}); generated"
+                    f"{f' with the {self.big_n:,}-indicator corpus' if big else ''} in {dt:.1f} s")
 
     def layout(self, src, placement, corpus):
         """placement: {type: bucket}; mtimes: live now, chaud 3 d, tiede 10 d, froid 60 d."""
@@ -1792,14 +1807,58 @@ class Bench:
 
     # -- run --------------------------------------------------------------------------
     def run(self):
+        """Every step with the names of its rows (their constant part: what --rows is matched
+        against, and the rows printed as ERROR when the step fails). A step whose rows are
+        not selected costs nothing: no corpus, feed or data set is made for it."""
         machine = self.machine()
-        self.make_corpus()
         t = self.t
+        rounds = 2 if self.quick else 3  # interleaved rounds of the rows that need a fresh daemon each
+        feed_n = 300_000 if self.quick else 3_000_000
+        main_steps = [
+            (["tier cold seq read vs zcat", "tier cold seq read vs pigz -dc",
+              "tier cold seq read vs ratarmount first read"], self.tier_cold, rounds),
+            (["tier warm seq read vs plain file"], self.tier_warm),
+            (["tier cold random 4 KiB O_DIRECT read p50 (vs ratarmount)",
+              "tier cold random 4 KiB O_DIRECT read p99 (vs ratarmount)"], self.random_reads, rounds),
+            (["live seq read vs plain file", "live open+4 KiB read+close p50 (p99)"], self.live_reads),
+            ([".iocfs/lookup stored, open+read+close: p99 (p50)", ".iocfs/lookup absent, stat → ENOENT: p99 (p50)"],
+             self.lookups),
+            (["durable appends, always mode, 1 writer (p99) vs raw write+fdatasync",
+              "durable appends, always mode, 8 writers on one file (p99) vs raw 1 writer",
+              "durable appends, always mode, 8 writers on 8 files (p99) vs raw 1 writer"], self.appends),
+            (["grep -c over all tier files, cold (… MiB) vs zgrep -c on the .gz"], self.grep, rounds),
+        ]
+        main_steps = [s for s in main_steps if self.wanted(s[0])]
+        other_steps = [
+            ([self.ingest_name(None)], self.bulk_ingest),
+            ([self.ingest_name("ipv4", feed_n)], self.bulk_ingest, "ipv4", feed_n),
+            ([self.ingest_name("domain", feed_n)], self.bulk_ingest, "domain", feed_n),
+            (["bulk ingest `cat feed >> sources/feed/domain.txt`", "a feed's snapshot `cp` onto sources/feed/ipv4.txt"],
+             self.sources),
+            (["aging"], self.aging),
+            (["recovery"], self.recovery),
+            (["view build, … ipv4 entries, plain", "view build, … ipv4 entries, aggregated",
+              "view rebuild after a one-line append", "append latency p50 while views rebuild vs appends no view reads"],
+             self.views),
+            (["view rebuild after an allowlist change, … ipv4", "view rebuild after an allowlist change, … domain",
+              "lookup/ADDRESS covered by one of … stored networks"], self.allowlist),
+            (["nginx serving views"], self.web),
+            (["daemon VmRSS"], self.memory),
+        ]
+        other_steps = [s for s in other_steps if self.wanted(s[0])]
+        fns = {s[1] for s in other_steps if len(s) == 2}
+        need_main = bool(main_steps) or bool(fns & {self.bulk_ingest, self.sources, self.aging})
+        need_big = bool(fns & {self.recovery, self.memory})
+        try:
+            self.make_corpus(need_main, need_big)
+        except Exception as e:  # noqa: BLE001 - every row still printed
+            log(f"ERROR generating the corpus: {e}")
+            for metrics, *_ in main_steps + other_steps:
+                t.error(metrics, RuntimeError(f"corpus: {e}"))
+            return machine
 
         def step(metrics, fn, *args):
-            if not self.wanted(metrics):
-                return
-            log(f"--- {fn.__name__}")
+            log(f"--- {fn.__name__}{args if args else ''}")
             try:
                 fn(*args)
             except KeyboardInterrupt:
@@ -1808,34 +1867,16 @@ class Bench:
                 log(f"ERROR in {fn.__name__}: {e}")
                 t.error(metrics, e)
 
-        main_steps = [
-            (["tier cold seq read vs zcat", "tier cold seq read vs pigz -dc", "tier cold seq read vs ratarmount"],
-             self.tier_cold, 2 if self.quick else 3),
-            (["tier warm seq read vs plain file"], self.tier_warm),
-            (["tier cold random 4 KiB O_DIRECT read p50", "tier cold random 4 KiB O_DIRECT read p99"],
-             self.random_reads, 2 if self.quick else 3),
-            (["live seq read vs plain file", "live open+4 KiB read+close p50"], self.live_reads),
-            ([".iocfs/lookup stored p99", ".iocfs/lookup absent p99"], self.lookups),
-            (["durable appends, always mode, 1 writer (p99) vs raw write+fdatasync",
-              "durable appends, always mode, 8 writers on one file (p99) vs raw 1 writer",
-              "durable appends, always mode, 8 writers on 8 files (p99) vs raw 1 writer"], self.appends),
-            (["grep -c over all tier files vs zgrep -c"], self.grep, 2 if self.quick else 3),
-        ]
-        if not any(self.wanted(metrics) for metrics, *_ in main_steps):
-            main_steps = []
         try:
-            try:
-                if not main_steps:
-                    raise LookupError("no row of the main data set selected")
-                self.main_set()
-                dt = self.main.start()
-                t.note(f"main mount ready in {fmt_t(dt)}")
-                main_err = None
-            except LookupError:
-                main_err = None
-            except Exception as e:  # noqa: BLE001 - every row still printed
-                log(f"ERROR setting up the main data set: {e}")
-                main_err = RuntimeError(f"main data set: {e}")
+            main_err = None
+            if main_steps:
+                try:
+                    self.main_set()
+                    dt = self.main.start()
+                    t.note(f"main mount ready in {fmt_t(dt)}")
+                except Exception as e:  # noqa: BLE001 - every row still printed
+                    log(f"ERROR setting up the main data set: {e}")
+                    main_err = RuntimeError(f"main data set: {e}")
             for metrics, fn, *args in main_steps:
                 if main_err:
                     t.error(metrics, main_err)
@@ -1847,17 +1888,8 @@ class Bench:
                     self.main.stop()
                 except Exception as e:  # noqa: BLE001
                     t.note(f"WARNING: stopping the main daemon: {e}")
-        feed_n = 300_000 if self.quick else 3_000_000
-        step([self.ingest_name(None)], self.bulk_ingest)
-        step([self.ingest_name("ipv4", feed_n)], self.bulk_ingest, "ipv4", feed_n)
-        step([self.ingest_name("domain", feed_n)], self.bulk_ingest, "domain", feed_n)
-        step(["bulk ingest `cat feed >> sources", "a feed's snapshot"], self.sources)
-        step(["aging"], self.aging)
-        step(["recovery"], self.recovery)
-        step(["view build", "view rebuild", "append latency while views rebuild"], self.views)
-        step(["view rebuild after an allowlist change", "lookup/ADDRESS covered"], self.allowlist)
-        step(["nginx serving views"], self.web)
-        step(["daemon VmRSS"], self.memory)
+        for metrics, fn, *args in other_steps:
+            step(metrics, fn, *args)
         return machine
 
 
