@@ -9,6 +9,16 @@ the same machine, so that noise from other work on the machine hits both. `ratio
 "how many times better iocfs is than the baseline" (baseline time / iocfs time, or iocfs
 rate / baseline rate; for memory, text size / RSS): above 1 means iocfs wins. Targets are
 either on the ratio (`ratio >= X`) or absolute (`p99 <= 0.2 ms`).
+
+Every timed figure is a median over repetitions, never the best sample, and the cell says
+over how many and their range, e.g. `408 MiB/s (141.0 ms; 3 runs 138.2–152.0 ms)`. iocfs and
+its baseline are measured in interleaved repetitions (iocfs, baseline, iocfs, baseline...)
+so that drift in the machine's load hits both; the ratio and the pass/fail decision use the
+medians. Rows that need a cold cache or an empty store take a fresh daemon (or a fresh copy
+of the data dir) in each repetition: 3 of them in a full run, 2 with --quick. A percentile
+row (p50, p99) cuts its requests into interleaved runs and reports the median of the runs'
+percentiles, with the range of them. Single samples are left only in the notes (import and
+mount-ready times, a warm grep) and in the memory row, which is not a timing.
 """
 
 import argparse
@@ -1907,7 +1917,8 @@ def sum_moved(moved):
 def main():
     global CLEAN
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small corpus, never fails on a target (CI)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small corpus and feeds, fewer repetitions, never fails on a target (CI)")
     ap.add_argument("--size", type=int, help="corpus size in indicators (default 5,000,000; quick 200,000)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--rows", help="only the rows whose name matches this regular expression")
