@@ -60,7 +60,7 @@ impl Stop {
 
 pub fn run(req: MountRequest) -> Result<()> {
     crate::crash::install_hook();
-    let config = req.config.clone();
+    let config = with_passthrough_resolved(req.config.clone());
     // Mounting over a path another user could redirect (a symlink to /etc) would hide what
     // it points to: everything above the mount point is checked before touching it (a dead
     // mount left by a crash is detached first), then the mount point itself.
@@ -435,6 +435,42 @@ fn reload(store: &Store, views: &Views, path: Option<&Path>, data_override: Opti
             path.display()
         ),
     }
+}
+
+/// `config` with `mount.passthrough` turned off where it can't work, so that the store keeps
+/// live versions in memory and never copies for pins that will not come. The FUSE init
+/// checks the kernel's answer too and logs which way live files are read.
+fn with_passthrough_resolved(config: Arc<Config>) -> Arc<Config> {
+    if !config.mount.passthrough {
+        log::info!("live files: reads served by the daemon (mount.passthrough = false)");
+        return config;
+    }
+    match passthrough_unsupported() {
+        None => config,
+        Some(why) => {
+            log::info!("live files: reads served by the daemon, not FUSE passthrough: {why}");
+            let mut c = (*config).clone();
+            c.mount.passthrough = false;
+            Arc::new(c)
+        }
+    }
+}
+
+/// Why FUSE passthrough can't work for this process, if it can't: it needs Linux 6.9 and
+/// CAP_SYS_ADMIN (to register backing files).
+fn passthrough_unsupported() -> Option<String> {
+    let uts = nix::sys::utsname::uname().ok()?;
+    let release = uts.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    if (major, minor) < (6, 9) {
+        return Some(format!("Linux {release} (needs 6.9 or later)"));
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root (registering backing files needs CAP_SYS_ADMIN)".into());
+    }
+    None
 }
 
 /// The new config, except settings that can only change at a restart keep their old value.

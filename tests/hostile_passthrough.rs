@@ -11,7 +11,7 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -125,7 +125,16 @@ fn a_pinned_live_file_is_copied_without_holding_up_anyone_else() {
         .append(true)
         .open(d.path("live/domain.txt"))
         .unwrap();
-    let mut held = vec![fs::File::open(d.path("live/domain.txt")).unwrap()];
+    // Right after a writer's open, readers are served by the daemon (pinning the inode then
+    // could make the kernel fail the writer's open) and a copy is made in the background
+    // for the next readers to pin.
+    let ino = |f: &fs::File| f.metadata().unwrap().ino();
+    let first = fs::File::open(d.path("live/domain.txt")).unwrap();
+    let pinned = poll_until(READY_TIMEOUT, || {
+        let f = fs::File::open(d.path("live/domain.txt")).unwrap();
+        (ino(&f) != ino(&first)).then_some(f)
+    });
+    let mut held = vec![pinned.expect("readers get a copy of a version a writer opened")];
     paused_copy(
         "an append",
         Box::new(move || w.write_all(b"during.example.com\n")),

@@ -1,5 +1,5 @@
-//! Mounted tests with `[mount] passthrough = true`: live files read by the kernel through
-//! FUSE passthrough. A descriptor reads the version it opened; writers and replacements
+//! Mounted tests of the default configuration's FUSE passthrough (`[mount] passthrough`,
+//! on by default where it works: root, Linux >= 6.9): live files read by the kernel. A descriptor reads the version it opened; writers and replacements
 //! keep working while such readers are open; opens after a change see the change.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
@@ -11,10 +11,9 @@ use std::os::unix::fs::FileExt;
 
 use common::Daemon;
 
+/// The default configuration: passthrough is on without being asked for.
 fn start() -> Option<Daemon> {
-    Daemon::builder()
-        .config("[mount]\npassthrough = true\n")
-        .start()
+    Daemon::start()
 }
 
 fn lines(n: usize, tag: &str) -> Vec<String> {
@@ -24,6 +23,12 @@ fn lines(n: usize, tag: &str) -> Vec<String> {
 #[test]
 fn passthrough_reader_keeps_its_version_while_appends_and_new_opens_see_them() {
     let Some(d) = start() else { return };
+    assert!(
+        d.log()
+            .contains("live files: read-only opens served by FUSE passthrough"),
+        "the log says how live files are read:\n{}",
+        d.log()
+    );
     let first = lines(20_000, "a");
     d.append_bulk("live/domain.txt", &first);
     let held = std::fs::File::open(d.path("live/domain.txt")).unwrap();

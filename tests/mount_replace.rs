@@ -281,7 +281,10 @@ fn opens_by_name_racing_back_to_back_replacements_never_fail() {
         let writer = s.spawn(|| {
             for g in 0..2000u32 {
                 let body = format!("g{g}-a.example\ng{g}-b.example\n");
-                std::fs::write(&path, body).unwrap();
+                if let Err(e) = std::fs::write(&path, body) {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    panic!("replacement {g}: {e}");
+                }
             }
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         });

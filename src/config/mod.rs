@@ -154,7 +154,9 @@ pub struct MountOptions {
     /// FUSE worker threads.
     pub threads: usize,
     /// Serve read-only opens of live files through FUSE passthrough (page-cache speed; a
-    /// descriptor then reads the version it opened and does not see later appends).
+    /// descriptor then reads the version it opened and does not see later appends). On by
+    /// default; where it can't work (not root, Linux < 6.9) the daemon serves the reads and
+    /// says so in the log.
     pub passthrough: bool,
 }
 
@@ -201,7 +203,7 @@ impl Default for Config {
                 gid: 0,
                 file_mode: 0o644,
                 threads: 16,
-                passthrough: false,
+                passthrough: true,
             },
             log: LogConfig {
                 level: "info".to_string(),

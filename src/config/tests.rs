@@ -77,7 +77,7 @@ fn defaults_match_the_design() {
             m.threads,
             m.passthrough
         ),
-        (None, 0, 0, 0o644, 16, false)
+        (None, 0, 0, 0o644, 16, true)
     );
     assert_eq!(c.log.level, "info");
     c.validate().unwrap();

@@ -77,6 +77,9 @@ pub struct IocFs {
     /// One backing id per version: the kernel wants every passthrough open of an inode to
     /// use the same one.
     backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
+    /// Live types a background copy is being made of, for readers to pin (see
+    /// `copy_for_readers_soon`).
+    copying_for_readers: Arc<std::sync::Mutex<std::collections::HashSet<IocType>>>,
     retries: retry::StaleRetries,
     views: Arc<Views>,
     view_dirs: std::sync::Mutex<views::ViewDirs>,
@@ -108,6 +111,7 @@ impl IocFs {
             pending: write::Pending::default(),
             passthrough: c.mount.passthrough,
             backing: Default::default(),
+            copying_for_readers: Default::default(),
             retries: Default::default(),
             views,
             view_dirs: Default::default(),
@@ -144,9 +148,14 @@ impl Filesystem for IocFs {
                         .map(|_| ())
                         .map_err(|d| format!("stack depth {d}"))
                 });
-            if let Err(why) = enabled {
-                log::warn!("passthrough is configured but unavailable: {why}; live files are served by the daemon");
-                self.passthrough = false;
+            match enabled {
+                Ok(()) => log::info!("live files: read-only opens served by FUSE passthrough"),
+                Err(why) => {
+                    log::warn!(
+                        "live files: reads served by the daemon, not FUSE passthrough: {why}"
+                    );
+                    self.passthrough = false;
+                }
             }
         }
         Ok(())
@@ -307,35 +316,14 @@ impl Filesystem for IocFs {
             _ => self.retries.opened(req.pid()),
         }
         match opened {
-            // Allowlists are small and read by views in the daemon: never passthrough.
+            // Allowlists and feeds are read by views in the daemon: never passthrough. Nor
+            // is a renamed scratch inode standing for a live file (not the version's own).
             Ok((Handle::LiveRead(v), fopen))
-                if self.passthrough && v.target == crate::store::model::Target::Live =>
+                if self.passthrough
+                    && v.target == crate::store::model::Target::Live
+                    && ino == inode::version(v.id) =>
             {
-                let uid = req.uid();
-                if !self.pins.admit(uid, v.id) {
-                    // Bounded per uid (see `Pins`): served by the daemon, pinning nothing.
-                    return reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen);
-                }
-                match self.passthrough_backing(&v, &reply) {
-                    Ok(Some(backing)) => {
-                        let fh =
-                            self.handles
-                                .insert(Handle::LivePassthrough(v, backing.clone(), uid));
-                        reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
-                        return;
-                    }
-                    // Superseded since the open began (see `retry`), or a batch is about to
-                    // append to it: served by the daemon.
-                    Ok(None) => {}
-                    Err(e) => crate::lograte::warn(|| {
-                        format!(
-                            "passthrough open of live/{}: {e}; served by the daemon",
-                            v.ty.file_name()
-                        )
-                    }),
-                }
-                self.pins.release(uid, v.id);
-                reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen)
+                self.open_live_reader(req.uid(), v, fopen, reply)
             }
             Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),
             Err(e) => reply.error(e),

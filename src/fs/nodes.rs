@@ -310,11 +310,12 @@ pub struct Pins {
 impl Pins {
     pub const MAX_VERSIONS_PER_UID: usize = 16;
 
-    /// Count an open of `version` by `uid`, unless that would pin one version too many.
-    pub fn admit(&self, uid: u32, version: u64) -> bool {
+    /// Count an open of `version` by `uid`, unless `limited` and that would pin one version
+    /// too many. (Joining readers that pin it already is never limited: it costs no copy.)
+    pub fn admit(&self, uid: u32, version: u64, limited: bool) -> bool {
         let mut all = lock(&self.by_uid);
         let held = all.entry(uid).or_default();
-        if !held.contains_key(&version) && held.len() >= Self::MAX_VERSIONS_PER_UID {
+        if limited && !held.contains_key(&version) && held.len() >= Self::MAX_VERSIONS_PER_UID {
             return false;
         }
         *held.entry(version).or_default() += 1;

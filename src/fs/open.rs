@@ -16,38 +16,112 @@ use crate::ioc::IocType;
 use crate::lograte;
 use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
+use crate::store::read::Pin;
 
 impl IocFs {
-    /// Pin `v` for a passthrough reader and get its backing id (shared by every open of the
-    /// version). None: `v` stopped being current meanwhile.
-    pub(super) fn passthrough_backing(
+    /// A read-only open of a live version's own inode, with passthrough on. By passthrough
+    /// when readers hold the version that way already (the kernel then refuses any other
+    /// kind of open of the inode, so this one joins them whatever the limits: it costs no
+    /// copy) or when it can be pinned now; otherwise served by the daemon.
+    pub(super) fn open_live_reader(
         &self,
-        v: &Arc<LiveVersion>,
-        reply: &ReplyOpen,
-    ) -> std::io::Result<Option<Arc<fuser::BackingId>>> {
-        if !self.store.pin_for_passthrough(v) {
-            return Ok(None);
+        uid: u32,
+        v: Arc<LiveVersion>,
+        fopen: FopenFlags,
+        reply: ReplyOpen,
+    ) {
+        // A round fails only when the version changed kind under it (its last passthrough
+        // reader closed, or a first one pinned it): the next one settles it.
+        for _ in 0..4 {
+            let pinned = if v.pin_again() {
+                self.pins.admit(uid, v.id, false)
+            } else if self.pins.admit(uid, v.id, true) {
+                match self.store.pin_for_passthrough(&v) {
+                    Pin::Pinned => true,
+                    Pin::PlainOpenSettling => {
+                        self.pins.release(uid, v.id);
+                        self.copy_for_readers_soon(&v);
+                        false
+                    }
+                    Pin::Refused => {
+                        self.pins.release(uid, v.id);
+                        false
+                    }
+                }
+            } else {
+                false
+            };
+            if pinned {
+                match self.backing(&v, &reply) {
+                    Ok(backing) => {
+                        let fh =
+                            self.handles
+                                .insert(Handle::LivePassthrough(v, backing.clone(), uid));
+                        return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
+                    }
+                    Err(e) => {
+                        v.passthrough_closed();
+                        self.pins.release(uid, v.id);
+                        lograte::warn(|| {
+                            format!(
+                                "passthrough open of live/{}: {e}; served by the daemon",
+                                v.ty.file_name()
+                            )
+                        });
+                    }
+                }
+            }
+            if v.open_plain() {
+                return reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen);
+            }
         }
+        reply.error(Errno::EIO)
+    }
+
+    /// Opens served by the daemon keep `v` from being pinned for a moment (see
+    /// `Pin::PlainOpenSettling`), and readers that keep coming would keep it so: copy it in
+    /// the background (one copy per type at a time) for the next readers to pin. Not in
+    /// this open: a large copy would hold up this reader, and readers are never held up.
+    fn copy_for_readers_soon(&self, v: &Arc<LiveVersion>) {
+        if !crate::sync::lock(&self.copying_for_readers).insert(v.ty) {
+            return;
+        }
+        let (store, copying, v) = (
+            self.store.clone(),
+            self.copying_for_readers.clone(),
+            v.clone(),
+        );
+        let ty = v.ty;
+        let spawned = std::thread::Builder::new()
+            .name("iocfs-copy".into())
+            .spawn(move || {
+                if let Err(e) = store.rotate_live_for_readers(&v) {
+                    lograte::warn(|| format!("copy of live/{} for readers: {e}", ty.file_name()));
+                }
+                crate::sync::lock(&copying).remove(&ty);
+            });
+        if spawned.is_err() {
+            crate::sync::lock(&self.copying_for_readers).remove(&ty);
+        }
+    }
+
+    /// The backing id of a pinned version (one per version, shared by all its readers).
+    fn backing(
+        &self,
+        v: &LiveVersion,
+        reply: &ReplyOpen,
+    ) -> std::io::Result<Arc<fuser::BackingId>> {
         let mut cache = crate::sync::lock(&self.backing);
         if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
-            return Ok(Some(id));
+            return Ok(id);
         }
-        let Some(fd) = v.fd() else {
-            v.passthrough_closed();
-            return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
-        };
-        match reply.open_backing(fd) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                cache.retain(|_, w| w.strong_count() > 0);
-                cache.insert(v.id, Arc::downgrade(&id));
-                Ok(Some(id))
-            }
-            Err(e) => {
-                v.passthrough_closed();
-                Err(e)
-            }
-        }
+        let fd = v
+            .fd()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))?;
+        let id = Arc::new(reply.open_backing(fd)?);
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(v.id, Arc::downgrade(&id));
+        Ok(id)
     }
 
     /// The size of what a handle reads (its version, snapshot or buffer).

@@ -32,6 +32,7 @@ impl IocFs {
             .wait(v.of(), flags.acc_mode() != OpenAccMode::O_RDONLY);
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
             let current = self.store.current(v.of());
+            // With passthrough, `IocFs::open` decides how it is served (`open_live_reader`).
             if current.id == v.id {
                 return Ok(Handle::LiveRead(current));
             }
@@ -42,11 +43,10 @@ impl IocFs {
         }
         // The kernel fails (EIO) a plain open of an inode that passthrough readers hold: move
         // the writer to a fresh version of the same bytes; ESTALE makes it look up again.
-        // (Allowlists are never served by passthrough.)
-        if self.passthrough
-            && target == Target::Live
-            && self.store.rotate_live_if_held(ty).map_err(|e| errno(&e))?
-        {
+        // (Allowlists and feeds are never served by passthrough; `tid` is set for opens of
+        // the version's own inode, which is what passthrough readers hold.)
+        if self.passthrough && target == Target::Live && tid.is_some() && !v.open_plain() {
+            self.store.make_room_for_writer(ty).map_err(|e| errno(&e))?;
             return Err(Errno::ESTALE);
         }
         let replace = flags.0 & libc::O_TRUNC != 0;

@@ -181,7 +181,10 @@ impl Batch for Store {
             // Pinned: it can't grow, so it is copied without any lock.
             let id = self.state().new_id();
             match v.copy(id, self.clock.now()) {
-                Ok(copy) => prepared.copies.push((v.ty, v.id, copy)),
+                Ok(copy) => {
+                    self.state_mut().ration_copies(v.ty, copy.len());
+                    prepared.copies.push((v.ty, v.id, copy))
+                }
                 Err(e) => {
                     self.abandon(prepared);
                     return Err(e);

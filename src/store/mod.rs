@@ -35,7 +35,7 @@ pub mod wal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cache::BlockCache;
 use crate::clock::Clock;
@@ -284,16 +284,43 @@ impl Store {
         self.pipeline.sync()
     }
 
-    /// Give `ty` a new current version with the same bytes when passthrough readers hold
-    /// the current one: the kernel refuses any other kind of open of an inode that is open
-    /// for passthrough, so a writer must open a fresh one. True if the current version is
-    /// no longer the one that was pinned (the writer looks the name up again). The copy is
-    /// made without the state lock: a pinned version never grows.
-    pub fn rotate_live_if_held(&self, ty: IocType) -> Result<bool> {
+    /// A writer's open was refused (passthrough readers hold the inode it opened, and the
+    /// kernel refuses any other kind of open of it); it looks the name up again and retries
+    /// once. Make sure the current version then takes it: if readers pin that one too, give
+    /// `ty` a new current version with the same bytes (copied without the state lock: a
+    /// pinned version never grows); either way, pin nothing new of `ty` for a moment.
+    pub fn make_room_for_writer(&self, ty: IocType) -> Result<()> {
+        let pause = |st: &mut state::State| st.pause_pins(ty, Duration::from_secs(1));
         let v = self.live(ty);
-        if !v.has_passthrough_readers() {
+        if v.has_passthrough_readers() {
+            self.install_live_copy(&v, pause)?;
+        } else {
+            pause(&mut self.state_mut());
+        }
+        Ok(())
+    }
+
+    /// Give readers a copy of the current version `v` of a live file that they can pin for
+    /// passthrough, when opens served by the daemon keep `v` itself from being pinned (see
+    /// `Pin::PlainOpenSettling`): else a file read often would stay served by the daemon.
+    /// Copies are rationed (`State::ration_copies`): false, and nothing done, while they
+    /// are. True if `v` is no longer current (the reader looks the name up again).
+    pub fn rotate_live_for_readers(&self, v: &Arc<live::LiveVersion>) -> Result<bool> {
+        if !self.state().may_pin(v.ty) {
             return Ok(false);
         }
+        let bytes = v.len();
+        self.install_live_copy(v, |st| st.ration_copies(v.ty, bytes))
+    }
+
+    /// Copy `v` (without the state lock) and make the copy current if `v` still is, as it
+    /// was; `installing` runs under the lock just before. True if `v` is no longer current.
+    fn install_live_copy(
+        &self,
+        v: &Arc<live::LiveVersion>,
+        installing: impl FnOnce(&mut state::State),
+    ) -> Result<bool> {
+        let ty = v.ty;
         let id = self.state().new_id();
         let copy = v.copy(id, self.clock.now())?;
         let superseded = {
@@ -301,6 +328,7 @@ impl Store {
             if st.live(ty).version.id != v.id {
                 return Ok(true);
             }
+            installing(&mut st);
             st.install_live_copy(ty, v.id, copy)
         };
         if let Some(superseded) = superseded {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::health::{Kind, Problem};
-use super::live::{LiveVersion, Times};
+use super::live::{FirstPin, LiveVersion, Times};
 use super::model::{Bucket, Key, KeyMap, PartId, SourceId, Target, Tier};
 use super::state::State;
 use super::tier::TierVersion;
@@ -40,6 +40,17 @@ impl ProvenanceSnapshot {
 }
 
 /// One partition as it was at one instant, readable without the state lock.
+/// What [`Store::pin_for_passthrough`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pin {
+    Pinned,
+    /// Superseded, being appended to, or copies of its type are rationed: serve it plainly.
+    Refused,
+    /// An open served by the daemon may still be on its way to the kernel: pinning now
+    /// could fail it. A fresh copy can be pinned (`Store::rotate_live_for_readers`).
+    PlainOpenSettling,
+}
+
 pub enum PartitionSnapshot {
     /// A live version and the times of its first `times.len()` lines (`len` bytes).
     Live {
@@ -99,17 +110,21 @@ impl Store {
         self.state().live(ty).version.clone()
     }
 
-    /// Count a FUSE-passthrough reader on `v` if it is still the current version (under
-    /// the state lock, so no append is halfway through it). From then on appends go to a
-    /// new version until `passthrough_closed`.
-    pub fn pin_for_passthrough(&self, v: &LiveVersion) -> bool {
+    /// Count a FUSE-passthrough reader on `v` if it is still the current version (under the
+    /// state lock, so no append is halfway through it). From then on appends go to a new
+    /// version until the last `passthrough_closed`.
+    pub fn pin_for_passthrough(&self, v: &LiveVersion) -> Pin {
         let st = self.state();
         // Not while a batch that appends to it is between its prepare and its apply.
-        let current = st.live(v.ty).version.id == v.id && st.may_pin(v.ty);
-        if current {
-            v.passthrough_opened();
+        if st.live(v.ty).version.id != v.id || !st.may_pin(v.ty) {
+            return Pin::Refused;
         }
-        current
+        match v.pin_first() {
+            FirstPin::Pinned => Pin::Pinned,
+            FirstPin::AlreadyPinned if v.pin_again() => Pin::Pinned,
+            FirstPin::AlreadyPinned => Pin::Refused,
+            FirstPin::PlainOpenSettling => Pin::PlainOpenSettling,
+        }
     }
 
     pub fn tier(&self, tier: Tier, ty: IocType) -> Arc<TierVersion> {

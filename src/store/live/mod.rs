@@ -15,7 +15,7 @@ mod version;
 
 use std::sync::Arc;
 
-pub use version::{LiveVersion, Storage};
+pub use version::{FirstPin, LiveVersion, Storage};
 
 use crate::error::{Error, Result};
 
@@ -137,7 +137,7 @@ impl LiveSet {
         values: &[u8],
         lines: u64,
         mtime: u64,
-        new_id: impl FnOnce() -> u64,
+        mut new_id: impl FnMut() -> u64,
     ) -> Result<bool> {
         if let Some((bytes, n, at)) = &mut self.deferred {
             bytes.extend_from_slice(values);
@@ -166,12 +166,17 @@ impl LiveSet {
                     self.version.copy(new_id(), mtime)?
                 }
             };
-            next.append(values, lines, mtime)?;
-            self.version = next;
+            self.version =
+                append_or_move_to_memory(&next, values, lines, mtime, &mut new_id)?.unwrap_or(next);
             return Ok(true);
         }
-        self.version.append(values, lines, mtime)?;
-        Ok(false)
+        match append_or_move_to_memory(&self.version, values, lines, mtime, &mut new_id)? {
+            Some(moved) => {
+                self.version = moved;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// A copy of the current version `base`, made before the state lock was taken, for
@@ -214,7 +219,7 @@ impl LiveSet {
         values: &[u8],
         times: &[Times],
         mtime: u64,
-        new_id: impl FnOnce() -> u64,
+        new_id: impl FnMut() -> u64,
     ) -> Result<Vec<u32>> {
         let slots = times
             .iter()
@@ -225,10 +230,10 @@ impl LiveSet {
     }
 
     /// Make `copy` (of the version `base`, made without the lock) current, if `base` is
-    /// still current, unchanged, and pinned by passthrough readers. True if it was.
+    /// still current and unchanged. True if it was.
     pub fn install_copy(&mut self, base: u64, copy: Arc<LiveVersion>) -> bool {
         let v = &self.version;
-        if v.id != base || v.len() != copy.len() || !v.has_passthrough_readers() {
+        if v.id != base || v.len() != copy.len() {
             return false;
         }
         self.version = copy;
@@ -383,6 +388,33 @@ impl LiveSet {
     }
 }
 
+/// Append to `v`; if its file can't grow because the data directory's filesystem is full
+/// (live versions are unnamed files there when served by FUSE passthrough), a copy of it in
+/// memory takes the lines instead (returned): the record being applied is durable already,
+/// and failing to apply it would stop the store. Readers of `v` keep it as it was.
+fn append_or_move_to_memory(
+    v: &Arc<LiveVersion>,
+    values: &[u8],
+    lines: u64,
+    mtime: u64,
+    new_id: &mut impl FnMut() -> u64,
+) -> Result<Option<Arc<LiveVersion>>> {
+    match v.append(values, lines, mtime) {
+        Err(e) if e.errno() == libc::ENOSPC && *v.storage() != Storage::Memfd => {
+            log::warn!(
+                "{}/{}: {e}; this set is kept in memory until its next version",
+                v.target.dir(),
+                v.ty.file_name()
+            );
+            let moved = v.copy_into(new_id(), mtime, &Storage::Memfd)?;
+            moved.append(values, lines, mtime)?;
+            Ok(Some(moved))
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,7 +440,7 @@ mod tests {
             );
             s.append(b"1.1.1.1\n", &[(1, 1)], 5, || 99).unwrap();
             let held = s.version.clone();
-            held.passthrough_opened();
+            assert_eq!(held.pin_first(), FirstPin::Pinned);
             assert!(s.publish(b"2.2.2.2\n", 1, 6, || 7).unwrap());
             s.push_line((2, 2)).unwrap();
             assert_eq!(

@@ -9,13 +9,15 @@
 use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::disk::{real::RealFile, Disk, Handle};
 use crate::error::{IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::model::Target;
+use crate::sync::lock;
 
 /// Where the bytes of live versions are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +90,37 @@ pub struct LiveVersion {
     len: AtomicU64,
     lines: AtomicU64,
     mtime: AtomicU64,
-    /// Descriptors reading this version through FUSE passthrough: the kernel reads the
-    /// file directly, up to its size, so while any are open the version must not grow
-    /// (an append in progress would show a partial line) — appends make a new version.
-    passthrough_readers: AtomicUsize,
+    /// How this version's inode is open (see [`Opens`]).
+    opens: Mutex<Opens>,
+}
+
+/// How a live version's inode is open. While passthrough readers hold it, the kernel reads
+/// the file directly, up to its size, so the version must not grow (an append in progress
+/// would show a partial line): appends make a new version. And the kernel fails with EIO an
+/// open served by the daemon of an inode that passthrough readers hold; such an open is safe
+/// only once the kernel has finished it, which the daemon can't see: for a while after
+/// deciding one, it pins nobody new on that version.
+#[derive(Debug, Default)]
+struct Opens {
+    /// Descriptors reading through FUSE passthrough.
+    pinned: usize,
+    /// When the last open served by the daemon was decided.
+    last_plain: Option<Instant>,
+}
+
+/// How long an open served by the daemon may take to reach the kernel's checks after the
+/// daemon's answer (a reply write, then the opener's thread running on): far more than it
+/// takes, short enough that a file written once a minute is soon pinnable again.
+const PLAIN_OPEN_SETTLES: Duration = Duration::from_secs(1);
+
+/// Whether a first passthrough reader may pin a version.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FirstPin {
+    Pinned,
+    /// Not now: an open served by the daemon may still be on its way (see [`Opens`]).
+    PlainOpenSettling,
+    /// Readers already pin it: join them ([`LiveVersion::pin_again`]).
+    AlreadyPinned,
 }
 
 impl LiveVersion {
@@ -116,7 +145,7 @@ impl LiveVersion {
             len: AtomicU64::new(content.len() as u64),
             lines: AtomicU64::new(lines),
             mtime: AtomicU64::new(mtime),
-            passthrough_readers: AtomicUsize::new(0),
+            opens: Mutex::new(Opens::default()),
         }))
     }
 
@@ -124,30 +153,68 @@ impl LiveVersion {
         &self.storage
     }
 
-    /// Count a passthrough reader in (call with the state lock held, so no append is
-    /// halfway) or out.
-    pub fn passthrough_opened(&self) {
-        self.passthrough_readers.fetch_add(1, Ordering::AcqRel);
+    /// Count the first passthrough reader in (call with the state lock held, so no append
+    /// is halfway through it).
+    pub fn pin_first(&self) -> FirstPin {
+        let mut o = lock(&self.opens);
+        if o.pinned > 0 {
+            return FirstPin::AlreadyPinned;
+        }
+        if o.last_plain
+            .is_some_and(|t| t.elapsed() < PLAIN_OPEN_SETTLES)
+        {
+            return FirstPin::PlainOpenSettling;
+        }
+        o.pinned = 1;
+        FirstPin::Pinned
+    }
+
+    /// Count one more passthrough reader in, if passthrough readers hold it already.
+    pub fn pin_again(&self) -> bool {
+        let mut o = lock(&self.opens);
+        let held = o.pinned > 0;
+        if held {
+            o.pinned += 1;
+        }
+        held
     }
 
     pub fn passthrough_closed(&self) {
-        let _ = self
-            .passthrough_readers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(1))
-            });
+        let mut o = lock(&self.opens);
+        o.pinned = o.pinned.saturating_sub(1);
+    }
+
+    /// An open served by the daemon, unless passthrough readers hold the version (the
+    /// kernel would fail it).
+    pub fn open_plain(&self) -> bool {
+        let mut o = lock(&self.opens);
+        let free = o.pinned == 0;
+        if free {
+            o.last_plain = Some(Instant::now());
+        }
+        free
     }
 
     pub fn has_passthrough_readers(&self) -> bool {
-        self.passthrough_readers.load(Ordering::Acquire) > 0
+        lock(&self.opens).pinned > 0
     }
 
     /// A new version (id `new_id`) holding this one's bytes as they are now. Pinned
     /// versions never grow, so this needs no lock when the version is pinned; otherwise the
     /// caller checks the length is still the same before using the copy.
     pub fn copy(&self, new_id: u64, mtime: u64) -> Result<Arc<LiveVersion>> {
+        self.copy_into(new_id, mtime, &self.storage)
+    }
+
+    /// [`copy`](Self::copy), into `storage`.
+    pub fn copy_into(
+        &self,
+        new_id: u64,
+        mtime: u64,
+        storage: &Storage,
+    ) -> Result<Arc<LiveVersion>> {
         crate::failpoint::pause("live::copy");
-        let file = self.storage.create(&self.name())?;
+        let file = storage.create(&self.name())?;
         let len = self.len();
         let lines = self.lines();
         let mut copied = 0u64;
@@ -162,11 +229,11 @@ impl LiveVersion {
             target: self.target,
             ty: self.ty,
             file,
-            storage: self.storage.clone(),
+            storage: storage.clone(),
             len: AtomicU64::new(len),
             lines: AtomicU64::new(lines),
             mtime: AtomicU64::new(mtime),
-            passthrough_readers: AtomicUsize::new(0),
+            opens: Mutex::new(Opens::default()),
         }))
     }
 

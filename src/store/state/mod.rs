@@ -107,6 +107,8 @@ pub struct State {
     staging: Storage,
     /// Per type: batches between their prepare and their apply (no new passthrough pins).
     appending: ByType<usize>,
+    /// Per type: no new passthrough pins before this instant (see `State::ration_copies`).
+    pins_paused_until: ByType<Option<std::time::Instant>>,
     /// The source sets of the index's slots, the declared sources and their counts.
     provenance: Provenance,
 }
@@ -167,6 +169,7 @@ impl State {
             stages: BTreeMap::new(),
             staging: Storage::Memfd,
             appending: ByType::default(),
+            pins_paused_until: ByType::default(),
             provenance: Provenance::default(),
         })
     }

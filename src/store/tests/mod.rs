@@ -7,6 +7,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::ioc::IocType;
 use crate::store::model::{Bucket, Target, Tier};
+use crate::store::read::Pin;
 use crate::store::Store;
 
 mod allow;
@@ -477,4 +478,76 @@ fn a_staged_replace_applies_only_at_its_end_and_a_reopen_drops_an_unfinished_one
         served(&store, Bucket::Live, IocType::Domain).as_bytes(),
         want
     );
+}
+
+#[test]
+fn copying_a_large_pinned_live_file_pauses_new_pins_a_small_one_does_not() {
+    let f = Fixture::new();
+    let store = f.open();
+    let lines = |n: u32, third: u32| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("10.{third}.{}.{}\n", i >> 8, i & 255).into_bytes())
+            .collect()
+    };
+    // Small (under 2 MiB): pinned, appended to (a copy), pinned again at once.
+    store
+        .append(IocType::Domain, b"a.example\n".to_vec())
+        .unwrap();
+    let v = store.live(IocType::Domain);
+    assert_eq!(store.pin_for_passthrough(&v), Pin::Pinned);
+    store
+        .append(IocType::Domain, b"b.example\n".to_vec())
+        .unwrap();
+    let copy = store.live(IocType::Domain);
+    assert_ne!(
+        copy.id, v.id,
+        "an append to a pinned version goes to a copy"
+    );
+    assert_eq!(store.pin_for_passthrough(&copy), Pin::Pinned);
+    // Large: 600,000 ipv4 lines, over 8 MiB (new pins then wait about 40 ms).
+    for third in 0..10 {
+        store.append(IocType::Ipv4, lines(60_000, third)).unwrap();
+    }
+    let v = store.live(IocType::Ipv4);
+    assert!(v.len() >= 2 << 20, "{} bytes", v.len());
+    assert_eq!(store.pin_for_passthrough(&v), Pin::Pinned);
+    store
+        .append(IocType::Ipv4, b"192.0.2.1\n".to_vec())
+        .unwrap();
+    let copy = store.live(IocType::Ipv4);
+    assert_ne!(copy.id, v.id);
+    assert_eq!(
+        store.pin_for_passthrough(&copy),
+        Pin::Refused,
+        "right after copying a large pinned file, new readers are not pinned"
+    );
+    v.passthrough_closed();
+}
+
+#[test]
+fn a_version_just_opened_through_the_daemon_is_not_pinned_but_readers_get_a_copy() {
+    let f = Fixture::new();
+    let store = f.open();
+    store
+        .append(IocType::Url, b"http://a.example/x\n".to_vec())
+        .unwrap();
+    let v = store.live(IocType::Url);
+    // A writer's (or reader's) open served by the daemon may not have reached the kernel's
+    // checks yet: pinning the inode now could make the kernel fail that open.
+    assert!(v.open_plain());
+    assert_eq!(store.pin_for_passthrough(&v), Pin::PlainOpenSettling);
+    assert!(
+        store.rotate_live_for_readers(&v).unwrap(),
+        "readers get a copy"
+    );
+    let copy = store.live(IocType::Url);
+    assert_ne!(copy.id, v.id);
+    assert_eq!(copy.read_all().unwrap(), v.read_all().unwrap());
+    assert_eq!(store.pin_for_passthrough(&copy), Pin::Pinned);
+    // Pinned: no open served by the daemon now; readers join the pin.
+    assert!(!copy.open_plain());
+    assert!(copy.pin_again());
+    copy.passthrough_closed();
+    copy.passthrough_closed();
+    assert!(copy.open_plain());
 }
