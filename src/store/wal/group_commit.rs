@@ -111,6 +111,12 @@ struct Queue {
     /// concurrent, a leader lingers briefly for the rest of them (see `linger`).
     last_batch: usize,
     last_sync: Duration,
+    /// Writers between queueing their record and being told it is done: with those of
+    /// the batch just finished still on their way out, how many will be back soon.
+    writers: usize,
+    /// Records a lingering leader waits for (0: none lingers). Only the record that
+    /// completes the count wakes it: a wake-up per record costs more than it saves.
+    linger_for: usize,
 }
 
 #[derive(Clone)]
@@ -143,6 +149,8 @@ impl Pipeline {
                 closed: false,
                 last_batch: 0,
                 last_sync: Duration::ZERO,
+                writers: 0,
+                linger_for: 0,
             }),
             arrived: Condvar::new(),
             wake: Condvar::new(),
@@ -187,7 +195,7 @@ impl Pipeline {
     /// Sequence `op`, wait until it is durable (per the mode) and applied; returns its
     /// sequence number. `batch` is the same for every caller (the store).
     pub fn submit<B: Batch>(&self, op: Op, batch: &B) -> Result<u64> {
-        let (ticket, seq) = {
+        let (ticket, seq, wake_leader) = {
             let mut q = self.queue();
             if let Some(why) = &q.fatal {
                 return Err(Error::Failed(why.clone()));
@@ -215,11 +223,15 @@ impl Pipeline {
             q.next_seq += 1;
             record::encode_with(seq, &mut q.batch, |out| m.encode(out));
             q.pending.push((seq, m));
+            q.writers += 1;
             let ticket = q.next_ticket;
             q.next_ticket += 1;
-            (ticket, seq)
+            let wake_leader = q.linger_for != 0 && q.pending.len() >= q.linger_for;
+            (ticket, seq, wake_leader)
         };
-        self.arrived.notify_one();
+        if wake_leader {
+            self.arrived.notify_one();
+        }
         // A panic while leading has failed every waiter (see `FailOnUnwind`); this caller
         // gets an error too instead of a dead thread that never answers its request.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -240,6 +252,7 @@ impl Pipeline {
         let mut q = self.queue();
         loop {
             if q.completed >= ticket {
+                q.writers = q.writers.saturating_sub(1);
                 return match q
                     .failures
                     .iter()
@@ -274,14 +287,19 @@ impl Pipeline {
     /// Group commit in `always` mode: when the last batch held several writers, they are
     /// likely on their way back with their next record (each is a FUSE round trip behind).
     /// Wait a fraction of an fsync for them, so they share the next fsync instead of
-    /// forming a batch of one and a batch of the rest. A lone writer never waits.
+    /// forming a batch of one and a batch of the rest. A lone writer never waits. Counting
+    /// the writers not yet out of the last batch too: else 8 writers settle into two
+    /// batches of 4 taking turns, each waiting out the other's fsync.
     fn linger<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        let target = q.last_batch.min(64);
+        let target = q.last_batch.max(q.writers).min(64);
         if target < 2 || q.pending.len() >= target {
             return q;
         }
-        let budget = (q.last_sync / 4).clamp(Duration::from_micros(20), Duration::from_micros(500));
+        let budget = q
+            .last_sync
+            .clamp(Duration::from_micros(20), Duration::from_micros(1000));
         let deadline = std::time::Instant::now() + budget;
+        q.linger_for = target;
         while q.pending.len() < target {
             let now = std::time::Instant::now();
             if now >= deadline {
@@ -289,6 +307,7 @@ impl Pipeline {
             }
             q = crate::sync::wait_timeout(&self.arrived, q, deadline - now);
         }
+        q.linger_for = 0;
         q
     }
 
