@@ -527,6 +527,10 @@ fn parse_as(ty: IocType, v: &[u8], limits: &Limits, out: &mut Vec<u8>) -> Result
     // `clean` hands out UTF-8 only; the parsers that work on `str` check it again.
     let text = || std::str::from_utf8(v).map_err(|_| Invalid::from(InvalidKind::Utf8));
     match ty {
+        IocType::Ipv4 if net::is_normal_ipv4(v) => {
+            out.extend_from_slice(v);
+            Ok(())
+        }
         IocType::Ipv4 => ipv4(text()?, limits.min_prefix_v4, out),
         IocType::Ipv6 => ipv6(text()?, limits.min_prefix_v6, out),
         IocType::Domain => domain(v, true, out),

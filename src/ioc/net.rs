@@ -41,6 +41,40 @@ fn check_prefix(
     Ok(prefix)
 }
 
+/// Whether `v` is a plain IPv4 address in its normal form ("192.0.2.1": four octets of
+/// one to three digits, no leading zeros, none over 255), nearly every line of an IPv4
+/// feed. Such a line is its own normalized form; anything else (a prefix, a leading zero,
+/// a wrong value) goes through [`ipv4`], which decides and explains. Bulk ingest spent a
+/// sixth of its time in the full parse of lines like these.
+pub(super) fn is_normal_ipv4(v: &[u8]) -> bool {
+    let mut i = 0;
+    for octet in 0..4 {
+        let start = i;
+        while i < v.len() && i - start < 3 && v[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &v[start..i];
+        let fits = match digits {
+            [] => false,
+            [_] => true,
+            [b'0', ..] => false,
+            [_, _] => true,
+            [a, b, c] => (*a, *b, *c) <= (b'2', b'5', b'5'),
+            _ => false,
+        };
+        if !fits {
+            return false;
+        }
+        if octet < 3 {
+            if v.get(i) != Some(&b'.') {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    i == v.len()
+}
+
 pub(super) fn ipv4(v: &str, min_prefix: u8, out: &mut Vec<u8>) -> Result<(), Invalid> {
     let (addr, prefix) = v.split_once('/').map_or((v, None), |(a, p)| (a, Some(p)));
     let addr: Ipv4Addr = addr

@@ -370,3 +370,29 @@ fn unescape(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Dotted digits: right and wrong octet counts, leading zeros, values past 255.
+fn dotted_digits() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            (0u32..=255).prop_map(|n| n.to_string()),
+            (0u32..10_000).prop_map(|n| n.to_string()),
+            (0u32..100).prop_map(|n| format!("0{n}")),
+            Just(String::new()),
+        ],
+        1..6,
+    )
+    .prop_map(|octets| octets.join("."))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The IPv4 fast path takes exactly the lines the full parser leaves unchanged.
+    #[test]
+    fn ipv4_fast_path_agrees_with_the_full_parser(v in dotted_digits()) {
+        let mut out = Vec::new();
+        let full = net::ipv4(&v, 0, &mut out).is_ok() && out == v.as_bytes();
+        prop_assert_eq!(net::is_normal_ipv4(v.as_bytes()), full, "{}", v);
+    }
+}
