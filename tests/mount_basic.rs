@@ -223,3 +223,21 @@ fn st_size_equals_bytes_read_for_every_file() {
     let wc = d.sh_ok("wc -c < live/ipv4.txt");
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "19");
 }
+
+/// The daemon widens its mount's read-ahead window (the kernel gives FUSE 128 KiB), so a
+/// sequential reader of a tier file has several large READs in flight.
+#[test]
+fn the_mount_reads_ahead_4_mib() {
+    let Some(d) = Daemon::start() else { return };
+    let mnt = d.mnt().canonicalize().unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dev = info
+        .lines()
+        .rev()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && std::path::Path::new(f[4]) == mnt)
+        .map(|f| f[2].to_string())
+        .expect("the mount in /proc/self/mountinfo");
+    let kb = std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
+    assert_eq!(kb.trim(), "4096");
+}
