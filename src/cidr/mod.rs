@@ -189,6 +189,29 @@ impl FromStr for Net {
     }
 }
 
+impl Net {
+    /// Append the normalized text ([`Display`](fmt::Display)'s) to `out`; IPv4 without the
+    /// formatting machinery, which cost more than sorting in a view of a million addresses.
+    pub fn push_text(&self, out: &mut Vec<u8>) {
+        if self.v6 {
+            use std::io::Write;
+            // Writing to a Vec can't fail.
+            let _ = write!(out, "{self}");
+            return;
+        }
+        let [a, b, c, d] = (self.addr as u32).to_be_bytes();
+        crate::ioc::push_u8(out, a);
+        for octet in [b, c, d] {
+            out.push(b'.');
+            crate::ioc::push_u8(out, octet);
+        }
+        if self.len < 32 {
+            out.push(b'/');
+            crate::ioc::push_u8(out, self.len);
+        }
+    }
+}
+
 impl fmt::Display for Net {
     /// The normalized text: no `/32` or `/128`; IPv6 in RFC 5952 form (std's `Display`, which
     /// `ioc::normalize` uses too).

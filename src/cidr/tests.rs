@@ -437,3 +437,15 @@ fn difference_aggregates_listed() {
 // Property tests against a brute-force model; large inputs against ipnet (and timing).
 mod large;
 mod props;
+
+proptest! {
+    /// The fast text of a network is its `Display`.
+    #[test]
+    fn push_text_is_display(v6 in any::<bool>(), addr in any::<u128>(), len in 0u8..=128) {
+        let (addr, len) = if v6 { (addr, len) } else { (addr & u128::from(u32::MAX), len % 33) };
+        let net = Net::new(v6, addr, len).unwrap();
+        let mut text = Vec::new();
+        net.push_text(&mut text);
+        prop_assert_eq!(String::from_utf8(text).unwrap(), net.to_string());
+    }
+}

@@ -126,7 +126,8 @@ pub(super) fn ipv6(v: &str, min_prefix: u8, out: &mut Vec<u8>) -> Result<(), Inv
     Ok(())
 }
 
-fn push_u8(out: &mut Vec<u8>, n: u8) {
+/// `n` in decimal (the octets of dotted quads, prefix lengths).
+pub(crate) fn push_u8(out: &mut Vec<u8>, n: u8) {
     if n >= 100 {
         out.push(b'0' + n / 100);
     }

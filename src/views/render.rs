@@ -40,6 +40,10 @@ pub fn render(
     selected: Selected,
     out: &mut impl Write,
 ) -> io::Result<FileStats> {
+    // Lines are written in pieces (an address, a '/', a length, a newline): gathered here
+    // first, the file and its running hash see large writes instead of a call per piece,
+    // which cost more than the sorting (a third of a 1M-address build).
+    let mut out = io::BufWriter::with_capacity(256 << 10, out);
     let mut stats = FileStats::default();
     let cap = view.max_entries.map(|m| m as usize);
     match selected.values {
@@ -57,8 +61,12 @@ pub fn render(
                 nets.sort_unstable();
                 nets.dedup();
             }
+            let mut line = Vec::with_capacity(64);
             for n in &nets {
-                writeln!(out, "{n}")?;
+                line.clear();
+                n.push_text(&mut line);
+                line.push(b'\n');
+                out.write_all(&line)?;
             }
             stats.entries = nets.len() as u64;
         }
@@ -97,5 +105,6 @@ pub fn render(
     if stats.entries == 0 && !view.placeholder.is_empty() {
         writeln!(out, "{}", view.placeholder)?;
     }
+    out.flush()?;
     Ok(stats)
 }
