@@ -190,6 +190,15 @@ impl FromStr for Net {
 }
 
 impl Net {
+    /// A network from a stored line: as `str::parse`, with a plain IPv4 address in normal
+    /// form (nearly every stored line of an IPv4 set) read without the full parser.
+    pub fn from_line(line: &[u8]) -> Option<Net> {
+        if let Some(addr) = crate::ioc::normal_ipv4(line) {
+            return Net::new(false, u128::from(addr), 32);
+        }
+        std::str::from_utf8(line).ok()?.parse().ok()
+    }
+
     /// Append the normalized text ([`Display`](fmt::Display)'s) to `out`; IPv4 without the
     /// formatting machinery, which cost more than sorting in a view of a million addresses.
     pub fn push_text(&self, out: &mut Vec<u8>) {

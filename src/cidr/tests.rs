@@ -449,3 +449,17 @@ proptest! {
         prop_assert_eq!(String::from_utf8(text).unwrap(), net.to_string());
     }
 }
+
+proptest! {
+    /// Reading a stored line takes the same network as the full parser, fast path or not.
+    #[test]
+    fn from_line_is_parse(octets in prop::collection::vec(0u32..300, 1..6), zero in any::<bool>(),
+                          len in prop::option::of(0u8..40)) {
+        let mut text = octets.iter().map(|o| if zero && *o < 10 { format!("0{o}") } else { o.to_string() })
+            .collect::<Vec<_>>().join(".");
+        if let Some(len) = len {
+            text.push_str(&format!("/{len}"));
+        }
+        prop_assert_eq!(Net::from_line(text.as_bytes()), text.parse::<Net>().ok(), "{}", text);
+    }
+}

@@ -128,12 +128,10 @@ pub fn select(
                 out.expires = Some(out.expires.map_or(leaves, |e| e.min(leaves)));
             }
             match &mut out.values {
-                Values::Nets(nets) => {
-                    match std::str::from_utf8(line).ok().and_then(|s| s.parse().ok()) {
-                        Some(net) => nets.push((net, t.1)),
-                        None => out.unparsable += 1,
-                    }
-                }
+                Values::Nets(nets) => match Net::from_line(line) {
+                    Some(net) => nets.push((net, t.1)),
+                    None => out.unparsable += 1,
+                },
                 Values::Text { arena, items } => {
                     items.push(Item {
                         start: arena.len() as u64,
