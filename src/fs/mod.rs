@@ -310,6 +310,7 @@ impl Filesystem for IocFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let retry = self.retries.is_pending_retry(req.pid(), ino);
         let opened = self.open_inode(req, ino, flags);
         match &opened {
             Err(e) if *e == Errno::ESTALE => self.retries.refused(req.pid()),
@@ -323,7 +324,7 @@ impl Filesystem for IocFs {
                     && v.target == crate::store::model::Target::Live
                     && ino == inode::version(v.id) =>
             {
-                self.open_live_reader(req.uid(), v, fopen, reply)
+                self.open_live_reader((req.uid(), req.pid(), retry), v, fopen, reply)
             }
             Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),
             Err(e) => reply.error(e),

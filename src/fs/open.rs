@@ -18,6 +18,10 @@ use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
 use crate::store::read::Pin;
 
+/// Live files up to this size are copied in the open that finds them just opened through
+/// the daemon (about a millisecond); larger ones in the background (see `open_live_reader`).
+const COPY_AT_ONCE: u64 = 2 << 20;
+
 impl IocFs {
     /// A read-only open of a live version's own inode, with passthrough on. By passthrough
     /// when readers hold the version that way already (the kernel then refuses any other
@@ -25,7 +29,7 @@ impl IocFs {
     /// copy) or when it can be pinned now; otherwise served by the daemon.
     pub(super) fn open_live_reader(
         &self,
-        uid: u32,
+        (uid, pid, retry): (u32, u32, bool),
         v: Arc<LiveVersion>,
         fopen: FopenFlags,
         reply: ReplyOpen,
@@ -38,6 +42,25 @@ impl IocFs {
             } else if self.pins.admit(uid, v.id, true) {
                 match self.store.pin_for_passthrough(&v) {
                     Pin::Pinned => true,
+                    // A small file is copied at once, so that this reader pins the copy
+                    // (after ESTALE, once) and reads the file as it was, like any other
+                    // passthrough reader; a large one in the background, meanwhile
+                    // served by the daemon. Never on the kernel's retry: that would send
+                    // it round again.
+                    Pin::PlainOpenSettling if !retry && v.len() < COPY_AT_ONCE => {
+                        self.pins.release(uid, v.id);
+                        match self.store.rotate_live_for_readers(&v) {
+                            Ok(true) => {
+                                self.retries.refused(pid);
+                                return reply.error(Errno::ESTALE);
+                            }
+                            Ok(false) => {}
+                            Err(e) => lograte::warn(|| {
+                                format!("copy of live/{} for readers: {e}", v.ty.file_name())
+                            }),
+                        }
+                        false
+                    }
                     Pin::PlainOpenSettling => {
                         self.pins.release(uid, v.id);
                         self.copy_for_readers_soon(&v);

@@ -293,7 +293,8 @@ impl Store {
         let pause = |st: &mut state::State| st.pause_pins(ty, Duration::from_secs(1));
         let v = self.live(ty);
         if v.has_passthrough_readers() {
-            self.install_live_copy(&v, pause)?;
+            let copy = v.copy(self.state().new_id(), self.clock.now())?;
+            self.install_live_copy(&v, copy, pause)?;
         } else {
             pause(&mut self.state_mut());
         }
@@ -310,19 +311,19 @@ impl Store {
             return Ok(false);
         }
         let bytes = v.len();
-        self.install_live_copy(v, |st| st.ration_copies(v.ty, bytes))
+        let copy = v.copy_into(self.state().new_id(), self.clock.now(), v.storage())?;
+        self.install_live_copy(v, copy, |st| st.ration_copies(v.ty, bytes))
     }
 
-    /// Copy `v` (without the state lock) and make the copy current if `v` still is, as it
+    /// Make `copy` (of `v`, made without the state lock) current if `v` still is, as it
     /// was; `installing` runs under the lock just before. True if `v` is no longer current.
     fn install_live_copy(
         &self,
         v: &Arc<live::LiveVersion>,
+        copy: Arc<live::LiveVersion>,
         installing: impl FnOnce(&mut state::State),
     ) -> Result<bool> {
         let ty = v.ty;
-        let id = self.state().new_id();
-        let copy = v.copy(id, self.clock.now())?;
         let superseded = {
             let mut st = self.state_mut();
             if st.live(ty).version.id != v.id {

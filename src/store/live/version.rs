@@ -203,6 +203,7 @@ impl LiveVersion {
     /// versions never grow, so this needs no lock when the version is pinned; otherwise the
     /// caller checks the length is still the same before using the copy.
     pub fn copy(&self, new_id: u64, mtime: u64) -> Result<Arc<LiveVersion>> {
+        crate::failpoint::pause("live::copy");
         self.copy_into(new_id, mtime, &self.storage)
     }
 
@@ -213,7 +214,6 @@ impl LiveVersion {
         mtime: u64,
         storage: &Storage,
     ) -> Result<Arc<LiveVersion>> {
-        crate::failpoint::pause("live::copy");
         let file = storage.create(&self.name())?;
         let len = self.len();
         let lines = self.lines();
