@@ -25,6 +25,8 @@ pub mod reserved;
 pub mod secure;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod test_rng;
 pub mod views;
 
 /// Cores to spread work over (normalizing a large write, inflating tier blocks ahead of a

@@ -1,5 +1,6 @@
 use super::*;
 use crate::ioc::{normalize, IocType, Limits};
+use crate::test_rng::Rng;
 use proptest::prelude::*;
 use proptest::sample::select;
 use std::net::Ipv6Addr;
@@ -417,39 +418,26 @@ fn large_set_matches_naive_scan() {
 
 // ---- Timing (release): cargo test --release --lib domainset::tests::perf -- --ignored --nocapture
 
-/// splitmix64: a fixed, dependency-free input generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+fn label(rng: &mut Rng, out: &mut String) {
+    let r = rng.next();
+    for i in 0..3 + r % 8 {
+        out.push(char::from(b'a' + (r >> (8 + 5 * i) & 31) as u8 % 26));
     }
+}
 
-    fn label(&mut self, out: &mut String) {
-        let r = self.next();
-        for i in 0..3 + r % 8 {
-            out.push(char::from(b'a' + (r >> (8 + 5 * i) & 31) as u8 % 26));
-        }
+/// 1 to 3 random labels under one of 12 TLDs.
+fn random_name(rng: &mut Rng) -> String {
+    const TLDS: [&str; 12] = [
+        "com", "net", "org", "io", "ru", "cn", "de", "info", "xyz", "top", "co", "uk",
+    ];
+    let r = rng.next();
+    let mut out = String::new();
+    for _ in 0..1 + r % 3 {
+        label(rng, &mut out);
+        out.push('.');
     }
-
-    /// 1 to 3 random labels under one of 12 TLDs.
-    fn name(&mut self) -> String {
-        const TLDS: [&str; 12] = [
-            "com", "net", "org", "io", "ru", "cn", "de", "info", "xyz", "top", "co", "uk",
-        ];
-        let r = self.next();
-        let mut out = String::new();
-        for _ in 0..1 + r % 3 {
-            self.label(&mut out);
-            out.push('.');
-        }
-        out.push_str(TLDS[(r >> 8) as usize % TLDS.len()]);
-        out
-    }
+    out.push_str(TLDS[(r >> 8) as usize % TLDS.len()]);
+    out
 }
 
 #[test]
@@ -459,7 +447,7 @@ fn perf() {
     let mut rng = Rng(5);
     let rules: Vec<String> = (0..1_000_000)
         .map(|i| {
-            let n = rng.name();
+            let n = random_name(&mut rng);
             if i % 10 == 0 {
                 format!("*.{n}")
             } else {
@@ -485,7 +473,7 @@ fn perf() {
                 let r = &rules[(rng.next() % rules.len() as u64) as usize];
                 format!("www.{}", r.strip_prefix("*.").unwrap_or(r))
             } else {
-                rng.name()
+                random_name(&mut rng)
             }
         })
         .collect();

@@ -2,27 +2,15 @@
 
 use super::props::assert_minimal;
 use super::*;
+use crate::test_rng::Rng;
 
 // ---- Timing (release): cargo test --release --lib cidr::tests::perf -- --ignored --nocapture
 
-/// splitmix64: a fixed, dependency-free input generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// 80% single addresses, 20% networks /16 to /31.
-    fn v4_net(&mut self) -> Net {
-        let r = self.next();
-        let len = if r % 5 == 0 { 16 + (r >> 8) % 16 } else { 32 };
-        Net::new(false, u128::from(r >> 32), len as u8).unwrap_or_else(|| panic!("{r}"))
-    }
+/// 80% single addresses, 20% networks /16 to /31.
+fn v4_net(rng: &mut Rng) -> Net {
+    let r = rng.next();
+    let len = if r % 5 == 0 { 16 + (r >> 8) % 16 } else { 32 };
+    Net::new(false, u128::from(r >> 32), len as u8).unwrap_or_else(|| panic!("{r}"))
 }
 
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (std::time::Duration, T) {
@@ -119,7 +107,7 @@ fn large_inputs_agree_with_ipnet() {
 fn perf() {
     use ipnet::IpNet;
     let mut rng = Rng(42);
-    let nets: Vec<Net> = (0..1_000_000).map(|_| rng.v4_net()).collect();
+    let nets: Vec<Net> = (0..1_000_000).map(|_| v4_net(&mut rng)).collect();
 
     let (ours_t, ours) = best_of(5, || aggregate(nets.iter().copied()));
     let ipnets: Vec<IpNet> = nets.iter().map(to_ipnet).collect();
@@ -157,13 +145,13 @@ fn perf() {
         text.len()
     );
 
-    let allowed: Vec<Net> = (0..100_000).map(|_| rng.v4_net()).collect();
+    let allowed: Vec<Net> = (0..100_000).map(|_| v4_net(&mut rng)).collect();
     let (t, set) = best_of(5, || IntervalSet::build(allowed.iter().copied()));
     println!(
         "build IntervalSet of 100k nets -> {} intervals: {t:?}",
         set.interval_count()
     );
-    let queries: Vec<Net> = (0..1_000_000).map(|_| rng.v4_net()).collect();
+    let queries: Vec<Net> = (0..1_000_000).map(|_| v4_net(&mut rng)).collect();
     let (t, hits) = best_of(5, || queries.iter().filter(|q| set.contains_net(q)).count());
     println!("1M contains_net queries: {hits} hits, {t:?}");
     let (t, hits) = best_of(5, || queries.iter().filter(|q| set.intersects(q)).count());
