@@ -311,6 +311,7 @@ impl Store {
             return Ok(false);
         }
         let bytes = v.len();
+        // Not `copy`: its failpoint stands for the copies batches and writers wait for.
         let copy = v.copy_into(self.state().new_id(), self.clock.now(), v.storage())?;
         self.install_live_copy(v, copy, |st| st.ration_copies(v.ty, bytes))
     }

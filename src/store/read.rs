@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::health::{Kind, Problem};
-use super::live::{FirstPin, LiveVersion, Times};
+use super::live::{LiveVersion, Times};
 use super::model::{Bucket, Key, KeyMap, PartId, SourceId, Target, Tier};
 use super::state::State;
 use super::tier::TierVersion;
@@ -39,7 +39,6 @@ impl ProvenanceSnapshot {
     }
 }
 
-/// One partition as it was at one instant, readable without the state lock.
 /// What [`Store::pin_for_passthrough`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pin {
@@ -51,6 +50,7 @@ pub enum Pin {
     PlainOpenSettling,
 }
 
+/// One partition as it was at one instant, readable without the state lock.
 pub enum PartitionSnapshot {
     /// A live version and the times of its first `times.len()` lines (`len` bytes).
     Live {
@@ -119,11 +119,10 @@ impl Store {
         if st.live(v.ty).version.id != v.id || !st.may_pin(v.ty) {
             return Pin::Refused;
         }
-        match v.pin_first() {
-            FirstPin::Pinned => Pin::Pinned,
-            FirstPin::AlreadyPinned if v.pin_again() => Pin::Pinned,
-            FirstPin::AlreadyPinned => Pin::Refused,
-            FirstPin::PlainOpenSettling => Pin::PlainOpenSettling,
+        if v.pin() {
+            Pin::Pinned
+        } else {
+            Pin::PlainOpenSettling
         }
     }
 

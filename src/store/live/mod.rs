@@ -15,7 +15,7 @@ mod version;
 
 use std::sync::Arc;
 
-pub use version::{FirstPin, LiveVersion, Storage};
+pub use version::{LiveVersion, Storage};
 
 use crate::error::{Error, Result};
 
@@ -440,7 +440,7 @@ mod tests {
             );
             s.append(b"1.1.1.1\n", &[(1, 1)], 5, || 99).unwrap();
             let held = s.version.clone();
-            assert_eq!(held.pin_first(), FirstPin::Pinned);
+            assert!(held.pin());
             assert!(s.publish(b"2.2.2.2\n", 1, 6, || 7).unwrap());
             s.push_line((2, 2)).unwrap();
             assert_eq!(

@@ -113,16 +113,6 @@ struct Opens {
 /// takes, short enough that a file written once a minute is soon pinnable again.
 const PLAIN_OPEN_SETTLES: Duration = Duration::from_secs(1);
 
-/// Whether a first passthrough reader may pin a version.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FirstPin {
-    Pinned,
-    /// Not now: an open served by the daemon may still be on its way (see [`Opens`]).
-    PlainOpenSettling,
-    /// Readers already pin it: join them ([`LiveVersion::pin_again`]).
-    AlreadyPinned,
-}
-
 impl LiveVersion {
     pub fn new(
         id: u64,
@@ -153,20 +143,19 @@ impl LiveVersion {
         &self.storage
     }
 
-    /// Count the first passthrough reader in (call with the state lock held, so no append
-    /// is halfway through it).
-    pub fn pin_first(&self) -> FirstPin {
+    /// Count a passthrough reader in (call with the state lock held, so no append is
+    /// halfway through it): false, nothing counted, while an open served by the daemon may
+    /// still be on its way (see [`Opens`]) and no passthrough reader holds it yet.
+    pub fn pin(&self) -> bool {
         let mut o = lock(&self.opens);
-        if o.pinned > 0 {
-            return FirstPin::AlreadyPinned;
+        let settling = o
+            .last_plain
+            .is_some_and(|t| t.elapsed() < PLAIN_OPEN_SETTLES);
+        if o.pinned == 0 && settling {
+            return false;
         }
-        if o.last_plain
-            .is_some_and(|t| t.elapsed() < PLAIN_OPEN_SETTLES)
-        {
-            return FirstPin::PlainOpenSettling;
-        }
-        o.pinned = 1;
-        FirstPin::Pinned
+        o.pinned += 1;
+        true
     }
 
     /// Count one more passthrough reader in, if passthrough readers hold it already.
