@@ -169,6 +169,12 @@ fn cache(e: &mut Exposition, c: &Value) {
         "The cache's bound (cache.size).",
         num(&c["capacity"]),
     );
+    e.single(
+        "iocfs_cache_inflated_bytes",
+        "gauge",
+        "Bytes of whole tier files inflated on the data filesystem for passthrough readers (up to cache.size).",
+        num(&c["inflated_bytes"]),
+    );
 }
 
 fn wal(e: &mut Exposition, w: &Value) {

@@ -255,7 +255,7 @@ fn a_reader_of_a_damaged_block_cannot_flood_the_log() {
 /// invalidation while other workers may wait for it. With only two workers, one stuck
 /// answering a READ of a tier file (its page locked in the kernel), a change that supersedes
 /// that very inode must still be acknowledged: the invalidation (attributes only) does not
-/// wait for the READ.
+/// wait for the READ. Without passthrough: under it the kernel reads tier files itself.
 #[cfg(feature = "testing")]
 #[test]
 fn inode_invalidation_never_waits_for_a_read_in_flight() {
@@ -263,7 +263,7 @@ fn inode_invalidation_never_waits_for_a_read_in_flight() {
     let Some(d) = Daemon::builder()
         .arg("--manual-clock")
         .arg("1700000000")
-        .config("[aging]\ninterval = \"3650d\"\n[mount]\nthreads = 2\n")
+        .config("[aging]\ninterval = \"3650d\"\n[mount]\nthreads = 2\npassthrough = false\n")
         .env("IOCFS_PAUSE_DIR", pause.path())
         .start()
     else {

@@ -33,12 +33,13 @@ pub fn stats_table(v: &Value) -> String {
     }
     let cache = &v["cache"];
     out.push_str(&format!(
-        "\ncache     {} hits, {} misses ({:.1}% hit rate), {} of {} bytes\n",
+        "\ncache     {} hits, {} misses ({:.1}% hit rate), {} of {} bytes; {} bytes of tier files inflated\n",
         cache["hits"],
         cache["misses"],
         cache["hit_rate"].as_f64().unwrap_or(0.0) * 100.0,
         cache["bytes"],
-        cache["capacity"]
+        cache["capacity"],
+        cache["inflated_bytes"]
     ));
     let wal = &v["wal"];
     out.push_str(&format!(

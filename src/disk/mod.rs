@@ -17,6 +17,7 @@
 //! before/after rows).
 
 mod mapped;
+pub mod mapped_mut;
 pub mod real;
 #[cfg(feature = "testing")]
 pub mod sim;

@@ -14,6 +14,7 @@ pub mod inode;
 mod namespace;
 pub mod nodes;
 mod open;
+mod passthrough;
 mod retry;
 mod scratch;
 mod views;
@@ -326,6 +327,7 @@ impl Filesystem for IocFs {
             {
                 self.open_live_reader((req.uid(), req.pid(), retry), v, fopen, reply)
             }
+            Ok((Handle::Tier(r), _)) => self.open_tier_reader(r, flags, reply),
             Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),
             Err(e) => reply.error(e),
         }
@@ -417,6 +419,8 @@ impl Filesystem for IocFs {
                 v.passthrough_closed();
                 self.pins.release(uid, v.id);
             }
+            Some(Handle::Tier(r)) => r.version.opens().cached_closed(),
+            Some(Handle::TierPassthrough(r, _backing)) => r.version.opens().passthrough_closed(),
             Some(Handle::Scratch(s)) => crate::sync::lock(&s).closed(),
             _ => {}
         }

@@ -168,7 +168,12 @@ pub enum Handle {
     /// The uid is the reader's (see [`Pins`]).
     LivePassthrough(Arc<LiveVersion>, Arc<fuser::BackingId>, u32),
     LiveWrite(Arc<Mutex<LiveWriter>>),
+    /// A read-only open of a tier file: served from its blocks, through the kernel's page
+    /// cache of the inode...
     Tier(Arc<TierReader>),
+    /// ...or read by the kernel itself from the version inflated whole (the copy is held
+    /// by the version's `opens` while this is open; the backing id by this).
+    TierPassthrough(Arc<TierReader>, Arc<fuser::BackingId>),
     View(Arc<ViewFile>),
     Scratch(ScratchRef),
     /// A snapshot taken at open (stats.json, health, lookup entries).
@@ -238,7 +243,7 @@ impl Handle {
     fn version(&self) -> Option<INodeNo> {
         match self {
             Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => Some(version(v.id)),
-            Handle::Tier(r) => Some(version(r.version.id)),
+            Handle::Tier(r) | Handle::TierPassthrough(r, _) => Some(version(r.version.id)),
             Handle::View(f) => Some(INodeNo(f.ino)),
             Handle::LiveWrite(_) | Handle::Scratch(_) | Handle::Bytes(_) | Handle::Ctl(_) => None,
         }

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyOpen, Request};
+use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, Request};
 
 use super::inode::{
     self, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR,
@@ -14,145 +14,15 @@ use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
 use crate::ioc::IocType;
 use crate::lograte;
-use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
-use crate::store::read::Pin;
-
-/// Live files up to this size are copied in the open that finds them just opened through
-/// the daemon (about a millisecond); larger ones in the background (see `open_live_reader`).
-const COPY_AT_ONCE: u64 = 2 << 20;
 
 impl IocFs {
-    /// A read-only open of a live version's own inode, with passthrough on. By passthrough
-    /// when readers hold the version that way already (the kernel then refuses any other
-    /// kind of open of the inode, so this one joins them whatever the limits: it costs no
-    /// copy) or when it can be pinned now; otherwise served by the daemon.
-    pub(super) fn open_live_reader(
-        &self,
-        (uid, pid, retry): (u32, u32, bool),
-        v: Arc<LiveVersion>,
-        fopen: FopenFlags,
-        reply: ReplyOpen,
-    ) {
-        // A round fails only when the version changed kind under it (its last passthrough
-        // reader closed, or a first one pinned it): the next one settles it.
-        for _ in 0..4 {
-            let pinned = if v.pin_again() {
-                self.pins.admit(uid, v.id, false)
-            } else if self.pins.admit(uid, v.id, true) {
-                match self.store.pin_for_passthrough(&v) {
-                    Pin::Pinned => true,
-                    // A small file is copied at once, so that this reader pins the copy
-                    // (after ESTALE, once) and reads the file as it was, like any other
-                    // passthrough reader; a large one in the background, meanwhile
-                    // served by the daemon. Never on the kernel's retry: that would send
-                    // it round again.
-                    Pin::PlainOpenSettling if !retry && v.len() < COPY_AT_ONCE => {
-                        self.pins.release(uid, v.id);
-                        match self.store.rotate_live_for_readers(&v) {
-                            Ok(true) => {
-                                self.retries.refused(pid);
-                                return reply.error(Errno::ESTALE);
-                            }
-                            Ok(false) => {}
-                            Err(e) => lograte::warn(|| {
-                                format!("copy of live/{} for readers: {e}", v.ty.file_name())
-                            }),
-                        }
-                        false
-                    }
-                    Pin::PlainOpenSettling => {
-                        self.pins.release(uid, v.id);
-                        self.copy_for_readers_soon(&v);
-                        false
-                    }
-                    Pin::Refused => {
-                        self.pins.release(uid, v.id);
-                        false
-                    }
-                }
-            } else {
-                false
-            };
-            if pinned {
-                match self.backing(&v, &reply) {
-                    Ok(backing) => {
-                        let fh =
-                            self.handles
-                                .insert(Handle::LivePassthrough(v, backing.clone(), uid));
-                        return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
-                    }
-                    Err(e) => {
-                        v.passthrough_closed();
-                        self.pins.release(uid, v.id);
-                        lograte::warn(|| {
-                            format!(
-                                "passthrough open of live/{}: {e}; served by the daemon",
-                                v.ty.file_name()
-                            )
-                        });
-                    }
-                }
-            }
-            if v.open_plain() {
-                return reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen);
-            }
-        }
-        reply.error(Errno::EIO)
-    }
-
-    /// Opens served by the daemon keep `v` from being pinned for a moment (see
-    /// `Pin::PlainOpenSettling`), and readers that keep coming would keep it so: copy it in
-    /// the background (one copy per type at a time) for the next readers to pin. Not in
-    /// this open: a large copy would hold up this reader, and readers are never held up.
-    fn copy_for_readers_soon(&self, v: &Arc<LiveVersion>) {
-        if !crate::sync::lock(&self.copying_for_readers).insert(v.ty) {
-            return;
-        }
-        let (store, copying, v) = (
-            self.store.clone(),
-            self.copying_for_readers.clone(),
-            v.clone(),
-        );
-        let ty = v.ty;
-        let spawned = std::thread::Builder::new()
-            .name("iocfs-copy".into())
-            .spawn(move || {
-                if let Err(e) = store.rotate_live_for_readers(&v) {
-                    lograte::warn(|| format!("copy of live/{} for readers: {e}", ty.file_name()));
-                }
-                crate::sync::lock(&copying).remove(&ty);
-            });
-        if spawned.is_err() {
-            crate::sync::lock(&self.copying_for_readers).remove(&ty);
-        }
-    }
-
-    /// The backing id of a pinned version (one per version, shared by all its readers).
-    fn backing(
-        &self,
-        v: &LiveVersion,
-        reply: &ReplyOpen,
-    ) -> std::io::Result<Arc<fuser::BackingId>> {
-        let mut cache = crate::sync::lock(&self.backing);
-        if let Some(id) = cache.get(&v.id).and_then(std::sync::Weak::upgrade) {
-            return Ok(id);
-        }
-        let fd = v
-            .fd()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))?;
-        let id = Arc::new(reply.open_backing(fd)?);
-        cache.retain(|_, w| w.strong_count() > 0);
-        cache.insert(v.id, Arc::downgrade(&id));
-        Ok(id)
-    }
-
     /// The size of what a handle reads (its version, snapshot or buffer).
     pub(super) fn handle_size(&self, h: &Handle) -> u64 {
         match h {
             Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => v.len(),
             Handle::LiveWrite(w) => self.store.current(crate::sync::lock(w).of()).len(),
-            Handle::Tier(r) => r.version.size(),
+            Handle::Tier(r) | Handle::TierPassthrough(r, _) => r.version.size(),
             Handle::View(f) => f.len,
             Handle::Scratch(s) => crate::sync::lock(s).data().len() as u64,
             Handle::Bytes(b) => b.len() as u64,
@@ -177,7 +47,7 @@ impl IocFs {
                     .read_at(offset, size)
                     .map_err(|e| errno(&e))
             }
-            Handle::Tier(r) => {
+            Handle::Tier(r) | Handle::TierPassthrough(r, _) => {
                 crate::failpoint::pause("tier::read");
                 let sequential = r.next.swap(offset + size as u64, Ordering::Relaxed) == offset;
                 self.store
@@ -249,12 +119,13 @@ impl IocFs {
             {
                 Err(Errno::ESTALE)
             }
+            // Counted and answered by `open_tier_reader`.
             Some(Node::Tier(version)) => Ok((
                 Handle::Tier(Arc::new(TierReader {
                     version,
                     next: AtomicU64::new(0),
                 })),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                FopenFlags::empty(),
             )),
             Some(Node::Scratch(s)) => {
                 let mut guard = crate::sync::lock(&s);

@@ -118,6 +118,8 @@ pub struct Store {
     pipeline: Pipeline,
     pub cache: Arc<BlockCache>,
     prefetcher: tier::prefetch::Prefetcher,
+    /// Whole tier versions inflated for passthrough readers.
+    inflated: tier::inflated::InflatedCopies,
     pub counters: Counters,
     change_hooks: RwLock<Vec<ChangeHook>>,
     /// Called after every applied batch (derived outputs such as views look again).
@@ -147,6 +149,7 @@ impl Store {
     /// the caller; this applies cache size and batch window, others are read when used.
     pub fn set_config(&self, config: Arc<Config>) {
         self.cache.set_capacity(config.cache.size);
+        self.inflated.set_budget(config.cache.size);
         self.pipeline
             .set_batch_window(config.durability.batch_window);
         *sync::write(&self.config) = config;

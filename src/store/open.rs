@@ -6,8 +6,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use super::health::{Health, Kind, Problem};
+use super::live::Storage;
 use super::model::{PartId, Target};
 use super::recovery::{self, Foreign};
+use super::tier::inflated::InflatedCopies;
 use super::tier::prefetch::Prefetcher;
 use super::wal::group_commit::Pipeline;
 use super::{flush::Flusher, mutation::Op, Counters, Store, SUBDIRS};
@@ -70,6 +72,12 @@ impl Store {
         );
         // A cold sequential read of a tier file inflates as fast as there are cores for it.
         let prefetcher = Prefetcher::start(crate::cores().max(2), cache.clone());
+        // Tier copies for passthrough readers go where live versions do, on disk, or nowhere.
+        let inflated = match recovered.state.storages().0 {
+            Storage::Tmpfile(disk, dir) => Some((disk, dir)),
+            Storage::Memfd => None,
+        };
+        let inflated = InflatedCopies::new(inflated, config.cache.size);
         let health = Health::default();
         if mode == recovery::Mode::Mount && !recovered.report.findings.is_empty() {
             health.set(Problem::new(
@@ -90,6 +98,7 @@ impl Store {
             pipeline,
             cache,
             prefetcher,
+            inflated,
             counters: Counters::default(),
             change_hooks: RwLock::new(Vec::new()),
             applied_hooks: RwLock::new(Vec::new()),

@@ -7,6 +7,7 @@ use super::health::{Kind, Problem};
 use super::live::{LiveVersion, Times};
 use super::model::{Bucket, Key, KeyMap, PartId, SourceId, Target, Tier};
 use super::state::State;
+use super::tier::inflated::InflatedTier;
 use super::tier::TierVersion;
 use super::Store;
 use crate::error::{Error, Result};
@@ -157,6 +158,18 @@ impl Store {
             self.prefetcher.ahead(v, last, &self.cache);
         }
         Ok(bytes)
+    }
+
+    /// The whole of a tier version, inflated into a file for the kernel to read (FUSE
+    /// passthrough): kept from an earlier open, or made now. `Ok(None)`: read it from the
+    /// blocks (see [`InflatedCopies::get_or_make`](super::tier::inflated::InflatedCopies)).
+    pub fn inflated_tier(&self, v: &Arc<TierVersion>) -> Result<Option<Arc<InflatedTier>>> {
+        self.inflated.get_or_make(v, &self.cache)
+    }
+
+    /// Bytes of tier versions inflated for passthrough readers.
+    pub fn inflated_bytes(&self) -> u64 {
+        self.inflated.bytes()
     }
 
     /// Bucket and (first_seen, last_seen) of a stored indicator.

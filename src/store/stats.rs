@@ -106,6 +106,7 @@ pub fn stats(store: &Store) -> Value {
             "bytes": cache.bytes,
             "capacity": cache.capacity,
             "entries": cache.entries,
+            "inflated_bytes": store.inflated_bytes(),
         },
         "wal": {
             "applied_seq": applied_seq,

@@ -9,6 +9,7 @@
 //! the engine state) says which tier holds it, so no index entry has to change.
 
 pub mod format;
+pub mod inflated;
 pub mod prefetch;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ioc::IocType;
 use crate::store::live::Times;
 use crate::store::model::Tier;
+pub use inflated::TierOpens;
 
 /// An open, committed tier file. Its `id` is unique for the life of the process (cache key).
 #[derive(Debug)]
@@ -131,17 +133,30 @@ pub fn decode_stored(
     data_offset: u32,
     raw_len: u32,
 ) -> Result<Vec<u8>> {
+    let mut out = vec![0; raw_len as usize];
+    decode_stored_into(file, offset, member_len, data_offset, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_stored`] into `out` (exactly raw_len bytes). On error what `out` holds is
+/// unspecified: the caller must not hand it out.
+pub fn decode_stored_into(
+    file: &TierFile,
+    offset: u64,
+    member_len: u32,
+    data_offset: u32,
+    out: &mut [u8],
+) -> Result<()> {
     // The header was checked when the file was indexed; a read only needs the data. The
     // gzip CRC32 and ISIZE still check every byte inflated.
     let header = format::BlockHeader {
         block_id: 0,
         lines: 0,
-        raw_len,
+        raw_len: out.len() as u32,
         member_len,
         data_offset,
         timestamps: Vec::new(),
     };
-    let mut out = Vec::new();
     SCRATCH.with(|scratch| {
         let mut member = scratch.borrow_mut();
         member.resize(member_len as usize, 0);
@@ -149,10 +164,9 @@ pub fn decode_stored(
             .read_exact_at(&mut member, offset)
             .ctx(|| format!("read {} at offset {offset}", file.path.display()))?;
         DECOMPRESSOR
-            .with(|d| format::decode_block(&mut d.borrow_mut(), &member, &header, offset, &mut out))
+            .with(|d| format::decode_block_into(&mut d.borrow_mut(), &member, &header, offset, out))
             .map_err(|e| Error::corruption(&file.path, Some(offset), e.to_string()))
-    })?;
-    Ok(out)
+    })
 }
 
 thread_local! {
@@ -184,6 +198,8 @@ pub struct TierVersion {
     stored: u64,
     pub mtime: u64,
     by_id: HashMap<u32, usize>,
+    /// How its inode is open (see [`TierOpens`]).
+    opens: std::sync::Mutex<TierOpens>,
 }
 
 impl TierVersion {
@@ -219,7 +235,13 @@ impl TierVersion {
             stored,
             mtime,
             by_id,
+            opens: Default::default(),
         })
+    }
+
+    /// How its inode is open now; held, no other open or release of it is decided.
+    pub fn opens(&self) -> std::sync::MutexGuard<'_, TierOpens> {
+        crate::sync::lock(&self.opens)
     }
 
     pub fn empty(id: u64, tier: Tier, ty: IocType) -> Arc<TierVersion> {

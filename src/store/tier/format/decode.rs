@@ -168,6 +168,23 @@ pub fn decode_block(
     out: &mut Vec<u8>,
 ) -> Result<(), FormatError> {
     out.clear();
+    out.resize(header.raw_len as usize, 0);
+    let result = decode_block_into(d, member, header, offset, out);
+    if result.is_err() {
+        out.clear();
+    }
+    result
+}
+
+/// [`decode_block`] into `out`, exactly raw_len bytes long (a slice of a larger buffer).
+/// On error what `out` holds is unspecified: the caller must not hand it out.
+pub fn decode_block_into(
+    d: &mut Decompressor,
+    member: &[u8],
+    header: &BlockHeader,
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
     let len = header.member_len as usize;
     ensure!(member.len() >= len, truncated(offset));
     ensure!(
@@ -191,20 +208,18 @@ pub fn decode_block(
         isize == raw_len,
         corrupt(offset, format_args!("ISIZE {isize} but raw_len {raw_len}"))
     );
-
-    out.resize(header.raw_len as usize, 0);
-    let result = match d.deflate_decompress(data, out) {
+    ensure!(
+        out.len() == raw_len as usize,
+        bad(offset, "output is not raw_len bytes")
+    );
+    match d.deflate_decompress(data, out) {
         Ok(n) if n == out.len() => check_crc(offset, "gzip CRC32", crc, libdeflater::crc32(out)),
         Ok(n) => Err(corrupt(
             offset,
             format_args!("inflated {n} bytes, raw_len {raw_len}"),
         )),
         Err(e) => Err(corrupt(offset, format_args!("inflate failed: {e}"))),
-    };
-    if result.is_err() {
-        out.clear();
     }
-    result
 }
 
 /// Look at the first bytes of a file (at least [`PROBE_LEN`](super::PROBE_LEN) of them, or the

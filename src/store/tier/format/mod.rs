@@ -54,7 +54,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-pub use decode::{data_offset_of, decode_block, parse_member, probe_kind};
+pub use decode::{data_offset_of, decode_block, decode_block_into, parse_member, probe_kind};
 pub use encode::{encode_block, encode_trailer, FileBuilder};
 pub use index::{read_index, FileIndex, IndexedBlock};
 

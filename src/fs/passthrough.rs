@@ -1,0 +1,200 @@
+//! Reads the kernel serves itself (FUSE passthrough): which opens get it, and the files
+//! behind them — live versions as they are, tier versions inflated whole.
+
+use std::sync::Arc;
+
+use fuser::{Errno, FopenFlags, OpenFlags, ReplyOpen};
+
+use super::nodes::{Handle, TierReader};
+use super::IocFs;
+use crate::lograte;
+use crate::store::live::LiveVersion;
+use crate::store::read::Pin;
+
+/// Live files up to this size are copied in the open that finds them just opened through
+/// the daemon (about a millisecond); larger ones in the background (see `open_live_reader`).
+const COPY_AT_ONCE: u64 = 2 << 20;
+
+impl IocFs {
+    /// A read-only open of a live version's own inode, with passthrough on. By passthrough
+    /// when readers hold the version that way already (the kernel then refuses any other
+    /// kind of open of the inode, so this one joins them whatever the limits: it costs no
+    /// copy) or when it can be pinned now; otherwise served by the daemon.
+    pub(super) fn open_live_reader(
+        &self,
+        (uid, pid, retry): (u32, u32, bool),
+        v: Arc<LiveVersion>,
+        fopen: FopenFlags,
+        reply: ReplyOpen,
+    ) {
+        // A round fails only when the version changed kind under it (its last passthrough
+        // reader closed, or a first one pinned it): the next one settles it.
+        for _ in 0..4 {
+            let pinned = if v.pin_again() {
+                self.pins.admit(uid, v.id, false)
+            } else if self.pins.admit(uid, v.id, true) {
+                match self.store.pin_for_passthrough(&v) {
+                    Pin::Pinned => true,
+                    // A small file is copied at once, so that this reader pins the copy
+                    // (after ESTALE, once) and reads the file as it was, like any other
+                    // passthrough reader; a large one in the background, meanwhile
+                    // served by the daemon. Never on the kernel's retry: that would send
+                    // it round again.
+                    Pin::PlainOpenSettling if !retry && v.len() < COPY_AT_ONCE => {
+                        self.pins.release(uid, v.id);
+                        match self.store.rotate_live_for_readers(&v) {
+                            Ok(true) => {
+                                self.retries.refused(pid);
+                                return reply.error(Errno::ESTALE);
+                            }
+                            Ok(false) => {}
+                            Err(e) => lograte::warn(|| {
+                                format!("copy of live/{} for readers: {e}", v.ty.file_name())
+                            }),
+                        }
+                        false
+                    }
+                    Pin::PlainOpenSettling => {
+                        self.pins.release(uid, v.id);
+                        self.copy_for_readers_soon(&v);
+                        false
+                    }
+                    Pin::Refused => {
+                        self.pins.release(uid, v.id);
+                        false
+                    }
+                }
+            } else {
+                false
+            };
+            if pinned {
+                match self.backing(v.id, v.fd(), &reply) {
+                    Ok(backing) => {
+                        let fh =
+                            self.handles
+                                .insert(Handle::LivePassthrough(v, backing.clone(), uid));
+                        return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
+                    }
+                    Err(e) => {
+                        v.passthrough_closed();
+                        self.pins.release(uid, v.id);
+                        lograte::warn(|| {
+                            format!(
+                                "passthrough open of live/{}: {e}; served by the daemon",
+                                v.ty.file_name()
+                            )
+                        });
+                    }
+                }
+            }
+            if v.open_plain() {
+                return reply.opened(self.handles.insert(Handle::LiveRead(v)), fopen);
+            }
+        }
+        reply.error(Errno::EIO)
+    }
+
+    /// Opens served by the daemon keep `v` from being pinned for a moment (see
+    /// `Pin::PlainOpenSettling`), and readers that keep coming would keep it so: copy it in
+    /// the background (one copy per type at a time) for the next readers to pin. Not in
+    /// this open: a large copy would hold up this reader, and readers are never held up.
+    fn copy_for_readers_soon(&self, v: &Arc<LiveVersion>) {
+        if !crate::sync::lock(&self.copying_for_readers).insert(v.ty) {
+            return;
+        }
+        let (store, copying, v) = (
+            self.store.clone(),
+            self.copying_for_readers.clone(),
+            v.clone(),
+        );
+        let ty = v.ty;
+        let spawned = std::thread::Builder::new()
+            .name("iocfs-copy".into())
+            .spawn(move || {
+                if let Err(e) = store.rotate_live_for_readers(&v) {
+                    lograte::warn(|| format!("copy of live/{} for readers: {e}", ty.file_name()));
+                }
+                crate::sync::lock(&copying).remove(&ty);
+            });
+        if spawned.is_err() {
+            crate::sync::lock(&self.copying_for_readers).remove(&ty);
+        }
+    }
+
+    /// The backing id of a file version's bytes (one per version, shared by all its
+    /// passthrough readers: the kernel wants the same one for every open of an inode).
+    fn backing(
+        &self,
+        id: u64,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+        reply: &ReplyOpen,
+    ) -> std::io::Result<Arc<fuser::BackingId>> {
+        let mut cache = crate::sync::lock(&self.backing);
+        if let Some(id) = cache.get(&id).and_then(std::sync::Weak::upgrade) {
+            return Ok(id);
+        }
+        let fd = fd.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))?;
+        let backing = Arc::new(reply.open_backing(fd)?);
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(id, Arc::downgrade(&backing));
+        Ok(backing)
+    }
+
+    /// A read-only open of a tier file. With passthrough on, a whole-file reader gets the
+    /// version inflated into a file the kernel reads itself (made now on every core, or
+    /// kept from an earlier open); `O_DIRECT` readers (random reads), versions too large
+    /// for the copy budget and opens of an inode that page-cache readers hold are served
+    /// from the blocks, through the kernel's page cache of the inode.
+    pub(super) fn open_tier_reader(
+        &self,
+        reader: Arc<TierReader>,
+        flags: OpenFlags,
+        reply: ReplyOpen,
+    ) {
+        let v = reader.version.clone();
+        let mut opens = v.opens();
+        let copy = match opens.held_copy() {
+            Some(held) => Some(held),
+            None if !self.passthrough
+                || opens.cached_readers()
+                || flags.0 & libc::O_DIRECT != 0 =>
+            {
+                None
+            }
+            None => self.store.inflated_tier(&v).unwrap_or_else(|e| {
+                lograte::warn(|| {
+                    format!(
+                        "inflating {}/{} for passthrough: {e}; served by the daemon",
+                        v.tier,
+                        v.ty.file_name()
+                    )
+                });
+                None
+            }),
+        };
+        if let Some(copy) = copy {
+            match self.backing(copy.version_id, copy.fd(), &reply) {
+                Ok(backing) => {
+                    opens.passthrough_opened(copy);
+                    drop(opens);
+                    let fh = self
+                        .handles
+                        .insert(Handle::TierPassthrough(reader, backing.clone()));
+                    return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
+                }
+                // Passthrough readers hold a backing id for it: this can't fail then.
+                Err(e) => lograte::warn(|| {
+                    format!(
+                        "passthrough open of {}/{}: {e}; served by the daemon",
+                        v.tier,
+                        v.ty.file_name()
+                    )
+                }),
+            }
+        }
+        opens.cached_opened();
+        drop(opens);
+        let fh = self.handles.insert(Handle::Tier(reader));
+        reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH)
+    }
+}

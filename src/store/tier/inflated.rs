@@ -1,0 +1,377 @@
+//! Whole tier versions inflated into unnamed files on the data directory's filesystem, for
+//! readers the kernel serves itself (FUSE passthrough): a whole-file reader then waits for
+//! one inflate on every core and reads at page-cache speed, instead of a FUSE round trip
+//! per 128 KiB and a copy of every block out of the daemon.
+//!
+//! Copies are kept, least recently used first out, up to a byte budget (`cache.size`: the
+//! same bound as the block cache, spent on disk space and reclaimable page cache instead of
+//! the daemon's memory). A copy someone holds is never dropped: the kernel wants every
+//! passthrough open of an inode to read the same backing file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{decode_stored_into, BlockData, TierVersion};
+use crate::cache::BlockCache;
+use crate::disk::mapped_mut::MappedMut;
+use crate::disk::{Disk, Handle};
+use crate::error::{IoContext, Result};
+
+/// Blocks a worker takes at once (fewer claims; neighbouring pages filled by one thread).
+const BLOCKS_PER_CLAIM: usize = 8;
+
+/// The bytes of one tier version, whole, in an unnamed file.
+#[derive(Debug)]
+pub struct InflatedTier {
+    pub version_id: u64,
+    file: Handle,
+    size: u64,
+}
+
+impl InflatedTier {
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.file.fd()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// How a tier version's inode is open. The kernel refuses a passthrough open of an inode
+/// that descriptors read through its page cache, and any other open of one that
+/// passthrough readers hold: so one kind at a time. Both are counted from the daemon's
+/// answer to the release, which the kernel sends once it has let go of the file.
+#[derive(Debug, Default)]
+pub struct TierOpens {
+    passthrough: usize,
+    cached: usize,
+    /// What the passthrough readers read.
+    copy: Option<Arc<InflatedTier>>,
+}
+
+impl TierOpens {
+    /// The copy passthrough readers hold: a new open must read it too.
+    pub fn held_copy(&self) -> Option<Arc<InflatedTier>> {
+        self.copy.clone().filter(|_| self.passthrough > 0)
+    }
+
+    /// Whether readers through the page cache hold the inode (no passthrough open now).
+    pub fn cached_readers(&self) -> bool {
+        self.cached > 0
+    }
+
+    pub fn passthrough_opened(&mut self, copy: Arc<InflatedTier>) {
+        self.passthrough += 1;
+        self.copy = Some(copy);
+    }
+
+    pub fn cached_opened(&mut self) {
+        self.cached += 1;
+    }
+
+    pub fn passthrough_closed(&mut self) {
+        self.passthrough = self.passthrough.saturating_sub(1);
+        if self.passthrough == 0 {
+            // Unheld, the copy may go when the budget needs room.
+            self.copy = None;
+        }
+    }
+
+    pub fn cached_closed(&mut self) {
+        self.cached = self.cached.saturating_sub(1);
+    }
+}
+
+struct Entry {
+    /// Dead once the version is superseded and nobody reads it: the copy goes at once.
+    version: Weak<TierVersion>,
+    copy: Arc<InflatedTier>,
+    last_used: u64,
+}
+
+/// The copies kept, and where new ones are made.
+pub struct InflatedCopies {
+    /// Unnamed files are made in this directory; `None`: no copies (live versions are in
+    /// memory, so passthrough is off or the filesystem has no O_TMPFILE).
+    place: Option<(Disk, PathBuf)>,
+    budget: AtomicU64,
+    entries: Mutex<Vec<Entry>>,
+    /// One inflate at a time: each uses every core already.
+    making: Mutex<()>,
+    tick: AtomicU64,
+}
+
+impl InflatedCopies {
+    pub fn new(place: Option<(Disk, PathBuf)>, budget: u64) -> InflatedCopies {
+        InflatedCopies {
+            place,
+            budget: AtomicU64::new(budget),
+            entries: Mutex::new(Vec::new()),
+            making: Mutex::new(()),
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    /// Change the budget (config reload); copies over it go as soon as nobody holds them.
+    pub fn set_budget(&self, budget: u64) {
+        self.budget.store(budget, Ordering::Relaxed);
+        let mut entries = crate::sync::lock(&self.entries);
+        evict(&mut entries, budget);
+    }
+
+    /// Bytes of the copies kept now (those of versions gone are dropped first).
+    pub fn bytes(&self) -> u64 {
+        let mut entries = crate::sync::lock(&self.entries);
+        entries.retain(alive);
+        total(&entries)
+    }
+
+    /// The copy of `v`, made now if there is none and it fits the budget (next to the
+    /// copies someone holds). `Ok(None)`: it is served from the blocks instead (too large,
+    /// empty, damaged blocks, or no place for copies).
+    pub fn get_or_make(
+        &self,
+        v: &Arc<TierVersion>,
+        cache: &BlockCache,
+    ) -> Result<Option<Arc<InflatedTier>>> {
+        if let Some(hit) = self.find(v.id) {
+            return Ok(Some(hit));
+        }
+        let Some((disk, dir)) = &self.place else {
+            return Ok(None);
+        };
+        let budget = self.budget.load(Ordering::Relaxed);
+        if v.size() == 0 || v.size() > budget || v.blocks().iter().any(|b| b.bad) {
+            return Ok(None);
+        }
+        let _making = crate::sync::lock(&self.making);
+        if let Some(hit) = self.find(v.id) {
+            return Ok(Some(hit));
+        }
+        {
+            let mut entries = crate::sync::lock(&self.entries);
+            evict(&mut entries, budget.saturating_sub(v.size()));
+            if total(&entries) + v.size() > budget {
+                return Ok(None);
+            }
+        }
+        let name = format!("{}/{}", v.tier, v.ty.file_name());
+        let file = disk
+            .create_unnamed(dir)
+            .ctx(|| format!("create an unnamed file in {} for {name}", dir.display()))?;
+        let started = std::time::Instant::now();
+        inflate_into(v, &file, cache, &name)?;
+        log::debug!(
+            "inflated {name} for passthrough readers: {} bytes, {} blocks, in {:?}",
+            v.size(),
+            v.blocks().len(),
+            started.elapsed()
+        );
+        let copy = Arc::new(InflatedTier {
+            version_id: v.id,
+            file,
+            size: v.size(),
+        });
+        let mut entries = crate::sync::lock(&self.entries);
+        entries.push(Entry {
+            version: Arc::downgrade(v),
+            copy: copy.clone(),
+            last_used: self.tick.fetch_add(1, Ordering::Relaxed),
+        });
+        Ok(Some(copy))
+    }
+
+    fn find(&self, version_id: u64) -> Option<Arc<InflatedTier>> {
+        let mut entries = crate::sync::lock(&self.entries);
+        let e = entries
+            .iter_mut()
+            .find(|e| e.copy.version_id == version_id && e.version.strong_count() > 0)?;
+        e.last_used = self.tick.fetch_add(1, Ordering::Relaxed);
+        Some(e.copy.clone())
+    }
+}
+
+/// Its version is still current or read by someone, or someone reads the copy.
+fn alive(e: &Entry) -> bool {
+    e.version.strong_count() > 0 || Arc::strong_count(&e.copy) > 1
+}
+
+fn total(entries: &[Entry]) -> u64 {
+    entries.iter().map(|e| e.copy.size).sum()
+}
+
+/// Drop the copies of versions gone, then the least recently used ones nobody holds until
+/// the rest fit in `room`.
+fn evict(entries: &mut Vec<Entry>, room: u64) {
+    entries.retain(alive);
+    entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
+    let held = |e: &Entry| Arc::strong_count(&e.copy) > 1;
+    let mut kept: u64 = entries
+        .iter()
+        .filter(|e| held(e))
+        .map(|e| e.copy.size)
+        .sum();
+    entries.retain(|e| {
+        if held(e) {
+            return true;
+        }
+        let keep = kept + e.copy.size <= room;
+        if keep {
+            kept += e.copy.size;
+        }
+        keep
+    });
+}
+
+/// Inflate every block of `v` into `file` at its offset, on every core: workers claim runs
+/// of blocks and inflate each straight into its place in the file's pages, through a
+/// shared mapping. Blocks in the block cache are copied as they are; the others are
+/// inflated without entering it (a whole-file copy would evict what other readers use).
+fn inflate_into(v: &TierVersion, file: &Handle, cache: &BlockCache, name: &str) -> Result<()> {
+    let fd = file
+        .fd()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))
+        .ctx(|| format!("map the inflated copy of {name}"))?;
+    let mut map = MappedMut::reserve(fd, v.size())
+        .ctx(|| format!("reserve {} bytes for the inflated copy of {name}", v.size()))?;
+    let blocks = v.blocks();
+    // The file cut into runs of blocks, each run's bytes a slice of its own.
+    let mut runs = Vec::with_capacity(blocks.len().div_ceil(BLOCKS_PER_CLAIM));
+    let mut rest = map.bytes_mut();
+    for from in (0..blocks.len()).step_by(BLOCKS_PER_CLAIM) {
+        let to = (from + BLOCKS_PER_CLAIM).min(blocks.len());
+        let len = (v.block_start(to) - v.block_start(from)) as usize;
+        let (run, after) = std::mem::take(&mut rest).split_at_mut(len);
+        runs.push((from..to, run));
+        rest = after;
+    }
+    runs.reverse();
+    let runs = Mutex::new(runs);
+    let work = || -> Result<()> {
+        loop {
+            let Some((claimed, mut out)) = crate::sync::lock(&runs).pop() else {
+                return Ok(());
+            };
+            for block in &blocks[claimed] {
+                let (here, after) = std::mem::take(&mut out).split_at_mut(block.raw_len as usize);
+                out = after;
+                match &block.data {
+                    BlockData::Mem { raw, .. } => here.copy_from_slice(raw),
+                    BlockData::Stored {
+                        file: stored,
+                        offset,
+                        member_len,
+                        data_offset,
+                    } => match cache.peek((stored.id, *offset)) {
+                        Some(raw) => here.copy_from_slice(&raw),
+                        None => {
+                            decode_stored_into(stored, *offset, *member_len, *data_offset, here)?
+                        }
+                    },
+                }
+            }
+        }
+    };
+    let workers = crate::cores().min(blocks.len().div_ceil(BLOCKS_PER_CLAIM));
+    std::thread::scope(|s| {
+        let others: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        others
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(panicked(name))))
+            .chain(std::iter::once(mine))
+            .collect::<Result<()>>()
+    })
+}
+
+fn panicked(name: &str) -> crate::error::Error {
+    crate::error::Error::Invalid(format!("internal: a worker inflating {name} panicked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioc::IocType;
+    use crate::store::model::Tier;
+    use crate::store::tier::Block;
+
+    fn version(id: u64, lines: usize) -> Arc<TierVersion> {
+        let blocks = (0..lines.div_ceil(100))
+            .map(|b| {
+                let n = (lines - b * 100).min(100);
+                let raw: Vec<u8> = (0..n)
+                    .flat_map(|i| format!("10.0.{b}.{i}\n").into_bytes())
+                    .collect();
+                Block::mem(b as u32, raw, vec![(1, 1); n])
+            })
+            .collect();
+        TierVersion::new(id, Tier::Chaud, IocType::Ipv4, blocks, 0)
+    }
+
+    fn copies(budget: u64) -> (tempfile::TempDir, InflatedCopies) {
+        let dir = tempfile::tempdir().unwrap();
+        let place = Some((Disk::real(), dir.path().to_path_buf()));
+        (dir, InflatedCopies::new(place, budget))
+    }
+
+    fn content(c: &InflatedTier) -> Vec<u8> {
+        let mut buf = vec![0; c.size() as usize];
+        c.file.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_copy_holds_the_version_byte_for_byte() {
+        let (_dir, copies) = copies(1 << 20);
+        let cache = BlockCache::new(1 << 20);
+        let v = version(1, 2_345);
+        let copy = copies.get_or_make(&v, &cache).unwrap().unwrap();
+        assert_eq!(
+            content(&copy),
+            v.read(0, v.size() as usize, &cache).unwrap()
+        );
+        let again = copies.get_or_make(&v, &cache).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&copy, &again),
+            "the second open reuses the copy"
+        );
+    }
+
+    #[test]
+    fn copies_held_stay_and_the_least_recently_used_go() {
+        let cache = BlockCache::new(1 << 20);
+        let (a, b, c) = (version(1, 1_000), version(2, 1_000), version(3, 1_000));
+        let (_dir, copies) = copies(a.size() * 2 + 1);
+        let held = copies.get_or_make(&a, &cache).unwrap().unwrap();
+        drop(copies.get_or_make(&b, &cache).unwrap().unwrap());
+        // Room for c only by dropping b (a is held, though used before b).
+        let made = copies.get_or_make(&c, &cache).unwrap();
+        assert!(made.is_some());
+        assert_eq!(copies.bytes(), a.size() + c.size());
+        // With a and c both held, nothing fits.
+        assert!(copies.get_or_make(&b, &cache).unwrap().is_none());
+        drop((held, made));
+        assert!(copies.get_or_make(&b, &cache).unwrap().is_some());
+    }
+
+    #[test]
+    fn versions_gone_lose_their_copy_and_too_large_ones_get_none() {
+        let cache = BlockCache::new(1 << 20);
+        let (_dir, copies) = copies(40_000);
+        let v = version(1, 1_000);
+        drop(copies.get_or_make(&v, &cache).unwrap().unwrap());
+        assert_eq!(copies.bytes(), v.size());
+        drop(v);
+        assert_eq!(copies.bytes(), 0);
+        assert!(copies
+            .get_or_make(&version(2, 5_000), &cache)
+            .unwrap()
+            .is_none());
+        assert!(InflatedCopies::new(None, 1 << 30)
+            .get_or_make(&version(3, 10), &cache)
+            .unwrap()
+            .is_none());
+    }
+}
