@@ -307,15 +307,6 @@ fn many_domains(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Open a tier file with O_DIRECT, so every read reaches the daemon.
-fn open_direct(d: &Daemon, rel: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(d.path(rel))
-        .unwrap_or_else(|e| panic!("open {rel} O_DIRECT: {e}"))
-}
-
 /// One pread; the bytes it returned.
 fn pread(f: &File, off: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];

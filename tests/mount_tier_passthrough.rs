@@ -9,9 +9,9 @@
 mod aging;
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 
 use aging::*;
 use common::{poll_until, Daemon};
@@ -42,14 +42,6 @@ fn inflated(d: &Daemon) -> u64 {
 /// Releases reach the daemon after `close()` returns: what they change shows soon after.
 fn soon<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     poll_until(Duration::from_secs(10), &mut check).unwrap_or_else(|| panic!("never: {what}"))
-}
-
-fn open_direct(d: &Daemon, rel: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(d.path(rel))
-        .unwrap_or_else(|e| panic!("open {rel} with O_DIRECT: {e}"))
 }
 
 /// Every byte through a descriptor, in aligned 64 KiB preads (what O_DIRECT requires).

@@ -5,8 +5,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::common::{errno_of, split_lines, Daemon, BUCKETS, TYPE_FILES};
@@ -249,4 +250,14 @@ pub fn assert_same(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>,
             );
         }
     }
+}
+
+/// Open a tier file with O_DIRECT: served from its blocks, every read reaches the daemon
+/// (unless passthrough readers hold the file: then it joins them).
+pub fn open_direct(d: &Daemon, rel: &str) -> File {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(d.path(rel))
+        .unwrap_or_else(|e| panic!("open {rel} O_DIRECT: {e}"))
 }
