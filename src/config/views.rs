@@ -102,6 +102,15 @@ impl View {
     pub fn by_source(&self) -> bool {
         !self.sources.is_empty() || self.min_sources > 1
     }
+
+    /// Whether `other` selects the same indicators as this view does (same buckets, age
+    /// and sources): its files can be rendered from one selection.
+    pub fn selects_like(&self, other: &View) -> bool {
+        self.buckets == other.buckets
+            && self.max_age == other.max_age
+            && self.sources == other.sources
+            && self.min_sources == other.min_sources
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

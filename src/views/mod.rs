@@ -100,6 +100,8 @@ pub struct BuildInfo {
     pub stats: FileStats,
     /// Clock time of the build.
     pub at: u64,
+    /// What building this file took: the selection (shared by the files of views that
+    /// select alike, see `build_files`) and its own rendering.
     pub millis: u64,
     /// Damaged tier blocks the build could not read.
     pub unreadable_blocks: u64,
@@ -199,6 +201,7 @@ impl Views {
         let config = self.config();
         self.drop_unconfigured(&config)?;
         let mut next_due: Option<Duration> = None;
+        let mut due = Vec::new();
         let now = store.clock.now();
         for (name, def) in &config.defs {
             for &ty in &def.types {
@@ -234,59 +237,92 @@ impl Views {
                     next_due = Some(next_due.map_or(wait, |n| n.min(wait)));
                     continue;
                 }
-                self.build_file(store, name, def, ty, inputs)?;
+                due.push((name.clone(), ty, inputs));
             }
+        }
+        // Files of one type whose views select alike are rendered from one selection.
+        while !due.is_empty() {
+            let (_, ty, first) = &due[0];
+            let (ty, lead) = (*ty, first.def.clone());
+            let (group, rest) = due
+                .into_iter()
+                .partition(|(_, t, i)| *t == ty && i.def.selects_like(&lead));
+            due = rest;
+            self.build_files(store, ty, group)?;
         }
         Ok(next_due)
     }
 
-    fn build_file(
+    /// Build the files of type `ty` of views that select alike (`View::selects_like`): one
+    /// snapshot, selection and suppression, rendered for each.
+    fn build_files(
         &self,
         store: &Store,
-        name: &str,
-        def: &View,
         ty: IocType,
-        mut inputs: Inputs,
+        group: Vec<(String, IocType, Inputs)>,
     ) -> Result<()> {
+        let Some((_, _, lead)) = group.first() else {
+            return Ok(());
+        };
         let started = Instant::now();
         let now = store.clock.now();
-        let (parts, counts) = store.snapshot_type(&def.buckets, ty);
-        inputs.counts = counts;
-        let filter = def.by_source().then(|| {
-            let (provenance, count) = store.provenance_snapshot(ty);
-            inputs.provenance = Some(count);
-            select::SourceFilter::of(def, provenance)
+        let suppress_reserved = lead.suppress_reserved;
+        let lead = lead.def.clone();
+        let (parts, counts) = store.snapshot_type(&lead.buckets, ty);
+        let mut provenance = None;
+        let filter = lead.by_source().then(|| {
+            let (snapshot, count) = store.provenance_snapshot(ty);
+            provenance = Some(count);
+            select::SourceFilter::of(&lead, snapshot)
         });
-        let mut selected = select::select(def, ty, &parts, now, (&store.cache, filter.as_ref()))?;
+        let mut selected = select::select(&lead, ty, &parts, now, (&store.cache, filter.as_ref()))?;
         drop(filter);
         drop(parts);
         let (expires, unreadable) = (selected.expires, selected.unreadable_blocks);
         let picked = selected.len() as u64;
-        inputs.allow = allow_counts(store, ty);
+        let allow = allow_counts(store, ty);
         let suppression = self
             .allow
-            .rules(store, ty, inputs.suppress_reserved)?
+            .rules(store, ty, suppress_reserved)?
             .apply(&mut selected);
-        let mut staged = self.disk.stage(name, ty)?;
-        let mut stats = render::render(def, ty, selected, &mut staged)
-            .map_err(|e| Error::io(format!("write views/{name}/{}", ty.file_name()), e))?;
-        stats.selected = picked;
-        stats.suppression = suppression;
-        let info = BuildInfo {
-            stats: stats.clone(),
-            at: now,
-            millis: started.elapsed().as_millis() as u64,
-            unreadable_blocks: unreadable,
-        };
-        let held = self.publish_or_hold(store, name, def, ty, staged, stats)?;
-        let mut files = lock(&self.files);
-        let st = files.entry((name.to_string(), ty)).or_default();
-        st.built_from = Some(inputs);
-        st.built_at = Some(Instant::now());
-        st.expires = expires;
-        st.last = Some(info);
-        st.held = held;
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        // Each file's build time counts the shared selection and its own rendering, not
+        // the files rendered before it.
+        let selecting = started.elapsed();
+        let mut selected = Some(selected);
+        let last = group.len() - 1;
+        for (i, (name, _, mut inputs)) in group.into_iter().enumerate() {
+            let rendering = Instant::now();
+            // The last file takes the selection; the others render a copy of it.
+            let this = match i == last {
+                true => selected.take(),
+                false => selected.clone(),
+            };
+            let this = this.ok_or_else(|| Error::Invalid("internal: selection used up".into()))?;
+            inputs.counts = counts.clone();
+            inputs.provenance = provenance;
+            inputs.allow = allow.clone();
+            let def = inputs.def.clone();
+            let mut staged = self.disk.stage(&name, ty)?;
+            let mut stats = render::render(&def, ty, this, &mut staged)
+                .map_err(|e| Error::io(format!("write views/{name}/{}", ty.file_name()), e))?;
+            stats.selected = picked;
+            stats.suppression = suppression;
+            let info = BuildInfo {
+                stats: stats.clone(),
+                at: now,
+                millis: (selecting + rendering.elapsed()).as_millis() as u64,
+                unreadable_blocks: unreadable,
+            };
+            let held = self.publish_or_hold(store, &name, &def, ty, staged, stats)?;
+            let mut files = lock(&self.files);
+            let st = files.entry((name, ty)).or_default();
+            st.built_from = Some(inputs);
+            st.built_at = Some(Instant::now());
+            st.expires = expires;
+            st.last = Some(info);
+            st.held = held;
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -23,6 +23,7 @@ pub struct Item {
 }
 
 /// What a view selected of one type.
+#[derive(Clone)]
 pub enum Values {
     /// Addresses and networks (ipv4, ipv6), with when each was last seen.
     Nets(Vec<(Net, u32)>),
@@ -30,6 +31,7 @@ pub enum Values {
     Text { arena: Vec<u8>, items: Vec<Item> },
 }
 
+#[derive(Clone)]
 pub struct Selected {
     pub values: Values,
     /// The earliest time one of the values leaves the view by `max_age` (None: never).

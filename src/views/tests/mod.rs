@@ -195,6 +195,85 @@ fn selection_by_bucket_age_and_cap_newest_first() {
     assert_eq!(text(&views, "fw", IocType::Domain), "live-new.example\n");
 }
 
+/// Files of views that select alike are rendered from one selection (one pass over the
+/// buckets); a view that differs in buckets, age or sources never gets that selection.
+#[test]
+fn views_that_select_alike_share_a_selection_and_the_others_get_their_own() {
+    let fx = Fixture::new();
+    let base = View {
+        types: vec![IocType::Domain],
+        ..View::default()
+    };
+    let capped = View {
+        max_entries: Some(1),
+        ..base.clone()
+    };
+    let recent = View {
+        max_age: Some(Duration::from_secs(DAY)),
+        ..base.clone()
+    };
+    let live_only = View {
+        buckets: vec![Bucket::Live],
+        ..base.clone()
+    };
+    assert!(base.selects_like(&capped));
+    assert!(!base.selects_like(&recent) && !base.selects_like(&live_only));
+    let (store, views) = fx.open(&[
+        ("a-base", base),
+        ("b-recent", recent),
+        ("c-capped", capped),
+        ("d-live", live_only),
+    ]);
+    store
+        .append(IocType::Domain, lines(&["new.example"]))
+        .unwrap();
+    import(
+        &store,
+        Bucket::Chaud,
+        IocType::Domain,
+        &["old.example"],
+        3 * DAY,
+    );
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "a-base", IocType::Domain),
+        "new.example\nold.example\n"
+    );
+    assert_eq!(text(&views, "c-capped", IocType::Domain), "new.example\n");
+    assert_eq!(text(&views, "b-recent", IocType::Domain), "new.example\n");
+    assert_eq!(text(&views, "d-live", IocType::Domain), "new.example\n");
+    let stats = views.stats();
+    for (view, selected) in [
+        ("a-base", 2),
+        ("c-capped", 2),
+        ("b-recent", 1),
+        ("d-live", 1),
+    ] {
+        assert_eq!(
+            stats[view]["domain"]["last_build"]["selected"], selected,
+            "{view}"
+        );
+    }
+    // A change rebuilds both shared files from the new selection.
+    import(
+        &store,
+        Bucket::Tiede,
+        IocType::Domain,
+        &["older.example"],
+        9 * DAY,
+    );
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "a-base", IocType::Domain),
+        "new.example\nold.example\nolder.example\n"
+    );
+    assert_eq!(text(&views, "c-capped", IocType::Domain), "new.example\n");
+    assert_eq!(
+        views.stats()["c-capped"]["domain"]["last_build"]["selected"],
+        3
+    );
+}
+
 #[test]
 fn aggregation_merges_networks_into_the_fewest_cidrs() {
     let fx = Fixture::new();
