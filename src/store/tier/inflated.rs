@@ -158,6 +158,9 @@ impl InflatedCopies {
             }
         }
         let name = format!("{}/{}", v.tier, v.ty.file_name());
+        if !leaves_room(dir, v.size()) {
+            return Ok(None);
+        }
         let file = disk
             .create_unnamed(dir)
             .ctx(|| format!("create an unnamed file in {} for {name}", dir.display()))?;
@@ -191,6 +194,23 @@ impl InflatedCopies {
         e.last_used = self.tick.fetch_add(1, Ordering::Relaxed);
         Some(e.copy.clone())
     }
+}
+
+/// Free space a copy must leave on the data directory's filesystem: reads must never take
+/// the room that writes (the WAL, commits) need. At least this much, and 5% of the
+/// filesystem when that is more.
+const ROOM_LEFT: u64 = 1 << 30;
+
+/// Whether a copy of `size` bytes in `dir` leaves `ROOM_LEFT` free (false when that can't
+/// be known).
+fn leaves_room(dir: &std::path::Path, size: u64) -> bool {
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return false;
+    };
+    let unit = st.fragment_size();
+    let free = st.blocks_available().saturating_mul(unit);
+    let total = st.blocks().saturating_mul(unit);
+    free.saturating_sub(size) >= ROOM_LEFT.max(total / 20)
 }
 
 /// Its version is still current or read by someone, or someone reads the copy.
@@ -359,7 +379,7 @@ mod tests {
     #[test]
     fn versions_gone_lose_their_copy_and_too_large_ones_get_none() {
         let cache = BlockCache::new(1 << 20);
-        let (_dir, copies) = copies(40_000);
+        let (dir, copies) = copies(40_000);
         let v = version(1, 1_000);
         drop(copies.get_or_make(&v, &cache).unwrap().unwrap());
         assert_eq!(copies.bytes(), v.size());
@@ -369,6 +389,13 @@ mod tests {
             .get_or_make(&version(2, 5_000), &cache)
             .unwrap()
             .is_none());
+        // A copy must leave the filesystem room for writes.
+        assert!(
+            leaves_room(dir.path(), 4096),
+            "this test needs a filesystem with room"
+        );
+        assert!(!leaves_room(dir.path(), u64::MAX / 2));
+        assert!(!leaves_room(&dir.path().join("missing"), 0));
         assert!(InflatedCopies::new(None, 1 << 30)
             .get_or_make(&version(3, 10), &cache)
             .unwrap()
