@@ -385,6 +385,37 @@ class Ratarmount:
             subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
 
 
+class FuseFloor:
+    """examples/fuse_floor: a FUSE daemon that answers every lookup, open and read with no
+    state behind it; its latencies are the machine's round-trip floor."""
+
+    def __init__(self, exe, mnt, logfile):
+        self.exe, self.mnt, self.logfile = exe, mnt, logfile
+        self.proc = None
+
+    def start(self):
+        os.makedirs(self.mnt, exist_ok=True)
+        logf = open(self.logfile, "a")
+        self.proc = subprocess.Popen([self.exe, self.mnt], stdin=subprocess.DEVNULL, stdout=logf,
+                                     stderr=logf, start_new_session=True)
+        logf.close()
+        CLEAN.add_proc(self.proc)
+        CLEAN.add_mount(self.mnt)
+        wait_for(lambda: is_mounted(self.mnt), 60, f"fuse_floor {self.mnt}", self.proc, self.logfile)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        subprocess.run(["umount", self.mnt], stderr=subprocess.DEVNULL)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if is_mounted(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
+
+
 # ---------------------------------------------------------------------------------------
 # Measuring helpers
 # ---------------------------------------------------------------------------------------
@@ -759,6 +790,7 @@ class Bench:
         self.big_n = max(self.big_n, self.n)
         self.t = Table()
         self.rat = args.ratarmount if args.ratarmount and os.access(args.ratarmount, os.X_OK) else None
+        self.floor = args.floor if args.floor and os.access(args.floor, os.X_OK) else None
         self.default_cfg = os.path.join(self.w, "default.toml")
         with open(self.default_cfg, "w") as f:
             f.write("# built-in defaults (an explicit empty config, so /etc/iocfs/iocfs.toml is not used)\n")
@@ -1119,18 +1151,36 @@ class Bench:
             return lat
 
         rounds = 3 if self.quick else 5
-        ls, la, bs, ba = [], [], [], []
-        for vs, va, ids in zip(chunks_of(stored, rounds), chunks_of(absent, rounds),
-                               chunks_of(range(per), rounds)):
-            ls.append(read_each([os.path.join(ldir, enc(v)) for v in vs]))
-            bs.append(read_each([os.path.join(bdir, f"v{i}") for i in ids]))
-            la.append(stat_each([os.path.join(ldir, enc(v)) for v in va]))
-            ba.append(stat_each([os.path.join(bdir, f"absent{i}") for i in ids]))
+        ls, la, bs, ba, fl = [], [], [], [], []
+        # The same open+read+close on a FUSE daemon that does nothing (examples/fuse_floor):
+        # what any daemon pays here in round trips, interleaved with the rest.
+        floor = FuseFloor(self.floor, self.p("mnt-floor"), self.p("fuse_floor.log")) if self.floor else None
+        try:
+            if floor:
+                floor.start()
+            for r, (vs, va, ids) in enumerate(zip(chunks_of(stored, rounds), chunks_of(absent, rounds),
+                                                  chunks_of(range(per), rounds))):
+                ls.append(read_each([os.path.join(ldir, enc(v)) for v in vs]))
+                bs.append(read_each([os.path.join(bdir, f"v{i}") for i in ids]))
+                if floor:
+                    fl.append(read_each([os.path.join(floor.mnt, f"r{r}-v{i}") for i in ids]))
+                la.append(stat_each([os.path.join(ldir, enc(v)) for v in va]))
+                ba.append(stat_each([os.path.join(bdir, f"absent{i}") for i in ids]))
+        finally:
+            if floor:
+                floor.stop()
         for what, a, b in (("stored, open+read+close", ls, bs), ("absent, stat → ENOENT", la, ba)):
             a99, ca = pct_cell(a, 99, 50, fmt_ms)
             b99, cb = pct_cell(b, 99, 50, fmt_ms)
             self.t.add(f".iocfs/lookup {what}: p99 (p50), {per:,} distinct values",
                        ca, f"{cb} plain file", ratio_s(b99 / a99), "p99 ≤ 0.2 ms", a99 <= 0.2e6)
+        name = "FUSE round-trip floor: a daemon with no state (examples/fuse_floor), open+read+close of distinct names: p99 (p50)"
+        if fl:
+            f99, cf = pct_cell(fl, 99, 50, fmt_ms)
+            b99, cb = pct_cell(bs, 99, 50, fmt_ms)
+            self.t.add(name, cf, f"{cb} plain file", ratio_s(b99 / f99), "info", None)
+        else:
+            self.t.add(name, "examples/fuse_floor not given (--floor)", "—", "—", "info", None)
 
     def appends(self):
         """always mode (default config): one line per write(). The raw baseline (write one
@@ -1833,7 +1883,9 @@ class Bench:
             (["tier cold random 4 KiB O_DIRECT read p50 (vs ratarmount)",
               "tier cold random 4 KiB O_DIRECT read p99 (vs ratarmount)"], self.random_reads, rounds),
             (["live seq read vs plain file", "live open+4 KiB read+close p50 (p99)"], self.live_reads),
-            ([".iocfs/lookup stored, open+read+close: p99 (p50)", ".iocfs/lookup absent, stat → ENOENT: p99 (p50)"],
+            ([".iocfs/lookup stored, open+read+close: p99 (p50)", ".iocfs/lookup absent, stat → ENOENT: p99 (p50)",
+              "FUSE round-trip floor: a daemon with no state (examples/fuse_floor), open+read+close of distinct "
+              "names: p99 (p50)"],
              self.lookups),
             (["durable appends, always mode, 1 writer (p99) vs raw write+fdatasync",
               "durable appends, always mode, 8 writers on one file (p99) vs raw 1 writer",
@@ -1927,6 +1979,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--bin", required=True, help="the iocfs binary")
     ap.add_argument("--ratarmount", help="the ratarmount executable (row marked unavailable without it)")
+    ap.add_argument("--floor", help="examples/fuse_floor, for the FUSE round-trip floor row (none without it)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("scripts/bench needs root (FUSE mounts, drop_caches)")
