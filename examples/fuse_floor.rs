@@ -1,4 +1,4 @@
-//! The least a FUSE daemon can do: every name in the root is a 64-byte file, found, opened
+//! The least a FUSE daemon can do: every name in the root is a one-line file, found, opened
 //! and read with no state behind it. `scripts/bench` mounts it next to iocfs (same fuser
 //! settings: 16 threads, a cloned descriptor each, direct I/O) to measure the round-trip
 //! floor of the machine, against which the lookup rows' targets can be read.

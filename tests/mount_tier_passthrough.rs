@@ -230,3 +230,40 @@ fn a_tier_file_over_the_cache_size_is_served_from_its_blocks() {
     assert_eq!(sorted_lines(&whole), want);
     assert_eq!(inflated(&d), 0);
 }
+
+/// A commit moves an aged version's blocks into the new file under the same inode (a new
+/// value of the version, same id): opens counted before it still count. Without that, an
+/// O_DIRECT open after the commit was taken for the first of its inode, answered as served
+/// by the daemon, and refused with EIO by the kernel while a passthrough reader held it.
+#[test]
+fn a_commit_under_held_readers_keeps_their_inode_open_the_same_way() {
+    let Some(d) = with_chaud(5_000, "[durability]\ncommit_interval = \"1h\"") else {
+        return;
+    };
+    let rel = "chaud/domain.txt";
+    let held = File::open(d.path(rel)).unwrap();
+    let size = held.metadata().unwrap().len();
+    assert_eq!(inflated(&d), size);
+    ctl_ok(&d, "commit");
+    // The next lookup of the name hands the daemon's node table the rebased version. The
+    // kernel sends one once the entry it has is older than the daemon's entry TTL for
+    // versions (1 s): a wait for the kernel's dentry cache, which no manual clock drives.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(std::fs::metadata(d.path(rel)).unwrap().len(), size);
+    let direct = open_direct(&d, rel);
+    let whole = std::fs::read(d.path(rel)).unwrap();
+    assert_eq!(read_aligned(&direct), whole);
+    assert_eq!(
+        inflated(&d),
+        size,
+        "the copy outlives the rebase: no second inflate"
+    );
+    drop((held, direct));
+    soon(
+        "the copy stays for the next open once its readers are gone",
+        || {
+            assert_eq!(std::fs::read(d.path(rel)).unwrap(), whole);
+            (inflated(&d) == size).then_some(())
+        },
+    );
+}

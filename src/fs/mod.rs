@@ -75,6 +75,9 @@ pub struct IocFs {
     pending: write::Pending,
     /// Serve read-only live opens through FUSE passthrough (config, and kernel support).
     passthrough: bool,
+    /// Serve tier files from inflated copies through passthrough (off once the kernel
+    /// refused one for good).
+    tier_passthrough: std::sync::atomic::AtomicBool,
     /// One backing id per version: the kernel wants every passthrough open of an inode to
     /// use the same one.
     backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
@@ -111,6 +114,7 @@ impl IocFs {
             mounted_at,
             pending: write::Pending::default(),
             passthrough: c.mount.passthrough,
+            tier_passthrough: std::sync::atomic::AtomicBool::new(true),
             backing: Default::default(),
             copying_for_readers: Default::default(),
             retries: Default::default(),
@@ -139,26 +143,7 @@ impl Filesystem for IocFs {
         if let Err(max) = config.set_max_readahead(MAX_WRITE) {
             let _ = config.set_max_readahead(max);
         }
-        if self.passthrough {
-            let enabled = config
-                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-                .map_err(|_| "the kernel has no FUSE passthrough (Linux >= 6.9)".to_string())
-                .and_then(|()| {
-                    config
-                        .set_max_stack_depth(1)
-                        .map(|_| ())
-                        .map_err(|d| format!("stack depth {d}"))
-                });
-            match enabled {
-                Ok(()) => log::info!("live files: read-only opens served by FUSE passthrough"),
-                Err(why) => {
-                    log::warn!(
-                        "live files: reads served by the daemon, not FUSE passthrough: {why}"
-                    );
-                    self.passthrough = false;
-                }
-            }
-        }
+        self.negotiate_passthrough(config);
         Ok(())
     }
 
@@ -473,8 +458,6 @@ impl Filesystem for IocFs {
         }
     }
 
-    /// Files have no holes: SEEK_DATA finds data at any offset inside the file, SEEK_HOLE
-    /// the end of the file (what `cp`, `tar` and `rsync` ask before copying).
     fn lseek(
         &self,
         _req: &Request,
@@ -484,20 +467,7 @@ impl Filesystem for IocFs {
         whence: i32,
         reply: fuser::ReplyLseek,
     ) {
-        let Some(h) = self.handles.get(fh) else {
-            return reply.error(Errno::EBADF);
-        };
-        let size = i64::try_from(self.handle_size(&h)).unwrap_or(i64::MAX);
-        let answer = match whence {
-            libc::SEEK_SET if offset >= 0 => Ok(offset),
-            libc::SEEK_END if size.checked_add(offset).is_some_and(|o| o >= 0) => Ok(size + offset),
-            libc::SEEK_DATA | libc::SEEK_HOLE if offset < 0 => Err(Errno::EINVAL),
-            libc::SEEK_DATA | libc::SEEK_HOLE if offset >= size => Err(Errno::ENXIO),
-            libc::SEEK_DATA => Ok(offset),
-            libc::SEEK_HOLE => Ok(size),
-            _ => Err(Errno::EINVAL),
-        };
-        match answer {
+        match self.seek(fh, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
         }

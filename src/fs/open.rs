@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fuser::{Errno, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, Request};
+use fuser::{Errno, FileHandle, FileType, FopenFlags, INodeNo, OpenAccMode, OpenFlags, Request};
 
 use super::inode::{
     self, ALLOW_DIR, ALLOW_DIR_NAME, CONTROL_DIR, CONTROL_DIR_NAME, CTL, HEALTH, LOOKUP_DIR,
@@ -27,6 +27,24 @@ impl IocFs {
             Handle::Scratch(s) => crate::sync::lock(s).data().len() as u64,
             Handle::Bytes(b) => b.len() as u64,
             Handle::Ctl(_) => 0,
+        }
+    }
+
+    /// Files have no holes: SEEK_DATA finds data at any offset inside the file, SEEK_HOLE
+    /// the end of the file (what `cp`, `tar` and `rsync` ask before copying).
+    pub(super) fn seek(&self, fh: FileHandle, offset: i64, whence: i32) -> Result<i64, Errno> {
+        let Some(h) = self.handles.get(fh) else {
+            return Err(Errno::EBADF);
+        };
+        let size = i64::try_from(self.handle_size(&h)).unwrap_or(i64::MAX);
+        match whence {
+            libc::SEEK_SET if offset >= 0 => Ok(offset),
+            libc::SEEK_END if size.checked_add(offset).is_some_and(|o| o >= 0) => Ok(size + offset),
+            libc::SEEK_DATA | libc::SEEK_HOLE if offset < 0 => Err(Errno::EINVAL),
+            libc::SEEK_DATA | libc::SEEK_HOLE if offset >= size => Err(Errno::ENXIO),
+            libc::SEEK_DATA => Ok(offset),
+            libc::SEEK_HOLE => Ok(size),
+            _ => Err(Errno::EINVAL),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use fuser::{Errno, FopenFlags, OpenFlags, ReplyOpen};
+use fuser::{Errno, FopenFlags, InitFlags, KernelConfig, OpenFlags, ReplyOpen};
 
 use super::nodes::{Handle, TierReader};
 use super::IocFs;
@@ -16,6 +16,32 @@ use crate::store::read::Pin;
 const COPY_AT_ONCE: u64 = 2 << 20;
 
 impl IocFs {
+    /// Ask the kernel for passthrough at mount (`init`), if configured; off, with the log
+    /// saying why, where the kernel can't (Linux < 6.9) or won't.
+    pub(super) fn negotiate_passthrough(&mut self, config: &mut KernelConfig) {
+        if !self.passthrough {
+            return;
+        }
+        let enabled = config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .map_err(|_| "the kernel has no FUSE passthrough (Linux >= 6.9)".to_string())
+            .and_then(|()| {
+                config
+                    .set_max_stack_depth(1)
+                    .map(|_| ())
+                    .map_err(|d| format!("stack depth {d}"))
+            });
+        match enabled {
+            Ok(()) => log::info!(
+                "live files: read-only opens served by FUSE passthrough (tier files too, from inflated copies)"
+            ),
+            Err(why) => {
+                log::warn!("live files: reads served by the daemon, not FUSE passthrough: {why}");
+                self.passthrough = false;
+            }
+        }
+    }
+
     /// A read-only open of a live version's own inode, with passthrough on. By passthrough
     /// when readers hold the version that way already (the kernel then refuses any other
     /// kind of open of the inode, so this one joins them whatever the limits: it costs no
@@ -156,6 +182,9 @@ impl IocFs {
         let copy = match opens.held_copy() {
             Some(held) => Some(held),
             None if !self.passthrough
+                || !self
+                    .tier_passthrough
+                    .load(std::sync::atomic::Ordering::Relaxed)
                 || opens.cached_readers()
                 || flags.0 & libc::O_DIRECT != 0 =>
             {
@@ -182,14 +211,30 @@ impl IocFs {
                         .insert(Handle::TierPassthrough(reader, backing.clone()));
                     return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &backing);
                 }
-                // Passthrough readers hold a backing id for it: this can't fail then.
-                Err(e) => lograte::warn(|| {
-                    format!(
-                        "passthrough open of {}/{}: {e}; served by the daemon",
+                // (Not while passthrough readers hold the copy: its backing id is alive.)
+                Err(e) => {
+                    // Short of descriptors or memory it may work next time; otherwise the
+                    // kernel refuses these files (permissions, filesystem stacking): stop
+                    // inflating copies it will not take.
+                    let transient = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                    );
+                    if !transient {
+                        self.tier_passthrough
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    log::warn!(
+                        "passthrough open of {}/{}: {e}; served by the daemon{}",
                         v.tier,
-                        v.ty.file_name()
-                    )
-                }),
+                        v.ty.file_name(),
+                        if transient {
+                            ""
+                        } else {
+                            ", and so are tier files from now on"
+                        }
+                    );
+                }
             }
         }
         opens.cached_opened();

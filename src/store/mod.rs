@@ -379,6 +379,8 @@ impl Store {
 
     /// Group-commit the backing files that lag the state (see `flush`).
     pub fn commit(&self) -> Result<Option<CommitInfo>> {
+        // Tier copies for passthrough readers give back room the commit may need.
+        self.inflated.trim();
         let result = self.flusher.commit(self);
         self.changed();
         match &result {

@@ -577,9 +577,7 @@ impl State {
     /// Swap the blocks of the current version for ones with the same content (a commit moved
     /// them into the new file): the version keeps its id, so the kernel's cache stays valid.
     pub fn rebase_tier(&mut self, tier: Tier, ty: IocType, blocks: Vec<Block>) {
-        let current = &self.tiers[tier][ty];
-        let (id, mtime) = (current.id, current.mtime);
-        self.tiers[tier][ty] = TierVersion::new(id, tier, ty, blocks, mtime);
+        self.tiers[tier][ty] = self.tiers[tier][ty].rebased(blocks);
     }
 
     /// Remove `doomed` keys (key → block) from the tier blocks that hold them; the caller

@@ -8,18 +8,15 @@
 //! the daemon's memory). A copy someone holds is never dropped: the kernel wants every
 //! passthrough open of an inode to read the same backing file.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 
-use super::{decode_stored_into, BlockData, TierVersion};
+use super::{TierInode, TierVersion};
 use crate::cache::BlockCache;
-use crate::disk::mapped_mut::MappedMut;
 use crate::disk::{Disk, Handle};
 use crate::error::{IoContext, Result};
-
-/// Blocks a worker takes at once (fewer claims; neighbouring pages filled by one thread).
-const BLOCKS_PER_CLAIM: usize = 8;
 
 /// The bytes of one tier version, whole, in an unnamed file.
 #[derive(Debug)]
@@ -86,7 +83,7 @@ impl TierOpens {
 
 struct Entry {
     /// Dead once the version is superseded and nobody reads it: the copy goes at once.
-    version: Weak<TierVersion>,
+    inode: Weak<TierInode>,
     copy: Arc<InflatedTier>,
     last_used: u64,
 }
@@ -100,6 +97,9 @@ pub struct InflatedCopies {
     entries: Mutex<Vec<Entry>>,
     /// One inflate at a time: each uses every core already.
     making: Mutex<()>,
+    /// Versions whose inflate failed (a damaged block): served from the blocks, not tried
+    /// again on every open.
+    failed: Mutex<HashSet<u64>>,
     tick: AtomicU64,
 }
 
@@ -110,6 +110,7 @@ impl InflatedCopies {
             budget: AtomicU64::new(budget),
             entries: Mutex::new(Vec::new()),
             making: Mutex::new(()),
+            failed: Mutex::new(HashSet::new()),
             tick: AtomicU64::new(0),
         }
     }
@@ -117,20 +118,35 @@ impl InflatedCopies {
     /// Change the budget (config reload); copies over it go as soon as nobody holds them.
     pub fn set_budget(&self, budget: u64) {
         self.budget.store(budget, Ordering::Relaxed);
-        let mut entries = crate::sync::lock(&self.entries);
-        evict(&mut entries, budget);
+        self.trim();
     }
 
-    /// Bytes of the copies kept now (those of versions gone are dropped first).
+    /// Bytes of the copies kept now, after a `trim` (`stats.json` and commits trim, so
+    /// copies give space back even when no new copy is made).
     pub fn bytes(&self) -> u64 {
-        let mut entries = crate::sync::lock(&self.entries);
-        entries.retain(alive);
-        total(&entries)
+        self.trim();
+        total(&crate::sync::lock(&self.entries))
     }
 
-    /// The copy of `v`, made now if there is none and it fits the budget (next to the
-    /// copies someone holds). `Ok(None)`: it is served from the blocks instead (too large,
-    /// empty, damaged blocks, or no place for copies).
+    /// Drop the copies of versions gone, and the unheld ones over the budget or, when the
+    /// filesystem runs short of room for writes, all of them.
+    pub fn trim(&self) {
+        let low = self
+            .place
+            .as_ref()
+            .is_some_and(|(_, dir)| !leaves_room(dir, 0));
+        let room = if low {
+            0
+        } else {
+            self.budget.load(Ordering::Relaxed)
+        };
+        evict(&mut crate::sync::lock(&self.entries), room);
+    }
+
+    /// The copy of `v`, made now if there is none, it fits the budget (next to the copies
+    /// someone holds) and no other copy is being made. `Ok(None)`: it is served from the
+    /// blocks instead (too large, empty, damaged blocks, no room, another inflate under way
+    /// — an open never waits for one of another file —, or no place for copies).
     pub fn get_or_make(
         &self,
         v: &Arc<TierVersion>,
@@ -143,29 +159,38 @@ impl InflatedCopies {
             return Ok(None);
         };
         let budget = self.budget.load(Ordering::Relaxed);
-        if v.size() == 0 || v.size() > budget || v.blocks().iter().any(|b| b.bad) {
+        if v.size() == 0
+            || v.size() > budget
+            || v.blocks().iter().any(|b| b.bad)
+            || crate::sync::lock(&self.failed).contains(&v.id)
+        {
             return Ok(None);
         }
-        let _making = crate::sync::lock(&self.making);
+        let _making = match self.making.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+        };
         if let Some(hit) = self.find(v.id) {
             return Ok(Some(hit));
         }
+        // Only what nobody holds can make room; nothing is dropped unless the copy is made.
+        if held_bytes(&crate::sync::lock(&self.entries)) + v.size() > budget
+            || !leaves_room(dir, v.size())
         {
-            let mut entries = crate::sync::lock(&self.entries);
-            evict(&mut entries, budget.saturating_sub(v.size()));
-            if total(&entries) + v.size() > budget {
-                return Ok(None);
-            }
-        }
-        let name = format!("{}/{}", v.tier, v.ty.file_name());
-        if !leaves_room(dir, v.size()) {
             return Ok(None);
         }
+        let name = format!("{}/{}", v.tier, v.ty.file_name());
         let file = disk
             .create_unnamed(dir)
             .ctx(|| format!("create an unnamed file in {} for {name}", dir.display()))?;
         let started = std::time::Instant::now();
-        inflate_into(v, &file, cache, &name)?;
+        if let Err(e) = super::fill::fill(v, &file, cache, &name) {
+            if matches!(e, crate::error::Error::Corruption { .. }) {
+                crate::sync::lock(&self.failed).insert(v.id);
+            }
+            return Err(e);
+        }
         log::debug!(
             "inflated {name} for passthrough readers: {} bytes, {} blocks, in {:?}",
             v.size(),
@@ -178,8 +203,9 @@ impl InflatedCopies {
             size: v.size(),
         });
         let mut entries = crate::sync::lock(&self.entries);
+        evict(&mut entries, budget.saturating_sub(v.size()));
         entries.push(Entry {
-            version: Arc::downgrade(v),
+            inode: v.inode(),
             copy: copy.clone(),
             last_used: self.tick.fetch_add(1, Ordering::Relaxed),
         });
@@ -190,7 +216,7 @@ impl InflatedCopies {
         let mut entries = crate::sync::lock(&self.entries);
         let e = entries
             .iter_mut()
-            .find(|e| e.copy.version_id == version_id && e.version.strong_count() > 0)?;
+            .find(|e| e.copy.version_id == version_id && e.inode.strong_count() > 0)?;
         e.last_used = self.tick.fetch_add(1, Ordering::Relaxed);
         Some(e.copy.clone())
     }
@@ -215,7 +241,20 @@ fn leaves_room(dir: &std::path::Path, size: u64) -> bool {
 
 /// Its version is still current or read by someone, or someone reads the copy.
 fn alive(e: &Entry) -> bool {
-    e.version.strong_count() > 0 || Arc::strong_count(&e.copy) > 1
+    e.inode.strong_count() > 0 || held(e)
+}
+
+/// Passthrough readers hold it (their `TierOpens`), or an open is handing it out.
+fn held(e: &Entry) -> bool {
+    Arc::strong_count(&e.copy) > 1
+}
+
+fn held_bytes(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| held(e))
+        .map(|e| e.copy.size)
+        .sum()
 }
 
 fn total(entries: &[Entry]) -> u64 {
@@ -227,12 +266,7 @@ fn total(entries: &[Entry]) -> u64 {
 fn evict(entries: &mut Vec<Entry>, room: u64) {
     entries.retain(alive);
     entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
-    let held = |e: &Entry| Arc::strong_count(&e.copy) > 1;
-    let mut kept: u64 = entries
-        .iter()
-        .filter(|e| held(e))
-        .map(|e| e.copy.size)
-        .sum();
+    let mut kept = held_bytes(entries);
     entries.retain(|e| {
         if held(e) {
             return true;
@@ -243,71 +277,6 @@ fn evict(entries: &mut Vec<Entry>, room: u64) {
         }
         keep
     });
-}
-
-/// Inflate every block of `v` into `file` at its offset, on every core: workers claim runs
-/// of blocks and inflate each straight into its place in the file's pages, through a
-/// shared mapping. Blocks in the block cache are copied as they are; the others are
-/// inflated without entering it (a whole-file copy would evict what other readers use).
-fn inflate_into(v: &TierVersion, file: &Handle, cache: &BlockCache, name: &str) -> Result<()> {
-    let fd = file
-        .fd()
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))
-        .ctx(|| format!("map the inflated copy of {name}"))?;
-    let mut map = MappedMut::reserve(fd, v.size())
-        .ctx(|| format!("reserve {} bytes for the inflated copy of {name}", v.size()))?;
-    let blocks = v.blocks();
-    // The file cut into runs of blocks, each run's bytes a slice of its own.
-    let mut runs = Vec::with_capacity(blocks.len().div_ceil(BLOCKS_PER_CLAIM));
-    let mut rest = map.bytes_mut();
-    for from in (0..blocks.len()).step_by(BLOCKS_PER_CLAIM) {
-        let to = (from + BLOCKS_PER_CLAIM).min(blocks.len());
-        let len = (v.block_start(to) - v.block_start(from)) as usize;
-        let (run, after) = std::mem::take(&mut rest).split_at_mut(len);
-        runs.push((from..to, run));
-        rest = after;
-    }
-    runs.reverse();
-    let runs = Mutex::new(runs);
-    let work = || -> Result<()> {
-        loop {
-            let Some((claimed, mut out)) = crate::sync::lock(&runs).pop() else {
-                return Ok(());
-            };
-            for block in &blocks[claimed] {
-                let (here, after) = std::mem::take(&mut out).split_at_mut(block.raw_len as usize);
-                out = after;
-                match &block.data {
-                    BlockData::Mem { raw, .. } => here.copy_from_slice(raw),
-                    BlockData::Stored {
-                        file: stored,
-                        offset,
-                        member_len,
-                        data_offset,
-                    } => match cache.peek((stored.id, *offset)) {
-                        Some(raw) => here.copy_from_slice(&raw),
-                        None => {
-                            decode_stored_into(stored, *offset, *member_len, *data_offset, here)?
-                        }
-                    },
-                }
-            }
-        }
-    };
-    let workers = crate::cores().min(blocks.len().div_ceil(BLOCKS_PER_CLAIM));
-    std::thread::scope(|s| {
-        let others: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
-        let mine = work();
-        others
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(panicked(name))))
-            .chain(std::iter::once(mine))
-            .collect::<Result<()>>()
-    })
-}
-
-fn panicked(name: &str) -> crate::error::Error {
-    crate::error::Error::Invalid(format!("internal: a worker inflating {name} panicked"))
 }
 
 #[cfg(test)]

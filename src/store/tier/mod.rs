@@ -8,6 +8,7 @@
 //! and stable: moving a whole block to another tier keeps its id, and the block directory (in
 //! the engine state) says which tier holds it, so no index entry has to change.
 
+mod fill;
 pub mod format;
 pub mod inflated;
 pub mod prefetch;
@@ -198,7 +199,15 @@ pub struct TierVersion {
     stored: u64,
     pub mtime: u64,
     by_id: HashMap<u32, usize>,
-    /// How its inode is open (see [`TierOpens`]).
+    /// How its inode is open (see [`TierOpens`]): shared with the versions that rebase it
+    /// (same id, so the same inode to the kernel).
+    inode: Arc<TierInode>,
+}
+
+/// What belongs to a tier version's inode rather than to one `TierVersion` value: a commit
+/// rebases a version onto the new file under the same id ([`TierVersion::rebased`]).
+#[derive(Debug, Default)]
+pub struct TierInode {
     opens: std::sync::Mutex<TierOpens>,
 }
 
@@ -209,6 +218,30 @@ impl TierVersion {
         ty: IocType,
         blocks: Vec<Block>,
         mtime: u64,
+    ) -> Arc<TierVersion> {
+        TierVersion::with_inode(id, tier, ty, blocks, mtime, Arc::default())
+    }
+
+    /// The same version (id, content, mtime) on other blocks holding the same bytes, e.g.
+    /// after a commit moved them into a new file; opens of its inode stay counted.
+    pub fn rebased(&self, blocks: Vec<Block>) -> Arc<TierVersion> {
+        TierVersion::with_inode(
+            self.id,
+            self.tier,
+            self.ty,
+            blocks,
+            self.mtime,
+            self.inode.clone(),
+        )
+    }
+
+    fn with_inode(
+        id: u64,
+        tier: Tier,
+        ty: IocType,
+        blocks: Vec<Block>,
+        mtime: u64,
+        inode: Arc<TierInode>,
     ) -> Arc<TierVersion> {
         let mut starts = Vec::with_capacity(blocks.len());
         let mut size = 0u64;
@@ -235,13 +268,18 @@ impl TierVersion {
             stored,
             mtime,
             by_id,
-            opens: Default::default(),
+            inode,
         })
     }
 
     /// How its inode is open now; held, no other open or release of it is decided.
     pub fn opens(&self) -> std::sync::MutexGuard<'_, TierOpens> {
-        crate::sync::lock(&self.opens)
+        crate::sync::lock(&self.inode.opens)
+    }
+
+    /// Its inode, alive while any version value of that id is (for what is kept per inode).
+    pub fn inode(&self) -> std::sync::Weak<TierInode> {
+        Arc::downgrade(&self.inode)
     }
 
     pub fn empty(id: u64, tier: Tier, ty: IocType) -> Arc<TierVersion> {
