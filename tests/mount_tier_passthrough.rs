@@ -267,3 +267,26 @@ fn a_commit_under_held_readers_keeps_their_inode_open_the_same_way() {
         },
     );
 }
+
+/// A committed version's blocks are gzip members of DATA/chaud/domain.txt.gz: the copy is
+/// inflated from them (nothing of the file in the block cache yet) and equals `zcat`.
+#[test]
+fn a_committed_tier_file_is_inflated_from_its_members_and_equals_zcat() {
+    let Some(d) = with_chaud(20_000, "[durability]\ncommit_interval = \"1h\"") else {
+        return;
+    };
+    ctl_ok(&d, "commit");
+    let whole = std::fs::read(d.path("chaud/domain.txt")).unwrap();
+    assert_eq!(inflated(&d), whole.len() as u64);
+    let zcat = std::process::Command::new("zcat")
+        .arg(d.data().join("chaud/domain.txt.gz"))
+        .output()
+        .unwrap();
+    assert!(zcat.status.success());
+    assert_eq!(zcat.stdout, whole);
+    let stats = stats(&d);
+    assert_eq!(
+        stats["cache"]["misses"], 0,
+        "the copy was inflated without going through the block cache"
+    );
+}

@@ -30,8 +30,8 @@ pub struct StatsSnapshot {
 }
 
 /// Everything a rebuild would show differently: the store's and the views' change counts,
-/// WAL fsyncs, time, the cache's and scratch files' figures, failure.
-type StatsKey = [u64; 10];
+/// WAL fsyncs, time, the cache's, tier copies' and scratch files' figures, failure.
+type StatsKey = [u64; 11];
 
 /// A built snapshot: the stats and their stats.json bytes.
 type Built = (Arc<Value>, Arc<Vec<u8>>);
@@ -47,6 +47,7 @@ impl IocFs {
             self.store.uptime_secs(),
             hits,
             misses,
+            self.store.inflated_bytes(),
             self.nodes.scratch_pool.bytes(),
             self.nodes.scratch_count() as u64,
             u64::from(self.store.is_failed()),

@@ -223,6 +223,7 @@ impl IocFs {
                     if !transient {
                         self.tier_passthrough
                             .store(false, std::sync::atomic::Ordering::Relaxed);
+                        self.store.drop_inflated();
                     }
                     log::warn!(
                         "passthrough open of {}/{}: {e}; served by the daemon{}",

@@ -172,6 +172,11 @@ impl Store {
         self.inflated.bytes()
     }
 
+    /// Drop the inflated tier copies nobody reads (no more are made).
+    pub fn drop_inflated(&self) {
+        self.inflated.drop_unheld();
+    }
+
     /// Bucket and (first_seen, last_seen) of a stored indicator.
     pub fn find(&self, ty: IocType, value: &[u8]) -> Option<(Bucket, Times)> {
         self.state().find(ty, value)

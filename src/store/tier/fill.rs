@@ -44,8 +44,19 @@ fn fill_by(
     let run_len = |r: &Range<usize>| (v.block_start(r.end) - v.block_start(r.start)) as usize;
     match file.fd().filter(|_| mapped) {
         Some(fd) => {
-            let mut map = MappedMut::reserve(fd, v.size())
-                .ctx(|| format!("reserve {} bytes for the inflated copy of {name}", v.size()))?;
+            let mut map = match MappedMut::reserve(fd, v.size()) {
+                Ok(map) => map,
+                // ext2/ext3 (ext4's magic number too) and ext4 without extents: no
+                // fallocate, so no mapping either.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
+                    return fill_by(v, file, cache, name, false)
+                }
+                Err(e) => {
+                    return Err(e).ctx(|| {
+                        format!("reserve {} bytes for the inflated copy of {name}", v.size())
+                    })
+                }
+            };
             // The mapping cut into one slice per claim, handed out to the workers.
             let mut runs = Vec::with_capacity(claims.len());
             let mut rest = map.bytes_mut();
@@ -60,7 +71,11 @@ fn fill_by(
                 let Some((r, out)) = crate::sync::lock(&runs).pop() else {
                     return Ok(());
                 };
-                fill_run(&blocks[r], out, cache, name)?;
+                if let Err(e) = fill_run(&blocks[r], out, cache, name) {
+                    // The others stop at their next claim: the copy is lost anyway.
+                    crate::sync::lock(&runs).clear();
+                    return Err(e);
+                }
             })
         }
         None => {
@@ -76,9 +91,14 @@ fn fill_by(
                     };
                     buf.resize(run_len(&r), 0);
                     let at = v.block_start(r.start);
-                    fill_run(&blocks[r], &mut buf, cache, name)?;
-                    file.write_all_at(&buf, at)
-                        .ctx(|| format!("write the inflated copy of {name} at offset {at}"))?;
+                    let filled = fill_run(&blocks[r], &mut buf, cache, name).and_then(|()| {
+                        file.write_all_at(&buf, at)
+                            .ctx(|| format!("write the inflated copy of {name} at offset {at}"))
+                    });
+                    if let Err(e) = filled {
+                        crate::sync::lock(&claims).clear();
+                        return Err(e);
+                    }
                 }
             })
         }
@@ -141,12 +161,12 @@ fn fill_run(blocks: &[Block], mut out: &mut [u8], cache: &BlockCache, name: &str
     Ok(())
 }
 
-/// Run `work` on this thread and on up to `cores() - 1` others (no more than `claims`),
-/// all of them to the end; the first error. A worker that can't be started is done
-/// without: this thread does the work.
+/// Run `work` on this thread and on up to `cores() - 1` others (no more than `claims`). The
+/// error: a damaged block's if any worker met one (the caller remembers those), else the
+/// first. A worker that can't be started is done without: this thread does the work.
 fn on_every_core(claims: usize, name: &str, work: impl Fn() -> Result<()> + Sync) -> Result<()> {
     let workers = crate::cores().min(claims).max(1);
-    std::thread::scope(|s| {
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
         let others: Vec<_> = (1..workers)
             .filter_map(|i| {
                 std::thread::Builder::new()
@@ -166,8 +186,17 @@ fn on_every_core(claims: usize, name: &str, work: impl Fn() -> Result<()> + Sync
                 })
             })
             .chain(std::iter::once(mine))
-            .collect::<Result<()>>()
-    })
+            .collect()
+    });
+    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let pick = errors
+        .iter()
+        .position(|e| matches!(e, Error::Corruption { .. }))
+        .unwrap_or(0);
+    Err(errors.swap_remove(pick))
 }
 
 #[cfg(test)]

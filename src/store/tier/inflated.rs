@@ -8,7 +8,7 @@
 //! the daemon's memory). A copy someone holds is never dropped: the kernel wants every
 //! passthrough open of an inode to read the same backing file.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError, Weak};
@@ -97,9 +97,9 @@ pub struct InflatedCopies {
     entries: Mutex<Vec<Entry>>,
     /// One inflate at a time: each uses every core already.
     making: Mutex<()>,
-    /// Versions whose inflate failed (a damaged block): served from the blocks, not tried
-    /// again on every open.
-    failed: Mutex<HashSet<u64>>,
+    /// Versions whose inflate failed (a damaged block, a read error): served from the
+    /// blocks, not inflated again on every open. Dropped with their inode.
+    failed: Mutex<HashMap<u64, Weak<TierInode>>>,
     tick: AtomicU64,
 }
 
@@ -110,7 +110,7 @@ impl InflatedCopies {
             budget: AtomicU64::new(budget),
             entries: Mutex::new(Vec::new()),
             making: Mutex::new(()),
-            failed: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
             tick: AtomicU64::new(0),
         }
     }
@@ -140,7 +140,20 @@ impl InflatedCopies {
         } else {
             self.budget.load(Ordering::Relaxed)
         };
-        evict(&mut crate::sync::lock(&self.entries), room);
+        self.evict_to(room);
+        crate::sync::lock(&self.failed).retain(|_, inode| inode.strong_count() > 0);
+    }
+
+    /// Drop every copy nobody holds (passthrough for tier files was turned off).
+    pub fn drop_unheld(&self) {
+        self.evict_to(0);
+    }
+
+    /// `evict` down to `room`; the files are closed after the lock is let go (the last
+    /// close of a large unnamed file frees its blocks there and then).
+    fn evict_to(&self, room: u64) {
+        let gone = evict(&mut crate::sync::lock(&self.entries), room);
+        drop(gone);
     }
 
     /// The copy of `v`, made now if there is none, it fits the budget (next to the copies
@@ -162,7 +175,7 @@ impl InflatedCopies {
         if v.size() == 0
             || v.size() > budget
             || v.blocks().iter().any(|b| b.bad)
-            || crate::sync::lock(&self.failed).contains(&v.id)
+            || crate::sync::lock(&self.failed).contains_key(&v.id)
         {
             return Ok(None);
         }
@@ -186,9 +199,7 @@ impl InflatedCopies {
             .ctx(|| format!("create an unnamed file in {} for {name}", dir.display()))?;
         let started = std::time::Instant::now();
         if let Err(e) = super::fill::fill(v, &file, cache, &name) {
-            if matches!(e, crate::error::Error::Corruption { .. }) {
-                crate::sync::lock(&self.failed).insert(v.id);
-            }
+            crate::sync::lock(&self.failed).insert(v.id, v.inode());
             return Err(e);
         }
         log::debug!(
@@ -203,12 +214,14 @@ impl InflatedCopies {
             size: v.size(),
         });
         let mut entries = crate::sync::lock(&self.entries);
-        evict(&mut entries, budget.saturating_sub(v.size()));
+        let gone = evict(&mut entries, budget.saturating_sub(v.size()));
         entries.push(Entry {
             inode: v.inode(),
             copy: copy.clone(),
             last_used: self.tick.fetch_add(1, Ordering::Relaxed),
         });
+        drop(entries);
+        drop(gone);
         Ok(Some(copy))
     }
 
@@ -261,22 +274,23 @@ fn total(entries: &[Entry]) -> u64 {
     entries.iter().map(|e| e.copy.size).sum()
 }
 
-/// Drop the copies of versions gone, then the least recently used ones nobody holds until
-/// the rest fit in `room`.
-fn evict(entries: &mut Vec<Entry>, room: u64) {
-    entries.retain(alive);
+/// Take out the copies of versions gone, then the least recently used ones nobody holds
+/// until the rest fit in `room`; returned, for the caller to close outside its lock.
+fn evict(entries: &mut Vec<Entry>, room: u64) -> Vec<Entry> {
     entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
     let mut kept = held_bytes(entries);
-    entries.retain(|e| {
+    let (keep, gone) = std::mem::take(entries).into_iter().partition(|e| {
         if held(e) {
             return true;
         }
-        let keep = kept + e.copy.size <= room;
+        let keep = alive(e) && kept + e.copy.size <= room;
         if keep {
             kept += e.copy.size;
         }
         keep
     });
+    *entries = keep;
+    gone
 }
 
 #[cfg(test)]
@@ -343,6 +357,50 @@ mod tests {
         assert!(copies.get_or_make(&b, &cache).unwrap().is_none());
         drop((held, made));
         assert!(copies.get_or_make(&b, &cache).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_rebased_version_keeps_its_copy_and_its_open_counts() {
+        let (_dir, copies) = copies(1 << 20);
+        let cache = BlockCache::new(1 << 20);
+        let v = version(7, 1_000);
+        let copy = copies.get_or_make(&v, &cache).unwrap().unwrap();
+        v.opens().passthrough_opened(copy.clone());
+        let rebased = v.rebased(v.blocks().to_vec());
+        drop(v);
+        assert!(
+            rebased
+                .opens()
+                .held_copy()
+                .is_some_and(|c| Arc::ptr_eq(&c, &copy)),
+            "the counts belong to the inode"
+        );
+        let again = copies.get_or_make(&rebased, &cache).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&copy, &again),
+            "no second inflate after a rebase"
+        );
+        rebased.opens().passthrough_closed();
+        drop((copy, again));
+        assert_eq!(copies.bytes(), rebased.size(), "kept while the inode lives");
+    }
+
+    #[test]
+    fn a_failed_inflate_is_not_tried_again_and_a_busy_one_is_not_waited_for() {
+        let (_dir, copies) = copies(1 << 20);
+        let cache = BlockCache::new(1 << 20);
+        // A block whose bytes are not raw_len long: the fill fails.
+        let mut bad = Block::mem(0, b"10.0.0.1\n".to_vec(), vec![(1, 1)]);
+        bad.raw_len = 20;
+        let v = TierVersion::new(8, Tier::Chaud, IocType::Ipv4, vec![bad], 0);
+        assert!(copies.get_or_make(&v, &cache).is_err());
+        assert!(copies.get_or_make(&v, &cache).unwrap().is_none());
+        // Another file being inflated: served from the blocks, no waiting.
+        let other = version(9, 100);
+        let busy = copies.making.lock().unwrap();
+        assert!(copies.get_or_make(&other, &cache).unwrap().is_none());
+        drop(busy);
+        assert!(copies.get_or_make(&other, &cache).unwrap().is_some());
     }
 
     #[test]
