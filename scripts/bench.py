@@ -342,6 +342,23 @@ class Daemon:
             os.close(fd)
 
 
+def stop_fuse(proc, mnt, unmount, timeout):
+    """Unmount `mnt` with the `unmount` command, wait up to `timeout` s for its daemon to
+    end (then terminate it, then kill it), and detach the mount if it is still there."""
+    subprocess.run(unmount + [mnt], stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if is_mounted(mnt):
+        subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+
+
 class Ratarmount:
     def __init__(self, exe, src, mnt, index, logfile):
         self.exe, self.src, self.mnt, self.index, self.logfile = exe, src, mnt, index, logfile
@@ -371,18 +388,7 @@ class Ratarmount:
     def stop(self):
         if self.proc is None:
             return
-        subprocess.run(["fusermount", "-u", self.mnt], stderr=subprocess.DEVNULL)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if is_mounted(self.mnt):
-            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
+        stop_fuse(self.proc, self.mnt, ["fusermount", "-u"], 30)
 
 
 class FuseFloor:
@@ -406,14 +412,7 @@ class FuseFloor:
     def stop(self):
         if self.proc is None:
             return
-        subprocess.run(["umount", self.mnt], stderr=subprocess.DEVNULL)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if is_mounted(self.mnt):
-            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
+        stop_fuse(self.proc, self.mnt, ["umount"], 10)
 
 
 # ---------------------------------------------------------------------------------------
