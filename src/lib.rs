@@ -23,10 +23,9 @@ pub mod lookup;
 pub mod metrics;
 pub mod reserved;
 pub mod secure;
+pub mod splitmix;
 pub mod store;
 pub mod sync;
-#[cfg(test)]
-mod test_rng;
 pub mod views;
 
 /// Cores to spread work over (normalizing a large write, inflating tier blocks ahead of a

@@ -30,21 +30,17 @@ pub const TYPE_FILES: [&str; 9] = [
 ];
 pub const BUCKETS: [&str; 4] = ["live", "chaud", "tiede", "froid"];
 
-/// splitmix64: small, seedable, good enough to drive a workload.
+/// The library's splitmix64, with what a workload draws from it.
 #[derive(Clone)]
-pub struct Rng(u64);
+pub struct Rng(iocfs::splitmix::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(iocfs::splitmix::Rng(seed))
     }
 
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..=hi`.
@@ -53,7 +49,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
 
     pub fn chance(&mut self, p: f64) -> bool {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::ioc::{normalize, IocType, Limits};
-use crate::test_rng::Rng;
+use crate::splitmix::Rng;
 use proptest::prelude::*;
 use proptest::sample::select;
 use std::net::Ipv6Addr;
@@ -381,7 +381,7 @@ fn large_set_matches_naive_scan() {
     let mut rng = Rng(9);
     let labels = ["a", "ab", "abcdefgh", "abcdefghi", "b", "b-a", "ba", "c"];
     let name = |rng: &mut Rng| {
-        let r = rng.next();
+        let r = rng.next_u64();
         let n = 1 + r % 4;
         (0..n)
             .map(|i| labels[(r >> (8 + 3 * i)) as usize % labels.len()])
@@ -419,7 +419,7 @@ fn large_set_matches_naive_scan() {
 // ---- Timing (release): cargo test --release --lib domainset::tests::perf -- --ignored --nocapture
 
 fn label(rng: &mut Rng, out: &mut String) {
-    let r = rng.next();
+    let r = rng.next_u64();
     for i in 0..3 + r % 8 {
         out.push(char::from(b'a' + (r >> (8 + 5 * i) & 31) as u8 % 26));
     }
@@ -430,7 +430,7 @@ fn random_name(rng: &mut Rng) -> String {
     const TLDS: [&str; 12] = [
         "com", "net", "org", "io", "ru", "cn", "de", "info", "xyz", "top", "co", "uk",
     ];
-    let r = rng.next();
+    let r = rng.next_u64();
     let mut out = String::new();
     for _ in 0..1 + r % 3 {
         label(rng, &mut out);
@@ -470,7 +470,7 @@ fn perf() {
     let queries: Vec<String> = (0..1_000_000)
         .map(|i| {
             if i % 2 == 0 {
-                let r = &rules[(rng.next() % rules.len() as u64) as usize];
+                let r = &rules[(rng.next_u64() % rules.len() as u64) as usize];
                 format!("www.{}", r.strip_prefix("*.").unwrap_or(r))
             } else {
                 random_name(&mut rng)

@@ -2,13 +2,13 @@
 
 use super::props::assert_minimal;
 use super::*;
-use crate::test_rng::Rng;
+use crate::splitmix::Rng;
 
 // ---- Timing (release): cargo test --release --lib cidr::tests::perf -- --ignored --nocapture
 
 /// 80% single addresses, 20% networks /16 to /31.
 fn v4_net(rng: &mut Rng) -> Net {
-    let r = rng.next();
+    let r = rng.next_u64();
     let len = if r % 5 == 0 { 16 + (r >> 8) % 16 } else { 32 };
     Net::new(false, u128::from(r >> 32), len as u8).unwrap_or_else(|| panic!("{r}"))
 }
@@ -53,7 +53,9 @@ fn radix_sort_orders_by_start() {
     let mut rng = Rng(3);
     for n in [0usize, 1, 4095, 4096, 50_000] {
         // Few distinct starts, so equal starts with different ends are common.
-        let mut v: Vec<u64> = (0..n).map(|_| rng.next() & 0xf00f_0f0f_ffff_ffff).collect();
+        let mut v: Vec<u64> = (0..n)
+            .map(|_| rng.next_u64() & 0xf00f_0f0f_ffff_ffff)
+            .collect();
         let mut want = v.clone();
         sort_by_start(&mut v);
         assert!(v.windows(2).all(|w| w[0] >> 32 <= w[1] >> 32), "n = {n}");
@@ -69,7 +71,7 @@ fn large_inputs_agree_with_ipnet() {
     let mut rng = Rng(11);
     let mut nets = Vec::new();
     for _ in 0..30_000 {
-        let r = rng.next();
+        let r = rng.next_u64();
         let len = (r % 13) as u8;
         // Dense: inside 10.0.0.0/12 and 2001:db8::/108, so most of them merge.
         nets.push(Net::new(false, 0x0a00_0000 | u128::from(r >> 44), 20 + len));
@@ -80,7 +82,7 @@ fn large_inputs_agree_with_ipnet() {
         ));
     }
     for _ in 0..5_000 {
-        let (a, b) = (rng.next(), rng.next());
+        let (a, b) = (rng.next_u64(), rng.next_u64());
         nets.push(Net::new(false, u128::from(a >> 32), 8 + (b % 25) as u8));
         nets.push(Net::new(
             true,
@@ -122,7 +124,7 @@ fn perf() {
     );
 
     let singles: Vec<Net> = (0..1_000_000)
-        .map(|_| Net::new(false, u128::from(rng.next() >> 32), 32).unwrap_or_else(|| panic!()))
+        .map(|_| Net::new(false, u128::from(rng.next_u64() >> 32), 32).unwrap_or_else(|| panic!()))
         .collect();
     let (t, out) = best_of(5, || aggregate(singles.iter().copied()));
     println!(
