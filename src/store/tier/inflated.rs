@@ -121,15 +121,19 @@ impl InflatedCopies {
         self.trim();
     }
 
-    /// Bytes of the copies kept now, after a `trim` (`stats.json` and commits trim, so
-    /// copies give space back even when no new copy is made).
+    /// Bytes of the copies kept for versions still alive (the others go at the next
+    /// `trim`). A plain read: stats.json asks for it on every open.
     pub fn bytes(&self) -> u64 {
-        self.trim();
-        total(&crate::sync::lock(&self.entries))
+        crate::sync::lock(&self.entries)
+            .iter()
+            .filter(|e| alive(e))
+            .map(|e| e.copy.size)
+            .sum()
     }
 
     /// Drop the copies of versions gone, and the unheld ones over the budget or, when the
-    /// filesystem runs short of room for writes, all of them.
+    /// filesystem runs short of room for writes, all of them. Every commit trims (each
+    /// `commit_interval`), so copies give space back even when no new copy is made.
     pub fn trim(&self) {
         let low = self
             .place
@@ -268,10 +272,6 @@ fn held_bytes(entries: &[Entry]) -> u64 {
         .filter(|e| held(e))
         .map(|e| e.copy.size)
         .sum()
-}
-
-fn total(entries: &[Entry]) -> u64 {
-    entries.iter().map(|e| e.copy.size).sum()
 }
 
 /// Take out the copies of versions gone, then the least recently used ones nobody holds
