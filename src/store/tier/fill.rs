@@ -65,48 +65,21 @@ fn fill_by(
                 runs.push((r, run));
                 rest = after;
             }
-            runs.reverse();
-            let runs = Mutex::new(runs);
-            on_every_core(claims_len(&runs), name, || loop {
-                let Some((r, out)) = crate::sync::lock(&runs).pop() else {
-                    return Ok(());
-                };
-                if let Err(e) = fill_run(&blocks[r], out, cache, name) {
-                    // The others stop at their next claim: the copy is lost anyway.
-                    crate::sync::lock(&runs).clear();
-                    return Err(e);
-                }
+            on_every_core(runs, name, || {
+                |(r, out): (Range<usize>, &mut [u8])| fill_run(&blocks[r], out, cache, name)
             })
         }
-        None => {
-            let mut claims = claims;
-            claims.reverse();
-            let n = claims.len();
-            let claims = Mutex::new(claims);
-            on_every_core(n, name, || {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(r) = crate::sync::lock(&claims).pop() else {
-                        return Ok(());
-                    };
-                    buf.resize(run_len(&r), 0);
-                    let at = v.block_start(r.start);
-                    let filled = fill_run(&blocks[r], &mut buf, cache, name).and_then(|()| {
-                        file.write_all_at(&buf, at)
-                            .ctx(|| format!("write the inflated copy of {name} at offset {at}"))
-                    });
-                    if let Err(e) = filled {
-                        crate::sync::lock(&claims).clear();
-                        return Err(e);
-                    }
-                }
-            })
-        }
+        None => on_every_core(claims, name, || {
+            let mut buf = Vec::new();
+            move |r: Range<usize>| {
+                buf.resize(run_len(&r), 0);
+                let at = v.block_start(r.start);
+                fill_run(&blocks[r], &mut buf, cache, name)?;
+                file.write_all_at(&buf, at)
+                    .ctx(|| format!("write the inflated copy of {name} at offset {at}"))
+            }
+        }),
     }
-}
-
-fn claims_len<T>(runs: &Mutex<Vec<T>>) -> usize {
-    crate::sync::lock(runs).len()
 }
 
 /// Whether the filesystem of `fd` allocates on `fallocate` for good, so a write fault on
@@ -130,20 +103,9 @@ fn fill_run(blocks: &[Block], mut out: &mut [u8], cache: &BlockCache, name: &str
         }
         let (here, after) = std::mem::take(&mut out).split_at_mut(len);
         out = after;
-        let same_len = |raw: &[u8]| {
-            (raw.len() == len).then_some(()).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "internal: block {} of {name} holds {} bytes, not raw_len {len}",
-                    block.id,
-                    raw.len()
-                ))
-            })
-        };
-        match &block.data {
-            BlockData::Mem { raw, .. } => {
-                same_len(raw)?;
-                here.copy_from_slice(raw);
-            }
+        let cached;
+        let raw: &[u8] = match &block.data {
+            BlockData::Mem { raw, .. } => raw,
             BlockData::Stored {
                 file,
                 offset,
@@ -151,27 +113,58 @@ fn fill_run(blocks: &[Block], mut out: &mut [u8], cache: &BlockCache, name: &str
                 data_offset,
             } => match cache.peek((file.id, *offset)) {
                 Some(raw) => {
-                    same_len(&raw)?;
-                    here.copy_from_slice(&raw);
+                    cached = raw;
+                    &cached
                 }
-                None => decode_stored_into(file, *offset, *member_len, *data_offset, here)?,
+                None => {
+                    decode_stored_into(file, *offset, *member_len, *data_offset, here)?;
+                    continue;
+                }
             },
+        };
+        if raw.len() != len {
+            return Err(Error::Invalid(format!(
+                "internal: block {} of {name} holds {} bytes, not raw_len {len}",
+                block.id,
+                raw.len()
+            )));
         }
+        here.copy_from_slice(raw);
     }
     Ok(())
 }
 
-/// Run `work` on this thread and on up to `cores() - 1` others (no more than `claims`). The
-/// error: a damaged block's if any worker met one (the caller remembers those), else the
-/// first. A worker that can't be started is done without: this thread does the work.
-fn on_every_core(claims: usize, name: &str, work: impl Fn() -> Result<()> + Sync) -> Result<()> {
-    let workers = crate::cores().min(claims).max(1);
+/// Hand out `queue`'s items, in order, to this thread and up to `cores() - 1` others, each
+/// running its own `worker()`; once one fails the others stop at their next item (the copy
+/// is lost anyway). The error: a damaged block's if any worker met one (the caller
+/// remembers those), else the first. A thread that can't be started is done without.
+fn on_every_core<T, W, F>(mut queue: Vec<T>, name: &str, worker: W) -> Result<()>
+where
+    T: Send,
+    W: Fn() -> F + Sync,
+    F: FnMut(T) -> Result<()>,
+{
+    let workers = crate::cores().min(queue.len()).max(1);
+    queue.reverse();
+    let queue = Mutex::new(queue);
+    let work = || -> Result<()> {
+        let mut each = worker();
+        loop {
+            let Some(item) = crate::sync::lock(&queue).pop() else {
+                return Ok(());
+            };
+            if let Err(e) = each(item) {
+                crate::sync::lock(&queue).clear();
+                return Err(e);
+            }
+        }
+    };
     let results: Vec<Result<()>> = std::thread::scope(|s| {
         let others: Vec<_> = (1..workers)
             .filter_map(|i| {
                 std::thread::Builder::new()
                     .name(format!("iocfs-inflate-{i}"))
-                    .spawn_scoped(s, &work)
+                    .spawn_scoped(s, work)
                     .ok()
             })
             .collect();
