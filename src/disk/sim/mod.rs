@@ -37,10 +37,11 @@
 //! `set_len`, fsync, fdatasync, directory fsync, create, rename, unlink, link, mkdir, rmdir)
 //! is a numbered step; before each, the [`Observer`] is told and may fail it with an errno.
 
+mod durable;
 mod file;
 mod image;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -50,6 +51,7 @@ use std::sync::{Arc, Mutex};
 use super::{Bytes, Entry, FileHandle, FileSystem, Handle, Kind, LockGuard, Metadata};
 use crate::error::{Error, Result};
 use crate::sync::lock;
+use durable::{Meta, Node, Tree};
 
 pub use file::SimFile;
 pub use image::{Choices, Rng};
@@ -87,125 +89,6 @@ impl Step {
 /// Told before every step (`n` counts from 0); an error it returns fails the step, which
 /// then changes nothing.
 pub type Observer = Box<dyn FnMut(&SimDisk, u64, Step, &Path) -> Option<io::Error> + Send>;
-
-/// One file's bytes: as they are, and as they are known to be on disk.
-#[derive(Clone, Debug, Default)]
-struct Node {
-    data: Vec<u8>,
-    /// The bytes as of the last sync (its length is the synced size).
-    synced: Vec<u8>,
-    /// Sizes the file had since the last sync.
-    sizes: Vec<u64>,
-    /// Pages changed since the last sync.
-    dirty: BTreeSet<u64>,
-}
-
-impl Node {
-    fn durable(data: Vec<u8>) -> Node {
-        Node {
-            synced: data.clone(),
-            data,
-            ..Node::default()
-        }
-    }
-
-    fn touch(&mut self, from: u64, to: u64) {
-        if to > from {
-            self.dirty.extend(from / PAGE..to.div_ceil(PAGE));
-        }
-    }
-
-    fn resize(&mut self, len: u64) {
-        let old = self.data.len() as u64;
-        if len != old {
-            self.data.resize(len as usize, 0);
-            self.touch(old.min(len), old.max(len));
-            self.sizes.push(len);
-        }
-    }
-
-    fn sync(&mut self) {
-        self.synced.clone_from(&self.data);
-        self.sizes.clear();
-        self.dirty.clear();
-    }
-}
-
-/// A metadata operation, in the order made.
-#[derive(Clone, Debug)]
-enum Meta {
-    Create(PathBuf, u64),
-    Link(PathBuf, u64),
-    Rename(PathBuf, PathBuf),
-    Unlink(PathBuf),
-    Mkdir(PathBuf),
-    Rmdir(PathBuf),
-}
-
-impl Meta {
-    /// Whether an fsync of `dir` makes this durable.
-    fn touches(&self, dir: &Path) -> bool {
-        let in_dir = |p: &Path| p.parent() == Some(dir);
-        match self {
-            Meta::Create(p, _) | Meta::Link(p, _) | Meta::Unlink(p) | Meta::Mkdir(p) => in_dir(p),
-            Meta::Rmdir(p) => in_dir(p),
-            Meta::Rename(from, to) => in_dir(from) || in_dir(to),
-        }
-    }
-}
-
-/// A namespace: directories, and names of files.
-#[derive(Clone, Debug, Default)]
-struct Tree {
-    dirs: BTreeSet<PathBuf>,
-    files: BTreeMap<PathBuf, u64>,
-}
-
-impl Tree {
-    fn apply(&mut self, op: &Meta) {
-        match op {
-            Meta::Create(p, ino) | Meta::Link(p, ino) => {
-                self.files.insert(p.clone(), *ino);
-            }
-            Meta::Rename(from, to) => {
-                if let Some(ino) = self.files.remove(from) {
-                    self.files.insert(to.clone(), ino);
-                }
-            }
-            Meta::Unlink(p) => {
-                self.files.remove(p);
-            }
-            Meta::Mkdir(p) => {
-                self.dirs.insert(p.clone());
-            }
-            Meta::Rmdir(p) => {
-                self.dirs.remove(p);
-            }
-        }
-    }
-
-    fn children(&self, dir: &Path) -> Vec<Entry> {
-        let mut out: Vec<Entry> = Vec::new();
-        let child = |p: &Path| p.parent() == Some(dir) && p != dir;
-        for d in self.dirs.iter().filter(|d| child(d)) {
-            if let Some(name) = d.file_name() {
-                out.push(Entry {
-                    name: name.to_os_string(),
-                    kind: Kind::Dir,
-                });
-            }
-        }
-        for f in self.files.keys().filter(|f| child(f)) {
-            if let Some(name) = f.file_name() {
-                out.push(Entry {
-                    name: name.to_os_string(),
-                    kind: Kind::File,
-                });
-            }
-        }
-        out
-    }
-}
 
 #[derive(Default)]
 struct Inner {
