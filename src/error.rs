@@ -104,6 +104,11 @@ impl Error {
         }
     }
 
+    /// The filesystem, or the user's quota on it, is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self.errno(), libc::ENOSPC | libc::EDQUOT)
+    }
+
     /// True for failures that leave nothing half-done, so the same request may succeed later
     /// (e.g. the disk was full and has been freed).
     pub fn is_retryable(&self) -> bool {

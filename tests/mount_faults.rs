@@ -338,11 +338,29 @@ fn tier_bit_flips_with_checkpoint_are_refused_or_fail_reads_with_eio() {
 // ---------------------------------------------------------------------------------------
 // A full disk
 
-#[test]
-fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
-    let Some(mut d) = Daemon::builder().config(QUIET).start() else {
-        return;
-    };
+/// The data directory of `d` (stopped, then restarted) on an 8 MiB tmpfs with 2 MiB of it
+/// taken by a filler file, and `live/ipv4.txt` appended to, 1000 new lines per write(), until
+/// a write fails: that one with ENOSPC. Returns the tmpfs (unmounted on drop), the filler,
+/// the lines acknowledged, the lines of the failed write, the next line number and the
+/// append handle.
+struct FullDisk {
+    tmpfs: MountGuard,
+    filler: PathBuf,
+    acked: Vec<String>,
+    lost_batch: Vec<String>,
+    next: u32,
+    f: File,
+}
+
+impl FullDisk {
+    fn batch(&mut self, n: u32) -> Vec<String> {
+        let b = (self.next..self.next + n).map(ipv4).collect();
+        self.next += n;
+        b
+    }
+}
+
+fn fill_disk(d: &mut Daemon) -> FullDisk {
     let status = d.stop();
     assert!(status.success(), "SIGTERM: {status}");
     let data = d.data();
@@ -360,44 +378,57 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
     f.sync_all().unwrap();
     drop(f);
     d.restart();
-
-    // Append 1000 new lines per write() until the disk is full.
-    let mut acked: Vec<String> = Vec::new();
-    let mut next = 0u32;
-    let mut batch = |n: u32| -> Vec<String> {
-        let b = (next..next + n).map(ipv4).collect();
-        next += n;
-        b
+    let mut full = FullDisk {
+        tmpfs,
+        filler,
+        acked: Vec::new(),
+        lost_batch: Vec::new(),
+        next: 0,
+        f: open_append(d, "live/ipv4.txt"),
     };
-    let mut f = open_append(&d, "live/ipv4.txt");
-    let failed = loop {
-        assert!(acked.len() < 2_000_000, "8 MiB never filled up");
-        let b = batch(1000);
-        match write_lines(&mut f, &b) {
-            Ok(_) => acked.extend(b),
-            Err(e) => break (b, e),
+    let err = loop {
+        assert!(full.acked.len() < 2_000_000, "8 MiB never filled up");
+        let b = full.batch(1000);
+        match write_lines(&mut full.f, &b) {
+            Ok(_) => full.acked.extend(b),
+            Err(e) => {
+                full.lost_batch = b;
+                break e;
+            }
         }
     };
-    let (lost_batch, err) = failed;
     assert_eq!(
         err.raw_os_error(),
         Some(libc::ENOSPC),
         "the write on a full disk failed with {err}, not ENOSPC, after {} lines\nlog:\n{}",
-        acked.len(),
+        full.acked.len(),
         d.log()
     );
-    eprintln!("disk full after {} acknowledged lines", acked.len());
+    eprintln!("disk full after {} acknowledged lines", full.acked.len());
+    full
+}
+
+#[test]
+fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
+    let Some(mut d) = Daemon::builder().config(QUIET).start() else {
+        return;
+    };
+    let mut full = fill_disk(&mut d);
     // Still full: still ENOSPC (not a sticky EIO), and reads work.
+    let more = full.batch(1000);
     assert_eq!(
-        errno_of(write_lines(&mut f, &batch(1000))),
+        errno_of(write_lines(&mut full.f, &more)),
         libc::ENOSPC,
         "second write on a full disk"
     );
     assert!(
-        d.lines("live/ipv4.txt") == acked,
+        d.lines("live/ipv4.txt") == full.acked,
         "served set on a full disk"
     );
-    let v = d.read(&format!(".iocfs/lookup/{}", acked[acked.len() / 2]));
+    let v = d.read(&format!(
+        ".iocfs/lookup/{}",
+        full.acked[full.acked.len() / 2]
+    ));
     assert!(v.contains("\"live\""), "lookup on a full disk: {v}");
     for b in BUCKETS {
         for t in TYPE_FILES {
@@ -411,16 +442,17 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
     );
 
     // Free space: writes succeed again, same daemon, same descriptor and a new one.
-    fs::remove_file(&filler).unwrap();
-    let after: Vec<String> = batch(500);
-    let n = write_lines(&mut f, &after[..250])
+    fs::remove_file(&full.filler).unwrap();
+    let after: Vec<String> = full.batch(500);
+    let n = write_lines(&mut full.f, &after[..250])
         .unwrap_or_else(|e| panic!("write after freeing space: {e}\nlog:\n{}", d.log()));
     assert!(n > 0);
-    drop(f);
+    drop(full.f);
     let mut f2 = open_append(&d, "live/ipv4.txt");
     write_lines(&mut f2, &after[250..])
         .unwrap_or_else(|e| panic!("write on a new descriptor after freeing space: {e}"));
     drop(f2);
+    let mut acked = full.acked;
     acked.extend(after);
     let served = d.lines("live/ipv4.txt");
     assert!(served == acked, "served set after freeing space");
@@ -430,7 +462,7 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
         "health once writes go through again"
     );
     assert!(
-        !served.iter().any(|l| lost_batch.contains(l)),
+        !served.iter().any(|l| full.lost_batch.contains(l)),
         "lines of the failed write are served"
     );
 
@@ -441,7 +473,145 @@ fn full_disk_fails_appends_with_enospc_and_writes_resume_once_space_is_freed() {
     assert_eq!(served.len(), acked.len(), "after restart");
     assert!(served == acked, "served set after restart differs");
     let _ = d.stop();
-    drop(tmpfs);
+    drop(full.tmpfs);
+}
+
+/// A daemon killed while its disk is full comes back on a disk still full (filled again
+/// after the crash freed its unnamed files) serving every acknowledged line, its live sets
+/// in memory; a write then either goes through or fails with ENOSPC, and once space is
+/// freed writes go through and survive another crash.
+#[test]
+fn a_restart_on_a_still_full_disk_serves_every_acknowledged_line() {
+    let Some(mut d) = Daemon::builder().config(QUIET).start() else {
+        return;
+    };
+    let mut full = fill_disk(&mut d);
+    drop(std::mem::replace(
+        &mut full.f,
+        File::open("/dev/null").unwrap(),
+    ));
+    d.kill9();
+    let refill = full.filler.with_file_name("refill");
+    let mut f = File::create(&refill).unwrap();
+    let chunk = vec![0x5a; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    d.restart();
+    assert!(
+        d.lines("live/ipv4.txt") == full.acked,
+        "served set after a restart on a full disk\nlog:\n{}",
+        d.log()
+    );
+    full.f = open_append(&d, "live/ipv4.txt");
+    let more = full.batch(1000);
+    match write_lines(&mut full.f, &more) {
+        Ok(_) => full.acked.extend(more),
+        Err(e) => assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC),
+            "write on a full disk: {e}"
+        ),
+    }
+    fs::remove_file(&full.filler).unwrap();
+    fs::remove_file(&refill).unwrap();
+    let after = full.batch(100);
+    write_lines(&mut full.f, &after)
+        .unwrap_or_else(|e| panic!("write after freeing space: {e}\nlog:\n{}", d.log()));
+    full.acked.extend(after);
+    drop(std::mem::replace(
+        &mut full.f,
+        File::open("/dev/null").unwrap(),
+    ));
+    assert!(
+        d.lines("live/ipv4.txt") == full.acked,
+        "after freeing space"
+    );
+    d.kill9();
+    d.restart();
+    assert!(
+        d.lines("live/ipv4.txt") == full.acked,
+        "after another crash"
+    );
+    let _ = d.stop();
+    drop(full.tmpfs);
+}
+
+/// Aging on a full disk: lines seen a day ago move to chaud (a tier partition in memory
+/// until a commit has room) and lines seen since stay live (a new live version without
+/// the others, in memory since the disk has no room for it); nothing acknowledged is lost
+/// and writes go through once space is freed, before and after a crash.
+#[test]
+fn aging_on_a_full_disk_loses_nothing_and_writes_resume_when_space_is_freed() {
+    let Some(mut d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg(T0.to_string())
+        .config(QUIET)
+        .start()
+    else {
+        return;
+    };
+    let mut full = fill_disk(&mut d);
+    // With room again: domains (a live set still in an unnamed file on the disk), then
+    // lines seen later, which stay live; then the disk full again.
+    fs::remove_file(&full.filler).unwrap();
+    let domains = |from: u32| -> Vec<String> {
+        (from..from + 300)
+            .map(|i| format!("d{i}.example.org"))
+            .collect()
+    };
+    let (old_domains, recent_domains) = (domains(0), domains(1000));
+    d.append_lines("live/domain.txt", &old_domains);
+    aging::set_clock(&d, T0 + DAY + DAY / 2);
+    d.append_lines("live/domain.txt", &recent_domains);
+    let recent = full.batch(200);
+    write_lines(&mut full.f, &recent).unwrap();
+    let refill = full.filler.with_file_name("refill");
+    let mut f = File::create(&refill).unwrap();
+    let chunk = vec![0x5a; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    aging::age_at(&d, T0 + 2 * DAY);
+    let (chaud, live) = (d.lines("chaud/ipv4.txt"), d.lines("live/ipv4.txt"));
+    assert!(
+        chaud == full.acked && live == recent,
+        "after aging on a full disk: chaud {} lines of {}, live {} of {}\nlog:\n{}",
+        chaud.len(),
+        full.acked.len(),
+        live.len(),
+        recent.len(),
+        d.log()
+    );
+    assert_eq!(d.lines("chaud/domain.txt"), old_domains, "chaud domains");
+    assert_eq!(d.lines("live/domain.txt"), recent_domains, "live domains");
+    fs::remove_file(&refill).unwrap();
+    let after = full.batch(100);
+    write_lines(&mut full.f, &after)
+        .unwrap_or_else(|e| panic!("write after freeing space: {e}\nlog:\n{}", d.log()));
+    drop(std::mem::replace(
+        &mut full.f,
+        File::open("/dev/null").unwrap(),
+    ));
+    ctl_ok(&d, "commit");
+    d.kill9();
+    aging::restart_at(&mut d, T0 + 2 * DAY);
+    let live_now: Vec<String> = recent.iter().chain(&after).cloned().collect();
+    assert!(
+        d.lines("chaud/ipv4.txt") == full.acked,
+        "chaud after restart"
+    );
+    assert!(d.lines("live/ipv4.txt") == live_now, "live after restart");
+    assert_eq!(
+        d.lines("chaud/domain.txt"),
+        old_domains,
+        "chaud domains after restart"
+    );
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        recent_domains,
+        "live domains after restart"
+    );
+    let _ = d.stop();
+    drop(full.tmpfs);
 }
 
 // ---------------------------------------------------------------------------------------

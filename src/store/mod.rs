@@ -199,9 +199,7 @@ impl Store {
         // A full disk (or quota) fails writes with ENOSPC (not sticky): health says so until
         // one of them goes through again.
         match &result {
-            Err(e) if matches!(e.errno(), libc::ENOSPC | libc::EDQUOT) => {
-                self.health.disk_full(format!("writes fail: {e}"))
-            }
+            Err(e) if e.is_disk_full() => self.health.disk_full(format!("writes fail: {e}")),
             Ok(_) => self.health.write_succeeded(),
             Err(Error::Panicked { thread, message }) => {
                 self.fail(crate::crash::panic_problem(thread, message))

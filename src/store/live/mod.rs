@@ -144,9 +144,8 @@ impl LiveSet {
             *n += lines;
             *at = mtime;
             if bytes.len() >= DEFERRED_WRITE_SIZE {
-                self.version.append(bytes, *n, *at)?;
-                bytes.clear();
-                *n = 0;
+                let (bytes, n, at) = (std::mem::take(bytes), std::mem::take(n), *at);
+                self.write_deferred(&bytes, n, at, new_id)?;
             }
             return Ok(false);
         }
@@ -195,11 +194,28 @@ impl LiveSet {
         self.deferred.get_or_insert((Vec::new(), 0, 0));
     }
 
-    pub fn finish_deferring(&mut self) -> Result<()> {
+    pub fn finish_deferring(&mut self, new_id: impl FnMut() -> u64) -> Result<()> {
         if let Some((bytes, lines, mtime)) = self.deferred.take() {
             if !bytes.is_empty() {
-                self.version.append(&bytes, lines, mtime)?;
+                self.write_deferred(&bytes, lines, mtime, new_id)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Write gathered appends to the current version (moved to memory if the disk is full:
+    /// recovery on a full disk must still come up).
+    fn write_deferred(
+        &mut self,
+        bytes: &[u8],
+        lines: u64,
+        mtime: u64,
+        mut new_id: impl FnMut() -> u64,
+    ) -> Result<()> {
+        if let Some(moved) =
+            append_or_move_to_memory(&self.version, bytes, lines, mtime, &mut new_id)?
+        {
+            self.version = moved;
         }
         Ok(())
     }
@@ -400,7 +416,7 @@ fn append_or_move_to_memory(
     new_id: &mut impl FnMut() -> u64,
 ) -> Result<Option<Arc<LiveVersion>>> {
     match v.append(values, lines, mtime) {
-        Err(e) if e.errno() == libc::ENOSPC && *v.storage() != Storage::Memfd => {
+        Err(e) if e.is_disk_full() && *v.storage() != Storage::Memfd => {
             log::warn!(
                 "{}/{}: {e}; this set is kept in memory until its next version",
                 v.target.dir(),
@@ -519,7 +535,7 @@ mod tests {
         assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         s.retain(2, 9, |v, _| v != b"b").unwrap();
         s.append(b"d\n", &[(4, 4)], 9, || 99).unwrap();
-        s.finish_deferring().unwrap();
+        s.finish_deferring(|| 1000).unwrap();
         assert_eq!(s.version.read_all().unwrap(), b"a\nc\nd\n");
         assert_eq!(s.version.lines(), 3);
     }
@@ -542,7 +558,7 @@ mod tests {
         let mut seen = Vec::new();
         s.for_each_line(|v, _| seen.push(v.len())).unwrap();
         assert_eq!(seen.len(), 100_000);
-        s.finish_deferring().unwrap();
+        s.finish_deferring(|| 1000).unwrap();
         assert_eq!(s.version.read_all().unwrap(), want);
         assert_eq!(s.version.lines(), 100_000);
         assert_eq!(s.version.mtime(), 99_999);

@@ -114,7 +114,32 @@ struct Opens {
 const PLAIN_OPEN_SETTLES: Duration = Duration::from_secs(1);
 
 impl LiveVersion {
+    /// A version holding `content`. If the data directory's filesystem is full (unnamed
+    /// files there hold the versions FUSE passthrough serves), in memory instead: a new
+    /// version is made while applying a durable record (aging, a replace, recovery's load),
+    /// and failing to make it would stop the store.
     pub fn new(
+        id: u64,
+        of: (Target, IocType),
+        content: &[u8],
+        lines: u64,
+        mtime: u64,
+        storage: &Storage,
+    ) -> Result<Arc<LiveVersion>> {
+        match Self::new_in(id, of, content, lines, mtime, storage) {
+            Err(e) if e.is_disk_full() && *storage != Storage::Memfd => {
+                log::warn!(
+                    "{}/{}: {e}; this set is kept in memory",
+                    of.0.dir(),
+                    of.1.file_name()
+                );
+                Self::new_in(id, of, content, lines, mtime, &Storage::Memfd)
+            }
+            made => made,
+        }
+    }
+
+    fn new_in(
         id: u64,
         (target, ty): (Target, IocType),
         content: &[u8],

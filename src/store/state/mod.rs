@@ -520,11 +520,12 @@ impl State {
 
     /// Replay gathers live appends in memory and writes them in large pieces.
     pub fn defer_live_writes(&mut self, on: bool) -> Result<()> {
+        let ids = self.id_source();
         for set in self.live.values_mut() {
             if on {
                 set.start_deferring();
             } else {
-                set.finish_deferring()?;
+                set.finish_deferring(|| ids.fetch_add(1, Ordering::Relaxed))?;
             }
         }
         Ok(())
