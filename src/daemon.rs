@@ -66,6 +66,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     // mount left by a crash is detached first), then the mount point itself.
     crate::secure::trusted_parent(&req.mountpoint, "mount point")?;
     clear_stale_mount(&req.mountpoint);
+    refuse_live_fuse_mount(&req.mountpoint)?;
     crate::secure::trusted_dir(&req.mountpoint, "mount point")?;
     let store = Store::open(config.clone(), req.clock.clone())?;
     log_recovery(&store);
@@ -288,6 +289,29 @@ fn clear_stale_mount(mountpoint: &Path) {
             log::error!("detach stale mount {}: {e}", mountpoint.display());
             return;
         }
+    }
+}
+
+/// A FUSE filesystem that answers at the mount point (another iocfs, say) would be hidden
+/// by ours: every client of it would then see our (other, maybe empty) lists. Refused, as
+/// a data directory in use is; a dead one was detached just before.
+fn refuse_live_fuse_mount(mountpoint: &Path) -> Result<()> {
+    let Ok(fs) = nix::sys::statfs::statfs(mountpoint) else {
+        return Ok(());
+    };
+    if fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC {
+        return Ok(());
+    }
+    // Only a mount at this very path: a directory inside a FUSE filesystem is fine.
+    let parent = mountpoint.parent().unwrap_or(Path::new("/"));
+    let dev = |p: &Path| nix::sys::stat::stat(p).map(|st| st.st_dev);
+    match (dev(mountpoint), dev(parent)) {
+        (Ok(here), Ok(above)) if here == above => Ok(()),
+        _ => Err(crate::error::Error::Invalid(format!(
+            "{}: a running FUSE filesystem is mounted there (another iocfs?); \
+             stop it or unmount it first",
+            mountpoint.display()
+        ))),
     }
 }
 

@@ -126,3 +126,54 @@ fn restart_after_sigkill_clears_the_dead_mount_by_itself() {
         std::fs::read_to_string("/proc/mounts").unwrap()
     );
 }
+
+/// A second `iocfs mount` on a mount point a running iocfs serves is refused (it would hide
+/// the first, and every client would see the second's empty lists); the first keeps serving.
+#[test]
+fn a_mount_over_a_running_iocfs_is_refused() {
+    let Some(d) = Daemon::start() else {
+        return;
+    };
+    d.append_lines("live/ipv4.txt", &["192.0.2.7"]);
+    let other = tempfile::tempdir().unwrap();
+    let data = other.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("mount")
+        .arg("--data")
+        .arg(&data)
+        .arg(d.mnt())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, READY_TIMEOUT);
+    let mut err = String::new();
+    if status.is_none() {
+        // It mounted over the first: take it away again.
+        let _ = child.kill();
+        let _ = child.wait();
+        common::detach(&d.mnt());
+    }
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        status.is_some_and(|s| s.code() == Some(1)),
+        "second mount: {status:?}\n{err}"
+    );
+    assert!(
+        err.contains("a running FUSE filesystem is mounted there"),
+        "{err}"
+    );
+    assert_eq!(
+        common::mount_count(&d.mnt()),
+        1,
+        "mounts at the mount point"
+    );
+    assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.7"]);
+}
