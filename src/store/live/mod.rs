@@ -144,8 +144,9 @@ impl LiveSet {
             *n += lines;
             *at = mtime;
             if bytes.len() >= DEFERRED_WRITE_SIZE {
-                let (bytes, n, at) = (std::mem::take(bytes), std::mem::take(n), *at);
-                self.write_deferred(&bytes, n, at, new_id)?;
+                write_deferred(&mut self.version, bytes, *n, *at, new_id)?;
+                bytes.clear();
+                *n = 0;
             }
             return Ok(false);
         }
@@ -197,25 +198,8 @@ impl LiveSet {
     pub fn finish_deferring(&mut self, new_id: impl FnMut() -> u64) -> Result<()> {
         if let Some((bytes, lines, mtime)) = self.deferred.take() {
             if !bytes.is_empty() {
-                self.write_deferred(&bytes, lines, mtime, new_id)?;
+                write_deferred(&mut self.version, &bytes, lines, mtime, new_id)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Write gathered appends to the current version (moved to memory if the disk is full:
-    /// recovery on a full disk must still come up).
-    fn write_deferred(
-        &mut self,
-        bytes: &[u8],
-        lines: u64,
-        mtime: u64,
-        mut new_id: impl FnMut() -> u64,
-    ) -> Result<()> {
-        if let Some(moved) =
-            append_or_move_to_memory(&self.version, bytes, lines, mtime, &mut new_id)?
-        {
-            self.version = moved;
         }
         Ok(())
     }
@@ -402,6 +386,21 @@ impl LiveSet {
         each(&carry);
         Ok(())
     }
+}
+
+/// Write appends gathered during recovery to `version` (moved to memory if the disk is
+/// full: recovery on a full disk must still come up).
+fn write_deferred(
+    version: &mut Arc<LiveVersion>,
+    bytes: &[u8],
+    lines: u64,
+    mtime: u64,
+    mut new_id: impl FnMut() -> u64,
+) -> Result<()> {
+    if let Some(moved) = append_or_move_to_memory(version, bytes, lines, mtime, &mut new_id)? {
+        *version = moved;
+    }
+    Ok(())
 }
 
 /// Append to `v`; if its file can't grow because the data directory's filesystem is full
