@@ -353,6 +353,12 @@ struct FullDisk {
 }
 
 impl FullDisk {
+    /// Close the append handle (its partial line ends; a handle open across a kill or
+    /// restart would only see ENOTCONN).
+    fn close_handle(&mut self) {
+        self.f = File::open("/dev/null").unwrap();
+    }
+
     fn batch(&mut self, n: u32) -> Vec<String> {
         let b = (self.next..self.next + n).map(ipv4).collect();
         self.next += n;
@@ -486,10 +492,7 @@ fn a_restart_on_a_still_full_disk_serves_every_acknowledged_line() {
         return;
     };
     let mut full = fill_disk(&mut d);
-    drop(std::mem::replace(
-        &mut full.f,
-        File::open("/dev/null").unwrap(),
-    ));
+    full.close_handle();
     d.kill9();
     let refill = full.filler.with_file_name("refill");
     let mut f = File::create(&refill).unwrap();
@@ -518,10 +521,7 @@ fn a_restart_on_a_still_full_disk_serves_every_acknowledged_line() {
     write_lines(&mut full.f, &after)
         .unwrap_or_else(|e| panic!("write after freeing space: {e}\nlog:\n{}", d.log()));
     full.acked.extend(after);
-    drop(std::mem::replace(
-        &mut full.f,
-        File::open("/dev/null").unwrap(),
-    ));
+    full.close_handle();
     assert!(
         d.lines("live/ipv4.txt") == full.acked,
         "after freeing space"
@@ -587,10 +587,7 @@ fn aging_on_a_full_disk_loses_nothing_and_writes_resume_when_space_is_freed() {
     let after = full.batch(100);
     write_lines(&mut full.f, &after)
         .unwrap_or_else(|e| panic!("write after freeing space: {e}\nlog:\n{}", d.log()));
-    drop(std::mem::replace(
-        &mut full.f,
-        File::open("/dev/null").unwrap(),
-    ));
+    full.close_handle();
     ctl_ok(&d, "commit");
     d.kill9();
     aging::restart_at(&mut d, T0 + 2 * DAY);
