@@ -426,3 +426,43 @@ fn node_exporters_textfile_collector_serves_the_copy_the_shipped_service_makes()
         d.append_lines("live/ipv4.txt", &["5.9.9.9"]);
     }
 }
+
+#[test]
+fn a_descriptors_fstat_size_is_what_it_reads_while_the_figures_change() {
+    // A web server opens, fstats for Content-Length, then sends that many bytes: the size
+    // must be the one of the snapshot the descriptor reads, however often the figures move.
+    let Some(d) = mount() else {
+        return;
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Stops the writer however the checks end (a failed assertion included).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                d.append_lines("live/ipv4.txt", &[&format!("5.1.{}.{}", n / 250, n % 250)]);
+                d.ctl("commit").unwrap();
+            }
+        });
+        let _stop = StopOnDrop(&stop);
+        let mut checked = 0;
+        for _ in 0..300 {
+            for name in [".iocfs/metrics", ".iocfs/stats.json", ".iocfs/health"] {
+                let mut f = std::fs::File::open(d.path(name)).unwrap();
+                let size = f.metadata().unwrap().len();
+                let mut body = Vec::new();
+                f.read_to_end(&mut body).unwrap();
+                assert_eq!(size, body.len() as u64, "{name}: fstat vs bytes read");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 900);
+    });
+}

@@ -19,13 +19,13 @@ impl IocFs {
     /// A read-only file generated on demand (stats.json, metrics, health, lookup entries): readable
     /// by whom `mount.file_mode` lets read the lists, no one else (a 0640 mount must not let
     /// every local user test whether a value is stored).
-    pub(super) fn snapshot_attr(&self, ino: INodeNo, len: u64) -> FileAttr {
+    pub(super) fn snapshot_attr(&self, ino: INodeNo, len: u64, built: u64) -> FileAttr {
         inode::attr(
             ino,
             FileType::RegularFile,
             self.owner.file_mode & 0o444,
             len,
-            self.store.clock.now(),
+            built,
             &self.owner,
         )
     }
@@ -97,9 +97,10 @@ impl IocFs {
                     ..self.owner
                 },
             ),
-            STATS => self.snapshot_attr(ino, self.stats_bytes().len() as u64),
-            METRICS => self.snapshot_attr(ino, self.metrics_bytes().len() as u64),
-            HEALTH => self.snapshot_attr(ino, self.health_bytes().len() as u64),
+            // Reached by no lookup (those get a snapshot inode): the current bytes.
+            STATS | METRICS | HEALTH => {
+                self.snapshot_attr(ino, self.control_bytes(ino).len() as u64, now)
+            }
             _ => self.dir_attr(ino),
         }
     }
@@ -169,9 +170,11 @@ impl IocFs {
             Some(Node::View(f)) => self.view_version_attr(ino, &f),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(of)) => Ok((self.live_attr(ino, &self.store.current(of)), NO_TTL)),
-            Some(Node::Lookup(bytes, _)) => {
-                Ok((self.snapshot_attr(ino, bytes.len() as u64), NO_TTL))
-            }
+            // Immutable: its attributes may be cached as long as a version's.
+            Some(Node::Snapshot(bytes, _, built)) => Ok((
+                self.snapshot_attr(ino, bytes.len() as u64, built),
+                VERSION_TTL,
+            )),
             None => self.current_version(ino).ok_or(Errno::ENOENT),
         }
     }
@@ -226,11 +229,14 @@ impl IocFs {
                     .ok_or(Errno::ENOENT)
             }
             (CONTROL_DIR, Some(n)) => {
-                return [STATS, METRICS, HEALTH, CTL, LOOKUP_DIR]
+                return match [STATS, METRICS, HEALTH, CTL, LOOKUP_DIR]
                     .into_iter()
                     .find(|&i| inode::control_name(i) == Some(n))
-                    .map(|i| self.attr_of(i, None))
-                    .unwrap_or(Err(Errno::ENOENT));
+                {
+                    Some(i @ (STATS | METRICS | HEALTH)) => Ok(self.control_entry(i)),
+                    Some(i) => self.attr_of(i, None),
+                    None => Err(Errno::ENOENT),
+                };
             }
             (LOOKUP_DIR, _) => return self.lookup_entry(name),
             _ => {}

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fuser::{Errno, FileAttr, Request};
+use fuser::{Errno, FileAttr, INodeNo, Request};
 use serde_json::{json, Value};
 
-use super::nodes::Node;
+use super::inode::{METRICS, STATS};
+use super::nodes::SnapshotOf;
 use super::{errno, IocFs, NO_TTL};
 use crate::ioc;
 use crate::lograte;
@@ -121,11 +122,31 @@ impl IocFs {
         let answer = crate::lookup::lookup(&self.store, &self.views, &raw).ok_or(Errno::ENOENT)?;
         let mut bytes = serde_json::to_vec(&answer.body).unwrap_or_default();
         bytes.push(b'\n');
-        let key = Arc::new((answer.ty, answer.value.into_bytes()));
-        let ino = self.nodes.lookup_ino(&key);
-        let attr = self.snapshot_attr(ino, bytes.len() as u64);
-        self.nodes.remember(ino, Node::Lookup(Arc::new(bytes), key));
-        Ok((attr, NO_TTL))
+        let of = SnapshotOf::Lookup((answer.ty, answer.value.into_bytes()));
+        Ok(self.snapshot_entry(of, Arc::new(bytes)))
+    }
+
+    /// A lookup of stats.json, metrics or health (`file` is its fixed inode): the inode of
+    /// its current bytes (see `nodes`: a descriptor's fstat gives the size it reads).
+    pub(super) fn control_entry(&self, file: INodeNo) -> (FileAttr, Duration) {
+        self.snapshot_entry(SnapshotOf::Control(file), self.control_bytes(file))
+    }
+
+    /// The current bytes of stats.json, metrics or health.
+    pub(super) fn control_bytes(&self, file: INodeNo) -> Arc<Vec<u8>> {
+        match file {
+            STATS => self.stats_bytes(),
+            METRICS => self.metrics_bytes(),
+            _ => Arc::new(self.health_bytes()),
+        }
+    }
+
+    fn snapshot_entry(&self, of: SnapshotOf, bytes: Arc<Vec<u8>>) -> (FileAttr, Duration) {
+        let len = bytes.len() as u64;
+        let (ino, built) = self
+            .nodes
+            .remember_snapshot(of, bytes, self.store.clock.now());
+        (self.snapshot_attr(ino, len, built), NO_TTL)
     }
 
     /// Commands written to `.iocfs/ctl`, one per line: `age`, `commit`, `checkpoint`,

@@ -3,6 +3,12 @@
 //! The kernel refers to an inode until it sends `forget`, so each dynamic inode is kept with
 //! its lookup count; an open handle holds its own reference to what it reads (a version, a
 //! scratch file, a snapshot of bytes), so the file stays readable after the name moved on.
+//!
+//! Generated files (`.iocfs/stats.json`, `metrics`, `health`, lookup entries) are snapshots:
+//! each distinct content the kernel is given gets its own inode, like each version of a
+//! list. `fstat` on a descriptor asks about its inode without naming the descriptor, so a
+//! shared inode would report the size of a newer snapshot than the one the descriptor
+//! reads, and a web server sends a body of the wrong length.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -32,8 +38,9 @@ pub enum Node {
     /// A scratch inode renamed onto a type file (of live/ or allow/): the kernel's dentry
     /// points at it until the invalidation lands, so it stands for that file meanwhile.
     LiveAlias((Target, IocType)),
-    /// `.iocfs/lookup/VALUE`: the JSON answer, fixed at lookup time, and the value.
-    Lookup(Arc<Vec<u8>>, Arc<LookupKey>),
+    /// A generated file's bytes as one lookup built them, what they are of, and when
+    /// they were built (its mtime).
+    Snapshot(Arc<Vec<u8>>, Arc<SnapshotOf>, u64),
     /// One version of a view file: its persisted id is the inode number.
     View(Arc<ViewFile>),
 }
@@ -46,11 +53,21 @@ struct Entry {
 /// What a lookup entry is about: (type, normalized value).
 pub type LookupKey = (IocType, Vec<u8>);
 
+/// The name a snapshot inode stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SnapshotOf {
+    /// stats.json, metrics or health, by their fixed inode (the one readdir lists).
+    Control(INodeNo),
+    /// `.iocfs/lookup/VALUE`.
+    Lookup(LookupKey),
+}
+
 #[derive(Default)]
 pub struct Nodes {
     map: Mutex<HashMap<INodeNo, Entry>>,
-    /// The inode of each lookup entry the kernel holds, so a value keeps its inode.
-    lookups: Mutex<HashMap<Arc<LookupKey>, INodeNo>>,
+    /// The newest snapshot inode of each generated file, so a name keeps its inode while
+    /// its bytes stay the same. Locked after `map`.
+    snapshots: Mutex<HashMap<Arc<SnapshotOf>, INodeNo>>,
     /// Scratch files by directory (live/, allow/) and name.
     scratch_names: Mutex<HashMap<(Target, OsString), ScratchRef>>,
     /// The memory of all scratch files, named or not.
@@ -71,11 +88,38 @@ impl Nodes {
         INodeNo(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The inode of the lookup entry for `key`: the one the kernel holds, or a new one.
-    pub fn lookup_ino(&self, key: &Arc<LookupKey>) -> INodeNo {
-        *lock(&self.lookups)
-            .entry(key.clone())
-            .or_insert_with(|| self.allocate())
+    /// Count one kernel lookup of the generated file `of` whose bytes are now `bytes`:
+    /// its newest inode if that one holds the same bytes, else a new inode. Returns the
+    /// inode and when its bytes were built (`now` for a new one).
+    pub fn remember_snapshot(
+        &self,
+        of: SnapshotOf,
+        bytes: Arc<Vec<u8>>,
+        now: u64,
+    ) -> (INodeNo, u64) {
+        let mut map = lock(&self.map);
+        let mut names = lock(&self.snapshots);
+        let of = Arc::new(of);
+        if let Some(&ino) = names.get(&of) {
+            if let Some(entry) = map.get_mut(&ino) {
+                if let Node::Snapshot(held, _, built) = &entry.node {
+                    if **held == *bytes {
+                        entry.lookups += 1;
+                        return (ino, *built);
+                    }
+                }
+            }
+        }
+        let ino = self.allocate();
+        names.insert(of.clone(), ino);
+        map.insert(
+            ino,
+            Entry {
+                node: Node::Snapshot(bytes, of, now),
+                lookups: 1,
+            },
+        );
+        (ino, now)
     }
 
     /// Count one kernel lookup of `ino`.
@@ -95,13 +139,13 @@ impl Nodes {
             e.lookups = e.lookups.saturating_sub(n);
             if e.lookups == 0 {
                 if let Some(Entry {
-                    node: Node::Lookup(_, key),
+                    node: Node::Snapshot(_, of, _),
                     ..
                 }) = map.remove(&ino)
                 {
-                    let mut lookups = lock(&self.lookups);
-                    if lookups.get(&key) == Some(&ino) {
-                        lookups.remove(&key);
+                    let mut names = lock(&self.snapshots);
+                    if names.get(&of) == Some(&ino) {
+                        names.remove(&of);
                     }
                 }
             }

@@ -118,9 +118,9 @@ impl IocFs {
                 return Ok((Handle::Ctl(Default::default()), direct));
             }
             STATS | METRICS | HEALTH if writable => return Err(Errno::EACCES),
-            STATS => return Ok((Handle::Bytes(self.stats_bytes()), read_only)),
-            METRICS => return Ok((Handle::Bytes(self.metrics_bytes()), read_only)),
-            HEALTH => return Ok((Handle::Bytes(Arc::new(self.health_bytes())), read_only)),
+            STATS | METRICS | HEALTH => {
+                return Ok((Handle::Bytes(self.control_bytes(ino)), read_only))
+            }
             _ => {}
         }
         match self.nodes.get(ino) {
@@ -168,8 +168,8 @@ impl IocFs {
                 Handle::View(f),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
-            Some(Node::Lookup(..)) if writable => Err(Errno::EACCES),
-            Some(Node::Lookup(b, _)) => Ok((Handle::Bytes(b), read_only)),
+            Some(Node::Snapshot(..)) if writable => Err(Errno::EACCES),
+            Some(Node::Snapshot(b, ..)) => Ok((Handle::Bytes(b), read_only)),
             None => Err(Errno::ENOENT),
         }
     }

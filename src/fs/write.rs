@@ -330,7 +330,7 @@ impl IocFs {
                 self.attr_of(ino, None).map(|(a, _)| a)
             }
             Some(Node::Tier(_) | Node::View(_)) => Err(Errno::EROFS),
-            Some(Node::Lookup(..)) => Err(Errno::EACCES),
+            Some(Node::Snapshot(..)) => Err(Errno::EACCES),
             Some(Node::Live(_) | Node::LiveAlias(_)) => Err(Errno::EPERM),
             None if inode::dir_bucket(ino)
                 .is_some_and(|b| b != crate::store::model::Bucket::Live) =>
