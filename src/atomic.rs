@@ -61,12 +61,26 @@ pub fn write_synced(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<Handle> {
+    write_synced_dated(disk, path, 0, write)
+}
+
+/// [`write_synced`], the file dated `mtime` (Unix seconds; 0: left at the write's time).
+pub fn write_synced_dated(
+    disk: &Disk,
+    path: &Path,
+    mtime: u64,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Handle> {
     let file = create_new(disk, path, 0o644)?;
     let mut out = BufWriter::with_capacity(1 << 20, Writer::new(&*file));
     write(&mut out)
         .and_then(|()| out.flush())
         .ctx(|| format!("write {}", path.display()))?;
     drop(out);
+    if mtime > 0 {
+        file.set_mtime(mtime)
+            .ctx(|| format!("set the mtime of {}", path.display()))?;
+    }
     file.sync_all()
         .ctx(|| format!("fsync {}", path.display()))?;
     Ok(file)

@@ -177,3 +177,50 @@ fn a_mount_over_a_running_iocfs_is_refused() {
     );
     assert_eq!(d.lines("live/ipv4.txt"), ["192.0.2.7"]);
 }
+
+#[test]
+fn every_list_keeps_its_mtime_across_a_restart_and_a_sigkill() {
+    // `rsync -a` and a web server's Last-Modified go by mtime: a restart must not change it.
+    let start = 1_700_000_000u64;
+    let Some(mut d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg(start.to_string())
+        .start()
+    else {
+        return;
+    };
+    d.append_lines("live/domain.txt", &["old.example"]);
+    d.ctl("clock +2d").unwrap();
+    d.ctl("age").unwrap();
+    d.ctl("clock +1h").unwrap();
+    d.append_lines("live/ipv4.txt", &["5.1.2.3"]);
+    d.append_lines("allow/domain.txt", &["good.example"]);
+    let files = ["live/ipv4.txt", "chaud/domain.txt", "allow/domain.txt"];
+    let mtimes = |d: &Daemon| -> Vec<i64> {
+        use std::os::unix::fs::MetadataExt;
+        files
+            .iter()
+            .map(|f| std::fs::metadata(d.path(f)).unwrap().mtime())
+            .collect()
+    };
+    let (aged, written) = (
+        (start + 2 * 86400) as i64,
+        (start + 2 * 86400 + 3600) as i64,
+    );
+    assert_eq!(mtimes(&d), [written, aged, written]);
+    assert_eq!(d.stop().code(), Some(0));
+    d.restart();
+    assert_eq!(
+        mtimes(&d),
+        [written, aged, written],
+        "after a clean restart"
+    );
+    // A change the WAL alone holds is dated by its record.
+    d.ctl("clock +3d").unwrap();
+    d.append_lines("live/ipv4.txt", &["5.1.2.4"]);
+    d.kill9();
+    d.restart();
+    let appended = (start + 3 * 86400) as i64;
+    assert_eq!(d.lines("live/ipv4.txt"), ["5.1.2.3", "5.1.2.4"]);
+    assert_eq!(mtimes(&d), [appended, aged, written], "after SIGKILL");
+}

@@ -47,6 +47,9 @@ pub trait FileHandle: Send + Sync + fmt::Debug {
     fn sync_all(&self) -> io::Result<()>;
     /// fdatasync: data and what is needed to read it back (the size).
     fn sync_data(&self) -> io::Result<()>;
+    /// Set the modification time (Unix seconds): a committed file carries the time its
+    /// content last changed, which the next mount reads back (`Metadata::mtime`).
+    fn set_mtime(&self, secs: u64) -> io::Result<()>;
     /// The descriptor, for FUSE passthrough (None on a simulated disk).
     fn fd(&self) -> Option<BorrowedFd<'_>>;
 

@@ -89,6 +89,11 @@ impl FileHandle for RealFile {
         self.file.sync_data()
     }
 
+    fn set_mtime(&self, secs: u64) -> io::Result<()> {
+        self.file
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    }
+
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.file.as_fd())
     }

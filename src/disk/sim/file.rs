@@ -89,6 +89,11 @@ impl FileHandle for SimFile {
         self.disk.with_node(self.ino, Node::sync)
     }
 
+    /// The simulated disk keeps no times (its `metadata` says 0: "unknown").
+    fn set_mtime(&self, _secs: u64) -> io::Result<()> {
+        Ok(())
+    }
+
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }

@@ -412,7 +412,7 @@ fn write_text(
     let name = id.backing_name();
     let text_tmp = atomic::temp_path(&dir, &name, tag);
     let mut crc = 0u32;
-    atomic::write_synced(store.disk(), &text_tmp, |w| {
+    atomic::write_synced_dated(store.disk(), &text_tmp, version.mtime(), |w| {
         let mut at = 0u64;
         while at < len {
             let chunk = version
@@ -472,7 +472,7 @@ fn write_tier(
     let generation = new_generation();
     let mut placed = HashMap::with_capacity(version.blocks().len());
     let mut total = 0u64;
-    let file = atomic::write_synced(store.disk(), &tmp, |w| {
+    let file = atomic::write_synced_dated(store.disk(), &tmp, version.mtime, |w| {
         let mut compressor = libdeflater::Compressor::new(
             libdeflater::CompressionLvl::new(level).unwrap_or_default(),
         );

@@ -216,9 +216,11 @@ impl Loader<'_> {
                 ),
             ));
         }
+        // The commit dated the file with its content's last change (`flush::write_text`).
+        let mtime = self.committed_mtime(&text_path);
         let duplicates = match id {
-            PartId::Allow(ty) => self.state.load_allow(ty, &text, &times)?,
-            PartId::Bucket(_, ty) => self.state.load_live(ty, &text, &times)?,
+            PartId::Allow(ty) => self.state.load_allow(ty, &text, &times, mtime)?,
+            PartId::Bucket(_, ty) => self.state.load_live(ty, &text, &times, mtime)?,
             PartId::Sources(_) => Vec::new(),
         };
         for line in duplicates {
@@ -378,13 +380,24 @@ impl Loader<'_> {
                 blocks.push(block);
             }
         }
+        let mtime = self.committed_mtime(&path);
         self.state
-            .load_tier(tier, ty, blocks)
+            .load_tier(tier, ty, blocks, mtime)
             .map_err(|why| Error::corruption(&path, None, why))?;
         if !doomed.is_empty() {
             self.out.duplicates.push((tier, ty, doomed));
         }
         Ok(())
+    }
+
+    /// When a committed file's content last changed: the commit dates it so (0: unknown,
+    /// e.g. on a simulated disk). A time ahead of the clock (a clock set back) is kept:
+    /// it is what the file showed before the restart.
+    fn committed_mtime(&self, path: &Path) -> u64 {
+        self.disk
+            .metadata(path)
+            .map(|m| u64::try_from(m.mtime).unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// A block that won't inflate: at mount it is quarantined (reads of it fail with EIO,

@@ -145,17 +145,19 @@ impl State {
         Ok((added, removed))
     }
 
-    /// The committed allowlist file of `ty` (recovery). Returns lines found twice.
+    /// The committed allowlist file of `ty` (recovery), and when it last changed (0:
+    /// unknown). Returns lines found twice.
     pub fn load_allow(
         &mut self,
         ty: IocType,
         text: &[u8],
         times: &[Times],
+        mtime: u64,
     ) -> Result<Vec<Vec<u8>>> {
         let id = self.new_id();
         let seed = self.seed;
         let allow = &mut self.allow[ty];
-        allow.set.replace(id, text, times.to_vec(), 0)?;
+        allow.set.replace(id, text, times.to_vec(), mtime)?;
         allow.slots = KeyMap::default();
         let mut duplicates = Vec::new();
         for (line, slot) in tier::lines(text).zip(0u32..) {

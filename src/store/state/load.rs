@@ -11,11 +11,18 @@ use crate::store::tier::{self, Block, TierVersion};
 /// Loading committed files at recovery: the state is built partition by partition, younger
 /// buckets first, so an indicator met again in an older bucket is a stale copy.
 impl State {
-    /// The committed live file of `ty`: its lines with their times. Returns the lines that
-    /// were already indexed (duplicates: the file was not written by iocfs as it is).
-    pub fn load_live(&mut self, ty: IocType, text: &[u8], times: &[Times]) -> Result<Vec<Vec<u8>>> {
+    /// The committed live file of `ty`: its lines with their times, and when it last
+    /// changed (0: unknown). Returns the lines that were already indexed (duplicates: the
+    /// file was not written by iocfs as it is).
+    pub fn load_live(
+        &mut self,
+        ty: IocType,
+        text: &[u8],
+        times: &[Times],
+        mtime: u64,
+    ) -> Result<Vec<Vec<u8>>> {
         let id = self.new_id();
-        self.live[ty].replace(id, text, times.to_vec(), 0)?;
+        self.live[ty].replace(id, text, times.to_vec(), mtime)?;
         let mut duplicates = Vec::new();
         for (line, slot) in tier::lines(text).zip(0u32..) {
             let key = self.key(ty, line);
@@ -66,6 +73,7 @@ impl State {
         tier: Tier,
         ty: IocType,
         blocks: Vec<Block>,
+        mtime: u64,
     ) -> std::result::Result<(), String> {
         for b in &blocks {
             self.check_block_id(b.id)?;
@@ -73,7 +81,7 @@ impl State {
             self.next_block_id = self.next_block_id.max(b.id + 1);
         }
         let id = self.new_id();
-        self.tiers[tier][ty] = TierVersion::new(id, tier, ty, blocks, 0);
+        self.tiers[tier][ty] = TierVersion::new(id, tier, ty, blocks, mtime);
         Ok(())
     }
 }
