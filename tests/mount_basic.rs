@@ -241,3 +241,28 @@ fn the_mount_reads_ahead_4_mib() {
     let kb = std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
     assert_eq!(kb.trim(), "4096");
 }
+
+#[test]
+fn files_served_by_the_daemon_can_be_mapped() {
+    // Without passthrough every live descriptor is served by the daemon with direct I/O,
+    // as are the control files: `look`, ripgrep and Python's mmap map them.
+    let Some(d) = Daemon::builder()
+        .config("[mount]\npassthrough = false\n")
+        .start()
+    else {
+        return;
+    };
+    d.append_lines("live/email.txt", &["a@evil.example", "b@evil.example"]);
+    for f in ["live/email.txt", ".iocfs/stats.json", ".iocfs/metrics"] {
+        let want = std::fs::read(d.path(f)).unwrap();
+        let got = common::mapping::mapped(&d.path(f), true)
+            .unwrap_or_else(|e| panic!("mmap of {f}: {e}"));
+        assert_eq!(got, want, "{f}");
+    }
+    // A mapping made after an append shows it.
+    d.append_lines("live/email.txt", &["c@evil.example"]);
+    assert_eq!(
+        common::mapping::mapped(&d.path("live/email.txt"), true).unwrap(),
+        b"a@evil.example\nb@evil.example\nc@evil.example\n"
+    );
+}

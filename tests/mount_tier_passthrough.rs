@@ -72,29 +72,6 @@ impl AlignedPage {
     }
 }
 
-/// The file's bytes through a private read-only mapping (what `mmap` users see).
-#[allow(unsafe_code)] // one mmap/munmap pair, documented below
-fn mapped(path: &std::path::Path) -> Vec<u8> {
-    let f = File::open(path).unwrap();
-    let len = std::num::NonZeroUsize::new(f.metadata().unwrap().len() as usize).unwrap();
-    // SAFETY: a new read-only private mapping of an open file, read and unmapped here
-    // before the file goes; nothing truncates a tier version.
-    unsafe {
-        let ptr = nix::sys::mman::mmap(
-            None,
-            len,
-            nix::sys::mman::ProtFlags::PROT_READ,
-            nix::sys::mman::MapFlags::MAP_PRIVATE,
-            &f,
-            0,
-        )
-        .unwrap();
-        let bytes = std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len.get()).to_vec();
-        nix::sys::mman::munmap(ptr, len.get()).unwrap();
-        bytes
-    }
-}
-
 fn sorted_lines(bytes: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8(bytes.to_vec())
         .unwrap()
@@ -130,7 +107,7 @@ fn a_tier_file_is_read_whole_from_its_inflated_copy_and_equals_the_blocks() {
     let out = d.sh_ok("grep -c '^a1999[0-9]\\.tier' chaud/domain.txt");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
     assert_eq!(
-        mapped(&d.path("chaud/domain.txt")),
+        common::mapping::mapped(&d.path("chaud/domain.txt"), false).unwrap(),
         whole,
         "mmap reads the copy too"
     );

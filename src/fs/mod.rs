@@ -137,6 +137,16 @@ impl Filesystem for IocFs {
             log::warn!("kernel lacks atomic O_TRUNC: `>` on a live file empties it before the new lines arrive");
         }
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Descriptors served by the daemon use direct I/O, which the kernel refuses to mmap
+        // (ENODEV: `look`, Python's mmap, ripgrep) unless told it may (Linux >= 6.6). The
+        // mapping then reads through the page cache, and a version's bytes never change
+        // under it: appends only add after its end.
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_err()
+        {
+            log::info!("kernel cannot mmap direct-I/O files: mmap of a live file a write just touched fails with ENODEV");
+        }
         if let Err(max) = config.set_max_write(MAX_WRITE) {
             let _ = config.set_max_write(max);
         }

@@ -13,6 +13,7 @@
 // Each test file is its own crate and uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod mapping;
 pub mod ops;
 
 use std::ffi::OsString;
