@@ -118,7 +118,26 @@ enum Command {
     },
 }
 
+/// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB),
+/// after which such blocks come from the per-thread arenas and stay resident when freed:
+/// with 16 FUSE threads, 12 `cp` replaces of a 3.5 MB list left the daemon at 277 MB
+/// anonymous RSS. A fixed 1 MiB threshold gives blocks that large back at free (42 MB
+/// after the same replaces; a 3M-line `cat >>` ingest took as long). Other C libraries
+/// keep their own policy.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread exists.
+        #[allow(unsafe_code)]
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+        if set != 1 {
+            eprintln!("iocfs: mallopt(M_MMAP_THRESHOLD) failed; memory freed by large writes stays resident");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
     let cli = Cli::parse();
     match cli.command {
         Command::Mount {
