@@ -126,14 +126,17 @@ fn a_pinned_live_file_is_copied_without_holding_up_anyone_else() {
         .open(d.path("live/domain.txt"))
         .unwrap();
     // Right after a writer's open, its inode can't be pinned (the kernel may not have
-    // finished that open): a reader gets a copy of a small file at once and pins that.
+    // finished that open): a reader is served by the daemon on the inode it stat'ed (as
+    // `cp` checks), and the version is copied in the background; the next reader pins it.
     let opened = fs::metadata(d.path("live/domain.txt")).unwrap().ino();
+    let first = fs::File::open(d.path("live/domain.txt")).unwrap();
+    assert_eq!(first.metadata().unwrap().ino(), opened, "the stat'ed inode");
+    drop(first);
+    poll_until(READY_TIMEOUT, || {
+        (fs::metadata(d.path("live/domain.txt")).unwrap().ino() != opened).then_some(())
+    })
+    .expect("a copy for the next readers");
     let mut held = vec![fs::File::open(d.path("live/domain.txt")).unwrap()];
-    assert_ne!(
-        held[0].metadata().unwrap().ino(),
-        opened,
-        "the reader pins a copy, not the writer's inode"
-    );
     paused_copy(
         "an append",
         Box::new(move || w.write_all(b"during.example.com\n")),

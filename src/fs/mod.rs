@@ -306,7 +306,6 @@ impl Filesystem for IocFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let retry = self.retries.is_pending_retry(req.pid(), ino);
         let opened = self.open_inode(req, ino, flags);
         match &opened {
             Err(e) if *e == Errno::ESTALE => self.retries.refused(req.pid()),
@@ -320,7 +319,7 @@ impl Filesystem for IocFs {
                     && v.target == crate::store::model::Target::Live
                     && ino == inode::version(v.id) =>
             {
-                self.open_live_reader((req.uid(), req.pid(), retry), v, fopen, reply)
+                self.open_live_reader(req.uid(), v, fopen, reply)
             }
             Ok((Handle::Tier(r), _)) => self.open_tier_reader(r, flags, reply),
             Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),

@@ -11,10 +11,6 @@ use crate::lograte;
 use crate::store::live::LiveVersion;
 use crate::store::read::Pin;
 
-/// Live files up to this size are copied in the open that finds them just opened through
-/// the daemon (about a millisecond); larger ones in the background (see `open_live_reader`).
-const COPY_AT_ONCE: u64 = 2 << 20;
-
 impl IocFs {
     /// Ask the kernel for passthrough at mount (`init`), if configured; off, with the log
     /// saying why, where the kernel can't (Linux < 6.9) or won't.
@@ -48,7 +44,7 @@ impl IocFs {
     /// copy) or when it can be pinned now; otherwise served by the daemon.
     pub(super) fn open_live_reader(
         &self,
-        (uid, pid, retry): (u32, u32, bool),
+        uid: u32,
         v: Arc<LiveVersion>,
         fopen: FopenFlags,
         reply: ReplyOpen,
@@ -61,25 +57,11 @@ impl IocFs {
             } else if self.pins.admit(uid, v.id, true) {
                 match self.store.pin_for_passthrough(&v) {
                     Pin::Pinned => true,
-                    // A small file is copied at once, so that this reader pins the copy
-                    // (after ESTALE, once) and reads the file as it was, like any other
-                    // passthrough reader; a large one in the background, meanwhile
-                    // served by the daemon. Never on the kernel's retry: that would send
-                    // it round again.
-                    Pin::PlainOpenSettling if !retry && v.len() < COPY_AT_ONCE => {
-                        self.pins.release(uid, v.id);
-                        match self.store.rotate_live_for_readers(&v) {
-                            Ok(true) => {
-                                self.retries.refused(pid);
-                                return reply.error(Errno::ESTALE);
-                            }
-                            Ok(false) => {}
-                            Err(e) => lograte::warn(|| {
-                                format!("copy of live/{} for readers: {e}", v.ty.file_name())
-                            }),
-                        }
-                        false
-                    }
+                    // Served by the daemon on this very inode, the version copied in the
+                    // background for the next readers to pin. Copying it here and answering
+                    // ESTALE would put this descriptor on another inode than the one its
+                    // caller just stat'ed: `cp -a` then skips the file ("replaced while
+                    // being copied").
                     Pin::PlainOpenSettling => {
                         self.pins.release(uid, v.id);
                         self.copy_for_readers_soon(&v);

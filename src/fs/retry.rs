@@ -47,11 +47,6 @@ impl StaleRetries {
         m.remove(&tid) == Some(Some(ino))
     }
 
-    /// [`is_retry`](Self::is_retry) without ending the retry.
-    pub(super) fn is_pending_retry(&self, tid: u32, ino: INodeNo) -> bool {
-        crate::sync::lock(&self.0).get(&tid) == Some(&Some(ino))
-    }
-
     /// An open by `tid` went through: any retry it was is over.
     pub(super) fn opened(&self, tid: u32) {
         let mut m = crate::sync::lock(&self.0);
