@@ -170,15 +170,7 @@ fn lseek_finds_data_everywhere_and_the_hole_at_the_end() {
 /// the daemon log a "Not Implemented" operation (lseek, copy_file_range…).
 #[test]
 fn tar_rsync_and_cp_of_a_whole_mount_exit_0_and_log_nothing_unimplemented() {
-    if std::process::Command::new("rsync")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if std::env::var_os("IOCFS_REQUIRE_FUSE").is_some_and(|v| v == "1") {
-            panic!("IOCFS_REQUIRE_FUSE=1 but rsync is missing (apt-get install rsync)");
-        }
-        eprintln!("SKIP: rsync not installed");
+    if !common::tools::have("rsync", "rsync") {
         return;
     }
     // A manual clock: the control files' times do not move while tar reads them.

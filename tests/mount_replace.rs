@@ -331,3 +331,38 @@ fn opens_by_name_racing_back_to_back_replacements_never_fail() {
         &stale[..stale.len().min(5)]
     );
 }
+
+#[test]
+fn cp_a_and_rsync_a_of_a_saved_copy_restore_lists_and_exit_0() {
+    // Restoring lists saved from the mount: the copy tools set the modes, owners and
+    // times the copy has (the mount's own), which must not fail them.
+    if !common::tools::have("rsync", "rsync") {
+        return;
+    }
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv4.txt", &["5.1.2.3", "45.67.89.10"]);
+    d.append_lines("live/domain.txt", &["evil.example.com"]);
+    d.append_lines("allow/domain.txt", &["good.example.com"]);
+    let root = d.root().display().to_string();
+    d.sh_ok(&format!("cp -a . {root}/saved"));
+    // Later changes, then the saved lists put back.
+    d.append_lines("live/ipv4.txt", &["45.9.9.9"]);
+    d.sh_ok("printf 'other.example.com\\n' > live/domain.txt");
+    d.sh_ok(&format!("cp -a {root}/saved/live/ipv4.txt live/ipv4.txt"));
+    assert_eq!(d.lines("live/ipv4.txt"), ["5.1.2.3", "45.67.89.10"]);
+    std::fs::create_dir(d.root().join("tree")).unwrap();
+    d.sh_ok(&format!(
+        "cp -a {root}/saved/live {root}/saved/allow {root}/tree/ && \
+         printf 'evil.example.com\\nnew.example.com\\n' > {root}/tree/live/domain.txt && \
+         rsync -a {root}/tree/ ./"
+    ));
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["evil.example.com", "new.example.com"]
+    );
+    assert_eq!(d.lines("allow/domain.txt"), ["good.example.com"]);
+    // A mode or owner the lists do not have is still refused.
+    let chmod = d.sh("chmod 600 live/ipv4.txt");
+    assert!(!chmod.status.success());
+    assert!(!d.sh("chown 1234 live").status.success());
+}

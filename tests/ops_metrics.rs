@@ -16,26 +16,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::tools::have;
 use common::{errno_of, poll_until, Daemon, READY_TIMEOUT};
 
 const PROMTOOL: &str = "promtool";
 const NODE_EXPORTER: &str = "prometheus-node-exporter";
-
-/// Is `tool` on PATH? Skips (false) when not, or panics under `IOCFS_REQUIRE_FUSE=1`.
-fn have(tool: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("IOCFS_REQUIRE_FUSE").is_some_and(|v| v == "1") {
-            panic!("IOCFS_REQUIRE_FUSE=1 but {tool} is missing (apt-get install {package})");
-        }
-        eprintln!("SKIP: {tool} not installed (apt-get install {package})");
-    }
-    found
-}
 
 /// `promtool check metrics` on `text`: exit 0 and nothing printed, or panic with its output.
 fn promtool_accepts(text: &str) {

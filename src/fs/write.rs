@@ -299,14 +299,23 @@ impl IocFs {
         touched: bool,
         fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
+        // Times are accepted and not kept: a list's mtime is when its content changed, a
+        // directory's is the mount time. A chmod or chown to what the file already has
+        // changes nothing and succeeds: `cp -a` and `rsync -a` restoring a copy of the
+        // mount make exactly those calls, and fail (exit 1, 23) on EPERM.
         let _ = touched;
+        let changes_owner_or_mode = |attr: &FileAttr| {
+            mode.is_some_and(|m| (m & 0o7777) as u16 != attr.perm)
+                || uid.is_some_and(|u| u != attr.uid)
+                || gid.is_some_and(|g| g != attr.gid)
+        };
         let type_file = match self.nodes.get(ino) {
             Some(Node::Live(v)) => Some(v.of()),
             Some(Node::LiveAlias(of)) => Some(of),
             _ => None,
         };
         if let Some(of) = type_file {
-            if mode.is_some() || uid.is_some() || gid.is_some() {
+            if changes_owner_or_mode(&self.attr_of(ino, fh)?.0) {
                 return Err(Errno::EPERM);
             }
             if let Some(size) = size {
@@ -336,6 +345,14 @@ impl IocFs {
                 .is_some_and(|b| b != crate::store::model::Bucket::Live) =>
             {
                 Err(Errno::EROFS)
+            }
+            // The root and the directories that take files (live/, allow/, a source's).
+            None if (ino == inode::ROOT || self.writable(ino).is_some()) && size.is_none() => {
+                let attr = self.dir_attr(ino);
+                if changes_owner_or_mode(&attr) {
+                    return Err(Errno::EPERM);
+                }
+                Ok(attr)
             }
             None => Err(Errno::EPERM),
         }

@@ -15,6 +15,7 @@
 
 pub mod mapping;
 pub mod ops;
+pub mod tools;
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
