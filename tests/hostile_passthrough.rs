@@ -11,7 +11,7 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -126,17 +126,9 @@ fn a_pinned_live_file_is_copied_without_holding_up_anyone_else() {
         .open(d.path("live/domain.txt"))
         .unwrap();
     // Right after a writer's open, its inode can't be pinned (the kernel may not have
-    // finished that open): a reader is served by the daemon on the inode it stat'ed (as
-    // `cp` checks), and the version is copied in the background; the next reader pins it.
-    let opened = fs::metadata(d.path("live/domain.txt")).unwrap().ino();
-    let first = fs::File::open(d.path("live/domain.txt")).unwrap();
-    assert_eq!(first.metadata().unwrap().ino(), opened, "the stat'ed inode");
-    drop(first);
-    poll_until(READY_TIMEOUT, || {
-        (fs::metadata(d.path("live/domain.txt")).unwrap().ino() != opened).then_some(())
-    })
-    .expect("a copy for the next readers");
-    let mut held = vec![fs::File::open(d.path("live/domain.txt")).unwrap()];
+    // finished that open): a reader is served by the daemon and the version is copied in
+    // the background; the next reader pins the copy.
+    let mut held = vec![common::readers::pinned_reader(&d, "live/domain.txt")];
     paused_copy(
         "an append",
         Box::new(move || w.write_all(b"during.example.com\n")),

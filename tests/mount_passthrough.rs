@@ -31,7 +31,7 @@ fn passthrough_reader_keeps_its_version_while_appends_and_new_opens_see_them() {
     );
     let first = lines(20_000, "a");
     d.append_bulk("live/domain.txt", &first);
-    let held = std::fs::File::open(d.path("live/domain.txt")).unwrap();
+    let held = common::readers::pinned_reader(&d, "live/domain.txt");
     let held_size = held.metadata().unwrap().len();
     // Appends while the reader is open must succeed (the kernel refuses plain opens of an
     // inode open for passthrough: the daemon moves writers to a fresh version).

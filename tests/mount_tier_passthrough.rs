@@ -107,7 +107,7 @@ fn a_tier_file_is_read_whole_from_its_inflated_copy_and_equals_the_blocks() {
     let out = d.sh_ok("grep -c '^a1999[0-9]\\.tier' chaud/domain.txt");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
     assert_eq!(
-        common::mapping::mapped(&d.path("chaud/domain.txt"), false).unwrap(),
+        common::readers::mapped(&d.path("chaud/domain.txt"), false).unwrap(),
         whole,
         "mmap reads the copy too"
     );

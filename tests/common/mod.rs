@@ -13,8 +13,8 @@
 // Each test file is its own crate and uses a different part of this module.
 #![allow(dead_code)]
 
-pub mod mapping;
 pub mod ops;
+pub mod readers;
 pub mod tools;
 
 use std::ffi::OsString;

@@ -1,7 +1,9 @@
-//! Reading a file the way `mmap` users do (`look`, ripgrep, Python's mmap).
+//! Ways of reading a mounted file: mapped like `look` or ripgrep do, or through a
+//! descriptor the kernel serves by passthrough.
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
@@ -27,4 +29,18 @@ pub fn mapped(path: &Path, shared: bool) -> io::Result<Vec<u8>> {
         munmap(ptr, len.get())?;
         Ok(bytes)
     }
+}
+
+/// A read-only descriptor of a live file just written, served by FUSE passthrough: a
+/// reader right after a write is served by the daemon and makes the daemon copy the
+/// version in the background (docs/internals.md); the next reader pins that copy.
+pub fn pinned_reader(d: &super::Daemon, rel: &str) -> File {
+    let path = d.path(rel);
+    let written = std::fs::metadata(&path).unwrap().ino();
+    drop(File::open(&path).unwrap());
+    super::poll_until(super::READY_TIMEOUT, || {
+        (std::fs::metadata(&path).unwrap().ino() != written).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no copy of {rel} for readers"));
+    File::open(&path).unwrap()
 }
