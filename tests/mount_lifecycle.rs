@@ -224,3 +224,18 @@ fn every_list_keeps_its_mtime_across_a_restart_and_a_sigkill() {
     assert_eq!(d.lines("live/ipv4.txt"), ["5.1.2.3", "5.1.2.4"]);
     assert_eq!(mtimes(&d), [appended, aged, written], "after SIGKILL");
 }
+
+#[test]
+fn empty_files_and_directories_show_when_the_data_directory_was_made() {
+    let Some(mut d) = Daemon::start() else { return };
+    assert_eq!(d.stop().code(), Some(0));
+    // Made long ago: nothing at its top level changes once it exists.
+    let made = 1_600_000_000i64;
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(made as u64);
+    File::open(d.data()).unwrap().set_modified(when).unwrap();
+    d.restart();
+    for f in ["live/url.txt", "froid/md5.txt", "live", "views", "."] {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(d.path(f)).unwrap().mtime(), made, "{f}");
+    }
+}

@@ -43,7 +43,7 @@ impl IocFs {
             FileType::Directory,
             perm,
             0,
-            self.mounted_at,
+            self.contentless_time,
             &self.owner,
         )
     }
@@ -51,7 +51,7 @@ impl IocFs {
     /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
     pub(super) fn live_attr(&self, ino: INodeNo, v: &LiveVersion) -> FileAttr {
         let mtime = if v.mtime() == 0 {
-            self.mounted_at
+            self.contentless_time
         } else {
             v.mtime()
         };
@@ -67,7 +67,7 @@ impl IocFs {
 
     pub(super) fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
         let mtime = if v.mtime == 0 {
-            self.mounted_at
+            self.contentless_time
         } else {
             v.mtime
         };

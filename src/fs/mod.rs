@@ -71,7 +71,8 @@ pub struct IocFs {
     nodes: Nodes,
     handles: Handles,
     inval: Sender<Inval>,
-    mounted_at: u64,
+    /// The time of empty files and directories (see `new`).
+    contentless_time: u64,
     pending: write::Pending,
     /// Serve read-only live opens through FUSE passthrough (config, and kernel support).
     passthrough: bool,
@@ -103,7 +104,17 @@ impl IocFs {
             gid: c.mount.gid,
             file_mode: (c.mount.file_mode & 0o7777) as u16,
         };
-        let mounted_at = store.clock.now();
+        // What empty files and directories show as their times: when the data directory
+        // was made (nothing is created or removed at its top level afterwards), so that a
+        // restart changes no time `rsync -a` compares. Not later than now (a manual clock).
+        let now = store.clock.now();
+        let contentless_time = store
+            .disk
+            .metadata(&store.data_dir)
+            .ok()
+            .and_then(|m| u64::try_from(m.mtime).ok())
+            .filter(|&t| t > 0)
+            .map_or(now, |t| t.min(now));
         let ids = store.id_source();
         IocFs {
             store,
@@ -111,7 +122,7 @@ impl IocFs {
             nodes: Nodes::new(ids),
             handles: Handles::default(),
             inval,
-            mounted_at,
+            contentless_time,
             pending: write::Pending::default(),
             passthrough: c.mount.passthrough,
             tier_passthrough: std::sync::atomic::AtomicBool::new(true),

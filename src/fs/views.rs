@@ -48,7 +48,7 @@ impl IocFs {
 
     pub(super) fn view_attr(&self, f: &ViewFile) -> FileAttr {
         let mtime = if f.mtime == 0 {
-            self.mounted_at
+            self.contentless_time
         } else {
             f.mtime
         };

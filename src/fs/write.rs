@@ -300,7 +300,7 @@ impl IocFs {
         fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
         // Times are accepted and not kept: a list's mtime is when its content changed, a
-        // directory's is the mount time. A chmod or chown to what the file already has
+        // directory's is when the data directory was made. A chmod or chown to what the file already has
         // changes nothing and succeeds: `cp -a` and `rsync -a` restoring a copy of the
         // mount make exactly those calls, and fail (exit 1, 23) on EPERM.
         let _ = touched;
