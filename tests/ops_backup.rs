@@ -227,3 +227,40 @@ fn offline_backups_and_refused_destinations() {
         ],
     );
 }
+
+#[test]
+fn a_backup_copied_to_another_filesystem_keeps_the_lists_mtimes() {
+    // /dev/shm is tmpfs: the committed files are copied there, not hard-linked.
+    let Ok(shm) = tempfile::Builder::new()
+        .prefix("iocfs-backup-")
+        .tempdir_in("/dev/shm")
+    else {
+        eprintln!("SKIP: no /dev/shm");
+        return;
+    };
+    let Some(mut d) = Daemon::start() else {
+        return;
+    };
+    d.sh_ok("printf '198.51.100.1\\n' >> live/ipv4.txt");
+    d.stop();
+    let data = d.data();
+    // The list was last changed long ago (what a commit dates it with).
+    let then = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let committed = data.join("live/ipv4.txt");
+    std::fs::File::options()
+        .write(true)
+        .open(&committed)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let dest = shm.path().join("b");
+    let out = iocfs(&[
+        "backup",
+        "--data",
+        data.to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let copy = std::fs::metadata(dest.join("live/ipv4.txt")).unwrap();
+    assert_eq!(copy.modified().unwrap(), then);
+}

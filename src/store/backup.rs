@@ -147,10 +147,9 @@ fn place(disk: &Disk, from: &Path, to: &Path, report: &mut BackupReport) -> Resu
     if let Some(dir) = to.parent() {
         create_dir_all(disk, dir)?;
     }
-    let len = disk
+    let meta = disk
         .metadata(from)
-        .ctx(|| format!("stat {}", from.display()))?
-        .len;
+        .ctx(|| format!("stat {}", from.display()))?;
     match disk.hard_link(from, to) {
         Ok(()) => report.linked += 1,
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
@@ -159,7 +158,12 @@ fn place(disk: &Disk, from: &Path, to: &Path, report: &mut BackupReport) -> Resu
                 .and_then(|f| {
                     std::io::copy(&mut crate::disk::Reader::new(f), &mut Writer::new(&*out))
                 })
-                .and_then(|_| out.sync_all())
+                // The mtime is the content's last change, which a restore shows again.
+                .and_then(|_| match u64::try_from(meta.mtime) {
+                    Ok(t) if t > 0 => out.set_mtime(t),
+                    _ => Ok(()),
+                })
+                .and_then(|()| out.sync_all())
                 .ctx(|| format!("copy {} to {}", from.display(), to.display()))?;
             report.copied += 1;
         }
@@ -170,7 +174,7 @@ fn place(disk: &Disk, from: &Path, to: &Path, report: &mut BackupReport) -> Resu
             ))
         }
     }
-    report.bytes += len;
+    report.bytes += meta.len;
     Ok(())
 }
 
