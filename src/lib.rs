@@ -18,6 +18,7 @@ pub mod failpoint;
 pub mod fs;
 pub mod ingest;
 pub mod ioc;
+pub mod logging;
 pub mod lograte;
 pub mod lookup;
 pub mod metrics;

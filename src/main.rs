@@ -199,7 +199,7 @@ fn offline(
         }
         None => Config::default(),
     };
-    init_logging("warn");
+    iocfs::logging::init("warn");
     let trusted = if create {
         iocfs::secure::ensure_trusted_dir(&data, "data directory")
     } else {
@@ -304,16 +304,6 @@ fn import(config: &Config, src: &Path, source: Option<&str>) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level.parse().unwrap_or(log::LevelFilter::Info));
-    builder.filter_module("fuser", log::LevelFilter::Warn);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.init();
-}
-
 fn mount(
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
@@ -332,7 +322,7 @@ fn mount(
         },
         None => Config::default(),
     };
-    init_logging(&config.log.level);
+    iocfs::logging::init(&config.log.level);
     let data_override = match data.map(|d| iocfs::secure::ensure_trusted_dir(&d, "data directory"))
     {
         Some(Ok(d)) => Some(d),
