@@ -33,6 +33,17 @@ fn show(out: &Output) -> String {
 }
 
 /// Open a backup with the engine and check that every `(type, value)` is stored.
+/// `iocfs backup --data DATA DEST` of a stopped store; panics unless it exits 0.
+fn offline_backup(data: &Path, dest: &Path) {
+    let out = iocfs(&[
+        "backup",
+        "--data",
+        data.to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+}
+
 fn assert_holds(dest: &Path, want: &[(IocType, String)]) {
     let config = Config {
         data_dir: dest.to_path_buf(),
@@ -212,13 +223,7 @@ fn offline_backups_and_refused_destinations() {
     assert_eq!(std::fs::read_to_string(full.join("keep")).unwrap(), "mine");
     d.stop();
     let dest = d.root().join("offline");
-    let out = iocfs(&[
-        "backup",
-        "--data",
-        data.to_str().unwrap(),
-        dest.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", show(&out));
+    offline_backup(&data, &dest);
     assert_holds(
         &dest,
         &[
@@ -254,13 +259,7 @@ fn a_backup_copied_to_another_filesystem_keeps_the_lists_mtimes() {
         .set_modified(then)
         .unwrap();
     let dest = shm.path().join("b");
-    let out = iocfs(&[
-        "backup",
-        "--data",
-        data.to_str().unwrap(),
-        dest.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", show(&out));
+    offline_backup(&data, &dest);
     let copy = std::fs::metadata(dest.join("live/ipv4.txt")).unwrap();
     assert_eq!(copy.modified().unwrap(), then);
 }
