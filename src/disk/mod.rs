@@ -95,6 +95,13 @@ pub struct Metadata {
     pub kind: Kind,
 }
 
+impl Metadata {
+    /// The mtime in Unix seconds; 0 when unknown (a simulated disk says 0) or before 1970.
+    pub fn mtime_secs(&self) -> u64 {
+        u64::try_from(self.mtime).unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File,

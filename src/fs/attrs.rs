@@ -48,13 +48,19 @@ impl IocFs {
         )
     }
 
-    /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
-    pub(super) fn live_attr(&self, ino: INodeNo, v: &LiveVersion) -> FileAttr {
-        let mtime = if v.mtime() == 0 {
+    /// The mtime a file shows: when its content last changed, or, never changed (0),
+    /// `contentless_time`.
+    pub(super) fn shown_mtime(&self, changed: u64) -> u64 {
+        if changed == 0 {
             self.contentless_time
         } else {
-            v.mtime()
-        };
+            changed
+        }
+    }
+
+    /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
+    pub(super) fn live_attr(&self, ino: INodeNo, v: &LiveVersion) -> FileAttr {
+        let mtime = self.shown_mtime(v.mtime());
         inode::attr(
             ino,
             FileType::RegularFile,
@@ -66,11 +72,7 @@ impl IocFs {
     }
 
     pub(super) fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
-        let mtime = if v.mtime == 0 {
-            self.contentless_time
-        } else {
-            v.mtime
-        };
+        let mtime = self.shown_mtime(v.mtime);
         // Tiers are read-only whatever the configured mode says.
         inode::attr(
             version(v.id),

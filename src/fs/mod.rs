@@ -108,13 +108,11 @@ impl IocFs {
         // was made (nothing is created or removed at its top level afterwards), so that a
         // restart changes no time `rsync -a` compares. Not later than now (a manual clock).
         let now = store.clock.now();
-        let contentless_time = store
+        let made = store
             .disk
             .metadata(&store.data_dir)
-            .ok()
-            .and_then(|m| u64::try_from(m.mtime).ok())
-            .filter(|&t| t > 0)
-            .map_or(now, |t| t.min(now));
+            .map_or(0, |m| m.mtime_secs());
+        let contentless_time = if made == 0 { now } else { made.min(now) };
         let ids = store.id_source();
         IocFs {
             store,

@@ -47,11 +47,7 @@ impl IocFs {
     }
 
     pub(super) fn view_attr(&self, f: &ViewFile) -> FileAttr {
-        let mtime = if f.mtime == 0 {
-            self.contentless_time
-        } else {
-            f.mtime
-        };
+        let mtime = self.shown_mtime(f.mtime);
         inode::attr(
             INodeNo(f.ino),
             FileType::RegularFile,

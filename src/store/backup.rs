@@ -159,9 +159,9 @@ fn place(disk: &Disk, from: &Path, to: &Path, report: &mut BackupReport) -> Resu
                     std::io::copy(&mut crate::disk::Reader::new(f), &mut Writer::new(&*out))
                 })
                 // The mtime is the content's last change, which a restore shows again.
-                .and_then(|_| match u64::try_from(meta.mtime) {
-                    Ok(t) if t > 0 => out.set_mtime(t),
-                    _ => Ok(()),
+                .and_then(|_| match meta.mtime_secs() {
+                    0 => Ok(()),
+                    t => out.set_mtime(t),
                 })
                 .and_then(|()| out.sync_all())
                 .ctx(|| format!("copy {} to {}", from.display(), to.display()))?;

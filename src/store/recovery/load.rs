@@ -394,10 +394,7 @@ impl Loader<'_> {
     /// e.g. on a simulated disk). A time ahead of the clock (a clock set back) is kept:
     /// it is what the file showed before the restart.
     fn committed_mtime(&self, path: &Path) -> u64 {
-        self.disk
-            .metadata(path)
-            .map(|m| u64::try_from(m.mtime).unwrap_or(0))
-            .unwrap_or(0)
+        self.disk.metadata(path).map_or(0, |m| m.mtime_secs())
     }
 
     /// A block that won't inflate: at mount it is quarantined (reads of it fail with EIO,
@@ -495,7 +492,7 @@ impl Loader<'_> {
 }
 
 fn mtime_of(meta: &crate::disk::Metadata) -> u32 {
-    u32::try_from(meta.mtime.max(0)).unwrap_or(u32::MAX)
+    u32::try_from(meta.mtime_secs()).unwrap_or(u32::MAX)
 }
 
 fn check_generation(path: &Path, found: (u64, u64), part: PartFile) -> Result<()> {
