@@ -432,12 +432,12 @@ fn a_descriptors_fstat_size_is_what_it_reads_while_the_figures_change() {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                d.append_lines("live/ipv4.txt", &[&format!("5.1.{}.{}", n / 250, n % 250)]);
+                let ip = format!("5.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+                d.append_lines("live/ipv4.txt", &[ip]);
                 d.ctl("commit").unwrap();
             }
         });
         let _stop = StopOnDrop(&stop);
-        let mut checked = 0;
         for _ in 0..300 {
             for name in [".iocfs/metrics", ".iocfs/stats.json", ".iocfs/health"] {
                 let mut f = std::fs::File::open(d.path(name)).unwrap();
@@ -445,9 +445,7 @@ fn a_descriptors_fstat_size_is_what_it_reads_while_the_figures_change() {
                 let mut body = Vec::new();
                 f.read_to_end(&mut body).unwrap();
                 assert_eq!(size, body.len() as u64, "{name}: fstat vs bytes read");
-                checked += 1;
             }
         }
-        assert_eq!(checked, 900);
     });
 }
