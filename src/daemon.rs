@@ -76,6 +76,7 @@ pub fn run(req: MountRequest) -> Result<()> {
 
     let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
     let fs = IocFs::new(store.clone(), views.clone(), inval_tx);
+    let notifier_slot = fs.notifier_slot();
     let options = vec![
         MountOption::FSName("iocfs".into()),
         MountOption::Subtype("iocfs".into()),
@@ -94,6 +95,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     let mut session = fuser::Session::new(fs, &req.mountpoint, &fuse_config)
         .ctx(|| format!("mount FUSE at {}", req.mountpoint.display()))?;
     let notifier = session.notifier();
+    let _ = notifier_slot.set(session.notifier());
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
     widen_read_ahead(&req.mountpoint);
 

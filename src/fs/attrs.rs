@@ -173,8 +173,8 @@ impl IocFs {
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
             Some(Node::LiveAlias(of)) => Ok((self.live_attr(ino, &self.store.current(of)), NO_TTL)),
             // Immutable: its attributes may be cached as long as a version's.
-            Some(Node::Snapshot(bytes, _, built)) => Ok((
-                self.snapshot_attr(ino, bytes.len() as u64, built),
+            Some(Node::Snapshot(s)) => Ok((
+                self.snapshot_attr(ino, s.bytes.len() as u64, s.built),
                 VERSION_TTL,
             )),
             None => self.current_version(ino).ok_or(Errno::ENOENT),

@@ -11,7 +11,7 @@ use fuser::{Errno, FileAttr, INodeNo, Request};
 use serde_json::{json, Value};
 
 use super::inode::{METRICS, STATS};
-use super::nodes::SnapshotOf;
+use super::nodes::{Snapshot, SnapshotOf};
 use super::{errno, IocFs, NO_TTL};
 use crate::ioc;
 use crate::lograte;
@@ -147,6 +147,22 @@ impl IocFs {
             .nodes
             .remember_snapshot(of, bytes, self.store.clock.now());
         (self.snapshot_attr(ino, len, built), NO_TTL)
+    }
+
+    /// Give the kernel's page cache of a snapshot's inode its bytes at the first open, before
+    /// the open returns: the reads that follow need no round trip (a lookup answer costs a
+    /// LOOKUP and an OPEN). The inode's bytes never change, so the cache stays right for as
+    /// long as the kernel keeps it; reads it dropped come to `read` as before.
+    pub(super) fn prefill(&self, ino: INodeNo, s: &Snapshot) {
+        let Some(kernel) = self.kernel.get() else {
+            return;
+        };
+        if s.prefilled.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = kernel.store(ino, 0, &s.bytes) {
+            lograte::warn(|| format!("handing the kernel a generated file's bytes: {e}"));
+        }
     }
 
     /// Commands written to `.iocfs/ctl`, one per line: `age`, `commit`, `checkpoint`,

@@ -22,12 +22,12 @@ mod write;
 
 use std::ffi::OsStr;
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
@@ -74,6 +74,9 @@ pub struct IocFs {
     /// The time of empty files and directories (see `new`).
     contentless_time: u64,
     pending: write::Pending,
+    /// Sends the kernel generated files' bytes from request handlers (set once the session
+    /// exists: see `control::prefill`).
+    kernel: Arc<OnceLock<Notifier>>,
     /// Serve read-only live opens through FUSE passthrough (config, and kernel support).
     passthrough: bool,
     /// Serve tier files from inflated copies through passthrough (off once the kernel
@@ -131,7 +134,14 @@ impl IocFs {
             view_dirs: Default::default(),
             pins: Default::default(),
             stats: Default::default(),
+            kernel: Default::default(),
         }
+    }
+
+    /// Where the daemon puts the session's notifier once it has one (the session takes
+    /// the filesystem first).
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.kernel.clone()
     }
 }
 
@@ -170,7 +180,15 @@ impl Filesystem for IocFs {
         match self.lookup_name(parent, name) {
             Ok((attr, ttl)) => {
                 self.retries.looked_up(req.pid(), attr.ino);
-                reply.entry(&ttl, &attr, Generation(0))
+                // A generated file's name gives new content at each lookup, but the inode
+                // it gives holds one content for good: its attributes may be kept, which
+                // spares the GETATTR an open makes before checking permissions.
+                let attr_ttl = if self.nodes.is_snapshot(attr.ino) {
+                    VERSION_TTL
+                } else {
+                    ttl
+                };
+                reply.entry_with_ttls(&attr_ttl, &ttl, &attr, Generation(0))
             }
             Err(e) => reply.error(e),
         }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::{FileHandle, INodeNo};
@@ -38,9 +38,8 @@ pub enum Node {
     /// A scratch inode renamed onto a type file (of live/ or allow/): the kernel's dentry
     /// points at it until the invalidation lands, so it stands for that file meanwhile.
     LiveAlias((Target, IocType)),
-    /// A generated file's bytes as one lookup built them, what they are of, and when
-    /// they were built (its mtime).
-    Snapshot(Arc<Vec<u8>>, Arc<SnapshotOf>, u64),
+    /// A generated file's bytes as one lookup built them.
+    Snapshot(Arc<Snapshot>),
     /// One version of a view file: its persisted id is the inode number.
     View(Arc<ViewFile>),
 }
@@ -52,6 +51,18 @@ struct Entry {
 
 /// What a lookup entry is about: (type, normalized value).
 pub type LookupKey = (IocType, Vec<u8>);
+
+/// One content of a generated file: its inode's bytes for good.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub bytes: Arc<Vec<u8>>,
+    /// What the bytes are of.
+    pub of: Arc<SnapshotOf>,
+    /// When the bytes were built (the inode's mtime).
+    pub built: u64,
+    /// The kernel's page cache of the inode was given the bytes (see `IocFs::prefill`).
+    pub prefilled: AtomicBool,
+}
 
 /// The name a snapshot inode stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -102,10 +113,10 @@ impl Nodes {
         let of = Arc::new(of);
         if let Some(&ino) = names.get(&of) {
             if let Some(entry) = map.get_mut(&ino) {
-                if let Node::Snapshot(held, _, built) = &entry.node {
-                    if **held == *bytes {
+                if let Node::Snapshot(held) = &entry.node {
+                    if *held.bytes == *bytes {
                         entry.lookups += 1;
-                        return (ino, *built);
+                        return (ino, held.built);
                     }
                 }
             }
@@ -115,7 +126,12 @@ impl Nodes {
         map.insert(
             ino,
             Entry {
-                node: Node::Snapshot(bytes, of, now),
+                node: Node::Snapshot(Arc::new(Snapshot {
+                    bytes,
+                    of,
+                    built: now,
+                    prefilled: AtomicBool::new(false),
+                })),
                 lookups: 1,
             },
         );
@@ -139,17 +155,28 @@ impl Nodes {
             e.lookups = e.lookups.saturating_sub(n);
             if e.lookups == 0 {
                 if let Some(Entry {
-                    node: Node::Snapshot(_, of, _),
+                    node: Node::Snapshot(held),
                     ..
                 }) = map.remove(&ino)
                 {
                     let mut names = lock(&self.snapshots);
-                    if names.get(&of) == Some(&ino) {
-                        names.remove(&of);
+                    if names.get(&held.of) == Some(&ino) {
+                        names.remove(&held.of);
                     }
                 }
             }
         }
+    }
+
+    /// Whether `ino` is a generated file's content (immutable).
+    pub fn is_snapshot(&self, ino: INodeNo) -> bool {
+        matches!(
+            lock(&self.map).get(&ino),
+            Some(Entry {
+                node: Node::Snapshot(_),
+                ..
+            })
+        )
     }
 
     pub fn get(&self, ino: INodeNo) -> Option<Node> {

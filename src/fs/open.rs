@@ -169,7 +169,14 @@ impl IocFs {
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
             Some(Node::Snapshot(..)) if writable => Err(Errno::EACCES),
-            Some(Node::Snapshot(b, ..)) => Ok((Handle::Bytes(b), read_only)),
+            // Read through the page cache, filled now (see `prefill`).
+            Some(Node::Snapshot(s)) => {
+                self.prefill(ino, &s);
+                Ok((
+                    Handle::Bytes(s.bytes.clone()),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                ))
+            }
             None => Err(Errno::ENOENT),
         }
     }
