@@ -85,6 +85,11 @@ pub struct IocFs {
     /// One backing id per version: the kernel wants every passthrough open of an inode to
     /// use the same one.
     backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
+    /// The backing id of each live file's newest version read by passthrough, kept after
+    /// its readers close (see `keep_backing`).
+    kept_backing: std::sync::Mutex<
+        std::collections::HashMap<(crate::store::model::Target, IocType), Arc<fuser::BackingId>>,
+    >,
     /// Live types a background copy is being made of, for readers to pin (see
     /// `copy_for_readers_soon`).
     copying_for_readers: Arc<std::sync::Mutex<std::collections::HashSet<IocType>>>,
@@ -128,6 +133,7 @@ impl IocFs {
             passthrough: c.mount.passthrough,
             tier_passthrough: std::sync::atomic::AtomicBool::new(true),
             backing: Default::default(),
+            kept_backing: Default::default(),
             copying_for_readers: Default::default(),
             retries: Default::default(),
             views,
@@ -436,9 +442,10 @@ impl Filesystem for IocFs {
                     crate::lograte::warn(|| format!("closing a live handle: {e:?}"));
                 }
             }
-            Some(Handle::LivePassthrough(v, _backing, uid)) => {
+            Some(Handle::LivePassthrough(v, backing, uid)) => {
                 v.passthrough_closed();
                 self.pins.release(uid, v.id);
+                self.release_backing(&v, backing);
             }
             Some(Handle::Tier(r)) => r.version.opens().cached_closed(),
             Some(Handle::TierPassthrough(r, _backing)) => r.version.opens().passthrough_closed(),

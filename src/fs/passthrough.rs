@@ -78,6 +78,7 @@ impl IocFs {
             if pinned {
                 match self.backing(v.id, v.fd(), &reply) {
                     Ok(backing) => {
+                        self.keep_backing(&v, &backing);
                         let fh =
                             self.handles
                                 .insert(Handle::LivePassthrough(v, backing.clone(), uid));
@@ -146,6 +147,32 @@ impl IocFs {
         cache.retain(|_, w| w.strong_count() > 0);
         cache.insert(id, Arc::downgrade(&backing));
         Ok(backing)
+    }
+
+    /// Keep the backing id of `v` (the newest version of its file read by passthrough) after
+    /// its readers close: a program that opens, reads and closes a list over and over would
+    /// otherwise have it registered and dropped at each open, a fifth of the open's time.
+    /// One per live file, let go when a newer version takes its place or when its last
+    /// reader closes after it was superseded; the one kept for a version superseded since
+    /// its readers closed stays until the file's next passthrough open.
+    fn keep_backing(&self, v: &LiveVersion, backing: &Arc<fuser::BackingId>) {
+        let before = crate::sync::lock(&self.kept_backing).insert(v.of(), backing.clone());
+        drop(before);
+    }
+
+    /// A passthrough reader of `v` closed: if `v` is no longer its file's current version,
+    /// its kept backing id goes (the kernel closes the backing file once no reader has it).
+    pub(super) fn release_backing(&self, v: &LiveVersion, backing: Arc<fuser::BackingId>) {
+        if self.store.current(v.of()).id == v.id {
+            return;
+        }
+        let mut kept = crate::sync::lock(&self.kept_backing);
+        let gone = match kept.get(&v.of()) {
+            Some(k) if Arc::ptr_eq(k, &backing) => kept.remove(&v.of()),
+            _ => None,
+        };
+        drop(kept);
+        drop((gone, backing));
     }
 
     /// A read-only open of a tier file. With passthrough on, a whole-file reader gets the
