@@ -10,6 +10,8 @@
 //! reachable inside a larger reserved block are cut out of it, so a real anycast service
 //! listed by a feed still reaches the firewall.
 
+use std::sync::OnceLock;
+
 use crate::cidr::{IntervalSet, Net};
 
 /// (range, registry name).
@@ -73,15 +75,23 @@ pub fn set() -> IntervalSet {
 
 /// The registry entry that makes `net` reserved, if it lies in one (for lookups).
 pub fn entry_covering(net: &Net) -> Option<(&'static str, &'static str)> {
-    if IntervalSet::build(nets(EXCEPTIONS.iter().copied())).intersects(net) {
+    /// The lists parsed once: every lookup of an address asks.
+    static PARSED: OnceLock<(IntervalSet, Vec<(Net, &str, &str)>)> = OnceLock::new();
+    let (exceptions, ranges) = PARSED.get_or_init(|| {
+        let ranges = RANGES
+            .iter()
+            .filter_map(|&(r, name)| Some((r.parse::<Net>().ok()?, r, name)))
+            .collect();
+        (IntervalSet::build(nets(EXCEPTIONS.iter().copied())), ranges)
+    });
+    if exceptions.intersects(net) {
         return None;
     }
-    RANGES
+    ranges
         .iter()
-        .filter_map(|&(r, name)| Some((r.parse::<Net>().ok()?, r, name)))
         .filter(|(range, _, _)| range.contains(net))
         .max_by_key(|(range, _, _)| range.prefix_len())
-        .map(|(_, r, name)| (r, name))
+        .map(|&(_, r, name)| (r, name))
 }
 
 #[cfg(test)]
