@@ -73,21 +73,29 @@ pub fn set() -> IntervalSet {
     all.minus(&IntervalSet::build(nets(EXCEPTIONS.iter().copied())))
 }
 
+/// The lists above parsed, for lookups.
+struct Parsed {
+    exceptions: IntervalSet,
+    /// (range, as written, registry name).
+    ranges: Vec<(Net, &'static str, &'static str)>,
+}
+
 /// The registry entry that makes `net` reserved, if it lies in one (for lookups).
 pub fn entry_covering(net: &Net) -> Option<(&'static str, &'static str)> {
-    /// The lists parsed once: every lookup of an address asks.
-    static PARSED: OnceLock<(IntervalSet, Vec<(Net, &str, &str)>)> = OnceLock::new();
-    let (exceptions, ranges) = PARSED.get_or_init(|| {
-        let ranges = RANGES
+    // Parsed once: every lookup of an address asks.
+    static PARSED: OnceLock<Parsed> = OnceLock::new();
+    let parsed = PARSED.get_or_init(|| Parsed {
+        exceptions: IntervalSet::build(nets(EXCEPTIONS.iter().copied())),
+        ranges: RANGES
             .iter()
             .filter_map(|&(r, name)| Some((r.parse::<Net>().ok()?, r, name)))
-            .collect();
-        (IntervalSet::build(nets(EXCEPTIONS.iter().copied())), ranges)
+            .collect(),
     });
-    if exceptions.intersects(net) {
+    if parsed.exceptions.intersects(net) {
         return None;
     }
-    ranges
+    parsed
+        .ranges
         .iter()
         .filter(|(range, _, _)| range.contains(net))
         .max_by_key(|(range, _, _)| range.prefix_len())
