@@ -147,6 +147,28 @@ fn replace_handle_applies_only_at_close() {
     assert_eq!(d.lines("live/ipv4.txt"), ["7.7.7.7", "8.8.8.8"]);
 }
 
+/// A program holding a replace open while it runs other programs (a script that fetches
+/// with `curl`): each child closes its inherited copy of the descriptor when it exits, a
+/// close without writes. Children one after another often get the same descriptor table
+/// address, which is the id the kernel gives a closer; that must not read as one process
+/// closing twice without writing (`: > f`, which empties the set at once).
+#[test]
+fn a_replace_held_while_its_writer_runs_children_shows_the_old_set_until_it_is_written() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["old.example.com"]);
+    let out = d.sh_ok(
+        "exec 3>live/domain.txt
+         for i in 1 2 3 4 5 6 7 8; do /bin/true; cat live/domain.txt; done
+         echo new.example.com >&3",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "old.example.com\n".repeat(8),
+        "readers while the replace was open"
+    );
+    assert_eq!(d.lines("live/domain.txt"), ["new.example.com"]);
+}
+
 /// 50,000 lines: far more than one read() request, so a reader that switched versions
 /// midway would show a mix.
 fn big_list(n: u32, second_octet: u32) -> String {

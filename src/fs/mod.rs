@@ -410,14 +410,18 @@ impl Filesystem for IocFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let closer = write::Closer {
+            owner: lock_owner.0,
+            pid: req.pid(),
+        };
         match self.handles.get(fh) {
-            Some(Handle::LiveWrite(w)) => match self.flush_live(&w, Some(lock_owner.0)) {
+            Some(Handle::LiveWrite(w)) => match self.flush_live(&w, Some(closer)) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             },

@@ -199,8 +199,8 @@ impl IocFs {
         Ok(())
     }
 
-    /// close() of one descriptor by the process whose descriptor table is `closer` (the
-    /// kernel's FLUSH, sent for every copy of the descriptor), or the final release (None).
+    /// close() of one descriptor by `closer` (the kernel's FLUSH, sent for every copy of
+    /// the descriptor), or the final release (None).
     ///
     /// An unterminated last line is taken as a line only at the final release: a FLUSH
     /// also comes when a dup of the descriptor closes (a child exits, `{ a; b; } >> f`),
@@ -216,7 +216,7 @@ impl IocFs {
     pub(super) fn flush_live(
         &self,
         w: &Mutex<LiveWriter>,
-        closer: Option<u64>,
+        closer: Option<Closer>,
     ) -> Result<(), Errno> {
         let mut w = crate::sync::lock(w);
         let file = w.name();
@@ -232,7 +232,7 @@ impl IocFs {
             None => AtClose::Apply,
             Some(_) if replace && poisoned => AtClose::Apply,
             Some(_) if open_line => AtClose::Wait,
-            Some(c) if replace && written && !w.closers.is_writer(c) => AtClose::Ignore,
+            Some(c) if replace && written && !w.closers.is_writer(c.owner) => AtClose::Ignore,
             Some(c) if replace && !written && !w.closers.closed_idle(c) => AtClose::Wait,
             Some(_) => AtClose::Apply,
         };
@@ -436,6 +436,17 @@ enum AtClose {
     Ignore,
 }
 
+/// Who closed a descriptor (a FLUSH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closer {
+    /// The descriptor table's id (the kernel's lock owner), also carried by every write.
+    pub owner: u64,
+    /// The closing thread. Programs started one after another often get the same table
+    /// address, so the same id: with the thread, two children closing their inherited copy
+    /// do not look like one process closing twice.
+    pub pid: u32,
+}
+
 /// Which processes (descriptor tables, the kernel's lock owner ids) wrote through a write
 /// handle, and which closed it without having written. A few at most; capped.
 #[derive(Debug, Default)]
@@ -443,7 +454,7 @@ pub struct Closers {
     writers: Vec<u64>,
     /// A write came without an owner id: any close counts as the writer's.
     anonymous: bool,
-    idle: Vec<u64>,
+    idle: Vec<Closer>,
 }
 
 impl Closers {
@@ -463,13 +474,13 @@ impl Closers {
         self.anonymous || self.writers.len() >= Self::MAX || self.writers.contains(&owner)
     }
 
-    /// Record a close without writes by `owner`; true if it had closed so before.
-    fn closed_idle(&mut self, owner: u64) -> bool {
-        if self.idle.contains(&owner) {
+    /// Record a close without writes by `closer`; true if it had closed so before.
+    fn closed_idle(&mut self, closer: Closer) -> bool {
+        if self.idle.contains(&closer) {
             return true;
         }
         if self.idle.len() < Self::MAX {
-            self.idle.push(owner);
+            self.idle.push(closer);
         }
         false
     }
