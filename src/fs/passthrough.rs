@@ -157,6 +157,7 @@ impl IocFs {
     /// its readers closed stays until the file's next passthrough open.
     fn keep_backing(&self, v: &LiveVersion, backing: &Arc<fuser::BackingId>) {
         let before = crate::sync::lock(&self.kept_backing).insert(v.of(), backing.clone());
+        // Out of the lock: dropping the last reference unregisters it (an ioctl).
         drop(before);
     }
 
