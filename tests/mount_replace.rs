@@ -6,6 +6,7 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 
 use common::{errno_of, open_ro, Daemon};
 
@@ -169,6 +170,39 @@ fn a_replace_held_while_its_writer_runs_children_shows_the_old_set_until_it_is_w
     assert_eq!(d.lines("live/domain.txt"), ["new.example.com"]);
 }
 
+/// While a replace is open, its descriptor is on an inode of its own, not the one readers
+/// open by name: the kernel sets the size of the inode an `O_TRUNC` open went through to 0
+/// (and to the writer's offset after each write) before it drops its cached attributes,
+/// so a reader's fstat on a shared inode could get that size while it reads the old
+/// version (a web server then sends a wrong Content-Length).
+#[test]
+fn a_replace_is_written_through_an_inode_no_reader_opens() {
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["old.example.com"]);
+    let path = d.path("live/domain.txt");
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    w.write_all(b"new.example.com\n").unwrap();
+    let writer = w.metadata().unwrap().ino();
+    let mut r = open_ro(&path);
+    let reader = r.metadata().unwrap();
+    assert_ne!(
+        reader.ino(),
+        writer,
+        "the replace and a reader share an inode"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), reader.ino());
+    assert_eq!(reader.len(), 16);
+    let mut text = String::new();
+    r.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "old.example.com\n");
+    drop(w);
+    assert_eq!(d.lines("live/domain.txt"), ["new.example.com"]);
+}
+
 /// 50,000 lines: far more than one read() request, so a reader that switched versions
 /// midway would show a mix.
 fn big_list(n: u32, second_octet: u32) -> String {
@@ -249,7 +283,6 @@ fn fstat_on_a_descriptor_held_across_cp_gives_the_size_it_reads() {
 /// right after each change must still report the new version.
 #[test]
 fn stat_by_name_sees_every_replacement_at_once() {
-    use std::os::unix::fs::MetadataExt;
     let Some(d) = Daemon::start() else { return };
     let path = d.path("live/ipv4.txt");
     let mut seen_inodes = std::collections::HashSet::new();

@@ -204,10 +204,12 @@ impl IocFs {
         None
     }
 
+    /// The entry of `name` in `parent`, as looked up by thread `tid`.
     pub(super) fn lookup_name(
         &self,
         parent: INodeNo,
         name: &OsStr,
+        tid: u32,
     ) -> Result<(FileAttr, Duration), Errno> {
         // Not in lookup/, whose names are values (a long URL is still one).
         if parent != LOOKUP_DIR {
@@ -249,6 +251,13 @@ impl IocFs {
         let ty = text.and_then(IocType::from_file_name);
         if let Some(dir) = self.writable(parent) {
             if let Some(ty) = ty {
+                let alias = self
+                    .replaces
+                    .inode(tid, (dir, ty), || self.nodes.allocate());
+                if let Some(ino) = alias {
+                    self.nodes.remember(ino, Node::LiveAlias((dir, ty)));
+                    return Ok((self.live_attr(ino, &self.store.current((dir, ty))), NO_TTL));
+                }
                 let v = self.store.current((dir, ty));
                 self.nodes.remember(version(v.id), Node::Live(v.clone()));
                 return Ok((self.live_attr(version(v.id), &v), VERSION_TTL));

@@ -94,6 +94,8 @@ pub struct IocFs {
     /// `copy_for_readers_soon`).
     copying_for_readers: Arc<std::sync::Mutex<std::collections::HashSet<IocType>>>,
     retries: retry::StaleRetries,
+    /// Replaces reopened through an inode of their own (see `open_live`).
+    replaces: retry::ReplaceInodes,
     views: Arc<Views>,
     view_dirs: std::sync::Mutex<views::ViewDirs>,
     pins: nodes::Pins,
@@ -136,6 +138,7 @@ impl IocFs {
             kept_backing: Default::default(),
             copying_for_readers: Default::default(),
             retries: Default::default(),
+            replaces: Default::default(),
             views,
             view_dirs: Default::default(),
             pins: Default::default(),
@@ -183,7 +186,7 @@ impl Filesystem for IocFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_name(parent, name) {
+        match self.lookup_name(parent, name, req.pid()) {
             Ok((attr, ttl)) => {
                 self.retries.looked_up(req.pid(), attr.ino);
                 // A generated file's name gives new content at each lookup, but the inode
@@ -342,7 +345,10 @@ impl Filesystem for IocFs {
         let opened = self.open_inode(req, ino, flags);
         match &opened {
             Err(e) if *e == Errno::ESTALE => self.retries.refused(req.pid()),
-            _ => self.retries.opened(req.pid()),
+            _ => {
+                self.retries.opened(req.pid());
+                self.replaces.opened(req.pid());
+            }
         }
         match opened {
             // Allowlists and feeds are read by views in the daemon: never passthrough. Nor

@@ -14,6 +14,9 @@ use std::sync::Mutex;
 
 use fuser::INodeNo;
 
+use crate::ioc::IocType;
+use crate::store::model::Target;
+
 /// Threads whose open was refused with ESTALE, and the inode their next lookup returned.
 #[derive(Default)]
 pub(super) struct StaleRetries(Mutex<HashMap<u32, Option<INodeNo>>>);
@@ -56,6 +59,56 @@ impl StaleRetries {
     }
 }
 
+/// Threads whose replace (an `O_TRUNC` open) of a type file was refused with ESTALE so
+/// that they reopen it through an inode of their own (see `IocFs::open_live`), with that
+/// inode once their lookup made it.
+#[derive(Default)]
+pub(super) struct ReplaceInodes(Mutex<HashMap<u32, (PartKey, Option<INodeNo>)>>);
+
+/// A type file: its directory (live/, allow/, a source's) and type.
+type PartKey = (Target, IocType);
+
+impl ReplaceInodes {
+    /// A replace open of `of` by `tid` through the inode readers share: true if it is to be
+    /// refused (ESTALE) and reopened through its own inode. False when this is already the
+    /// kernel's retry of such a refusal that looked nothing up: then it goes through as is
+    /// (a second ESTALE would reach the caller).
+    pub(super) fn refuse(&self, tid: u32, of: PartKey) -> bool {
+        let mut m = crate::sync::lock(&self.0);
+        if m.remove(&tid).is_some() {
+            return false;
+        }
+        if m.len() >= MAX_THREADS {
+            m.clear();
+        }
+        m.insert(tid, (of, None));
+        true
+    }
+
+    /// The inode a lookup of `of` by `tid` gives if `tid` is reopening a replace of it:
+    /// `make` makes it at the first such lookup, later ones give the same.
+    pub(super) fn inode(
+        &self,
+        tid: u32,
+        of: PartKey,
+        make: impl FnOnce() -> INodeNo,
+    ) -> Option<INodeNo> {
+        let mut m = crate::sync::lock(&self.0);
+        match m.get_mut(&tid) {
+            Some((wanted, ino)) if *wanted == of => Some(*ino.get_or_insert_with(make)),
+            _ => None,
+        }
+    }
+
+    /// An open by `tid` went through or failed otherwise: its reopening is over.
+    pub(super) fn opened(&self, tid: u32) {
+        let mut m = crate::sync::lock(&self.0);
+        if !m.is_empty() {
+            m.remove(&tid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +124,36 @@ mod tests {
         assert!(!r.is_retry(8, INodeNo(101)), "another thread");
         assert!(r.is_retry(7, INodeNo(101)));
         assert!(!r.is_retry(7, INodeNo(101)), "one retry per refusal");
+    }
+
+    #[test]
+    fn a_refused_replace_reopens_through_one_inode_of_its_own() {
+        let r = ReplaceInodes::default();
+        let of = (Target::Live, IocType::Domain);
+        assert_eq!(r.inode(7, of, || INodeNo(9)), None, "no refusal before");
+        assert!(r.refuse(7, of));
+        assert_eq!(r.inode(8, of, || INodeNo(9)), None, "another thread");
+        assert_eq!(
+            r.inode(7, (Target::Live, IocType::Ipv4), || INodeNo(9)),
+            None
+        );
+        assert_eq!(r.inode(7, of, || INodeNo(10)), Some(INodeNo(10)));
+        assert_eq!(
+            r.inode(7, of, || INodeNo(11)),
+            Some(INodeNo(10)),
+            "the same one"
+        );
+        r.opened(7);
+        assert_eq!(r.inode(7, of, || INodeNo(12)), None, "over at the open");
+    }
+
+    #[test]
+    fn a_retry_that_looked_nothing_up_is_not_refused_again() {
+        let r = ReplaceInodes::default();
+        let of = (Target::Live, IocType::Domain);
+        assert!(r.refuse(7, of));
+        assert!(!r.refuse(7, of));
+        assert!(r.refuse(7, of), "a new open later is refused again");
     }
 
     #[test]

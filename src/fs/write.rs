@@ -28,6 +28,21 @@ impl IocFs {
         tid: Option<u32>,
     ) -> Result<Handle, Errno> {
         let (target, ty) = v.of();
+        let replace = flags.0 & libc::O_TRUNC != 0;
+        // A replace through the inode readers share would have the kernel set that inode's
+        // size to 0 as the open returns (and to the writer's offset after each write)
+        // before it drops its cached attributes: a reader's fstat in that moment gets that
+        // size while it reads the old version, and a web server sends a wrong
+        // Content-Length. So the writer reopens through an inode of its own: ESTALE makes
+        // the kernel look the name up again, and this thread's lookup gets a fresh alias
+        // of the file (`ReplaceInodes`), which no reader has.
+        if replace && flags.acc_mode() != OpenAccMode::O_RDONLY {
+            if let Some(tid) = tid {
+                if self.replaces.refuse(tid, v.of()) {
+                    return Err(Errno::ESTALE);
+                }
+            }
+        }
         self.pending
             .wait(v.of(), flags.acc_mode() != OpenAccMode::O_RDONLY);
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
@@ -49,7 +64,6 @@ impl IocFs {
             self.store.make_room_for_writer(ty).map_err(|e| errno(&e))?;
             return Err(Errno::ESTALE);
         }
-        let replace = flags.0 & libc::O_TRUNC != 0;
         let mode = if replace {
             WriteMode::Replace {
                 staged: StagedReplace::new(target, ty),
