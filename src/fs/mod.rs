@@ -605,42 +605,6 @@ impl Filesystem for IocFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        // A type file always exists; a create race on one is an open.
-        if let Some(dir) = self.writable(parent) {
-            if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
-                let v = self.store.current((dir, ty));
-                let ino = inode::version(v.id);
-                self.nodes.remember(ino, Node::Live(v));
-                return match self.open_inode(req, ino, OpenFlags(flags)) {
-                    Ok((h, fopen)) => match self.attr_of(ino, None) {
-                        Ok((attr, _)) => reply.created(
-                            &NO_TTL,
-                            &attr,
-                            Generation(0),
-                            self.handles.insert(h),
-                            fopen,
-                        ),
-                        Err(e) => reply.error(e),
-                    },
-                    Err(e) => reply.error(e),
-                };
-            }
-        }
-        match self.create_scratch(req, parent, name, mode & !umask) {
-            Ok(s) => {
-                let attr = self.scratch_attr(&s);
-                self.nodes.remember(attr.ino, Node::Scratch(s.clone()));
-                crate::sync::lock(&s).opened();
-                let fh = self.handles.insert(Handle::Scratch(s));
-                reply.created(
-                    &NO_TTL,
-                    &attr,
-                    Generation(0),
-                    fh,
-                    FopenFlags::FOPEN_DIRECT_IO,
-                );
-            }
-            Err(e) => reply.error(e),
-        }
+        self.create_entry(req, parent, name, mode & !umask, OpenFlags(flags), reply)
     }
 }

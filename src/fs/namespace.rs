@@ -6,10 +6,13 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
-use fuser::{Errno, FileAttr, FileType, INodeNo, RenameFlags, Request};
+use fuser::{
+    Errno, FileAttr, FileType, FopenFlags, Generation, INodeNo, OpenFlags, RenameFlags,
+    ReplyCreate, Request,
+};
 
-use super::nodes::{Node, Scratch, ScratchRef};
-use super::{errno, inode, IocFs};
+use super::nodes::{Handle, Node, Scratch, ScratchRef};
+use super::{errno, inode, IocFs, NO_TTL};
 use crate::config::OnInvalid;
 use crate::ingest;
 use crate::ioc::{self, IocType};
@@ -111,6 +114,56 @@ impl IocFs {
             let held = self.nodes.scratch_pool.bytes();
             crate::lograte::warn(|| format!("scratch files would exceed {held} bytes; refused"))
         })
+    }
+
+    /// `create`: a new scratch file, or an open of a type file (it always exists: a create
+    /// racing a lookup of one is an open). `mode` has the umask applied.
+    pub(super) fn create_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: OpenFlags,
+        reply: ReplyCreate,
+    ) {
+        // A type file always exists; a create race on one is an open.
+        if let Some(dir) = self.writable(parent) {
+            if let Some(ty) = name.to_str().and_then(IocType::from_file_name) {
+                let v = self.store.current((dir, ty));
+                let ino = inode::version(v.id);
+                self.nodes.remember(ino, Node::Live(v));
+                return match self.open_inode(req, ino, flags) {
+                    Ok((h, fopen)) => match self.attr_of(ino, None) {
+                        Ok((attr, _)) => reply.created(
+                            &NO_TTL,
+                            &attr,
+                            Generation(0),
+                            self.handles.insert(h),
+                            fopen,
+                        ),
+                        Err(e) => reply.error(e),
+                    },
+                    Err(e) => reply.error(e),
+                };
+            }
+        }
+        match self.create_scratch(req, parent, name, mode) {
+            Ok(s) => {
+                let attr = self.scratch_attr(&s);
+                self.nodes.remember(attr.ino, Node::Scratch(s.clone()));
+                crate::sync::lock(&s).opened();
+                let fh = self.handles.insert(Handle::Scratch(s));
+                reply.created(
+                    &NO_TTL,
+                    &attr,
+                    Generation(0),
+                    fh,
+                    FopenFlags::FOPEN_DIRECT_IO,
+                );
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     pub(super) fn create_scratch(
