@@ -203,6 +203,49 @@ fn a_replace_is_written_through_an_inode_no_reader_opens() {
     assert_eq!(d.lines("live/domain.txt"), ["new.example.com"]);
 }
 
+/// A replace's own descriptor shows what it has written so far, not the old set: fstat
+/// gives 0 after the `O_TRUNC` open and the bytes written after each write, `SEEK_END`
+/// goes there, and an `O_TRUNC | O_APPEND` writer that asks the size first still writes
+/// where it expects (it was refused with EINVAL, and the set then emptied at its close).
+#[test]
+fn a_replace_descriptor_shows_what_it_has_written() {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/domain.txt", &["old1.example.com", "old2.example.com"]);
+    let path = d.path("live/domain.txt");
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(w.metadata().unwrap().len(), 0, "after the O_TRUNC open");
+    w.write_all(b"new1.example.com\n").unwrap();
+    assert_eq!(w.metadata().unwrap().len(), 17, "after a write");
+    assert_eq!(w.seek(SeekFrom::End(0)).unwrap(), 17);
+    w.write_all(b"new2.example.com\n").unwrap();
+    assert_eq!(
+        d.read("live/domain.txt").len(),
+        34,
+        "readers keep the old set"
+    );
+    drop(w);
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["new1.example.com", "new2.example.com"]
+    );
+
+    let mut a = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_TRUNC)
+        .open(&path)
+        .unwrap();
+    assert_eq!(a.metadata().unwrap().len(), 0);
+    a.write_all(b"new3.example.com\n").unwrap();
+    drop(a);
+    assert_eq!(d.lines("live/domain.txt"), ["new3.example.com"]);
+}
+
 /// 50,000 lines: far more than one read() request, so a reader that switched versions
 /// midway would show a mix.
 fn big_list(n: u32, second_octet: u32) -> String {

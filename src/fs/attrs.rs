@@ -171,7 +171,16 @@ impl IocFs {
             }
             Some(Node::View(f)) => self.view_version_attr(ino, &f),
             Some(Node::Scratch(s)) => Ok((self.scratch_attr(&s), NO_TTL)),
-            Some(Node::LiveAlias(of)) => Ok((self.live_attr(ino, &self.store.current(of)), NO_TTL)),
+            Some(Node::LiveAlias(of)) => {
+                let mut attr = self.live_attr(ino, &self.store.current(of));
+                // A replace's own inode: through it the file is what the replace has
+                // written so far (fstat, SEEK_END and O_APPEND start from 0 after O_TRUNC).
+                if let Some(written) = self.replacing.written(ino) {
+                    attr.size = written;
+                    attr.blocks = written.div_ceil(512);
+                }
+                Ok((attr, NO_TTL))
+            }
             // Immutable: its attributes may be cached as long as a version's.
             Some(Node::Snapshot(s)) => Ok((
                 self.snapshot_attr(ino, s.bytes.len() as u64, s.built),

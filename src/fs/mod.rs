@@ -96,6 +96,8 @@ pub struct IocFs {
     retries: retry::StaleRetries,
     /// Replaces reopened through an inode of their own (see `open_live`).
     replaces: retry::ReplaceInodes,
+    /// The replace handle open on each such inode, whose size it shows (`replace_written`).
+    replacing: write::ReplacingInodes,
     views: Arc<Views>,
     view_dirs: std::sync::Mutex<views::ViewDirs>,
     pins: nodes::Pins,
@@ -139,6 +141,7 @@ impl IocFs {
             copying_for_readers: Default::default(),
             retries: Default::default(),
             replaces: Default::default(),
+            replacing: Default::default(),
             views,
             view_dirs: Default::default(),
             pins: Default::default(),
@@ -361,7 +364,13 @@ impl Filesystem for IocFs {
                 self.open_live_reader(req.uid(), v, fopen, reply)
             }
             Ok((Handle::Tier(r), _)) => self.open_tier_reader(r, flags, reply),
-            Ok((h, fopen)) => reply.opened(self.handles.insert(h), fopen),
+            Ok((h, fopen)) => {
+                if let (Handle::LiveWrite(w), Some(Node::LiveAlias(_))) = (&h, self.nodes.get(ino))
+                {
+                    self.replacing.opened(ino, w);
+                }
+                reply.opened(self.handles.insert(h), fopen)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -451,6 +460,7 @@ impl Filesystem for IocFs {
                 if let Err(e) = self.flush_live(&w, None) {
                     crate::lograte::warn(|| format!("closing a live handle: {e:?}"));
                 }
+                self.replacing.closed(&w);
             }
             Some(Handle::LivePassthrough(v, backing, uid)) => {
                 v.passthrough_closed();

@@ -1,7 +1,7 @@
 //! Writes to the type files of live/ and allow/ (README "What a write means"): append and
 //! replace handles, truncation, and the validation errors users see.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use fuser::{Errno, FileAttr, FileHandle, INodeNo, OpenAccMode, OpenFlags};
 
@@ -448,6 +448,35 @@ enum AtClose {
     Wait,
     /// Not a close by this handle's writer: nothing to do.
     Ignore,
+}
+
+/// The replace handle open on each inode of its own (see `IocFs::open_live`): the kernel
+/// asks for that inode's attributes without saying through which descriptor, and they
+/// must be the replace's (its size is what it has written so far), not the old set's.
+#[derive(Default)]
+pub struct ReplacingInodes(Mutex<HashMap<INodeNo, Weak<Mutex<LiveWriter>>>>);
+
+impl ReplacingInodes {
+    /// `w` was opened on `ino`, an inode standing for its file.
+    pub fn opened(&self, ino: INodeNo, w: &Arc<Mutex<LiveWriter>>) {
+        let mut m = crate::sync::lock(&self.0);
+        m.retain(|_, h| h.strong_count() > 0);
+        m.insert(ino, Arc::downgrade(w));
+    }
+
+    /// `w` was released.
+    pub fn closed(&self, w: &Arc<Mutex<LiveWriter>>) {
+        let ptr = Arc::downgrade(w);
+        crate::sync::lock(&self.0).retain(|_, h| !h.ptr_eq(&ptr) && h.strong_count() > 0);
+    }
+
+    /// Bytes written so far by the replace open on `ino`, if one is (and not yet applied).
+    pub fn written(&self, ino: INodeNo) -> Option<u64> {
+        // The map's lock is not held while the handle's is taken.
+        let handle = crate::sync::lock(&self.0).get(&ino)?.upgrade()?;
+        let w = crate::sync::lock(&handle);
+        matches!(w.mode, WriteMode::Replace { .. }).then_some(w.next_offset)
+    }
 }
 
 /// Who closed a descriptor (a FLUSH).
