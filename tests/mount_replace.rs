@@ -30,6 +30,15 @@ const NINE: [&str; 9] = [
     "url.txt",
 ];
 
+/// A replace handle (`O_WRONLY | O_TRUNC`) on `path`.
+fn open_replace(path: impl AsRef<std::path::Path>) -> std::fs::File {
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap()
+}
+
 #[test]
 fn cp_replaces_the_whole_set() {
     let Some(d) = Daemon::start() else { return };
@@ -127,11 +136,7 @@ fn cp_of_a_list_with_an_invalid_line_fails_and_keeps_the_old_set() {
 fn replace_handle_applies_only_at_close() {
     let Some(d) = Daemon::start() else { return };
     d.append_lines("live/ipv4.txt", &["1.1.1.1", "2.2.2.2"]);
-    let mut w = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(d.path("live/ipv4.txt"))
-        .unwrap();
+    let mut w = open_replace(d.path("live/ipv4.txt"));
     assert_eq!(
         d.read("live/ipv4.txt"),
         "1.1.1.1\n2.2.2.2\n",
@@ -180,11 +185,7 @@ fn a_replace_is_written_through_an_inode_no_reader_opens() {
     let Some(d) = Daemon::start() else { return };
     d.append_lines("live/domain.txt", &["old.example.com"]);
     let path = d.path("live/domain.txt");
-    let mut w = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let mut w = open_replace(&path);
     w.write_all(b"new.example.com\n").unwrap();
     let writer = w.metadata().unwrap().ino();
     let mut r = open_ro(&path);
@@ -214,11 +215,7 @@ fn a_replace_descriptor_shows_what_it_has_written() {
     let Some(d) = Daemon::start() else { return };
     d.append_lines("live/domain.txt", &["old1.example.com", "old2.example.com"]);
     let path = d.path("live/domain.txt");
-    let mut w = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let mut w = open_replace(&path);
     assert_eq!(w.metadata().unwrap().len(), 0, "after the O_TRUNC open");
     w.write_all(b"new1.example.com\n").unwrap();
     assert_eq!(w.metadata().unwrap().len(), 17, "after a write");
