@@ -265,7 +265,7 @@ impl IocFs {
                     .inode(tid, (dir, ty), || self.nodes.allocate());
                 if let Some(ino) = alias {
                     self.nodes.remember(ino, Node::LiveAlias((dir, ty)));
-                    return Ok((self.live_attr(ino, &self.store.current((dir, ty))), NO_TTL));
+                    return self.attr_of(ino, None);
                 }
                 let v = self.store.current((dir, ty));
                 self.nodes.remember(version(v.id), Node::Live(v.clone()));

@@ -96,7 +96,8 @@ pub struct IocFs {
     retries: retry::StaleRetries,
     /// Replaces reopened through an inode of their own (see `open_live`).
     replaces: retry::ReplaceInodes,
-    /// The replace handle open on each such inode, whose size it shows (`replace_written`).
+    /// The replace handle open on each such inode, whose size it shows
+    /// (`ReplacingInodes::written`).
     replacing: write::ReplacingInodes,
     views: Arc<Views>,
     view_dirs: std::sync::Mutex<views::ViewDirs>,
