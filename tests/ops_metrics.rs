@@ -370,6 +370,41 @@ fn shipped_copy_command(mnt: &Path, collector: &Path) -> String {
     )
 }
 
+/// The shipped service's copy works while the figures change under it: each content of
+/// `metrics` is its own inode, and `cp` refused a source whose inode changed between its
+/// stat and its open (about half of 200 copies under a writer, by hand).
+#[test]
+fn the_shipped_copy_succeeds_while_the_figures_change() {
+    let Some(d) = mount() else { return };
+    let collector = d.root().join("textfile");
+    std::fs::create_dir(&collector).unwrap();
+    let copy = shipped_copy_command(&d.mnt(), &collector);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                d.append_lines("live/domain.txt", &[format!("w{i}.evil.example")]);
+                i += 1;
+            }
+        });
+        for round in 0..60 {
+            let out = Command::new("sh").arg("-c").arg(&copy).output().unwrap();
+            if !out.status.success() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            assert!(
+                out.status.success(),
+                "round {round}: {copy}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let copied = std::fs::read_to_string(collector.join("iocfs.prom")).unwrap();
+    assert!(copied.contains("iocfs_indicators{"), "{copied}");
+}
+
 #[test]
 fn node_exporters_textfile_collector_serves_the_copy_the_shipped_service_makes() {
     if !have(PROMTOOL, "prometheus") || !have(NODE_EXPORTER, "prometheus-node-exporter") {
