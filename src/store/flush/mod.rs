@@ -468,14 +468,11 @@ fn write_tier(
     let dir = store.data_dir().join(bucket.name());
     let name = bucket.backing_name(ty);
     let tmp = atomic::temp_path(&dir, &name, tag);
-    let level = 6;
     let generation = new_generation();
     let mut placed = HashMap::with_capacity(version.blocks().len());
     let mut total = 0u64;
     let file = atomic::write_synced_dated(store.disk(), &tmp, version.mtime, |w| {
-        let mut compressor = libdeflater::Compressor::new(
-            libdeflater::CompressionLvl::new(level).unwrap_or_default(),
-        );
+        let mut compressor = libdeflater::Compressor::new(format::level_for(ty));
         let mut buf = Vec::new();
         let mut lines = 0u64;
         let mut raw_bytes = 0u64;

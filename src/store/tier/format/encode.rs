@@ -8,6 +8,7 @@ use super::{
     MAX_BLOCK_HEADER_LEN, MAX_BLOCK_LINES, MEMBER_LEN_AT, SUBFIELD_HEADER_LEN, TRAILER_MEMBER_LEN,
     TRAILER_PAYLOAD_LEN, TRAILER_TAIL, VERSION,
 };
+use crate::ioc::IocType;
 
 pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
     while v >= 0x80 {
@@ -15,6 +16,20 @@ pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// The DEFLATE level a type's blocks are written with. Measured with libdeflate on 64 KiB
+/// blocks (one core, this project's bench corpus): for the text types level 1 inflates
+/// faster than 6 (URLs 65 against 77 ms for 57 MiB, domains 55 against 86, IPv4 25 against
+/// 38, emails 7.7 against 11.1), compresses 2–3 times faster and is at most 9% larger; on
+/// redundant text (source code, documentation) it reads as fast as 6 and is 11% larger.
+/// Hex (hashes, IPv6) is the other way round: level 1 is larger and slower to read.
+pub fn level_for(ty: IocType) -> CompressionLvl {
+    let level = match ty {
+        IocType::Ipv4 | IocType::Domain | IocType::Url | IocType::Email => 1,
+        IocType::Ipv6 | IocType::Md5 | IocType::Sha1 | IocType::Sha256 | IocType::Sha512 => 6,
+    };
+    CompressionLvl::new(level).unwrap_or_default()
 }
 
 /// Append one block member to `out`. `raw` must be whole lines ('\n'-terminated, or empty with

@@ -27,8 +27,8 @@
 //!   - With MAX_BLOCK_LINES = 6500 the worst case (5-byte varints) fits XLEN ≤ 65535
 //!     (asserted at compile time below).
 //! - Data: raw DEFLATE of the block's bytes (libdeflater `Compressor`, level given by the
-//!   caller), then the gzip trailer CRC32 (of the raw bytes) and ISIZE (raw_len mod 2^32),
-//!   both LE.
+//!   caller: [`level_for`] the type), then the gzip trailer CRC32 (of the raw bytes) and
+//!   ISIZE (raw_len mod 2^32), both LE.
 //!
 //! **Trailer member**: the last member; a gzip member with the same fixed header and an
 //! FEXTRA subfield `SI1='I' SI2='T'`, an empty DEFLATE stream (bytes `03 00`), CRC32 = 0,
@@ -55,7 +55,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use decode::{data_offset_of, decode_block, decode_block_into, parse_member, probe_kind};
-pub use encode::{encode_block, encode_trailer, FileBuilder};
+pub use encode::{encode_block, encode_trailer, level_for, FileBuilder};
 pub use index::{read_index, FileIndex, IndexedBlock};
 
 /// Most lines one block may hold; bounds the extra field (see `MAX_BLOCK_HEADER_LEN`).
