@@ -461,3 +461,40 @@ fn cp_a_and_rsync_a_of_a_saved_copy_restore_lists_and_exit_0() {
     assert!(!chmod.status.success());
     assert!(!d.sh("chown 1234 live").status.success());
 }
+
+/// Lists keep their times in whole seconds; the nanoseconds tell versions apart, so a list
+/// replaced by one of the same size within the second it was copied in still looks changed
+/// to tools that compare whole mtimes (`rsync --modify-window=-1`, `make`, `find -newer`), as
+/// it would on ext4. (rsync's default quick check compares whole seconds only, on any
+/// filesystem.)
+#[test]
+fn a_same_size_replace_within_one_second_shows_a_new_mtime() {
+    if !common::tools::have("rsync", "rsync") {
+        return;
+    }
+    // A manual clock: both versions are made in the same second.
+    let Some(d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg("1700000000")
+        .start()
+    else {
+        return;
+    };
+    d.append_lines("live/ipv4.txt", &["198.51.100.1", "198.51.100.2"]);
+    let mtime = |rel: &str| std::fs::metadata(d.path(rel)).unwrap().modified().unwrap();
+    let before = mtime("live/ipv4.txt");
+    let root = d.root().display().to_string();
+    let rsync = format!("rsync -a --modify-window=-1 live/ {root}/backup/");
+    d.sh_ok(&rsync);
+    d.sh_ok("sed -i 's/198.51.100.2/198.51.100.3/' live/ipv4.txt");
+    let after = mtime("live/ipv4.txt");
+    let secs =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(secs(before), secs(after));
+    assert_ne!(before, after);
+    d.sh_ok(&rsync);
+    assert_eq!(
+        std::fs::read_to_string(d.root().join("backup/ipv4.txt")).unwrap(),
+        "198.51.100.1\n198.51.100.3\n"
+    );
+}

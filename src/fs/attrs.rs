@@ -61,22 +61,15 @@ impl IocFs {
     /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
     pub(super) fn live_attr(&self, ino: INodeNo, v: &LiveVersion) -> FileAttr {
         let mtime = self.shown_mtime(v.mtime());
-        inode::attr(
-            ino,
-            FileType::RegularFile,
-            self.owner.file_mode,
-            v.len(),
-            mtime,
-            &self.owner,
-        )
+        inode::version_attr(ino, v.id, self.owner.file_mode, v.len(), mtime, &self.owner)
     }
 
     pub(super) fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
         let mtime = self.shown_mtime(v.mtime);
         // Tiers are read-only whatever the configured mode says.
-        inode::attr(
+        inode::version_attr(
             version(v.id),
-            FileType::RegularFile,
+            v.id,
             self.owner.file_mode & !0o222,
             v.size(),
             mtime,

@@ -104,6 +104,25 @@ pub fn time(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+/// `attr` of one version of a list (live, tier or view file), `version` its id. List times
+/// are kept in whole seconds; the nanoseconds number the version (its id modulo 10^9), so
+/// that two versions made within one second, of one size, still show different mtimes, as
+/// they would on ext4: `rsync --modify-window=-1`, `make` and `find -newer` see the change
+/// (rsync's default quick check compares whole seconds, on any filesystem).
+pub fn version_attr(
+    ino: INodeNo,
+    version: u64,
+    perm: u16,
+    size: u64,
+    mtime: u64,
+    owner: &Owner,
+) -> FileAttr {
+    let mut a = attr(ino, FileType::RegularFile, perm, size, mtime, owner);
+    let t = time(mtime) + Duration::from_nanos(version % 1_000_000_000);
+    (a.atime, a.mtime, a.ctime, a.crtime) = (t, t, t, t);
+    a
+}
+
 pub fn attr(
     ino: INodeNo,
     kind: FileType,

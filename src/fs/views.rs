@@ -48,9 +48,9 @@ impl IocFs {
 
     pub(super) fn view_attr(&self, f: &ViewFile) -> FileAttr {
         let mtime = self.shown_mtime(f.mtime);
-        inode::attr(
+        inode::version_attr(
             INodeNo(f.ino),
-            FileType::RegularFile,
+            f.ino,
             self.owner.file_mode & !0o222,
             f.len,
             mtime,
