@@ -34,8 +34,7 @@ fn stats_json_is_one_shared_snapshot_that_never_waits_for_the_wal() {
     // No view rebuild is due during the test once the first builds are done.
     let Some(d) = Daemon::builder()
         .config("[views]\nrefresh = \"1h\"\n")
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .env("IOCFS_PAUSE_DIR", pause.path())
         .start()
     else {
@@ -208,8 +207,7 @@ fn damage_first_block(data: &std::path::Path, rel: &str) {
 #[test]
 fn a_reader_of_a_damaged_block_cannot_flood_the_log() {
     let Some(mut d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .config("[aging]\ninterval = \"3650d\"\n")
         .start()
     else {
@@ -261,8 +259,7 @@ fn a_reader_of_a_damaged_block_cannot_flood_the_log() {
 fn inode_invalidation_never_waits_for_a_read_in_flight() {
     let pause = tempfile::tempdir().unwrap();
     let Some(d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .config("[aging]\ninterval = \"3650d\"\n[mount]\nthreads = 2\npassthrough = false\n")
         .env("IOCFS_PAUSE_DIR", pause.path())
         .start()

@@ -23,8 +23,7 @@ const QUIET: &str = "[aging]\ninterval = \"3650d\"\n";
 
 fn start() -> Option<Daemon> {
     Daemon::builder()
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .config(QUIET)
         .start()
 }

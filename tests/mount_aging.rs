@@ -557,8 +557,7 @@ fn restart_from_a_checkpoint_and_from_a_damaged_one_serves_the_same() {
 fn sighup_reloads_retention_and_keeps_the_old_config_when_the_new_one_is_bad() {
     let retention = |live: &str| config(&format!("[retention]\nlive_to_chaud = \"{live}\"\n"));
     let Some(d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg(T0.to_string())
+        .manual_clock(T0)
         .config(&retention("24h"))
         .start()
     else {

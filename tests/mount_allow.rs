@@ -12,8 +12,7 @@ const FAST: &str = "[views]\nrefresh = \"0s\"\n";
 fn start() -> Option<Daemon> {
     Daemon::builder()
         .config(FAST)
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .start()
 }
 

@@ -128,11 +128,7 @@ fn stats_json_counts_live_lines() {
 #[test]
 fn lseek_finds_data_everywhere_and_the_hole_at_the_end() {
     use std::os::fd::AsRawFd;
-    let Some(d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg("1700000000")
-        .start()
-    else {
+    let Some(d) = Daemon::builder().manual_clock(1_700_000_000).start() else {
         return;
     };
     d.append_lines("live/domain.txt", &["old.example.com"]);
@@ -174,11 +170,7 @@ fn tar_rsync_and_cp_of_a_whole_mount_exit_0_and_log_nothing_unimplemented() {
         return;
     }
     // A manual clock: the control files' times do not move while tar reads them.
-    let Some(d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg("1700000000")
-        .start()
-    else {
+    let Some(d) = Daemon::builder().manual_clock(1_700_000_000).start() else {
         return;
     };
     d.append_lines("live/domain.txt", &["old.example.com", "older.example.com"]);

@@ -175,8 +175,7 @@ struct Tally {
 
 fn tier_bit_flips(with_checkpoint: bool, seed: u64) {
     let Some(mut d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg(T0.to_string())
+        .manual_clock(T0)
         .config(&format!(
             "{QUIET}[tiers]\nblock_size = \"4KiB\"\n[cache]\nsize = \"1MiB\"\n"
         ))
@@ -542,12 +541,7 @@ fn a_restart_on_a_still_full_disk_serves_every_acknowledged_line() {
 /// and writes go through once space is freed, before and after a crash.
 #[test]
 fn aging_on_a_full_disk_loses_nothing_and_writes_resume_when_space_is_freed() {
-    let Some(mut d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg(T0.to_string())
-        .config(QUIET)
-        .start()
-    else {
+    let Some(mut d) = Daemon::builder().manual_clock(T0).config(QUIET).start() else {
         return;
     };
     let mut full = fill_disk(&mut d);

@@ -182,11 +182,7 @@ fn a_mount_over_a_running_iocfs_is_refused() {
 fn every_list_keeps_its_mtime_across_a_restart_and_a_sigkill() {
     // `rsync -a` and a web server's Last-Modified go by mtime: a restart must not change it.
     let start = 1_700_000_000u64;
-    let Some(mut d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg(start.to_string())
-        .start()
-    else {
+    let Some(mut d) = Daemon::builder().manual_clock(start).start() else {
         return;
     };
     d.append_lines("live/domain.txt", &["old.example"]);

@@ -473,11 +473,7 @@ fn a_same_size_replace_within_one_second_shows_a_new_mtime() {
         return;
     }
     // A manual clock: both versions are made in the same second.
-    let Some(d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg("1700000000")
-        .start()
-    else {
+    let Some(d) = Daemon::builder().manual_clock(1_700_000_000).start() else {
         return;
     };
     d.append_lines("live/ipv4.txt", &["198.51.100.1", "198.51.100.2"]);

@@ -11,8 +11,7 @@ use common::{as_nobody, errno_of, Daemon};
 fn start() -> Option<Daemon> {
     Daemon::builder()
         .config("[views]\nrefresh = \"0s\"\n")
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .start()
 }
 

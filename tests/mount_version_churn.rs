@@ -20,8 +20,7 @@ const T0: u64 = 1_700_000_000;
 #[test]
 fn opens_of_a_tier_file_never_fail_while_sightings_keep_changing_it() {
     let Some(d) = Daemon::builder()
-        .arg("--manual-clock")
-        .arg(T0.to_string())
+        .manual_clock(T0)
         .config("[aging]\ninterval = \"3650d\"\n[tiers]\nblock_size = \"4KiB\"\n")
         .start()
     else {

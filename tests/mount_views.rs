@@ -97,8 +97,7 @@ fn a_configured_view_selects_caps_aggregates_and_formats() {
 fn an_unchanged_list_keeps_its_version_across_a_restart_and_changes_with_the_list() {
     let Some(mut d) = Daemon::builder()
         .config(FAST)
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .start()
     else {
         return;

@@ -61,8 +61,7 @@ fn must(text: &str, series: &str) -> f64 {
 fn mount() -> Option<Daemon> {
     Daemon::builder()
         .config("[views]\nrefresh = \"0s\"\n")
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .start()
 }
 
@@ -243,8 +242,7 @@ fn the_metrics_file_is_a_read_only_snapshot_like_stats_json() {
             "[views]\nrefresh = \"0s\"\n[aging]\ninterval = \"1h\"\n\
              [durability]\ncheckpoint_interval = \"1h\"\n",
         )
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .start()
     else {
         return;

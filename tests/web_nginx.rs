@@ -189,8 +189,7 @@ fn uid_of(pid: u32) -> u32 {
 fn mount(extra: &str) -> Option<Daemon> {
     let d = Daemon::builder()
         .config(extra)
-        .arg("--manual-clock")
-        .arg("1700000000")
+        .manual_clock(1_700_000_000)
         .start()?;
     // The harness's temp dir is private to root: let www-data reach the mount point.
     std::fs::set_permissions(d.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
