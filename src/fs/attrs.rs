@@ -239,7 +239,7 @@ impl IocFs {
                     .into_iter()
                     .find(|&i| inode::control_name(i) == Some(n))
                 {
-                    Some(i @ (STATS | METRICS | HEALTH)) => Ok(self.control_entry(i)),
+                    Some(i @ (STATS | METRICS | HEALTH)) => Ok(self.control_entry(i, tid)),
                     Some(i) => self.attr_of(i, None),
                     None => Err(Errno::ENOENT),
                 };

@@ -116,7 +116,8 @@ impl IocFs {
     }
 
     /// `.iocfs/lookup/VALUE`: exists iff VALUE is stored or covered (see `crate::lookup`);
-    /// `/` in values is written `%2F`.
+    /// `/` in values is written `%2F`. Never pinned (`stat_pins`): a lookup shows the
+    /// value's state of its moment, and copying tools do not walk lookup/.
     pub(super) fn lookup_entry(&self, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
         let raw = percent_decode(name.as_bytes()).ok_or(Errno::ENOENT)?;
         let answer = crate::lookup::lookup(&self.store, &self.views, &raw).ok_or(Errno::ENOENT)?;
@@ -126,10 +127,19 @@ impl IocFs {
         Ok(self.snapshot_entry(of, Arc::new(bytes)))
     }
 
-    /// A lookup of stats.json, metrics or health (`file` is its fixed inode): the inode of
-    /// its current bytes (see `nodes`: a descriptor's fstat gives the size it reads).
-    pub(super) fn control_entry(&self, file: INodeNo) -> (FileAttr, Duration) {
-        self.snapshot_entry(SnapshotOf::Control(file), self.control_bytes(file))
+    /// A lookup of stats.json, metrics or health (`file` is its fixed inode) by `tid`: the
+    /// inode of its current bytes (see `nodes`: a descriptor's fstat gives the size it
+    /// reads), or of the bytes `tid` looked up last if it has not opened them yet.
+    pub(super) fn control_entry(&self, file: INodeNo, tid: u32) -> (FileAttr, Duration) {
+        let of = SnapshotOf::Control(file);
+        if let Some(ino) = self.stat_pins.pinned(tid, &of) {
+            if let Some((len, built)) = self.nodes.look_up_snapshot_again(ino) {
+                return (self.snapshot_attr(ino, len, built), NO_TTL);
+            }
+        }
+        let (attr, ttl) = self.snapshot_entry(of.clone(), self.control_bytes(file));
+        self.stat_pins.pin(tid, of, attr.ino);
+        (attr, ttl)
     }
 
     /// The current bytes of stats.json, metrics or health.

@@ -17,6 +17,8 @@ mod open;
 mod passthrough;
 mod retry;
 mod scratch;
+mod setup;
+mod stat_pins;
 mod views;
 mod write;
 
@@ -103,59 +105,11 @@ pub struct IocFs {
     view_dirs: std::sync::Mutex<views::ViewDirs>,
     pins: nodes::Pins,
     stats: control::StatsSnapshot,
+    stat_pins: stat_pins::StatPins,
 }
 
 fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
-}
-
-impl IocFs {
-    pub fn new(store: Arc<Store>, views: Arc<Views>, inval: Sender<Inval>) -> IocFs {
-        let c = store.config();
-        let owner = Owner {
-            uid: c.mount.uid,
-            gid: c.mount.gid,
-            file_mode: (c.mount.file_mode & 0o7777) as u16,
-        };
-        // What empty files and directories show as their times: when the data directory
-        // was made (nothing is created or removed at its top level afterwards), so that a
-        // restart changes no time `rsync -a` compares. Not later than now (a manual clock).
-        let now = store.clock.now();
-        let made = store
-            .disk
-            .metadata(&store.data_dir)
-            .map_or(0, |m| m.mtime_secs());
-        let contentless_time = if made == 0 { now } else { made.min(now) };
-        let ids = store.id_source();
-        IocFs {
-            store,
-            owner,
-            nodes: Nodes::new(ids),
-            handles: Handles::default(),
-            inval,
-            contentless_time,
-            pending: write::Pending::default(),
-            passthrough: c.mount.passthrough,
-            tier_passthrough: std::sync::atomic::AtomicBool::new(true),
-            backing: Default::default(),
-            kept_backing: Default::default(),
-            copying_for_readers: Default::default(),
-            retries: Default::default(),
-            replaces: Default::default(),
-            replacing: Default::default(),
-            views,
-            view_dirs: Default::default(),
-            pins: Default::default(),
-            stats: Default::default(),
-            kernel: Default::default(),
-        }
-    }
-
-    /// Where the daemon puts the session's notifier once it has one (the session takes
-    /// the filesystem first).
-    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
-        self.kernel.clone()
-    }
 }
 
 impl Filesystem for IocFs {
@@ -221,7 +175,7 @@ impl Filesystem for IocFs {
     #[allow(clippy::too_many_arguments)]
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -237,6 +191,7 @@ impl Filesystem for IocFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.stat_pins.changes(req.pid());
         let touched = atime.is_some() || mtime.is_some();
         match self.set_attr(ino, mode, uid, gid, size, touched, fh) {
             Ok(attr) => reply.attr(&NO_TTL, &attr),
@@ -254,6 +209,7 @@ impl Filesystem for IocFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.stat_pins.changes(req.pid());
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(self.refusal(parent));
         }
@@ -277,6 +233,7 @@ impl Filesystem for IocFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.stat_pins.changes(req.pid());
         if parent != inode::SOURCES_DIR {
             return reply.error(self.refusal(parent));
         }
@@ -289,7 +246,8 @@ impl Filesystem for IocFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.stat_pins.changes(req.pid());
         match self.remove_name(parent, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -298,6 +256,7 @@ impl Filesystem for IocFs {
 
     /// `rmdir sources/NAME` removes a source that lists nothing (ENOTEMPTY otherwise).
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.stat_pins.changes(req.pid());
         if parent != inode::SOURCES_DIR {
             return reply.error(self.refusal(parent));
         }
@@ -331,7 +290,7 @@ impl Filesystem for IocFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -339,6 +298,7 @@ impl Filesystem for IocFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.stat_pins.changes(req.pid());
         match self.rename_entry(parent, name, newparent, newname, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -409,6 +369,7 @@ impl Filesystem for IocFs {
         lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.stat_pins.changes(req.pid());
         let result = match self.handles.get(fh) {
             None => Err(Errno::EBADF),
             Some(Handle::LiveWrite(w)) => {
@@ -432,6 +393,7 @@ impl Filesystem for IocFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.stat_pins.changes(req.pid());
         let closer = write::Closer {
             owner: lock_owner.0,
             pid: req.pid(),
@@ -616,6 +578,7 @@ impl Filesystem for IocFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.stat_pins.changes(req.pid());
         self.create_entry(req, parent, name, mode & !umask, OpenFlags(flags), reply)
     }
 }

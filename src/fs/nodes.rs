@@ -138,6 +138,19 @@ impl Nodes {
         (ino, now)
     }
 
+    /// Count one more kernel lookup of the snapshot inode `ino`, if the kernel still holds
+    /// it: its length and when its bytes were built.
+    pub fn look_up_snapshot_again(&self, ino: INodeNo) -> Option<(u64, u64)> {
+        let mut map = lock(&self.map);
+        let entry = map.get_mut(&ino)?;
+        let Node::Snapshot(held) = &entry.node else {
+            return None;
+        };
+        let found = (held.bytes.len() as u64, held.built);
+        entry.lookups += 1;
+        Some(found)
+    }
+
     /// Count one kernel lookup of `ino`.
     pub fn remember(&self, ino: INodeNo, node: Node) {
         let mut map = lock(&self.map);

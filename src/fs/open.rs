@@ -168,9 +168,13 @@ impl IocFs {
                 Handle::View(f),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
-            Some(Node::Snapshot(..)) if writable => Err(Errno::EACCES),
+            Some(Node::Snapshot(s)) if writable => {
+                self.stat_pins.opened(req.pid(), &s.of);
+                Err(Errno::EACCES)
+            }
             // Read through the page cache, filled now (see `prefill`).
             Some(Node::Snapshot(s)) => {
+                self.stat_pins.opened(req.pid(), &s.of);
                 self.prefill(ino, &s);
                 Ok((
                     Handle::Bytes(s.bytes.clone()),
