@@ -368,15 +368,9 @@ fn shipped_copy_command(mnt: &Path, collector: &Path) -> String {
     )
 }
 
-/// The shipped service's copy works while the figures change under it: each content of
-/// `metrics` is its own inode, and `cp` refused a source whose inode changed between its
-/// stat and its open (about half of 200 copies under a writer, by hand).
-#[test]
-fn the_shipped_copy_succeeds_while_the_figures_change() {
-    let Some(d) = mount() else { return };
-    let collector = d.root().join("textfile");
-    std::fs::create_dir(&collector).unwrap();
-    let copy = shipped_copy_command(&d.mnt(), &collector);
+/// Run `cmd` (sh, in the mount) 60 times while a thread appends to live/domain.txt without
+/// pause, so that the figures change between any two looks; every run must exit 0.
+fn succeeds_60_times_under_a_writer(d: &Daemon, cmd: &str) {
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -387,18 +381,30 @@ fn the_shipped_copy_succeeds_while_the_figures_change() {
             }
         });
         for round in 0..60 {
-            let out = Command::new("sh").arg("-c").arg(&copy).output().unwrap();
+            let out = d.sh(cmd);
             if !out.status.success() {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             assert!(
                 out.status.success(),
-                "round {round}: {copy}: {}",
+                "round {round}: {cmd}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+}
+
+/// The shipped service's copy works while the figures change under it: each content of
+/// `metrics` is its own inode, and `cp` refused a source whose inode changed between its
+/// stat and its open (about half of 200 copies under a writer, by hand).
+#[test]
+fn the_shipped_copy_succeeds_while_the_figures_change() {
+    let Some(d) = mount() else { return };
+    let collector = d.root().join("textfile");
+    std::fs::create_dir(&collector).unwrap();
+    let copy = shipped_copy_command(&d.mnt(), &collector);
+    succeeds_60_times_under_a_writer(&d, &copy);
     let copied = std::fs::read_to_string(collector.join("iocfs.prom")).unwrap();
     assert!(copied.contains("iocfs_indicators{"), "{copied}");
 }
@@ -417,28 +423,7 @@ fn cp_and_tar_of_the_generated_files_succeed_while_the_figures_change() {
         "cp .iocfs/metrics .iocfs/stats.json .iocfs/health {0}/ && tar -cf {0}/c.tar .iocfs/metrics .iocfs/stats.json",
         out_dir.display()
     );
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                d.append_lines("live/domain.txt", &[format!("w{i}.evil.example")]);
-                i += 1;
-            }
-        });
-        for round in 0..60 {
-            let out = d.sh(&cp);
-            if !out.status.success() {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            assert!(
-                out.status.success(),
-                "round {round}: {cp}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
+    succeeds_60_times_under_a_writer(&d, &cp);
     let copied = std::fs::read_to_string(out_dir.join("stats.json")).unwrap();
     assert!(
         serde_json::from_str::<serde_json::Value>(&copied).is_ok(),
