@@ -11,6 +11,7 @@
 //! its moment, and a thread that looked a file up, wrote, and reads it sees its write.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ const MAX_PINS: usize = 4096;
 #[derive(Default)]
 pub struct StatPins {
     pins: Mutex<HashMap<(u32, SnapshotOf), (INodeNo, Instant)>>,
+    /// Whether `pins` may hold anything: writes, which all call `changes`, skip the lock
+    /// while nobody has looked a control file up.
+    any: AtomicBool,
 }
 
 impl StatPins {
@@ -53,6 +57,7 @@ impl StatPins {
             }
         }
         pins.insert((tid, of), (ino, Instant::now()));
+        self.any.store(true, Ordering::Release);
     }
 
     /// Thread `tid` opened the file `of`: its next lookup gets the content of its moment.
@@ -62,9 +67,13 @@ impl StatPins {
 
     /// Thread `tid` changes something: its next lookups show it.
     pub fn changes(&self, tid: u32) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
         let mut pins = lock(&self.pins);
-        if !pins.is_empty() {
-            pins.retain(|(t, _), _| *t != tid);
+        pins.retain(|(t, _), (_, at)| *t != tid && at.elapsed() < PIN_FOR);
+        if pins.is_empty() {
+            self.any.store(false, Ordering::Release);
         }
     }
 }
