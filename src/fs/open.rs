@@ -168,13 +168,13 @@ impl IocFs {
                 Handle::View(f),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             )),
-            Some(Node::Snapshot(s)) if writable => {
-                self.stat_pins.opened(req.pid(), &s.of);
-                Err(Errno::EACCES)
-            }
-            // Read through the page cache, filled now (see `prefill`).
             Some(Node::Snapshot(s)) => {
+                // Any open attempt takes the thread's pin (`stat_pins`), a refused one too.
                 self.stat_pins.opened(req.pid(), &s.of);
+                if writable {
+                    return Err(Errno::EACCES);
+                }
+                // Read through the page cache, filled now (see `prefill`).
                 self.prefill(ino, &s);
                 Ok((
                     Handle::Bytes(s.bytes.clone()),

@@ -4,11 +4,12 @@
 //! Each content of these files is its own inode (a descriptor's fstat gives the size it
 //! reads). Tools that `lstat` a file, open it and compare the two failed whenever a figure
 //! moved in between: `cp` refuses a file "replaced while being copied" when the inode
-//! numbers differ, and did so for 107 of 200 copies of `metrics` under an appending writer. So a lookup pins the inode it gave, for
-//! the thread that asked, until that thread opens the file (the open takes the pin),
-//! changes anything in the mount, or [`PIN_FOR`] passes; the thread's lookups of the name
-//! in between give the same inode. Every read (lookup, then open) still gets the content of
-//! its moment, and a thread that looked a file up, wrote, and reads it sees its write.
+//! numbers differ, and did so for 107 of 200 copies of `metrics` under an appending writer.
+//! So a lookup pins the inode it gave, for the thread that asked, until that thread opens
+//! the file (the open takes the pin), changes anything in the mount, or [`PIN_FOR`]
+//! passes; the thread's lookups of the name in between give the same inode. Every read
+//! (lookup, then open) still gets the content of its moment, and a thread that looked a
+//! file up, wrote, and reads it sees its write.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
