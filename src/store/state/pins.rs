@@ -43,6 +43,12 @@ impl State {
         }
     }
 
+    /// Until when new pins of `ty` are paused, if they are.
+    #[cfg(test)]
+    pub fn pins_paused_until(&self, ty: IocType) -> Option<Instant> {
+        self.pins_paused_until[ty]
+    }
+
     /// No new passthrough pins of `ty` for `pause` (or longer, if already paused longer).
     pub fn pause_pins(&mut self, ty: IocType, pause: Duration) {
         let until = Instant::now() + pause;

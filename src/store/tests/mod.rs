@@ -511,16 +511,25 @@ fn copying_a_large_pinned_live_file_pauses_new_pins_a_small_one_does_not() {
     let v = store.live(IocType::Ipv4);
     assert!(v.len() >= 2 << 20, "{} bytes", v.len());
     assert_eq!(store.pin_for_passthrough(&v), Pin::Pinned);
+    let before = std::time::Instant::now();
     store
         .append(IocType::Ipv4, b"192.0.2.1\n".to_vec())
         .unwrap();
     let copy = store.live(IocType::Ipv4);
     assert_ne!(copy.id, v.id);
-    assert_eq!(
-        store.pin_for_passthrough(&copy),
-        Pin::Refused,
-        "right after copying a large pinned file, new readers are not pinned"
+    // The pause is priced by the bytes copied (4.5 ns each), not timed: checked as a
+    // deadline, since a loaded machine may take longer than the pause to get here.
+    let until = store.state().pins_paused_until(IocType::Ipv4);
+    let priced = std::time::Duration::from_nanos(v.len() * 9 / 2);
+    assert!(
+        until.is_some_and(|t| t >= before + priced),
+        "right after copying a large pinned file, new pins pause for {priced:?}: {until:?}"
     );
+    // While paused, new readers are not pinned (paused longer here, for the same reason).
+    store
+        .state_mut()
+        .pause_pins(IocType::Ipv4, std::time::Duration::from_secs(3600));
+    assert_eq!(store.pin_for_passthrough(&copy), Pin::Refused);
     v.passthrough_closed();
 }
 
