@@ -175,6 +175,11 @@ fn lookup_finds_covered_values_and_says_what_keeps_them_out_of_views() {
     assert_eq!(a["views"], serde_json::json!([]));
     let a = lookup("10.1.2.3");
     assert_eq!(a["allowed_by"]["list"], "reserved", "{a}");
+    // A URL whose host is an allowed address: the allowed network that covers the host.
+    d.sh_ok("echo http://8.8.8.9/x >> live/url.txt");
+    let a = lookup("http:%2F%2F8.8.8.9%2Fx");
+    assert_eq!(a["allowed_by"]["entry"], "8.8.8.0/24", "{a}");
+    assert_eq!(a["allowed_by"]["file"], "allow/ipv4.txt", "{a}");
     let a = lookup("www.evil.example");
     assert_eq!(a["covered_by"][0]["value"], "*.evil.example", "{a}");
     assert_eq!(a["views"], serde_json::json!(["all"]));
