@@ -254,7 +254,7 @@ impl IocFs {
         if let Some(dir) = self.writable(parent) {
             if let Some(ty) = ty {
                 let alias = self
-                    .replaces
+                    .replace_retries
                     .inode(tid, (dir, ty), || self.nodes.allocate());
                 if let Some(ino) = alias {
                     self.nodes.remember(ino, Node::LiveAlias((dir, ty)));

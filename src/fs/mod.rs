@@ -97,7 +97,7 @@ pub struct IocFs {
     copying_for_readers: Arc<std::sync::Mutex<std::collections::HashSet<IocType>>>,
     retries: retry::StaleRetries,
     /// Replaces reopened through an inode of their own (see `open_live`).
-    replaces: retry::ReplaceInodes,
+    replace_retries: retry::ReplaceRetries,
     /// The replace handle open on each such inode, whose size it shows
     /// (`ReplacingInodes::written`).
     replacing: write::ReplacingInodes,
@@ -311,7 +311,7 @@ impl Filesystem for IocFs {
             Err(e) if *e == Errno::ESTALE => self.retries.refused(req.pid()),
             _ => {
                 self.retries.opened(req.pid());
-                self.replaces.opened(req.pid());
+                self.replace_retries.opened(req.pid());
             }
         }
         match opened {

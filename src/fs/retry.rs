@@ -63,12 +63,12 @@ impl StaleRetries {
 /// that they reopen it through an inode of their own (see `IocFs::open_live`), with that
 /// inode once their lookup made it.
 #[derive(Default)]
-pub(super) struct ReplaceInodes(Mutex<HashMap<u32, (PartKey, Option<INodeNo>)>>);
+pub(super) struct ReplaceRetries(Mutex<HashMap<u32, (PartKey, Option<INodeNo>)>>);
 
 /// A type file: its directory (live/, allow/, a source's) and type.
 type PartKey = (Target, IocType);
 
-impl ReplaceInodes {
+impl ReplaceRetries {
     /// A replace open of `of` by `tid` through the inode readers share: true if it is to be
     /// refused (ESTALE) and reopened through its own inode. False when this is already the
     /// kernel's retry of such a refusal that looked nothing up: then it goes through as is
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_refused_replace_reopens_through_one_inode_of_its_own() {
-        let r = ReplaceInodes::default();
+        let r = ReplaceRetries::default();
         let of = (Target::Live, IocType::Domain);
         assert_eq!(r.inode(7, of, || INodeNo(9)), None, "no refusal before");
         assert!(r.refuse(7, of));
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_retry_that_looked_nothing_up_is_not_refused_again() {
-        let r = ReplaceInodes::default();
+        let r = ReplaceRetries::default();
         let of = (Target::Live, IocType::Domain);
         assert!(r.refuse(7, of));
         assert!(!r.refuse(7, of));

@@ -43,7 +43,7 @@ impl IocFs {
             kept_backing: Default::default(),
             copying_for_readers: Default::default(),
             retries: Default::default(),
-            replaces: Default::default(),
+            replace_retries: Default::default(),
             replacing: Default::default(),
             views,
             view_dirs: Default::default(),

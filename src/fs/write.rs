@@ -35,10 +35,10 @@ impl IocFs {
         // size while it reads the old version, and a web server sends a wrong
         // Content-Length. So the writer reopens through an inode of its own: ESTALE makes
         // the kernel look the name up again, and this thread's lookup gets a fresh alias
-        // of the file (`ReplaceInodes`), which no reader has.
+        // of the file (`ReplaceRetries`), which no reader has.
         if replace && flags.acc_mode() != OpenAccMode::O_RDONLY {
             if let Some(tid) = tid {
-                if self.replaces.refuse(tid, v.of()) {
+                if self.replace_retries.refuse(tid, v.of()) {
                     return Err(Errno::ESTALE);
                 }
             }
