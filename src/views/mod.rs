@@ -85,6 +85,12 @@ struct Inputs {
     def: View,
 }
 
+impl AsRef<View> for Inputs {
+    fn as_ref(&self) -> &View {
+        &self.def
+    }
+}
+
 /// A build kept back by `max_shrink` (its file staged in the view's directory).
 struct Held {
     staged: disk::Staged,
@@ -286,42 +292,54 @@ impl Views {
             .rules(store, ty, suppress_reserved)?
             .apply(&mut selected);
         // Each file's build time counts the shared selection and its own rendering, not
-        // the files rendered before it.
+        // the files rendered before or beside it.
         let selecting = started.elapsed();
         let mut selected = Some(selected);
         let last = group.len() - 1;
-        for (i, (name, _, mut inputs)) in group.into_iter().enumerate() {
-            let rendering = Instant::now();
-            // The last file takes the selection; the others render a copy of it.
-            let this = match i == last {
-                true => selected.take(),
-                false => selected.clone(),
-            };
-            let this = this.ok_or_else(|| Error::Invalid("internal: selection used up".into()))?;
-            inputs.counts = counts.clone();
-            inputs.provenance = provenance;
-            inputs.allow = allow.clone();
-            let def = inputs.def.clone();
-            let mut staged = self.disk.stage(&name, ty)?;
-            let mut stats = render::render(&def, ty, this, &mut staged)
-                .map_err(|e| Error::io(format!("write views/{name}/{}", ty.file_name()), e))?;
-            stats.selected = picked;
-            stats.suppression = suppression;
-            let info = BuildInfo {
-                stats: stats.clone(),
-                at: now,
-                millis: (selecting + rendering.elapsed()).as_millis() as u64,
-                unreadable_blocks: unreadable,
-            };
-            let held = self.publish_or_hold(store, &name, &def, ty, staged, stats)?;
-            let mut files = lock(&self.files);
-            let st = files.entry((name, ty)).or_default();
-            st.built_from = Some(inputs);
-            st.built_at = Some(Instant::now());
-            st.expires = expires;
-            st.last = Some(info);
-            st.held = held;
-            self.changes.fetch_add(1, Ordering::Relaxed);
+        // Files are rendered side by side, as many at once as there are cores (each sorts
+        // and writes up to millions of lines): a plain and an aggregated list are served
+        // when the slower is done, not after both in turn. Every file but the last renders
+        // a copy of the selection, made when its turn comes: at most one copy per core.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut group = group.into_iter().enumerate().peekable();
+        while group.peek().is_some() {
+            let mut jobs = Vec::with_capacity(cores);
+            for (i, (name, _, inputs)) in group.by_ref().take(cores) {
+                let this = match i == last {
+                    true => selected.take(),
+                    false => selected.clone(),
+                };
+                let this =
+                    this.ok_or_else(|| Error::Invalid("internal: selection used up".into()))?;
+                let staged = self.disk.stage(&name, ty)?;
+                jobs.push((name, inputs, this, staged));
+            }
+            let rendered = render::render_side_by_side(ty, jobs);
+            for (name, mut inputs, staged, stats, rendering) in rendered {
+                let mut stats = stats
+                    .map_err(|e| Error::io(format!("write views/{name}/{}", ty.file_name()), e))?;
+                inputs.counts = counts.clone();
+                inputs.provenance = provenance;
+                inputs.allow = allow.clone();
+                let def = inputs.def.clone();
+                stats.selected = picked;
+                stats.suppression = suppression;
+                let info = BuildInfo {
+                    stats: stats.clone(),
+                    at: now,
+                    millis: (selecting + rendering).as_millis() as u64,
+                    unreadable_blocks: unreadable,
+                };
+                let held = self.publish_or_hold(store, &name, &def, ty, staged, stats)?;
+                let mut files = lock(&self.files);
+                let st = files.entry((name, ty)).or_default();
+                st.built_from = Some(inputs);
+                st.built_at = Some(Instant::now());
+                st.expires = expires;
+                st.last = Some(info);
+                st.held = held;
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }

@@ -33,6 +33,43 @@ pub struct FileStats {
     pub suppression: Suppressed,
 }
 
+/// One file to render: its view's name, what it was built from (its definition among
+/// them), its selection and the staged file it is written to.
+pub type Job<I, W> = (String, I, Selected, W);
+
+/// [`render`] each job on a thread of its own (the caller bounds how many), returning each
+/// job's name, inputs, staged file, result and rendering time, in the jobs' order.
+pub fn render_side_by_side<I, W>(
+    ty: IocType,
+    jobs: Vec<Job<I, W>>,
+) -> Vec<(String, I, W, io::Result<FileStats>, std::time::Duration)>
+where
+    I: AsRef<View> + Send,
+    W: Write + Send,
+{
+    let one = |(name, inputs, selected, mut out): Job<I, W>| {
+        let started = std::time::Instant::now();
+        let stats = render(inputs.as_ref(), ty, selected, &mut out);
+        (name, inputs, out, stats, started.elapsed())
+    };
+    if jobs.len() < 2 {
+        return jobs.into_iter().map(one).collect();
+    }
+    std::thread::scope(|s| {
+        let running: Vec<_> = jobs
+            .into_iter()
+            .map(|job| s.spawn(move || one(job)))
+            .collect();
+        running
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// Write the file for `selected` to `out`.
 pub fn render(
     view: &View,

@@ -195,6 +195,49 @@ fn selection_by_bucket_age_and_cap_newest_first() {
     assert_eq!(text(&views, "fw", IocType::Domain), "live-new.example\n");
 }
 
+/// More views selecting alike than there are cores: rendered side by side a core's worth
+/// at a time, each from its own copy of the one selection (the last from the selection).
+#[test]
+fn more_views_alike_than_cores_are_each_rendered_whole() {
+    let fx = Fixture::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let values = [
+        "a.example",
+        "b.example",
+        "c.example",
+        "d.example",
+        "e.example",
+    ];
+    let defs: Vec<(String, View)> = (0..cores + 3)
+        .map(|i| {
+            let view = View {
+                types: vec![IocType::Domain],
+                max_entries: Some((i % values.len() + 1) as u64),
+                ..View::default()
+            };
+            (format!("v{i}"), view)
+        })
+        .collect();
+    let named: Vec<(&str, View)> = defs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let (store, views) = fx.open(&named);
+    store.append(IocType::Domain, lines(&values)).unwrap();
+    views.rebuild(&store, false).unwrap();
+    for (i, (name, _)) in defs.iter().enumerate() {
+        // One sighting time for all: the cap keeps the first values bytewise.
+        let kept = &values[..i % values.len() + 1];
+        assert_eq!(
+            text(&views, name, IocType::Domain),
+            String::from_utf8(lines(kept)).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            views.stats()[name]["domain"]["last_build"]["selected"],
+            5,
+            "{name}"
+        );
+    }
+}
+
 /// Files of views that select alike are rendered from one selection (one pass over the
 /// buckets); a view that differs in buckets, age or sources never gets that selection.
 #[test]
