@@ -261,3 +261,12 @@ pub fn open_direct(d: &Daemon, rel: &str) -> File {
         .open(d.path(rel))
         .unwrap_or_else(|e| panic!("open {rel} O_DIRECT: {e}"))
 }
+
+/// No background aging, commits or checkpoints: the test decides when they happen.
+pub const QUIET: &str = "[aging]\ninterval = \"3650d\"\n\
+    [durability]\ncommit_interval = \"3650d\"\ncheckpoint_interval = \"3650d\"\n";
+
+/// The `n`th address of 10.0.0.0/8.
+pub fn ipv4(n: u32) -> String {
+    format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+}
