@@ -403,6 +403,7 @@ fn views_loop(store: &Store, views: &Views, stop: &Stop) {
         };
         views.wait(wait.min(Duration::from_secs(1)));
     }
+    views.stop_waits();
 }
 
 fn sync_loop(store: &Store, stop: &Stop) {

@@ -5,7 +5,7 @@
 //! I/O failpoints sit on the I/O seam ([`io`], called by `disk::real`): `wal::write`,
 //! `wal::zero_fill`, `wal::sync`, `commit::write`. Panics:
 //! `apply::panic`, `aging::panic` (see [`panic_if`]); pauses (see [`pause`]): `backup::pause`,
-//! `wal::sync_pause`, `live::copy`, `tier::read`, `check::locked`.
+//! `wal::sync_pause`, `live::copy`, `tier::read`, `check::locked`, `views::build`.
 
 use std::io;
 use std::path::Path;

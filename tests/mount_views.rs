@@ -190,3 +190,40 @@ fn sighup_adds_changes_and_removes_views() {
     assert!(d.log().contains("not reloaded"));
     assert!(d.path("views/all/domain.txt").exists());
 }
+
+/// Before a view file's first build (a fresh mount, a view just added), a reader waits for
+/// it: a web server fetching the list right after the daemon starts gets the list, never
+/// ENOENT (a 404) or an empty list. The build is held at the `views::build` pause.
+#[cfg(feature = "testing")]
+#[test]
+fn a_reader_of_a_view_file_not_built_yet_waits_for_its_first_build() {
+    let pause = tempfile::tempdir().unwrap();
+    let gate = pause.path().join("views::build");
+    std::fs::write(&gate, b"").unwrap();
+    let Some(d) = Daemon::builder()
+        .config(FAST)
+        .env("IOCFS_PAUSE_DIR", pause.path())
+        .start()
+    else {
+        return;
+    };
+    let reached = pause.path().join("views::build.reached");
+    poll_until(READY_TIMEOUT, || reached.exists().then_some(()))
+        .expect("the first build pass reached its pause");
+    d.sh_ok("echo 6.51.100.9 >> live/ipv4.txt");
+    assert!(listing(&d, "views/all").is_empty(), "nothing built yet");
+    let path = d.path("views/all/ipv4.txt");
+    let reader = std::thread::spawn(move || std::fs::read_to_string(path));
+    // Types the view does not serve, and names that are no type, are not waited for.
+    assert_eq!(
+        errno_of(std::fs::metadata(d.path("views/all/nope.txt"))),
+        libc::ENOENT
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !reader.is_finished(),
+        "the reader did not wait for the build"
+    );
+    std::fs::remove_file(&gate).unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), "6.51.100.9\n");
+}

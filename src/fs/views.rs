@@ -4,7 +4,8 @@
 //! change, so the kernel keeps them in its page cache across opens (`FOPEN_KEEP_CACHE`): a
 //! web server fetching the list again reads memory, not the daemon. As with tier files, an
 //! open through a name the kernel still maps to a superseded version answers ESTALE, so
-//! every open after a rebuild gets the new version.
+//! every open after a rebuild gets the new version. Before a file's first build, a lookup
+//! waits for it (`views::first_build`).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -19,6 +20,10 @@ use super::{IocFs, NO_TTL, VERSION_TTL};
 use crate::ioc::IocType;
 use crate::sync::lock;
 use crate::views::disk::ViewFile;
+
+/// How long a lookup of a view file with no version yet waits for its first build (see
+/// `views::first_build`): first builds of tens of millions of indicators take seconds.
+const FIRST_BUILD_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Directory inodes of views, allocated at first sight of a name and kept for the run (a
 /// view removed and added again keeps its inode).
@@ -74,9 +79,14 @@ impl IocFs {
             return Some(found);
         }
         let view = self.view_of_dir(parent)?;
+        // Half the FUSE threads at most wait for a first build: the others keep serving.
+        let max_waiters = self.store.config().mount.threads / 2;
         let found = text
             .and_then(IocType::from_file_name)
-            .and_then(|ty| self.views.file(&view, ty))
+            .and_then(|ty| {
+                self.views
+                    .file_or_first_build(&view, ty, FIRST_BUILD_PATIENCE, max_waiters)
+            })
             .map(|f| {
                 let attr = self.view_attr(&f);
                 self.nodes.remember(attr.ino, Node::View(f));

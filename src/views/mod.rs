@@ -15,6 +15,7 @@
 //! hold.
 
 pub mod disk;
+mod first_build;
 pub mod format;
 mod lookup;
 pub mod render;
@@ -61,6 +62,7 @@ pub struct Views {
     /// Bumped whenever what `stats` or `problems` shows changes (a shared stats.json
     /// snapshot knows it is stale).
     changes: AtomicU64,
+    first_builds: first_build::FirstBuilds,
 }
 
 #[derive(Default)]
@@ -143,6 +145,7 @@ impl Views {
             wake: Condvar::new(),
             woken: Mutex::new(false),
             changes: AtomicU64::new(0),
+            first_builds: first_build::FirstBuilds::default(),
         })
     }
 
@@ -187,6 +190,31 @@ impl Views {
         read(&self.published).get(&(view.to_string(), ty)).cloned()
     }
 
+    /// The current version of a view file; when the view serves `ty` but has no version of
+    /// it yet, wait for its first build (`first_build`): up to `patience`, with at most
+    /// `max_waiters` readers waiting at once.
+    pub fn file_or_first_build(
+        &self,
+        view: &str,
+        ty: IocType,
+        patience: Duration,
+        max_waiters: usize,
+    ) -> Option<Arc<ViewFile>> {
+        if let Some(f) = self.file(view, ty) {
+            return Some(f);
+        }
+        if !self.types(view).is_some_and(|t| t.contains(&ty)) {
+            return None;
+        }
+        self.first_builds
+            .wait(patience, max_waiters, || self.file(view, ty))
+    }
+
+    /// The views thread stopped: readers waiting for a first build are answered.
+    pub fn stop_waits(&self) {
+        self.first_builds.close();
+    }
+
     /// Ask the views thread to look for due builds now.
     pub fn wake(&self) {
         *lock(&self.woken) = true;
@@ -204,6 +232,9 @@ impl Views {
     /// long until a file held back by `refresh` becomes due, if one is.
     pub fn rebuild(&self, store: &Store, force: bool) -> Result<Option<Duration>> {
         let _one_at_a_time = lock(&self.build);
+        self.first_builds.pass_started();
+        let _ended = PassEnd(&self.first_builds);
+        crate::failpoint::pause("views::build");
         let config = self.config();
         self.drop_unconfigured(&config)?;
         let mut next_due: Option<Duration> = None;
@@ -399,6 +430,7 @@ impl Views {
         let file = self.disk.commit(name, ty, staged, ino, mtime, entries)?;
         let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
         self.changes.fetch_add(1, Ordering::Relaxed);
+        self.first_builds.published();
         if let Some(old) = old {
             for hook in read(&self.hooks).iter() {
                 hook(old.ino);
@@ -507,6 +539,15 @@ impl Views {
             out.insert(name.clone(), Value::Object(per_type));
         }
         Value::Object(out)
+    }
+}
+
+/// Ends a build pass for readers waiting on a first build, however the pass ends.
+struct PassEnd<'a>(&'a first_build::FirstBuilds);
+
+impl Drop for PassEnd<'_> {
+    fn drop(&mut self) {
+        self.0.pass_finished();
     }
 }
 
