@@ -320,6 +320,8 @@ fn import_reads_a_hostile_tree_without_following_links_hanging_or_echoing_raw_na
     // What was imported: the regular files only.
     let mnt = base.join("mnt");
     fs::create_dir(&mnt).unwrap();
+    // Written before the daemon starts: it reads its config first thing.
+    fs::write(base.join("none.toml"), "").unwrap();
     let mut child = Command::new(BIN)
         .arg("mount")
         .arg("--config")
@@ -330,7 +332,6 @@ fn import_reads_a_hostile_tree_without_following_links_hanging_or_echoing_raw_na
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    fs::write(base.join("none.toml"), "").unwrap();
     let read = |rel: &str| fs::read_to_string(mnt.join(rel)).unwrap_or_default();
     let up = poll_until(READY_TIMEOUT, || fs::read(mnt.join(".iocfs/health")).ok());
     let seen = (
