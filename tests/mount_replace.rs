@@ -438,6 +438,8 @@ fn cp_a_and_rsync_a_of_a_saved_copy_restore_lists_and_exit_0() {
     d.append_lines("live/ipv4.txt", &["5.1.2.3", "45.67.89.10"]);
     d.append_lines("live/domain.txt", &["evil.example.com"]);
     d.append_lines("allow/domain.txt", &["good.example.com"]);
+    d.sh_ok("mkdir sources/feed");
+    d.append_lines("sources/feed/url.txt", &["http://feed.example.net/a"]);
     let root = d.root().display().to_string();
     d.sh_ok(&format!("cp -a . {root}/saved"));
     // Later changes, then the saved lists put back.
@@ -456,6 +458,16 @@ fn cp_a_and_rsync_a_of_a_saved_copy_restore_lists_and_exit_0() {
         ["evil.example.com", "new.example.com"]
     );
     assert_eq!(d.lines("allow/domain.txt"), ["good.example.com"]);
+    // A feed's lists too, from a copy whose sources/ has other times (another mount's):
+    // rsync sets them on sources/ itself.
+    d.sh_ok("printf 'http://feed.example.net/bb\\n' > sources/feed/url.txt");
+    d.sh_ok(&format!(
+        "touch -d @1600000000 {root}/saved/sources && rsync -a {root}/saved/sources/ sources/"
+    ));
+    assert_eq!(
+        d.lines("sources/feed/url.txt"),
+        ["http://feed.example.net/a"]
+    );
     // A mode or owner the lists do not have is still refused.
     let chmod = d.sh("chmod 600 live/ipv4.txt");
     assert!(!chmod.status.success());

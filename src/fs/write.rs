@@ -360,8 +360,13 @@ impl IocFs {
             {
                 Err(Errno::EROFS)
             }
-            // The root and the directories that take files (live/, allow/, a source's).
-            None if (ino == inode::ROOT || self.writable(ino).is_some()) && size.is_none() => {
+            // The root, sources/ (which takes sources) and the directories that take files
+            // (live/, allow/, a source's).
+            None if (ino == inode::ROOT
+                || ino == inode::SOURCES_DIR
+                || self.writable(ino).is_some())
+                && size.is_none() =>
+            {
                 let attr = self.dir_attr(ino);
                 if changes_owner_or_mode(&attr) {
                     return Err(Errno::EPERM);
