@@ -468,6 +468,12 @@ fn cp_a_and_rsync_a_of_a_saved_copy_restore_lists_and_exit_0() {
         d.lines("sources/feed/url.txt"),
         ["http://feed.example.net/a"]
     );
+    // tar -x replaces the lists with --overwrite (README "Backup and restore").
+    d.append_lines("live/ipv4.txt", &["45.6.6.6"]);
+    d.sh_ok(&format!(
+        "tar -C {root}/saved -cf {root}/lists.tar live && tar --overwrite -xf {root}/lists.tar"
+    ));
+    assert_eq!(d.lines("live/ipv4.txt"), ["5.1.2.3", "45.67.89.10"]);
     // A mode or owner the lists do not have is still refused.
     let chmod = d.sh("chmod 600 live/ipv4.txt");
     assert!(!chmod.status.success());
