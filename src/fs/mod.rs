@@ -9,6 +9,7 @@
 //! never invalidated (see docs/internals.md).
 
 mod attrs;
+mod closes;
 mod control;
 pub mod inode;
 mod namespace;
@@ -75,7 +76,7 @@ pub struct IocFs {
     inval: Sender<Inval>,
     /// The time of empty files and directories (see `new`).
     contentless_time: u64,
-    pending: write::Pending,
+    pending: closes::Pending,
     /// Sends the kernel generated files' bytes from request handlers (set once the session
     /// exists: see `control::prefill`).
     kernel: Arc<OnceLock<Notifier>>,
@@ -394,7 +395,7 @@ impl Filesystem for IocFs {
         reply: ReplyEmpty,
     ) {
         self.stat_pins.changes(req.pid());
-        let closer = write::Closer {
+        let closer = closes::Closer {
             owner: lock_owner.0,
             pid: req.pid(),
         };

@@ -294,7 +294,7 @@ pub struct LiveWriter {
     /// Its entry in `Pending` while its close waits for the release.
     pub pending: Option<u64>,
     /// Who wrote through it and who closed it without writing (see `flush_live`).
-    pub closers: super::write::Closers,
+    pub closers: super::closes::Closers,
 }
 
 impl LiveWriter {

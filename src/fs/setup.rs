@@ -7,7 +7,7 @@ use fuser::Notifier;
 
 use super::inode::Owner;
 use super::nodes::{Handles, Nodes};
-use super::{write, Inval, IocFs};
+use super::{closes, Inval, IocFs};
 use crate::store::Store;
 use crate::views::Views;
 
@@ -36,7 +36,7 @@ impl IocFs {
             handles: Handles::default(),
             inval,
             contentless_time,
-            pending: write::Pending::default(),
+            pending: closes::Pending::default(),
             passthrough: c.mount.passthrough,
             tier_passthrough: std::sync::atomic::AtomicBool::new(true),
             backing: Default::default(),

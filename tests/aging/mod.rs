@@ -270,3 +270,32 @@ pub const QUIET: &str = "[aging]\ninterval = \"3650d\"\n\
 pub fn ipv4(n: u32) -> String {
     format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
 }
+
+/// Indicators of four types spread over the three tiers.
+pub fn fill_tiers(d: &Daemon) {
+    let ips: Vec<String> = (0..3000)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let domains: Vec<String> = (0..3000)
+        .map(|i| format!("host{i}.tiers.example"))
+        .collect();
+    let urls: Vec<String> = (0..1500)
+        .map(|i| format!("https://u{i}.example/path/{i}?q={}", i * 7))
+        .collect();
+    let hashes: Vec<String> = (0..1000u64)
+        .map(|i| format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .collect();
+    // Written in thirds at t0, t0+10d, t0+35d; at t0+36d they are froid, tiede, chaud.
+    for (k, at) in [T0, T0 + 10 * DAY, T0 + 35 * DAY].into_iter().enumerate() {
+        age_at(d, at);
+        let third = |v: &[String]| -> Vec<String> {
+            let n = v.len() / 3;
+            v[k * n..(k + 1) * n].to_vec()
+        };
+        append_all(d, "live/ipv4.txt", &third(&ips));
+        append_all(d, "live/domain.txt", &third(&domains));
+        append_all(d, "live/url.txt", &third(&urls));
+        append_all(d, "live/sha256.txt", &third(&hashes));
+    }
+    age_at(d, T0 + 36 * DAY);
+}
