@@ -192,7 +192,7 @@ fn sighup_adds_changes_and_removes_views() {
 }
 
 /// Before a view file's first build (a fresh mount, a view just added), a reader waits for
-/// it: a web server fetching the list right after the daemon starts gets the list, never
+/// it, and so does a listing of its directory: a web server fetching the list right after the daemon starts gets the list, never
 /// ENOENT (a 404) or an empty list. The build is held at the `views::build` pause.
 #[cfg(feature = "testing")]
 #[test]
@@ -211,9 +211,18 @@ fn a_reader_of_a_view_file_not_built_yet_waits_for_its_first_build() {
     poll_until(READY_TIMEOUT, || reached.exists().then_some(()))
         .expect("the first build pass reached its pause");
     d.sh_ok("echo 6.51.100.9 >> live/ipv4.txt");
-    assert!(listing(&d, "views/all").is_empty(), "nothing built yet");
     let path = d.path("views/all/ipv4.txt");
     let reader = std::thread::spawn(move || std::fs::read_to_string(path));
+    // A listing waits too: never a partial one.
+    let dir = d.path("views/all");
+    let lister = std::thread::spawn(move || {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    });
     // Types the view does not serve, and names that are no type, are not waited for.
     assert_eq!(
         errno_of(std::fs::metadata(d.path("views/all/nope.txt"))),
@@ -224,6 +233,13 @@ fn a_reader_of_a_view_file_not_built_yet_waits_for_its_first_build() {
         !reader.is_finished(),
         "the reader did not wait for the build"
     );
+    assert!(
+        !lister.is_finished(),
+        "the listing did not wait for the build"
+    );
     std::fs::remove_file(&gate).unwrap();
     assert_eq!(reader.join().unwrap().unwrap(), "6.51.100.9\n");
+    let mut want: Vec<String> = TYPE_FILES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(lister.join().unwrap(), want);
 }

@@ -5,7 +5,7 @@
 //! web server fetching the list again reads memory, not the daemon. As with tier files, an
 //! open through a name the kernel still maps to a superseded version answers ESTALE, so
 //! every open after a rebuild gets the new version. Before a file's first build, a lookup
-//! waits for it (`views::first_build`).
+//! of it and a listing of its directory wait for it (`views::first_build`).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -79,14 +79,9 @@ impl IocFs {
             return Some(found);
         }
         let view = self.view_of_dir(parent)?;
-        // Half the FUSE threads at most wait for a first build: the others keep serving.
-        let max_waiters = self.store.config().mount.threads / 2;
         let found = text
             .and_then(IocType::from_file_name)
-            .and_then(|ty| {
-                self.views
-                    .file_or_first_build(&view, ty, FIRST_BUILD_PATIENCE, max_waiters)
-            })
+            .and_then(|ty| self.view_file(&view, ty))
             .map(|f| {
                 let attr = self.view_attr(&f);
                 self.nodes.remember(attr.ino, Node::View(f));
@@ -94,6 +89,17 @@ impl IocFs {
             })
             .ok_or(Errno::ENOENT);
         Some(found)
+    }
+
+    /// The current version of a view file, waiting for its first build if it has none yet.
+    fn view_file(&self, view: &str, ty: IocType) -> Option<Arc<ViewFile>> {
+        self.views
+            .file_or_first_build(view, ty, FIRST_BUILD_PATIENCE, self.first_build_waiters())
+    }
+
+    /// Half the FUSE threads at most wait for a first build: the others keep serving.
+    fn first_build_waiters(&self) -> usize {
+        self.store.config().mount.threads / 2
     }
 
     /// Attributes of a view file version: a superseded one no descriptor holds answers for
@@ -130,11 +136,10 @@ impl IocFs {
             );
         }
         let view = self.view_of_dir(ino)?;
-        let types = self.views.types(&view).unwrap_or_default();
         Some(
-            types
+            self.views
+                .files_or_first_build(&view, FIRST_BUILD_PATIENCE, self.first_build_waiters())
                 .into_iter()
-                .filter_map(|ty| self.views.file(&view, ty))
                 .map(|f| {
                     (
                         INodeNo(f.ino),

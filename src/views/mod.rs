@@ -210,6 +210,26 @@ impl Views {
             .wait(patience, max_waiters, || self.file(view, ty))
     }
 
+    /// The current versions of a view's files, in the order of its types; when some have
+    /// none yet, wait for their first build as [`file_or_first_build`](Self::file_or_first_build)
+    /// does (a listing is never partial), then give what there is.
+    pub fn files_or_first_build(
+        &self,
+        view: &str,
+        patience: Duration,
+        max_waiters: usize,
+    ) -> Vec<Arc<ViewFile>> {
+        let types = self.types(view).unwrap_or_default();
+        let current = || -> Vec<Arc<ViewFile>> {
+            types.iter().filter_map(|&ty| self.file(view, ty)).collect()
+        };
+        self.first_builds
+            .wait(patience, max_waiters, || {
+                Some(current()).filter(|files| files.len() == types.len())
+            })
+            .unwrap_or_else(current)
+    }
+
     /// The views thread stopped: readers waiting for a first build are answered.
     pub fn stop_waits(&self) {
         self.first_builds.close();
