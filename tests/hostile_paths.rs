@@ -165,15 +165,21 @@ fn mount_refuses_a_data_dir_or_mount_point_other_users_can_tamper_with() {
     assert!(status.success());
 }
 
+/// `BASE/src`, a bucket tree holding one address in live/, and where its data dir goes.
+fn one_address_tree(base: &Path) -> (PathBuf, PathBuf) {
+    let (data, src) = (base.join("data"), base.join("src"));
+    fs::create_dir_all(src.join("live")).unwrap();
+    fs::write(src.join("live/ipv4.txt"), "192.0.2.1\n").unwrap();
+    (data, src)
+}
+
 #[test]
 fn check_and_import_refuse_a_data_dir_other_users_can_write() {
     if !fuse_available() {
         return;
     }
     let (_tmp, base) = temp_root();
-    let (data, src) = (base.join("data"), base.join("src"));
-    fs::create_dir_all(src.join("live")).unwrap();
-    fs::write(src.join("live/ipv4.txt"), "192.0.2.1\n").unwrap();
+    let (data, src) = one_address_tree(&base);
     let (ok, text) = iocfs(&[&"import", &"--data", &data, &src]);
     assert!(ok, "{text}");
     let (ok, text) = iocfs(&[&"check", &data]);
@@ -254,9 +260,7 @@ fn import_reads_a_hostile_tree_without_following_links_hanging_or_echoing_raw_na
         return;
     }
     let (_tmp, base) = temp_root();
-    let (data, src) = (base.join("data"), base.join("src"));
-    fs::create_dir_all(src.join("live")).unwrap();
-    fs::write(src.join("live/ipv4.txt"), "192.0.2.1\n").unwrap();
+    let (data, src) = one_address_tree(&base);
     // A file outside the tree the collector should not be able to make root read.
     let secret = base.join("secret-domains.txt");
     fs::write(&secret, "secret.example\n").unwrap();
