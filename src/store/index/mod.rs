@@ -9,11 +9,14 @@
 //! CPU cache. Keys are already uniform hashes; the slot is the high bits of key × table
 //! size (a multiply-shift, which works for any size), salted per table. An all-zero key marks an empty
 //! slot (`Key::of` never returns it). Deletion shifts the following run back, so there are
-//! no tombstones.
+//! no tombstones. Growth rehashes in place, in a mapping that keeps its pages (`table`).
 
-#![allow(unsafe_code)] // prefetch hints and a zeroed allocation, each block documented
+#![allow(unsafe_code)] // prefetch hints, the block documented
+
+mod table;
 
 use crate::store::model::{Key, Meta};
+use table::SlotTable;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -53,7 +56,7 @@ const MAX_LOAD_NUM: usize = 4;
 const MAX_LOAD_DEN: usize = 5;
 
 pub struct Index {
-    slots: Vec<Slot>,
+    slots: SlotTable,
     len: usize,
     salt: u64,
 }
@@ -66,7 +69,7 @@ impl Default for Index {
         use std::hash::BuildHasher;
         let salt = std::collections::hash_map::RandomState::new().hash_one(0x1d3e_u64) | 1;
         Index {
-            slots: vec![EMPTY; MIN_SLOTS],
+            slots: SlotTable::zeroed(MIN_SLOTS),
             len: 0,
             salt,
         }
@@ -257,10 +260,39 @@ impl Index {
                 cap + cap / 2
             };
         }
-        let old = std::mem::replace(&mut self.slots, empty_slots(cap));
-        for slot in old.into_iter().filter(|s| !s.is_empty()) {
-            let (i, _) = self.probe(&slot.key());
-            self.slots[i] = slot;
+        self.grow(cap);
+    }
+
+    /// Grow the table to `cap` slots and move every entry to its place there, in place (the
+    /// table keeps its pages: `SlotTable::grow`). A slot's home only moves up when the table
+    /// grows (home = hash × size, scaled), so sweeping the old slots from the top down, each
+    /// entry is put in the first empty slot from its new home: every slot from there up holds
+    /// an entry already placed (they never move again) or nothing, and slots below the
+    /// sweep, which still hold old entries, are never touched. The few entries whose new
+    /// home lies below the sweep, or whose run reaches the end of the table, are inserted
+    /// once the sweep is done. Both sweeps stream through memory, as a copy would.
+    fn grow(&mut self, cap: usize) {
+        let old_cap = self.slots.len();
+        self.slots.grow(cap);
+        let mut later = Vec::new();
+        for i in (0..old_cap).rev() {
+            if self.slots[i].is_empty() {
+                continue;
+            }
+            let slot = std::mem::replace(&mut self.slots[i], EMPTY);
+            let home = self.home(&slot.key());
+            let Some(free) = (home >= i)
+                .then(|| (home..cap).find(|&j| self.slots[j].is_empty()))
+                .flatten()
+            else {
+                later.push(slot);
+                continue;
+            };
+            self.slots[free] = slot;
+        }
+        for slot in later {
+            let (free, _) = self.probe(&slot.key());
+            self.slots[free] = slot;
         }
     }
 
@@ -279,32 +311,6 @@ impl Index {
     pub fn memory(&self) -> usize {
         self.slots.len() * std::mem::size_of::<Slot>()
     }
-}
-
-/// A table of `cap` empty slots. An empty slot is all zero bytes, so the table comes from
-/// `alloc_zeroed`: a large one is fresh pages the kernel has zeroed already, and writing
-/// `EMPTY` over them would be a second pass over memory. No transparent huge pages: on
-/// the VMs this runs on, a huge page's first touch costs 3–7× more per byte than a small
-/// page's (the host backs it afresh), and growing the table is mostly first touches (3M
-/// lines into a fresh daemon: 20% faster on small pages), while the TLB misses huge pages
-/// save are hidden by the prefetching (re-sighting 3M lines: no difference).
-fn empty_slots(cap: usize) -> Vec<Slot> {
-    let Ok(layout) = std::alloc::Layout::array::<Slot>(cap) else {
-        // Larger than the address space: let Vec report it as it always does.
-        return vec![EMPTY; cap];
-    };
-    if layout.size() == 0 {
-        return Vec::new();
-    }
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
-    if ptr.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `ptr` was allocated by the global allocator with the layout of `cap` slots,
-    // and all-zero bytes are a valid `Slot` (every field is an integer): `EMPTY`, as the
-    // test `an_empty_slot_is_all_zero_bytes` checks.
-    unsafe { Vec::from_raw_parts(ptr, cap, cap) }
 }
 
 pub enum Entry<'a> {
@@ -382,10 +388,10 @@ mod tests {
         let m = EMPTY.meta;
         assert_eq!((m.first_seen, m.last_seen, m.loc_bits()), (0, 0, 0));
         assert_eq!(std::mem::size_of::<Slot>(), 24, "no padding");
-        let slots = empty_slots(100_000);
+        let slots = SlotTable::zeroed(100_000);
         assert_eq!(slots.len(), 100_000);
         assert!(slots.iter().all(|s| s.is_empty()));
-        assert!(empty_slots(0).is_empty());
+        assert!(SlotTable::zeroed(0).is_empty());
     }
 
     #[test]
@@ -419,6 +425,48 @@ mod tests {
             assert_eq!(idx.get(&key(*k)).map(|m| m.first_seen), Some(*v));
         }
         assert_eq!(idx.iter().count(), model.len());
+    }
+
+    /// Linear probing's invariant: every slot from an entry's home to the entry is occupied.
+    fn assert_runs_unbroken(idx: &Index) {
+        for (at, slot) in idx.slots.iter().enumerate() {
+            if slot.is_empty() {
+                continue;
+            }
+            let mut i = idx.home(&slot.key());
+            while i != at {
+                assert!(!idx.slots[i].is_empty(), "hole at {i} before {at}");
+                i = idx.next(i);
+            }
+        }
+    }
+
+    #[test]
+    fn growing_in_place_keeps_every_run_unbroken() {
+        // Small tables wrap runs around their end often; many salts, many growth steps.
+        for salt in 0..200u64 {
+            let mut idx = Index {
+                salt: salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                ..Index::default()
+            };
+            for i in 0..(200 + salt * 7) {
+                let cap = idx.slots.len();
+                idx.insert(key(i), meta(i as u32));
+                if idx.slots.len() != cap {
+                    assert_runs_unbroken(&idx);
+                }
+            }
+            assert_eq!(idx.len(), 200 + salt as usize * 7);
+            assert!((0..idx.len() as u64).all(|i| idx.contains_key(&key(i))));
+        }
+        // Large enough to grow by half (past 2^20 slots) as well as by doubling.
+        let mut idx = Index::default();
+        for i in 0..1_200_000u64 {
+            idx.insert(key(i), meta(i as u32));
+        }
+        assert!(idx.slots.len() > 1 << 20);
+        assert_runs_unbroken(&idx);
+        assert!((0..1_200_000u64).all(|i| idx.contains_key(&key(i))));
     }
 
     #[test]
