@@ -95,8 +95,7 @@ pub fn render(
             if view.aggregate {
                 nets = cidr::aggregate(nets);
             } else {
-                nets.sort_unstable();
-                nets.dedup();
+                cidr::sort_dedup(&mut nets);
             }
             let mut line = Vec::with_capacity(64);
             for n in &nets {

@@ -57,11 +57,44 @@ fn radix_sort_orders_by_start() {
             .map(|_| rng.next_u64() & 0xf00f_0f0f_ffff_ffff)
             .collect();
         let mut want = v.clone();
-        sort_by_start(&mut v);
+        super::super::sort::radix_sort_from(&mut v, 32);
         assert!(v.windows(2).all(|w| w[0] >> 32 <= w[1] >> 32), "n = {n}");
         v.sort_unstable();
         want.sort_unstable();
         assert_eq!(v, want);
+    }
+}
+
+/// Networks with duplicates, shared addresses of different lengths and both families.
+fn mixed_nets(rng: &mut Rng, count: usize) -> Vec<Net> {
+    let mut v: Vec<Net> = (0..count)
+        .map(|_| {
+            let r = rng.next_u64();
+            let len = (r % 33) as u8;
+            match r >> 60 {
+                0 => Net::new(true, u128::from(rng.next_u64()) << 64, (r % 129) as u8),
+                1 => Net::new(false, 0xFFFF_FFFF, len),
+                2 => Net::new(false, u128::from(rng.next_u64() as u32 & 0xFF00_0000), len),
+                _ => Net::new(false, u128::from(rng.next_u64() as u32), len),
+            }
+            .unwrap_or_else(|| panic!("{r}"))
+        })
+        .collect();
+    let copies: Vec<Net> = v.iter().step_by(7).copied().collect();
+    v.extend(copies);
+    v
+}
+
+#[test]
+fn sort_dedup_gives_the_canonical_order_without_duplicates() {
+    let mut rng = Rng(5);
+    for count in [0, 1, 100, 5_000, 50_000] {
+        let mut got = mixed_nets(&mut rng, count);
+        let mut want = got.clone();
+        want.sort_unstable();
+        want.dedup();
+        sort_dedup(&mut got);
+        assert_eq!(got, want, "{count} networks");
     }
 }
 
@@ -131,6 +164,34 @@ fn perf() {
         "aggregate 1M random IPv4 addresses -> {} nets: {t:?}",
         out.len()
     );
+
+    let mixed = mixed_nets(&mut rng, 1_000_000);
+    let (radix_t, radix) = best_of(5, || {
+        let mut v = mixed.clone();
+        sort_dedup(&mut v);
+        v
+    });
+    let (cmp_t, compared) = best_of(5, || {
+        let mut v = mixed.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
+    });
+    assert_eq!(radix, compared);
+    println!("sort_dedup of 1M mixed networks: {radix_t:?}; sort_unstable + dedup {cmp_t:?}");
+    let (copy_t, _) = best_of(5, || nets.clone());
+    let (radix_t, _) = best_of(5, || {
+        let mut v = nets.clone();
+        sort_dedup(&mut v);
+        v
+    });
+    let (cmp_t, _) = best_of(5, || {
+        let mut v = nets.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
+    });
+    println!("sort_dedup of 1M IPv4 networks: {radix_t:?}; sort_unstable + dedup {cmp_t:?}; each including a copy of the input, {copy_t:?}");
 
     let lines: Vec<String> = nets.iter().map(Net::to_string).collect();
     let (t, text) = best_of(3, || {
