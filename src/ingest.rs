@@ -162,7 +162,7 @@ fn parallel_lines(
 }
 
 /// `text` cut into about `n` pieces of whole lines.
-fn split_at_lines(text: &[u8], n: usize) -> Vec<&[u8]> {
+pub(crate) fn split_at_lines(text: &[u8], n: usize) -> Vec<&[u8]> {
     let mut pieces = Vec::with_capacity(n);
     let mut rest = text;
     for k in (1..n).rev() {

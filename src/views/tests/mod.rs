@@ -128,6 +128,68 @@ fn the_all_view_serves_every_bucket_in_canonical_order() {
 }
 
 #[test]
+fn a_large_live_set_is_selected_in_pieces_with_each_line_s_own_times() {
+    // Over a MiB of lines is parsed on every core; runs of seven lines alternate between
+    // too old and recent, so times taken out of step with lines would change the result.
+    let fx = Fixture::new();
+    let recent = View {
+        types: vec![IocType::Ipv4, IocType::Domain],
+        max_age: Some(Duration::from_secs(DAY)),
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("recent", recent)]);
+    let n = 120_000u32;
+    let old = (T0 - 2 * DAY) as u32;
+    let is_recent = |i: u32| (i / 7) % 2 == 1;
+    let times: Vec<(u32, u32)> = (0..n)
+        .map(|i| {
+            if is_recent(i) {
+                (T0 as u32, T0 as u32)
+            } else {
+                (old, old)
+            }
+        })
+        .collect();
+    let addrs: Vec<String> = (0..n)
+        .map(|i| format!("11.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let names: Vec<String> = (0..n).map(|i| format!("n{i:06}.example")).collect();
+    for (ty, values) in [(IocType::Ipv4, &addrs), (IocType::Domain, &names)] {
+        let text: Vec<&str> = values.iter().map(String::as_str).collect();
+        assert!(lines(&text).len() > 1 << 20);
+        store
+            .submit(Op::Import {
+                bucket: Bucket::Live,
+                ty,
+                values: lines(&text),
+                times: times.clone(),
+                source: crate::store::model::LOCAL,
+            })
+            .unwrap();
+    }
+    views.rebuild(&store, false).unwrap();
+    let want = |values: &[String]| -> String {
+        let mut kept: Vec<&str> = (0..n)
+            .filter(|&i| is_recent(i))
+            .map(|i| values[i as usize].as_str())
+            .collect();
+        kept.sort_unstable();
+        kept.iter().map(|v| format!("{v}\n")).collect()
+    };
+    // Addresses are served in numeric order: compare them as sets of lines.
+    let sorted = |t: String| -> Vec<String> {
+        let mut v: Vec<String> = t.lines().map(str::to_string).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(
+        sorted(text(&views, "recent", IocType::Ipv4)),
+        sorted(want(&addrs))
+    );
+    assert_eq!(text(&views, "recent", IocType::Domain), want(&names));
+}
+
+#[test]
 fn selection_by_bucket_age_and_cap_newest_first() {
     let fx = Fixture::new();
     let fw = View {
