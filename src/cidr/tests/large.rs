@@ -166,32 +166,22 @@ fn perf() {
     );
 
     let mixed = mixed_nets(&mut rng, 1_000_000);
-    let (radix_t, radix) = best_of(5, || {
-        let mut v = mixed.clone();
-        sort_dedup(&mut v);
-        v
-    });
-    let (cmp_t, compared) = best_of(5, || {
-        let mut v = mixed.clone();
-        v.sort_unstable();
-        v.dedup();
-        v
-    });
-    assert_eq!(radix, compared);
-    println!("sort_dedup of 1M mixed networks: {radix_t:?}; sort_unstable + dedup {cmp_t:?}");
-    let (copy_t, _) = best_of(5, || nets.clone());
-    let (radix_t, _) = best_of(5, || {
-        let mut v = nets.clone();
-        sort_dedup(&mut v);
-        v
-    });
-    let (cmp_t, _) = best_of(5, || {
-        let mut v = nets.clone();
-        v.sort_unstable();
-        v.dedup();
-        v
-    });
-    println!("sort_dedup of 1M IPv4 networks: {radix_t:?}; sort_unstable + dedup {cmp_t:?}; each including a copy of the input, {copy_t:?}");
+    for (what, input) in [("mixed networks", &mixed), ("IPv4 networks", &nets)] {
+        let (copy_t, _) = best_of(5, || input.clone());
+        let (radix_t, radix) = best_of(5, || {
+            let mut v = input.clone();
+            sort_dedup(&mut v);
+            v
+        });
+        let (cmp_t, compared) = best_of(5, || {
+            let mut v = input.clone();
+            v.sort_unstable();
+            v.dedup();
+            v
+        });
+        assert_eq!(radix, compared);
+        println!("sort_dedup of 1M {what}: {radix_t:?}; sort_unstable + dedup {cmp_t:?}; each including a copy of the input, {copy_t:?}");
+    }
 
     let lines: Vec<String> = nets.iter().map(Net::to_string).collect();
     let (t, text) = best_of(3, || {
