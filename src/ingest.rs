@@ -124,30 +124,19 @@ fn parallel_lines(
     threads: usize,
 ) {
     let pieces = split_at_lines(text, threads);
-    let parts: Vec<Ingested> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pieces[1..]
-            .iter()
-            .map(|piece| {
-                scope.spawn(move || {
-                    let mut part = Ingested {
-                        values: Vec::with_capacity(piece.len()),
-                        ..Default::default()
-                    };
-                    // Numbered from 0 here; shifted once the lines before are counted.
-                    sequential_lines(ty, piece, 0, limits, &mut part);
-                    part
-                })
-            })
-            .collect();
-        sequential_lines(ty, pieces[0], first_line_no, limits, out);
-        handles
-            .into_iter()
-            .map(|h| match h.join() {
-                Ok(part) => part,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
+    let parts = crate::sync::fan_out(
+        &pieces,
+        |first| sequential_lines(ty, first, first_line_no, limits, out),
+        |piece| {
+            let mut part = Ingested {
+                values: Vec::with_capacity(piece.len()),
+                ..Default::default()
+            };
+            // Numbered from 0 here; shifted once the lines before are counted.
+            sequential_lines(ty, piece, 0, limits, &mut part);
+            part
+        },
+    );
     for part in parts {
         let shift = first_line_no + out.lines;
         out.values.extend_from_slice(&part.values);

@@ -52,6 +52,34 @@ pub fn thread_name() -> String {
         .map_or_else(|| format!("{:?}", t.id()), str::to_string)
 }
 
+/// Run `first` on `items[0]` on the calling thread and `each` on every other item on a
+/// scoped thread of its own; the others' results, in order. A panic on one of those threads
+/// is raised again here, as if it had happened on the calling thread.
+pub fn fan_out<'a, P: Sync, T: Send>(
+    items: &'a [P],
+    first: impl FnOnce(&'a P),
+    each: impl Fn(&'a P) -> T + Sync,
+) -> Vec<T> {
+    let Some((head, rest)) = items.split_first() else {
+        return Vec::new();
+    };
+    let each = &each;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .iter()
+            .map(|item| scope.spawn(move || each(item)))
+            .collect();
+        first(head);
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// What a caught panic said.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

@@ -193,28 +193,15 @@ pub fn select(
         if let Some(last) = pieces.last_mut() {
             last.1 = &times[times.len() - rest.len() - last.1.len()..];
         }
-        let parts: Vec<Selected> = std::thread::scope(|scope| {
-            let handles: Vec<_> = pieces[1..]
-                .iter()
-                .map(|&(piece, mine)| {
-                    scope.spawn(move || {
-                        let mut part = Selected::empty(ty);
-                        take(&mut part, piece, mine);
-                        part
-                    })
-                })
-                .collect();
-            if let Some(&(piece, mine)) = pieces.first() {
-                take(out, piece, mine);
-            }
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
+        let parts = crate::sync::fan_out(
+            &pieces,
+            |&(piece, mine)| take(out, piece, mine),
+            |&(piece, mine)| {
+                let mut part = Selected::empty(ty);
+                take(&mut part, piece, mine);
+                part
+            },
+        );
         for part in parts {
             out.absorb(part);
         }
