@@ -38,7 +38,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-pub use sort::sort_dedup;
+pub use sort::sort_dedup_v4;
 
 /// One IPv4 or IPv6 network. An address is a network of full length (/32, /128).
 ///
@@ -136,6 +136,21 @@ impl Net {
     /// Whether every address of `other` is in `self` (same family only).
     pub fn contains(&self, other: &Net) -> bool {
         self.v6 == other.v6 && self.addr <= other.addr && other.last() <= self.last()
+    }
+
+    /// An IPv4 network packed in a `u64` (`addr << 6 | len`), ordered as the `Net`s are;
+    /// `None` for IPv6.
+    pub fn v4_key(&self) -> Option<u64> {
+        (!self.v6).then_some((self.addr as u64) << 6 | u64::from(self.len))
+    }
+
+    /// The IPv4 network [`Net::v4_key`] packed.
+    pub fn from_v4_key(key: u64) -> Net {
+        Net {
+            v6: false,
+            addr: u128::from(key >> 6),
+            len: (key & 63) as u8,
+        }
     }
 }
 

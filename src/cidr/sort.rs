@@ -2,8 +2,6 @@
 //! `Net`s (a flag, a `u128` and a length: 32 bytes each) made sorting a million addresses
 //! the largest part of rendering a plain view of them.
 
-use super::Net;
-
 /// Bits per radix digit: 2,048 counters, which stay in the L1 cache.
 const DIGIT: u32 = 11;
 
@@ -43,25 +41,11 @@ pub(super) fn radix_sort_from(v: &mut Vec<u64>, lo: u32) {
     }
 }
 
-/// Sort `nets` in their canonical order (`Net`'s `Ord`: IPv4 first, then by address, then
-/// by prefix length) and drop duplicates. 1M IPv4 networks: 45 ms against 94 ms with
-/// `sort_unstable` and `dedup` (`cidr::tests::large::perf`, best of 5).
-pub fn sort_dedup(nets: &mut Vec<Net>) {
-    let mut v4: Vec<u64> = nets
-        .iter()
-        .filter(|n| !n.v6)
-        .map(|n| (n.addr as u64) << 6 | u64::from(n.len))
-        .collect();
-    radix_sort_from(&mut v4, 0);
-    nets.retain(|n| n.v6);
-    nets.sort_unstable();
-    let v6 = std::mem::take(nets);
-    nets.reserve(v4.len() + v6.len());
-    nets.extend(v4.iter().map(|&k| Net {
-        v6: false,
-        addr: u128::from(k >> 6),
-        len: (k & 63) as u8,
-    }));
-    nets.extend(v6);
-    nets.dedup();
+/// Sort IPv4 networks packed by [`Net::v4_key`](super::Net::v4_key) in their canonical order
+/// (by address, then by prefix length) and drop duplicates. 1M networks: 19 ms, packing them
+/// included, against 68 ms for `sort_unstable` and `dedup` of the `Net`s
+/// (`cidr::tests::large::perf`, best of 5).
+pub fn sort_dedup_v4(keys: &mut Vec<u64>) {
+    radix_sort_from(keys, 0);
+    keys.dedup();
 }

@@ -18,6 +18,7 @@ pub mod disk;
 mod first_build;
 pub mod format;
 mod lookup;
+pub mod nets;
 pub mod render;
 pub mod select;
 pub mod suppress;

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::format::{self, Formatted};
+use super::nets::Seen4;
 use super::select::{text_of, Selected, Values};
 use super::suppress::Suppressed;
 use crate::cidr::{self, Net};
@@ -87,24 +88,26 @@ pub fn render(
         Values::Nets(mut nets) => {
             if let Some(max) = cap.filter(|&m| nets.len() > m) {
                 // Newest first, ties by value, so the cut is the same whatever the order.
-                nets.select_nth_unstable_by_key(max, |(n, seen)| (Reverse(*seen), *n));
-                stats.capped = (nets.len() - max) as u64;
-                nets.truncate(max);
+                let mut all: Vec<(Net, u32)> = nets.iter().collect();
+                all.select_nth_unstable_by_key(max, |(n, seen)| (Reverse(*seen), *n));
+                stats.capped = (all.len() - max) as u64;
+                all.truncate(max);
+                nets = all.into_iter().collect();
             }
-            let mut nets: Vec<Net> = nets.into_iter().map(|(n, _)| n).collect();
-            if view.aggregate {
-                nets = cidr::aggregate(nets);
+            stats.entries = if view.aggregate {
+                let aggregated = cidr::aggregate(nets.iter().map(|(n, _)| n));
+                drop(nets);
+                write_nets(&mut out, aggregated)?
             } else {
-                cidr::sort_dedup(&mut nets);
-            }
-            let mut line = Vec::with_capacity(64);
-            for n in &nets {
-                line.clear();
-                n.push_text(&mut line);
-                line.push(b'\n');
-                out.write_all(&line)?;
-            }
-            stats.entries = nets.len() as u64;
+                let mut v4: Vec<u64> = nets.v4.iter().map(Seen4::key).collect();
+                let mut v6: Vec<Net> = nets.v6.iter().map(|&(n, _)| n).collect();
+                drop(nets);
+                cidr::sort_dedup_v4(&mut v4);
+                v6.sort_unstable();
+                v6.dedup();
+                write_nets(&mut out, v4.into_iter().map(Net::from_v4_key))?
+                    + write_nets(&mut out, v6)?
+            };
         }
         Values::Text { arena, mut items } => {
             if let Some(max) = cap.filter(|&m| items.len() > m) {
@@ -143,4 +146,18 @@ pub fn render(
     }
     out.flush()?;
     Ok(stats)
+}
+
+/// Write `nets` one per line; returns how many.
+fn write_nets(out: &mut impl Write, nets: impl IntoIterator<Item = Net>) -> io::Result<u64> {
+    let mut line = Vec::with_capacity(64);
+    let mut count = 0;
+    for n in nets {
+        line.clear();
+        n.push_text(&mut line);
+        line.push(b'\n');
+        out.write_all(&line)?;
+        count += 1;
+    }
+    Ok(count)
 }

@@ -2,10 +2,11 @@
 //!
 //! Memory is what bounds a build (a view over every bucket of a 10M-indicator store reads
 //! all of it), so the selection is compact: addresses and networks are parsed at once into
-//! 32-byte entries, other values are copied into one arena (a single large allocation,
+//! packed entries ([`Nets`]), other values are copied into one arena (a single large allocation,
 //! given back to the system whole), and each partition buffer — a live version's content,
 //! an inflated tier block — is dropped as soon as its lines are taken.
 
+use super::nets::Nets;
 use crate::cache::BlockCache;
 use crate::cidr::Net;
 use crate::config::views::View;
@@ -26,7 +27,7 @@ pub struct Item {
 #[derive(Clone)]
 pub enum Values {
     /// Addresses and networks (ipv4, ipv6), with when each was last seen.
-    Nets(Vec<(Net, u32)>),
+    Nets(Nets),
     /// Everything else, as arena slices.
     Text { arena: Vec<u8>, items: Vec<Item> },
 }
@@ -46,7 +47,7 @@ impl Selected {
     fn empty(ty: IocType) -> Selected {
         Selected {
             values: if is_ip(ty) {
-                Values::Nets(Vec::new())
+                Values::Nets(Nets::default())
             } else {
                 Values::Text {
                     arena: Vec::new(),
@@ -62,7 +63,7 @@ impl Selected {
     /// Append what `other` selected after this one's values.
     fn absorb(&mut self, other: Selected) {
         match (&mut self.values, other.values) {
-            (Values::Nets(nets), Values::Nets(more)) => nets.extend(more),
+            (Values::Nets(nets), Values::Nets(more)) => nets.append(more),
             (Values::Text { arena, items }, Values::Text { arena: a, items: i }) => {
                 let shift = arena.len() as u64;
                 arena.extend_from_slice(&a);
@@ -161,7 +162,7 @@ pub fn select(
             }
             match &mut out.values {
                 Values::Nets(nets) => match Net::from_line(line) {
-                    Some(net) => nets.push((net, t.1)),
+                    Some(net) => nets.push(net, t.1),
                     None => out.unparsable += 1,
                 },
                 Values::Text { arena, items } => {

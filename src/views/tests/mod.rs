@@ -257,6 +257,45 @@ fn selection_by_bucket_age_and_cap_newest_first() {
     assert_eq!(text(&views, "fw", IocType::Domain), "live-new.example\n");
 }
 
+/// The cap on addresses keeps the newest, ties by value (numerically), before aggregating.
+#[test]
+fn a_cap_on_addresses_keeps_the_newest_then_the_lowest() {
+    let fx = Fixture::new();
+    let plain = View {
+        types: vec![IocType::Ipv4, IocType::Ipv6],
+        max_entries: Some(3),
+        ..View::default()
+    };
+    let agg = View {
+        aggregate: true,
+        ..plain.clone()
+    };
+    let (store, views) = fx.open(&[("plain", plain), ("agg", agg)]);
+    let (b, v4, v6) = (Bucket::Chaud, IocType::Ipv4, IocType::Ipv6);
+    import(&store, b, v4, &["10.0.0.9", "10.0.0.1"], DAY);
+    import(
+        &store,
+        b,
+        v4,
+        &["10.0.0.3", "10.0.0.2", "9.0.0.0/8"],
+        2 * DAY,
+    );
+    import(&store, b, v4, &["10.0.0.0/24"], 3 * DAY);
+    import(&store, b, v6, &["2001:db8::2", "2001:db8::3"], DAY);
+    import(&store, b, v6, &["2001:db8::/120", "2001:db8::1"], 2 * DAY);
+    views.rebuild(&store, false).unwrap();
+    // Newest two, then the lowest of the three seen two days ago (9/8 sorts first).
+    assert_eq!(text(&views, "plain", v4), "9.0.0.0/8\n10.0.0.1\n10.0.0.9\n");
+    assert_eq!(text(&views, "agg", v4), "9.0.0.0/8\n10.0.0.1\n10.0.0.9\n");
+    assert_eq!(
+        text(&views, "plain", v6),
+        "2001:db8::/120\n2001:db8::2\n2001:db8::3\n"
+    );
+    assert_eq!(text(&views, "agg", v6), "2001:db8::/120\n");
+    assert_eq!(views.stats()["plain"]["ipv4"]["last_build"]["capped"], 3);
+    assert_eq!(views.stats()["agg"]["ipv6"]["last_build"]["capped"], 1);
+}
+
 /// More views selecting alike than there are cores: rendered side by side a core's worth
 /// at a time, each from its own copy of the one selection (the last from the selection).
 #[test]
