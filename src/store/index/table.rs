@@ -19,8 +19,13 @@
 #![allow(unsafe_code)] // mmap/mremap/munmap of a mapping this type alone owns
 
 use std::alloc::Layout;
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+
+use nix::sys::mman::{self, MRemapFlags, MapFlags, MmapAdvise, ProtFlags};
+use nix::unistd::{sysconf, SysconfVar};
 
 use super::Slot;
 
@@ -40,26 +45,23 @@ impl SlotTable {
     /// A table of `cap` empty slots: all-zero bytes, which is `EMPTY` (the test
     /// `an_empty_slot_is_all_zero_bytes` checks), as fresh anonymous pages are.
     pub(super) fn zeroed(cap: usize) -> SlotTable {
-        let bytes = Self::bytes(cap);
-        if bytes == 0 {
+        let Some(bytes) = NonZeroUsize::new(Self::bytes(cap)) else {
             return SlotTable {
                 ptr: NonNull::dangling(),
                 cap,
             };
-        }
+        };
         // SAFETY: a new private anonymous mapping; nothing else refers to its range.
         let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
+            mman::mmap_anonymous(
+                None,
                 bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
             )
         };
         let ptr = Self::mapped(p, cap);
-        populate(ptr.as_ptr().cast(), bytes);
+        populate(ptr.cast(), bytes.get());
         SlotTable { ptr, cap }
     }
 
@@ -76,17 +78,22 @@ impl SlotTable {
         // SAFETY: [ptr, ptr + old) is this table's whole mapping; MREMAP_MAYMOVE may move it,
         // and nothing refers into it across this call (`&mut self`). The kernel zero-fills
         // the added range of a private anonymous mapping.
-        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), old, bytes, libc::MREMAP_MAYMOVE) };
+        let p = unsafe {
+            mman::mremap(
+                self.ptr.cast(),
+                old,
+                bytes,
+                MRemapFlags::MREMAP_MAYMOVE,
+                None,
+            )
+        };
         self.ptr = Self::mapped(p, cap);
         self.cap = cap;
         // The kept pages (`old` is whole pages) were faulted in when mapped; only the added
         // ones need it.
         if old < bytes {
             // SAFETY: old < bytes, so the pointer stays inside the mapping.
-            populate(
-                unsafe { self.ptr.as_ptr().cast::<u8>().add(old) },
-                bytes - old,
-            );
+            populate(unsafe { self.ptr.cast::<u8>().add(old) }, bytes - old);
         }
     }
 
@@ -104,10 +111,10 @@ impl SlotTable {
     }
 
     /// The mapping mmap/mremap returned; out of memory if it failed.
-    fn mapped(p: *mut libc::c_void, cap: usize) -> NonNull<Slot> {
-        match NonNull::new(p.cast::<Slot>()) {
-            Some(ptr) if p != libc::MAP_FAILED => ptr,
-            _ => std::alloc::handle_alloc_error(
+    fn mapped(p: nix::Result<NonNull<c_void>>, cap: usize) -> NonNull<Slot> {
+        match p {
+            Ok(ptr) => ptr.cast(),
+            Err(_) => std::alloc::handle_alloc_error(
                 Layout::array::<Slot>(cap).unwrap_or_else(|_| capacity_overflow()),
             ),
         }
@@ -137,25 +144,24 @@ impl Drop for SlotTable {
             // SAFETY: the whole mapping, which nothing refers into any more. munmap of a valid
             // mapping only fails for lack of memory to split a region, which can't happen
             // for a whole one.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
+            let _ = unsafe { mman::munmap(self.ptr.cast(), bytes) };
         }
     }
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
+    match sysconf(SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as usize,
         _ => 4096,
     }
 }
 
 /// Fault in [start, start + len) (page aligned) in one call; kernels before 5.14 refuse
 /// the advice, and the pages then fault in one by one when first written, as before.
-fn populate(start: *mut u8, len: usize) {
+fn populate(start: NonNull<u8>, len: usize) {
     // SAFETY: the range lies inside a mapping of this table; MADV_POPULATE_WRITE only
     // allocates its pages (zero-filled, contents unchanged).
-    let _ = unsafe { libc::madvise(start.cast(), len, libc::MADV_POPULATE_WRITE) };
+    let _ = unsafe { mman::madvise(start.cast(), len, MmapAdvise::MADV_POPULATE_WRITE) };
 }
 
 fn capacity_overflow() -> ! {
