@@ -227,16 +227,7 @@ impl Net {
             let _ = write!(out, "{self}");
             return;
         }
-        let [a, b, c, d] = (self.addr as u32).to_be_bytes();
-        crate::ioc::push_u8(out, a);
-        for octet in [b, c, d] {
-            out.push(b'.');
-            crate::ioc::push_u8(out, octet);
-        }
-        if self.len < 32 {
-            out.push(b'/');
-            crate::ioc::push_u8(out, self.len);
-        }
+        crate::ioc::push_ipv4(out, self.addr as u32, self.len);
     }
 }
 

@@ -73,7 +73,7 @@
 mod hash;
 mod names;
 mod net;
-pub(crate) use net::{normal_ipv4, parse_prefix, push_u8};
+pub(crate) use net::{normal_ipv4, parse_prefix, push_ipv4};
 #[cfg(test)]
 mod props;
 

@@ -97,7 +97,13 @@ pub(super) fn ipv4(v: &str, min_prefix: u8, out: &mut Vec<u8>) -> Result<(), Inv
         "invalid IPv4 prefix length (expected /0 to /32)",
     )?;
     let mask = u32::MAX.checked_shl(u32::from(32 - prefix)).unwrap_or(0);
-    let [a, b, c, d] = (u32::from(addr) & mask).to_be_bytes();
+    push_ipv4(out, u32::from(addr) & mask, prefix);
+    Ok(())
+}
+
+/// Append `addr` as a dotted quad, and `/prefix` below 32.
+pub(crate) fn push_ipv4(out: &mut Vec<u8>, addr: u32, prefix: u8) {
+    let [a, b, c, d] = addr.to_be_bytes();
     push_u8(out, a);
     for octet in [b, c, d] {
         out.push(b'.');
@@ -107,7 +113,6 @@ pub(super) fn ipv4(v: &str, min_prefix: u8, out: &mut Vec<u8>) -> Result<(), Inv
         out.push(b'/');
         push_u8(out, prefix);
     }
-    Ok(())
 }
 
 pub(super) fn ipv6(v: &str, min_prefix: u8, out: &mut Vec<u8>) -> Result<(), Invalid> {
@@ -137,7 +142,7 @@ pub(super) fn ipv6(v: &str, min_prefix: u8, out: &mut Vec<u8>) -> Result<(), Inv
 }
 
 /// `n` in decimal (the octets of dotted quads, prefix lengths).
-pub(crate) fn push_u8(out: &mut Vec<u8>, n: u8) {
+fn push_u8(out: &mut Vec<u8>, n: u8) {
     if n >= 100 {
         out.push(b'0' + n / 100);
     }
