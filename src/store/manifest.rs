@@ -1,6 +1,6 @@
 //! The manifest of a commit: which backing file each partition has on disk.
 
-use super::mutation::{put_u32, put_u64, Reader};
+use super::codec::{put_u32, put_u64, Reader};
 use crate::ioc::IocType;
 use crate::store::model::{Bucket, PartId};
 use crate::store::partition::{ByBucket, ByType};

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod backup;
 mod batch;
 pub mod checkpoint;
+mod codec;
 pub mod flush;
 pub mod health;
 pub mod index;
