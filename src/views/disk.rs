@@ -35,7 +35,7 @@ pub struct ViewFile {
     /// What an address file covers, once a lookup or the views thread asked (`lookup`).
     pub(super) coverage: std::sync::OnceLock<crate::cidr::IntervalSet>,
     /// The sparse index of any other file's sorted lines, likewise (`lookup`).
-    pub(super) line_index: std::sync::OnceLock<super::lookup::LineIndex>,
+    pub(super) line_index: std::sync::OnceLock<super::line_index::LineIndex>,
 }
 
 impl ViewFile {

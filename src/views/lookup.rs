@@ -8,6 +8,7 @@
 
 use super::disk::ViewFile;
 use super::format::{self, Formatted};
+use super::line_index::LineIndex;
 use super::select::is_ip;
 use super::Views;
 use crate::cidr::{IntervalSet, Net};
@@ -34,79 +35,17 @@ impl ViewFile {
         if let Some(index) = self.line_index.get() {
             return Ok(index);
         }
-        let index = LineIndex::build(self)?;
+        let index = LineIndex::build(self.len, |at, size| self.read_at(at, size))?;
         Ok(self.line_index.get_or_init(|| index))
     }
 
     /// Whether `needle` is one of the file's lines. The lines must be sorted bytewise.
     pub fn has_line(&self, needle: &[u8]) -> Result<bool> {
-        let index = self.line_index()?;
-        // The block whose first line is the last one not after `needle`.
-        let i = index.firsts.partition_point(|f| f.as_ref() <= needle);
-        let Some(block) = i.checked_sub(1) else {
+        let Some((start, end)) = self.line_index()?.block_of(needle, self.len) else {
             return Ok(false);
         };
-        let start = index.starts[block];
-        let end = index.starts.get(block + 1).copied().unwrap_or(self.len);
         let bytes = self.read_at(start, (end - start) as usize)?;
         Ok(bytes.split(|&b| b == b'\n').any(|line| line == needle))
-    }
-}
-
-/// Every [`BLOCK`] bytes of a sorted view file, the first line that starts there: a binary
-/// search over these in memory, then one read of at most a block and a line, answers
-/// whether a line is in the file. About 40 bytes per 4 KiB of file.
-#[derive(Debug)]
-pub struct LineIndex {
-    /// Offsets of the lines, ascending; the first is 0.
-    starts: Vec<u64>,
-    firsts: Vec<Box<[u8]>>,
-}
-
-/// Bytes of file per index entry.
-const BLOCK: u64 = 4096;
-
-impl LineIndex {
-    fn build(file: &ViewFile) -> Result<LineIndex> {
-        const CHUNK: usize = 1 << 20;
-        let mut index = LineIndex {
-            starts: Vec::new(),
-            firsts: Vec::new(),
-        };
-        // The next line starting at or after `due` is recorded.
-        let mut due = 0u64;
-        let mut line_start = 0u64;
-        let mut line: Vec<u8> = Vec::new();
-        let mut at = 0u64;
-        while at < file.len {
-            let chunk = file.read_at(at, CHUNK)?;
-            if chunk.is_empty() {
-                break;
-            }
-            let mut rest = &chunk[..];
-            while let Some(nl) = memchr::memchr(b'\n', rest) {
-                if line_start >= due {
-                    line.extend_from_slice(&rest[..nl]);
-                    index.starts.push(line_start);
-                    index
-                        .firsts
-                        .push(std::mem::take(&mut line).into_boxed_slice());
-                    due = (line_start / BLOCK + 1) * BLOCK;
-                }
-                line.clear();
-                line_start = at + (chunk.len() - rest.len() + nl + 1) as u64;
-                rest = &rest[nl + 1..];
-            }
-            if line_start >= due {
-                line.extend_from_slice(rest);
-            }
-            at += chunk.len() as u64;
-        }
-        if line_start >= due && line_start < file.len {
-            index.starts.push(line_start);
-            index.firsts.push(line.into_boxed_slice());
-        }
-        Ok(index)
     }
 }
 

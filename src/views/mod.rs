@@ -17,6 +17,7 @@
 pub mod disk;
 mod first_build;
 pub mod format;
+mod line_index;
 mod lookup;
 pub mod nets;
 pub mod render;
