@@ -40,7 +40,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/iocfs/iocfs.toml";
 /// Smallest and largest tier block: below 4KiB the per-block index and
 /// checksum overhead dominates; above 16MiB one cache miss reads too much.
 pub const MIN_BLOCK_SIZE: u64 = 4 * KIB;
-pub const MAX_BLOCK_SIZE: u64 = 16 * MIB;
+/// The most the tier format lets a block hold.
+pub const MAX_BLOCK_SIZE: u64 = crate::store::tier::format::MAX_RAW_LEN as u64;
 /// The cache must hold at least this much (and at least one block).
 pub const MIN_CACHE_SIZE: u64 = MIB;
 /// Smaller WAL segments would rotate (create + fsync a file) constantly.

@@ -60,10 +60,10 @@ pub use index::{read_index, FileIndex, IndexedBlock};
 
 /// Most lines one block may hold; bounds the extra field (see `MAX_BLOCK_HEADER_LEN`).
 pub const MAX_BLOCK_LINES: usize = 6500;
-/// Most raw bytes one block may hold: the largest `tiers.block_size` (a block is filled up
-/// to it; a line alone can't exceed it). A header claiming more is damage, refused before
-/// anything of that size is allocated.
-pub const MAX_RAW_LEN: u32 = crate::config::MAX_BLOCK_SIZE as u32;
+/// Most raw bytes one block may hold, 16 MiB: the largest `tiers.block_size` the config
+/// accepts (a block is filled up to it; a line alone can't exceed it). A header claiming
+/// more is damage, refused before anything of that size is allocated.
+pub const MAX_RAW_LEN: u32 = 16 << 20;
 
 /// Most bytes a member of `raw_len` raw bytes can take: its header, DEFLATE's worst case
 /// (stored blocks: 5 bytes per 64 KiB) with room to spare, and the gzip tail.
