@@ -14,10 +14,9 @@
 //! for a batch that panicked get an error instead of waiting forever.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Mutex, Once};
 
 use crate::store::health::{Kind, Problem};
-use crate::store::Store;
 use crate::sync::{lock, thread_name};
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
@@ -84,14 +83,17 @@ fn message_of(thread: &str) -> Option<String> {
 }
 
 /// Carried by each thread the daemon starts (as fjall's PoisonDart): if the thread ends by
-/// a panic, the store is marked failed.
+/// a panic, `fail` is called with the panic as a problem (the daemon's marks the store
+/// failed).
 pub struct PoisonDart {
-    store: Arc<Store>,
+    fail: Box<dyn Fn(Problem) + Send>,
 }
 
 impl PoisonDart {
-    pub fn new(store: Arc<Store>) -> PoisonDart {
-        PoisonDart { store }
+    pub fn new(fail: impl Fn(Problem) + Send + 'static) -> PoisonDart {
+        PoisonDart {
+            fail: Box::new(fail),
+        }
     }
 }
 
@@ -100,7 +102,7 @@ impl Drop for PoisonDart {
         if std::thread::panicking() {
             let thread = thread_name();
             let message = message_of(&thread).unwrap_or_else(|| "(message not recorded)".into());
-            self.store.fail(panic_problem(&thread, &message));
+            (self.fail)(panic_problem(&thread, &message));
         }
     }
 }

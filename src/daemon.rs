@@ -208,7 +208,8 @@ fn spawn(
     store: &Arc<Store>,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>> {
-    let dart = PoisonDart::new(store.clone());
+    let store = store.clone();
+    let dart = PoisonDart::new(move |problem| store.fail(problem));
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
