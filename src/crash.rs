@@ -8,7 +8,8 @@
 //! - a panic hook ([`install_hook`]) only records (thread, message) in a table that no
 //!   other code locks for longer than a copy, so it can never deadlock;
 //! - threads the daemon starts carry a [`PoisonDart`], dropped while unwinding (after
-//!   every lock the thread held was released), which fails the store itself.
+//!   every lock the thread held was released), which then calls the failure it was given
+//!   (the daemon's fails the store).
 //!
 //! The WAL leader has its own guard (`store::wal::group_commit`) so that writers waiting
 //! for a batch that panicked get an error instead of waiting forever.

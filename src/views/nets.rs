@@ -5,6 +5,8 @@
 //! its copy for a second view and the renderer's sorted list were 130 MB of first touches.
 //! IPv4 entries are packed in 12 bytes instead; IPv6 ones stay as `Net`s.
 
+use std::cmp::Reverse;
+
 use crate::cidr::Net;
 
 /// An IPv4 network and when it was last seen, packed.
@@ -33,13 +35,6 @@ pub struct Nets {
 }
 
 impl Nets {
-    pub fn with_capacity(n: usize) -> Nets {
-        Nets {
-            v4: Vec::with_capacity(n),
-            v6: Vec::new(),
-        }
-    }
-
     pub fn push(&mut self, net: Net, seen: u32) {
         match net.v4_key() {
             Some(key) => self.v4.push(Seen4 {
@@ -59,9 +54,38 @@ impl Nets {
         self.len() == 0
     }
 
-    /// Room for `n` more IPv4 entries (most selections are one family).
-    pub fn reserve(&mut self, n: usize) {
-        self.v4.reserve(n);
+    /// Room for `n` more entries of one family (a selection is of one type).
+    pub fn reserve(&mut self, n: usize, v6: bool) {
+        match v6 {
+            false => self.v4.reserve(n),
+            true => self.v6.reserve(n),
+        }
+    }
+
+    /// Keep the `max` newest entries, ties by network (so the cut is the same whatever the
+    /// order); returns how many went.
+    pub fn keep_newest(&mut self, max: usize) -> usize {
+        let before = self.len();
+        if before <= max {
+            return 0;
+        }
+        // One family, as a selection of one type is: cut it where it lies (a packed key
+        // orders IPv4 networks as `Net` does).
+        if self.v6.is_empty() {
+            self.v4
+                .select_nth_unstable_by_key(max, |e| (Reverse(e.seen), e.key()));
+            self.v4.truncate(max);
+        } else if self.v4.is_empty() {
+            self.v6
+                .select_nth_unstable_by_key(max, |&(n, seen)| (Reverse(seen), n));
+            self.v6.truncate(max);
+        } else {
+            let mut all: Vec<(Net, u32)> = self.iter().collect();
+            all.select_nth_unstable_by_key(max, |&(n, seen)| (Reverse(seen), n));
+            all.truncate(max);
+            *self = all.into_iter().collect();
+        }
+        before - max
     }
 
     /// Append `other`'s entries after this one's.
@@ -129,5 +153,38 @@ mod tests {
             keys.into_iter().map(Net::from_v4_key).collect::<Vec<_>>(),
             by_net
         );
+    }
+
+    /// Cutting one family where it lies keeps what cutting all `(Net, u32)` pairs keeps.
+    #[test]
+    fn keep_newest_cuts_as_the_pairs_would() {
+        let mut rng = crate::splitmix::Rng(9);
+        for family in ["v4", "v6", "both"] {
+            for max in [0, 1, 7, 50, 99, 100, 150] {
+                let pairs: Vec<(Net, u32)> = (0..100)
+                    .map(|i| {
+                        let r = rng.next_u64();
+                        let v6 = family == "v6" || (family == "both" && i % 3 == 0);
+                        let len = if v6 { 120 + (r % 9) } else { 24 + (r % 9) } as u8;
+                        // Few distinct times and addresses: many ties and duplicates.
+                        let addr = u128::from((r >> 8) % 16) << 8;
+                        let net = Net::new(v6, addr, len).unwrap();
+                        (net, (r >> 40) as u32 % 4)
+                    })
+                    .collect();
+                let mut want = pairs.clone();
+                if want.len() > max {
+                    want.select_nth_unstable_by_key(max, |&(n, s)| (Reverse(s), n));
+                    want.truncate(max);
+                }
+                want.sort_unstable();
+                let mut nets: Nets = pairs.iter().copied().collect();
+                let cut = nets.keep_newest(max);
+                let mut got: Vec<(Net, u32)> = nets.iter().collect();
+                got.sort_unstable();
+                assert_eq!(got, want, "{family} max {max}");
+                assert_eq!(cut, 100usize.saturating_sub(max), "{family} max {max}");
+            }
+        }
     }
 }

@@ -86,13 +86,8 @@ pub fn render(
     let cap = view.max_entries.map(|m| m as usize);
     match selected.values {
         Values::Nets(mut nets) => {
-            if let Some(max) = cap.filter(|&m| nets.len() > m) {
-                // Newest first, ties by value, so the cut is the same whatever the order.
-                let mut all: Vec<(Net, u32)> = nets.iter().collect();
-                all.select_nth_unstable_by_key(max, |(n, seen)| (Reverse(*seen), *n));
-                stats.capped = (all.len() - max) as u64;
-                all.truncate(max);
-                nets = all.into_iter().collect();
+            if let Some(max) = cap {
+                stats.capped = nets.keep_newest(max) as u64;
             }
             stats.entries = if view.aggregate {
                 let aggregated = cidr::aggregate(nets.iter().map(|(n, _)| n));

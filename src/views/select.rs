@@ -216,7 +216,7 @@ pub fn select(
             } => {
                 let content = version.read_at(0, *len as usize)?;
                 if let Values::Nets(nets) = &mut out.values {
-                    nets.reserve(times.len());
+                    nets.reserve(times.len(), ty == IocType::Ipv6);
                 }
                 take_all(&mut out, &content, times);
             }
