@@ -30,7 +30,7 @@ pub mod sync;
 pub mod views;
 
 /// Cores to spread work over (normalizing a large write, inflating tier blocks ahead of a
-/// reader), at most 8. Asked once: the answer reads cgroup files.
+/// reader, selecting and rendering views), at most 8. Asked once: the answer reads cgroup files.
 pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))

@@ -353,7 +353,7 @@ impl Views {
         // and writes up to millions of lines): a plain and an aggregated list are served
         // when the slower is done, not after both in turn. Every file but the last renders
         // a copy of the selection, made when its turn comes: at most one copy per core.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::cores();
         let mut group = group.into_iter().enumerate().peekable();
         while group.peek().is_some() {
             let mut jobs = Vec::with_capacity(cores);

@@ -133,7 +133,7 @@ fn the_all_view_serves_every_bucket_in_canonical_order() {
 #[test]
 fn more_views_alike_than_cores_are_each_rendered_whole() {
     let fx = Fixture::new();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::cores();
     let values = [
         "a.example",
         "b.example",
