@@ -36,13 +36,13 @@ pub struct Nets {
 
 impl Nets {
     pub fn push(&mut self, net: Net, seen: u32) {
-        match net.v4_key() {
-            Some(key) => self.v4.push(Seen4 {
-                addr: (key >> 6) as u32,
-                len: (key & 63) as u8,
+        match net.is_v6() {
+            false => self.v4.push(Seen4 {
+                addr: net.addr() as u32,
+                len: net.prefix_len(),
                 seen,
             }),
-            None => self.v6.push((net, seen)),
+            true => self.v6.push((net, seen)),
         }
     }
 
