@@ -71,8 +71,12 @@ pub fn run(req: MountRequest) -> Result<()> {
     let store = Store::open(config.clone(), req.clock.clone())?;
     log_recovery(&store);
     // The versions published before the last stop are served at once; the views thread
-    // rebuilds every file in the background (an identical build keeps its version).
+    // rebuilds in the background every file not known current since a clean stop (an
+    // identical build keeps its version).
     let views = Arc::new(Views::open(&store.disk, &config.data_dir, &config.views)?);
+    if let Err(e) = views.adopt_fresh(&store) {
+        log::warn!("views: every file is rebuilt: {e}");
+    }
 
     let (inval_tx, inval_rx) = mpsc::channel::<Inval>();
     let fs = IocFs::new(store.clone(), views.clone(), inval_tx);
@@ -198,6 +202,12 @@ pub fn run(req: MountRequest) -> Result<()> {
         log::error!("FUSE session ended with an error: {e}");
     }
     committed?;
+    // No build runs or will: record which view files the next start need not rebuild.
+    if let Err(e) = views.save_fresh(&store) {
+        log::warn!(
+            "views: could not record which files are current (the next start rebuilds them): {e}"
+        );
+    }
     log::info!("stopped cleanly; everything is committed");
     served.ctx(|| "serve FUSE requests")
 }

@@ -93,17 +93,22 @@ fn a_configured_view_selects_caps_aggregates_and_formats() {
     );
 }
 
-#[test]
-fn an_unchanged_list_keeps_its_version_across_a_restart_and_changes_with_the_list() {
-    let Some(mut d) = Daemon::builder()
+/// A daemon on the manual clock at 1,700,000,000 whose `views/all/ipv4.txt` lists one address.
+fn one_address_at_t0() -> Option<Daemon> {
+    let d = Daemon::builder()
         .config(FAST)
         .manual_clock(1_700_000_000)
-        .start()
-    else {
-        return;
-    };
+        .start()?;
     d.sh_ok("echo 6.51.100.7 >> live/ipv4.txt");
     d.eventually("views/all/ipv4.txt", "6.51.100.7\n");
+    Some(d)
+}
+
+#[test]
+fn an_unchanged_list_keeps_its_version_across_a_restart_and_changes_with_the_list() {
+    let Some(mut d) = one_address_at_t0() else {
+        return;
+    };
     let before = std::fs::metadata(d.path("views/all/ipv4.txt")).unwrap();
     d.ctl("clock +1h").unwrap();
     d.ctl("refresh-views").unwrap();
@@ -242,4 +247,66 @@ fn a_reader_of_a_view_file_not_built_yet_waits_for_its_first_build() {
     let mut want: Vec<String> = TYPE_FILES.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(lister.join().unwrap(), want);
+}
+
+/// When a file of `views/all` was last built, as stats.json says (None before its first).
+fn built_at(d: &Daemon, ty: &str) -> Option<String> {
+    let stats: serde_json::Value = serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap();
+    stats["views"]["all"][ty]["last_build"]["at"]
+        .as_str()
+        .map(String::from)
+}
+
+/// A clean stop records which view files are current, so the next start rebuilds only
+/// what changed; an offline import or a SIGKILL makes the next start rebuild everything.
+#[test]
+fn a_clean_restart_rebuilds_only_what_changed() {
+    let Some(mut d) = one_address_at_t0() else {
+        return;
+    };
+    let first = Some("2023-11-14T22:13:20Z".to_string());
+    assert_eq!(built_at(&d, "domain"), first);
+    d.stop();
+    d.set_args(["--manual-clock", "1700003600"]);
+    d.restart();
+    assert!(
+        d.log()
+            .contains("views: 9 files current since the clean stop"),
+        "{}",
+        d.log()
+    );
+    // Once a build pass has run (the md5 file shows the new line), only md5 was rebuilt.
+    d.sh_ok("echo 0123456789abcdef0123456789abcdef >> live/md5.txt");
+    d.eventually("views/all/md5.txt", "0123456789abcdef0123456789abcdef\n");
+    let hour_on = Some("2023-11-14T23:13:20Z".to_string());
+    assert_eq!(built_at(&d, "md5"), hour_on);
+    assert_eq!(built_at(&d, "domain"), first);
+    assert_eq!(built_at(&d, "ipv4"), first);
+    assert_eq!(d.read("views/all/ipv4.txt"), "6.51.100.7\n");
+
+    // Imported while stopped: the next start sees the store changed and rebuilds.
+    d.stop();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("live")).unwrap();
+    std::fs::write(src.path().join("live/ipv4.txt"), "6.51.100.8\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("import")
+        .arg("--data")
+        .arg(d.data())
+        .arg(src.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    d.restart();
+    d.eventually("views/all/ipv4.txt", "6.51.100.7\n6.51.100.8\n");
+
+    // Killed: the record was taken at the start, so the next start rebuilds everything.
+    d.kill9();
+    d.set_args(["--manual-clock", "1700007200"]);
+    d.restart();
+    let two_hours_on = Some("2023-11-15T00:13:20Z".to_string());
+    poll_until(READY_TIMEOUT, || {
+        (built_at(&d, "domain") == two_hours_on).then_some(())
+    })
+    .expect("the domain file was rebuilt after the SIGKILL");
 }

@@ -259,6 +259,16 @@ impl Store {
         )
     }
 
+    /// The manifest of the last commit, when the state is exactly what that commit wrote
+    /// (no partition lags its backing file): what a derived output built now reflects.
+    pub fn settled_manifest(&self) -> Option<super::manifest::Manifest> {
+        let st = self.state();
+        st.changes()
+            .dirty_parts()
+            .is_empty()
+            .then(|| st.manifest().clone())
+    }
+
     /// How many times a partition changed since the store opened: a derived output (a view)
     /// built from it is stale once this moves.
     pub fn change_count(&self, bucket: Bucket, ty: IocType) -> u64 {

@@ -339,6 +339,26 @@ impl Disk {
         Ok(())
     }
 
+    /// Durably write `DATA/views/<name>` (a file beside the view directories).
+    pub fn put_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        atomic::replace_file(&self.fs, &self.dir, name, |w| w.write_all(bytes)).map(drop)
+    }
+
+    /// Read `DATA/views/<name>` and durably remove it: None if there was none.
+    pub fn take_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        let bytes = match self.fs.read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        self.fs
+            .remove_file(&path)
+            .ctx(|| format!("remove {}", path.display()))?;
+        atomic::fsync_dir(&self.fs, &self.dir)?;
+        Ok(Some(bytes))
+    }
+
     /// Names of the view directories on disk.
     pub fn views_on_disk(&self) -> Vec<String> {
         self.fs

@@ -17,14 +17,16 @@
 pub mod disk;
 mod first_build;
 pub mod format;
+mod fresh;
 mod line_index;
 mod lookup;
 pub mod nets;
+mod publish;
 pub mod render;
 pub mod select;
 pub mod suppress;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -38,6 +40,7 @@ use crate::store::health::{Kind, Problem};
 use crate::store::Store;
 use crate::sync::{lock, read, write};
 use disk::{Disk, ViewFile};
+use publish::Held;
 use render::FileStats;
 
 /// Inode numbers of view files start here, far above every other id the daemon hands out
@@ -89,22 +92,33 @@ struct Inputs {
     def: View,
 }
 
+impl Inputs {
+    /// What a build of `def`'s file of `ty` would read now.
+    fn now(store: &Store, config: &ViewsConfig, def: &View, ty: IocType) -> Inputs {
+        Inputs {
+            counts: def
+                .buckets
+                .iter()
+                .map(|&b| store.change_count(b, ty))
+                .collect(),
+            provenance: def
+                .by_source()
+                .then(|| store.change_count_of(crate::store::PartId::Sources(ty))),
+            allow: allow_counts(store, ty),
+            suppress_reserved: config.suppress_reserved,
+            def: def.clone(),
+        }
+    }
+}
+
 impl AsRef<View> for Inputs {
     fn as_ref(&self) -> &View {
         &self.def
     }
 }
 
-/// A build kept back by `max_shrink` (its file staged in the view's directory).
-struct Held {
-    staged: disk::Staged,
-    stats: FileStats,
-    removed: u64,
-    of: u64,
-}
-
 /// The last build of one file, for stats.json.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BuildInfo {
     #[serde(flatten)]
     pub stats: FileStats,
@@ -265,20 +279,7 @@ impl Views {
         for (name, def) in &config.defs {
             for &ty in &def.types {
                 let key = (name.clone(), ty);
-                let counts: Vec<u64> = def
-                    .buckets
-                    .iter()
-                    .map(|&b| store.change_count(b, ty))
-                    .collect();
-                let inputs = Inputs {
-                    counts,
-                    provenance: def
-                        .by_source()
-                        .then(|| store.change_count_of(crate::store::PartId::Sources(ty))),
-                    allow: allow_counts(store, ty),
-                    suppress_reserved: config.suppress_reserved,
-                    def: def.clone(),
-                };
+                let inputs = Inputs::now(store, &config, def, ty);
                 let (stale, since) = {
                     let files = lock(&self.files);
                     let st = files.get(&key);
@@ -397,102 +398,6 @@ impl Views {
         Ok(())
     }
 
-    /// Publish a build, keep the current version if the bytes are the same, or hold the
-    /// build back (returned) when it would remove too much at once.
-    fn publish_or_hold(
-        &self,
-        store: &Store,
-        name: &str,
-        def: &View,
-        ty: IocType,
-        mut staged: disk::Staged,
-        stats: FileStats,
-    ) -> Result<Option<Held>> {
-        if let Some(cur) = self.file(name, ty) {
-            if cur.len == staged.len() && cur.hash == staged.hash() {
-                return Ok(None);
-            }
-            if let Some(max) = def.max_shrink {
-                let removed = removed_entries(&cur, &staged.read_all()?)?;
-                if cur.entries > 0 && removed as f64 > max.as_f64() * cur.entries as f64 {
-                    let of = cur.entries;
-                    log::warn!(
-                        "view {name}/{}: held: the rebuild would remove {removed} of {of} entries (max_shrink {})",
-                        ty.file_name(),
-                        max.as_f64()
-                    );
-                    return Ok(Some(Held {
-                        staged,
-                        stats,
-                        removed,
-                        of,
-                    }));
-                }
-            }
-        }
-        self.publish(store, name, ty, staged, stats.entries)?;
-        Ok(None)
-    }
-
-    fn publish(
-        &self,
-        store: &Store,
-        name: &str,
-        ty: IocType,
-        staged: disk::Staged,
-        entries: u64,
-    ) -> Result<()> {
-        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        // HTTP validators have one-second resolution (nginx's ETag is mtime-size, and
-        // Last-Modified is whole seconds): a new version always gets a later second than
-        // the one it replaces, or a poller could be told "304" for a changed list of the
-        // same size. Only rebuilds faster than once a second run ahead of the clock.
-        let previous = self.file(name, ty).map_or(0, |f| f.mtime);
-        let mtime = store.clock.now().max(previous + 1);
-        let file = self.disk.commit(name, ty, staged, ino, mtime, entries)?;
-        let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
-        self.changes.fetch_add(1, Ordering::Relaxed);
-        self.first_builds.published();
-        if let Some(old) = old {
-            for hook in read(&self.hooks).iter() {
-                hook(old.ino);
-            }
-        }
-        log::debug!(
-            "view {name}/{}: published {entries} entries",
-            ty.file_name()
-        );
-        Ok(())
-    }
-
-    /// `release-view NAME`: publish the builds of `view` that `max_shrink` held back.
-    pub fn release(&self, store: &Store, view: &str) -> Result<usize> {
-        let _one_at_a_time = lock(&self.build);
-        if !self.config().defs.contains_key(view) {
-            return Err(Error::Invalid(format!(
-                "release-view: no view named {view:?}"
-            )));
-        }
-        let held: Vec<(IocType, Held)> = {
-            let mut files = lock(&self.files);
-            files
-                .iter_mut()
-                .filter(|((v, _), _)| v == view)
-                .filter_map(|((_, ty), st)| st.held.take().map(|h| (*ty, h)))
-                .collect()
-        };
-        let n = held.len();
-        for (ty, h) in held {
-            let entries = h.stats.entries;
-            self.publish(store, view, ty, h.staged, entries)?;
-            log::info!(
-                "view {view}/{}: released ({entries} entries)",
-                ty.file_name()
-            );
-        }
-        Ok(n)
-    }
-
     /// Forget views (or types of a view) that the config no longer has.
     fn drop_unconfigured(&self, config: &ViewsConfig) -> Result<()> {
         let gone: Vec<FileKey> = read(&self.published)
@@ -579,18 +484,6 @@ fn allow_counts(store: &Store, ty: IocType) -> Vec<u64> {
         .iter()
         .map(|&t| store.allow_change_count(t))
         .collect()
-}
-
-/// How many entries of `current` a new content would no longer list.
-fn removed_entries(current: &ViewFile, new: &[u8]) -> Result<u64> {
-    if current.entries == 0 {
-        return Ok(0);
-    }
-    let old = current.read_at(0, current.len as usize)?;
-    let kept: HashSet<&[u8]> = crate::store::tier::lines(new).collect();
-    Ok(crate::store::tier::lines(&old)
-        .filter(|l| !l.is_empty() && !kept.contains(l))
-        .count() as u64)
 }
 
 #[cfg(test)]

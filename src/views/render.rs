@@ -17,7 +17,7 @@ use crate::config::views::View;
 use crate::ioc::IocType;
 
 /// What one build of one view file did, for stats.json and metrics.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileStats {
     /// Lines served (networks after aggregation).
     pub entries: u64,

@@ -218,7 +218,7 @@ pub struct Rules<'a> {
 }
 
 /// What suppression did to one view file, for stats.json.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Suppressed {
     /// Left out because the allowlist covers them.
     pub suppressed_allow: u64,

@@ -12,6 +12,7 @@ use crate::store::model::Bucket;
 use crate::store::mutation::Op;
 
 mod allow;
+mod fresh;
 mod select;
 mod sources;
 

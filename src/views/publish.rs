@@ -1,0 +1,131 @@
+//! Publishing a build: a new version, the same one kept when the bytes did not change, or
+//! the build held back by `max_shrink` until `release-view`.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{disk, render::FileStats, ViewFile, Views};
+use crate::config::views::View;
+use crate::error::{Error, Result};
+use crate::ioc::IocType;
+use crate::store::Store;
+use crate::sync::{lock, read, write};
+
+/// A build kept back by `max_shrink` (its file staged in the view's directory).
+pub(super) struct Held {
+    pub(super) staged: disk::Staged,
+    pub(super) stats: FileStats,
+    pub(super) removed: u64,
+    pub(super) of: u64,
+}
+
+impl Views {
+    /// Publish a build, keep the current version if the bytes are the same, or hold the
+    /// build back (returned) when it would remove too much at once.
+    pub(super) fn publish_or_hold(
+        &self,
+        store: &Store,
+        name: &str,
+        def: &View,
+        ty: IocType,
+        mut staged: disk::Staged,
+        stats: FileStats,
+    ) -> Result<Option<Held>> {
+        if let Some(cur) = self.file(name, ty) {
+            if cur.len == staged.len() && cur.hash == staged.hash() {
+                return Ok(None);
+            }
+            if let Some(max) = def.max_shrink {
+                let removed = removed_entries(&cur, &staged.read_all()?)?;
+                if cur.entries > 0 && removed as f64 > max.as_f64() * cur.entries as f64 {
+                    let of = cur.entries;
+                    log::warn!(
+                        "view {name}/{}: held: the rebuild would remove {removed} of {of} entries (max_shrink {})",
+                        ty.file_name(),
+                        max.as_f64()
+                    );
+                    return Ok(Some(Held {
+                        staged,
+                        stats,
+                        removed,
+                        of,
+                    }));
+                }
+            }
+        }
+        self.publish(store, name, ty, staged, stats.entries)?;
+        Ok(None)
+    }
+
+    fn publish(
+        &self,
+        store: &Store,
+        name: &str,
+        ty: IocType,
+        staged: disk::Staged,
+        entries: u64,
+    ) -> Result<()> {
+        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        // HTTP validators have one-second resolution (nginx's ETag is mtime-size, and
+        // Last-Modified is whole seconds): a new version always gets a later second than
+        // the one it replaces, or a poller could be told "304" for a changed list of the
+        // same size. Only rebuilds faster than once a second run ahead of the clock.
+        let previous = self.file(name, ty).map_or(0, |f| f.mtime);
+        let mtime = store.clock.now().max(previous + 1);
+        let file = self.disk.commit(name, ty, staged, ino, mtime, entries)?;
+        let old = write(&self.published).insert((name.to_string(), ty), Arc::new(file));
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.first_builds.published();
+        if let Some(old) = old {
+            for hook in read(&self.hooks).iter() {
+                hook(old.ino);
+            }
+        }
+        log::debug!(
+            "view {name}/{}: published {entries} entries",
+            ty.file_name()
+        );
+        Ok(())
+    }
+
+    /// `release-view NAME`: publish the builds of `view` that `max_shrink` held back.
+    pub fn release(&self, store: &Store, view: &str) -> Result<usize> {
+        let _one_at_a_time = lock(&self.build);
+        if !self.config().defs.contains_key(view) {
+            return Err(Error::Invalid(format!(
+                "release-view: no view named {view:?}"
+            )));
+        }
+        let held: Vec<(IocType, Held)> = {
+            let mut files = lock(&self.files);
+            files
+                .iter_mut()
+                .filter(|((v, _), _)| v == view)
+                .filter_map(|((_, ty), st)| st.held.take().map(|h| (*ty, h)))
+                .collect()
+        };
+        let n = held.len();
+        for (ty, h) in held {
+            let entries = h.stats.entries;
+            self.publish(store, view, ty, h.staged, entries)?;
+            log::info!(
+                "view {view}/{}: released ({entries} entries)",
+                ty.file_name()
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// How many entries of `current` a new content would no longer list.
+fn removed_entries(current: &ViewFile, new: &[u8]) -> Result<u64> {
+    if current.entries == 0 {
+        return Ok(0);
+    }
+    let old = current.read_at(0, current.len as usize)?;
+    let kept: HashSet<&[u8]> = crate::store::tier::lines(new).collect();
+    Ok(crate::store::tier::lines(&old)
+        .filter(|l| !l.is_empty() && !kept.contains(l))
+        .count() as u64)
+}
