@@ -393,7 +393,7 @@ fn checkpoint_loop(store: &Store, stop: &Stop) {
 fn aging_loop(store: &Store, stop: &Stop) {
     while !stop.sleep(store.config().aging.interval) {
         crate::failpoint::panic_if("aging::panic");
-        if let Err(e) = store.age() {
+        if let Err(e) = store.age_if_due() {
             if !stop.is_stopped() {
                 log::error!("aging failed: {e}");
             }

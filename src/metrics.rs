@@ -278,7 +278,7 @@ fn aging(e: &mut Exposition, a: &Value) {
     e.single(
         "iocfs_aging_last_timestamp_seconds",
         "gauge",
-        "When the last aging step ran.",
+        "When the last aging step ran (a check that found nothing to move counts).",
         timestamp(&a["last"]["at"]),
     );
     let name = "iocfs_aging_moved_total";

@@ -41,14 +41,8 @@ fn stats_json_is_one_shared_snapshot_that_never_waits_for_the_wal() {
         return;
     };
     d.append_lines("live/ipv4.txt", &["192.0.2.1"]);
-    // The first builds of the default view run in the background after the mount, each
-    // changing what stats.json shows: wait for all of them (a loaded machine is slow).
-    poll_until(READY_TIMEOUT, || {
-        let views = stats(&d)["views"]["all"].clone();
-        let types = views.as_object()?;
-        (types.len() == 9 && types.values().all(|f| f["last_build"].is_object())).then_some(())
-    })
-    .expect("the default view's first builds finish");
+    // Each first build changes what stats.json shows (a loaded machine is slow).
+    d.wait_first_view_builds();
     let first = builds(&d);
     let started = Instant::now();
     for _ in 0..500 {

@@ -189,11 +189,17 @@ fn nofile(d: &Daemon, soft: Option<&str>) {
 #[test]
 fn running_out_of_descriptors_fails_the_request_not_the_store() {
     let Some(d) = Daemon::builder()
-        .config("[durability]\nsegment_size = \"1MiB\"\ncommit_interval = \"3650d\"\n")
+        .config(
+            "[durability]\nsegment_size = \"1MiB\"\ncommit_interval = \"3650d\"\n\
+             [views]\nrefresh = \"1h\"\n",
+        )
         .start()
     else {
         return;
     };
+    // No view build may open or close a file while descriptors are cut off (a descriptor
+    // closed below the limit would let the replace below through).
+    d.wait_first_view_builds();
     let health = |d: &Daemon| d.read(".iocfs/health");
     let bulk: String = lines(60_000, "bulk")
         .iter()

@@ -365,3 +365,45 @@ fn sighup_reloads_retention_and_keeps_the_old_config_when_the_new_one_is_bad() {
         "the 1h retention from the last good config still applies"
     );
 }
+
+/// The aging thread journals a step only when something is due: an idle store's log stays
+/// empty, and a clean restart replays nothing.
+#[test]
+fn the_aging_thread_writes_nothing_while_nothing_is_due() {
+    let Some(mut d) = Daemon::builder()
+        .arg("--manual-clock")
+        .arg(T0.to_string())
+        .config("[aging]\ninterval = \"50ms\"\n")
+        .start()
+    else {
+        return;
+    };
+    let stats = |d: &Daemon| -> serde_json::Value {
+        serde_json::from_str(&d.read(".iocfs/stats.json")).unwrap()
+    };
+    d.append_lines("live/ipv4.txt", &["6.51.100.7"]);
+    let seq = stats(&d)["wal"]["applied_seq"].as_u64().unwrap();
+    // The thread checks (stats show the check as the last aging) and journals nothing.
+    set_clock(&d, T0 + HOUR);
+    poll_until(common::READY_TIMEOUT, || {
+        (stats(&d)["aging"]["last"]["at"] == rfc3339(T0 + HOUR).as_str()).then_some(())
+    })
+    .expect("the aging thread ran at T0+1h");
+    assert_eq!(stats(&d)["wal"]["applied_seq"].as_u64(), Some(seq));
+    // Due: journaled and applied.
+    set_clock(&d, T0 + 25 * HOUR);
+    poll_until(common::READY_TIMEOUT, || {
+        (d.read("chaud/ipv4.txt") == "6.51.100.7\n").then_some(())
+    })
+    .expect("the aging thread moved the address to chaud");
+    assert!(stats(&d)["wal"]["applied_seq"].as_u64().unwrap() > seq);
+    set_clock(&d, T0 + 26 * HOUR);
+    poll_until(common::READY_TIMEOUT, || {
+        (stats(&d)["aging"]["last"]["at"] == rfc3339(T0 + 26 * HOUR).as_str()).then_some(())
+    })
+    .expect("the aging thread ran at T0+26h");
+    d.stop();
+    restart_at(&mut d, T0 + 26 * HOUR);
+    assert!(d.log().contains(", 0 WAL records replayed"), "{}", d.log());
+    assert_eq!(d.read("chaud/ipv4.txt"), "6.51.100.7\n");
+}

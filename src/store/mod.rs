@@ -281,6 +281,22 @@ impl Store {
         })
     }
 
+    /// The aging loop's step: journaled only when something is due (`apply::aging_due`).
+    /// A step that moves nothing changes no partition, so no commit would ever cover its
+    /// record: an idle store would append one every interval, keep them in its log and
+    /// replay them all at every start. When nothing is due, the check is the step (stats
+    /// and the metric show it as the last aging). True when a step was journaled.
+    pub fn age_if_due(&self) -> Result<bool> {
+        let (now, policy) = (self.clock.now(), self.policy());
+        if apply::aging_due(&self.state(), now, &policy) {
+            return self.age().map(|_| true);
+        }
+        self.state_mut()
+            .set_last_aging(now, model::AgingReport::default());
+        self.changed();
+        Ok(false)
+    }
+
     /// fsync the WAL now (batch and periodic modes; a no-op when nothing is pending).
     pub fn sync(&self) -> Result<()> {
         self.pipeline.sync()

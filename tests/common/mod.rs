@@ -518,6 +518,25 @@ impl Daemon {
         );
     }
 
+    /// Poll until the default view's nine files have had their first build (they run in
+    /// the background after the mount, opening and closing files and changing stats.json).
+    pub fn wait_first_view_builds(&self) {
+        poll_until(READY_TIMEOUT, || {
+            let stats: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(self.path(".iocfs/stats.json")).ok()?,
+            )
+            .ok()?;
+            let types = stats["views"]["all"].as_object()?.clone();
+            (types.len() == 9 && types.values().all(|f| f["last_build"].is_object())).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the default view's first builds did not finish; log:\n{}",
+                self.log()
+            )
+        });
+    }
+
     /// Write `command` to `.iocfs/ctl` in one write().
     pub fn ctl(&self, command: &str) -> io::Result<()> {
         let mut f = OpenOptions::new()

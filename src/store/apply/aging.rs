@@ -71,6 +71,36 @@ pub(super) fn age(
     Ok(applied)
 }
 
+/// Whether an aging step at `ts` would move anything: some live set or tier block holds an
+/// indicator that no longer belongs where it is (the same tests `age` makes, moving
+/// nothing). The aging loop journals a step only then.
+pub fn due(state: &State, ts: u64, policy: &Policy) -> bool {
+    IocType::ALL.into_iter().any(|ty| {
+        !live_stays(state, ts, policy, ty)
+            || [Tier::Froid, Tier::Tiede, Tier::Chaud]
+                .into_iter()
+                .any(|src| {
+                    let version = state.tier(src, ty);
+                    let mut blocks = version.blocks().iter();
+                    blocks.any(|block| !block_stays(policy, ts, src, block))
+                })
+    })
+}
+
+/// Whether a tier block stays whole where it is at `ts`: it is damaged (left for `iocfs
+/// check --repair`), or its oldest and youngest lines both belong in `src`.
+fn block_stays(policy: &Policy, ts: u64, src: Tier, block: &Block) -> bool {
+    block.bad
+        || (tier_target(policy, ts, src, block.max_last) == Some(src)
+            && tier_target(policy, ts, src, block.min_last) == Some(src))
+}
+
+/// Whether every line of a live set stays live at `ts` (its oldest last sighting does).
+fn live_stays(state: &State, ts: u64, policy: &Policy, ty: IocType) -> bool {
+    let live = state.live(ty);
+    live.lines() == 0 || policy.aged_target(ts, Bucket::Live, live.min_last()) == Some(Bucket::Live)
+}
+
 /// The target of an indicator leaving a tier: a younger bucket is never a target.
 fn tier_target(policy: &Policy, ts: u64, src: Tier, last_seen: u32) -> Option<Tier> {
     policy
@@ -100,13 +130,12 @@ impl Step<'_> {
         let mut kept = Vec::with_capacity(version.blocks().len());
         let mut changed = false;
         for block in version.blocks() {
-            let youngest = tier_target(self.policy, ts, src, block.max_last);
-            let oldest = tier_target(self.policy, ts, src, block.min_last);
-            // A damaged block stays put until `iocfs check --repair` deals with it.
-            if block.bad || (youngest == Some(src) && oldest == Some(src)) {
+            if block_stays(self.policy, ts, src, block) {
                 kept.push(block.clone());
                 continue;
             }
+            let youngest = tier_target(self.policy, ts, src, block.max_last);
+            let oldest = tier_target(self.policy, ts, src, block.min_last);
             changed = true;
             if youngest == oldest {
                 report.count(
@@ -177,11 +206,10 @@ fn age_live(
     incoming: &mut Incoming,
     report: &mut AgingReport,
 ) -> Result<bool> {
-    let live = state.live(ty);
-    let stays = |times: Times| policy.aged_target(ts, Bucket::Live, times.1) == Some(Bucket::Live);
-    if live.lines() == 0 || stays((0, live.min_last())) {
+    if live_stays(state, ts, policy, ty) {
         return Ok(false);
     }
+    let stays = |times: Times| policy.aged_target(ts, Bucket::Live, times.1) == Some(Bucket::Live);
     let removed = state.take_live(ty, ts, stays)?;
     if removed.is_empty() {
         return Ok(false);

@@ -9,6 +9,8 @@ mod replace;
 mod sources;
 mod writes;
 
+pub use aging::due as aging_due;
+
 use std::collections::HashMap;
 
 use crate::cache::BlockCache;

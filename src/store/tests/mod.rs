@@ -10,6 +10,7 @@ use crate::store::model::{Bucket, Target, Tier};
 use crate::store::read::Pin;
 use crate::store::Store;
 
+mod aging;
 mod allow;
 mod sources;
 
