@@ -291,8 +291,12 @@ impl Store {
         if apply::aging_due(&self.state(), now, &policy) {
             return self.age().map(|_| true);
         }
-        self.state_mut()
-            .set_last_aging(now, model::AgingReport::default());
+        let mut st = self.state_mut();
+        // Never back over a step journaled meanwhile (`ctl age`) at the same or a later time.
+        if st.last_aging().is_none_or(|(at, _)| *at < now) {
+            st.set_last_aging(now, model::AgingReport::default());
+        }
+        drop(st);
         self.changed();
         Ok(false)
     }

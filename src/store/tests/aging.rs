@@ -92,6 +92,9 @@ fn the_aging_loop_journals_nothing_when_nothing_is_due() {
     fx.clock.advance(DAY);
     assert!(store.age_if_due().unwrap());
     assert_eq!(served(&store, Bucket::Chaud, IocType::Ipv4), "1.2.3.4\n");
+    // A check in the same second leaves that step's report as the last aging.
+    assert!(!store.age_if_due().unwrap());
+    assert_eq!(store.state().last_aging().map(|(_, r)| r.total()), Some(1));
     // A restart replays nothing: the committed step covers the log.
     store.commit().unwrap();
     fx.clock.advance(HOUR);
