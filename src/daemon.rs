@@ -465,9 +465,10 @@ fn reload(store: &Store, views: &Views, path: Option<&Path>, data_override: Opti
                 );
             }
             apply_log_level(&new.log.level);
-            log::info!("SIGHUP: reloaded {}", path.display());
             views.set_config(new.views.clone());
             store.set_config(Arc::new(keep_restart_only(&old, new)));
+            // Only now: whoever waits for this line (an admin, a test) finds it in effect.
+            log::info!("SIGHUP: reloaded {}", path.display());
         }
         Err(e) => log::error!(
             "SIGHUP: {} not reloaded, keeping the running config: {e}",
