@@ -75,6 +75,11 @@ pub fn hash(bytes: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
+/// A [`hash`] as the sidecars and `.fresh` write it.
+pub fn hex(hash: u128) -> String {
+    format!("{hash:032x}")
+}
+
 /// A new version being written: a temp file, hashed as it is written. Dropped without
 /// [`Disk::commit`], its file is removed.
 pub struct Staged {
@@ -210,8 +215,8 @@ impl Disk {
             }
         };
         let content = self.fs.read(&text_path).ok()?;
-        let hash_hex = format!("{:032x}", hash(&content));
-        if content.len() as u64 != meta.len || hash_hex != meta.hash {
+        let content_hash = hash(&content);
+        if content.len() as u64 != meta.len || hex(content_hash) != meta.hash {
             log::warn!(
                 "{}: does not match its sidecar (a crash between the two?); the view is rebuilt",
                 text_path.display()
@@ -226,7 +231,7 @@ impl Disk {
             len: meta.len,
             mtime: meta.mtime,
             entries: meta.entries,
-            hash: hash(&content),
+            hash: content_hash,
             file,
             coverage: std::sync::OnceLock::new(),
             line_index: std::sync::OnceLock::new(),
@@ -298,7 +303,7 @@ impl Disk {
             mtime,
             len,
             entries,
-            hash: format!("{content_hash:032x}"),
+            hash: hex(content_hash),
         };
         let encoded = serde_json::to_vec(&meta)
             .map_err(|e| Error::Invalid(format!("encode view metadata: {e}")))?;

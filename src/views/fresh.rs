@@ -77,7 +77,7 @@ impl Views {
                         ty: ty.name().to_string(),
                         ino: file.ino,
                         len: file.len,
-                        hash: format!("{:032x}", file.hash),
+                        hash: disk::hex(file.hash),
                         expires: st.expires,
                         last: st.last.clone(),
                     });
@@ -126,9 +126,9 @@ impl Views {
             let Some(def) = config.defs.get(&f.view).filter(|d| d.types.contains(&ty)) else {
                 continue;
             };
-            let same = self.file(&f.view, ty).is_some_and(|p| {
-                p.ino == f.ino && p.len == f.len && format!("{:032x}", p.hash) == f.hash
-            });
+            let same = self
+                .file(&f.view, ty)
+                .is_some_and(|p| p.ino == f.ino && p.len == f.len && disk::hex(p.hash) == f.hash);
             if !same {
                 continue;
             }
@@ -154,7 +154,7 @@ impl Views {
 fn key(store: &Store) -> Option<String> {
     let manifest = store.settled_manifest()?;
     let material = format!("{manifest:?}\n{:?}\n{}", store.config(), executable()?);
-    Some(format!("{:032x}", disk::hash(material.as_bytes())))
+    Some(disk::hex(disk::hash(material.as_bytes())))
 }
 
 /// The running executable's identity: an upgrade (or a rebuild) renders anew.

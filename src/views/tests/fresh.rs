@@ -176,7 +176,7 @@ fn files_changed_on_disk_or_aged_out_are_rebuilt() {
     let dir = fx.dir.path().join("views/all");
     std::fs::write(dir.join("md5.txt"), planted).unwrap();
     let meta = json!({"ino": FIRST_VIEW_INO + 99, "mtime": T0, "len": planted.len(),
-        "entries": 1, "hash": format!("{:032x}", disk::hash(planted))});
+        "entries": 1, "hash": disk::hex(disk::hash(planted))});
     std::fs::write(dir.join(".md5.txt.meta"), meta.to_string()).unwrap();
     let (store, views) = fx.open(&[("recent", recent()), ("older", older)]);
     assert_eq!(
