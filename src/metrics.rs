@@ -175,6 +175,25 @@ fn cache(e: &mut Exposition, c: &Value) {
         "Bytes of whole tier files inflated on the data filesystem for passthrough readers (up to cache.size).",
         num(&c["inflated_bytes"]),
     );
+    let ahead = &c["inflated_ahead"];
+    e.single(
+        "iocfs_cache_inflated_ahead_total",
+        "counter",
+        "Whole tier files inflated before their open, for a reader walking the tier files.",
+        num(&ahead["made"]),
+    );
+    e.single(
+        "iocfs_cache_inflated_ahead_opened_total",
+        "counter",
+        "Tier files inflated ahead that an open then found made.",
+        num(&ahead["opened"]),
+    );
+    e.single(
+        "iocfs_cache_inflated_ahead_stopped_total",
+        "counter",
+        "Tier files whose inflate ahead was stopped because another file was opened.",
+        num(&ahead["stopped"]),
+    );
 }
 
 fn wal(e: &mut Exposition, w: &Value) {

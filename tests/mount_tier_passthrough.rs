@@ -267,3 +267,50 @@ fn a_committed_tier_file_is_inflated_from_its_members_and_equals_zcat() {
         "the copy was inflated without going through the block cache"
     );
 }
+
+#[test]
+fn a_reader_walking_the_tier_files_finds_the_next_ones_inflated_ahead() {
+    let Some(d) = start_at(T0, BLOCKS) else {
+        return;
+    };
+    let ipv4: Vec<String> = (0..3_000)
+        .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+        .collect();
+    let urls: Vec<String> = (0..4_000)
+        .map(|i| format!("http://u{i}.example/p/{i}"))
+        .collect();
+    append_all(&d, "live/ipv4.txt", &ipv4);
+    append_all(&d, "live/domain.txt", &domains(5_000, "a"));
+    append_all(&d, "live/url.txt", &urls);
+    age_at(&d, T0 + DAY + 1);
+    let ahead = |what: &str| stats(&d)["cache"]["inflated_ahead"][what].as_u64().unwrap();
+    let size = |rel: &str| std::fs::metadata(d.path(rel)).unwrap().len();
+    // One open is no walk: only the file opened is inflated.
+    assert_eq!(
+        sorted_lines(d.read("chaud/ipv4.txt").as_bytes()).len(),
+        3_000
+    );
+    assert_eq!(inflated(&d), size("chaud/ipv4.txt"));
+    // The next file in directory order (empty): the next two with lines are inflated,
+    // before anyone opens them.
+    assert_eq!(d.read("chaud/ipv6.txt"), "");
+    soon("two files inflated ahead", || {
+        (ahead("made") == 2).then_some(())
+    });
+    let files = ["chaud/ipv4.txt", "chaud/domain.txt", "chaud/url.txt"];
+    assert_eq!(inflated(&d), files.iter().map(|f| size(f)).sum::<u64>());
+    // The walk goes on: its opens read those copies, byte for byte what the blocks hold.
+    for (rel, want) in [("chaud/domain.txt", 5_000), ("chaud/url.txt", 4_000)] {
+        let whole = std::fs::read(d.path(rel)).unwrap();
+        assert_eq!(whole, read_aligned(&open_direct(&d, rel)), "{rel}");
+        assert_eq!(sorted_lines(&whole).len(), want, "{rel}");
+    }
+    assert_eq!(ahead("opened"), 2);
+    assert_eq!(ahead("stopped"), 0);
+    assert_eq!(ahead("made"), 2, "nothing else has lines");
+    let text = d.read(".iocfs/metrics");
+    assert!(
+        text.contains("iocfs_cache_inflated_ahead_opened_total 2"),
+        "{text}"
+    );
+}

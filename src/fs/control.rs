@@ -32,7 +32,7 @@ pub struct StatsSnapshot {
 
 /// Everything a rebuild would show differently: the store's and the views' change counts,
 /// WAL fsyncs, time, the cache's, tier copies' and scratch files' figures, failure.
-type StatsKey = [u64; 11];
+type StatsKey = [u64; 12];
 
 /// A built snapshot: the stats and their stats.json bytes.
 type Built = (Arc<Value>, Arc<Vec<u8>>);
@@ -49,6 +49,7 @@ impl IocFs {
             hits,
             misses,
             self.store.inflated_bytes(),
+            self.store.inflated_ahead().sum(),
             self.nodes.scratch_pool.bytes(),
             self.nodes.scratch_count() as u64,
             u64::from(self.store.is_failed()),

@@ -21,6 +21,7 @@ mod scratch;
 mod setup;
 mod stat_pins;
 mod views;
+mod walk;
 mod write;
 
 use std::ffi::OsStr;
@@ -85,6 +86,8 @@ pub struct IocFs {
     /// Serve tier files from inflated copies through passthrough (off once the kernel
     /// refused one for good).
     tier_passthrough: std::sync::atomic::AtomicBool,
+    /// Readers walking the tier files, for inflating the next file ahead of its open.
+    tier_walk: walk::TierWalk,
     /// One backing id per version: the kernel wants every passthrough open of an inode to
     /// use the same one.
     backing: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
@@ -325,7 +328,11 @@ impl Filesystem for IocFs {
             {
                 self.open_live_reader(req.uid(), v, fopen, reply)
             }
-            Ok((Handle::Tier(r), _)) => self.open_tier_reader(r, flags, reply),
+            Ok((Handle::Tier(r), _)) => {
+                let next = self.tier_walk.opened((r.version.tier, r.version.ty));
+                self.open_tier_reader(r, flags, reply);
+                self.inflate_next(next);
+            }
             Ok((h, fopen)) => {
                 if let (Handle::LiveWrite(w), Some(Node::LiveAlias(_))) = (&h, self.nodes.get(ino))
                 {

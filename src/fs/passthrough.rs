@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fuser::{Errno, FopenFlags, InitFlags, KernelConfig, OpenFlags, ReplyOpen};
 
 use super::nodes::{Handle, TierReader};
-use super::IocFs;
+use super::{walk, IocFs};
 use crate::lograte;
 use crate::store::live::LiveVersion;
 use crate::store::read::Pin;
@@ -176,11 +176,22 @@ impl IocFs {
         drop((gone, backing));
     }
 
-    /// A read-only open of a tier file. With passthrough on, a whole-file reader gets the
-    /// version inflated into a file the kernel reads itself (made now on every core, or
-    /// kept from an earlier open); `O_DIRECT` readers (random reads), versions too large
-    /// for the copy budget and opens of an inode that page-cache readers hold are served
-    /// from the blocks, through the kernel's page cache of the inode.
+    /// For a reader walking the tier files: start inflating the next files of `next` with
+    /// anything in them, which it will open soon (only what passthrough readers would get).
+    pub(super) fn inflate_next(&self, next: &[walk::TierFile]) {
+        if next.is_empty()
+            || !self.passthrough
+            || !self
+                .tier_passthrough
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let files = next.iter().map(|&(t, ty)| self.store.tier(t, ty));
+        let files = files.filter(|v| v.size() > 0).take(walk::FILES_AHEAD);
+        self.store.inflate_ahead(files.collect());
+    }
+
     pub(super) fn open_tier_reader(
         &self,
         reader: Arc<TierReader>,

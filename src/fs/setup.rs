@@ -39,6 +39,7 @@ impl IocFs {
             pending: closes::Pending::default(),
             passthrough: c.mount.passthrough,
             tier_passthrough: std::sync::atomic::AtomicBool::new(true),
+            tier_walk: Default::default(),
             backing: Default::default(),
             kept_backing: Default::default(),
             copying_for_readers: Default::default(),

@@ -120,7 +120,8 @@ pub struct Store {
     pub cache: Arc<BlockCache>,
     prefetcher: tier::prefetch::Prefetcher,
     /// Whole tier versions inflated for passthrough readers.
-    inflated: tier::inflated::InflatedCopies,
+    inflated: Arc<tier::inflated::InflatedCopies>,
+    inflate_ahead: tier::ahead::InflateAhead,
     pub counters: Counters,
     change_hooks: RwLock<Vec<ChangeHook>>,
     /// Called after every applied batch (derived outputs such as views look again).

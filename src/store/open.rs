@@ -9,6 +9,7 @@ use super::health::{Health, Kind, Problem};
 use super::live::Storage;
 use super::model::{PartId, Target};
 use super::recovery::{self, Foreign};
+use super::tier::ahead::InflateAhead;
 use super::tier::inflated::InflatedCopies;
 use super::tier::prefetch::Prefetcher;
 use super::wal::group_commit::Pipeline;
@@ -77,7 +78,8 @@ impl Store {
             Storage::Tmpfile(disk, dir) => Some((disk, dir)),
             Storage::Memfd => None,
         };
-        let inflated = InflatedCopies::new(inflated, config.cache.size);
+        let inflated = Arc::new(InflatedCopies::new(inflated, config.cache.size));
+        let inflate_ahead = InflateAhead::start(inflated.clone(), cache.clone());
         let health = Health::default();
         if mode == recovery::Mode::Mount && !recovered.report.findings.is_empty() {
             health.set(Problem::new(
@@ -99,6 +101,7 @@ impl Store {
             cache,
             prefetcher,
             inflated,
+            inflate_ahead,
             counters: Counters::default(),
             change_hooks: RwLock::new(Vec::new()),
             applied_hooks: RwLock::new(Vec::new()),

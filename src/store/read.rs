@@ -167,6 +167,18 @@ impl Store {
         self.inflated.get_or_make(v, &self.cache)
     }
 
+    /// Inflate `next`, in order, for passthrough readers before anyone opens them (a reader
+    /// walking the tier files will); see
+    /// [`InflatedCopies::make_ahead`](super::tier::inflated::InflatedCopies::make_ahead).
+    pub fn inflate_ahead(&self, next: Vec<Arc<TierVersion>>) {
+        self.inflate_ahead.ask(next);
+    }
+
+    /// What inflating ahead of opens did.
+    pub fn inflated_ahead(&self) -> &crate::store::tier::inflated::AheadCounts {
+        self.inflated.ahead_counts()
+    }
+
     /// Bytes of tier versions inflated for passthrough readers.
     pub fn inflated_bytes(&self) -> u64 {
         self.inflated.bytes()

@@ -58,6 +58,7 @@ pub fn stats(store: &Store) -> Value {
         (aging, st.applied_seq(), st.changes().dirty_parts().len())
     };
     let cache = store.cache.stats();
+    let ahead = store.inflated_ahead();
     let lookups = cache.hits + cache.misses;
     let (wal_bytes, wal_segments) = store.wal_size();
     let mut rejected = Map::new();
@@ -107,6 +108,11 @@ pub fn stats(store: &Store) -> Value {
             "capacity": cache.capacity,
             "entries": cache.entries,
             "inflated_bytes": store.inflated_bytes(),
+            "inflated_ahead": {
+                "made": ahead.made.load(Ordering::Relaxed),
+                "opened": ahead.opened.load(Ordering::Relaxed),
+                "stopped": ahead.stopped.load(Ordering::Relaxed),
+            },
         },
         "wal": {
             "applied_seq": applied_seq,

@@ -9,6 +9,7 @@
 //! SIGBUS) each run of blocks is inflated into a buffer and written with `pwrite`.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::{decode_stored_into, Block, BlockData, TierVersion};
@@ -22,10 +23,17 @@ const BLOCKS_PER_CLAIM: usize = 8;
 
 /// Inflate every block of `v` into `file` (new and empty) at its offset. Blocks in the block
 /// cache are copied as they are; the others are inflated without entering it (a whole-file
-/// copy would evict what other readers use). `name` (`chaud/url.txt`) is for errors.
-pub fn fill(v: &TierVersion, file: &Handle, cache: &BlockCache, name: &str) -> Result<()> {
+/// copy would evict what other readers use). `name` (`chaud/url.txt`) is for errors. Once
+/// `stop` is set the workers take no more blocks: the file is then incomplete.
+pub fn fill(
+    v: &TierVersion,
+    file: &Handle,
+    cache: &BlockCache,
+    name: &str,
+    stop: &AtomicBool,
+) -> Result<()> {
     let mapped = file.fd().is_some_and(reserves_on_fallocate);
-    fill_by(v, file, cache, name, mapped)
+    fill_by(v, file, cache, name, mapped, stop)
 }
 
 /// [`fill`] through a mapping of `file` (`mapped`) or with `pwrite`.
@@ -35,6 +43,7 @@ fn fill_by(
     cache: &BlockCache,
     name: &str,
     mapped: bool,
+    stop: &AtomicBool,
 ) -> Result<()> {
     let blocks = v.blocks();
     let claims: Vec<Range<usize>> = (0..blocks.len())
@@ -49,7 +58,7 @@ fn fill_by(
                 // ext2/ext3 (ext4's magic number too) and ext4 without extents: no
                 // fallocate, so no mapping either.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
-                    return fill_by(v, file, cache, name, false)
+                    return fill_by(v, file, cache, name, false, stop)
                 }
                 Err(e) => {
                     return Err(e).ctx(|| {
@@ -65,11 +74,11 @@ fn fill_by(
                 runs.push((r, run));
                 rest = after;
             }
-            on_every_core(runs, name, || {
+            on_every_core(runs, name, stop, || {
                 |(r, out): (Range<usize>, &mut [u8])| fill_run(&blocks[r], out, cache, name)
             })
         }
-        None => on_every_core(claims, name, || {
+        None => on_every_core(claims, name, stop, || {
             let mut buf = Vec::new();
             move |r: Range<usize>| {
                 buf.resize(run_len(&r), 0);
@@ -135,10 +144,11 @@ fn fill_run(blocks: &[Block], mut out: &mut [u8], cache: &BlockCache, name: &str
 }
 
 /// Hand out `queue`'s items, in order, to this thread and up to `cores() - 1` others, each
-/// running its own `worker()`; once one fails the others stop at their next item (the copy
-/// is lost anyway). The error: a damaged block's if any worker met one (the caller
-/// remembers those), else the first. A thread that can't be started is done without.
-fn on_every_core<T, W, F>(mut queue: Vec<T>, name: &str, worker: W) -> Result<()>
+/// running its own `worker()`; once one fails, or `stop` is set, the others stop at their
+/// next item (the copy is lost anyway). The error: a damaged block's if any worker met one
+/// (the caller remembers those), else the first. A thread that can't be started is done
+/// without.
+fn on_every_core<T, W, F>(mut queue: Vec<T>, name: &str, stop: &AtomicBool, worker: W) -> Result<()>
 where
     T: Send,
     W: Fn() -> F + Sync,
@@ -150,6 +160,9 @@ where
     let work = || -> Result<()> {
         let mut each = worker();
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let Some(item) = crate::sync::lock(&queue).pop() else {
                 return Ok(());
             };
@@ -198,26 +211,50 @@ mod tests {
     use crate::disk::real::RealFile;
     use crate::ioc::IocType;
     use crate::store::model::Tier;
+    use std::sync::Arc;
+
+    /// `blocks` blocks of `lines` domains each.
+    fn version(blocks: u32, lines: usize) -> Arc<TierVersion> {
+        let blocks = (0..blocks)
+            .map(|b| {
+                let raw: Vec<u8> = (0..lines)
+                    .flat_map(|i| format!("h{b}-{i}.example\n").into_bytes())
+                    .collect();
+                Block::mem(b, raw, vec![(1, 1); lines])
+            })
+            .collect();
+        TierVersion::new(1, Tier::Froid, IocType::Domain, blocks, 0)
+    }
+
+    /// What a fill of `v` (`mapped` or not, `stop` set before it or not) leaves in the file.
+    fn filled(v: &TierVersion, cache: &BlockCache, mapped: bool, stop: bool) -> Vec<u8> {
+        let f = tempfile::tempfile().unwrap();
+        let mut seen = f.try_clone().unwrap();
+        let file: Handle = RealFile::boxed(f, "(test)");
+        let stop = AtomicBool::new(stop);
+        fill_by(v, &file, cache, "froid/domain.txt", mapped, &stop).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut seen, &mut got).unwrap();
+        got
+    }
 
     #[test]
     fn both_ways_of_filling_write_the_version_byte_for_byte() {
-        let blocks = (0..37u32)
-            .map(|b| {
-                let raw: Vec<u8> = (0..50)
-                    .flat_map(|i| format!("h{b}-{i}.example\n").into_bytes())
-                    .collect();
-                Block::mem(b, raw, vec![(1, 1); 50])
-            })
-            .collect();
-        let v = TierVersion::new(1, Tier::Froid, IocType::Domain, blocks, 0);
+        let v = version(37, 50);
         let cache = BlockCache::new(1 << 20);
         let want = v.read(0, v.size() as usize, &cache).unwrap();
         for mapped in [true, false] {
-            let file: Handle = RealFile::boxed(tempfile::tempfile().unwrap(), "(test)");
-            fill_by(&v, &file, &cache, "froid/domain.txt", mapped).unwrap();
-            let mut got = vec![0; want.len()];
-            file.read_exact_at(&mut got, 0).unwrap();
-            assert_eq!(got, want, "mapped: {mapped}");
+            assert_eq!(filled(&v, &cache, mapped, false), want, "mapped: {mapped}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_fill_inflates_no_block() {
+        let v = version(20, 1);
+        let cache = BlockCache::new(1 << 20);
+        for mapped in [true, false] {
+            let got = filled(&v, &cache, mapped, true);
+            assert!(got.iter().all(|&b| b == 0), "mapped: {mapped}: {got:?}");
         }
     }
 }

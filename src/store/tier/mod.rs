@@ -8,6 +8,7 @@
 //! and stable: moving a whole block to another tier keeps its id, and the block directory (in
 //! the engine state) says which tier holds it, so no index entry has to change.
 
+pub mod ahead;
 mod fill;
 pub mod format;
 pub mod inflated;

@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 
 use super::{TierInode, TierVersion};
 use crate::cache::BlockCache;
@@ -86,6 +87,8 @@ struct Entry {
     inode: Weak<TierInode>,
     copy: Arc<InflatedTier>,
     last_used: u64,
+    /// Made ahead and not opened yet.
+    unopened_ahead: bool,
 }
 
 /// The copies kept, and where new ones are made.
@@ -95,12 +98,36 @@ pub struct InflatedCopies {
     place: Option<(Disk, PathBuf)>,
     budget: AtomicU64,
     entries: Mutex<Vec<Entry>>,
-    /// One inflate at a time: each uses every core already.
-    making: Mutex<()>,
+    /// The inflate under way, if any: one at a time, each uses every core already.
+    making: Mutex<Option<Making>>,
+    /// Signalled when an inflate ends (made, failed or stopped).
+    made: Condvar,
     /// Versions whose inflate failed (a damaged block, a read error): served from the
     /// blocks, not inflated again on every open. Dropped with their inode.
     failed: Mutex<HashMap<u64, Weak<TierInode>>>,
     tick: AtomicU64,
+    ahead: AheadCounts,
+}
+
+/// What inflating ahead of opens did (stats.json `cache.inflated_ahead`).
+#[derive(Debug, Default)]
+pub struct AheadCounts {
+    /// Copies made ahead of any open.
+    pub made: AtomicU64,
+    /// Of those, copies an open then found made.
+    pub opened: AtomicU64,
+    /// Copies stopped half-made because another file was opened.
+    pub stopped: AtomicU64,
+}
+
+impl AheadCounts {
+    /// Changes whenever any count does (each only grows).
+    pub fn sum(&self) -> u64 {
+        [&self.made, &self.opened, &self.stopped]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl InflatedCopies {
@@ -109,10 +136,16 @@ impl InflatedCopies {
             place,
             budget: AtomicU64::new(budget),
             entries: Mutex::new(Vec::new()),
-            making: Mutex::new(()),
+            making: Mutex::new(None),
+            made: Condvar::new(),
             failed: Mutex::new(HashMap::new()),
             tick: AtomicU64::new(0),
+            ahead: AheadCounts::default(),
         }
+    }
+
+    pub fn ahead_counts(&self) -> &AheadCounts {
+        &self.ahead
     }
 
     /// Change the budget (config reload); copies over it go as soon as nobody holds them.
@@ -124,11 +157,7 @@ impl InflatedCopies {
     /// Bytes of the copies kept for versions still alive (the others go at the next
     /// `trim`). A plain read: stats.json asks for it on every open.
     pub fn bytes(&self) -> u64 {
-        crate::sync::lock(&self.entries)
-            .iter()
-            .filter(|e| alive(e))
-            .map(|e| e.copy.size)
-            .sum()
+        live_bytes(&crate::sync::lock(&self.entries))
     }
 
     /// Drop the copies of versions gone, and the unheld ones over the budget or, when the
@@ -161,53 +190,108 @@ impl InflatedCopies {
     }
 
     /// The copy of `v`, made now if there is none, it fits the budget (next to the copies
-    /// someone holds) and no other copy is being made. `Ok(None)`: it is served from the
-    /// blocks instead (too large, empty, damaged blocks, no room, another inflate under way
-    /// — an open never waits for one of another file —, or no place for copies).
+    /// someone holds) and no other reader's copy is being made. `Ok(None)`: it is served from
+    /// the blocks instead (too large, empty, damaged blocks, no room, another reader's
+    /// inflate under way — an open never waits for one of another file —, or no place for
+    /// copies). A copy of `v` being made ahead is waited for; one of another file is stopped.
     pub fn get_or_make(
         &self,
         v: &Arc<TierVersion>,
         cache: &BlockCache,
     ) -> Result<Option<Arc<InflatedTier>>> {
-        if let Some(hit) = self.find(v.id) {
-            return Ok(Some(hit));
-        }
+        self.make(v, cache, false)
+    }
+
+    /// Make the copy of `v` before anyone opens it (a reader walking the tier files is
+    /// expected to open it next), if nothing is being made and it fits in the budget's free
+    /// room: it never drops another copy. The first open of another file stops it.
+    pub fn make_ahead(&self, v: &Arc<TierVersion>, cache: &BlockCache) -> Result<()> {
+        self.make(v, cache, true).map(drop)
+    }
+
+    fn make(
+        &self,
+        v: &Arc<TierVersion>,
+        cache: &BlockCache,
+        ahead: bool,
+    ) -> Result<Option<Arc<InflatedTier>>> {
         let Some((disk, dir)) = &self.place else {
             return Ok(None);
         };
+        let mut making = crate::sync::lock(&self.making);
+        loop {
+            if let Some(hit) = self.find(v.id, !ahead) {
+                return Ok(Some(hit));
+            }
+            let budget = self.budget.load(Ordering::Relaxed);
+            if v.size() == 0
+                || v.size() > budget
+                || v.blocks().iter().any(|b| b.bad)
+                || crate::sync::lock(&self.failed).contains_key(&v.id)
+            {
+                return Ok(None);
+            }
+            match making.as_ref() {
+                None => break,
+                Some(_) if ahead => return Ok(None),
+                Some(m) if m.version_id == v.id => {}
+                // A guess that missed: this open needs the cores.
+                Some(m) if m.ahead => m.stop.store(true, Ordering::Relaxed),
+                Some(_) => return Ok(None),
+            }
+            making = self
+                .made
+                .wait(making)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         let budget = self.budget.load(Ordering::Relaxed);
-        if v.size() == 0
-            || v.size() > budget
-            || v.blocks().iter().any(|b| b.bad)
-            || crate::sync::lock(&self.failed).contains_key(&v.id)
-        {
-            return Ok(None);
-        }
-        let _making = match self.making.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Ok(None),
+        // Only what nobody holds can make room (nothing when made ahead); nothing is
+        // dropped unless the copy is made.
+        let taken = {
+            let entries = crate::sync::lock(&self.entries);
+            if ahead {
+                live_bytes(&entries)
+            } else {
+                held_bytes(&entries)
+            }
         };
-        if let Some(hit) = self.find(v.id) {
-            return Ok(Some(hit));
-        }
-        // Only what nobody holds can make room; nothing is dropped unless the copy is made.
-        if held_bytes(&crate::sync::lock(&self.entries)) + v.size() > budget
-            || !leaves_room(dir, v.size())
-        {
+        if taken + v.size() > budget || !leaves_room(dir, v.size()) {
             return Ok(None);
         }
+        let stop = Arc::new(AtomicBool::new(false));
+        *making = Some(Making {
+            version_id: v.id,
+            ahead,
+            stop: stop.clone(),
+        });
+        // Opens of other files must see it while it runs (and not wait for the lock).
+        drop(making);
+        let mark = MakingMark(self);
         let name = format!("{}/{}", v.tier, v.ty.file_name());
         let file = disk
             .create_unnamed(dir)
             .ctx(|| format!("create an unnamed file in {} for {name}", dir.display()))?;
         let started = std::time::Instant::now();
-        if let Err(e) = super::fill::fill(v, &file, cache, &name) {
+        let filled = super::fill::fill(v, &file, cache, &name, &stop);
+        if let Err(e) = filled {
             crate::sync::lock(&self.failed).insert(v.id, v.inode());
             return Err(e);
         }
+        if stop.load(Ordering::Relaxed) {
+            self.ahead.stopped.fetch_add(1, Ordering::Relaxed);
+            log::debug!("stopped inflating {name} ahead: another file was opened");
+            // The open that stopped it goes on first; closing the half-made copy can wait.
+            drop(mark);
+            drop(file);
+            return Ok(None);
+        }
         log::debug!(
-            "inflated {name} for passthrough readers: {} bytes, {} blocks, in {:?}",
+            "inflated {name}{}: {} bytes, {} blocks, in {:?}",
+            if ahead {
+                " ahead of its open"
+            } else {
+                " for passthrough readers"
+            },
             v.size(),
             v.blocks().len(),
             started.elapsed()
@@ -223,19 +307,48 @@ impl InflatedCopies {
             inode: v.inode(),
             copy: copy.clone(),
             last_used: self.tick.fetch_add(1, Ordering::Relaxed),
+            unopened_ahead: ahead,
         });
+        if ahead {
+            self.ahead.made.fetch_add(1, Ordering::Relaxed);
+        }
         drop(entries);
+        drop(mark);
         drop(gone);
         Ok(Some(copy))
     }
 
-    fn find(&self, version_id: u64) -> Option<Arc<InflatedTier>> {
+    /// The copy of a version, marked used (`by_open`: for an open).
+    fn find(&self, version_id: u64, by_open: bool) -> Option<Arc<InflatedTier>> {
         let mut entries = crate::sync::lock(&self.entries);
         let e = entries
             .iter_mut()
             .find(|e| e.copy.version_id == version_id && e.inode.strong_count() > 0)?;
         e.last_used = self.tick.fetch_add(1, Ordering::Relaxed);
+        if by_open && std::mem::take(&mut e.unopened_ahead) {
+            self.ahead.opened.fetch_add(1, Ordering::Relaxed);
+        }
         Some(e.copy.clone())
+    }
+}
+
+/// The inflate under way.
+struct Making {
+    version_id: u64,
+    /// Made ahead of any open of it.
+    ahead: bool,
+    /// Set to stop it (its workers finish the blocks they hold, the copy is dropped).
+    stop: Arc<AtomicBool>,
+}
+
+/// Marks the inflate under way as done when dropped, however it ends (made, failed,
+/// stopped): the mark goes and waiters wake.
+struct MakingMark<'a>(&'a InflatedCopies);
+
+impl Drop for MakingMark<'_> {
+    fn drop(&mut self) {
+        *crate::sync::lock(&self.0.making) = None;
+        self.0.made.notify_all();
     }
 }
 
@@ -266,10 +379,19 @@ fn held(e: &Entry) -> bool {
     Arc::strong_count(&e.copy) > 1
 }
 
+/// Bytes of the copies of versions still alive (what `bytes` reports).
+fn live_bytes(entries: &[Entry]) -> u64 {
+    bytes_of(entries, alive)
+}
+
 fn held_bytes(entries: &[Entry]) -> u64 {
+    bytes_of(entries, held)
+}
+
+fn bytes_of(entries: &[Entry], which: fn(&Entry) -> bool) -> u64 {
     entries
         .iter()
-        .filter(|e| held(e))
+        .filter(|e| which(e))
         .map(|e| e.copy.size)
         .sum()
 }
@@ -294,138 +416,4 @@ fn evict(entries: &mut Vec<Entry>, room: u64) -> Vec<Entry> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ioc::IocType;
-    use crate::store::model::Tier;
-    use crate::store::tier::Block;
-
-    fn version(id: u64, lines: usize) -> Arc<TierVersion> {
-        let blocks = (0..lines.div_ceil(100))
-            .map(|b| {
-                let n = (lines - b * 100).min(100);
-                let raw: Vec<u8> = (0..n)
-                    .flat_map(|i| format!("10.0.{b}.{i}\n").into_bytes())
-                    .collect();
-                Block::mem(b as u32, raw, vec![(1, 1); n])
-            })
-            .collect();
-        TierVersion::new(id, Tier::Chaud, IocType::Ipv4, blocks, 0)
-    }
-
-    fn copies(budget: u64) -> (tempfile::TempDir, InflatedCopies) {
-        let dir = tempfile::tempdir().unwrap();
-        let place = Some((Disk::real(), dir.path().to_path_buf()));
-        (dir, InflatedCopies::new(place, budget))
-    }
-
-    fn content(c: &InflatedTier) -> Vec<u8> {
-        let mut buf = vec![0; c.size() as usize];
-        c.file.read_exact_at(&mut buf, 0).unwrap();
-        buf
-    }
-
-    #[test]
-    fn a_copy_holds_the_version_byte_for_byte() {
-        let (_dir, copies) = copies(1 << 20);
-        let cache = BlockCache::new(1 << 20);
-        let v = version(1, 2_345);
-        let copy = copies.get_or_make(&v, &cache).unwrap().unwrap();
-        assert_eq!(
-            content(&copy),
-            v.read(0, v.size() as usize, &cache).unwrap()
-        );
-        let again = copies.get_or_make(&v, &cache).unwrap().unwrap();
-        assert!(
-            Arc::ptr_eq(&copy, &again),
-            "the second open reuses the copy"
-        );
-    }
-
-    #[test]
-    fn copies_held_stay_and_the_least_recently_used_go() {
-        let cache = BlockCache::new(1 << 20);
-        let (a, b, c) = (version(1, 1_000), version(2, 1_000), version(3, 1_000));
-        let (_dir, copies) = copies(a.size() * 2 + 1);
-        let held = copies.get_or_make(&a, &cache).unwrap().unwrap();
-        drop(copies.get_or_make(&b, &cache).unwrap().unwrap());
-        // Room for c only by dropping b (a is held, though used before b).
-        let made = copies.get_or_make(&c, &cache).unwrap();
-        assert!(made.is_some());
-        assert_eq!(copies.bytes(), a.size() + c.size());
-        // With a and c both held, nothing fits.
-        assert!(copies.get_or_make(&b, &cache).unwrap().is_none());
-        drop((held, made));
-        assert!(copies.get_or_make(&b, &cache).unwrap().is_some());
-    }
-
-    #[test]
-    fn a_rebased_version_keeps_its_copy_and_its_open_counts() {
-        let (_dir, copies) = copies(1 << 20);
-        let cache = BlockCache::new(1 << 20);
-        let v = version(7, 1_000);
-        let copy = copies.get_or_make(&v, &cache).unwrap().unwrap();
-        v.opens().passthrough_opened(copy.clone());
-        let rebased = v.rebased(v.blocks().to_vec());
-        drop(v);
-        assert!(
-            rebased
-                .opens()
-                .held_copy()
-                .is_some_and(|c| Arc::ptr_eq(&c, &copy)),
-            "the counts belong to the inode"
-        );
-        let again = copies.get_or_make(&rebased, &cache).unwrap().unwrap();
-        assert!(
-            Arc::ptr_eq(&copy, &again),
-            "no second inflate after a rebase"
-        );
-        rebased.opens().passthrough_closed();
-        drop((copy, again));
-        assert_eq!(copies.bytes(), rebased.size(), "kept while the inode lives");
-    }
-
-    #[test]
-    fn a_failed_inflate_is_not_tried_again_and_a_busy_one_is_not_waited_for() {
-        let (_dir, copies) = copies(1 << 20);
-        let cache = BlockCache::new(1 << 20);
-        // A block whose bytes are not raw_len long: the fill fails.
-        let mut bad = Block::mem(0, b"10.0.0.1\n".to_vec(), vec![(1, 1)]);
-        bad.raw_len = 20;
-        let v = TierVersion::new(8, Tier::Chaud, IocType::Ipv4, vec![bad], 0);
-        assert!(copies.get_or_make(&v, &cache).is_err());
-        assert!(copies.get_or_make(&v, &cache).unwrap().is_none());
-        // Another file being inflated: served from the blocks, no waiting.
-        let other = version(9, 100);
-        let busy = copies.making.lock().unwrap();
-        assert!(copies.get_or_make(&other, &cache).unwrap().is_none());
-        drop(busy);
-        assert!(copies.get_or_make(&other, &cache).unwrap().is_some());
-    }
-
-    #[test]
-    fn versions_gone_lose_their_copy_and_too_large_ones_get_none() {
-        let cache = BlockCache::new(1 << 20);
-        let (dir, copies) = copies(40_000);
-        let v = version(1, 1_000);
-        drop(copies.get_or_make(&v, &cache).unwrap().unwrap());
-        assert_eq!(copies.bytes(), v.size());
-        drop(v);
-        assert_eq!(copies.bytes(), 0);
-        assert!(copies
-            .get_or_make(&version(2, 5_000), &cache)
-            .unwrap()
-            .is_none());
-        // A copy must leave the filesystem room for writes.
-        assert!(
-            leaves_room(dir.path(), 4096),
-            "this test needs a filesystem with room"
-        );
-        assert!(!leaves_room(dir.path(), u64::MAX / 2));
-        assert!(!leaves_room(&dir.path().join("missing"), 0));
-        assert!(InflatedCopies::new(None, 1 << 30)
-            .get_or_make(&version(3, 10), &cache)
-            .unwrap()
-            .is_none());
-    }
-}
+mod tests;
