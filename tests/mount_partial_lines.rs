@@ -52,3 +52,44 @@ fn a_line_written_by_two_commands_of_one_redirection_is_one_line() {
     );
     assert_eq!(d.lines("live/ipv4.txt"), ["1.2.3.4"]);
 }
+
+#[test]
+fn a_refused_unterminated_last_line_fails_the_openers_close() {
+    let Some(d) = Daemon::start() else { return };
+    d.sh_ok("printf 'old.example\\n' > live/domain.txt");
+    // A feed download cut short or ending in junk: cp and tee say so (their close fails)
+    // and the set stays as it was.
+    std::fs::write(
+        d.root().join("feed.txt"),
+        "t1.example.com\nt2.example.com\n</html>",
+    )
+    .unwrap();
+    let feed = d.root().join("feed.txt");
+    let out = d.sh(&format!("cp {} live/domain.txt", feed.display()));
+    assert!(
+        !out.status.success(),
+        "cp of a feed with a junk tail succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Invalid argument"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.sh("printf 'x.example\\n\\032' | tee live/domain.txt");
+    assert!(!out.status.success(), "tee of a junk tail succeeded");
+    assert_eq!(d.lines("live/domain.txt"), ["old.example"]);
+    // An append: its complete lines are in, the close fails for the refused last line.
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(d.path("live/domain.txt"))
+        .unwrap();
+    f.write_all(b"new.example\n<junk").unwrap();
+    assert_eq!(nix::unistd::close(f), Err(nix::errno::Errno::EINVAL));
+    assert_eq!(d.lines("live/domain.txt"), ["old.example", "new.example"]);
+    // A valid last line closes fine.
+    d.sh_ok("printf 'a.example\\nb.example' | tee -a live/domain.txt");
+    assert_eq!(
+        d.lines("live/domain.txt"),
+        ["old.example", "new.example", "a.example", "b.example"]
+    );
+}

@@ -295,6 +295,8 @@ pub struct LiveWriter {
     pub pending: Option<u64>,
     /// Who wrote through it and who closed it without writing (see `flush_live`).
     pub closers: super::closes::Closers,
+    /// The thread that opened it: its close is most likely the last (see `flush_live`).
+    pub opener: u32,
 }
 
 impl LiveWriter {

@@ -125,7 +125,7 @@ impl IocFs {
         }
         match self.nodes.get(ino) {
             Some(Node::Live(v)) => Ok((
-                self.open_live(&v, flags, Some(req.pid()))?,
+                self.open_live(&v, flags, Some(req.pid()), req.pid())?,
                 if writable { direct } else { read_only },
             )),
             Some(Node::Tier(_)) if writable => Err(Errno::EROFS),
@@ -155,7 +155,7 @@ impl IocFs {
                 Ok((Handle::Scratch(s), direct))
             }
             Some(Node::LiveAlias(of)) => Ok((
-                self.open_live(&self.store.current(of), flags, None)?,
+                self.open_live(&self.store.current(of), flags, None, req.pid())?,
                 direct,
             )),
             Some(Node::View(_)) if writable => Err(Errno::EROFS),

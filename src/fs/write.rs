@@ -28,6 +28,7 @@ impl IocFs {
         v: &Arc<LiveVersion>,
         flags: OpenFlags,
         tid: Option<u32>,
+        opener: u32,
     ) -> Result<Handle, Errno> {
         let (target, ty) = v.of();
         let replace = flags.0 & libc::O_TRUNC != 0;
@@ -88,6 +89,7 @@ impl IocFs {
             o_append: flags.0 & libc::O_APPEND != 0,
             pending: None,
             closers: Closers::default(),
+            opener,
         }))))
     }
 
@@ -258,6 +260,17 @@ impl IocFs {
                 // Each close may be the last: opens right after it wait for the release.
                 self.settle_pending(&mut w);
                 w.pending = Some(self.pending.add(of, open_line));
+                // The release can't fail anyone's close(): a last line refused as it stands
+                // fails the opener's close (most likely the last: `cp`, `tee`, a script),
+                // and the release refuses it for good unless another copy of the
+                // descriptor completes the line first. Other processes' closes (children
+                // writing a line in pieces) don't fail.
+                if open_line
+                    && closer.is_some_and(|c| c.pid == w.opener)
+                    && self.last_line_refused(&w)
+                {
+                    return Err(Errno::EINVAL);
+                }
                 return Ok(());
             }
             AtClose::Apply => {}
@@ -265,6 +278,14 @@ impl IocFs {
         let result = self.apply_at_close(&mut w, &file);
         self.settle_pending(&mut w);
         result
+    }
+
+    /// Whether the unterminated last line, as it stands, would be refused at the release.
+    fn last_line_refused(&self, w: &LiveWriter) -> bool {
+        self.store.config().ingest.on_invalid == OnInvalid::Reject
+            && !ingest::finish(w.ty, &w.partial, w.line_no + 1, &self.store.limits())
+                .rejected
+                .is_empty()
     }
 
     fn apply_at_close(&self, w: &mut LiveWriter, file: &str) -> Result<(), Errno> {
