@@ -89,3 +89,49 @@ fn passthrough_reads_equal_daemon_served_content_and_size() {
     let wc = d.sh_ok("wc -l < live/url.txt");
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "5000");
 }
+
+/// A version a reader stat'ed and the background copy made for passthrough readers hold the
+/// same bytes: opening the first after the copy replaced it serves it, on its own inode
+/// (`cp -a` compares the inode of its stat with the one it opened: "replaced while being
+/// copied"), with the same mtime. A change of content still refuses the stale inode.
+#[test]
+fn a_copy_for_readers_keeps_the_inode_a_stat_showed() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let Some(d) = start() else { return };
+    let path = d.path("live/domain.txt");
+    d.sh_ok("printf 'a.example\\nb.example\\n' >> live/domain.txt");
+    // A handle on the inode the name shows now, as a stat sees it.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&path)
+        .unwrap();
+    let before = held.metadata().unwrap();
+    // A read within a second of the write is served by the daemon and has the version
+    // copied for the next readers: once the name's entry expires, it shows the copy.
+    assert_eq!(std::fs::read(&path).unwrap(), b"a.example\nb.example\n");
+    let copy = common::poll_until(std::time::Duration::from_secs(10), || {
+        let now = std::fs::metadata(&path).unwrap();
+        (now.ino() != before.ino()).then_some(now)
+    })
+    .expect("the version was copied for readers");
+    assert_eq!(copy.mtime(), before.mtime());
+    assert_eq!(
+        copy.mtime_nsec(),
+        before.mtime_nsec(),
+        "same bytes, same mtime"
+    );
+    // Reopening the stat'ed inode itself (no lookup): served, the same bytes, that inode.
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+    let f = std::fs::File::open(&reopen).expect("open the stat'ed inode");
+    assert_eq!(f.metadata().unwrap().ino(), before.ino());
+    assert_eq!(
+        std::io::read_to_string(&f).unwrap(),
+        "a.example\nb.example\n"
+    );
+    drop(f);
+    // A new line: the stat'ed inode is stale for good.
+    d.sh_ok("echo c.example >> live/domain.txt");
+    let err = std::fs::File::open(&reopen).expect_err("a changed file's stale inode");
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+}

@@ -61,7 +61,16 @@ impl IocFs {
     /// A live version's attributes; `ino` is its id, or a scratch inode standing for it.
     pub(super) fn live_attr(&self, ino: INodeNo, v: &LiveVersion) -> FileAttr {
         let mtime = self.shown_mtime(v.mtime());
-        inode::version_attr(ino, v.id, self.owner.file_mode, v.len(), mtime, &self.owner)
+        // A copy of the same bytes shows the same mtime as its original.
+        let content = v.content();
+        inode::version_attr(
+            ino,
+            content,
+            self.owner.file_mode,
+            v.len(),
+            mtime,
+            &self.owner,
+        )
     }
 
     pub(super) fn tier_attr(&self, v: &crate::store::tier::TierVersion) -> FileAttr {
@@ -146,9 +155,11 @@ impl IocFs {
             // name up again). A held one answers for itself: each version is its own inode,
             // so fstat on a descriptor held across a replacement reports the size that
             // descriptor reads (the kernel does not say which it is; see VERSION_TTL).
+            // (One superseded by a copy of the same bytes answers for itself: an open through
+            // it serves it, see `open_live`.)
             Some(Node::Live(v)) => {
                 let current = self.store.current(v.of());
-                if current.id != v.id && !self.handles.holds(ino) {
+                if current.id != v.id && !self.handles.holds(ino) && !current.same_bytes_as(&v) {
                     Ok((self.live_attr(version(current.id), &current), NO_TTL))
                 } else {
                     Ok((self.live_attr(ino, &v), VERSION_TTL))

@@ -104,11 +104,16 @@ pub fn time(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-/// `attr` of one version of a list (live, tier or view file), `version` its id. List times
-/// are kept in whole seconds; the nanoseconds number the version (its id modulo 10^9), so
-/// that two versions made within one second, of one size, still show different mtimes, as
-/// they would on ext4: `rsync --modify-window=-1`, `make` and `find -newer` see the change
-/// (rsync's default quick check compares whole seconds, on any filesystem).
+/// `attr` of one version of a list (live, tier or view file), `version` its id (for a live
+/// version, the id of the version whose bytes it holds). List times are kept in whole
+/// seconds; the nanoseconds number the version (its id modulo [`VERSION_NANOS`]), so that
+/// two versions made within one second, of one size, still show different mtimes, as they
+/// would on ext4: `rsync --modify-window=-1`, `make` and `find -newer` see the change
+/// (rsync's default quick check compares whole seconds, on any filesystem). Under a
+/// microsecond: a file's mtime is never visibly ahead of the clock (`make` warns of clock
+/// skew for a file dated even 0.3 s ahead).
+pub const VERSION_NANOS: u64 = 1_000;
+
 pub fn version_attr(
     ino: INodeNo,
     version: u64,
@@ -118,7 +123,7 @@ pub fn version_attr(
     owner: &Owner,
 ) -> FileAttr {
     let mut a = attr(ino, FileType::RegularFile, perm, size, mtime, owner);
-    let t = time(mtime) + Duration::from_nanos(version % 1_000_000_000);
+    let t = time(mtime) + Duration::from_nanos(version % VERSION_NANOS);
     (a.atime, a.mtime, a.ctime, a.crtime) = (t, t, t, t);
     a
 }

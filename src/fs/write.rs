@@ -54,6 +54,12 @@ impl IocFs {
             if current.id == v.id {
                 return Ok(Handle::LiveRead(current));
             }
+            // Superseded by a copy of the same bytes (made for passthrough readers or a
+            // writer): nothing changed. Serving it keeps the open on the inode its caller
+            // just stat'ed, which `cp -a` checks ("replaced while being copied").
+            if current.same_bytes_as(v) {
+                return Ok(Handle::LiveRead(v.clone()));
+            }
             if tid.is_some_and(|tid| self.retries.is_retry(tid, inode::version(v.id))) {
                 return Ok(Handle::LiveRead(v.clone()));
             }

@@ -335,7 +335,8 @@ impl Store {
         }
         let bytes = v.len();
         // Not `copy`: its failpoint stands for the copies batches and writers wait for.
-        let copy = v.copy_into(self.state().new_id(), self.clock.now(), v.storage())?;
+        // The same bytes: the same mtime (a list's mtime is when its content changed).
+        let copy = v.copy_into(self.state().new_id(), v.mtime(), v.storage())?;
         self.install_live_copy(v, copy, |st| st.ration_copies(v.ty, bytes))
     }
 

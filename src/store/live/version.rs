@@ -82,6 +82,10 @@ impl Storage {
 pub struct LiveVersion {
     /// Unique among all versions of all files (an inode-like identity).
     pub id: u64,
+    /// The version whose bytes these are: its own id, or, for a copy (made for readers or
+    /// writers), the original's. Versions grow only by appends, so two versions with the
+    /// same `content` and length hold the same bytes.
+    content: u64,
     /// The file it is a version of: a live file, or an allowlist.
     pub target: Target,
     pub ty: IocType,
@@ -153,6 +157,7 @@ impl LiveVersion {
             .ctx(|| format!("fill the content of {name}"))?;
         Ok(Arc::new(LiveVersion {
             id,
+            content: id,
             target,
             ty,
             file,
@@ -240,6 +245,7 @@ impl LiveVersion {
         }
         Ok(Arc::new(LiveVersion {
             id: new_id,
+            content: self.content,
             target: self.target,
             ty: self.ty,
             file,
@@ -262,6 +268,17 @@ impl LiveVersion {
     }
 
     /// Bytes a reader may see: always whole lines.
+    /// The id of the version whose bytes these are (see the field).
+    pub fn content(&self) -> u64 {
+        self.content
+    }
+
+    /// Whether `other` holds exactly these bytes now (a copy of this one, or its original,
+    /// and neither grew since).
+    pub fn same_bytes_as(&self, other: &LiveVersion) -> bool {
+        self.content == other.content && self.len() == other.len()
+    }
+
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }
