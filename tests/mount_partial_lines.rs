@@ -93,3 +93,38 @@ fn a_refused_unterminated_last_line_fails_the_openers_close() {
         ["old.example", "new.example", "a.example", "b.example"]
     );
 }
+
+/// A parent that hands a descriptor to a child and closes its own copy while the child is
+/// mid-line (a download into the file): its close does not fail, the line completes.
+#[test]
+fn a_parent_closing_while_its_child_writes_a_line_does_not_fail() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(d) = Daemon::start() else { return };
+    let f = std::fs::File::create(d.path("live/url.txt")).unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "printf 'http://a.example/\\nhtt'; echo ready >&2; read go; printf 'p://b.example/\\n'",
+        )
+        .stdout(f.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n");
+    // "htt" is pending and invalid as it stands; the child wrote it, not this thread.
+    assert_eq!(nix::unistd::close(f), Ok(()));
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        d.lines("live/url.txt"),
+        ["http://a.example/", "http://b.example/"],
+        "daemon log:\n{}",
+        d.log()
+    );
+}

@@ -155,12 +155,15 @@ impl IocFs {
             // name up again). A held one answers for itself: each version is its own inode,
             // so fstat on a descriptor held across a replacement reports the size that
             // descriptor reads (the kernel does not say which it is; see VERSION_TTL).
-            // (One superseded by a copy of the same bytes answers for itself: an open through
-            // it serves it, see `open_live`.)
+            // One superseded by a copy of the same bytes answers for itself, uncached (an
+            // open through it serves it, see `open_live`; a later change must show).
             Some(Node::Live(v)) => {
                 let current = self.store.current(v.of());
-                if current.id != v.id && !self.handles.holds(ino) && !current.same_bytes_as(&v) {
+                let superseded = current.id != v.id && !self.handles.holds(ino);
+                if superseded && !current.same_bytes_as(&v) {
                     Ok((self.live_attr(version(current.id), &current), NO_TTL))
+                } else if superseded {
+                    Ok((self.live_attr(ino, &v), NO_TTL))
                 } else {
                     Ok((self.live_attr(ino, &v), VERSION_TTL))
                 }

@@ -41,6 +41,11 @@ impl Closers {
         }
     }
 
+    /// Whether every write came from `owner`'s descriptor table (and at least one did).
+    pub(super) fn only_writer(&self, owner: u64) -> bool {
+        !self.anonymous && self.writers == [owner]
+    }
+
     pub(super) fn is_writer(&self, owner: u64) -> bool {
         self.anonymous || self.writers.len() >= Self::MAX || self.writers.contains(&owner)
     }

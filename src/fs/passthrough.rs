@@ -192,6 +192,11 @@ impl IocFs {
         self.store.inflate_ahead(files.collect());
     }
 
+    /// A read-only open of a tier file. With passthrough on, a whole-file reader gets the
+    /// version inflated into a file the kernel reads itself (made now on every core, made
+    /// ahead of a walking reader, or kept from an earlier open); `O_DIRECT` readers (random
+    /// reads), versions too large for the copy budget and opens of an inode that page-cache
+    /// readers hold are served from the blocks, through the kernel's page cache of the inode.
     pub(super) fn open_tier_reader(
         &self,
         reader: Arc<TierReader>,

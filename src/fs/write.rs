@@ -267,12 +267,17 @@ impl IocFs {
                 self.settle_pending(&mut w);
                 w.pending = Some(self.pending.add(of, open_line));
                 // The release can't fail anyone's close(): a last line refused as it stands
-                // fails the opener's close (most likely the last: `cp`, `tee`, a script),
-                // and the release refuses it for good unless another copy of the
-                // descriptor completes the line first. Other processes' closes (children
-                // writing a line in pieces) don't fail.
+                // fails the close of the thread that opened the handle and wrote all of it
+                // (most likely the last close: `cp`, `tee`, a script), and the release
+                // refuses it for good unless another copy of the descriptor completes the
+                // line first. Closes where other processes wrote (children writing a line
+                // in pieces, a child downloading into a descriptor its parent closes) never
+                // fail for it; nor do writers the kernel gives no pid (another pid
+                // namespace: all 0).
                 if open_line
-                    && closer.is_some_and(|c| c.pid == w.opener)
+                    && closer.is_some_and(|c| {
+                        c.pid == w.opener && c.pid != 0 && w.closers.only_writer(c.owner)
+                    })
                     && self.last_line_refused(&w)
                 {
                     return Err(Errno::EINVAL);

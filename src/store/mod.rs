@@ -316,7 +316,7 @@ impl Store {
         let pause = |st: &mut state::State| st.pause_pins(ty, Duration::from_secs(1));
         let v = self.live(ty);
         if v.has_passthrough_readers() {
-            let copy = v.copy(self.state().new_id(), self.clock.now())?;
+            let copy = v.copy(self.state().new_id(), v.mtime())?;
             self.install_live_copy(&v, copy, pause)?;
         } else {
             pause(&mut self.state_mut());

@@ -267,7 +267,6 @@ impl LiveVersion {
         (self.target, self.ty)
     }
 
-    /// Bytes a reader may see: always whole lines.
     /// The id of the version whose bytes these are (see the field).
     pub fn content(&self) -> u64 {
         self.content
@@ -279,6 +278,7 @@ impl LiveVersion {
         self.content == other.content && self.len() == other.len()
     }
 
+    /// Bytes a reader may see: always whole lines.
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }

@@ -98,8 +98,9 @@ pub struct InflatedCopies {
     place: Option<(Disk, PathBuf)>,
     budget: AtomicU64,
     entries: Mutex<Vec<Entry>>,
-    /// The inflate under way, if any: one at a time, each uses every core already.
-    making: Mutex<Option<Making>>,
+    /// The inflate under way, if any (one at a time: each uses every core already), and
+    /// the opens waiting for one to end.
+    making: Mutex<MakingState>,
     /// Signalled when an inflate ends (made, failed or stopped).
     made: Condvar,
     /// Versions whose inflate failed (a damaged block, a read error): served from the
@@ -136,7 +137,7 @@ impl InflatedCopies {
             place,
             budget: AtomicU64::new(budget),
             entries: Mutex::new(Vec::new()),
-            making: Mutex::new(None),
+            making: Mutex::new(MakingState::default()),
             made: Condvar::new(),
             failed: Mutex::new(HashMap::new()),
             tick: AtomicU64::new(0),
@@ -223,6 +224,10 @@ impl InflatedCopies {
             if let Some(hit) = self.find(v.id, !ahead) {
                 return Ok(Some(hit));
             }
+            // A guess never delays an open: not while one waits for the cores.
+            if ahead && (making.now.is_some() || making.waiting > 0) {
+                return Ok(None);
+            }
             let budget = self.budget.load(Ordering::Relaxed);
             if v.size() == 0
                 || v.size() > budget
@@ -231,18 +236,21 @@ impl InflatedCopies {
             {
                 return Ok(None);
             }
-            match making.as_ref() {
+            match making.now.as_mut() {
                 None => break,
-                Some(_) if ahead => return Ok(None),
-                Some(m) if m.version_id == v.id => {}
+                // The guess was right: this open waits for it, which makes it an open's
+                // inflate (no other open may stop it now).
+                Some(m) if m.version_id == v.id => m.ahead = false,
                 // A guess that missed: this open needs the cores.
                 Some(m) if m.ahead => m.stop.store(true, Ordering::Relaxed),
                 Some(_) => return Ok(None),
             }
+            making.waiting += 1;
             making = self
                 .made
                 .wait(making)
                 .unwrap_or_else(PoisonError::into_inner);
+            making.waiting -= 1;
         }
         let budget = self.budget.load(Ordering::Relaxed);
         // Only what nobody holds can make room (nothing when made ahead); nothing is
@@ -259,7 +267,7 @@ impl InflatedCopies {
             return Ok(None);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        *making = Some(Making {
+        making.now = Some(Making {
             version_id: v.id,
             ahead,
             stop: stop.clone(),
@@ -274,14 +282,16 @@ impl InflatedCopies {
         let started = std::time::Instant::now();
         let filled = super::fill::fill(v, &file, cache, &name, &stop);
         if let Err(e) = filled {
-            crate::sync::lock(&self.failed).insert(v.id, v.inode());
+            // An open tries a guess's file again itself (and says why it failed).
+            if !ahead {
+                crate::sync::lock(&self.failed).insert(v.id, v.inode());
+            }
             return Err(e);
         }
         if stop.load(Ordering::Relaxed) {
             self.ahead.stopped.fetch_add(1, Ordering::Relaxed);
             log::debug!("stopped inflating {name} ahead: another file was opened");
-            // The open that stopped it goes on first; closing the half-made copy can wait.
-            drop(mark);
+            // Its blocks are freed before the open that stopped it checks for room.
             drop(file);
             return Ok(None);
         }
@@ -318,18 +328,27 @@ impl InflatedCopies {
         Ok(Some(copy))
     }
 
-    /// The copy of a version, marked used (`by_open`: for an open).
+    /// The copy of a version; `by_open`: for an open, which marks it used.
     fn find(&self, version_id: u64, by_open: bool) -> Option<Arc<InflatedTier>> {
         let mut entries = crate::sync::lock(&self.entries);
         let e = entries
             .iter_mut()
             .find(|e| e.copy.version_id == version_id && e.inode.strong_count() > 0)?;
-        e.last_used = self.tick.fetch_add(1, Ordering::Relaxed);
-        if by_open && std::mem::take(&mut e.unopened_ahead) {
-            self.ahead.opened.fetch_add(1, Ordering::Relaxed);
+        if by_open {
+            e.last_used = self.tick.fetch_add(1, Ordering::Relaxed);
+            if std::mem::take(&mut e.unopened_ahead) {
+                self.ahead.opened.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Some(e.copy.clone())
     }
+}
+
+#[derive(Default)]
+struct MakingState {
+    now: Option<Making>,
+    /// Opens waiting for `now` to end.
+    waiting: usize,
 }
 
 /// The inflate under way.
@@ -347,7 +366,7 @@ struct MakingMark<'a>(&'a InflatedCopies);
 
 impl Drop for MakingMark<'_> {
     fn drop(&mut self) {
-        *crate::sync::lock(&self.0.making) = None;
+        crate::sync::lock(&self.0.making).now = None;
         self.0.made.notify_all();
     }
 }

@@ -113,12 +113,19 @@ fn a_failed_inflate_is_not_tried_again_and_a_busy_one_is_not_waited_for() {
 /// Mark an inflate of version `id` under way, as `make` does; its stop flag.
 fn mark_making(copies: &InflatedCopies, id: u64, ahead: bool) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    *copies.making.lock().unwrap() = Some(Making {
+    copies.making.lock().unwrap().now = Some(Making {
         version_id: id,
         ahead,
         stop: stop.clone(),
     });
     stop
+}
+
+/// Wait until `n` opens wait for the inflate under way.
+fn until_waiting(copies: &InflatedCopies, n: usize) {
+    while copies.making.lock().unwrap().waiting != n {
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -151,30 +158,47 @@ fn a_copy_made_ahead_serves_the_open_and_takes_only_free_room() {
     busy.make_ahead(&c, &cache).unwrap();
     assert!(!stop.load(Ordering::Relaxed));
     assert_eq!(busy.bytes(), 0);
+    // An open waiting for the cores: a guess does not take them first.
+    drop(MakingMark(&busy));
+    busy.making.lock().unwrap().waiting = 1;
+    busy.make_ahead(&c, &cache).unwrap();
+    assert_eq!(busy.bytes(), 0);
+    busy.making.lock().unwrap().waiting = 0;
+    busy.make_ahead(&c, &cache).unwrap();
+    assert_eq!(busy.bytes(), c.size());
 }
 
 #[test]
 fn an_open_stops_a_guess_at_another_file_and_waits_for_one_at_its_own() {
     let cache = BlockCache::new(1 << 20);
-    let (a, b) = (version(1, 1_000), version(2, 1_000));
+    let (a, b, c) = (version(1, 1_000), version(2, 1_000), version(3, 1_000));
     let (_dir, copies) = copies(1 << 20);
     std::thread::scope(|s| {
         // A guess at `a` under way: an open of `b` stops it, waits for it to end, then
         // makes its own copy.
         let stop = mark_making(&copies, a.id, true);
         let open = s.spawn(|| copies.get_or_make(&b, &cache));
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::yield_now();
-        }
-        assert!(
-            !open.is_finished(),
-            "it waits for the stopped inflate to end"
-        );
+        until_waiting(&copies, 1);
+        assert!(stop.load(Ordering::Relaxed), "the guess is stopped");
         drop(MakingMark(&copies));
         assert!(open.join().unwrap().unwrap().is_some());
-        // A guess at `a` itself: the open waits for it and takes its copy.
+        // A guess at `a` itself: the open waits for it and takes its copy. Joined by an
+        // open, it is an open's inflate: an open of another file neither stops it nor
+        // waits for it.
         let stop = mark_making(&copies, a.id, true);
         let open = s.spawn(|| copies.get_or_make(&a, &cache));
+        until_waiting(&copies, 1);
+        let other = s.spawn(|| copies.get_or_make(&c, &cache));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !other.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        if !other.is_finished() {
+            drop(MakingMark(&copies)); // let both go, then fail
+            panic!("an open of another file waited for a guess an open had joined");
+        }
+        assert!(other.join().unwrap().unwrap().is_none());
+        assert!(!stop.load(Ordering::Relaxed), "a joined guess goes on");
         let made = InflatedCopies::new(copies.place.clone(), 1 << 20);
         let copy = made.get_or_make(&a, &cache).unwrap().unwrap();
         crate::sync::lock(&copies.entries).push(Entry {
