@@ -18,6 +18,7 @@ use crate::config::{Config, DurabilityMode};
 use crate::crash::PoisonDart;
 use crate::error::{IoContext, Result};
 use crate::fs::{Inval, IocFs};
+use crate::store::health::{Kind, Problem};
 use crate::store::model::Bucket;
 use crate::store::Store;
 use crate::views::Views;
@@ -467,13 +468,24 @@ fn reload(store: &Store, views: &Views, path: Option<&Path>, data_override: Opti
             apply_log_level(&new.log.level);
             views.set_config(new.views.clone());
             store.set_config(Arc::new(keep_restart_only(&old, new)));
+            store.health().clear(Kind::Config);
             // Only now: whoever waits for this line (an admin, a test) finds it in effect.
             log::info!("SIGHUP: reloaded {}", path.display());
         }
-        Err(e) => log::error!(
-            "SIGHUP: {} not reloaded, keeping the running config: {e}",
-            path.display()
-        ),
+        Err(e) => {
+            // Until a reload works: an admin who reloaded sees that nothing changed.
+            store.health().set(Problem::new(
+                Kind::Config,
+                format!(
+                    "{} not reloaded (running on the config before it): {e}",
+                    path.display()
+                ),
+            ));
+            log::error!(
+                "SIGHUP: {} not reloaded, keeping the running config: {e}",
+                path.display()
+            );
+        }
     }
 }
 

@@ -355,7 +355,11 @@ fn sighup_reloads_retention_and_keeps_the_old_config_when_the_new_one_is_bad() {
         kept.contains("keeping the running config") && kept.contains("durability.mode"),
         "log line: {kept}"
     );
-    assert_eq!(d.read(".iocfs/health"), "ok\n");
+    let health = d.read(".iocfs/health");
+    assert!(
+        health.starts_with("config: ") && health.contains("not reloaded"),
+        "{health}"
+    );
     d.append_lines("live/ipv4.txt", &["203.0.113.10"]);
     ctl_ok(&d, "clock +90m");
     ctl_ok(&d, "age");
@@ -364,6 +368,18 @@ fn sighup_reloads_retention_and_keeps_the_old_config_when_the_new_one_is_bad() {
         Some("chaud"),
         "the 1h retention from the last good config still applies"
     );
+    // A good file again: reloaded, and health says so.
+    std::fs::write(d.config_path(), retention("1h")).unwrap();
+    d.signal(Signal::SIGHUP);
+    let cleared = poll_until(Duration::from_secs(5), || {
+        (d.log().matches("SIGHUP: reloaded").count() == 2).then_some(())
+    });
+    assert!(
+        cleared.is_some(),
+        "no second reload in the log:\n{}",
+        d.log()
+    );
+    assert_eq!(d.read(".iocfs/health"), "ok\n");
 }
 
 /// The aging thread journals a step only when something is due: an idle store's log stays

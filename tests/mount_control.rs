@@ -83,7 +83,12 @@ fn ctl_remove_deletes_the_value() {
 
 #[test]
 fn ctl_lists_its_commands_when_read_and_rejects_unknown_ones() {
-    let Some(d) = Daemon::start() else { return };
+    use std::os::unix::fs::MetadataExt;
+    let Some(d) = Daemon::builder().manual_clock(1_700_000_000).start() else {
+        return;
+    };
+    let dated = || std::fs::metadata(d.path(".iocfs/ctl")).unwrap().mtime();
+    let before = dated();
     // Reading lists the commands (so tar and rsync can read every file of a mount).
     let help = d.read(".iocfs/ctl");
     for cmd in [
@@ -107,10 +112,21 @@ fn ctl_lists_its_commands_when_read_and_rejects_unknown_ones() {
     );
     assert_eq!(errno_of(d.ctl("frobnicate")), libc::EINVAL);
     assert_eq!(errno_of(d.ctl("remove not..valid")), libc::EINVAL);
-    for cmd in ["commit", "checkpoint", "age"] {
+    for cmd in ["commit", "checkpoint", "age", "clock +1h"] {
         d.ctl(cmd).unwrap_or_else(|e| panic!("ctl {cmd}: {e}"));
     }
     assert_eq!(d.read(".iocfs/health"), "ok\n");
+    assert_eq!(
+        dated(),
+        before,
+        "its bytes never change: rsync -a copies it once"
+    );
+    d.ctl("remove").unwrap_err();
+    assert!(
+        d.log().contains("wrong arguments in \"remove\""),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]

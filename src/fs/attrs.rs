@@ -94,7 +94,8 @@ impl IocFs {
                 FileType::RegularFile,
                 0o644,
                 super::control::ctl_help().len() as u64,
-                now,
+                // Its bytes never change: dated like empty files (`rsync -a` copies it once).
+                self.contentless_time,
                 &Owner {
                     uid: 0,
                     gid: 0,

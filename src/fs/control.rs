@@ -248,8 +248,22 @@ impl IocFs {
                 Some(r) => r,
                 None => {
                     let line = ioc::escape_excerpt(line.as_bytes(), 200);
+                    let known = [
+                        "age",
+                        "commit",
+                        "checkpoint",
+                        "remove",
+                        "refresh-views",
+                        "release-view",
+                        "backup",
+                    ];
+                    let what = if known.contains(&cmd) {
+                        "wrong arguments in"
+                    } else {
+                        "unknown command"
+                    };
                     lograte::warn(|| {
-                        format!("ctl: unknown command \"{line}\" (expected age, commit, checkpoint, remove VALUE…, refresh-views, release-view NAME)")
+                        format!("ctl: {what} \"{line}\" (expected age, commit, checkpoint, remove VALUE…, refresh-views, release-view NAME)")
                     });
                     return Err(Errno::EINVAL);
                 }

@@ -32,6 +32,8 @@ pub enum Kind {
     Failed,
     /// A feed with `expect_every` stopped writing (or was never declared).
     Source,
+    /// The config file could not be reloaded (SIGHUP): the daemon runs on the one before.
+    Config,
 }
 
 impl Kind {
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Failed => "failed",
             Kind::View => "view",
             Kind::Source => "source",
+            Kind::Config => "config",
         }
     }
 }
