@@ -135,3 +135,35 @@ fn a_copy_for_readers_keeps_the_inode_a_stat_showed() {
     let err = std::fs::File::open(&reopen).expect_err("a changed file's stale inode");
     assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
 }
+
+/// A descriptor opened within a second of a write is served by the daemon and sees appends
+/// made after its open (README), also once the background copy for passthrough readers has
+/// superseded the version it opened (`tail -f` right after a write).
+#[test]
+fn a_daemon_served_reader_follows_appends_past_a_copy_for_readers() {
+    use std::io::Seek;
+    use std::os::unix::fs::MetadataExt;
+    let Some(d) = start() else { return };
+    let path = d.path("live/domain.txt");
+    d.sh_ok("echo a.example >> live/domain.txt");
+    let mut held = std::fs::File::open(&path).unwrap();
+    let opened = held.metadata().unwrap();
+    let mut text = String::new();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "a.example\n");
+    common::poll_until(std::time::Duration::from_secs(10), || {
+        (std::fs::metadata(&path).unwrap().ino() != opened.ino()).then_some(())
+    })
+    .expect("the version was copied for readers");
+    d.sh_ok("echo b.example >> live/domain.txt");
+    text.clear();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        text, "b.example\n",
+        "the append, read through the held descriptor"
+    );
+    held.rewind().unwrap();
+    text.clear();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "a.example\nb.example\n");
+}

@@ -165,6 +165,9 @@ impl IocFs {
                     Ok((self.live_attr(version(current.id), &current), NO_TTL))
                 } else if superseded {
                     Ok((self.live_attr(ino, &v), NO_TTL))
+                } else if current.id != v.id && !v.has_passthrough_readers() {
+                    // Held by descriptors the daemon serves: the size they read now.
+                    Ok((self.live_attr(ino, &self.following(&v)), VERSION_TTL))
                 } else {
                     Ok((self.live_attr(ino, &v), VERSION_TTL))
                 }

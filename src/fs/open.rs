@@ -14,13 +14,29 @@ use super::nodes::{Handle, Node, TierReader};
 use super::{errno, IocFs};
 use crate::ioc::IocType;
 use crate::lograte;
+use crate::store::live::LiveVersion;
 use crate::store::model::Bucket;
 
 impl IocFs {
+    /// What a descriptor the daemon serves on live version `v` reads: `v`, or the current
+    /// version when that extends `v`'s bytes (a copy made for passthrough readers or a
+    /// writer, grown by appends since: same content lineage, no shorter). Such a descriptor
+    /// sees appends made after its open (README), also once a copy superseded its version;
+    /// after a replacement or aging it keeps reading its version whole.
+    pub(super) fn following(&self, v: &Arc<LiveVersion>) -> Arc<LiveVersion> {
+        let current = self.store.current(v.of());
+        if current.id != v.id && current.content() == v.content() && current.len() >= v.len() {
+            current
+        } else {
+            v.clone()
+        }
+    }
+
     /// The size of what a handle reads (its version, snapshot or buffer).
     pub(super) fn handle_size(&self, h: &Handle) -> u64 {
         match h {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => v.len(),
+            Handle::LiveRead(v) => self.following(v).len(),
+            Handle::LivePassthrough(v, ..) => v.len(),
             Handle::LiveWrite(w) => self.store.current(crate::sync::lock(w).of()).len(),
             Handle::Tier(r) | Handle::TierPassthrough(r, _) => r.version.size(),
             Handle::View(f) => f.len,
@@ -55,9 +71,11 @@ impl IocFs {
             b[start..(start + size).min(b.len())].to_vec()
         };
         match h {
-            Handle::LiveRead(v) | Handle::LivePassthrough(v, ..) => {
-                v.read_at(offset, size).map_err(|e| errno(&e))
-            }
+            Handle::LiveRead(v) => self
+                .following(v)
+                .read_at(offset, size)
+                .map_err(|e| errno(&e)),
+            Handle::LivePassthrough(v, ..) => v.read_at(offset, size).map_err(|e| errno(&e)),
             Handle::LiveWrite(w) => {
                 let of = crate::sync::lock(w).of();
                 self.store
