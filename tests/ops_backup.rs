@@ -221,6 +221,18 @@ fn offline_backups_and_refused_destinations() {
     ]);
     assert!(!out.status.success(), "{}", show(&out));
     assert_eq!(std::fs::read_to_string(full.join("keep")).unwrap(), "mine");
+    // A destination inside the mount is refused before the daemon is asked (a directory
+    // made in sources/ would declare a source).
+    let inside = d.mnt().join("sources/bk");
+    let out = iocfs(&[
+        "backup",
+        "--mount",
+        d.mnt().to_str().unwrap(),
+        inside.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(show(&out).contains("inside the mount"), "{}", show(&out));
+    assert!(!inside.exists(), "no source declared");
     d.stop();
     let dest = d.root().join("offline");
     offline_backup(&data, &dest);

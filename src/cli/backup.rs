@@ -26,8 +26,25 @@ pub fn absolute_dest(dest: &Path) -> Result<PathBuf> {
 }
 
 /// Ask the daemon mounted at `mount` to back itself up into `dest`; returns when it is done.
+/// A `dest` inside the mount is refused before the daemon is asked: the daemon would write
+/// the backup through its own mount (a directory made in `sources/` declares a source).
 pub fn online(mount: &Path, dest: &Path) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .ctx(|| format!("stat {}", p.display()))
+    };
+    if let Some(parent) = dest.parent() {
+        if dev(parent)? == dev(mount)? {
+            return Err(Error::Invalid(format!(
+                "{} is inside the mount {}: back up to a directory outside it",
+                dest.display(),
+                mount.display()
+            )));
+        }
+    }
     let ctl = mount.join(".iocfs/ctl");
     let mut f = std::fs::OpenOptions::new().write(true).open(&ctl).ctx(|| {
         format!(
