@@ -248,16 +248,7 @@ impl IocFs {
                 Some(r) => r,
                 None => {
                     let line = ioc::escape_excerpt(line.as_bytes(), 200);
-                    let known = [
-                        "age",
-                        "commit",
-                        "checkpoint",
-                        "remove",
-                        "refresh-views",
-                        "release-view",
-                        "backup",
-                    ];
-                    let what = if known.contains(&cmd) {
+                    let what = if is_command(cmd) {
                         "wrong arguments in"
                     } else {
                         "unknown command"
@@ -340,32 +331,42 @@ impl IocFs {
     }
 }
 
+/// The commands `.iocfs/ctl` takes: usage and what each does (what reading it prints).
+const COMMANDS: [(&str, &str); 7] = [
+    ("age", "run an aging step now"),
+    ("commit", "write every changed backing file now"),
+    (
+        "checkpoint",
+        "commit, then snapshot the index (faster restarts)",
+    ),
+    (
+        "remove VALUE...",
+        "delete indicators from whatever bucket holds them",
+    ),
+    ("refresh-views", "rebuild every view now"),
+    (
+        "release-view NAME",
+        "publish the builds of view NAME that max_shrink held back",
+    ),
+    (
+        "backup DEST",
+        "back up into DEST, a new or empty directory (see iocfs backup)",
+    ),
+];
+
+/// Whether `cmd` names one of the [`COMMANDS`] (whatever its arguments).
+fn is_command(cmd: &str) -> bool {
+    COMMANDS
+        .iter()
+        .any(|(usage, _)| usage.split(' ').next() == Some(cmd))
+}
+
 /// What reading `.iocfs/ctl` prints: the commands it takes, one per line.
 pub(super) fn ctl_help() -> Vec<u8> {
     let mut text = String::from(
         "# .iocfs/ctl: write one of these commands (root only), e.g. echo age > .iocfs/ctl\n",
     );
-    for (cmd, what) in [
-        ("age", "run an aging step now"),
-        ("commit", "write every changed backing file now"),
-        (
-            "checkpoint",
-            "commit, then snapshot the index (faster restarts)",
-        ),
-        (
-            "remove VALUE...",
-            "delete indicators from whatever bucket holds them",
-        ),
-        ("refresh-views", "rebuild every view now"),
-        (
-            "release-view NAME",
-            "publish the builds of view NAME that max_shrink held back",
-        ),
-        (
-            "backup DEST",
-            "back up into DEST, a new or empty directory (see iocfs backup)",
-        ),
-    ] {
+    for (cmd, what) in COMMANDS {
         text.push_str(&format!("{cmd:<18} {what}\n"));
     }
     text.into_bytes()
