@@ -165,9 +165,10 @@ impl IocFs {
                     Ok((self.live_attr(version(current.id), &current), NO_TTL))
                 } else if superseded {
                     Ok((self.live_attr(ino, &v), NO_TTL))
-                } else if current.id != v.id && !v.has_passthrough_readers() {
-                    // Held by descriptors the daemon serves: the size they read now.
-                    Ok((self.live_attr(ino, &self.following(&v)), VERSION_TTL))
+                } else if current.extends(&v) && !v.has_passthrough_readers() {
+                    // Held by descriptors the daemon serves: the size they read now (see
+                    // `following`).
+                    Ok((self.live_attr(ino, &current), VERSION_TTL))
                 } else {
                     Ok((self.live_attr(ino, &v), VERSION_TTL))
                 }

@@ -25,7 +25,7 @@ impl IocFs {
     /// after a replacement or aging it keeps reading its version whole.
     pub(super) fn following(&self, v: &Arc<LiveVersion>) -> Arc<LiveVersion> {
         let current = self.store.current(v.of());
-        if current.id != v.id && current.content() == v.content() && current.len() >= v.len() {
+        if current.extends(v) {
             current
         } else {
             v.clone()

@@ -272,10 +272,16 @@ impl LiveVersion {
         self.content
     }
 
+    /// Whether this version's bytes start with all of `older`'s: a copy of it, or its
+    /// original, grown by appends since or not.
+    pub fn extends(&self, older: &LiveVersion) -> bool {
+        self.content == older.content && self.len() >= older.len()
+    }
+
     /// Whether `other` holds exactly these bytes now (a copy of this one, or its original,
     /// and neither grew since).
     pub fn same_bytes_as(&self, other: &LiveVersion) -> bool {
-        self.content == other.content && self.len() == other.len()
+        self.extends(other) && other.extends(self)
     }
 
     /// Bytes a reader may see: always whole lines.
