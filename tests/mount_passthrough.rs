@@ -166,4 +166,18 @@ fn a_daemon_served_reader_follows_appends_past_a_copy_for_readers() {
     text.clear();
     held.read_to_string(&mut text).unwrap();
     assert_eq!(text, "a.example\nb.example\n");
+
+    // Replaced: the descriptor keeps what it read on into, never the shorter version it
+    // opened (`tail -f` would say "file truncated").
+    d.sh_ok("echo c.example > live/domain.txt");
+    assert_eq!(d.read("live/domain.txt"), "c.example\n");
+    assert_eq!(
+        held.metadata().unwrap().len(),
+        20,
+        "fstat after the replace"
+    );
+    held.rewind().unwrap();
+    text.clear();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "a.example\nb.example\n", "read after the replace");
 }

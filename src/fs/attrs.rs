@@ -165,10 +165,11 @@ impl IocFs {
                     Ok((self.live_attr(version(current.id), &current), NO_TTL))
                 } else if superseded {
                     Ok((self.live_attr(ino, &v), NO_TTL))
-                } else if current.extends(&v) && !v.has_passthrough_readers() {
+                } else if !v.has_passthrough_readers() {
                     // Held by descriptors the daemon serves: the size they read now (see
                     // `following`).
-                    Ok((self.live_attr(ino, &current), VERSION_TTL))
+                    let reads = self.following_given(&v, current);
+                    Ok((self.live_attr(ino, &reads), VERSION_TTL))
                 } else {
                     Ok((self.live_attr(ino, &v), VERSION_TTL))
                 }

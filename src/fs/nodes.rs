@@ -346,7 +346,16 @@ pub struct Handles {
 struct OpenHandles {
     by_fh: HashMap<FileHandle, Handle>,
     /// Open handles per version, to tell a descriptor's `fstat` from a stale name.
-    per_version: HashMap<INodeNo, usize>,
+    per_version: HashMap<INodeNo, Held>,
+}
+
+/// A version some handles hold open.
+#[derive(Default)]
+struct Held {
+    handles: usize,
+    /// The last version of the same bytes, grown, that its daemon-served readers read
+    /// (see `IocFs::following`): they keep reading it once the file is replaced.
+    followed: Option<Arc<LiveVersion>>,
 }
 
 impl Handles {
@@ -354,7 +363,7 @@ impl Handles {
         let fh = FileHandle(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         let mut m = lock(&self.map);
         if let Some(v) = h.version() {
-            *m.per_version.entry(v).or_default() += 1;
+            m.per_version.entry(v).or_default().handles += 1;
         }
         m.by_fh.insert(fh, h);
         fh
@@ -368,9 +377,9 @@ impl Handles {
         let mut m = lock(&self.map);
         let h = m.by_fh.remove(&fh)?;
         if let Some(v) = h.version() {
-            if let Some(n) = m.per_version.get_mut(&v) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(held) = m.per_version.get_mut(&v) {
+                held.handles -= 1;
+                if held.handles == 0 {
                     m.per_version.remove(&v);
                 }
             }
@@ -385,6 +394,22 @@ impl Handles {
     /// Whether any open handle reads version `ino`.
     pub fn holds(&self, ino: INodeNo) -> bool {
         lock(&self.map).per_version.contains_key(&ino)
+    }
+
+    /// Note that the readers of held version `ino` have read on into `to` (a later version
+    /// with the same bytes and more).
+    pub fn follow(&self, ino: INodeNo, to: &Arc<LiveVersion>) {
+        if let Some(held) = lock(&self.map).per_version.get_mut(&ino) {
+            held.followed = Some(to.clone());
+        }
+    }
+
+    /// The version the readers of held version `ino` last read on into, if any.
+    pub fn followed(&self, ino: INodeNo) -> Option<Arc<LiveVersion>> {
+        lock(&self.map)
+            .per_version
+            .get(&ino)
+            .and_then(|held| held.followed.clone())
     }
 }
 

@@ -22,13 +22,26 @@ impl IocFs {
     /// version when that extends `v`'s bytes (a copy made for passthrough readers or a
     /// writer, grown by appends since: same content lineage, no shorter). Such a descriptor
     /// sees appends made after its open (README), also once a copy superseded its version;
-    /// after a replacement or aging it keeps reading its version whole.
+    /// after a replacement or aging it keeps reading the last version it read on into, so
+    /// what it reads never shrinks.
     pub(super) fn following(&self, v: &Arc<LiveVersion>) -> Arc<LiveVersion> {
-        let current = self.store.current(v.of());
+        self.following_given(v, self.store.current(v.of()))
+    }
+
+    /// [`Self::following`] with the file's `current` version at hand.
+    pub(super) fn following_given(
+        &self,
+        v: &Arc<LiveVersion>,
+        current: Arc<LiveVersion>,
+    ) -> Arc<LiveVersion> {
+        let held = inode::version(v.id);
         if current.extends(v) {
+            if current.id != v.id {
+                self.handles.follow(held, &current);
+            }
             current
         } else {
-            v.clone()
+            self.handles.followed(held).unwrap_or_else(|| v.clone())
         }
     }
 
