@@ -5,7 +5,7 @@
 //! Invalidations are of attributes only (`FUSE_NOTIFY_INVAL_INODE`, offset -1), which take
 //! no page or directory lock and so never wait for a client. Handlers queue [`Inval`]s for
 //! the daemon's notifier thread; the store's change hook sends the one for a superseded
-//! version synchronously, before the change is acknowledged (see `daemon.rs`). Names are
+//! version synchronously, before the change is acknowledged (see `daemon/mod.rs`). Names are
 //! never invalidated (see docs/internals.md).
 
 mod attrs;

@@ -4,11 +4,14 @@
 //! sync (periodic mode), the health/watchdog loop, and the signal handler. Each background
 //! loop sleeps on a shared [`Stop`] so shutdown wakes it at once.
 
+mod loops;
+mod mountpoint;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fuser::{INodeNo, MountOption, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -19,9 +22,11 @@ use crate::crash::PoisonDart;
 use crate::error::{IoContext, Result};
 use crate::fs::{Inval, IocFs};
 use crate::store::health::{Kind, Problem};
-use crate::store::model::Bucket;
 use crate::store::Store;
 use crate::views::Views;
+use loops::{aging_loop, checkpoint_loop, commit_loop, health_loop, notify_loop};
+use loops::{indicator_summary, inval_attrs, sync_loop, views_loop};
+use mountpoint::{clear_stale_mount, detach, refuse_live_fuse_mount, widen_read_ahead};
 
 /// What `iocfs mount` was asked to do.
 pub struct MountRequest {
@@ -252,12 +257,6 @@ fn begin_shutdown(
     }
 }
 
-fn detach(mountpoint: &Path) {
-    if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
-        log::error!("lazy unmount of {} failed: {e}", mountpoint.display());
-    }
-}
-
 /// A detached mount lives on while a reader (say `tail -f`) holds a file open, and with it
 /// the session. Everything is committed by now, so after a grace period exit anyway: the
 /// kernel then fails the remaining open files with ENOTCONN.
@@ -278,174 +277,6 @@ fn exit_if_still_serving(store: Arc<Store>, grace: Duration) {
                 }
             }
         });
-}
-
-/// A mount left by a crashed daemon answers ENOTCONN; clear it so we can mount again.
-///
-/// Asks with statfs(2), which FUSE always forwards to the daemon. stat(2) is no good: the
-/// kernel answers it for the mount root from its attribute cache (60 s TTL) once an `ls -l`
-/// has run, so a restart right after a crash saw no stale mount and its own mount(2) then
-/// failed with ENOTCONN, again and again until systemd's start limit gave up.
-fn clear_stale_mount(mountpoint: &Path) {
-    // Crashes before this fix could stack several dead mounts; detach them all.
-    for _ in 0..16 {
-        if !matches!(
-            nix::sys::statfs::statfs(mountpoint),
-            Err(nix::errno::Errno::ENOTCONN)
-        ) {
-            return;
-        }
-        log::warn!(
-            "{}: stale mount from a previous run; detaching it",
-            mountpoint.display()
-        );
-        if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
-            log::error!("detach stale mount {}: {e}", mountpoint.display());
-            return;
-        }
-    }
-}
-
-/// A FUSE filesystem that answers at the mount point (another iocfs, say) would be hidden
-/// by ours: every client of it would then see our (other, maybe empty) lists. Refused, as
-/// a data directory in use is; a dead one was detached just before.
-fn refuse_live_fuse_mount(mountpoint: &Path) -> Result<()> {
-    let Ok(fs) = nix::sys::statfs::statfs(mountpoint) else {
-        return Ok(());
-    };
-    if fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC {
-        return Ok(());
-    }
-    // Only a mount at this very path: a directory inside a FUSE filesystem is fine.
-    let parent = mountpoint.parent().unwrap_or(Path::new("/"));
-    let dev = |p: &Path| nix::sys::stat::stat(p).map(|st| st.st_dev);
-    match (dev(mountpoint), dev(parent)) {
-        (Ok(here), Ok(above)) if here == above => Ok(()),
-        _ => Err(crate::error::Error::Invalid(format!(
-            "{}: a running FUSE filesystem is mounted there (another iocfs?); \
-             stop it or unmount it first",
-            mountpoint.display()
-        ))),
-    }
-}
-
-fn notify_loop(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
-    for inval in rx {
-        match inval {
-            Inval::Inode(ino) => inval_attrs(&notifier, ino),
-        }
-    }
-}
-
-/// Drop the kernel's cached attributes of `ino`. Attributes only (offset -1): no page or
-/// directory lock is taken, so this never waits for a client (see VERSION_TTL in fs).
-///
-/// The change hook calls this from the WAL batch leader, before the change is
-/// acknowledged, while other FUSE workers may be waiting for that batch. It can't deadlock
-/// them: the kernel's handler (`fuse_reverse_inval_inode`) looks the inode up, bumps its
-/// attribute version and marks its attributes stale; only a non-negative offset would
-/// invalidate pages, which waits for pages locked by READs in flight (that would need a
-/// worker to answer them). Looking the inode up waits only for an inode being evicted,
-/// and an inode with a READ in flight has an open file, so it is not being evicted.
-/// `tests/hostile_control.rs` (`inode_invalidation_never_waits_for_a_read_in_flight`)
-/// checks it: with two workers, one stuck in a READ of a tier file, a change superseding
-/// that very inode is acknowledged.
-fn inval_attrs(notifier: &fuser::Notifier, ino: INodeNo) {
-    if let Err(e) = notifier.inval_inode(ino, -1, 0) {
-        log::debug!("invalidate inode {}: {e}", ino.0);
-    }
-}
-
-fn commit_loop(store: &Store, stop: &Stop) {
-    let mut wait = store.config().durability.commit_interval;
-    while !stop.sleep(wait) {
-        let interval = store.config().durability.commit_interval;
-        let started = Instant::now();
-        if let Err(e) = store.commit() {
-            log::error!("commit failed (will retry): {e}");
-        }
-        // Rewriting big files every interval would be all the disk does: keep commits to
-        // at most a tenth of the time.
-        wait = interval.max(started.elapsed() * 10);
-    }
-}
-
-/// Every `checkpoint_interval`, or sooner once `checkpoint_records` records were written since
-/// the last one.
-fn checkpoint_loop(store: &Store, stop: &Stop) {
-    let mut last = Instant::now();
-    let mut last_seq = store.next_seq();
-    while !stop.sleep(Duration::from_secs(1)) {
-        let c = store.config();
-        let records = store.next_seq().saturating_sub(last_seq);
-        if last.elapsed() < c.durability.checkpoint_interval
-            && records < c.durability.checkpoint_records
-        {
-            continue;
-        }
-        if let Err(e) = store.checkpoint() {
-            log::error!("checkpoint failed (will retry): {e}");
-        }
-        last = Instant::now();
-        last_seq = store.next_seq();
-    }
-}
-
-fn aging_loop(store: &Store, stop: &Stop) {
-    while !stop.sleep(store.config().aging.interval) {
-        crate::failpoint::panic_if("aging::panic");
-        if let Err(e) = store.age_if_due() {
-            if !stop.is_stopped() {
-                log::error!("aging failed: {e}");
-            }
-        }
-    }
-}
-
-/// Rebuild due views whenever the store changed (woken by the apply hook), the config did,
-/// or `refresh` let a held-back rebuild through; at least every second for `max_age`.
-fn views_loop(store: &Store, views: &Views, stop: &Stop) {
-    while !stop.is_stopped() {
-        let wait = match views.rebuild(store, false) {
-            Ok(next_due) => next_due.unwrap_or(Duration::from_secs(1)),
-            Err(e) => {
-                log::error!("view build failed (will retry): {e}");
-                Duration::from_secs(5)
-            }
-        };
-        views.wait(wait.min(Duration::from_secs(1)));
-    }
-    views.stop_waits();
-}
-
-fn sync_loop(store: &Store, stop: &Stop) {
-    while !stop.sleep(store.config().durability.sync_interval) {
-        if let Err(e) = store.sync() {
-            log::error!("periodic WAL sync failed: {e}");
-        }
-    }
-}
-
-/// Tell systemd we are alive only while the WAL can take writes.
-fn health_loop(store: &Store, stop: &Stop) {
-    let period = sd_notify::watchdog_enabled().map_or(Duration::from_secs(10), |d| d / 2);
-    let mut last_status = String::new();
-    while !stop.sleep(period) {
-        // A failed store stops petting the watchdog: systemd restarts it into recovery.
-        if !store.is_failed() {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        }
-        let problems = store.problems();
-        let status = if problems.is_empty() {
-            indicator_summary(store)
-        } else {
-            problems.join("; ")
-        };
-        if status != last_status {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
-            last_status = status;
-        }
-    }
 }
 
 fn reload(store: &Store, views: &Views, path: Option<&Path>, data_override: Option<&Path>) {
@@ -486,36 +317,6 @@ fn reload(store: &Store, views: &Views, path: Option<&Path>, data_override: Opti
                 path.display()
             );
         }
-    }
-}
-
-/// Read-ahead window of the mount, in KiB. The kernel gives a FUSE mount 128 KiB (the
-/// smaller of its default and what the daemon asks for at init); a sequential reader of a
-/// tier file then gets one 128 KiB READ at a time, and the daemon inflates ahead of it on
-/// its own. With a wider window the kernel keeps several READs of up to 1 MiB in flight,
-/// which the daemon's threads serve at once: inflating on every core.
-const READ_AHEAD_KB: u32 = 4096;
-
-/// Set the mount's read-ahead window (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`, root
-/// only). Found through /proc/self/mountinfo: a `stat` of the mount point would be a FUSE
-/// request, which nobody serves yet. Best effort: reads are only slower without it.
-fn widen_read_ahead(mountpoint: &Path) {
-    let Ok(canonical) = mountpoint.canonicalize() else {
-        return;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    // Fields: id parent major:minor root mount-point ...; the last mount there is ours.
-    let dev = info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.len() > 4 && Path::new(f[4]) == canonical).then(|| f[2].to_string())
-    });
-    let Some(dev) = dev else { return };
-    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-    match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
-        Ok(()) => log::debug!("{knob}: {READ_AHEAD_KB}"),
-        Err(e) => log::debug!("read-ahead window of the mount left as is ({knob}: {e})"),
     }
 }
 
@@ -571,15 +372,6 @@ pub fn apply_log_level(level: &str) {
             log::set_max_level(l);
         }
     }
-}
-
-fn indicator_summary(store: &Store) -> String {
-    let st = crate::store::stats::stats(store);
-    Bucket::ALL
-        .iter()
-        .map(|b| format!("{} {}", b.name(), st["buckets"][b.name()]["total"]["lines"]))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn log_recovery(store: &Store) {
