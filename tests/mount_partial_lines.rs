@@ -128,3 +128,36 @@ fn a_parent_closing_while_its_child_writes_a_line_does_not_fail() {
         d.log()
     );
 }
+
+#[test]
+fn the_start_of_a_line_whose_rest_was_refused_is_not_stored() {
+    let Some(d) = Daemon::start() else { return };
+    let path = d.path("live/ipv4.txt");
+    // `cat feed >> f` of a feed with a bad line past the first MiB: the request that was
+    // refused held the end of the line the request before ended in ("45.3.12.2|00").
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(b"1.2.3.4\n45.3.12.2").unwrap();
+    let refused = f.write_all(b"00\n999.1.1.1\n5.6.7.8\n");
+    assert_eq!(common::errno_of(refused), libc::EINVAL);
+    drop(f);
+    assert_eq!(
+        d.lines("live/ipv4.txt"),
+        ["1.2.3.4"],
+        "a fragment of 45.3.12.200 was stored; daemon log:\n{}",
+        d.log()
+    );
+    assert!(d
+        .log()
+        .contains("the write with the rest of that line failed"));
+
+    // A writer that goes on after the refused write completes the line as usual.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(b"9.9.").unwrap();
+    assert_eq!(
+        common::errno_of(f.write_all(b"9.9\nnot-an-ip\n")),
+        libc::EINVAL
+    );
+    f.write_all(b"9.9\n").unwrap();
+    drop(f);
+    assert_eq!(d.lines("live/ipv4.txt"), ["1.2.3.4", "9.9.9.9"]);
+}

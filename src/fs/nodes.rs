@@ -285,6 +285,9 @@ pub struct LiveWriter {
     pub partial: Vec<u8>,
     /// Skipping the rest of a line rejected as too long (`ingest.on_invalid = "skip"`).
     pub skipping: bool,
+    /// The write after `partial` failed, so the rest of that line was never taken: unless a
+    /// later write goes on with it, it is a fragment and the close drops it.
+    pub cut_short: bool,
     /// Lines seen so far, for rejection messages.
     pub line_no: u64,
     /// Where this handle's next sequential write lands (u64::MAX: nothing written yet).

@@ -89,6 +89,7 @@ impl IocFs {
             mode,
             partial: Vec::new(),
             skipping: false,
+            cut_short: false,
             line_no: 0,
             // An append handle's first write must land at the end of the file.
             next_offset: if replace { 0 } else { u64::MAX },
@@ -141,8 +142,14 @@ impl IocFs {
             }
         }
         let got = ingest::ingest(w.ty, &w.partial, fresh, w.line_no + 1, &self.store.limits());
-        self.check_rejections(&mut w, &got, &file)?;
-        self.apply_lines(&mut w, got.values)?;
+        let applied = self
+            .check_rejections(&mut w, &got, &file)
+            .and_then(|()| self.apply_lines(&mut w, got.values));
+        // A write applies all or nothing: if it failed, so did the end of the line it was to
+        // complete (`cat` of a feed with a bad line past the first MiB would otherwise leave
+        // the first half of a line at the end of the MiB before, to be stored at the close).
+        w.cut_short = applied.is_err() && !w.partial.is_empty();
+        applied?;
         w.partial = got.partial;
         w.skipping |= got.overflowed;
         w.line_no += got.lines;
@@ -294,12 +301,23 @@ impl IocFs {
     /// Whether the unterminated last line, as it stands, would be refused at the release.
     fn last_line_refused(&self, w: &LiveWriter) -> bool {
         self.store.config().ingest.on_invalid == OnInvalid::Reject
+            && !w.cut_short
             && !ingest::finish(w.ty, &w.partial, w.line_no + 1, &self.store.limits())
                 .rejected
                 .is_empty()
     }
 
     fn apply_at_close(&self, w: &mut LiveWriter, file: &str) -> Result<(), Errno> {
+        if w.cut_short && !w.partial.is_empty() {
+            let (bytes, line) = (w.partial.len(), w.line_no + 1);
+            lograte::warn(|| {
+                format!(
+                    "{file}: dropped the first {bytes} bytes of line {line} at the close: \
+                     the write with the rest of that line failed"
+                )
+            });
+            w.partial.clear();
+        }
         if !w.partial.is_empty() {
             let got = ingest::finish(w.ty, &w.partial, w.line_no + 1, &self.store.limits());
             w.partial.clear();
@@ -433,6 +451,7 @@ impl IocFs {
                 };
                 w.partial.clear();
                 w.skipping = false;
+                w.cut_short = false;
                 w.next_offset = 0;
                 // SETATTR does not say which process truncated: any close applies it.
                 w.closers.wrote(None);
