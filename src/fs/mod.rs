@@ -11,6 +11,7 @@
 mod attrs;
 mod closes;
 mod control;
+mod flocks;
 pub mod inode;
 mod namespace;
 pub mod nodes;
@@ -110,6 +111,7 @@ pub struct IocFs {
     pins: nodes::Pins,
     stats: control::StatsSnapshot,
     stat_pins: stat_pins::StatPins,
+    flocks: flocks::Flocks,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -127,6 +129,13 @@ impl Filesystem for IocFs {
             log::warn!("kernel lacks atomic O_TRUNC: `>` on a live file empties it before the new lines arrive");
         }
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // flock(2) locks kept per file, not per version (see `flocks`).
+        if config
+            .add_capabilities(InitFlags::FUSE_FLOCK_LOCKS)
+            .is_err()
+        {
+            log::info!("kernel keeps flock locks itself: a lock on a type file does not outlive a change of the file");
+        }
         // Descriptors served by the daemon use direct I/O, which the kernel refuses to mmap
         // (ENODEV: `look`, Python's mmap, ripgrep) unless told it may (Linux >= 6.6). The
         // mapping then reads through the page cache, and a version's bytes never change
@@ -418,13 +427,17 @@ impl Filesystem for IocFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Set when the open file took a flock lock: it goes with the open file.
+        if let Some(owner) = lock_owner {
+            self.flocks.unlock(self.lock_key(ino), owner.0);
+        }
         match self.handles.remove(fh) {
             Some(Handle::LiveWrite(w)) => {
                 // The last flush also settles what waited for this release.
@@ -444,6 +457,39 @@ impl Filesystem for IocFs {
             _ => {}
         }
         reply.ok();
+    }
+
+    /// flock(2), sent as a whole-file lock (see `flocks`; POSIX locks stay with the
+    /// kernel). The waiting thread is the request's.
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let key = self.lock_key(ino);
+        let exclusive = match typ {
+            libc::F_UNLCK => {
+                self.flocks.unlock(key, lock_owner.0);
+                return reply.ok();
+            }
+            libc::F_WRLCK => true,
+            libc::F_RDLCK => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let answer: flocks::Reply = Box::new(move |r| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
+        let wait = sleep.then_some(req.pid());
+        self.flocks.lock(key, lock_owner.0, exclusive, wait, answer);
     }
 
     fn fsync(

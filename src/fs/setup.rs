@@ -51,6 +51,7 @@ impl IocFs {
             pins: Default::default(),
             stats: Default::default(),
             stat_pins: Default::default(),
+            flocks: Default::default(),
             kernel: Default::default(),
         }
     }
