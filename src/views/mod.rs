@@ -7,8 +7,8 @@
 //! background (the daemon's views thread): a file is rebuilt when its inputs changed — the
 //! partitions it reads, its definition, or time passing `max_age` — and its last build is
 //! at least `[views] refresh` old. Readers keep the last complete version meanwhile. A
-//! rebuild that would remove more than `max_shrink` of a file's entries at once is held
-//! (health says so) until `release-view NAME`.
+//! rebuild that would shrink a file and remove more than `max_shrink` of its entries at
+//! once is held (health says so) until `release-view NAME`.
 //!
 //! Building one file: `select` (buckets, max_age) → `suppress` (allowlist, reserved ranges)
 //! → `render` (max_entries newest first, format, aggregation, canonical order) → publish or

@@ -36,9 +36,12 @@ impl Views {
             if cur.len == staged.len() && cur.hash == staged.hash() {
                 return Ok(None);
             }
-            if let Some(max) = def.max_shrink {
+            // Only a rebuild that shrinks the file can be held: a capped list turning
+            // over, a feed coming back after it broke, networks merged by aggregation all
+            // remove entries without taking anything away from the firewall.
+            if let Some(max) = def.max_shrink.filter(|_| stats.entries < cur.entries) {
                 let removed = removed_entries(&cur, &staged.read_all()?)?;
-                if cur.entries > 0 && removed as f64 > max.as_f64() * cur.entries as f64 {
+                if removed as f64 > max.as_f64() * cur.entries as f64 {
                     let of = cur.entries;
                     log::warn!(
                         "view {name}/{}: held: the rebuild would remove {removed} of {of} entries (max_shrink {})",
@@ -119,13 +122,52 @@ impl Views {
 }
 
 /// How many entries of `current` a new content would no longer list.
+/// Entries of `current` the `new` file neither lists nor (addresses and networks) covers.
 fn removed_entries(current: &ViewFile, new: &[u8]) -> Result<u64> {
     if current.entries == 0 {
         return Ok(0);
     }
     let old = current.read_at(0, current.len as usize)?;
     let kept: HashSet<&[u8]> = crate::store::tier::lines(new).collect();
+    let covered = Covered::of(crate::store::tier::lines(new));
     Ok(crate::store::tier::lines(&old)
-        .filter(|l| !l.is_empty() && !kept.contains(l))
+        .filter(|l| !l.is_empty() && !kept.contains(l) && !covered.covers(l))
         .count() as u64)
+}
+
+/// The addresses a file's IP entries cover, as disjoint ranges per family.
+struct Covered(Vec<(bool, u128, u128)>);
+
+impl Covered {
+    fn of<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Covered {
+        let mut ranges: Vec<(bool, u128, u128)> = lines.filter_map(range).collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(bool, u128, u128)> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if last.0 == r.0 && r.1 <= last.2.saturating_add(1) => {
+                    last.2 = last.2.max(r.2)
+                }
+                _ => merged.push(r),
+            }
+        }
+        Covered(merged)
+    }
+
+    fn covers(&self, line: &[u8]) -> bool {
+        let Some((v6, start, end)) = range(line) else {
+            return false;
+        };
+        let i = self.0.partition_point(|r| (r.0, r.1) <= (v6, start));
+        i > 0 && {
+            let r = self.0[i - 1];
+            r.0 == v6 && r.2 >= end
+        }
+    }
+}
+
+/// An address or network entry as (IPv6?, first, last).
+fn range(line: &[u8]) -> Option<(bool, u128, u128)> {
+    let net: crate::cidr::Net = std::str::from_utf8(line).ok()?.parse().ok()?;
+    Some((net.is_v6(), net.addr(), net.last()))
 }

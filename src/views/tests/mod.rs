@@ -374,6 +374,88 @@ fn the_shrink_guard_holds_until_released_and_placeholders_fill_empty_files() {
 }
 
 #[test]
+fn the_shrink_guard_holds_only_a_file_that_shrinks() {
+    let fx = Fixture::new();
+    let guard = Some(Fraction::from_f64(0.5));
+    let capped = View {
+        types: vec![IocType::Domain],
+        max_entries: Some(4),
+        max_shrink: guard,
+        ..View::default()
+    };
+    let merged = View {
+        types: vec![IocType::Ipv4],
+        aggregate: true,
+        max_shrink: guard,
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("capped", capped), ("merged", merged)]);
+    let served = |name, ty| views.file(name, ty).unwrap().entries;
+    store
+        .replace(
+            IocType::Domain,
+            lines(&["a.example", "b.example", "c.example", "d.example"]),
+        )
+        .unwrap();
+    store
+        .replace(
+            IocType::Ipv4,
+            lines(&["10.1.0.0/26", "10.1.0.128/26", "10.2.0.0/26", "10.3.0.1"]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(served("merged", IocType::Ipv4), 4);
+    // Four newer domains turn the capped list over: all four old ones go, none is lost.
+    fx.clock.advance(1);
+    store
+        .append(
+            IocType::Domain,
+            lines(&["e.example", "f.example", "g.example", "h.example"]),
+        )
+        .unwrap();
+    // New addresses merge the networks into fewer entries covering more.
+    store
+        .append(
+            IocType::Ipv4,
+            lines(&[
+                "10.1.0.64/26",
+                "10.1.0.192/26",
+                "10.2.0.64/26",
+                "10.2.0.128/25",
+                "10.3.0.0/24",
+            ]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert!(views.problems().is_empty(), "{:?}", views.problems());
+    assert_eq!(
+        text(&views, "capped", IocType::Domain),
+        "e.example\nf.example\ng.example\nh.example\n"
+    );
+    assert_eq!(
+        text(&views, "merged", IocType::Ipv4),
+        "10.1.0.0/24\n10.2.0.0/24\n10.3.0.0/24\n"
+    );
+    // A broken feed: held. Once the feed is back the list grows again: published.
+    store
+        .replace(IocType::Domain, lines(&["z.example"]))
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(served("capped", IocType::Domain), 4, "held");
+    assert_eq!(views.release(&store, "capped").unwrap(), 1);
+    assert_eq!(served("capped", IocType::Domain), 1);
+    store
+        .replace(
+            IocType::Domain,
+            lines(&["e.example", "f.example", "g.example"]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert!(views.problems().is_empty(), "{:?}", views.problems());
+    assert_eq!(served("capped", IocType::Domain), 3);
+}
+
+#[test]
 fn rebuilds_are_lazy_and_wait_for_refresh() {
     let fx = Fixture::new();
     let mut c = fx.config(&[]);
