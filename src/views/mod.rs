@@ -11,7 +11,7 @@
 //! once is held (health says so) until `release-view NAME`.
 //!
 //! Building one file: `select` (buckets, max_age) → `suppress` (allowlist, reserved ranges)
-//! → `render` (max_entries newest first, format, aggregation, canonical order) → publish or
+//! → `render` (format, max_entries newest first, aggregation, canonical order) → publish or
 //! hold.
 
 pub mod disk;

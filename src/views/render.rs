@@ -1,5 +1,6 @@
-//! Writing a view's selected indicators of one type as the file's bytes: the entry cap
-//! (newest first), the format, aggregation of networks, and the canonical order —
+//! Writing a view's selected indicators of one type as the file's bytes: the format, the
+//! entry cap over what it serves (newest first), aggregation of networks, and the canonical
+//! order —
 //! addresses numerically, everything else bytewise — so the bytes depend only on the
 //! selected set, never on insertion order or on re-sightings.
 
@@ -104,32 +105,38 @@ pub fn render(
                     + write_nets(&mut out, v6)?
             };
         }
-        Values::Text { arena, mut items } => {
-            if let Some(max) = cap.filter(|&m| items.len() > m) {
-                items.select_nth_unstable_by(max, |a, b| {
-                    Reverse(a.last_seen)
-                        .cmp(&Reverse(b.last_seen))
-                        .then_with(|| text_of(&arena, a).cmp(text_of(&arena, b)))
-                });
-                stats.capped = (items.len() - max) as u64;
-                items.truncate(max);
-            }
-            let mut lines: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(items.len());
+        Values::Text { arena, items } => {
+            // The format first: the cap counts what is served, so entries the format drops
+            // or merges leave room for older ones.
+            let mut lines: Vec<(u32, std::borrow::Cow<'_, [u8]>)> = Vec::with_capacity(items.len());
             for i in &items {
                 match format::apply(view.format, ty, text_of(&arena, i)) {
-                    Formatted::Same(v) => lines.push(v.into()),
+                    Formatted::Same(v) => lines.push((i.last_seen, v.into())),
                     Formatted::Rewritten(v) => {
                         stats.format_rewritten += 1;
-                        lines.push(v.into());
+                        lines.push((i.last_seen, v.into()));
                     }
                     Formatted::Dropped(_) => stats.format_dropped += 1,
                 }
             }
             drop(items);
-            lines.sort_unstable();
-            // A rewrite can make two values one (http:// and https:// of the same page).
-            lines.dedup();
-            for l in &lines {
+            let by_line = |a: &(u32, std::borrow::Cow<'_, [u8]>),
+                           b: &(u32, std::borrow::Cow<'_, [u8]>)| {
+                a.1.cmp(&b.1).then_with(|| Reverse(a.0).cmp(&Reverse(b.0)))
+            };
+            lines.sort_unstable_by(by_line);
+            // A rewrite can make two values one (http:// and https:// of the same page): the
+            // newest sighting stands for both.
+            lines.dedup_by(|later, first| later.1 == first.1);
+            if let Some(max) = cap.filter(|&m| lines.len() > m) {
+                lines.select_nth_unstable_by(max, |a, b| {
+                    Reverse(a.0).cmp(&Reverse(b.0)).then_with(|| a.1.cmp(&b.1))
+                });
+                stats.capped = (lines.len() - max) as u64;
+                lines.truncate(max);
+                lines.sort_unstable_by(by_line);
+            }
+            for (_, l) in &lines {
                 out.write_all(l)?;
                 out.write_all(b"\n")?;
             }

@@ -331,6 +331,47 @@ fn panos_format_rewrites_and_drops_and_counts() {
 }
 
 #[test]
+fn the_cap_counts_what_the_format_serves() {
+    let fx = Fixture::new();
+    let pan = View {
+        types: vec![IocType::Url],
+        format: ViewFormat::Panos,
+        max_entries: Some(3),
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("pan", pan)]);
+    store
+        .append(
+            IocType::Url,
+            lines(&["http://a.example/old", "http://b.example/old"]),
+        )
+        .unwrap();
+    fx.clock.advance(1);
+    // The newest: one the format drops, and two it makes one.
+    store
+        .append(
+            IocType::Url,
+            lines(&[
+                "http://w.example/*/x",
+                "http://c.example/new",
+                "https://c.example/new",
+            ]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "pan", IocType::Url),
+        "a.example/old\nb.example/old\nc.example/new\n"
+    );
+    let s = &views.stats()["pan"]["url"]["last_build"];
+    assert_eq!(
+        (s["entries"].as_u64(), s["capped"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(s["format_dropped"], 1);
+}
+
+#[test]
 fn the_shrink_guard_holds_until_released_and_placeholders_fill_empty_files() {
     let fx = Fixture::new();
     let guarded = View {
