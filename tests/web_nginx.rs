@@ -416,6 +416,10 @@ fn nginx_serves_the_metrics_to_prometheus() {
             .any(|l| l == "iocfs_indicators{bucket=\"live\",type=\"ipv4\"} 2"),
         "{text}"
     );
+    // Never a 304: the figures change often at the same size within a second.
+    assert!(!headers.contains_key("etag"), "{headers:?}");
+    let since = headers["last-modified"].clone();
+    assert_eq!(n.get("/metrics", &[("If-Modified-Since", &since)]).0, 200);
     // Only that file: the other control files stay unreachable.
     assert_eq!(n.get("/.iocfs/metrics", &[]).0, 404);
     assert_eq!(n.get("/metrics/", &[]).0, 404);
