@@ -148,6 +148,28 @@ fn metrics_hold_the_stats_and_promtool_accepts_them() {
         None,
         "never appended"
     );
+    // `local` is what writes to live/.
+    assert_eq!(
+        must(
+            &text,
+            "iocfs_source_lines_total{source=\"local\",outcome=\"accepted\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        must(
+            &text,
+            "iocfs_source_lines_total{source=\"local\",outcome=\"rejected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        must(
+            &text,
+            "iocfs_source_last_write_timestamp_seconds{source=\"local\",kind=\"append\"}"
+        ),
+        1_700_000_000.0 + 2.0 * 86_400.0
+    );
     assert_eq!(
         must(&text, "iocfs_indicators{bucket=\"chaud\",type=\"domain\"}"),
         2.0

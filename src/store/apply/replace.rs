@@ -8,7 +8,7 @@ use crate::clock::to_u32;
 use crate::error::Result;
 use crate::ioc::IocType;
 use crate::store::live::{LiveVersion, Times};
-use crate::store::model::{Bucket, Key, KeyMap, Target};
+use crate::store::model::{Bucket, Key, KeyMap, Target, LOCAL};
 use crate::store::state::{Found, State};
 use crate::store::tier;
 
@@ -23,9 +23,12 @@ pub(super) fn replace(
     values: &[u8],
     cache: &BlockCache,
 ) -> Result<Applied> {
-    let mut r = Replacer::new(state, ty, ts, memchr::memchr_iter(b'\n', values).count())?;
+    let lines = memchr::memchr_iter(b'\n', values).count();
+    let mut r = Replacer::new(state, ty, ts, lines)?;
     r.feed(state, values)?;
-    r.finish(state, seq, cache)
+    let applied = r.finish(state, seq, cache)?;
+    state.source_wrote(ty, LOCAL, ts, true, lines as u64);
+    Ok(applied)
 }
 
 /// The end of a staged replace: its parts, then `values`, become the set.
@@ -42,7 +45,9 @@ pub(super) fn replace_end(
     let mut r = Replacer::new(state, ty, ts, lines)?;
     staged.for_each_chunk(|chunk| r.feed(state, chunk))?;
     r.feed(state, values)?;
-    r.finish(state, seq, cache)
+    let applied = r.finish(state, seq, cache)?;
+    state.source_wrote(ty, LOCAL, ts, true, lines as u64);
+    Ok(applied)
 }
 
 /// A new set being built, line by line, beside the current one (which readers keep seeing).

@@ -278,3 +278,29 @@ fn health_reports_a_source_quiet_for_twice_its_expect_every_and_stats_count_it()
         "source feed: no write for 2h 1s (expected every 1h)"
     );
 }
+
+#[test]
+fn writes_to_live_are_local_s_writes() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let local = |store: &Store| {
+        let s = store.source_stats();
+        let l = s.iter().find(|s| s.name == "local").cloned().unwrap();
+        (l.accepted, l.last_append, l.last_replace)
+    };
+    assert_eq!(local(&store), (0, 0, 0));
+    store
+        .append(IocType::Ipv4, ipv4(&["5.0.0.1", "5.0.0.2"]))
+        .unwrap();
+    let t0 = fx.clock.now();
+    assert_eq!(local(&store), (2, t0, 0));
+    fx.clock.advance(60);
+    store.replace(IocType::Ipv4, ipv4(&["5.0.0.3"])).unwrap();
+    assert_eq!(local(&store), (3, t0, t0 + 60));
+    // A staged replace (journaled in pieces) counts too.
+    fx.clock.advance(60);
+    let mut staged = StagedReplace::new(Target::Live, IocType::Ipv4);
+    staged.push(&store, &ipv4(&["5.0.0.4", "5.0.0.5"])).unwrap();
+    staged.finish(&store).unwrap();
+    assert_eq!(local(&store), (5, t0, t0 + 120));
+}
