@@ -252,15 +252,24 @@ impl State {
     /// Make `set` the sources of a stored indicator of `ty`. An empty set is not stored:
     /// the caller removes such an indicator instead.
     pub fn set_sources(&mut self, ty: IocType, key: &Key, set: u64) {
+        if self.assign_sources(ty, key, set) {
+            self.changes.mark_sources(ty);
+        }
+    }
+
+    /// [`Self::set_sources`] without marking the change (for views and commits): whether
+    /// the set changed.
+    fn assign_sources(&mut self, ty: IocType, key: &Key, set: u64) -> bool {
         let Some(id) = self.intern_set(set) else {
-            return;
+            return false;
         };
-        if let Some(old) = self.index.set_sources(key, id) {
-            if old != id {
+        match self.index.set_sources(key, id) {
+            Some(old) if old != id => {
                 let old = self.provenance.set(old);
                 self.provenance.count_change(ty, Some(old), Some(set));
-                self.changes.mark_sources(ty);
+                true
             }
+            _ => false,
         }
     }
 
@@ -427,6 +436,7 @@ impl State {
 
     /// Recovery: the provenance a commit recorded for `ty` (keys no longer stored are
     /// skipped: they can't be, the files are of the same commit, but a repair may drop some).
+    /// Committed already: nothing to commit again, nothing for views to rebuild.
     pub fn restore_provenance(
         &mut self,
         ty: IocType,
@@ -435,7 +445,7 @@ impl State {
     ) {
         for (key, set) in entries {
             if *set != 0 {
-                self.set_sources(ty, key, *set);
+                self.assign_sources(ty, key, *set);
             }
         }
         for (id, t) in times {

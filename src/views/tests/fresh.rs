@@ -88,6 +88,32 @@ fn a_clean_stop_spares_the_next_start_every_rebuild() {
 }
 
 #[test]
+fn indicators_listed_by_sources_spare_rebuilds_too() {
+    let fx = Fixture::new();
+    {
+        let (store, views) = fx.open(&[]);
+        let feed = store.declare_source("feed").unwrap();
+        store
+            .append_to(
+                crate::store::model::Target::Source(feed),
+                IocType::Ipv4,
+                lines(&["192.0.2.7"]),
+            )
+            .unwrap();
+        views.rebuild(&store, false).unwrap();
+        assert_eq!(stop_cleanly(store, views), 9);
+    }
+    // Twice: restoring what the sources list must not count as a change to commit.
+    for _ in 0..2 {
+        let (store, views) = fx.open(&[]);
+        assert_eq!(views.adopt_fresh(&store).unwrap(), 9);
+        views.rebuild(&store, false).unwrap();
+        assert_eq!(text(&views, "all", IocType::Ipv4), "192.0.2.7\n");
+        assert_eq!(stop_cleanly(store, views), 9);
+    }
+}
+
+#[test]
 fn a_start_after_a_crash_rebuilds_everything() {
     let fx = Fixture::new();
     built_and_stopped(&fx);
