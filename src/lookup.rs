@@ -9,8 +9,6 @@
 //! reserved-range entry that keeps it out of the views, if any) and `views` (the views whose
 //! files include it, see `views::lookup`). Every probe of one kind runs under one lock.
 
-use std::net::IpAddr;
-
 use serde_json::{json, Value};
 
 use crate::cidr::Net;
@@ -169,9 +167,9 @@ fn allowed_by(
         IocType::Domain => domain_allowed(store, views, value, true),
         IocType::Url => exact(ty).or_else(|| {
             let host = domainset::host_of_url(value)?;
-            match host.parse::<IpAddr>() {
-                Ok(addr) => address(Net::from(addr)),
-                Err(_) => domain_allowed(store, views, host, false),
+            match domainset::host_address(host) {
+                Some(addr) => address(Net::from(addr)),
+                None => domain_allowed(store, views, host, false),
             }
         }),
         IocType::Email => exact(ty)

@@ -418,6 +418,51 @@ pub fn host_of_url(url: &str) -> Option<&str> {
     (is_host_name(host) && port.is_none_or(is_port)).then_some(host)
 }
 
+/// The address a URL host names, as browsers and curl read it (the WHATWG URL standard's
+/// host parser): an IPv6 literal, or an IPv4 address also when written as fewer than four
+/// parts or in hex or octal (`127.1`, `0x7f000001`, `2130706433`, `0177.0.0.1` are all
+/// 127.0.0.1). A host ending in a number that is no address is `None`, as is a name.
+pub fn host_address(host: &str) -> Option<std::net::IpAddr> {
+    if let Ok(addr) = host.parse::<std::net::IpAddr>() {
+        return Some(addr);
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let numbers: Vec<u64> = parts
+        .iter()
+        .map(|p| url_ipv4_number(p))
+        .collect::<Option<_>>()?;
+    let (last, leading) = numbers.split_last()?;
+    if leading.iter().any(|&n| n > 255) || *last >= 1u64 << (8 * (5 - numbers.len())) {
+        return None;
+    }
+    let addr = leading
+        .iter()
+        .enumerate()
+        .fold(*last, |acc, (i, &n)| acc + (n << (8 * (3 - i))));
+    Some(std::net::Ipv4Addr::from(u32::try_from(addr).ok()?).into())
+}
+
+/// One part of a WHATWG IPv4 host: decimal, `0x` hex or `0` octal.
+fn url_ipv4_number(part: &str) -> Option<u64> {
+    let (digits, radix) = match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+        None => (part, 10),
+    };
+    if digits.is_empty() {
+        // "0x" alone is zero; an empty part is no number.
+        return (radix == 16).then_some(0);
+    }
+    if digits.len() > 12 || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
 /// The domain of a normalized email address (`John.Doe@example.com` → `example.com`).
 /// `None` for text that is not a normalized address.
 pub fn host_of_email(email: &str) -> Option<&str> {

@@ -501,3 +501,39 @@ fn perf() {
         );
     }
 }
+
+#[test]
+fn url_hosts_name_addresses_as_browsers_read_them() {
+    use std::net::IpAddr;
+    let addr = |h: &str| host_address(h).map(|a| a.to_string());
+    for host in [
+        "127.0.0.1",
+        "127.1",
+        "127.0.1",
+        "0x7f000001",
+        "0X7F.1",
+        "2130706433",
+        "0177.0.0.1",
+        "127.0.0.1.",
+    ] {
+        assert_eq!(addr(host).as_deref(), Some("127.0.0.1"), "{host}");
+    }
+    assert_eq!(addr("134744072").as_deref(), Some("8.8.8.8"));
+    assert_eq!(addr("0x").as_deref(), Some("0.0.0.0"));
+    assert_eq!(
+        host_address("2001:db8::1"),
+        Some("2001:db8::1".parse::<IpAddr>().unwrap())
+    );
+    for name in [
+        "example.com",
+        "1.2.3.256",
+        "1.2.3.4.5",
+        "4294967296",
+        "08.1.1.1",
+        "1..1",
+        "127.example",
+        "",
+    ] {
+        assert_eq!(addr(name), None, "{name}");
+    }
+}

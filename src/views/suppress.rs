@@ -19,7 +19,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -348,10 +347,10 @@ impl Rules<'_> {
                 let Some(host) = domainset::host_of_url(text) else {
                     return Verdict::Keep;
                 };
-                match host.parse::<IpAddr>() {
-                    Ok(addr) => self.address_verdict(Net::from(addr)),
-                    Err(_) if domain_allowed(host) => Verdict::Allowed,
-                    Err(_) => Verdict::Keep,
+                match domainset::host_address(host) {
+                    Some(addr) => self.address_verdict(Net::from(addr)),
+                    None if domain_allowed(host) => Verdict::Allowed,
+                    None => Verdict::Keep,
                 }
             }
             IocType::Email => {

@@ -164,6 +164,14 @@ fn reserved_ranges_are_left_out_unless_turned_off() {
                 "http://127.0.0.1/x",
                 "http://[fe80::1]/y",
                 "http://1.1.1.1/z",
+                // 127.0.0.1 as browsers and curl read these hosts.
+                "http://127.1/a",
+                "http://0x7f000001/b",
+                "http://2130706433/c",
+                "http://0177.0.0.1/d",
+                // Not addresses: names (a number too large, no number).
+                "http://1.2.3.256/e",
+                "http://127.example/f",
             ]),
         )
         .unwrap();
@@ -181,10 +189,13 @@ fn reserved_ranges_are_left_out_unless_turned_off() {
         "{b}"
     );
     assert_eq!(text(&views, "all", IocType::Ipv6), "2606:4700::1111\n");
-    assert_eq!(text(&views, "all", IocType::Url), "http://1.1.1.1/z\n");
+    assert_eq!(
+        text(&views, "all", IocType::Url),
+        "http://1.1.1.1/z\nhttp://1.2.3.256/e\nhttp://127.example/f\n"
+    );
     assert_eq!(
         last_build(&views, "all", IocType::Url)["suppressed_reserved"],
-        2
+        6
     );
     drop((store, views));
 
