@@ -172,6 +172,37 @@ fn replace_keeps_times_of_kept_lines_and_drops_the_rest() {
     );
 }
 
+#[test]
+fn a_replace_by_the_set_as_it_stands_keeps_the_version() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let of = (Target::Live, IocType::Ipv4);
+    store
+        .append(IocType::Ipv4, ipv4(&["1.1.1.1", "2.2.2.2"]))
+        .unwrap();
+    let before = store.current(of);
+    fx.clock.advance(HOUR);
+    store
+        .replace(IocType::Ipv4, ipv4(&["1.1.1.1", "2.2.2.2"]))
+        .unwrap();
+    let after = store.current(of);
+    assert_eq!((after.id, after.mtime()), (before.id, before.mtime()));
+    // Another order is other bytes: a new version.
+    store
+        .replace(IocType::Ipv4, ipv4(&["2.2.2.2", "1.1.1.1"]))
+        .unwrap();
+    assert_ne!(store.current(of).id, before.id);
+    assert_eq!(
+        served(&store, Bucket::Live, IocType::Ipv4),
+        "2.2.2.2\n1.1.1.1\n"
+    );
+    // So is a subset, or a set with more.
+    let v = store.current(of).id;
+    store.replace(IocType::Ipv4, ipv4(&["2.2.2.2"])).unwrap();
+    assert_ne!(store.current(of).id, v);
+    assert_eq!(served(&store, Bucket::Live, IocType::Ipv4), "2.2.2.2\n");
+}
+
 fn policy_check(store: &Store, expect: Option<Bucket>) {
     let all = everything(store);
     assert_eq!(
