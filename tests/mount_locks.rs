@@ -11,14 +11,20 @@ use std::time::Duration;
 
 use common::{poll_until, wait_timeout, Daemon};
 
-/// A child process, killed if the test ends before it does (it would hold the lock, and
-/// the test's output pipe, for good).
+/// A child process in a process group of its own, killed with everything it started if
+/// the test ends before it does (`flock -c` runs a shell, which would hold the lock, and
+/// loop, for good).
 struct Killed(Option<Child>);
 
 impl Drop for Killed {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = c.wait();
         }
     }
@@ -26,7 +32,10 @@ impl Drop for Killed {
 
 impl Killed {
     fn spawn(cmd: &mut Command) -> Killed {
-        Killed(Some(cmd.stdout(Stdio::null()).spawn().unwrap()))
+        use std::os::unix::process::CommandExt;
+        Killed(Some(
+            cmd.stdout(Stdio::null()).process_group(0).spawn().unwrap(),
+        ))
     }
 
     fn wait(mut self, what: &str) -> std::process::ExitStatus {
@@ -47,7 +56,7 @@ fn hold(d: &Daemon, file: &str, then: &str) -> Killed {
     let _ = std::fs::remove_file(&held);
     let _ = std::fs::remove_file(&go);
     let script = format!(
-        "{then}; touch {held}; while [ ! -e {go} ]; do sleep 0.02; done",
+        "{then}; touch {held}; while [ -e {held} ] && [ ! -e {go} ]; do sleep 0.02; done",
         held = held.display(),
         go = go.display()
     );
