@@ -457,10 +457,24 @@ fn url_ipv4_number(part: &str) -> Option<u64> {
         // "0x" alone is zero; an empty part is no number.
         return (radix == 16).then_some(0);
     }
-    if digits.len() > 12 || !digits.chars().all(|c| c.is_digit(radix)) {
+    if !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    u64::from_str_radix(digits, radix).ok()
+    // Any number of leading zeros (0x00000000007f000001 is 127.0.0.1); past 12 digits the
+    // rest is too large for an address anyway.
+    let significant = digits.trim_start_matches('0');
+    if significant.len() > 12 {
+        return None;
+    }
+    u64::from_str_radix(
+        if significant.is_empty() {
+            "0"
+        } else {
+            significant
+        },
+        radix,
+    )
+    .ok()
 }
 
 /// The domain of a normalized email address (`John.Doe@example.com` → `example.com`).

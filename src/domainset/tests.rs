@@ -515,6 +515,8 @@ fn url_hosts_name_addresses_as_browsers_read_them() {
         "2130706433",
         "0177.0.0.1",
         "127.0.0.1.",
+        "0x00000000007f000001",
+        "0000000000000177.0.0.1",
     ] {
         assert_eq!(addr(host).as_deref(), Some("127.0.0.1"), "{host}");
     }

@@ -435,8 +435,8 @@ impl Filesystem for IocFs {
         reply: ReplyEmpty,
     ) {
         // Set when the open file took a flock lock: it goes with the open file.
-        if let Some(owner) = lock_owner {
-            self.flocks.unlock(self.lock_key(ino), owner.0);
+        if lock_owner.is_some() {
+            self.flocks.unlock(self.lock_key(ino), fh.0);
         }
         match self.handles.remove(fh) {
             Some(Handle::LiveWrite(w)) => {
@@ -465,8 +465,8 @@ impl Filesystem for IocFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        lock_owner: LockOwner,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
         _start: u64,
         _end: u64,
         typ: i32,
@@ -477,7 +477,7 @@ impl Filesystem for IocFs {
         let key = self.lock_key(ino);
         let exclusive = match typ {
             libc::F_UNLCK => {
-                self.flocks.unlock(key, lock_owner.0);
+                self.flocks.unlock(key, fh.0);
                 return reply.ok();
             }
             libc::F_WRLCK => true,
@@ -489,7 +489,7 @@ impl Filesystem for IocFs {
             Err(e) => reply.error(e),
         });
         let wait = sleep.then_some(req.pid());
-        self.flocks.lock(key, lock_owner.0, exclusive, wait, answer);
+        self.flocks.lock(key, fh.0, exclusive, wait, answer);
     }
 
     fn fsync(

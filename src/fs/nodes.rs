@@ -403,7 +403,10 @@ impl Handles {
     /// with the same bytes and more).
     pub fn follow(&self, ino: INodeNo, to: &Arc<LiveVersion>) {
         if let Some(held) = lock(&self.map).per_version.get_mut(&ino) {
-            held.followed = Some(to.clone());
+            // Readers on several threads: never back to a shorter one seen earlier.
+            if held.followed.as_ref().is_none_or(|f| to.extends(f)) {
+                held.followed = Some(to.clone());
+            }
         }
     }
 
