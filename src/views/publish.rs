@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{disk, render::FileStats, ViewFile, Views};
+use super::{disk, render::FileStats, Views};
 use crate::config::views::View;
 use crate::error::{Error, Result};
 use crate::ioc::IocType;
@@ -39,8 +39,10 @@ impl Views {
             // Only a rebuild that shrinks the file can be held: a capped list turning
             // over, a feed coming back after it broke, networks merged by aggregation all
             // remove entries without taking anything away from the firewall.
-            if let Some(max) = def.max_shrink.filter(|_| stats.entries < cur.entries) {
-                let removed = removed_entries(&cur, &staged.read_all()?)?;
+            if let Some(max) = def.max_shrink.filter(|_| cur.entries > 0) {
+                let old = cur.read_at(0, cur.len as usize)?;
+                let new = staged.read_all()?;
+                let removed = removed_entries(&old, &new, stats.entries < cur.entries);
                 if removed as f64 > max.as_f64() * cur.entries as f64 {
                     let of = cur.entries;
                     log::warn!(
@@ -122,17 +124,25 @@ impl Views {
 }
 
 /// How many entries of `current` a new content would no longer list.
-/// Entries of `current` the `new` file neither lists nor (addresses and networks) covers.
-fn removed_entries(current: &ViewFile, new: &[u8]) -> Result<u64> {
-    if current.entries == 0 {
-        return Ok(0);
+/// Entries of the `old` file the `new` one neither lists nor (addresses and networks)
+/// covers, if the new file is smaller (0 if not): in addresses covered for an address
+/// file (aggregation makes entry counts say little: a /8 becoming 50 /32s is more
+/// entries), else in entries (`fewer`: the new file has fewer).
+fn removed_entries(old: &[u8], new: &[u8], fewer: bool) -> u64 {
+    use crate::store::tier::lines;
+    let (was, now) = (Covered::of(lines(old)), Covered::of(lines(new)));
+    let smaller = if was.0.is_empty() && now.0.is_empty() {
+        fewer
+    } else {
+        now.addresses() < was.addresses()
+    };
+    if !smaller {
+        return 0;
     }
-    let old = current.read_at(0, current.len as usize)?;
-    let kept: HashSet<&[u8]> = crate::store::tier::lines(new).collect();
-    let covered = Covered::of(crate::store::tier::lines(new));
-    Ok(crate::store::tier::lines(&old)
-        .filter(|l| !l.is_empty() && !kept.contains(l) && !covered.covers(l))
-        .count() as u64)
+    let kept: HashSet<&[u8]> = lines(new).collect();
+    lines(old)
+        .filter(|l| !l.is_empty() && !kept.contains(l) && !now.covers(l))
+        .count() as u64
 }
 
 /// The addresses a file's IP entries cover, as disjoint ranges per family.
@@ -152,6 +162,11 @@ impl Covered {
             }
         }
         Covered(merged)
+    }
+
+    /// How many addresses, both families together (as a float: an IPv6 /0 is 2^128).
+    fn addresses(&self) -> f64 {
+        self.0.iter().map(|r| (r.2 - r.1) as f64 + 1.0).sum()
     }
 
     fn covers(&self, line: &[u8]) -> bool {
