@@ -471,6 +471,8 @@ impl Store {
         self.close_writes();
         sync::write(&self.change_hooks).clear();
         sync::write(&self.applied_hooks).clear();
+        // local's last writes (stats, metrics) outlive a clean stop.
+        self.state_mut().changes_mut().persist_local_writes();
         self.commit()?;
         if let Err(e) = self.pipeline.trim_wal() {
             log::debug!("trim the WAL's zero-filled end: {e}");

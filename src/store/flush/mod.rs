@@ -212,7 +212,7 @@ fn commit(store: &dyn Engine) -> Result<Option<CommitInfo>> {
         let snaps: Vec<Snap> = dirty
             .into_iter()
             .map(|part| {
-                let count = st.changes().part_count(part);
+                let count = st.changes().commit_count(part);
                 let text = |set: &crate::store::live::LiveSet| Snap::Text {
                     count,
                     part,

@@ -11,7 +11,18 @@ pub struct ChangeCounts {
     changes: ByBucket<ByType<u64>>,
     committed: ByBucket<ByType<u64>>,
     allow: ByType<(u64, u64)>,
+    /// Changes of the sources of each type's indicators, and the commit count (see
+    /// `commit_count`) its provenance file reflects.
     sources: ByType<(u64, u64)>,
+    /// Writes by `local` (to live/), whose times the provenance file holds too; not a change
+    /// of anyone's sources (views and listings ignore it).
+    local_writes: ByType<u64>,
+    /// Whether local's writes alone make a provenance file lag: only for the final commit
+    /// of a clean stop. A provenance file can be large (every indicator a feed lists) and
+    /// live/ is written all the time: rewriting it at every commit for local's last-write
+    /// time would cost more than that time is worth. After a crash, replayed writes set it
+    /// again; only writes committed since the last provenance write are forgotten.
+    persist_local_writes: bool,
 }
 
 impl ChangeCounts {
@@ -54,7 +65,7 @@ impl ChangeCounts {
             .map(PartId::Allow);
         let sources = IocType::ALL
             .into_iter()
-            .filter(|&ty| self.sources[ty].0 != self.sources[ty].1)
+            .filter(|&ty| self.commit_count(PartId::Sources(ty)) != self.sources[ty].1)
             .map(PartId::Sources);
         buckets.chain(allow).chain(sources).collect()
     }
@@ -72,6 +83,15 @@ impl ChangeCounts {
         self.sources[ty].0 += 1;
     }
 
+    pub fn mark_local_write(&mut self, ty: IocType) {
+        self.local_writes[ty] += 1;
+    }
+
+    /// From now on local's writes make provenance files lag (the final commit).
+    pub fn persist_local_writes(&mut self) {
+        self.persist_local_writes = true;
+    }
+
     pub fn mark_allow(&mut self, ty: IocType) {
         self.allow[ty].0 += 1;
     }
@@ -85,7 +105,18 @@ impl ChangeCounts {
         }
     }
 
-    /// A commit wrote `part` as it was at change count `count`.
+    /// The count a commit snapshots with `part` and hands back to `part_committed_to`: the
+    /// change count, plus local's writes for a provenance file.
+    pub fn commit_count(&self, part: PartId) -> u64 {
+        match part {
+            PartId::Sources(ty) if self.persist_local_writes => {
+                self.sources[ty].0 + self.local_writes[ty]
+            }
+            part => self.part_count(part),
+        }
+    }
+
+    /// A commit wrote `part` as it was at commit count `count` (see `commit_count`).
     pub fn part_committed_to(&mut self, part: PartId, count: u64) {
         match part {
             PartId::Bucket(b, ty) => self.committed_to(b, ty, count),

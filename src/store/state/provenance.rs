@@ -429,7 +429,10 @@ impl State {
             t.last_append = ts;
         }
         self.provenance.accepted[usize::from(source)] += lines;
-        if source != LOCAL {
+        if source == LOCAL {
+            // Its times are in the provenance file: the next commit writes it.
+            self.changes.mark_local_write(ty);
+        } else {
             self.changes.mark_sources(ty);
         }
     }

@@ -303,4 +303,9 @@ fn writes_to_live_are_local_s_writes() {
     staged.push(&store, &ipv4(&["5.0.0.4", "5.0.0.5"])).unwrap();
     staged.finish(&store).unwrap();
     assert_eq!(local(&store), (5, t0, t0 + 120));
+    // The times outlive a clean stop (lines are counted since the start).
+    store.shutdown().unwrap();
+    drop(store);
+    let store = fx.open();
+    assert_eq!(local(&store), (0, t0, t0 + 120));
 }
