@@ -272,6 +272,35 @@ fn deliverable(status: &str) -> bool {
 }
 
 impl super::IocFs {
+    /// flock(2) of open file `fh` on `ino` by thread `tid`, sent as a whole-file lock
+    /// (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`); `sleep`: wait for it.
+    pub(super) fn set_flock(
+        &self,
+        tid: u32,
+        ino: fuser::INodeNo,
+        fh: fuser::FileHandle,
+        typ: i32,
+        sleep: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        let key = self.lock_key(ino);
+        let exclusive = match typ {
+            libc::F_UNLCK => {
+                self.flocks.unlock(key, fh.0);
+                return reply.ok();
+            }
+            libc::F_WRLCK => true,
+            libc::F_RDLCK => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let answer: Reply = Box::new(move |r| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
+        self.flocks
+            .lock(key, fh.0, exclusive, sleep.then_some(tid), answer);
+    }
+
     /// What a lock on inode `ino` is on.
     pub(super) fn lock_key(&self, ino: fuser::INodeNo) -> LockKey {
         match self.nodes.get(ino) {

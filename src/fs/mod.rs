@@ -31,8 +31,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
@@ -120,38 +120,7 @@ fn errno(e: &Error) -> Errno {
 
 impl Filesystem for IocFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // O_TRUNC must reach open() (not a separate truncate) so a replace handle can keep
-        // readers on the old set until it is closed.
-        if config
-            .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
-            .is_err()
-        {
-            log::warn!("kernel lacks atomic O_TRUNC: `>` on a live file empties it before the new lines arrive");
-        }
-        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
-        // flock(2) locks kept per file, not per version (see `flocks`).
-        if config
-            .add_capabilities(InitFlags::FUSE_FLOCK_LOCKS)
-            .is_err()
-        {
-            log::info!("kernel keeps flock locks itself: a lock on a type file does not outlive a change of the file");
-        }
-        // Descriptors served by the daemon use direct I/O, which the kernel refuses to mmap
-        // (ENODEV: `look`, Python's mmap, ripgrep) unless told it may (Linux >= 6.6). The
-        // mapping then reads through the page cache, and a version's bytes never change
-        // under it: appends only add after its end.
-        if config
-            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-            .is_err()
-        {
-            log::info!("kernel cannot mmap direct-I/O files: mmap of a live file a write just touched fails with ENODEV");
-        }
-        if let Err(max) = config.set_max_write(MAX_WRITE) {
-            let _ = config.set_max_write(max);
-        }
-        if let Err(max) = config.set_max_readahead(MAX_WRITE) {
-            let _ = config.set_max_readahead(max);
-        }
+        setup::negotiate(config);
         self.negotiate_passthrough(config);
         Ok(())
     }
@@ -474,22 +443,7 @@ impl Filesystem for IocFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let key = self.lock_key(ino);
-        let exclusive = match typ {
-            libc::F_UNLCK => {
-                self.flocks.unlock(key, fh.0);
-                return reply.ok();
-            }
-            libc::F_WRLCK => true,
-            libc::F_RDLCK => false,
-            _ => return reply.error(Errno::EINVAL),
-        };
-        let answer: flocks::Reply = Box::new(move |r| match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        });
-        let wait = sleep.then_some(req.pid());
-        self.flocks.lock(key, fh.0, exclusive, wait, answer);
+        self.set_flock(req.pid(), ino, fh, typ, sleep, reply);
     }
 
     fn fsync(
