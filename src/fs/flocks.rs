@@ -197,12 +197,25 @@ fn interrupt_signalled(shared: &(Mutex<State>, Condvar)) {
     }
     drop(st);
     std::thread::sleep(SIGNAL_POLL);
+    // /proc is read without the table's lock (locks and releases go on meanwhile); a
+    // thread found signalled is looked at again under it, since its wait may have ended
+    // and a new one begun (after the signal was delivered) in between.
+    let tids: Vec<u32> = lock(&shared.0)
+        .waiting
+        .iter()
+        .map(|w| w.tid)
+        .filter(|&tid| tid != 0)
+        .collect();
+    let signalled: Vec<u32> = tids.into_iter().filter(|&t| signal_pending(t)).collect();
+    if signalled.is_empty() {
+        return;
+    }
     let mut st = lock(&shared.0);
     let mut interrupted = Vec::new();
     let mut i = 0;
     while i < st.waiting.len() {
         let tid = st.waiting[i].tid;
-        if tid != 0 && signal_pending(tid) {
+        if signalled.contains(&tid) && signal_pending(tid) {
             if let Some(w) = st.waiting.remove(i) {
                 interrupted.push(w.reply);
             }
