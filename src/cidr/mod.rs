@@ -467,6 +467,17 @@ impl IntervalSet {
         self.v4.len() + self.v6.len()
     }
 
+    /// How many addresses, both families together (a float: an IPv6 /0 alone is 2^128).
+    pub fn address_count(&self) -> f64 {
+        fn count<S: Span>(spans: &[S]) -> f64 {
+            spans
+                .iter()
+                .map(|s| (s.end().widen() - s.start().widen()) as f64 + 1.0)
+                .sum()
+        }
+        count(&self.v4) + count(&self.v6)
+    }
+
     /// Whether every address of `n` is in the set.
     pub fn contains_net(&self, n: &Net) -> bool {
         if n.v6 {

@@ -6,9 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{disk, render::FileStats, Views};
+use crate::cidr::{IntervalSet, Net};
 use crate::config::views::View;
 use crate::error::{Error, Result};
 use crate::ioc::IocType;
+use crate::store::tier::lines;
 use crate::store::Store;
 use crate::sync::{lock, read, write};
 
@@ -39,10 +41,13 @@ impl Views {
             // Only a rebuild that shrinks the file can be held: a capped list turning
             // over, a feed coming back after it broke, networks merged by aggregation all
             // remove entries without taking anything away from the firewall.
-            if let Some(max) = def.max_shrink.filter(|_| cur.entries > 0) {
+            // For addresses and networks that is fewer addresses, else fewer entries.
+            let addresses = matches!(ty, IocType::Ipv4 | IocType::Ipv6);
+            let may_shrink = addresses || stats.entries < cur.entries;
+            if let Some(max) = def.max_shrink.filter(|_| cur.entries > 0 && may_shrink) {
                 let old = cur.read_at(0, cur.len as usize)?;
                 let new = staged.read_all()?;
-                let removed = removed_entries(&old, &new, stats.entries < cur.entries);
+                let removed = removed_entries(&old, &new, addresses);
                 if removed as f64 > max.as_f64() * cur.entries as f64 {
                     let of = cur.entries;
                     log::warn!(
@@ -123,66 +128,27 @@ impl Views {
     }
 }
 
-/// How many entries of `current` a new content would no longer list.
-/// Entries of the `old` file the `new` one neither lists nor (addresses and networks)
-/// covers, if the new file is smaller (0 if not): in addresses covered for an address
-/// file (aggregation makes entry counts say little: a /8 becoming 50 /32s is more
-/// entries), else in entries (`fewer`: the new file has fewer).
-fn removed_entries(old: &[u8], new: &[u8], fewer: bool) -> u64 {
-    use crate::store::tier::lines;
-    let (was, now) = (Covered::of(lines(old)), Covered::of(lines(new)));
-    let smaller = if was.0.is_empty() && now.0.is_empty() {
-        fewer
+/// Entries of the `old` file the `new` one neither lists nor (`addresses`: an address
+/// file) covers; for an address file, 0 unless the new one covers fewer addresses
+/// (aggregation makes entry counts say little: a /8 becoming 50 /32s is more entries).
+fn removed_entries(old: &[u8], new: &[u8], addresses: bool) -> u64 {
+    let union = |text| IntervalSet::build(lines(text).filter_map(net));
+    let covered = if addresses {
+        union(new)
     } else {
-        now.addresses() < was.addresses()
+        IntervalSet::default()
     };
-    if !smaller {
+    if addresses && covered.address_count() >= union(old).address_count() {
         return 0;
     }
     let kept: HashSet<&[u8]> = lines(new).collect();
     lines(old)
-        .filter(|l| !l.is_empty() && !kept.contains(l) && !now.covers(l))
+        .filter(|l| !l.is_empty() && !kept.contains(l))
+        .filter(|l| !net(l).is_some_and(|n| covered.contains_net(&n)))
         .count() as u64
 }
 
-/// The addresses a file's IP entries cover, as disjoint ranges per family.
-struct Covered(Vec<(bool, u128, u128)>);
-
-impl Covered {
-    fn of<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Covered {
-        let mut ranges: Vec<(bool, u128, u128)> = lines.filter_map(range).collect();
-        ranges.sort_unstable();
-        let mut merged: Vec<(bool, u128, u128)> = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            match merged.last_mut() {
-                Some(last) if last.0 == r.0 && r.1 <= last.2.saturating_add(1) => {
-                    last.2 = last.2.max(r.2)
-                }
-                _ => merged.push(r),
-            }
-        }
-        Covered(merged)
-    }
-
-    /// How many addresses, both families together (as a float: an IPv6 /0 is 2^128).
-    fn addresses(&self) -> f64 {
-        self.0.iter().map(|r| (r.2 - r.1) as f64 + 1.0).sum()
-    }
-
-    fn covers(&self, line: &[u8]) -> bool {
-        let Some((v6, start, end)) = range(line) else {
-            return false;
-        };
-        let i = self.0.partition_point(|r| (r.0, r.1) <= (v6, start));
-        i > 0 && {
-            let r = self.0[i - 1];
-            r.0 == v6 && r.2 >= end
-        }
-    }
-}
-
-/// An address or network entry as (IPv6?, first, last).
-fn range(line: &[u8]) -> Option<(bool, u128, u128)> {
-    let net: crate::cidr::Net = std::str::from_utf8(line).ok()?.parse().ok()?;
-    Some((net.is_v6(), net.addr(), net.last()))
+/// An address or network entry.
+fn net(line: &[u8]) -> Option<Net> {
+    std::str::from_utf8(line).ok()?.parse().ok()
 }
