@@ -43,12 +43,7 @@ pub fn apply(state: &mut State, seq: u64, m: &Mutation, cache: &BlockCache) -> R
             target: Target::Live,
             ty,
             values,
-        } => {
-            let applied = writes::append(state, seq, m.ts, (*ty, LOCAL), values, cache)?;
-            let lines = memchr::memchr_iter(b'\n', values).count() as u64;
-            state.source_wrote(*ty, LOCAL, m.ts, false, lines);
-            applied
-        }
+        } => sources::append(state, (seq, m.ts), (*ty, LOCAL), values, cache)?,
         // A write that raced the removal of its (then empty) source is dropped.
         Op::Append {
             target: Target::Source(id),

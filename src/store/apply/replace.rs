@@ -23,12 +23,9 @@ pub(super) fn replace(
     values: &[u8],
     cache: &BlockCache,
 ) -> Result<Applied> {
-    let lines = memchr::memchr_iter(b'\n', values).count();
-    let mut r = Replacer::new(state, ty, ts, lines)?;
+    let mut r = Replacer::new(state, ty, ts, memchr::memchr_iter(b'\n', values).count())?;
     r.feed(state, values)?;
-    let applied = r.finish(state, seq, cache)?;
-    state.source_wrote(ty, LOCAL, ts, true, lines as u64);
-    Ok(applied)
+    r.finish(state, seq, cache)
 }
 
 /// The end of a staged replace: its parts, then `values`, become the set.
@@ -45,9 +42,7 @@ pub(super) fn replace_end(
     let mut r = Replacer::new(state, ty, ts, lines)?;
     staged.for_each_chunk(|chunk| r.feed(state, chunk))?;
     r.feed(state, values)?;
-    let applied = r.finish(state, seq, cache)?;
-    state.source_wrote(ty, LOCAL, ts, true, lines as u64);
-    Ok(applied)
+    r.finish(state, seq, cache)
 }
 
 /// A new set being built, line by line, beside the current one (which readers keep seeing).
@@ -62,6 +57,8 @@ struct Replacer {
     applied: Applied,
     /// Reused for each piece's new lines.
     buf: Vec<u8>,
+    /// Lines written, for local's stats.
+    lines: usize,
 }
 
 impl Replacer {
@@ -80,6 +77,7 @@ impl Replacer {
             leaving: Leaving::default(),
             applied: Applied::default(),
             buf: Vec::new(),
+            lines,
         })
     }
 
@@ -127,8 +125,11 @@ impl Replacer {
             times,
             leaving,
             mut applied,
+            lines,
             ..
         } = self;
+        // A replace of live/ is local's whole list (sources' replaces: `sources::replace`).
+        state.source_wrote(ty, LOCAL, ts, true, lines as u64);
         // The set as it stands, in the same order (`rsync -a` of an unchanged list, which
         // copies again at every run since the file keeps its own mtime): nothing changes,
         // so the version, its inode and its mtime stay, and no view rebuilds.

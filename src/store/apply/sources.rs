@@ -9,7 +9,8 @@ use crate::store::model::{Key, KeyMap, SourceId};
 use crate::store::state::{bit, Chunks, State};
 use crate::store::tier;
 
-/// Lines appended by `source`: sightings, as an append to live/, listed by the source.
+/// Lines appended by `source`: sightings, as an append to live/, listed by the source
+/// (`local` for live/ itself).
 pub(super) fn append(
     state: &mut State,
     (seq, ts): (u64, u64),
