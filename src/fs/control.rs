@@ -254,7 +254,9 @@ impl IocFs {
                         "unknown command"
                     };
                     lograte::warn(|| {
-                        format!("ctl: {what} \"{line}\" (expected age, commit, checkpoint, remove VALUE…, refresh-views, release-view NAME)")
+                        let expected: Vec<&str> =
+                            COMMANDS.iter().map(|(usage, _)| *usage).collect();
+                        format!("ctl: {what} \"{line}\" (expected {})", expected.join(", "))
                     });
                     return Err(Errno::EINVAL);
                 }
