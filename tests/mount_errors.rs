@@ -156,6 +156,33 @@ fn truncate_to_zero_by_path_empties_the_set() {
     assert_eq!(d.lines("live/ipv4.txt"), ["9.9.9.9"]);
 }
 
+/// `rsync --append` writes the source's tail at the end of the file, then truncates to the
+/// size it wrote up to; normalization (here IPv6 compression) makes the set's size differ.
+#[test]
+fn truncating_an_append_handle_to_where_its_writes_ended_is_a_no_op() {
+    if !common::tools::have("rsync", "rsync") {
+        return;
+    }
+    let Some(d) = Daemon::start() else { return };
+    d.append_lines("live/ipv6.txt", &["2001:db8::1"]);
+    let src = d.root().join("feed6.txt");
+    std::fs::write(&src, "2001:db8::1\n2001:0DB8:0:0::2\n").unwrap();
+    d.sh_ok(&format!("rsync --append {} live/ipv6.txt", src.display()));
+    assert_eq!(d.lines("live/ipv6.txt"), ["2001:db8::1", "2001:db8::2"]);
+    // Only where this handle's writes ended: another size is still refused.
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(d.path("live/ipv6.txt"))
+        .unwrap();
+    f.write_all(b"2001:db8::3\n").unwrap();
+    assert_eq!(errno_of(f.set_len(5)), libc::EINVAL);
+    drop(f);
+    assert_eq!(
+        d.lines("live/ipv6.txt"),
+        ["2001:db8::1", "2001:db8::2", "2001:db8::3"]
+    );
+}
+
 #[test]
 fn refusing_to_remove_a_type_file_says_what_to_do_instead() {
     let Some(d) = Daemon::start() else { return };

@@ -431,7 +431,8 @@ impl IocFs {
 
     /// Only emptying is meaningful for a set of lines: through a handle it makes the handle
     /// a replace (applied at close); by path it empties the set now. Truncating to the
-    /// current size is a no-op; anything else is EINVAL.
+    /// current size, or through an appending handle to where its writes ended, is a no-op;
+    /// anything else is EINVAL.
     fn truncate_live(
         &self,
         (target, ty): (Target, IocType),
@@ -455,6 +456,11 @@ impl IocFs {
                 w.next_offset = 0;
                 // SETATTR does not say which process truncated: any close applies it.
                 w.closers.wrote(None);
+                return Ok(());
+            }
+            // `rsync --append` ends with ftruncate to the size it wrote up to; the lines it
+            // appended may have been normalized to other lengths, so the set's size differs.
+            if matches!(w.mode, WriteMode::Append) && size == w.next_offset {
                 return Ok(());
             }
         }
