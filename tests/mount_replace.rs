@@ -516,25 +516,25 @@ fn a_same_size_replace_within_one_second_shows_a_new_mtime() {
 #[test]
 fn copying_the_same_list_again_changes_nothing() {
     let Some(d) = Daemon::start() else { return };
-    let saved = d.root().join("saved.txt");
-    std::fs::write(&saved, "9.9.9.9\n1.2.3.4\n").unwrap();
-    let copy = |how: &str| d.sh_ok(&format!("{how} {} live/ipv4.txt", saved.display()));
-    copy("cp");
-    let first = std::fs::metadata(d.path("live/ipv4.txt")).unwrap();
-    // rsync -a copies again at every run (the file keeps its own mtime, not the saved one's):
-    // the same set in the same order keeps the version, its inode and mtime.
-    copy("cp");
-    copy("rsync -a");
-    let again = std::fs::metadata(d.path("live/ipv4.txt")).unwrap();
-    assert_eq!(
-        (again.ino(), again.mtime(), again.mtime_nsec()),
-        (first.ino(), first.mtime(), first.mtime_nsec())
-    );
-    assert_eq!(d.lines("live/ipv4.txt"), ["9.9.9.9", "1.2.3.4"]);
-    std::fs::write(&saved, "1.2.3.4\n").unwrap();
-    copy("cp");
-    assert_ne!(
-        std::fs::metadata(d.path("live/ipv4.txt")).unwrap().ino(),
-        first.ino()
-    );
+    for file in ["live/ipv4.txt", "allow/ipv4.txt"] {
+        let saved = d.root().join("saved.txt");
+        std::fs::write(&saved, "9.9.9.9\n1.2.3.4\n").unwrap();
+        let copy = |how: &str| d.sh_ok(&format!("{how} {} {file}", saved.display()));
+        copy("cp");
+        let first = std::fs::metadata(d.path(file)).unwrap();
+        // rsync -a copies again at every run (the file keeps its own mtime, not the saved
+        // one's): the same set in the same order keeps the version, its inode and mtime.
+        copy("cp");
+        copy("rsync -a");
+        let again = std::fs::metadata(d.path(file)).unwrap();
+        assert_eq!(
+            (again.ino(), again.mtime(), again.mtime_nsec()),
+            (first.ino(), first.mtime(), first.mtime_nsec()),
+            "{file}"
+        );
+        assert_eq!(d.lines(file), ["9.9.9.9", "1.2.3.4"]);
+        std::fs::write(&saved, "1.2.3.4\n").unwrap();
+        copy("cp");
+        assert_ne!(std::fs::metadata(d.path(file)).unwrap().ino(), first.ino());
+    }
 }

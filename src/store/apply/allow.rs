@@ -8,6 +8,7 @@ use crate::store::state::{Chunks, State};
 pub(super) fn append(state: &mut State, ts: u64, ty: IocType, values: &[u8]) -> Result<Applied> {
     let before = state.allow(ty).version().id;
     let added = state.allow_append(ty, values, ts)?;
+    // Values written again move their last-written times, which the next commit saves.
     state.changes_mut().mark_allow(ty);
     Ok(Applied {
         added,
@@ -24,11 +25,15 @@ pub(super) fn replace(
 ) -> Result<Applied> {
     let before = state.allow(ty).version().id;
     let (added, removed) = state.allow_replace(ty, ts, chunks)?;
-    state.changes_mut().mark_allow(ty);
+    let superseded_allow = superseded(state, ty, before);
+    // The list as it stood (see `allow_replace`) changes nothing to save or rebuild.
+    if !superseded_allow.is_empty() {
+        state.changes_mut().mark_allow(ty);
+    }
     Ok(Applied {
         added,
         removed,
-        superseded_allow: superseded(state, ty, before),
+        superseded_allow,
         ..Applied::default()
     })
 }

@@ -2,6 +2,7 @@
 //! the buckets (never aged, never removed by `remove`, never deduplicated against them).
 
 use super::*;
+use crate::store::model::PartId;
 use crate::store::staged::StagedReplace;
 
 fn allowed(store: &Store, ty: IocType) -> String {
@@ -109,6 +110,40 @@ fn a_replace_of_the_allowlist_small_or_staged_is_the_whole_list_and_survives_a_r
     assert_eq!(store.recovery.abandoned_replaces, 1);
     assert_eq!(allowed(&store, IocType::Domain).as_bytes(), lines);
     assert_eq!(allowed(&store, IocType::Url), "http://b.example/\n");
+}
+
+#[test]
+fn a_replace_of_the_allowlist_by_the_list_as_it_stands_changes_nothing() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let of = (Target::Allow, IocType::Domain);
+    let part = PartId::Allow(IocType::Domain);
+    let list = b"good.example\nfine.example\n";
+    store
+        .replace_to(Target::Allow, IocType::Domain, list.to_vec())
+        .unwrap();
+    let (before, changes) = (store.current(of), store.change_count_of(part));
+    fx.clock.advance(HOUR);
+    store
+        .replace_to(Target::Allow, IocType::Domain, list.to_vec())
+        .unwrap();
+    let after = store.current(of);
+    assert_eq!((after.id, after.mtime()), (before.id, before.mtime()));
+    assert_eq!(store.change_count_of(part), changes, "views would rebuild");
+    // Another order is another file.
+    store
+        .replace_to(
+            Target::Allow,
+            IocType::Domain,
+            b"fine.example\ngood.example\n".to_vec(),
+        )
+        .unwrap();
+    assert_ne!(store.current(of).id, before.id);
+    assert_ne!(store.change_count_of(part), changes);
+    assert_eq!(
+        allowed(&store, IocType::Domain),
+        "fine.example\ngood.example\n"
+    );
 }
 
 #[test]
