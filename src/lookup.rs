@@ -7,11 +7,12 @@
 //! default minimums), a name under a stored wildcard (one probe per parent). The answer
 //! adds `covered_by` (those entries, with their buckets), `allowed_by` (the allowlist or
 //! reserved-range entry that keeps it out of the views, if any) and `views` (the views whose
-//! files include it, see `views::lookup`). Every probe of one kind runs under one lock.
+//! files include all of it, see `views::lookup`); for a network served in part, `trimmed`
+//! (the parts views leave out). Every probe of one kind runs under one lock.
 
 use serde_json::{json, Value};
 
-use crate::cidr::Net;
+use crate::cidr::{IntervalSet, Net};
 use crate::clock::rfc3339;
 use crate::domainset;
 use crate::ioc::{self, IocType, Limits};
@@ -62,6 +63,13 @@ pub fn lookup(store: &Store, views: &Views, raw: &[u8]) -> Option<Answer> {
             let mut entry = json!({ "value": v });
             stored_fields(&mut entry, Some((*bucket, *times)));
             entry["sources"] = json!(store.sources_of(ty, v.as_bytes()).unwrap_or_default());
+            // A covering wildcard kept out whole (an allowed name under it) takes the names
+            // under it out of the views too, though no rule covers them.
+            if ty == IocType::Domain {
+                if let Some(rule) = domain_allowed(store, views, v, true) {
+                    entry["allowed_by"] = rule;
+                }
+            }
             entry
         })
         .collect();
@@ -77,6 +85,9 @@ pub fn lookup(store: &Store, views: &Views, raw: &[u8]) -> Option<Answer> {
         Some(net) => address_allowed(store, net, &probes, views.config().suppress_reserved),
         None => allowed_by(store, views, ty, &value, &limits),
     };
+    if let Some(net) = net.filter(|n| allowed.is_none() && n.prefix_len() < n.max_prefix_len()) {
+        add_trimmed(&mut body, store, views, net);
+    }
     body["allowed_by"] = allowed.unwrap_or(Value::Null);
     body["views"] = json!(views.including(ty, &value, &listed));
     Some(Answer { ty, value, body })
@@ -212,6 +223,40 @@ fn address_allowed(
     }
     let (range, registry) = crate::reserved::entry_covering(&net)?;
     Some(json!({ "list": "reserved", "entry": range, "registry": registry }))
+}
+
+/// At most this many of a network's left-out parts are listed (`trimmed_more` counts the rest).
+const TRIMMED_SHOWN: usize = 256;
+
+/// The parts of `net` that views leave out (allowed networks and, with `suppress_reserved`,
+/// reserved ranges inside it), as the fewest networks: views serve `net` minus these.
+fn add_trimmed(body: &mut Value, store: &Store, views: &Views, net: Net) {
+    let family = if net.is_v6() {
+        IocType::Ipv6
+    } else {
+        IocType::Ipv4
+    };
+    let mut served = match views.allow_index(store, family) {
+        Ok(index) => match &*index {
+            AllowIndex::Nets(allowed) => IntervalSet::build(allowed.subtract_from(&net)),
+            _ => IntervalSet::build([net]),
+        },
+        Err(e) => {
+            crate::lograte::warn(|| format!("lookup: the {} allowlist: {e}", family.name()));
+            return;
+        }
+    };
+    if views.config().suppress_reserved {
+        served = served.minus(views.reserved_ranges());
+    }
+    let left_out = IntervalSet::build([net]).minus(&served);
+    let mut parts = left_out.nets().map(|n| n.to_string());
+    let shown: Vec<String> = parts.by_ref().take(TRIMMED_SHOWN).collect();
+    body["trimmed"] = json!(shown);
+    let more = parts.count();
+    if more > 0 {
+        body["trimmed_more"] = json!(more);
+    }
 }
 
 /// The domain rule covering `name`; for a listed wildcard (`conflicts`), also an allowed

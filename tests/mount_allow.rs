@@ -193,6 +193,29 @@ fn lookup_finds_covered_values_and_says_what_keeps_them_out_of_views() {
             "{absent}"
         );
     }
-    // A listed network, by its `%2F` name.
-    assert_eq!(lookup("8.8.0.0%2F16")["bucket"], "live");
+    // A listed network, by its `%2F` name: served minus the allowed /24, which it says.
+    let a = lookup("8.8.0.0%2F16");
+    assert_eq!(a["bucket"], "live");
+    assert_eq!(a["allowed_by"], serde_json::Value::Null, "{a}");
+    assert_eq!(a["trimmed"], serde_json::json!(["8.8.8.0/24"]), "{a}");
+    assert_eq!(a["views"], serde_json::json!([]), "not all of it is served");
+    assert_eq!(lookup("8.8.16.0%2F20")["trimmed"], serde_json::json!([]));
+    // And the reserved ranges inside one (10/8 is reserved whole: allowed_by says so).
+    d.sh_ok("echo 192.168.0.0/15 >> live/ipv4.txt");
+    let a = lookup("192.168.0.0%2F15");
+    assert_eq!(a["trimmed"], serde_json::json!(["192.168.0.0/16"]), "{a}");
+    assert_eq!(lookup("10.0.0.0%2F8")["trimmed"], serde_json::Value::Null);
+    // A name under a wildcard kept out whole for an allowed name under it: the covering
+    // entry says why.
+    d.sh_ok("echo www.evil.example >> allow/domain.txt");
+    d.eventually("views/all/domain.txt", "");
+    let a = lookup("mail.evil.example");
+    assert_eq!(a["allowed_by"], serde_json::Value::Null, "{a}");
+    assert_eq!(a["covered_by"][0]["value"], "*.evil.example", "{a}");
+    assert_eq!(a["covered_by"][0]["allowed_by"]["conflict"], true, "{a}");
+    assert_eq!(
+        a["covered_by"][0]["allowed_by"]["entry"], "www.evil.example",
+        "{a}"
+    );
+    assert_eq!(a["views"], serde_json::json!([]));
 }

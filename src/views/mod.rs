@@ -201,6 +201,11 @@ impl Views {
         self.allow.get(store, ty)
     }
 
+    /// The special-purpose ranges views leave out with `suppress_reserved`.
+    pub fn reserved_ranges(&self) -> &crate::cidr::IntervalSet {
+        self.allow.reserved()
+    }
+
     /// The current version of a view file (None before its first build).
     pub fn file(&self, view: &str, ty: IocType) -> Option<Arc<ViewFile>> {
         read(&self.published).get(&(view.to_string(), ty)).cloned()
