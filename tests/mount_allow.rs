@@ -200,6 +200,19 @@ fn lookup_finds_covered_values_and_says_what_keeps_them_out_of_views() {
     assert_eq!(a["trimmed"], serde_json::json!(["8.8.8.0/24"]), "{a}");
     assert_eq!(a["views"], serde_json::json!([]), "not all of it is served");
     assert_eq!(lookup("8.8.16.0%2F20")["trimmed"], serde_json::json!([]));
+    // Many parts: the first 256, and how many more.
+    let scattered: String = (0..300)
+        .map(|i| format!("8.8.{}.{}\n", 64 + i / 100, i * 2 % 200))
+        .collect();
+    std::fs::write(d.root().join("scattered.txt"), scattered).unwrap();
+    d.sh_ok(&format!(
+        "cat {}/scattered.txt >> allow/ipv4.txt",
+        d.root().display()
+    ));
+    let a = lookup("8.8.64.0%2F18");
+    assert_eq!(a["trimmed"].as_array().map(Vec::len), Some(256), "{a}");
+    assert_eq!(a["trimmed"][0], "8.8.64.0");
+    assert_eq!(a["trimmed_more"], 300 - 256, "{a}");
     // And the reserved ranges inside one (10/8 is reserved whole: allowed_by says so).
     d.sh_ok("echo 192.168.0.0/15 >> live/ipv4.txt");
     let a = lookup("192.168.0.0%2F15");
