@@ -41,9 +41,12 @@ impl Views {
             // Only a rebuild that shrinks the file can be held: a capped list turning
             // over, a feed coming back after it broke, networks merged by aggregation all
             // remove entries without taking anything away from the firewall.
-            // For addresses and networks that is fewer addresses, else fewer entries.
+            // For addresses and networks that is fewer addresses, else fewer entries. A
+            // build the cap cut never shrinks: the selection had more than the file takes,
+            // so no feed emptied it (a capped list turning over from wide networks to
+            // newer single addresses covers fewer addresses).
             let addresses = matches!(ty, IocType::Ipv4 | IocType::Ipv6);
-            let may_shrink = addresses || stats.entries < cur.entries;
+            let may_shrink = stats.capped == 0 && (addresses || stats.entries < cur.entries);
             if let Some(max) = def.max_shrink.filter(|_| cur.entries > 0 && may_shrink) {
                 let old = cur.read_at(0, cur.len as usize)?;
                 let new = staged.read_all()?;
