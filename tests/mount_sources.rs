@@ -249,3 +249,40 @@ fn import_with_a_source_attributes_the_imported_indicators() {
         "both.example\nfed.example\n"
     );
 }
+
+/// A source list's mtime is when its content last changed, and backup tools that compare
+/// inodes and nanoseconds (borg, restic) see an unchanged list as unchanged, also across
+/// restarts.
+#[test]
+fn a_source_list_keeps_its_inode_and_mtime_while_its_content_stays() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(mut d) = start() else { return };
+    let stat = |d: &Daemon| {
+        let m = std::fs::metadata(d.path("sources/a/ipv4.txt")).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    std::fs::create_dir(d.path("sources/a")).unwrap();
+    std::fs::create_dir(d.path("sources/b")).unwrap();
+    d.append_lines("sources/a/ipv4.txt", &["5.6.7.8"]);
+    let written = stat(&d);
+    // Another feed writing the type changes nothing of a's list.
+    d.ctl("clock +1h").unwrap();
+    d.append_lines("sources/b/ipv4.txt", &["9.9.9.9"]);
+    assert_eq!(stat(&d), written);
+    assert!(d.stop().success());
+    d.restart();
+    let restarted = stat(&d);
+    assert_eq!(
+        restarted.1, written.1,
+        "dated by a's write, not by the start"
+    );
+    assert!(d.stop().success());
+    d.restart();
+    assert_eq!(stat(&d), restarted, "a second restart changes nothing");
+    // A write of a's changes it, dated by that write.
+    d.ctl("clock +1h").unwrap();
+    d.append_lines("sources/a/ipv4.txt", &["5.6.7.9"]);
+    let changed = stat(&d);
+    assert_eq!(changed.1, written.1 + 3600);
+    assert_ne!(changed.0, restarted.0);
+}

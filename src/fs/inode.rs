@@ -171,6 +171,8 @@ pub fn dir_perm(ino: INodeNo) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ioc::IocType;
+    use crate::store::sources::first_list_id;
 
     #[test]
     fn fixed_inodes_do_not_overlap() {
@@ -193,6 +195,16 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), all.len());
         assert!(all.iter().all(|&i| i.0 < FIRST_DYNAMIC));
+        // The fixed ids of source lists lie between the fixed inodes and the counter's.
+        let lists: Vec<u64> = (0..=MAX_SOURCES as SourceId)
+            .flat_map(|id| IocType::ALL.map(|ty| first_list_id(id, ty)))
+            .collect();
+        let fixed_max = all.iter().map(|i| i.0).max().unwrap();
+        assert!(lists.iter().all(|&l| fixed_max < l && l < FIRST_DYNAMIC));
+        let mut distinct = lists.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), lists.len());
         for b in Bucket::ALL {
             assert_eq!(dir_bucket(bucket_dir(b)), Some(b));
         }

@@ -120,9 +120,16 @@ impl Store {
     /// order (addresses numerically, the rest bytewise). Built when its type's provenance
     /// changed since the last read; a tier block that can't be read leaves its lines out
     /// (logged), as views do.
+    ///
+    /// Its mtime is when its content last changed, as for every file: a rebuild with the
+    /// same content (another source wrote to the type) keeps the version, inode and mtime;
+    /// a new one is dated by the source's last write to the type when that write made it,
+    /// also after a start, where the first version has a fixed id ([`first_list_id`]): a
+    /// restart is no change for `rsync`, backup tools or a web server's `Last-Modified`.
     pub fn source_version(&self, id: SourceId, ty: IocType) -> Arc<LiveVersion> {
         let count = list_count(&self.state(), id, ty);
-        if let Some((c, v)) = lock(&self.sources.versions).get(&(id, ty)) {
+        let cached = lock(&self.sources.versions).get(&(id, ty)).cloned();
+        if let Some((c, v)) = &cached {
             if *c == count {
                 return v.clone();
             }
@@ -131,20 +138,41 @@ impl Store {
         // Counted again under the same lock the content is read under.
         let count = list_count(&st, id, ty);
         let (text, lines, unreadable) = listed_text(&st, id, ty, &self.cache);
-        let new_id = st.new_id();
+        let new_id = match cached {
+            None => first_list_id(id, ty),
+            Some(_) => st.new_id(),
+        };
+        let SourceTimes {
+            last_append,
+            last_replace,
+        } = st.provenance().times(ty, id);
         drop(st);
         if unreadable > 0 {
             log::warn!(
                 "sources: {unreadable} unreadable tier blocks left out of a source list of {ty}"
             );
         }
+        if let Some((_, old)) = cached.as_ref().filter(|(_, old)| old.holds(&text)) {
+            lock(&self.sources.versions).insert((id, ty), (count, old.clone()));
+            return old.clone();
+        }
         let now = self.clock.now();
+        let last_write = last_append.max(last_replace);
+        // Built when first read after the change: a change the source's own write made is
+        // dated by that write; one it did not make (a removal, another feed's replace of
+        // live/) by now.
+        let since = cached.map_or(0, |(_, old)| old.mtime());
+        let mtime = if last_write > 0 && last_write >= since && last_write <= now {
+            last_write
+        } else {
+            now
+        };
         let version = match LiveVersion::new(
             new_id,
             (Target::Source(id), ty),
             &text,
             lines,
-            now,
+            mtime,
             &Storage::Memfd,
         ) {
             Ok(v) => v,
@@ -254,6 +282,16 @@ impl Store {
 
 /// What a source's list of `ty` depends on: the type's provenance changes; for `local`,
 /// whose new indicators take no provenance entry, every change to the type's buckets too.
+/// Ids of the first version of each source list after a start: fixed per (source, type),
+/// between the fixed inodes and the counter's range, so a list unchanged across a restart
+/// keeps its inode and the nanoseconds of its mtime (backup tools compare both).
+const FIRST_LIST_IDS: u64 = 1 << 24;
+
+/// The id of the first version of `sources/<id>/<ty>.txt` after a start.
+pub fn first_list_id(id: SourceId, ty: IocType) -> u64 {
+    FIRST_LIST_IDS + u64::from(id) * IocType::ALL.len() as u64 + u64::from(ty.code())
+}
+
 fn list_count(st: &State, id: SourceId, ty: IocType) -> u64 {
     let provenance = st.changes().part_count(PartId::Sources(ty));
     if id != LOCAL {

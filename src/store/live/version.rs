@@ -323,6 +323,15 @@ impl LiveVersion {
         self.read_at(0, self.len() as usize)
     }
 
+    /// Whether the version holds exactly `bytes` now.
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        self.len() == bytes.len() as u64
+            && bytes
+                .chunks(1 << 20)
+                .zip((0..).step_by(1 << 20))
+                .all(|(piece, at)| self.read_at(at, piece.len()).is_ok_and(|got| got == piece))
+    }
+
     /// Whether `other` holds the same bytes now, compared a MiB at a time.
     pub fn same_content_as(&self, other: &LiveVersion) -> Result<bool> {
         const PIECE: usize = 1 << 20;
