@@ -105,7 +105,12 @@ impl Store {
             counters: Counters::default(),
             change_hooks: RwLock::new(Vec::new()),
             applied_hooks: RwLock::new(Vec::new()),
-            flusher: Flusher::default(),
+            flusher: Flusher::new(
+                recovered
+                    .report
+                    .checkpoint_current
+                    .then_some(recovered.report.committed_upto),
+            ),
             health,
             started: Instant::now(),
             started_at,

@@ -55,6 +55,8 @@ pub struct Report {
     pub finished_renames: usize,
     /// Tier partitions whose index came from a checkpoint instead of a file scan.
     pub from_checkpoint: usize,
+    /// The checkpoint loaded was made at the last commit: one now would write it again.
+    pub checkpoint_current: bool,
     /// Problems met (in `ReadOnly` and `Salvage` modes, and quarantined blocks at mount).
     pub findings: Vec<String>,
     /// Staged replaces with no durable end record, dropped (see `state::stage`).
@@ -167,6 +169,7 @@ pub fn recover(
         min_prefix_v4: config.ingest.min_prefix_v4,
         min_prefix_v6: config.ingest.min_prefix_v6,
     };
+    report.checkpoint_current = snapshot.as_ref().is_some_and(|s| s.upto == manifest.upto);
     let loaded = load::load_all(
         &mut state, disk, data_dir, &manifest, limits, snapshot, mode, cache, on_loaded,
     )?;
