@@ -235,3 +235,35 @@ fn empty_files_and_directories_show_when_the_data_directory_was_made() {
         assert_eq!(std::fs::metadata(d.path(f)).unwrap().mtime(), made, "{f}");
     }
 }
+
+/// A stop while a view build runs (the first builds after a restore or a crash take
+/// seconds on a large store) waits for it and ends cleanly: the grace period for files held
+/// open on a detached mount does not cut it short once the mount is gone.
+#[cfg(feature = "testing")]
+#[test]
+fn a_stop_during_a_long_view_build_ends_cleanly() {
+    let pause = tempfile::tempdir().unwrap();
+    let gate = pause.path().join("views::build");
+    std::fs::write(&gate, b"").unwrap();
+    let Some(mut d) = Daemon::builder()
+        .env("IOCFS_PAUSE_DIR", pause.path())
+        .start()
+    else {
+        return;
+    };
+    let reached = pause.path().join("views::build.reached");
+    common::poll_until(READY_TIMEOUT, || reached.exists().then_some(()))
+        .expect("the first build pass reached its pause");
+    d.append_lines("live/ipv4.txt", &["6.51.100.9"]);
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    // Past the 3 s grace period, with the mount gone and the build still held.
+    common::poll_until(READY_TIMEOUT, || (!is_mounted(&d.mnt())).then_some(())).expect("unmounted");
+    std::thread::sleep(Duration::from_millis(3500));
+    std::fs::remove_file(&gate).unwrap();
+    assert_eq!(d.reap().code(), Some(0));
+    let log = d.log();
+    assert!(log.contains("stopped cleanly"), "log:\n{log}");
+    assert!(!log.contains("files were still open"), "log:\n{log}");
+    d.restart();
+    assert_eq!(d.lines("live/ipv4.txt"), ["6.51.100.9"]);
+}

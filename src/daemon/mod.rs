@@ -8,6 +8,7 @@ mod loops;
 mod mountpoint;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -152,7 +153,9 @@ pub fn run(req: MountRequest) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .ctx(|| "install signal handlers")?;
     let signal_handle = signals.handle();
+    let ending = Arc::new(Ending::default());
     {
+        let ending = ending.clone();
         let (s, v, stop, unmounter) = (
             store.clone(),
             views.clone(),
@@ -168,7 +171,7 @@ pub fn run(req: MountRequest) -> Result<()> {
                     _ => {
                         log::info!("signal {sig}: stopping");
                         begin_shutdown(&s, &stop, &unmounter, &mountpoint);
-                        exit_if_still_serving(s.clone(), Duration::from_secs(3));
+                        exit_if_still_serving(s.clone(), ending.clone(), Duration::from_secs(3));
                         break;
                     }
                 }
@@ -190,6 +193,12 @@ pub fn run(req: MountRequest) -> Result<()> {
 
     let served = session.run();
     // The session ends when the filesystem is unmounted (by us on a signal, or by an admin).
+    if !ending.take(Ender::Main) {
+        // The grace period ran out first: that thread is committing and exits the process.
+        loop {
+            std::thread::park();
+        }
+    }
     stop.stop();
     views.wake();
     signal_handle.close();
@@ -257,14 +266,39 @@ fn begin_shutdown(
     }
 }
 
+/// Who finishes a stop: the main thread once the FUSE session ends, or the grace thread
+/// when the session outlives the grace period. Whichever comes first; the other stands by.
+#[derive(Default)]
+struct Ending(AtomicU8);
+
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Ender {
+    Main = 1,
+    Grace = 2,
+}
+
+impl Ending {
+    /// Whether `who` finishes the stop (false: the other one does).
+    fn take(&self, who: Ender) -> bool {
+        self.0
+            .compare_exchange(0, who as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
 /// A detached mount lives on while a reader (say `tail -f`) holds a file open, and with it
 /// the session. Everything is committed by now, so after a grace period exit anyway: the
-/// kernel then fails the remaining open files with ENOTCONN.
-fn exit_if_still_serving(store: Arc<Store>, grace: Duration) {
+/// kernel then fails the remaining open files with ENOTCONN. Nothing to do if the session
+/// ended meanwhile (the main thread's final checkpoint and view builds may take longer).
+fn exit_if_still_serving(store: Arc<Store>, ending: Arc<Ending>, grace: Duration) {
     let _ = std::thread::Builder::new()
         .name("iocfs-grace".into())
         .spawn(move || {
             std::thread::sleep(grace);
+            if !ending.take(Ender::Grace) {
+                return;
+            }
             log::warn!(
                 "files were still open {} s after unmount; exiting anyway",
                 grace.as_secs()
