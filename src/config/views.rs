@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [views]
-//! refresh = "5s"            # longest a view lags behind the buckets
+//! refresh = "5s"            # a view lags the buckets by at most this plus its build
 //! suppress_reserved = true  # never serve special-purpose addresses (`reserved`)
 //! [views.fw]
 //! types = ["ipv4", "domain"]  # default: all nine
