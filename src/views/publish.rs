@@ -53,7 +53,13 @@ impl Views {
                 let removed = removed_entries(&old, &new, addresses);
                 if removed as f64 > max.as_f64() * cur.entries as f64 {
                     let of = cur.entries;
-                    log::warn!(
+                    // Once per hold: every later pass builds it again (health keeps saying so).
+                    let again = lock(&self.files)
+                        .get(&(name.to_string(), ty))
+                        .and_then(|st| st.held.as_ref())
+                        .is_some_and(|h| (h.removed, h.of) == (removed, of));
+                    log::log!(
+                        if again { log::Level::Debug } else { log::Level::Warn },
                         "view {name}/{}: held: the rebuild would remove {removed} of {of} entries (max_shrink {})",
                         ty.file_name(),
                         max.as_f64()
