@@ -383,13 +383,16 @@ impl Views {
                 let def = inputs.def.clone();
                 stats.selected = picked;
                 stats.suppression = suppression;
+                // Only the shrink guard reads it; the build's record keeps no copy.
+                let uncapped = stats.uncapped.take();
                 let info = BuildInfo {
                     stats: stats.clone(),
                     at: now,
                     millis: (selecting + rendering).as_millis() as u64,
                     unreadable_blocks: unreadable,
                 };
-                let held = self.publish_or_hold(store, &name, &def, ty, staged, stats)?;
+                let held =
+                    self.publish_or_hold(store, (&name, &def, ty), staged, stats, uncapped)?;
                 let mut files = lock(&self.files);
                 let st = files.entry((name, ty)).or_default();
                 st.built_from = Some(inputs);

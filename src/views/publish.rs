@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{disk, render::FileStats, Views};
+use super::render::{line_hash, FileStats, Uncapped};
+use super::{disk, Views};
 use crate::cidr::{IntervalSet, Net};
 use crate::config::views::View;
 use crate::error::{Error, Result};
@@ -28,11 +29,10 @@ impl Views {
     pub(super) fn publish_or_hold(
         &self,
         store: &Store,
-        name: &str,
-        def: &View,
-        ty: IocType,
+        (name, def, ty): (&str, &View, IocType),
         mut staged: disk::Staged,
         stats: FileStats,
+        uncapped: Option<Arc<Uncapped>>,
     ) -> Result<Option<Held>> {
         if let Some(cur) = self.file(name, ty) {
             if cur.len == staged.len() && cur.hash == staged.hash() {
@@ -42,15 +42,15 @@ impl Views {
             // over, a feed coming back after it broke, networks merged by aggregation all
             // remove entries without taking anything away from the firewall.
             // For addresses and networks that is fewer addresses, else fewer entries. A
-            // build the cap cut never shrinks: the selection had more than the file takes,
-            // so no feed emptied it (a capped list turning over from wide networks to
-            // newer single addresses covers fewer addresses).
+            // build the cap cut is checked against all it selected (`uncapped`): a capped
+            // list turning over, even from wide networks to single addresses, keeps the
+            // old entries selected; a broken feed takes them out.
             let addresses = matches!(ty, IocType::Ipv4 | IocType::Ipv6);
-            let may_shrink = stats.capped == 0 && (addresses || stats.entries < cur.entries);
+            let may_shrink = uncapped.is_some() || addresses || stats.entries < cur.entries;
             if let Some(max) = def.max_shrink.filter(|_| cur.entries > 0 && may_shrink) {
                 let old = cur.read_at(0, cur.len as usize)?;
                 let new = staged.read_all()?;
-                let removed = removed_entries(&old, &new, addresses);
+                let removed = removed_entries(&old, &new, addresses, uncapped.as_deref());
                 if removed as f64 > max.as_f64() * cur.entries as f64 {
                     let of = cur.entries;
                     // Once per hold: every later pass builds it again (health keeps saying so).
@@ -138,9 +138,10 @@ impl Views {
 }
 
 /// Entries of the `old` file the `new` one neither lists nor (`addresses`: an address
-/// file) covers; for an address file, 0 unless the new one covers fewer addresses
-/// (aggregation makes entry counts say little: a /8 becoming 50 /32s is more entries).
-fn removed_entries(old: &[u8], new: &[u8], addresses: bool) -> u64 {
+/// file) covers, nor the build selected before its cap cut it (`uncapped`); for an address
+/// file, 0 unless the new one covers fewer addresses (aggregation makes entry counts say
+/// little: a /8 becoming 50 /32s is more entries).
+fn removed_entries(old: &[u8], new: &[u8], addresses: bool, uncapped: Option<&Uncapped>) -> u64 {
     let union = |text| IntervalSet::build(lines(text).filter_map(net));
     let covered = if addresses {
         union(new)
@@ -151,9 +152,15 @@ fn removed_entries(old: &[u8], new: &[u8], addresses: bool) -> u64 {
         return 0;
     }
     let kept: HashSet<&[u8]> = lines(new).collect();
+    let still_selected = |l: &[u8]| match uncapped {
+        Some(Uncapped::Nets(all)) => net(l).is_some_and(|n| all.contains_net(&n)),
+        Some(Uncapped::Lines(all)) => all.contains(&line_hash(l)),
+        None => false,
+    };
     lines(old)
         .filter(|l| !l.is_empty() && !kept.contains(l))
         .filter(|l| !net(l).is_some_and(|n| covered.contains_net(&n)))
+        .filter(|l| !still_selected(l))
         .count() as u64
 }
 

@@ -175,3 +175,57 @@ fn a_capped_list_turning_over_to_single_addresses_is_not_held() {
     assert_eq!(text(&views, "fw", IocType::Ipv4), "14.0.0.0/31\n14.0.0.2\n");
     assert_eq!(views.problems().len(), 1, "{:?}", views.problems());
 }
+
+#[test]
+fn a_broken_feed_under_a_cap_the_older_entries_still_fill_is_held() {
+    let fx = Fixture::new();
+    let guard = Some(Fraction::from_f64(0.5));
+    let fw = View {
+        types: vec![IocType::Ipv4, IocType::Domain],
+        max_entries: Some(3),
+        aggregate: true,
+        max_shrink: guard,
+        ..View::default()
+    };
+    let (store, views) = fx.open(&[("fw", fw)]);
+    let singles = ["12.0.0.1", "12.0.0.3", "12.0.0.5", "12.0.0.7"];
+    let old_names = ["a.example", "b.example", "c.example", "d.example"];
+    store.append(IocType::Ipv4, lines(&singles)).unwrap();
+    store.append(IocType::Domain, lines(&old_names)).unwrap();
+    fx.clock.advance(1);
+    store
+        .append(
+            IocType::Ipv4,
+            lines(&["13.0.0.0/16", "13.1.0.0/16", "13.2.0.0/16"]),
+        )
+        .unwrap();
+    store
+        .append(
+            IocType::Domain,
+            lines(&["x.example", "y.example", "z.example"]),
+        )
+        .unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "fw", IocType::Ipv4),
+        "13.0.0.0/15\n13.2.0.0/16\n"
+    );
+    assert_eq!(
+        text(&views, "fw", IocType::Domain),
+        "x.example\ny.example\nz.example\n"
+    );
+    // The feed of the newer entries breaks: the older ones still fill the cap, but what
+    // the firewall enforced is gone from the selection.
+    store.replace(IocType::Ipv4, lines(&singles)).unwrap();
+    store.replace(IocType::Domain, lines(&old_names)).unwrap();
+    views.rebuild(&store, false).unwrap();
+    assert_eq!(
+        text(&views, "fw", IocType::Ipv4),
+        "13.0.0.0/15\n13.2.0.0/16\n"
+    );
+    assert_eq!(
+        text(&views, "fw", IocType::Domain),
+        "x.example\ny.example\nz.example\n"
+    );
+    assert_eq!(views.problems().len(), 2, "{:?}", views.problems());
+}
