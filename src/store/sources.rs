@@ -1,7 +1,7 @@
 //! Sources at the store's surface (README "Sources"): declaring and removing them, the
 //! read of what one lists now, and who lists an indicator.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::health::{Kind, Problem};
@@ -14,9 +14,25 @@ use crate::error::{Error, Result};
 use crate::ioc::IocType;
 use crate::sync::lock;
 
-/// The last read version of each source file, with the provenance change count of its
-/// type it reflects.
-type SourceVersions = HashMap<(SourceId, IocType), (u64, Arc<LiveVersion>)>;
+/// The last built version of one source file.
+#[derive(Clone)]
+struct Built {
+    /// The change count (see `list_count`) it reflects.
+    count: u64,
+    version: Arc<LiveVersion>,
+    /// When it was built, or last found to hold the list still (clock seconds).
+    at: u64,
+}
+
+/// The source files' last built versions. Entries are never removed: a source id declared
+/// again in the same session must not take the fixed id of the one removed (the kernel may
+/// still hold that inode).
+#[derive(Default)]
+struct SourceVersions {
+    built: HashMap<(SourceId, IocType), Built>,
+    /// The files whose first version of this start took their fixed id.
+    fixed_taken: HashSet<(SourceId, IocType)>,
+}
 
 /// One at a time: a declaration or removal is checked, then journaled, and no other can
 /// slip in between (apply must not see a conflicting record).
@@ -128,20 +144,15 @@ impl Store {
     /// restart is no change for `rsync`, backup tools or a web server's `Last-Modified`.
     pub fn source_version(&self, id: SourceId, ty: IocType) -> Arc<LiveVersion> {
         let count = list_count(&self.state(), id, ty);
-        let cached = lock(&self.sources.versions).get(&(id, ty)).cloned();
-        if let Some((c, v)) = &cached {
-            if *c == count {
-                return v.clone();
-            }
+        let cached = lock(&self.sources.versions).built.get(&(id, ty)).cloned();
+        if let Some(b) = cached.as_ref().filter(|b| b.count == count) {
+            return b.version.clone();
         }
         let st = self.state();
         // Counted again under the same lock the content is read under.
         let count = list_count(&st, id, ty);
         let (text, lines, unreadable) = listed_text(&st, id, ty, &self.cache);
-        let new_id = match cached {
-            None => first_list_id(id, ty),
-            Some(_) => st.new_id(),
-        };
+        let fresh_id = st.new_id();
         let SourceTimes {
             last_append,
             last_replace,
@@ -152,20 +163,36 @@ impl Store {
                 "sources: {unreadable} unreadable tier blocks left out of a source list of {ty}"
             );
         }
-        if let Some((_, old)) = cached.as_ref().filter(|(_, old)| old.holds(&text)) {
-            lock(&self.sources.versions).insert((id, ty), (count, old.clone()));
-            return old.clone();
-        }
         let now = self.clock.now();
+        let remember = |version: &Arc<LiveVersion>| {
+            let built = Built {
+                count,
+                version: version.clone(),
+                at: now,
+            };
+            lock(&self.sources.versions).built.insert((id, ty), built);
+        };
+        if let Some(b) = cached.as_ref().filter(|b| b.version.holds(&text)) {
+            remember(&b.version);
+            return b.version.clone();
+        }
+        // Built when first read after the change: a change the source's own write made (it
+        // wrote since the last build) is dated by that write; one it did not make (a
+        // removal, another feed's replace of live/) by now. Whole seconds, the nanoseconds
+        // numbering the version, as for live files.
         let last_write = last_append.max(last_replace);
-        // Built when first read after the change: a change the source's own write made is
-        // dated by that write; one it did not make (a removal, another feed's replace of
-        // live/) by now.
-        let since = cached.map_or(0, |(_, old)| old.mtime());
+        let since = cached.as_ref().map_or(0, |b| b.at);
         let mtime = if last_write > 0 && last_write >= since && last_write <= now {
             last_write
         } else {
             now
+        };
+        // The fixed id goes to one version per file and start, decided under the lock: two
+        // first builds racing a write must not give one inode two contents.
+        let new_id = if lock(&self.sources.versions).fixed_taken.insert((id, ty)) {
+            first_list_id(id, ty)
+        } else {
+            fresh_id
         };
         let version = match LiveVersion::new(
             new_id,
@@ -178,13 +205,12 @@ impl Store {
             Ok(v) => v,
             Err(e) => {
                 log::error!("sources: can't hold a source list of {ty} in memory: {e}");
-                return lock(&self.sources.versions)
-                    .get(&(id, ty))
-                    .map(|(_, v)| v.clone())
+                return cached
+                    .map(|b| b.version)
                     .unwrap_or_else(|| self.current((Target::Live, ty)));
             }
         };
-        lock(&self.sources.versions).insert((id, ty), (count, version.clone()));
+        remember(&version);
         version
     }
 
@@ -280,8 +306,6 @@ impl Store {
     }
 }
 
-/// What a source's list of `ty` depends on: the type's provenance changes; for `local`,
-/// whose new indicators take no provenance entry, every change to the type's buckets too.
 /// Ids of the first version of each source list after a start: fixed per (source, type),
 /// between the fixed inodes and the counter's range, so a list unchanged across a restart
 /// keeps its inode and the nanoseconds of its mtime (backup tools compare both).
@@ -292,6 +316,8 @@ pub fn first_list_id(id: SourceId, ty: IocType) -> u64 {
     FIRST_LIST_IDS + u64::from(id) * IocType::ALL.len() as u64 + u64::from(ty.code())
 }
 
+/// What a source's list of `ty` depends on: the type's provenance changes; for `local`,
+/// whose new indicators take no provenance entry, every change to the type's buckets too.
 fn list_count(st: &State, id: SourceId, ty: IocType) -> u64 {
     let provenance = st.changes().part_count(PartId::Sources(ty));
     if id != LOCAL {

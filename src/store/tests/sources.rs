@@ -309,3 +309,79 @@ fn writes_to_live_are_local_s_writes() {
     let store = fx.open();
     assert_eq!(local(&store), (0, t0, t0 + 120));
 }
+
+#[test]
+fn a_source_list_is_dated_by_its_changes_and_kept_while_unchanged() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let a = store.declare_source("a").unwrap();
+    let b = store.declare_source("b").unwrap();
+    store
+        .append_to(
+            Target::Source(a),
+            IocType::Ipv4,
+            ipv4(&["5.0.0.1", "5.0.0.2"]),
+        )
+        .unwrap();
+    let first = store.source_version(a, IocType::Ipv4);
+    assert_eq!(first.mtime(), T0, "dated by a's write");
+    // Another feed writing the type: a's list is the same version.
+    fx.clock.advance(HOUR);
+    store
+        .append_to(Target::Source(b), IocType::Ipv4, ipv4(&["6.0.0.1"]))
+        .unwrap();
+    assert_eq!(store.source_version(a, IocType::Ipv4).id, first.id);
+    // A change a did not make (a replace of live/ withdrawing 5.0.0.2): dated by when it
+    // was seen, not by a's old write.
+    fx.clock.advance(HOUR);
+    store.replace(IocType::Ipv4, ipv4(&["5.0.0.1"])).unwrap();
+    let withdrawn = store.source_version(a, IocType::Ipv4);
+    assert_eq!(listed(&store, a, IocType::Ipv4), "5.0.0.1\n");
+    assert_eq!(withdrawn.mtime(), T0 + 2 * HOUR);
+    // a's own write again: dated by it.
+    fx.clock.advance(HOUR);
+    store
+        .append_to(Target::Source(a), IocType::Ipv4, ipv4(&["5.0.0.9"]))
+        .unwrap();
+    fx.clock.advance(HOUR);
+    assert_eq!(
+        store.source_version(a, IocType::Ipv4).mtime(),
+        T0 + 3 * HOUR
+    );
+}
+
+/// Two first builds of a source list racing a write make two versions: they must not share
+/// the fixed id (one inode, two contents).
+#[test]
+fn first_builds_racing_a_write_never_share_an_id_with_other_bytes() {
+    for _ in 0..5 {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let a = store.declare_source("a").unwrap();
+        let many: Vec<String> = (0..100_000u32)
+            .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        store
+            .append_to(Target::Source(a), IocType::Ipv4, ipv4(&many))
+            .unwrap();
+        let (one, two) = std::thread::scope(|s| {
+            let reader = s.spawn(|| store.source_version(a, IocType::Ipv4));
+            store
+                .append_to(Target::Source(a), IocType::Ipv4, ipv4(&["11.0.0.1"]))
+                .unwrap();
+            let two = store.source_version(a, IocType::Ipv4);
+            (reader.join().unwrap(), two)
+        });
+        if one.id == two.id {
+            let (a, b) = (one.read_all().unwrap(), two.read_all().unwrap());
+            assert!(
+                a == b,
+                "id {} has {} and {} bytes",
+                one.id,
+                a.len(),
+                b.len()
+            );
+        }
+    }
+}
