@@ -215,7 +215,7 @@ impl IocFs {
         let result = match (cmd, args.as_slice()) {
             ("age", []) => self.store.age().map(|_| ()),
             ("commit", []) => self.store.commit().map(|_| ()),
-            ("checkpoint", []) => self.store.checkpoint().map(|_| ()),
+            ("checkpoint", []) => self.store.checkpoint_now().map(|_| ()),
             ("refresh-views", []) => self.views.rebuild(&self.store, true).map(|_| ()),
             ("backup", [_, ..]) => {
                 // The path is the rest of the line (it may hold spaces).

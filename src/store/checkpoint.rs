@@ -86,9 +86,14 @@ pub fn encode(state: &State) -> (u64, Vec<u8>) {
     (upto, out)
 }
 
+/// The name of the snapshot made at commit `upto`.
+pub fn file_name(upto: u64) -> String {
+    format!("{upto:020}{SUFFIX}")
+}
+
 /// Write a snapshot and drop the older ones beyond the newest `KEEP`.
 pub fn write(disk: &Disk, dir: &Path, upto: u64, bytes: &[u8]) -> Result<PathBuf> {
-    let name = format!("{upto:020}{SUFFIX}");
+    let name = file_name(upto);
     atomic::replace_file(disk, dir, &name, |w| w.write_all(bytes))?;
     let mut all = list(disk, dir)?;
     all.sort();

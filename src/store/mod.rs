@@ -416,7 +416,17 @@ impl Store {
     /// Commit, then snapshot the index of every committed tier partition so the next start
     /// can skip rescanning those files.
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
-        let result = self.flusher.checkpoint(self);
+        self.checkpoint_with(false)
+    }
+
+    /// `echo checkpoint > .iocfs/ctl`: write one even if the newest is current (an admin
+    /// who asks may have removed or damaged it).
+    pub fn checkpoint_now(&self) -> Result<CheckpointInfo> {
+        self.checkpoint_with(true)
+    }
+
+    fn checkpoint_with(&self, force: bool) -> Result<CheckpointInfo> {
+        let result = self.flusher.checkpoint(self, force);
         self.changed();
         match &result {
             Ok(_) => self.health.clear(Kind::Checkpoint),

@@ -35,6 +35,9 @@ use crate::store::provenance_file::ProvenanceFile;
 use crate::store::state::State;
 use crate::store::tier::{format, Block, BlockData, BlockIdent, TierFile, TierVersion};
 use crate::sync::lock;
+use write::{write_provenance, write_text, write_tier};
+
+mod write;
 
 /// What a flush needs from the engine it flushes: the store, or a test's stand-in.
 pub trait Engine {
@@ -100,10 +103,17 @@ impl Flusher {
         let _one_at_a_time = lock(&self.commit_lock);
         let info = commit(engine)?;
         if let Some(info) = &info {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            *lock(&self.last_commit) = Some(info.clone());
+            self.committed(info.clone());
         }
         Ok(info)
+    }
+
+    /// A commit moved files: the newest checkpoint may name their old generations (a
+    /// commit can run at the same sequence, e.g. for duplicates dropped at recovery).
+    fn committed(&self, info: CommitInfo) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_commit) = Some(info);
+        *lock(&self.checkpoint_at) = None;
     }
 
     /// Commit, then run `f` with the manifest of the files on disk while no other commit
@@ -115,22 +125,27 @@ impl Flusher {
     ) -> Result<T> {
         let _one_at_a_time = lock(&self.commit_lock);
         if let Some(info) = commit(engine)? {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            *lock(&self.last_commit) = Some(info);
+            self.committed(info);
         }
         let manifest = engine.state().manifest().clone();
         f(&manifest)
     }
 
     /// Commit, then snapshot the index of every committed tier partition so the next start
-    /// can skip rescanning those files.
-    pub fn checkpoint(&self, engine: &dyn Engine) -> Result<CheckpointInfo> {
+    /// can skip rescanning those files. Unless `force`d, skipped while the newest snapshot
+    /// (still on disk) was made at the last commit: writing it again (200 MB for 15M
+    /// indicators) at every clean stop and every interval of an idle store gains nothing.
+    pub fn checkpoint(&self, engine: &dyn Engine, force: bool) -> Result<CheckpointInfo> {
         let _one_at_a_time = lock(&self.checkpoint_lock);
         self.commit(engine)?;
-        // Nothing committed since the newest checkpoint: writing it again (200 MB for 15M
-        // indicators) at every clean stop and every interval of an idle store gains nothing.
         let committed = engine.state().manifest().upto;
-        if *lock(&self.checkpoint_at) == Some(committed) {
+        let on_disk = || {
+            let dir = engine.data_dir().join("checkpoint");
+            engine
+                .disk()
+                .exists(&dir.join(checkpoint::file_name(committed)))
+        };
+        if !force && *lock(&self.checkpoint_at) == Some(committed) && on_disk() {
             log::debug!("checkpoint: the one at commit {committed} is current");
             return Ok(lock(&self.last_checkpoint)
                 .clone()
@@ -383,192 +398,6 @@ fn remove_temps(disk: &Disk, written: &[Written]) {
     for w in written {
         for (from, _) in &w.renames {
             let _ = disk.remove_file(from);
-        }
-    }
-}
-
-fn new_generation() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    h.finish() | 1
-}
-
-/// A provenance file (see `provenance_file`).
-fn write_provenance(
-    store: &dyn Engine,
-    tag: &str,
-    upto: u64,
-    ty: IocType,
-    mut file: ProvenanceFile,
-) -> Result<Written> {
-    let id = PartId::Sources(ty);
-    let dir = store.data_dir().join(id.dir());
-    let name = id.backing_name();
-    let tmp = atomic::temp_path(&dir, &name, tag);
-    let part = PartFile {
-        applied_seq: upto,
-        generation: new_generation(),
-    };
-    file.applied_seq = part.applied_seq;
-    file.generation = part.generation;
-    let encoded = file.encode();
-    atomic::write_synced(store.disk(), &tmp, |w| w.write_all(&encoded))?;
-    Ok(Written {
-        id,
-        part,
-        renames: vec![(tmp, dir.join(name))],
-        bytes: encoded.len() as u64,
-        tier: None,
-        _written_version: None,
-        count: 0,
-    })
-}
-
-/// A live file or an allowlist: the text as is, and its sidecar of line times.
-fn write_text(
-    store: &dyn Engine,
-    tag: &str,
-    upto: u64,
-    id: PartId,
-    version: &LiveVersion,
-    len: u64,
-    times: &[Times],
-) -> Result<Written> {
-    let dir = store.data_dir().join(id.dir());
-    let name = id.backing_name();
-    let text_tmp = atomic::temp_path(&dir, &name, tag);
-    let mut crc = 0u32;
-    atomic::write_synced_dated(store.disk(), &text_tmp, version.mtime(), |w| {
-        let mut at = 0u64;
-        while at < len {
-            let chunk = version
-                .read_at(at, (len - at).min(1 << 20) as usize)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if chunk.is_empty() {
-                return Err(std::io::Error::other("live content shrank during commit"));
-            }
-            crc = crc32c::crc32c_append(crc, &chunk);
-            w.write_all(&chunk)?;
-            at += chunk.len() as u64;
-        }
-        Ok(())
-    })?;
-    let part = PartFile {
-        applied_seq: upto,
-        generation: new_generation(),
-    };
-    let meta = LiveMeta {
-        applied_seq: upto,
-        generation: part.generation,
-        lines: times.len() as u64,
-        text_len: len,
-        text_crc: crc,
-    };
-    let meta_name = live_format::meta_name(&name);
-    let meta_tmp = atomic::temp_path(&dir, &meta_name, tag);
-    let encoded = live_format::encode(&meta, times);
-    if let Err(e) = atomic::write_synced(store.disk(), &meta_tmp, |w| w.write_all(&encoded)) {
-        let _ = store.disk().remove_file(&text_tmp);
-        return Err(e);
-    }
-    Ok(Written {
-        id,
-        part,
-        renames: vec![(text_tmp, dir.join(&name)), (meta_tmp, dir.join(meta_name))],
-        bytes: len + encoded.len() as u64,
-        tier: None,
-        _written_version: None,
-        count: 0,
-    })
-}
-
-fn write_tier(
-    store: &dyn Engine,
-    tag: &str,
-    upto: u64,
-    tier: Tier,
-    ty: IocType,
-    version: &Arc<TierVersion>,
-) -> Result<Written> {
-    let bucket = tier.bucket();
-    let dir = store.data_dir().join(bucket.name());
-    let name = bucket.backing_name(ty);
-    let tmp = atomic::temp_path(&dir, &name, tag);
-    let generation = new_generation();
-    let mut placed = HashMap::with_capacity(version.blocks().len());
-    let mut total = 0u64;
-    let file = atomic::write_synced_dated(store.disk(), &tmp, version.mtime, |w| {
-        let mut compressor = libdeflater::Compressor::new(format::level_for(ty));
-        let mut buf = Vec::new();
-        let mut lines = 0u64;
-        let mut raw_bytes = 0u64;
-        for block in version.blocks() {
-            buf.clear();
-            member_bytes(block, &mut compressor, &mut buf)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let data_offset = format::data_offset_of(&buf).unwrap_or(0);
-            placed.insert(block.ident(), (total, buf.len() as u32, data_offset));
-            w.write_all(&buf)?;
-            total += buf.len() as u64;
-            lines += u64::from(block.lines);
-            raw_bytes += u64::from(block.raw_len);
-        }
-        buf.clear();
-        format::encode_trailer(
-            &format::Trailer {
-                applied_seq: upto,
-                generation,
-                blocks: version.blocks().len() as u32,
-                lines,
-                raw_bytes,
-            },
-            &mut buf,
-        );
-        w.write_all(&buf)?;
-        total += buf.len() as u64;
-        Ok(())
-    })?;
-    let tier_file = Arc::new(TierFile {
-        id: store.state().new_id(),
-        path: dir.join(&name),
-        file,
-        applied_seq: upto,
-        generation,
-    });
-    Ok(Written {
-        id: PartId::Bucket(bucket, ty),
-        part: PartFile {
-            applied_seq: upto,
-            generation,
-        },
-        renames: vec![(tmp, dir.join(&name))],
-        bytes: total,
-        tier: Some((tier_file, placed)),
-        _written_version: Some(version.clone()),
-        count: 0,
-    })
-}
-
-/// The gzip member of a block: copied as is when it is already stored, compressed otherwise.
-fn member_bytes(
-    block: &Block,
-    compressor: &mut libdeflater::Compressor,
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    match &block.data {
-        BlockData::Stored {
-            file,
-            offset,
-            member_len,
-            ..
-        } => {
-            out.extend_from_slice(&file.read_member(*offset, *member_len)?);
-            Ok(())
-        }
-        BlockData::Mem { raw, times } => {
-            format::encode_block(compressor, block.id, raw, times, out)
-                .map_err(|e| Error::Invalid(format!("encode block {}: {e}", block.id)))
         }
     }
 }

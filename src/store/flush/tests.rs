@@ -99,7 +99,7 @@ fn a_commit_writes_what_lags_and_only_that() {
     assert_eq!(flusher.commits(), 1);
     assert!(flusher.commit(&engine).unwrap().is_none(), "caught up");
     assert!(engine.state().changes().dirty().is_empty());
-    let ckpt = flusher.checkpoint(&engine).unwrap();
+    let ckpt = flusher.checkpoint(&engine, false).unwrap();
     assert_eq!(
         ckpt.upto, seq,
         "a checkpoint covers what the last commit wrote"

@@ -169,11 +169,14 @@ pub fn recover(
         min_prefix_v4: config.ingest.min_prefix_v4,
         min_prefix_v6: config.ingest.min_prefix_v6,
     };
-    report.checkpoint_current = snapshot.as_ref().is_some_and(|s| s.upto == manifest.upto);
+    let snapshot_made = snapshot.as_ref().map(|s| (s.upto, s.parts.len()));
     let loaded = load::load_all(
         &mut state, disk, data_dir, &manifest, limits, snapshot, mode, cache, on_loaded,
     )?;
     report.from_checkpoint = loaded.from_snapshot;
+    // Current only if made at the last commit and used whole (a partition whose entries
+    // did not fit its file was read from the file instead).
+    report.checkpoint_current = snapshot_made == Some((manifest.upto, loaded.from_snapshot));
     report.findings.extend(loaded.findings);
     state.set_manifest(manifest.clone());
     state.set_applied_seq(manifest.upto);
