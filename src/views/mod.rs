@@ -44,7 +44,8 @@ use publish::Held;
 use render::FileStats;
 
 /// Inode numbers of view files start here, far above every other id the daemon hands out
-/// (fixed inodes, then a counter from 2^20), so a persisted one can never collide.
+/// (fixed inodes, fixed source-list ids from 2^24, then a counter from 2^32), so a persisted
+/// one can never collide.
 pub const FIRST_VIEW_INO: u64 = 1 << 62;
 
 /// Called with the inode a new version superseded (the FUSE layer drops its cached attrs).
