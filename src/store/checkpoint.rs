@@ -35,6 +35,8 @@ pub struct Partition {
 
 pub struct Snapshot {
     pub upto: u64,
+    /// The file's length in bytes.
+    pub len: u64,
     pub seed: u64,
     pub parts: HashMap<(Tier, IocType), Partition>,
     pub path: PathBuf,
@@ -192,6 +194,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot> {
     }
     Ok(Snapshot {
         upto,
+        len: bytes.len() as u64,
         seed,
         parts,
         path: path.to_path_buf(),

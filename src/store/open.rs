@@ -109,7 +109,7 @@ impl Store {
                 recovered
                     .report
                     .checkpoint_current
-                    .then_some(recovered.report.committed_upto),
+                    .map(|len| (recovered.report.committed_upto, len)),
             ),
             health,
             started: Instant::now(),

@@ -182,7 +182,7 @@ impl Store {
         // numbering the version, as for live files.
         let last_write = last_append.max(last_replace);
         let since = cached.as_ref().map_or(0, |b| b.at);
-        let mtime = if last_write > 0 && last_write >= since && last_write <= now {
+        let mtime = if last_write > since && last_write <= now {
             last_write
         } else {
             now

@@ -83,15 +83,15 @@ pub struct Flusher {
     last_checkpoint: Mutex<Option<CheckpointInfo>>,
     commits: AtomicU64,
     checkpoints: AtomicU64,
-    /// The commit the newest checkpoint on disk was made at, once known (loaded at the
-    /// start, or written since).
-    checkpoint_at: Mutex<Option<u64>>,
+    /// The commit the newest checkpoint on disk was made at and its length, once known
+    /// (loaded at the start, or written since): a file of another length was damaged.
+    checkpoint_at: Mutex<Option<(u64, u64)>>,
 }
 
 impl Flusher {
-    /// `checkpoint_at`: the commit the checkpoint recovery loaded was made at, if it was
-    /// the last one.
-    pub fn new(checkpoint_at: Option<u64>) -> Flusher {
+    /// `checkpoint_at`: the commit the checkpoint recovery loaded was made at and its
+    /// length, if it was the last one.
+    pub fn new(checkpoint_at: Option<(u64, u64)>) -> Flusher {
         Flusher {
             checkpoint_at: Mutex::new(checkpoint_at),
             ..Flusher::default()
@@ -139,13 +139,15 @@ impl Flusher {
         let _one_at_a_time = lock(&self.checkpoint_lock);
         self.commit(engine)?;
         let committed = engine.state().manifest().upto;
-        let on_disk = || {
-            let dir = engine.data_dir().join("checkpoint");
-            engine
-                .disk()
-                .exists(&dir.join(checkpoint::file_name(committed)))
-        };
-        if !force && *lock(&self.checkpoint_at) == Some(committed) && on_disk() {
+        let path = engine
+            .data_dir()
+            .join("checkpoint")
+            .join(checkpoint::file_name(committed));
+        let len_on_disk = || engine.disk().metadata(&path).ok().map(|m| m.len);
+        let current = *lock(&self.checkpoint_at);
+        if !force
+            && current.is_some_and(|(upto, len)| upto == committed && len_on_disk() == Some(len))
+        {
             log::debug!("checkpoint: the one at commit {committed} is current");
             return Ok(lock(&self.last_checkpoint)
                 .clone()
@@ -178,7 +180,7 @@ impl Flusher {
         );
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_checkpoint) = Some(info.clone());
-        *lock(&self.checkpoint_at) = Some(upto);
+        *lock(&self.checkpoint_at) = Some((upto, info.bytes));
         Ok(info)
     }
 

@@ -55,8 +55,9 @@ pub struct Report {
     pub finished_renames: usize,
     /// Tier partitions whose index came from a checkpoint instead of a file scan.
     pub from_checkpoint: usize,
-    /// The checkpoint loaded was made at the last commit: one now would write it again.
-    pub checkpoint_current: bool,
+    /// The length of the checkpoint loaded, if it was made at the last commit and used
+    /// whole: one now would write it again.
+    pub checkpoint_current: Option<u64>,
     /// Problems met (in `ReadOnly` and `Salvage` modes, and quarantined blocks at mount).
     pub findings: Vec<String>,
     /// Staged replaces with no durable end record, dropped (see `state::stage`).
@@ -169,14 +170,16 @@ pub fn recover(
         min_prefix_v4: config.ingest.min_prefix_v4,
         min_prefix_v6: config.ingest.min_prefix_v6,
     };
-    let snapshot_made = snapshot.as_ref().map(|s| (s.upto, s.parts.len()));
+    let snapshot_made = snapshot.as_ref().map(|s| (s.upto, s.parts.len(), s.len));
     let loaded = load::load_all(
         &mut state, disk, data_dir, &manifest, limits, snapshot, mode, cache, on_loaded,
     )?;
     report.from_checkpoint = loaded.from_snapshot;
     // Current only if made at the last commit and used whole (a partition whose entries
     // did not fit its file was read from the file instead).
-    report.checkpoint_current = snapshot_made == Some((manifest.upto, loaded.from_snapshot));
+    report.checkpoint_current = snapshot_made
+        .filter(|&(upto, parts, _)| (upto, parts) == (manifest.upto, loaded.from_snapshot))
+        .map(|(_, _, len)| len);
     report.findings.extend(loaded.findings);
     state.set_manifest(manifest.clone());
     state.set_applied_seq(manifest.upto);

@@ -96,11 +96,19 @@ fn a_checkpoint_is_written_again_only_after_a_commit() {
     assert_eq!(snaps().len(), 1);
     store.checkpoint_now().unwrap();
     assert_eq!(store.checkpoints(), 2);
+    // Damaged (cut short): written again too.
+    let (name, _) = &snaps()[0];
+    let path = fx.dir.path().join("checkpoint").join(name);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(store.checkpoints(), 3);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
     // A change: the next one is written.
     store
         .append(IocType::Domain, b"one.more.example\n".to_vec())
         .unwrap();
     assert!(store.checkpoint().unwrap().upto > first.upto);
-    assert_eq!(store.checkpoints(), 3);
+    assert_eq!(store.checkpoints(), 4);
     assert_eq!(snaps().len(), 2);
 }

@@ -385,3 +385,23 @@ fn first_builds_racing_a_write_never_share_an_id_with_other_bytes() {
         }
     }
 }
+
+/// The usual order on a mount: the list is read right after the source's write (a `cp`, a
+/// feed script's check), then someone else withdraws part of it.
+#[test]
+fn a_withdrawal_after_a_read_in_the_write_second_is_dated_by_now() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let a = store.declare_source("a").unwrap();
+    store
+        .append_to(
+            Target::Source(a),
+            IocType::Ipv4,
+            ipv4(&["5.0.0.1", "5.0.0.2"]),
+        )
+        .unwrap();
+    assert_eq!(store.source_version(a, IocType::Ipv4).mtime(), T0);
+    fx.clock.advance(HOUR);
+    store.replace(IocType::Ipv4, ipv4(&["5.0.0.1"])).unwrap();
+    assert_eq!(store.source_version(a, IocType::Ipv4).mtime(), T0 + HOUR);
+}
