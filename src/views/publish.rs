@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::render::{line_hash, FileStats, Uncapped};
+use super::render::FileStats;
 use super::{disk, Views};
 use crate::cidr::{IntervalSet, Net};
 use crate::config::views::View;
@@ -32,7 +32,7 @@ impl Views {
         (name, def, ty): (&str, &View, IocType),
         mut staged: disk::Staged,
         stats: FileStats,
-        uncapped: Option<Arc<Uncapped>>,
+        uncapped: Option<Arc<IntervalSet>>,
     ) -> Result<Option<Held>> {
         if let Some(cur) = self.file(name, ty) {
             if cur.len == staged.len() && cur.hash == staged.hash() {
@@ -41,12 +41,13 @@ impl Views {
             // Only a rebuild that shrinks the file can be held: a capped list turning
             // over, a feed coming back after it broke, networks merged by aggregation all
             // remove entries without taking anything away from the firewall.
-            // For addresses and networks that is fewer addresses, else fewer entries. A
-            // build the cap cut is checked against all it selected (`uncapped`): a capped
-            // list turning over, even from wide networks to single addresses, keeps the
-            // old entries selected; a broken feed takes them out.
+            // For addresses and networks that is fewer addresses, else fewer entries (a
+            // capped list of names that stays full is never held). An address build the
+            // cap cut is checked against all it selected (`uncapped`): a capped list
+            // turning over, even from wide networks to single addresses, keeps the old
+            // entries selected; a broken feed takes them out.
             let addresses = matches!(ty, IocType::Ipv4 | IocType::Ipv6);
-            let may_shrink = uncapped.is_some() || addresses || stats.entries < cur.entries;
+            let may_shrink = addresses || stats.entries < cur.entries;
             if let Some(max) = def.max_shrink.filter(|_| cur.entries > 0 && may_shrink) {
                 let old = cur.read_at(0, cur.len as usize)?;
                 let new = staged.read_all()?;
@@ -141,7 +142,7 @@ impl Views {
 /// file) covers, nor the build selected before its cap cut it (`uncapped`); for an address
 /// file, 0 unless the new one covers fewer addresses (aggregation makes entry counts say
 /// little: a /8 becoming 50 /32s is more entries).
-fn removed_entries(old: &[u8], new: &[u8], addresses: bool, uncapped: Option<&Uncapped>) -> u64 {
+fn removed_entries(old: &[u8], new: &[u8], addresses: bool, uncapped: Option<&IntervalSet>) -> u64 {
     let union = |text| IntervalSet::build(lines(text).filter_map(net));
     let covered = if addresses {
         union(new)
@@ -152,11 +153,8 @@ fn removed_entries(old: &[u8], new: &[u8], addresses: bool, uncapped: Option<&Un
         return 0;
     }
     let kept: HashSet<&[u8]> = lines(new).collect();
-    let still_selected = |l: &[u8]| match uncapped {
-        Some(Uncapped::Nets(all)) => net(l).is_some_and(|n| all.contains_net(&n)),
-        Some(Uncapped::Lines(all)) => all.contains(&line_hash(l)),
-        None => false,
-    };
+    let still_selected =
+        |l: &[u8]| uncapped.is_some_and(|all| net(l).is_some_and(|n| all.contains_net(&n)));
     lines(old)
         .filter(|l| !l.is_empty() && !kept.contains(l))
         .filter(|l| !net(l).is_some_and(|n| covered.contains_net(&n)))

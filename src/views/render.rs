@@ -5,8 +5,6 @@
 //! selected set, never on insertion order or on re-sightings.
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -36,27 +34,12 @@ pub struct FileStats {
     /// What the allowlist and the reserved ranges took out (before `max_entries`).
     #[serde(flatten)]
     pub suppression: Suppressed,
-    /// For the shrink guard of a view with `max_shrink`: what the build selected before
-    /// `max_entries` cut it (None when the cap cut nothing).
+    /// For the shrink guard of an address view with `max_shrink`: the union of all the
+    /// networks the build selected before `max_entries` cut it (None when it cut nothing).
+    /// A capped list turning over leaves older entries selected, merely not served; a
+    /// broken feed takes them out.
     #[serde(skip)]
-    pub uncapped: Option<Arc<Uncapped>>,
-}
-
-/// Everything a capped build selected, served or not: a capped list turning over leaves
-/// older entries selected (merely not served), a broken feed takes them out of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Uncapped {
-    /// Addresses and networks: their union.
-    Nets(IntervalSet),
-    /// Other types: the [`line_hash`] of each line as the format serves it.
-    Lines(HashSet<u64>),
-}
-
-/// A line's hash in [`Uncapped::Lines`] (fixed keys: the same in every build).
-pub fn line_hash(line: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    line.hash(&mut h);
-    h.finish()
+    pub uncapped: Option<Arc<IntervalSet>>,
 }
 
 /// One file to render: its view's name, what it was built from (its definition among
@@ -114,7 +97,7 @@ pub fn render(
             if let Some(max) = cap {
                 if view.max_shrink.is_some() && nets.len() > max {
                     let all = IntervalSet::build(nets.iter().map(|(n, _)| n));
-                    stats.uncapped = Some(Arc::new(Uncapped::Nets(all)));
+                    stats.uncapped = Some(Arc::new(all));
                 }
                 stats.capped = nets.keep_newest(max) as u64;
             }
@@ -157,10 +140,6 @@ pub fn render(
             // newest sighting stands for both.
             lines.dedup_by(|later, first| later.1 == first.1);
             if let Some(max) = cap.filter(|&m| lines.len() > m) {
-                if view.max_shrink.is_some() {
-                    let all = lines.iter().map(|(_, l)| line_hash(l)).collect();
-                    stats.uncapped = Some(Arc::new(Uncapped::Lines(all)));
-                }
                 lines.select_nth_unstable_by(max, |a, b| {
                     Reverse(a.0).cmp(&Reverse(b.0)).then_with(|| a.1.cmp(&b.1))
                 });
