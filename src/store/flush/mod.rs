@@ -159,6 +159,9 @@ impl Flusher {
                 }));
         }
         let started = Instant::now();
+        // A commit from here on (the commit loop does not wait for checkpoints) may move
+        // files at this same sequence: the snapshot is then not current.
+        let commits_before = self.commits.load(Ordering::SeqCst);
         let (upto, bytes) = checkpoint::encode(&engine.state());
         let path = checkpoint::write(
             engine.disk(),
@@ -180,7 +183,10 @@ impl Flusher {
         );
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_checkpoint) = Some(info.clone());
-        *lock(&self.checkpoint_at) = Some((upto, info.bytes));
+        let mut mark = lock(&self.checkpoint_at);
+        *mark =
+            (self.commits.load(Ordering::SeqCst) == commits_before).then_some((upto, info.bytes));
+        drop(mark);
         Ok(info)
     }
 
