@@ -117,6 +117,9 @@ struct Opens {
 /// takes, short enough that a file written once a minute is soon pinnable again.
 const PLAIN_OPEN_SETTLES: Duration = Duration::from_secs(1);
 
+/// Versions are compared a MiB at a time (see `LiveVersion::matches_by_piece`).
+const COMPARED_PIECE: usize = 1 << 20;
+
 impl LiveVersion {
     /// A version holding `content`. If the data directory's filesystem is full (unnamed
     /// files there hold the versions FUSE passthrough serves), in memory instead: a new
@@ -325,26 +328,36 @@ impl LiveVersion {
 
     /// Whether the version holds exactly `bytes` now.
     pub fn holds(&self, bytes: &[u8]) -> bool {
-        self.len() == bytes.len() as u64
-            && bytes
-                .chunks(1 << 20)
-                .zip((0..).step_by(1 << 20))
-                .all(|(piece, at)| self.read_at(at, piece.len()).is_ok_and(|got| got == piece))
+        self.matches_by_piece(bytes.len() as u64, |at, mine| {
+            let at = at as usize;
+            Ok(bytes.get(at..at + mine.len()) == Some(mine))
+        })
+        .unwrap_or(false)
     }
 
-    /// Whether `other` holds the same bytes now, compared a MiB at a time.
+    /// Whether `other` holds the same bytes now.
     pub fn same_content_as(&self, other: &LiveVersion) -> Result<bool> {
-        const PIECE: usize = 1 << 20;
-        let len = self.len();
-        if other.len() != len {
+        self.matches_by_piece(other.len(), |at, mine| {
+            Ok(other.read_at(at, COMPARED_PIECE)? == mine)
+        })
+    }
+
+    /// Whether the version is `len` bytes long and `same` accepts each of its pieces (a MiB
+    /// at a time, with its offset).
+    fn matches_by_piece(
+        &self,
+        len: u64,
+        mut same: impl FnMut(u64, &[u8]) -> Result<bool>,
+    ) -> Result<bool> {
+        if self.len() != len {
             return Ok(false);
         }
         let mut at = 0;
         while at < len {
-            if self.read_at(at, PIECE)? != other.read_at(at, PIECE)? {
+            if !same(at, &self.read_at(at, COMPARED_PIECE)?)? {
                 return Ok(false);
             }
-            at += PIECE as u64;
+            at += COMPARED_PIECE as u64;
         }
         Ok(true)
     }
