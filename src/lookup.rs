@@ -93,6 +93,15 @@ pub fn lookup(store: &Store, views: &Views, raw: &[u8]) -> Option<Answer> {
     Some(Answer { ty, value, body })
 }
 
+/// The type of the file an address or network is listed in.
+fn family_of(net: Net) -> IocType {
+    if net.is_v6() {
+        IocType::Ipv6
+    } else {
+        IocType::Ipv4
+    }
+}
+
 fn is_ip(ty: IocType) -> bool {
     matches!(ty, IocType::Ipv4 | IocType::Ipv6)
 }
@@ -209,11 +218,7 @@ fn address_allowed(
     candidates: &[Vec<u8>],
     reserved: bool,
 ) -> Option<Value> {
-    let family = if net.is_v6() {
-        IocType::Ipv6
-    } else {
-        IocType::Ipv4
-    };
+    let family = family_of(net);
     let hits = store.allowed_each(family, candidates);
     if let Some((c, _)) = candidates.iter().zip(hits).find(|(_, hit)| *hit) {
         return Some(allow_entry(family, &String::from_utf8_lossy(c), false));
@@ -231,11 +236,7 @@ const TRIMMED_SHOWN: usize = 256;
 /// The parts of `net` that views leave out (allowed networks and, with `suppress_reserved`,
 /// reserved ranges inside it), as the fewest networks: views serve `net` minus these.
 fn add_trimmed(body: &mut Value, store: &Store, views: &Views, net: Net) {
-    let family = if net.is_v6() {
-        IocType::Ipv6
-    } else {
-        IocType::Ipv4
-    };
+    let family = family_of(net);
     // Interval arithmetic throughout: a network holding many allowed ones (a /8 around
     // 100,000 allowed addresses) would be millions of CIDRs if split into blocks first.
     let whole = IntervalSet::build([net]);

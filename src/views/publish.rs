@@ -153,12 +153,11 @@ fn removed_entries(old: &[u8], new: &[u8], addresses: bool, uncapped: Option<&In
         return 0;
     }
     let kept: HashSet<&[u8]> = lines(new).collect();
-    let still_selected =
-        |l: &[u8]| uncapped.is_some_and(|all| net(l).is_some_and(|n| all.contains_net(&n)));
+    let covered_now =
+        |n: &Net| covered.contains_net(n) || uncapped.is_some_and(|all| all.contains_net(n));
     lines(old)
         .filter(|l| !l.is_empty() && !kept.contains(l))
-        .filter(|l| !net(l).is_some_and(|n| covered.contains_net(&n)))
-        .filter(|l| !still_selected(l))
+        .filter(|l| !net(l).is_some_and(|n| covered_now(&n)))
         .count() as u64
 }
 
